@@ -1,0 +1,1 @@
+"""One module per `ptunnel` subcommand; see `tunnel.cli` for the interface each one provides."""
