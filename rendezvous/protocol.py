@@ -1,0 +1,497 @@
+"""Rendezvous wire protocol: message dataclasses and their codecs, shared by server and node.
+
+One UDP socket per node carries everything; the first byte is the message type. Types 1-4 belong
+to the secure session (`tunnel/wire.py`), 0x20-0x3F to this protocol, 0x40-0x4F to relay envelopes.
+All integers are big-endian. Decoders return ``None`` for anything malformed and never raise.
+
+Endpoint (``EP``), variable length: ``[family u8: 4|6][address 4|16 B][port u16]``.
+
+Unauthenticated, stateless (the server answers with its own bytes, never more than it received):
+
+| type | name           | layout after the type byte                                        |
+|------|----------------|-------------------------------------------------------------------|
+| 0x20 | COOKIE_REQUEST | nonce 8, zero padding to `COOKIE_REQUEST_SIZE` (64 B) in total    |
+| 0x21 | COOKIE         | nonce 8, cookie 20, observed EP (≤ 48 B in total)                 |
+
+Signed requests, node to server (Ed25519 by the network signing key over `SIGN_CONTEXT` + every
+byte before the signature; the network id *is* the verifying key):
+
+| off | size | field                                                                  |
+|-----|------|------------------------------------------------------------------------|
+| 0   | 1    | type: 0x22 REGISTER, 0x24 LIST, 0x26 CONNECT, 0x28 LEAVE               |
+| 1   | 32   | network id                                                             |
+| 33  | 32   | node static public key (X25519, the Noise identity)                    |
+| 65  | 8    | counter u64, strictly increasing per (network, node) across all requests |
+| 73  | 8    | client nonce, echoed in every reply so off-path spoofers cannot answer  |
+| 81  | 20   | cookie from COOKIE: binds the source address and a time window          |
+| 101 | n    | body (below)                                                           |
+| -64 | 64   | signature                                                              |
+
+Bodies: REGISTER ``[n u8][names: len u8 + UTF-8]...[m u8][LAN EP]...``; CONNECT ``[len u8][name]``;
+LIST and LEAVE empty.
+
+Replies and pushes, server to node (sent only to proven addresses):
+
+| type | name       | layout after the type byte                                           |
+|------|------------|----------------------------------------------------------------------|
+| 0x23 | REGISTERED | nonce 8, observed EP, page u8, pages u8, PEER entries                |
+| 0x25 | LISTED     | nonce 8, page u8, pages u8, PEER entries                             |
+| 0x27 | JOINED     | registration nonce 8, one PEER entry                                 |
+| 0x29 | LEFT       | registration nonce 8, static 32                                      |
+| 0x2B | INTRODUCED | nonce 8, static 32, public EP, [m u8][LAN EP]..., [n u8][names]     |
+| 0x2D | REFUSED    | nonce 8, code u8, detail (code-specific, see `Refused`)              |
+
+INTRODUCED goes to both sides at once: to the requester with its request's nonce, to the
+target with the nonce of the target's latest registration.
+
+PEER entry: ``[static 32][EP][seen_ago u32 seconds][n u8][names: len u8 + UTF-8]...``.
+
+Relay envelopes (same size in and out, so relaying never amplifies):
+
+| type | name      | layout                                      |
+|------|-----------|---------------------------------------------|
+| 0x40 | RELAY_TO  | node to server: dest static 32, datagram    |
+| 0x41 | RELAY_FROM| server to node: source static 32, datagram  |
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+Endpoint = tuple[str, int]
+
+# --- specification -------------------------------------------------------------------------
+COOKIE_REQUEST = 0x20
+COOKIE = 0x21
+REGISTER = 0x22
+REGISTERED = 0x23
+LIST = 0x24
+LISTED = 0x25
+CONNECT = 0x26
+JOINED = 0x27
+LEAVE = 0x28
+LEFT = 0x29
+INTRODUCED = 0x2B
+REFUSED = 0x2D
+RELAY_TO = 0x40
+RELAY_FROM = 0x41
+
+RENDEZVOUS_TYPES = range(0x20, 0x40)
+RELAY_TYPES = range(0x40, 0x50)
+
+NONCE_SIZE = 8  # bytes; 64 random bits: an off-path guess succeeds with p = 2^-64
+COOKIE_SIZE = 20  # bytes; u32 time window + 16-byte truncated HMAC-SHA256
+KEY_SIZE = 32  # bytes; Ed25519 and X25519 public keys
+SIGNATURE_SIZE = 64  # bytes; Ed25519
+# Padding makes the request at least as large as the biggest COOKIE reply (48 B): no amplification.
+COOKIE_REQUEST_SIZE = 64  # bytes
+HEADER_SIZE = 1 + KEY_SIZE + KEY_SIZE + 8 + NONCE_SIZE + COOKIE_SIZE  # 101 bytes
+SIGN_CONTEXT = b"ptunnel rendezvous request v1\x00"
+
+# --- implementation limits -----------------------------------------------------------------
+MAX_NAMES = 8  # names one node may hold
+MAX_LAN = 8  # LAN candidates one node may announce
+MAX_NAME_LEN = 63  # a DNS label's length: names end up in host-like places
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Keep every datagram under the IPv6 minimum MTU minus headers, so nothing fragments.
+MAX_PAGE_BYTES = 1150
+
+# Refusal codes.
+NAME_TAKEN = 1  # detail: [len u8][name][holder static 32]
+STALE_COUNTER = 2  # detail: last accepted counter u64
+UNKNOWN_PEER = 3  # detail: [len u8][name]
+NOT_REGISTERED = 4  # detail: empty; CONNECT from a node that has not registered
+BAD_REQUEST = 5  # detail: empty; e.g. an invalid name
+
+
+class DecodeError(Exception):
+    """Raised inside this module's readers; decoders turn it into ``None``."""
+
+
+def valid_name(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None
+
+
+# --- messages ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CookieRequest:
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReply:
+    nonce: bytes
+    cookie: bytes
+    observed: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A signed node request; `body` is already parsed per `kind`."""
+
+    kind: int
+    network: bytes
+    static: bytes
+    counter: int
+    nonce: bytes
+    cookie: bytes
+    names: tuple[str, ...] = ()  # REGISTER: names to hold; CONNECT: the one name to reach
+    lan: tuple[Endpoint, ...] = ()  # REGISTER only
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    static: bytes
+    endpoint: Endpoint
+    seen_ago: int  # seconds since the server last heard the peer
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    nonce: bytes
+    observed: Endpoint
+    page: int
+    pages: int
+    peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    nonce: bytes
+    page: int
+    pages: int
+    peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    nonce: bytes
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    nonce: bytes
+    static: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Introduced:
+    nonce: bytes
+    static: bytes
+    endpoint: Endpoint
+    lan: tuple[Endpoint, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    nonce: bytes
+    code: int
+    name: str = ""  # NAME_TAKEN, UNKNOWN_PEER
+    holder: bytes = b""  # NAME_TAKEN: static key of the current holder
+    counter: int = 0  # STALE_COUNTER: the last counter the server accepted
+
+
+Reply = CookieReply | Registered | Listed | Joined | Left | Introduced | Refused
+
+
+# --- primitive readers and writers ---------------------------------------------------------
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise DecodeError("truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "big")
+
+    def u64(self) -> int:
+        return int.from_bytes(self.take(8), "big")
+
+    def endpoint(self) -> Endpoint:
+        family = self.u8()
+        if family == 4:
+            host = str(ipaddress.IPv4Address(self.take(4)))
+        elif family == 6:
+            host = str(ipaddress.IPv6Address(self.take(16)))
+        else:
+            raise DecodeError("bad address family")
+        return host, self.u16()
+
+    def name(self) -> str:
+        raw = self.take(self.u8())
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise DecodeError("name not ASCII") from exc
+        if not valid_name(text):
+            raise DecodeError("invalid name")
+        return text
+
+    def names(self, limit: int = MAX_NAMES) -> tuple[str, ...]:
+        count = self.u8()
+        if count > limit:
+            raise DecodeError("too many names")
+        return tuple(self.name() for _ in range(count))
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        count = self.u8()
+        if count > MAX_LAN:
+            raise DecodeError("too many endpoints")
+        return tuple(self.endpoint() for _ in range(count))
+
+    def peer(self) -> Peer:
+        return Peer(self.take(KEY_SIZE), self.endpoint(), self.u32(), self.names())
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise DecodeError("trailing bytes")
+
+
+def encode_endpoint(ep: Endpoint) -> bytes:
+    """Raises ValueError for a host that is not an IP literal or a port out of range."""
+    addr = ipaddress.ip_address(ep[0])
+    if not 0 <= ep[1] <= 0xFFFF:
+        raise ValueError(f"port out of range: {ep[1]}")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    family = 4 if addr.version == 4 else 6
+    return bytes([family]) + addr.packed + ep[1].to_bytes(2, "big")
+
+
+def _encode_names(names: tuple[str, ...]) -> bytes:
+    out = bytearray([len(names)])
+    for name in names:
+        raw = name.encode("ascii")
+        out += bytes([len(raw)]) + raw
+    return bytes(out)
+
+
+def _encode_endpoints(eps: tuple[Endpoint, ...]) -> bytes:
+    return bytes([len(eps)]) + b"".join(encode_endpoint(ep) for ep in eps)
+
+
+def encode_peer(peer: Peer) -> bytes:
+    seen = min(max(peer.seen_ago, 0), 0xFFFFFFFF)
+    return (
+        peer.static
+        + encode_endpoint(peer.endpoint)
+        + seen.to_bytes(4, "big")
+        + _encode_names(peer.names)
+    )
+
+
+# --- unauthenticated exchange --------------------------------------------------------------
+def encode_cookie_request(msg: CookieRequest) -> bytes:
+    head = bytes([COOKIE_REQUEST]) + msg.nonce
+    return head + bytes(COOKIE_REQUEST_SIZE - len(head))
+
+
+def decode_cookie_request(data: bytes) -> CookieRequest | None:
+    if len(data) < COOKIE_REQUEST_SIZE or data[0] != COOKIE_REQUEST:
+        return None
+    return CookieRequest(data[1 : 1 + NONCE_SIZE])
+
+
+def encode_cookie_reply(msg: CookieReply) -> bytes:
+    return bytes([COOKIE]) + msg.nonce + msg.cookie + encode_endpoint(msg.observed)
+
+
+# --- signed requests -----------------------------------------------------------------------
+def encode_request(msg: Request, signer: Ed25519PrivateKey) -> bytes:
+    """Encode and sign. Raises ValueError on invalid names or too many names/candidates."""
+    if len(msg.names) > MAX_NAMES or len(msg.lan) > MAX_LAN:
+        raise ValueError("too many names or LAN candidates")
+    for name in msg.names:
+        if not valid_name(name):
+            raise ValueError(f"invalid name {name!r}: use a-z, 0-9, '.', '_', '-' (max 63)")
+    body = b""
+    if msg.kind == REGISTER:
+        body = _encode_names(msg.names) + _encode_endpoints(msg.lan)
+    elif msg.kind == CONNECT:
+        body = _encode_names(msg.names)[1:]
+    elif msg.kind not in (LIST, LEAVE):
+        raise ValueError(f"not a request type: {msg.kind:#x}")
+    signed = (
+        bytes([msg.kind])
+        + msg.network
+        + msg.static
+        + msg.counter.to_bytes(8, "big")
+        + msg.nonce
+        + msg.cookie
+        + body
+    )
+    return signed + signer.sign(SIGN_CONTEXT + signed)
+
+
+def decode_request(data: bytes) -> Request | None:
+    """Parse a signed request WITHOUT checking the signature (see `verify_request`)."""
+    if len(data) < HEADER_SIZE + SIGNATURE_SIZE or data[0] not in (REGISTER, LIST, CONNECT, LEAVE):
+        return None
+    r = _Reader(data[: -SIGNATURE_SIZE], 1)
+    try:
+        network, static = r.take(KEY_SIZE), r.take(KEY_SIZE)
+        counter, nonce, cookie = r.u64(), r.take(NONCE_SIZE), r.take(COOKIE_SIZE)
+        names: tuple[str, ...] = ()
+        lan: tuple[Endpoint, ...] = ()
+        if data[0] == REGISTER:
+            names, lan = r.names(), r.endpoints()
+        elif data[0] == CONNECT:
+            names = (r.name(),)
+        r.end()
+    except DecodeError:
+        return None
+    return Request(data[0], network, static, counter, nonce, cookie, names, lan)
+
+
+def verify_request(data: bytes, network: bytes) -> bool:
+    """True when `data` carries a valid signature by the network whose id is `network`."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(network)
+        key.verify(data[-SIGNATURE_SIZE:], SIGN_CONTEXT + data[:-SIGNATURE_SIZE])
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- replies -------------------------------------------------------------------------------
+def paginate(peers: list[Peer], room: int = MAX_PAGE_BYTES) -> list[list[bytes]]:
+    """Split encoded peer entries into pages of at most `room` bytes (always ≥ 1 page)."""
+    pages: list[list[bytes]] = [[]]
+    used = 0
+    for peer in peers:
+        entry = encode_peer(peer)
+        if pages[-1] and used + len(entry) > room:
+            pages.append([])
+            used = 0
+        pages[-1].append(entry)
+        used += len(entry)
+    return pages
+
+
+def encode_registered(nonce: bytes, observed: Endpoint, page: int, pages: int,
+                      entries: list[bytes]) -> bytes:
+    return (bytes([REGISTERED]) + nonce + encode_endpoint(observed) + bytes([page, pages])
+            + b"".join(entries))
+
+
+def encode_listed(nonce: bytes, page: int, pages: int, entries: list[bytes]) -> bytes:
+    return bytes([LISTED]) + nonce + bytes([page, pages]) + b"".join(entries)
+
+
+def encode_reply(msg: Reply) -> bytes:
+    """Encode one reply (REGISTERED/LISTED from their `peers`; use `paginate` for big lists)."""
+    if isinstance(msg, CookieReply):
+        return encode_cookie_reply(msg)
+    if isinstance(msg, Registered):
+        entries = [encode_peer(p) for p in msg.peers]
+        return encode_registered(msg.nonce, msg.observed, msg.page, msg.pages, entries)
+    if isinstance(msg, Listed):
+        return encode_listed(msg.nonce, msg.page, msg.pages, [encode_peer(p) for p in msg.peers])
+    if isinstance(msg, Joined):
+        return bytes([JOINED]) + msg.nonce + encode_peer(msg.peer)
+    if isinstance(msg, Left):
+        return bytes([LEFT]) + msg.nonce + msg.static
+    if isinstance(msg, Introduced):
+        return (bytes([INTRODUCED]) + msg.nonce + msg.static + encode_endpoint(msg.endpoint)
+                + _encode_endpoints(msg.lan) + _encode_names(msg.names))
+    detail = b""
+    if msg.code == NAME_TAKEN:
+        detail = _encode_names((msg.name,))[1:] + msg.holder
+    elif msg.code == STALE_COUNTER:
+        detail = msg.counter.to_bytes(8, "big")
+    elif msg.code == UNKNOWN_PEER:
+        detail = _encode_names((msg.name,))[1:]
+    return bytes([REFUSED]) + msg.nonce + bytes([msg.code]) + detail
+
+
+def _peers(r: _Reader) -> tuple[Peer, ...]:
+    peers = []
+    while r.pos < len(r.data):
+        peers.append(r.peer())
+    return tuple(peers)
+
+
+def decode_reply(data: bytes) -> Reply | None:
+    """Parse any server-to-node rendezvous message; None when malformed or not one."""
+    if not data:
+        return None
+    r = _Reader(data, 1)
+    kind = data[0]
+    try:
+        nonce = r.take(NONCE_SIZE)
+        msg: Reply
+        if kind == COOKIE:
+            msg = CookieReply(nonce, r.take(COOKIE_SIZE), r.endpoint())
+        elif kind == REGISTERED:
+            observed, page, pages = r.endpoint(), r.u8(), r.u8()
+            msg = Registered(nonce, observed, page, pages, _peers(r))
+        elif kind == LISTED:
+            page, pages = r.u8(), r.u8()
+            msg = Listed(nonce, page, pages, _peers(r))
+        elif kind == JOINED:
+            msg = Joined(nonce, r.peer())
+        elif kind == LEFT:
+            msg = Left(nonce, r.take(KEY_SIZE))
+        elif kind == INTRODUCED:
+            msg = Introduced(nonce, r.take(KEY_SIZE), r.endpoint(), r.endpoints(), r.names())
+        elif kind == REFUSED:
+            code = r.u8()
+            if code == NAME_TAKEN:
+                msg = Refused(nonce, code, name=r.name(), holder=r.take(KEY_SIZE))
+            elif code == STALE_COUNTER:
+                msg = Refused(nonce, code, counter=r.u64())
+            elif code == UNKNOWN_PEER:
+                msg = Refused(nonce, code, name=r.name())
+            else:
+                msg = Refused(nonce, code)
+        else:
+            return None
+        r.end()
+    except DecodeError:
+        return None
+    if isinstance(msg, Registered | Listed) and not msg.page < msg.pages:
+        return None
+    return msg
+
+
+# --- relay envelopes -----------------------------------------------------------------------
+def encode_relay_to(dest_static: bytes, datagram: bytes) -> bytes:
+    return bytes([RELAY_TO]) + dest_static + datagram
+
+
+def decode_relay_to(data: bytes) -> tuple[bytes, bytes] | None:
+    if len(data) < 1 + KEY_SIZE or data[0] != RELAY_TO:
+        return None
+    return data[1 : 1 + KEY_SIZE], data[1 + KEY_SIZE :]
+
+
+def encode_relay_from(src_static: bytes, datagram: bytes) -> bytes:
+    return bytes([RELAY_FROM]) + src_static + datagram
+
+
+def decode_relay_from(data: bytes) -> tuple[bytes, bytes] | None:
+    if len(data) < 1 + KEY_SIZE or data[0] != RELAY_FROM:
+        return None
+    return data[1 : 1 + KEY_SIZE], data[1 + KEY_SIZE :]

@@ -1,0 +1,216 @@
+"""The rendezvous server's logic, pure: `Registry.handle(datagram, addr, now) -> list[Send]`.
+
+Rules, in the order a datagram meets them (first failure drops it, or answers as stated):
+
+1. Per-source-IP rate limit (`ratelimit.SOURCE_RATE`); relay envelopes go to `relay.RelayPolicy`.
+2. COOKIE_REQUEST: answer COOKIE (cookie + observed endpoint). Stateless, ≤ the request's size.
+3. Signed request with a missing/expired/foreign-address cookie: answer a fresh COOKIE (smaller
+   than any signed request). Still no state: this is the return-routability proof.
+4. Signature must verify with the network id as Ed25519 key; else drop. The server never needs
+   the network secret.
+5. The request counter must exceed the node's last one (kept in the store): else REFUSED
+   STALE_COUNTER. With the cookie this stops replays from other addresses (3) and from the same
+   address (5), so an eavesdropper can neither register, list, connect nor move a name.
+6. REGISTER: names held by another live key of the network are refused with NAME_TAKEN and the
+   holder's key; otherwise the member is stored for `REGISTRATION_TTL`, answered with REGISTERED
+   (its observed endpoint and the other live members), and, if new or moved, announced to the
+   others with JOINED. LIST answers LISTED. CONNECT sends INTRODUCED to both sides at once and
+   records the pair for the relay. LEAVE removes the member and announces LEFT.
+7. `handle_timer` expires silent members and announces LEFT.
+
+`now` here is wall-clock seconds (`time.time()`), not the monotonic clock the node uses: the
+store is shared by several servers and survives restarts, so its timestamps need a common scale.
+Networks are isolated because every lookup is keyed by the network id that signed the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rendezvous import protocol as p
+from rendezvous.cookies import SECRET_SIZE, CookieJar
+from rendezvous.protocol import Endpoint
+from rendezvous.ratelimit import SOURCE_BURST, SOURCE_RATE, RateLimiter
+from rendezvous.relay import RelayPolicy
+from rendezvous.store import Member, Store
+
+log = logging.getLogger(__name__)
+
+# Nodes refresh every 20 s (`tunnel.rdvclient.REFRESH_INTERVAL`); 90 s survives three lost
+# refreshes plus jitter, and UDP NAT mappings (often 30 s) are kept alive by the refreshes.
+REGISTRATION_TTL = 90.0  # seconds
+# A replayed request needs a valid cookie (≤ 120 s old), so counters older than that are moot.
+COUNTER_KEEP = 300.0  # seconds
+# Relay permission from one CONNECT; it also ends as soon as either side's registration does.
+INTRODUCTION_TTL = 24 * 3600.0  # seconds
+SWEEP_INTERVAL = 5.0  # seconds; expiry is announced at most this late
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Effect: send `data` to `addr` from the server's main socket (or the receiving one)."""
+
+    data: bytes
+    addr: Endpoint
+
+
+class Registry:
+    def __init__(
+        self,
+        store: Store,
+        rng: Callable[[int], bytes] = os.urandom,
+        relay_enabled: bool = True,
+    ) -> None:
+        self.store = store
+        self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
+        self.relay = RelayPolicy(store, relay_enabled)
+        self.stats: Counter[str] = Counter()
+        self._by_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
+        self._next_sweep = 0.0
+        self._handlers: dict[int, Callable[[p.Request, Endpoint, float], list[Send]]] = {
+            p.REGISTER: self._handle_register,
+            p.LIST: self._handle_list,
+            p.CONNECT: self._handle_connect,
+            p.LEAVE: self._handle_leave,
+        }
+
+    # --- input -----------------------------------------------------------------------------
+    def handle(self, data: bytes, addr: Endpoint, now: float) -> list[Send]:
+        """One datagram received on the main port."""
+        if data and data[0] in p.RELAY_TYPES:
+            out = self.relay.forward(data, addr, now)
+            return [] if out is None else [Send(*out)]
+        if not data or data[0] not in p.RENDEZVOUS_TYPES:
+            self.stats["malformed"] += 1
+            return []
+        if not self._by_source.allow(addr[0], now):
+            self.stats["source_limited"] += 1
+            return []
+        if data[0] == p.COOKIE_REQUEST:
+            return self._handle_cookie_request(data, addr, now)
+        req = p.decode_request(data)
+        if req is None:
+            self.stats["malformed"] += 1
+            return []
+        if not self.cookies.check(req.cookie, addr, now):
+            self.stats["cookie_retry"] += 1
+            return [self._cookie_reply(req.nonce, addr, now)]
+        if not p.verify_request(data, req.network):
+            self.stats["bad_signature"] += 1
+            return []
+        last = self.store.bump_counter(req.network, req.static, req.counter, now + COUNTER_KEEP)
+        if last is not None:
+            self.stats["stale_counter"] += 1
+            return [self._refuse(req.nonce, addr, p.STALE_COUNTER, counter=last)]
+        self.stats["accepted"] += 1
+        return self._handlers[req.kind](req, addr, now)
+
+    def handle_netcheck(self, data: bytes, addr: Endpoint, now: float) -> list[Send]:
+        """One datagram on the netcheck port: only cookie requests (they echo the source)."""
+        if not data or data[0] != p.COOKIE_REQUEST:
+            self.stats["malformed"] += 1
+            return []
+        if not self._by_source.allow(addr[0], now):
+            self.stats["source_limited"] += 1
+            return []
+        return self._handle_cookie_request(data, addr, now)
+
+    def get_timer(self) -> float:
+        return self._next_sweep
+
+    def handle_timer(self, now: float) -> list[Send]:
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + SWEEP_INTERVAL
+        self._by_source.sweep(now)
+        self.relay.sweep(now)
+        out: list[Send] = []
+        for gone in self.store.expire(now):
+            log.info("expired %s %s", gone.names, gone.endpoint)
+            self.stats["expired"] += 1
+            out += self._announce(gone, p.Left(b"", gone.static), now)
+        return out
+
+    # --- handlers --------------------------------------------------------------------------
+    def _handle_cookie_request(self, data: bytes, addr: Endpoint, now: float) -> list[Send]:
+        msg = p.decode_cookie_request(data)
+        if msg is None:
+            self.stats["malformed"] += 1
+            return []
+        return [self._cookie_reply(msg.nonce, addr, now)]
+
+    def _handle_register(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
+        member = Member(req.network, req.static, req.names, addr, req.lan, req.nonce,
+                        last_seen=now, expires=now + REGISTRATION_TTL)
+        result = self.store.register(member, now)
+        if result.conflict_holder:
+            self.stats["name_taken"] += 1
+            return [self._refuse(req.nonce, addr, p.NAME_TAKEN, name=result.conflict_name,
+                                 holder=result.conflict_holder)]
+        others = [m for m in self.store.members(req.network, now) if m.static != req.static]
+        pages = p.paginate([_peer(m, now) for m in others])
+        out = [Send(p.encode_registered(req.nonce, addr, i, len(pages), entries), addr)
+               for i, entries in enumerate(pages)]
+        prev = result.previous
+        if prev is None or prev.endpoint != addr or prev.names != req.names:
+            log.info("joined %s from %s", req.names, addr)
+            out += self._announce(member, p.Joined(b"", _peer(member, now)), now)
+        return out
+
+    def _handle_list(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
+        pages = p.paginate([_peer(m, now) for m in self.store.members(req.network, now)])
+        return [Send(p.encode_listed(req.nonce, i, len(pages), entries), addr)
+                for i, entries in enumerate(pages)]
+
+    def _handle_connect(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
+        me = self.store.member(req.network, req.static, now)
+        if me is None or me.endpoint != addr:
+            return [self._refuse(req.nonce, addr, p.NOT_REGISTERED)]
+        target = self.store.member_by_name(req.network, req.names[0], now)
+        if target is None or target.static == me.static:
+            return [self._refuse(req.nonce, addr, p.UNKNOWN_PEER, name=req.names[0])]
+        self.store.introduce(req.network, me.static, target.static, now + INTRODUCTION_TTL)
+        self.stats["introduced"] += 1
+        return [
+            Send(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
+                                             target.lan, target.names)), addr),
+            Send(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint, me.lan,
+                                             me.names)), target.endpoint),
+        ]
+
+    def _handle_leave(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
+        gone = self.store.remove(req.network, req.static)
+        if gone is None:
+            return []
+        return self._announce(gone, p.Left(b"", gone.static), now)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _announce(self, about: Member, msg: p.Joined | p.Left, now: float) -> list[Send]:
+        """Push `msg` to every other live member, each with its own registration nonce."""
+        out = []
+        for m in self.store.members(about.network, now):
+            if m.static == about.static:
+                continue
+            if isinstance(msg, p.Joined):
+                data = p.encode_reply(p.Joined(m.nonce, msg.peer))
+            else:
+                data = p.encode_reply(p.Left(m.nonce, msg.static))
+            out.append(Send(data, m.endpoint))
+        return out
+
+    def _cookie_reply(self, nonce: bytes, addr: Endpoint, now: float) -> Send:
+        cookie = self.cookies.make(addr, now)
+        return Send(p.encode_cookie_reply(p.CookieReply(nonce, cookie, addr)), addr)
+
+    @staticmethod
+    def _refuse(nonce: bytes, addr: Endpoint, code: int, name: str = "", holder: bytes = b"",
+                counter: int = 0) -> Send:
+        return Send(p.encode_reply(p.Refused(nonce, code, name, holder, counter)), addr)
+
+
+def _peer(m: Member, now: float) -> p.Peer:
+    return p.Peer(m.static, m.endpoint, int(max(0.0, now - m.last_seen)), m.names)

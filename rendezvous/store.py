@@ -1,0 +1,268 @@
+"""Rendezvous state behind a small synchronous interface: `Store`, and its SQLite implementation.
+
+The store, not the process, is the source of truth for everything that must outlive a packet:
+members (names, static key, observed endpoint, LAN candidates, registration nonce, expiry), name
+ownership, each node's last request counter, who was introduced to whom (the relay's permission
+list) and the cookie secret. Several servers sharing one store (SQLite on one host now, Redis
+later) therefore serve one network, and a restarted server loses no live registration.
+
+All times are wall-clock seconds (`time.time()` scale), shared by every server. Each method is
+one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rendezvous.protocol import Endpoint
+
+_U64_OFFSET = 1 << 63  # SQLite integers are signed 64-bit; counters are u64
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    network: bytes
+    static: bytes
+    names: tuple[str, ...]
+    endpoint: Endpoint
+    lan: tuple[Endpoint, ...]
+    nonce: bytes  # nonce of its latest REGISTER, echoed in pushes to it
+    last_seen: float
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Outcome of `Store.register`: the live record it replaced, or the name conflict."""
+
+    previous: Member | None = None
+    conflict_name: str = ""
+    conflict_holder: bytes = b""
+
+
+class Store(Protocol):
+    def cookie_secret(self, candidate: bytes) -> bytes:
+        """The shared cookie secret; stores `candidate` if there is none yet."""
+        ...
+
+    def bump_counter(
+        self, network: bytes, static: bytes, counter: int, keep_until: float
+    ) -> int | None:
+        """Accept `counter` if above the last one (None), else return the last one."""
+        ...
+
+    def register(self, member: Member, now: float) -> Registration:
+        """Claim names and upsert the member atomically, unless a live other key holds a name."""
+        ...
+
+    def remove(self, network: bytes, static: bytes) -> Member | None: ...
+
+    def member(self, network: bytes, static: bytes, now: float) -> Member | None: ...
+
+    def member_by_name(self, network: bytes, name: str, now: float) -> Member | None: ...
+
+    def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None: ...
+
+    def members(self, network: bytes, now: float) -> list[Member]: ...
+
+    def expire(self, now: float) -> list[Member]:
+        """Delete and return members whose registration ran out; drop stale counters/intros."""
+        ...
+
+    def introduce(self, network: bytes, a: bytes, b: bytes, until: float) -> None: ...
+
+    def introduced(self, network: bytes, a: bytes, b: bytes, now: float) -> bool: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    network BLOB NOT NULL, static BLOB NOT NULL, names TEXT NOT NULL,
+    host TEXT NOT NULL, port INTEGER NOT NULL, lan TEXT NOT NULL, nonce BLOB NOT NULL,
+    last_seen REAL NOT NULL, expires REAL NOT NULL, PRIMARY KEY (network, static));
+CREATE INDEX IF NOT EXISTS members_by_endpoint ON members (host, port);
+CREATE TABLE IF NOT EXISTS names (
+    network BLOB NOT NULL, name TEXT NOT NULL, static BLOB NOT NULL,
+    PRIMARY KEY (network, name));
+CREATE TABLE IF NOT EXISTS counters (
+    network BLOB NOT NULL, static BLOB NOT NULL, counter INTEGER NOT NULL,
+    keep_until REAL NOT NULL, PRIMARY KEY (network, static));
+CREATE TABLE IF NOT EXISTS intros (
+    network BLOB NOT NULL, a BLOB NOT NULL, b BLOB NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (network, a, b));
+"""
+
+_MEMBER_COLS = "network, static, names, host, port, lan, nonce, last_seen, expires"
+
+
+def _row_to_member(row: Any) -> Member:
+    network, static, names, host, port, lan, nonce, last_seen, expires = row
+    return Member(
+        network=bytes(network),
+        static=bytes(static),
+        names=tuple(json.loads(names)),
+        endpoint=(str(host), int(port)),
+        lan=tuple((str(h), int(p)) for h, p in json.loads(lan)),
+        nonce=bytes(nonce),
+        last_seen=float(last_seen),
+        expires=float(expires),
+    )
+
+
+class SQLiteStore:
+    """`Store` on SQLite. `path=":memory:"` for tests."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
+        if str(path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: tuple[object, ...]) -> Member | None:
+        row = self._db.execute(sql, args).fetchone()
+        return None if row is None else _row_to_member(row)
+
+    def cookie_secret(self, candidate: bytes) -> bytes:
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cookie_secret', ?)", (candidate,))
+        row = self._db.execute("SELECT value FROM meta WHERE key='cookie_secret'").fetchone()
+        return bytes(row[0])
+
+    def bump_counter(
+        self, network: bytes, static: bytes, counter: int, keep_until: float
+    ) -> int | None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT counter FROM counters WHERE network=? AND static=?", (network, static)
+            ).fetchone()
+            if row is not None and int(row[0]) + _U64_OFFSET >= counter:
+                return int(row[0]) + _U64_OFFSET
+            db.execute(
+                "INSERT OR REPLACE INTO counters VALUES (?, ?, ?, ?)",
+                (network, static, counter - _U64_OFFSET, keep_until),
+            )
+            return None
+        finally:
+            db.execute("COMMIT")
+
+    def register(self, member: Member, now: float) -> Registration:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name in member.names:
+                row = db.execute(
+                    "SELECT n.static FROM names n JOIN members m"
+                    " ON m.network = n.network AND m.static = n.static"
+                    " WHERE n.network=? AND n.name=? AND n.static != ? AND m.expires > ?",
+                    (member.network, name, member.static, now),
+                ).fetchone()
+                if row is not None:
+                    return Registration(conflict_name=name, conflict_holder=bytes(row[0]))
+            previous = self._one(
+                f"SELECT {_MEMBER_COLS} FROM members WHERE network=? AND static=? AND expires>?",
+                (member.network, member.static, now),
+            )
+            db.execute("DELETE FROM names WHERE network=? AND static=?",
+                       (member.network, member.static))
+            db.executemany(
+                "INSERT OR REPLACE INTO names VALUES (?, ?, ?)",
+                [(member.network, name, member.static) for name in member.names],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (member.network, member.static, json.dumps(member.names), member.endpoint[0],
+                 member.endpoint[1], json.dumps(member.lan), member.nonce, member.last_seen,
+                 member.expires),
+            )
+            return Registration(previous=previous)
+        finally:
+            db.execute("COMMIT")
+
+    def remove(self, network: bytes, static: bytes) -> Member | None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = self._one(f"SELECT {_MEMBER_COLS} FROM members WHERE network=? AND static=?",
+                            (network, static))
+            db.execute("DELETE FROM members WHERE network=? AND static=?", (network, static))
+            db.execute("DELETE FROM names WHERE network=? AND static=?", (network, static))
+            db.execute("DELETE FROM intros WHERE network=? AND (a=? OR b=?)",
+                       (network, static, static))
+            return old
+        finally:
+            db.execute("COMMIT")
+
+    def member(self, network: bytes, static: bytes, now: float) -> Member | None:
+        return self._one(
+            f"SELECT {_MEMBER_COLS} FROM members WHERE network=? AND static=? AND expires>?",
+            (network, static, now),
+        )
+
+    def member_by_name(self, network: bytes, name: str, now: float) -> Member | None:
+        return self._one(
+            f"SELECT {', '.join('m.' + c.strip() for c in _MEMBER_COLS.split(','))}"
+            " FROM names n JOIN members m ON m.network = n.network AND m.static = n.static"
+            " WHERE n.network=? AND n.name=? AND m.expires>?",
+            (network, name, now),
+        )
+
+    def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None:
+        return self._one(
+            f"SELECT {_MEMBER_COLS} FROM members WHERE host=? AND port=? AND expires>?"
+            " ORDER BY last_seen DESC",
+            (endpoint[0], endpoint[1], now),
+        )
+
+    def members(self, network: bytes, now: float) -> list[Member]:
+        rows = self._db.execute(
+            f"SELECT {_MEMBER_COLS} FROM members WHERE network=? AND expires>? ORDER BY static",
+            (network, now),
+        ).fetchall()
+        return [_row_to_member(row) for row in rows]
+
+    def expire(self, now: float) -> list[Member]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            gone = [
+                _row_to_member(row)
+                for row in db.execute(
+                    f"SELECT {_MEMBER_COLS} FROM members WHERE expires<=?", (now,)
+                ).fetchall()
+            ]
+            for m in gone:
+                db.execute("DELETE FROM names WHERE network=? AND static=?", (m.network, m.static))
+            db.execute("DELETE FROM members WHERE expires<=?", (now,))
+            db.execute("DELETE FROM counters WHERE keep_until<=?", (now,))
+            # An introduction (the relay's permission) ends with either side's registration.
+            db.execute(
+                "DELETE FROM intros WHERE until<=? OR NOT EXISTS (SELECT 1 FROM members m"
+                " WHERE m.network=intros.network AND m.static=intros.a) OR NOT EXISTS"
+                " (SELECT 1 FROM members m WHERE m.network=intros.network AND m.static=intros.b)",
+                (now,),
+            )
+            return gone
+        finally:
+            db.execute("COMMIT")
+
+    def introduce(self, network: bytes, a: bytes, b: bytes, until: float) -> None:
+        a, b = sorted((a, b))
+        self._db.execute("INSERT OR REPLACE INTO intros VALUES (?, ?, ?, ?)",
+                         (network, a, b, until))
+
+    def introduced(self, network: bytes, a: bytes, b: bytes, now: float) -> bool:
+        a, b = sorted((a, b))
+        row = self._db.execute(
+            "SELECT 1 FROM intros WHERE network=? AND a=? AND b=? AND until>?",
+            (network, a, b, now),
+        ).fetchone()
+        return row is not None
