@@ -1,0 +1,111 @@
+"""The local control socket: `ptunnel status` asks running instances how they are doing.
+
+Each running `expose`, `connect` or `up` listens on a Unix socket
+`$PTUNNEL_HOME/run/<pid>.sock` of mode 0600 (in a directory of mode 0700), so only the user who
+runs ptunnel can query it. The protocol is one JSON request line, one JSON reply line:
+``{"cmd": "status"}`` -> the instance's status object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUN_DIR = "run"
+MAX_REQUEST = 4096  # bytes; a request is one small JSON line
+QUERY_TIMEOUT = 2.0  # seconds; a live instance answers in milliseconds
+
+
+def run_dir(home: Path) -> Path:
+    path = home / RUN_DIR
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+class ControlServer:
+    """Serves status requests for one running instance."""
+
+    def __init__(self, home: Path, status: Callable[[], dict[str, Any]]) -> None:
+        self.path = run_dir(home) / f"{os.getpid()}.sock"
+        self._status = status
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # the socket is created 0600: no window where others connect
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old_umask)
+        self.path.chmod(0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(OSError):
+                await self._server.wait_closed()
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), QUERY_TIMEOUT)
+            try:
+                request = json.loads(line[:MAX_REQUEST] or b"{}")
+            except json.JSONDecodeError:
+                request = {}
+            if isinstance(request, dict) and request.get("cmd") == "status":
+                reply: dict[str, Any] = self._status()
+            else:
+                reply = {"error": "unknown request; expected {\"cmd\": \"status\"}"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError) as exc:
+            log.debug("control client went away: %s", exc)
+        finally:
+            writer.close()
+
+
+def query_all(home: Path) -> list[dict[str, Any]]:
+    """Status of every instance running under this home; stale sockets are removed."""
+    directory = home / RUN_DIR
+    if not directory.is_dir():
+        return []
+    results = []
+    for path in sorted(directory.glob("*.sock")):
+        reply = query(path)
+        if reply is None:
+            path.unlink(missing_ok=True)  # its process is gone
+        else:
+            results.append(reply)
+    return results
+
+
+def query(path: Path) -> dict[str, Any] | None:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(QUERY_TIMEOUT)
+            sock.connect(str(path))
+            sock.sendall(b'{"cmd": "status"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError:
+        return None
+    return reply if isinstance(reply, dict) else None
