@@ -1,0 +1,44 @@
+"""Past-tense events the session layer reports to the shell (`Device.next_event()`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A peer's UDP address as the shell hands it in: opaque and hashable, e.g. ("192.0.2.7", 40000).
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """New transport keys with `peer_public` are in use (confirmed on both sides)."""
+
+    peer_public: bytes
+    addr: Addr
+    is_initiator: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadReceived:
+    """An authenticated, non-replayed, non-empty payload; `addr` is where it came from."""
+
+    peer_public: bytes
+    data: bytes
+    addr: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """We gave up reaching `peer_public` (no valid response within REKEY_ATTEMPT_TIME)."""
+
+    peer_public: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpired:
+    """All keys with `peer_public` were wiped after a long silence."""
+
+    peer_public: bytes
+
+
+SessionEvent = HandshakeCompleted | PayloadReceived | HandshakeFailed | SessionExpired
