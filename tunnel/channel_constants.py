@@ -1,0 +1,93 @@
+"""Constants of the reliable multiplexed channel, grouped like wireguard-go's `constants.go`.
+
+"Protocol" values are seen by the peer (changing them changes behaviour on the wire); the
+"implementation" values are local choices. Every value carries its unit and the reason for it.
+Specs: RFC 9000 (streams, flow control), RFC 9002 (recovery), RFC 9221 (datagrams).
+"""
+
+from __future__ import annotations
+
+# --- protocol -------------------------------------------------------------------------------
+
+#: bytes; the whole UDP payload budget every IPv4/IPv6 path must carry (RFC 9000 §14) ...
+DATAGRAM_BUDGET = 1200
+#: bytes; ... minus the secure session's header and AEAD tag (`tunnel/wire.py`).
+SESSION_OVERHEAD = 32
+#: bytes; so a channel packet is at most this much by default.
+DEFAULT_MAX_PACKET_SIZE = DATAGRAM_BUDGET - SESSION_OVERHEAD
+
+#: seconds; how long the receiver may hold an ACK (RFC 9000 §18.2 max_ack_delay default).
+MAX_ACK_DELAY = 0.025
+#: ack-eliciting packets received before an ACK is sent at once (RFC 9000 §13.2.2).
+ACK_ELICITING_THRESHOLD = 2
+#: ack ranges carried in one ACK frame; older holes are long declared lost by then.
+MAX_ACK_RANGES = 32
+
+#: bytes; first per-stream receive window, grown by auto-tuning (quic-go starts at 512 KiB).
+INITIAL_STREAM_WINDOW = 1024 * 1024
+#: bytes; the per-stream window never grows past this: bounds one stream's receive buffer.
+MAX_STREAM_WINDOW = 16 * 1024 * 1024
+#: bytes; first connection window (quic-go uses 1.5x the stream window).
+INITIAL_CONNECTION_WINDOW = 1536 * 1024
+#: bytes; bounds all receive buffers of one channel together.
+MAX_CONNECTION_WINDOW = 24 * 1024 * 1024
+#: concurrent streams the peer may open; raised as streams finish (RFC 9000 §4.6).
+INITIAL_MAX_STREAMS = 256
+
+# --- recovery (RFC 9002 §6, appendix A.2) ---------------------------------------------------
+
+#: packets; reordering tolerated before a packet is declared lost (kPacketThreshold).
+PACKET_THRESHOLD = 3
+#: RTTs; time reordering threshold (kTimeThreshold = 9/8).
+TIME_THRESHOLD = 9 / 8
+#: seconds; timer granularity (kGranularity).
+GRANULARITY = 0.001
+#: seconds; RTT assumed before the first sample (kInitialRtt).
+INITIAL_RTT = 0.333
+#: PTO periods of no acknowledgement that make congestion persistent (RFC 9002 §7.6).
+PERSISTENT_CONGESTION_THRESHOLD = 3
+#: seconds; the PTO backoff stops doubling here, so a path back from a multi-second blackhole is
+#: probed again within a second (RFC 9002 leaves the cap to the implementation).
+MAX_PTO_INTERVAL = 1.0
+
+# --- congestion control ---------------------------------------------------------------------
+
+#: packets; initial window (RFC 9002 §7.2: 10 x max datagram size).
+INITIAL_WINDOW_PACKETS = 10
+#: packets; the window never shrinks below this (kMinimumWindow = 2 packets).
+MINIMUM_WINDOW_PACKETS = 2
+#: NewReno's multiplicative decrease (kLossReductionFactor).
+LOSS_REDUCTION_FACTOR = 0.5
+#: pace at this multiple of cwnd/srtt for window-based controllers (RFC 9002 §7.7, N = 1.25).
+PACING_GAIN_WINDOWED = 1.25
+#: seconds; a pacer may burst this much sending time at once (about one uvloop clock tick).
+PACING_BURST_TIME = 0.002
+#: packets; bounds of the pacer's burst so a home router's small queue is not overrun.
+PACING_MIN_BURST_PACKETS = 2
+PACING_MAX_BURST_PACKETS = 16
+
+# --- implementation -------------------------------------------------------------------------
+
+#: bytes; a stream accepts this much unacknowledged data from the application (backpressure).
+STREAM_SEND_BUFFER = 4 * 1024 * 1024
+#: datagrams queued for sending; more are refused (they are unreliable anyway).
+MAX_QUEUED_DATAGRAMS = 256
+#: seconds; without any packet from the peer for this long the channel closes.
+IDLE_TIMEOUT = 30.0
+#: PTOs the closing side lingers to repeat its CLOSE frame (RFC 9000 §10.2: three PTOs).
+CLOSING_PTOS = 3
+#: bytes; longest close reason sent.
+MAX_CLOSE_REASON = 256
+#: packet numbers remembered for duplicate detection beyond the ack ranges.
+RX_HISTORY_RANGES = 64
+
+# --- close error codes (RFC 9000 §20.1 values, so logs read the same) -----------------------
+
+NO_ERROR = 0x0
+INTERNAL_ERROR = 0x1
+FLOW_CONTROL_ERROR = 0x3
+STREAM_LIMIT_ERROR = 0x4
+STREAM_STATE_ERROR = 0x5
+FINAL_SIZE_ERROR = 0x6
+PROTOCOL_VIOLATION = 0xA
+IDLE_TIMEOUT_ERROR = 0x100  # local only: never sent

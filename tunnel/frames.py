@@ -1,0 +1,345 @@
+"""Channel packets and the frames inside them: dataclasses, encoders and one strict decoder.
+
+A channel packet is the plaintext the secure session seals. Layout (after RFC 9000 §12.4, §19,
+with one-byte frame types because the channel speaks only to itself):
+
+| field          | encoding | meaning                                                     |
+|----------------|----------|-------------------------------------------------------------|
+| packet number  | varint   | strictly increasing per sender; never reused                |
+| frames...      |          | one or more frames until the end of the packet              |
+
+| type      | name            | body (all integers are QUIC varints, RFC 9000 §16)            |
+|-----------|-----------------|---------------------------------------------------------------|
+| 0x00      | PADDING         | none (runs of zeros; used to probe a larger packet size)      |
+| 0x01      | PING            | none; elicits an ACK                                          |
+| 0x02      | ACK             | largest, ack_delay (µs), extra range count, first range,      |
+|           |                 | then (gap, length) pairs exactly as RFC 9000 §19.3.1          |
+| 0x04      | RESET_STREAM    | stream id, error code, final size                             |
+| 0x05      | STOP_SENDING    | stream id, error code                                         |
+| 0x08/0x09 | STREAM (+FIN)   | stream id, offset, length, data                               |
+| 0x10      | MAX_DATA        | connection credit (absolute byte offset)                      |
+| 0x11      | MAX_STREAM_DATA | stream id, stream credit (absolute byte offset)               |
+| 0x12      | MAX_STREAMS     | how many streams the peer may have opened in total            |
+| 0x1c      | CLOSE           | error code, reason length, UTF-8 reason                       |
+| 0x30      | DATAGRAM        | length, data (RFC 9221; never retransmitted)                  |
+
+`decode_packet` never raises: truncated, over-long or unknown input returns None, and the caller
+drops the whole packet before any frame is applied (all-or-nothing, so no state change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VARINT_MAX = (1 << 62) - 1
+
+PADDING = 0x00
+PING = 0x01
+ACK = 0x02
+RESET_STREAM = 0x04
+STOP_SENDING = 0x05
+STREAM = 0x08
+STREAM_FIN = 0x09
+MAX_DATA = 0x10
+MAX_STREAM_DATA = 0x11
+MAX_STREAMS = 0x12
+CLOSE = 0x1C
+DATAGRAM = 0x30
+
+#: bytes; worst-case STREAM frame header: type + three 8-byte varints.
+STREAM_HEADER_MAX = 1 + 8 + 8 + 8
+
+
+class DecodeError(ValueError):
+    """Remote input that does not parse. Raised only inside this module; callers see None."""
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PaddingFrame:
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    #: inclusive `(smallest, largest)` packet-number ranges, highest first
+    ranges: tuple[tuple[int, int], ...]
+    ack_delay_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetStreamFrame:
+    stream_id: int
+    error_code: int
+    final_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopSendingFrame:
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFrame:
+    stream_id: int
+    offset: int
+    data: bytes
+    fin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MaxDataFrame:
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamDataFrame:
+    stream_id: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaxStreamsFrame:
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    error_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramFrame:
+    data: bytes
+
+
+Frame = (
+    PingFrame
+    | PaddingFrame
+    | AckFrame
+    | ResetStreamFrame
+    | StopSendingFrame
+    | StreamFrame
+    | MaxDataFrame
+    | MaxStreamDataFrame
+    | MaxStreamsFrame
+    | CloseFrame
+    | DatagramFrame
+)
+
+
+# --- varints (RFC 9000 §16) -----------------------------------------------------------------
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0x40:
+        if value < 0:
+            raise ValueError("varint must not be negative")
+        return bytes((value,))
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x40000000:
+        return (value | 0x80000000).to_bytes(4, "big")
+    if value <= VARINT_MAX:
+        return (value | 0xC000000000000000).to_bytes(8, "big")
+    raise ValueError("varint too large")
+
+
+def varint_size(value: int) -> int:
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x40000000:
+        return 4
+    return 8
+
+
+_MASKS = (0x3F, 0x3FFF, 0x3FFFFFFF, 0x3FFFFFFFFFFFFFFF)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated varint")
+    first = buf[pos]
+    if first < 0x40:
+        return first, pos + 1
+    kind = first >> 6
+    end = pos + (1 << kind)
+    if end > len(buf):
+        raise DecodeError("truncated varint")
+    return int.from_bytes(buf[pos:end], "big") & _MASKS[kind], end
+
+
+def _bytes(buf: bytes, pos: int, length: int) -> tuple[bytes, int]:
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError("truncated body")
+    return buf[pos:end], end
+
+
+# --- encoders (the send path builds bytes directly; no dataclass per frame) -----------------
+
+
+def encode_stream_header(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
+    return b"".join(
+        (
+            b"\x09" if fin else b"\x08",
+            encode_varint(stream_id),
+            encode_varint(offset),
+            encode_varint(length),
+        )
+    )
+
+
+def encode_ack(ranges: list[tuple[int, int]], ack_delay_us: int) -> bytes:
+    """`ranges` are inclusive `(smallest, largest)`, highest first, disjoint and non-adjacent."""
+    smallest, largest = ranges[0]
+    parts = [
+        b"\x02",
+        encode_varint(largest),
+        encode_varint(ack_delay_us),
+        encode_varint(len(ranges) - 1),
+        encode_varint(largest - smallest),
+    ]
+    previous_smallest = smallest
+    for lo, hi in ranges[1:]:
+        parts.append(encode_varint(previous_smallest - hi - 2))
+        parts.append(encode_varint(hi - lo))
+        previous_smallest = lo
+    return b"".join(parts)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode any frame (used by tests, control frames and the fuzzers)."""
+    v = encode_varint
+    match frame:
+        case PingFrame():
+            return b"\x01"
+        case PaddingFrame(length):
+            return bytes(length)
+        case AckFrame(ranges, delay):
+            return encode_ack(list(ranges), delay)
+        case ResetStreamFrame(sid, code, size):
+            return b"\x04" + v(sid) + v(code) + v(size)
+        case StopSendingFrame(sid, code):
+            return b"\x05" + v(sid) + v(code)
+        case StreamFrame(sid, offset, data, fin):
+            return encode_stream_header(sid, offset, len(data), fin) + data
+        case MaxDataFrame(maximum):
+            return b"\x10" + v(maximum)
+        case MaxStreamDataFrame(sid, maximum):
+            return b"\x11" + v(sid) + v(maximum)
+        case MaxStreamsFrame(maximum):
+            return b"\x12" + v(maximum)
+        case CloseFrame(code, reason):
+            raw = reason.encode()
+            return b"\x1c" + v(code) + v(len(raw)) + raw
+        case DatagramFrame(data):
+            return b"\x30" + v(len(data)) + data
+    raise TypeError(f"not a frame: {frame!r}")
+
+
+def encode_packet(packet_number: int, frames: list[Frame]) -> bytes:
+    return encode_varint(packet_number) + b"".join(encode_frame(f) for f in frames)
+
+
+# --- decoder --------------------------------------------------------------------------------
+
+
+def _decode_ack(buf: bytes, pos: int) -> tuple[AckFrame, int]:
+    largest, pos = _varint(buf, pos)
+    delay, pos = _varint(buf, pos)
+    count, pos = _varint(buf, pos)
+    first, pos = _varint(buf, pos)
+    smallest = largest - first
+    if smallest < 0:
+        raise DecodeError("ack range below zero")
+    if count > len(buf):  # each range takes at least two bytes: cheap bound against huge counts
+        raise DecodeError("ack range count")
+    ranges = [(smallest, largest)]
+    for _ in range(count):
+        gap, pos = _varint(buf, pos)
+        length, pos = _varint(buf, pos)
+        hi = smallest - gap - 2
+        lo = hi - length
+        if lo < 0:
+            raise DecodeError("ack range below zero")
+        ranges.append((lo, hi))
+        smallest = lo
+    return AckFrame(tuple(ranges), delay), pos
+
+
+def _decode_frames(buf: bytes, pos: int) -> list[Frame]:
+    frames: list[Frame] = []
+    end = len(buf)
+    while pos < end:
+        kind = buf[pos]
+        pos += 1
+        if kind & 0xFE == STREAM:  # STREAM or STREAM_FIN
+            sid, pos = _varint(buf, pos)
+            offset, pos = _varint(buf, pos)
+            length, pos = _varint(buf, pos)
+            if offset + length > VARINT_MAX:
+                raise DecodeError("stream beyond 2^62")
+            data, pos = _bytes(buf, pos, length)
+            frames.append(StreamFrame(sid, offset, data, kind == STREAM_FIN))
+        elif kind == ACK:
+            ack, pos = _decode_ack(buf, pos)
+            frames.append(ack)
+        elif kind == PADDING:
+            start = pos - 1
+            while pos < end and buf[pos] == 0:
+                pos += 1
+            frames.append(PaddingFrame(pos - start))
+        elif kind == PING:
+            frames.append(PingFrame())
+        elif kind == MAX_DATA:
+            maximum, pos = _varint(buf, pos)
+            frames.append(MaxDataFrame(maximum))
+        elif kind == MAX_STREAM_DATA:
+            sid, pos = _varint(buf, pos)
+            maximum, pos = _varint(buf, pos)
+            frames.append(MaxStreamDataFrame(sid, maximum))
+        elif kind == MAX_STREAMS:
+            maximum, pos = _varint(buf, pos)
+            frames.append(MaxStreamsFrame(maximum))
+        elif kind == RESET_STREAM:
+            sid, pos = _varint(buf, pos)
+            code, pos = _varint(buf, pos)
+            size, pos = _varint(buf, pos)
+            frames.append(ResetStreamFrame(sid, code, size))
+        elif kind == STOP_SENDING:
+            sid, pos = _varint(buf, pos)
+            code, pos = _varint(buf, pos)
+            frames.append(StopSendingFrame(sid, code))
+        elif kind == DATAGRAM:
+            length, pos = _varint(buf, pos)
+            data, pos = _bytes(buf, pos, length)
+            frames.append(DatagramFrame(data))
+        elif kind == CLOSE:
+            code, pos = _varint(buf, pos)
+            length, pos = _varint(buf, pos)
+            raw, pos = _bytes(buf, pos, length)
+            frames.append(CloseFrame(code, raw.decode("utf-8", errors="replace")))
+        else:
+            raise DecodeError(f"unknown frame type 0x{kind:02x}")
+    return frames
+
+
+def decode_packet(data: bytes) -> tuple[int, list[Frame]] | None:
+    """Return `(packet_number, frames)`, or None when anything in the packet is malformed."""
+    try:
+        packet_number, pos = _varint(data, 0)
+        frames = _decode_frames(data, pos)
+    except DecodeError:
+        return None
+    if not frames:
+        return None
+    return packet_number, frames
