@@ -45,6 +45,7 @@ class Sent:
     data: bytes
     src: Addr
     dst: Addr
+    at: float = 0.0  # virtual time it was sent
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Net:
     def collect(self) -> None:
         for src, device in self.devices.items():
             for data, dst in device.datagrams_to_send():
-                sent = Sent(data, src, dst)
+                sent = Sent(data, src, dst, self.now)
                 self.captured.append(sent)
                 self.in_flight.append(sent)
 
