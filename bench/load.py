@@ -1,0 +1,168 @@
+"""The load generator: bulk throughput, request/response latency, connect-to-first-byte.
+
+Every path is measured by these same functions against the same sink/echo server (sinkproto.py).
+Bulk sends for a fixed time (so a 25 MB/s path and a 3 GB/s path both finish on schedule) and is
+timed until the sink confirms the byte count, so data still queued in a tunnel is counted and
+waited for, never assumed delivered.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from bench.sinkproto import END_RECORD, MODE_ECHO, MODE_SINK, TOTAL, record
+
+HOST = "127.0.0.1"
+RECORD_PAYLOAD = 1 << 20  # 1 MiB a record: the 4-byte header is noise, one sendall per record
+DRAIN_TIMEOUT_S = 60.0  # a slow tunnel may still hold megabytes when the sender stops
+LATENCY_WARMUP = 100  # round trips not recorded: first connection set-up, caches, cwnd
+MESSAGE_SIZE = 64  # bytes per request and per response, as in the issue
+IO_TIMEOUT_S = 10.0
+
+
+class LoadError(Exception):
+    """The path broke during a measurement (reset, timeout, short answer)."""
+
+
+LOAD_ERRORS = (OSError, LoadError)  # what a broken path raises out of the functions below
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    bytes_moved: int  # payload bytes the sink confirmed
+    seconds: float  # from the first byte sent to the last confirmation
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_moved / self.seconds if self.seconds > 0 else 0.0
+
+
+def _connect(port: int, timeout: float = IO_TIMEOUT_S, nodelay: bool = True) -> socket.socket:
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    if nodelay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        data = sock.recv(size - len(chunks))
+        if not data:
+            raise LoadError(f"connection closed after {len(chunks)} of {size} bytes")
+        chunks += data
+    return bytes(chunks)
+
+
+def bulk(port: int, seconds: float, streams: int = 1) -> BulkResult:
+    """Send for `seconds` on `streams` parallel connections; bytes the sink counted per second."""
+    payload = record(RECORD_PAYLOAD)
+    socks = [_connect(port, nodelay=False) for _ in range(streams)]
+    start_gate = threading.Barrier(streams + 1)
+    totals: list[int] = [0] * streams
+    ends: list[float] = [0.0] * streams
+    errors: list[str] = []
+
+    def one(i: int, sock: socket.socket, deadline_holder: list[float]) -> None:
+        try:
+            sock.sendall(MODE_SINK)
+            start_gate.wait()
+            deadline = deadline_holder[0]
+            while time.perf_counter() < deadline:
+                sock.sendall(payload)
+            sock.sendall(END_RECORD)
+            sock.settimeout(DRAIN_TIMEOUT_S)
+            (totals[i],) = TOTAL.unpack(_recv_exact(sock, TOTAL.size))
+            ends[i] = time.perf_counter()
+        except (OSError, LoadError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            ends[i] = time.perf_counter()
+            start_gate.abort()
+
+    holder = [0.0]
+    threads = [threading.Thread(target=one, args=(i, s, holder)) for i, s in enumerate(socks)]
+    for t in threads:
+        t.start()
+    begin = time.perf_counter()
+    holder[0] = begin + seconds
+    try:
+        start_gate.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join()
+    for s in socks:
+        s.close()
+    if errors:
+        raise LoadError(errors[0])
+    return BulkResult(sum(totals), max(ends) - begin)
+
+
+def latency(port: int, round_trips: int) -> list[float]:
+    """Round-trip times in microseconds of `round_trips` 64-byte ping-pongs on one connection."""
+    message = bytes(range(MESSAGE_SIZE))
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    with _connect(port) as sock:
+        sock.sendall(MODE_ECHO)
+        for i in range(LATENCY_WARMUP + round_trips):
+            t0 = clock()
+            sock.sendall(message)
+            got = 0
+            while got < MESSAGE_SIZE:
+                data = sock.recv(MESSAGE_SIZE - got)
+                if not data:
+                    raise LoadError("echo connection closed")
+                got += len(data)
+            if i >= LATENCY_WARMUP:
+                samples.append((clock() - t0) / 1000.0)
+    return samples
+
+
+def first_byte(port: int, timeout: float) -> float | None:
+    """Seconds from a new TCP connect to the first echoed byte, or None if it did not arrive."""
+    t0 = time.perf_counter()
+    try:
+        with _connect(port, timeout=timeout) as sock:
+            sock.sendall(MODE_ECHO + b"x")
+            if sock.recv(1) != b"x":
+                return None
+    except OSError:
+        return None
+    return time.perf_counter() - t0
+
+
+def first_byte_since(port: int, started: float, timeout: float) -> float | None:
+    """Seconds from `started` (a perf_counter time, e.g. when a tunnel client was launched) to
+    the first byte echoed through `port`, retrying refused connects while the client starts."""
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        try:
+            with _connect(port, timeout=max(0.01, deadline - time.perf_counter())) as sock:
+                sock.sendall(MODE_ECHO + b"x")
+                if sock.recv(1) == b"x":
+                    return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.002)  # a refused connect: the client is not listening yet
+    return None
+
+
+def open_idle(port: int, count: int) -> list[socket.socket]:
+    """`count` echo connections, each proven open end to end by one echoed byte, left idle."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = _connect(port)
+            socks.append(sock)
+            sock.sendall(MODE_ECHO + b"x")
+            if _recv_exact(sock, 1) != b"x":
+                raise LoadError("idle connection echoed the wrong byte")
+    except (OSError, LoadError):
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

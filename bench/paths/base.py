@@ -1,0 +1,82 @@
+"""What every path adapter provides, and the helpers they share.
+
+An adapter is started once per suite run and kept up across the alternating rounds:
+`start(target)` returns a local TCP port that reaches the sink/echo server, `stop()` ends every
+process it started, `processes()` names them for CPU and memory accounting. Adapters whose client
+can be launched afresh also implement `cold_start()` (launch to first byte through the tunnel).
+Anything missing on this machine raises `Unavailable("reason")`, which the suite shows as a row.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from bench.procs import Child, Unavailable
+
+__all__ = ["Adapter", "ColdStartable", "Target", "Unavailable", "free_port", "need_tool"]
+
+READY_TIMEOUT_S = 20.0  # how long a tunnel may take to come up before the path is skipped
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the sink/echo server listens."""
+
+    host: str
+    port: int
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+    description: str
+
+    def start(self, target: Target) -> int: ...
+
+    def stop(self) -> None: ...
+
+    def processes(self) -> dict[str, Child]: ...
+
+
+@runtime_checkable
+class ColdStartable(Protocol):
+    def cold_start(self, timeout: float) -> float | None:
+        """Seconds from launching a fresh client to the first byte echoed through it."""
+        ...
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks; a small race is acceptable here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise Unavailable(f"`{name}` is not installed")
+    return path
+
+
+class ChildrenMixin:
+    """Keeps the started children and stops them in reverse order."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, Child] = {}
+
+    def spawn(self, role: str, child: Child) -> Child:
+        self.children[role] = child
+        return child
+
+    def processes(self) -> dict[str, Child]:
+        return dict(self.children)
+
+    def stop(self) -> None:
+        for child in reversed(list(self.children.values())):
+            child.stop()
+        self.children.clear()
