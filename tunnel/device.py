@@ -22,10 +22,11 @@ Receive path, in WireGuard's order:
 1. Size and type checks; types this layer does not own are ignored (`counters.not_ours`).
 2. Handshake messages (initiation, response): mac1 must be valid (`bad_mac1`: silence), then they
    join a bounded queue (`queue_full` beyond 1024). No DH work is done on receipt.
-3. `handle_timer` works off up to HANDSHAKES_PER_TURN queued messages (`get_timer` returns a due
-   deadline while the queue is not empty). While under load (queue >= 1/8 full, and for 1 s
-   after), a message without a valid mac2 gets a cookie reply (64 B, smaller than anything that
-   triggers it) and no DH; with a valid mac2 it must pass the per-IP rate limiter (20/s, burst 5).
+3. `handle_timer` works off queued messages, at most HANDSHAKES_PER_TURN of them with DH work
+   (`get_timer` returns a due deadline while the queue is not empty). While under load (queue
+   >= 1/8 full, and for 1 s after), a message without a valid mac2 gets a cookie reply (64 B,
+   smaller than anything that triggers it) and no DH; with a valid mac2 it must pass the per-IP
+   rate limiter (20/s, burst 5).
 4. An initiation is decrypted (2 DH), then refused without reply if its initiator is not on the
    allow list (`not_allowed`), its timestamp is not newer than that peer's last (`replay`), or
    it comes within 20 ms of the previous one (`flood`). Only then is any state created.
@@ -232,9 +233,15 @@ class Device:
     def handle_timer(self, now: float, wall_time: float) -> None:
         """Work off queued handshakes (a bounded batch) and every expired session timer."""
         self._wall_offset = wall_time - now
-        for _ in range(min(HANDSHAKES_PER_TURN, len(self._queue))):
+        # Bounded work per turn: at most HANDSHAKES_PER_TURN messages that cost DH; cheap
+        # outcomes (cookie replies, rate-limited drops) may drain the whole queue.
+        dh_budget = HANDSHAKES_PER_TURN
+        for _ in range(min(MAX_PENDING_HANDSHAKES, len(self._queue))):
+            if dh_budget == 0:
+                break
             data, addr, _received = self._queue.popleft()
-            self._process_handshake(data, addr, now)
+            if self._process_handshake(data, addr, now):
+                dh_budget -= 1
         for session in list(self._sessions.values()):
             deadline = session.get_timer()
             if deadline is not None and now >= deadline:
@@ -299,21 +306,23 @@ class Device:
             return
         self._queue.append((data, addr, now))
 
-    def _process_handshake(self, data: bytes, addr: Addr, now: float) -> None:
+    def _process_handshake(self, data: bytes, addr: Addr, now: float) -> bool:
+        """Handle one queued handshake message; True if it cost Diffie-Hellman work."""
         if self.is_under_load(now):
             if not self._checker.check_mac2(data, addr, now):
                 sender_index = data[4:8]
                 reply = self._checker.create_reply(data, sender_index, addr, now)
                 self.queue_datagram(reply, addr)
                 self.counters.cookie_sent += 1
-                return
+                return False
             if not self._limiter.allow(addr[0], now):
                 self.counters.rate_limited += 1
-                return
+                return False
         if data[0] == MESSAGE_INITIATION:
             self._process_initiation(data, addr, now)
         else:
             self._process_response(data, addr, now)
+        return True
 
     def _process_initiation(self, data: bytes, addr: Addr, now: float) -> None:
         initiation = handshake.consume_initiation(self.identity, data)

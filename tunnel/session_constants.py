@@ -30,8 +30,8 @@ PERSISTENT_KEEPALIVE_DEFAULT = 25.0  # s; UDP NAT mappings typically expire afte
 MAX_PENDING_HANDSHAKES = 1024  # messages; wireguard-go QueueHandshakeSize
 UNDER_LOAD_QUEUE_LENGTH = MAX_PENDING_HANDSHAKES // 8  # = 128: queue this long means "under load"
 UNDER_LOAD_AFTER_TIME = 1.0  # s; stay under load this long after the queue was last that long
-# Handshakes processed per `handle_timer` turn: about 150 us of DH each in Python, so one turn
-# stays under ~5 ms and data packets are not starved while a flood is being worked off.
+# Handshakes that cost DH work, per `handle_timer` turn: about 150 us of DH each in Python, so
+# one turn stays under ~5 ms and data packets are not starved while a flood is being worked off.
 HANDSHAKES_PER_TURN = 32
 RATE_LIMIT_PER_SECOND = 20  # handshakes/s per source IP under load (wireguard-go ratelimiter)
 RATE_LIMIT_BURST = 5  # handshakes; bucket depth per source IP
