@@ -451,3 +451,150 @@ class BulkApp:
 
     def digest(self, sid: int) -> bytes:
         return self.received[sid].digest()
+
+
+def channel_pair(
+    sim: Simulator,
+    ab: LinkConfig,
+    ba: LinkConfig,
+    app_a: App,
+    app_b: App,
+    *,
+    sealed: bool = False,
+    **channel_options: object,
+) -> tuple[Channel, Channel, int, int]:
+    """A client (a) and server (b) channel joined by two links; returns (a, b, index a, index b)."""
+    a = Channel(True, **channel_options)  # type: ignore[arg-type]
+    b = Channel(False, **channel_options)  # type: ignore[arg-type]
+    ea: Endpoint = ChannelEndpoint(a, app_a)
+    eb: Endpoint = ChannelEndpoint(b, app_b)
+    if sealed:
+        ea, eb = sealed_pair(ea, eb, sim.rng.getrandbits(32))
+    ia, ib = sim.connect(ea, eb, sim.link(ab), sim.link(ba))
+    return a, b, ia, ib
+
+
+_BLOCK = bytes(range(256)) * 256  # 64 KiB written again and again by an endless source
+
+
+@dataclass
+class FlowApp:
+    """An endless bulk flow: the client side writes as fast as the channel accepts, the server
+    side reads everything and records `(now, total bytes read)` for goodput measurements."""
+
+    send: bool = False
+    total_received: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stream: int | None = None
+
+    def on_wake(self, channel: Channel, now: float) -> None:
+        if self.send and self._stream is None and channel.is_open:
+            self._stream = channel.open_stream()
+        while (event := channel.next_event()) is not None:
+            if isinstance(event, StreamReadable):
+                while data := channel.read(event.stream_id):
+                    self.total_received += len(data)
+                self.samples.append((now, self.total_received))
+        if self._stream is not None and channel.is_open:
+            while channel.write(self._stream, _BLOCK) == len(_BLOCK):
+                pass
+
+    def received_between(self, start: float, end: float) -> int:
+        """Bytes read in the virtual-time window [start, end]."""
+        at_start = at_end = 0
+        for when, total in self.samples:
+            if when <= start:
+                at_start = total
+            if when <= end:
+                at_end = total
+        return at_end - at_start
+
+
+def goodput_fraction(
+    loss: float,
+    rtt: float,
+    *,
+    rate: float = 50e6,
+    congestion: str = "bbr",
+    warmup: float = 3.0,
+    measure: float = 4.0,
+    seed: int = 1,
+    flows: int = 1,
+) -> list[float]:
+    """Each flow's goodput over [warmup, warmup+measure] as a fraction of the link rate, on a
+    link with a queue of one bandwidth-delay product (at least 16 packets) and random loss each
+    way. The rate counts datagram payload (channel packet + 32 bytes of session overhead)."""
+    sim = Simulator(seed)
+    bdp = int(rate * rtt / 8)
+    config = LinkConfig(
+        rate_bps=rate, delay=rtt / 2, loss=loss, queue_bytes=max(bdp, 16 * 1200)
+    )
+    forward, backward = sim.link(config), sim.link(config)
+    sinks: list[FlowApp] = []
+    for _ in range(flows):
+        source, sink = FlowApp(send=True), FlowApp()
+        a = Channel(True, congestion=congestion)
+        b = Channel(False, congestion=congestion)
+        ia, ib = sim.add(ChannelEndpoint(a, source)), sim.add(ChannelEndpoint(b, sink))
+        sim.route(ia, forward, ib)
+        sim.route(ib, backward, ia)
+        source.on_wake(a, 0.0)
+        sinks.append(sink)
+    sim.start()
+    sim.run(warmup + measure + 0.01)
+    capacity = rate / 8 * measure
+    return [s.received_between(warmup, warmup + measure) / capacity for s in sinks]
+
+
+@dataclass
+class ExchangeResult:
+    intact: bool  # every byte arrived, in order, with the sender's SHA-256, both ways
+    closed_cleanly: bool  # both ends reached CLOSED after the client's close()
+    finish_time: float  # virtual seconds until both transfers were read to EOF
+    client: Channel
+    server: Channel
+
+
+def exchange(
+    ab: LinkConfig,
+    ba: LinkConfig | None = None,
+    *,
+    size: int = 10 * 1024 * 1024,
+    seed: int = 1,
+    limit: float = 600.0,
+    sealed: bool = False,
+    every: tuple[float, Callable[[Simulator, float], None]] | None = None,
+    **channel_options: object,
+) -> ExchangeResult:
+    """Send `size` random bytes each way on one stream, compare SHA-256, then close."""
+    sim = Simulator(seed)
+    payload_a = random.Random(seed).randbytes(size)
+    payload_b = random.Random(seed + 1).randbytes(size)
+    app_a, app_b = BulkApp(payload=payload_a), BulkApp(payload=payload_b)
+    a, b, _, _ = channel_pair(
+        sim, ab, ba or ab, app_a, app_b, sealed=sealed, **channel_options
+    )
+    app_a.start(a)
+    app_b.start(b)
+    sim.start()
+    hook = None
+    if every is not None:
+        period, function = every
+        hook = (period, lambda now: function(sim, now))
+    end = sim.run(limit, stop=lambda: 1 in app_a.finished and 0 in app_b.finished, every=hook)
+    intact = (
+        0 in app_b.finished
+        and 1 in app_a.finished
+        and app_b.digest(0) == hashlib.sha256(payload_a).digest()
+        and app_a.digest(1) == hashlib.sha256(payload_b).digest()
+    )
+    a.close("done")
+    sim.run(end + 60, stop=lambda: a.is_closed and b.is_closed)
+    closed = (
+        a.is_closed
+        and b.is_closed
+        and app_b.closed is not None
+        and app_b.closed.reason == "done"
+        and app_b.closed.by_peer
+    )
+    return ExchangeResult(intact, closed, end, a, b)

@@ -248,18 +248,19 @@ class LossRecovery:
     def _detect_lost(self, now: float) -> list[SentPacket]:
         """RFC 9002 §6.1: packet and time thresholds; sets `loss_time` for the earliest pending."""
         self.loss_time = None
-        lost_send_time = now - self._loss_delay()
+        loss_delay = self._loss_delay()
         packet_limit = self.largest_acked - PACKET_THRESHOLD
         lost: list[SentPacket] = []
         for pn, packet in self.sent.items():
             if pn > self.largest_acked:
                 break
-            if pn <= packet_limit or packet.time_sent <= lost_send_time:
+            # compare deadlines, not `time_sent <= now - delay`: the timer fires at exactly the
+            # deadline and float rounding must not leave the packet pending forever
+            deadline = packet.time_sent + loss_delay
+            if pn <= packet_limit or deadline <= now:
                 lost.append(packet)
-            else:
-                deadline = packet.time_sent + self._loss_delay()
-                if self.loss_time is None or deadline < self.loss_time:
-                    self.loss_time = deadline
+            elif self.loss_time is None or deadline < self.loss_time:
+                self.loss_time = deadline
         for packet in lost:
             del self.sent[packet.packet_number]
         return lost
