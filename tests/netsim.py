@@ -190,8 +190,14 @@ class Simulator:
         self._routes: list[tuple[Link, int] | None] = []
         self._timers: list[float | None] = []
         self.rebinds = 0
-        self._rebind_targets: set[int] = set()
+        self.stale_drops = 0
+        self._stale: set[int] = set()  # endpoints whose peer still sends to their old address
+        self._peer_of: dict[int, int] = {}
         self.events = 0
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return self._endpoints
 
     def link(self, config: LinkConfig) -> Link:
         return Link(config, random.Random(self.rng.getrandbits(64)))
@@ -209,6 +215,7 @@ class Simulator:
         ia, ib = self.add(a), self.add(b)
         self.route(ia, ab, ib)
         self.route(ib, ba, ia)
+        self._peer_of[ia], self._peer_of[ib] = ib, ia
         return ia, ib
 
     def rebind(self, index: int) -> None:
@@ -216,8 +223,11 @@ class Simulator:
         are lost; the peer learns the new address from the next packet (the channel itself is
         address-agnostic, so that is all a rebinding does to it)."""
         self.rebinds += 1
+        before = len(self._heap)
         self._heap = [e for e in self._heap if not (e[2] == _DELIVER and e[3] == index)]
+        self.stale_drops += before - len(self._heap)
         heapq.heapify(self._heap)
+        self._stale.add(index)
 
     def start(self) -> None:
         for index in range(len(self._endpoints)):
@@ -236,6 +246,9 @@ class Simulator:
             route = self._routes[index]
             if route is not None:
                 link, destination = route
+                if destination in self._stale:  # sent to the old address: lost
+                    self.stale_drops += len(packets)
+                    packets = []
                 for packet in packets:
                     times, corrupted = link.transmit(len(packet), now)
                     if corrupted and times:
@@ -289,6 +302,8 @@ class Simulator:
             else:
                 if when > self.now:
                     self.now = when
+                if self._stale:  # the peer hears from the new address and replies there
+                    self._stale.discard(self._peer_of.get(index, -1))
                 endpoints[index].receive(data, self.now)
             self.events += 1
             self._poke(index)
@@ -553,6 +568,7 @@ class ExchangeResult:
     finish_time: float  # virtual seconds until both transfers were read to EOF
     client: Channel
     server: Channel
+    sim: Simulator
 
 
 def exchange(
@@ -597,4 +613,4 @@ def exchange(
         and app_b.closed.reason == "done"
         and app_b.closed.by_peer
     )
-    return ExchangeResult(intact, closed, end, a, b)
+    return ExchangeResult(intact, closed, end, a, b, sim)
