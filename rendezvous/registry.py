@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from rendezvous import protocol as p
 from rendezvous.cookies import SECRET_SIZE, CookieJar
 from rendezvous.protocol import Endpoint
-from rendezvous.ratelimit import SOURCE_BURST, SOURCE_RATE, RateLimiter
+from rendezvous.ratelimit import RELAY_RATE, SOURCE_BURST, SOURCE_RATE, RateLimiter
 from rendezvous.relay import RelayPolicy
 from rendezvous.store import Member, Store
 
@@ -64,10 +64,11 @@ class Registry:
         store: Store,
         rng: Callable[[int], bytes] = os.urandom,
         relay_enabled: bool = True,
+        relay_rate: float = RELAY_RATE,
     ) -> None:
         self.store = store
         self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
-        self.relay = RelayPolicy(store, relay_enabled)
+        self.relay = RelayPolicy(store, relay_enabled, relay_rate)
         self.stats: Counter[str] = Counter()
         self._by_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
         self._next_sweep = 0.0

@@ -26,12 +26,13 @@ RELAY_SOURCE_BURST = 8000.0  # packets
 
 
 class RelayPolicy:
-    def __init__(self, store: Store, enabled: bool = True) -> None:
+    def __init__(self, store: Store, enabled: bool = True, rate: float = RELAY_RATE) -> None:
+        """`rate`: relayed bytes per second per node; the burst is an eighth of a second's."""
         self.store = store
         self.enabled = enabled
         self.stats: Counter[str] = Counter()
         self._by_source = RateLimiter(RELAY_SOURCE_RATE, RELAY_SOURCE_BURST)
-        self._by_node = RateLimiter(RELAY_RATE, RELAY_BURST)
+        self._by_node = RateLimiter(rate, max(RELAY_BURST, rate / 8))
 
     def forward(self, data: bytes, addr: Endpoint, now: float) -> tuple[bytes, Endpoint] | None:
         """The envelope to send and where, or None (dropped and counted)."""

@@ -1,0 +1,156 @@
+"""The rendezvous server's asyncio (uvloop) shell around the pure `Registry`.
+
+It only feeds datagrams in, sends the effects out and re-arms one timer. Two UDP sockets: the main
+port (everything) and the netcheck port (PORT+1 by default; cookie requests only), so a node can
+compare the endpoints both ports observe and tell an endpoint-independent NAT mapping from a
+symmetric one. The registry's `now` is wall-clock time (`time.time()`): the SQLite store is shared
+across restarts and servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from rendezvous.ratelimit import RELAY_RATE
+from rendezvous.registry import Registry, Send
+from rendezvous.store import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 60.0  # seconds between counter lines in the log
+
+
+def _addr(addr: Any) -> tuple[str, int]:
+    """(host, port) from an IPv4 or IPv6 socket address; v4-mapped v6 becomes plain v4."""
+    host = str(addr[0])
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return host, int(addr[1])
+
+
+class _Port(asyncio.DatagramProtocol):
+    def __init__(self, server: RendezvousServer,
+                 handler: Callable[[bytes, tuple[str, int], float], list[Send]]) -> None:
+        self.server = server
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport: no isinstance.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        sends = self.handler(data, _addr(addr), time.time())
+        for send in sends:
+            # Replies leave from the receiving port; pushes and relays from the main port.
+            if send.addr == _addr(addr) and self.transport is not None:
+                self.transport.sendto(send.data, send.addr)
+            else:
+                self.server.send(send)
+        self.server.rearm()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (e.g. port unreachable after a node left) are normal for UDP.
+        log.debug("socket error: %s", exc)
+
+
+class RendezvousServer:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.main: _Port | None = None
+        self.netcheck: _Port | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._next_stats = time.time() + STATS_INTERVAL
+
+    def send(self, send: Send) -> None:
+        if self.main is not None and self.main.transport is not None:
+            self.main.transport.sendto(send.data, send.addr)
+
+    def rearm(self) -> None:
+        deadline = self.registry.get_timer()
+        if self._timer is not None:
+            if abs(self._timer.when() - self._loop_time(deadline)) < 0.5:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self._loop_time(deadline), self._on_timer)
+
+    def _loop_time(self, wall: float) -> float:
+        return self._loop.time() + max(0.0, wall - time.time())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = time.time()
+        for send in self.registry.handle_timer(now):
+            self.send(send)
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_INTERVAL
+            stats = self.registry.stats + self.registry.relay.stats
+            log.info("stats %s", dict(sorted(stats.items())))
+        self.rearm()
+
+
+async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
+                netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run until cancelled."""
+    loop = asyncio.get_running_loop()
+    store = SQLiteStore(db)
+    registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate)
+    server = RendezvousServer(registry)
+    host, port = listen
+    nport = netcheck_port if netcheck_port is not None else port + 1
+    main_t, main_p = await loop.create_datagram_endpoint(
+        lambda: _Port(server, registry.handle), local_addr=(host, port))
+    nc_t, nc_p = await loop.create_datagram_endpoint(
+        lambda: _Port(server, registry.handle_netcheck), local_addr=(host, nport))
+    server.main, server.netcheck = main_p, nc_p
+    server.rearm()
+    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s",
+             host, port, nport, db, "on" if relay else "off")
+    if ready is not None:
+        ready()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        main_t.close()
+        nc_t.close()
+        store.close()
+
+
+def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
+        netcheck_port: int | None = None, relay_rate: float = RELAY_RATE) -> None:
+    """Blocking entry point: installs uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        asyncio.run(serve(listen, db, relay, netcheck_port, relay_rate))
+        return
+    uvloop.run(serve(listen, db, relay, netcheck_port, relay_rate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rendezvous.server --listen HOST:PORT --db PATH [--no-relay]` (tests, labs)."""
+    parser = argparse.ArgumentParser(prog="rendezvous.server")
+    parser.add_argument("--listen", default="0.0.0.0:7000")
+    parser.add_argument("--db", default="rendezvous.db")
+    parser.add_argument("--netcheck-port", type=int, default=None)
+    parser.add_argument("--no-relay", action="store_true")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
