@@ -229,6 +229,10 @@ class Simulator:
         heapq.heapify(self._heap)
         self._stale.add(index)
 
+    def wake(self, index: int) -> None:
+        """Let an endpoint send after the test acted on it from outside (e.g. an app read)."""
+        self._poke(index)
+
     def start(self) -> None:
         for index in range(len(self._endpoints)):
             self._poke(index)

@@ -171,14 +171,16 @@ class Channel:
         self._local_parity = 0 if is_client else 1
         self._next_local_index = 0
         self._peer_opened = 0  # peer stream indices below this were opened
-        self._peer_max_streams = INITIAL_MAX_STREAMS  # how many we may open (their credit)
+        # No transport parameters are exchanged (the session did the handshake), so the initial
+        # limits and windows are shared settings: both ends must be built with the same values.
+        self._peer_max_streams = max_streams  # how many we may open (their credit)
         self._local_max_streams = max_streams  # how many the peer may open (our credit)
         self._peer_retired = 0
         self._send_max_streams = False
         self._sendable: deque[int] = deque()  # round-robin of streams with frames to send
         self._in_sendable: set[int] = set()
         # connection flow control
-        self._conn_send_max = INITIAL_CONNECTION_WINDOW  # the peer's credit to us
+        self._conn_send_max = connection_window  # the peer's credit to us
         self._conn_sent = 0  # new stream bytes sent (retransmissions do not count)
         self._conn_window = ReceiveWindow(connection_window, max_connection_window)
         self._conn_received = 0  # sum of highest offsets received

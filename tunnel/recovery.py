@@ -88,6 +88,9 @@ class RttEstimator:
         self.rttvar = INITIAL_RTT / 2
 
     def update(self, latest: float, ack_delay: float) -> None:
+        # a clock with 1 ms ticks (uvloop) reports 0 on fast paths; a zero RTT would zero BBR's
+        # bandwidth-delay product, so samples are floored at the timer granularity
+        latest = max(latest, GRANULARITY)
         self.latest = latest
         if latest < self.min_rtt:
             self.min_rtt = latest
