@@ -453,6 +453,8 @@ class Channel:
         handlers = self._handlers
         try:
             for frame in frames:
+                if self._state != OPEN:
+                    break  # a CLOSE frame ends the packet: nothing after it is applied
                 kind = type(frame)
                 handlers[kind](frame, now)
                 if kind is not fr.AckFrame and kind is not fr.PaddingFrame:
@@ -656,6 +658,8 @@ class Channel:
     # ===== sending ==============================================================================
 
     def _enter_closing(self, code: int, reason: str, by_peer: bool) -> None:
+        if self._state != OPEN:
+            return
         raw = reason.encode()[:MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
         self._close_packet_frame = fr.encode_frame(fr.CloseFrame(code, raw))
         self._state = CLOSING
