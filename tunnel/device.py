@@ -52,7 +52,6 @@ from tunnel.session_constants import (
     HANDSHAKES_PER_TURN,
     MAX_PENDING_HANDSHAKES,
     MAX_REMEMBERED_PEERS,
-    REJECT_AFTER_TIME,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_QUEUE_LENGTH,
 )
@@ -198,7 +197,7 @@ class Device:
         if keypair is None:
             self.counters.unknown_index += 1
             return None
-        if now - keypair.created >= REJECT_AFTER_TIME:
+        if now >= keypair.expires:
             self.counters.stale += 1
             return None
         counter_bytes = data[8:16]

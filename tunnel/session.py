@@ -88,21 +88,30 @@ class SessionConfig:
 
 
 class Keypair:
-    """Transport keys of one handshake: AEAD objects are made once, here, not per packet."""
+    """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
+
+    Its limits are precomputed as absolute values so the hot paths compare once per rule.
+    """
 
     __slots__ = (
         "created",
+        "expires",
         "header",
         "is_initiator",
         "local_index",
         "receive",
+        "rekey_counter",
+        "rekey_on_receive",
+        "rekey_time",
         "replay",
         "send",
         "send_counter",
         "session",
     )
 
-    def __init__(self, keys: SessionKeys, created: float, session: Session) -> None:
+    def __init__(
+        self, keys: SessionKeys, created: float, session: Session, config: SessionConfig
+    ) -> None:
         self.send = ChaCha20Poly1305(keys.send_key)
         self.receive = ChaCha20Poly1305(keys.receive_key)
         self.send_counter = 0
@@ -111,7 +120,18 @@ class Keypair:
         self.header = HEADER_TRANSPORT + keys.remote_index  # first 8 bytes of every packet we send
         self.is_initiator = keys.is_initiator
         self.created = created
+        self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
         self.session = session
+        never = float("inf")
+        # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
+        # not start handshakes at once.
+        if keys.is_initiator:
+            self.rekey_counter = min(config.rekey_after_messages, REJECT_AFTER_MESSAGES)
+            self.rekey_time = created + config.rekey_after_time
+            self.rekey_on_receive = created + REKEY_ON_RECEIVE_AGE
+        else:
+            self.rekey_counter = REJECT_AFTER_MESSAGES
+            self.rekey_time = self.rekey_on_receive = never
 
 
 class Session:
@@ -122,6 +142,7 @@ class Session:
     ) -> None:
         self.peer_public = peer_public
         self.config = config
+        self._persistent_keepalive = config.persistent_keepalive  # s or None; read per packet
         # Where authenticated packets last came from (roaming); None before any handshake.
         self.endpoint: Addr | None = None
         # Addresses to try for an initiation (hole punching sends to all of them at once).
@@ -153,14 +174,17 @@ class Session:
         through `Device.datagrams_to_send()` once the handshake completes.
         """
         keypair = self._current
-        if (
-            keypair is None
-            or now - keypair.created >= REJECT_AFTER_TIME
-            or keypair.send_counter >= REJECT_AFTER_MESSAGES
-        ):
+        if keypair is None or now >= keypair.expires:
             self._stage(payload, now)
             return None
         counter = keypair.send_counter
+        if counter >= keypair.rekey_counter:
+            if counter >= REJECT_AFTER_MESSAGES:
+                self._stage(payload, now)
+                return None
+            self._send_initiation(now, is_retry=False)
+        elif now >= keypair.rekey_time:
+            self._send_initiation(now, is_retry=False)
         keypair.send_counter = counter + 1
         counter_bytes = counter.to_bytes(8, "little")
         datagram = (
@@ -171,13 +195,8 @@ class Session:
         self._keepalive_due = None
         if payload and self._new_handshake_due is None:
             self._new_handshake_due = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
-        if self.config.persistent_keepalive is not None:
-            self._persistent_due = now + self.config.persistent_keepalive
-        if keypair.is_initiator and (
-            counter >= self.config.rekey_after_messages
-            or now - keypair.created >= self.config.rekey_after_time
-        ):
-            self._send_initiation(now, is_retry=False)
+        if self._persistent_keepalive is not None:
+            self._persistent_due = now + self._persistent_keepalive
         return datagram
 
     def send(self, payload: bytes, now: float) -> None:
@@ -261,7 +280,7 @@ class Session:
             return False
         message, keys = result
         self.last_initiation_consumed = now
-        self._replace_next(Keypair(keys, now, self))
+        self._replace_next(Keypair(keys, now, self, self.config))
         self.endpoint = addr
         self._zero_keys_due = now + ZERO_KEYS_AFTER
         device.queue_datagram(message, addr)
@@ -273,7 +292,7 @@ class Session:
         device.free_index(keys.local_index)  # the handshake's index now names the keypair
         self.pending = None
         self._retransmit_due = None
-        keypair = Keypair(keys, now, self)
+        keypair = Keypair(keys, now, self, self.config)
         device.register_keypair(keypair)
         # wireguard-go: an unconfirmed `next` becomes `previous`, else `current` does.
         dropped = self._previous
@@ -293,20 +312,19 @@ class Session:
 
     def on_transport(self, keypair: Keypair, payload: bytes, addr: Addr, now: float) -> None:
         """Timer and key bookkeeping for an authenticated transport packet."""
-        if keypair is self._next:
+        if keypair is not self._current and keypair is self._next:
             self._confirm_next(addr, now)
         if addr != self.endpoint:
             self.endpoint = addr  # roaming: answer where authenticated packets come from
         self._new_handshake_due = None
-        if self.config.persistent_keepalive is not None:
-            self._persistent_due = now + self.config.persistent_keepalive
+        if self._persistent_keepalive is not None:
+            self._persistent_due = now + self._persistent_keepalive
         if payload and self._keepalive_due is None:
             self._keepalive_due = now + KEEPALIVE_TIMEOUT
         if (
-            keypair is self._current
-            and keypair.is_initiator
+            now >= keypair.rekey_on_receive
+            and keypair is self._current
             and not self._sent_last_minute_handshake
-            and now - keypair.created >= REKEY_ON_RECEIVE_AGE
         ):
             self._sent_last_minute_handshake = True
             self._send_initiation(now, is_retry=False)
