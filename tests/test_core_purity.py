@@ -30,6 +30,7 @@ SHELL_MODULES = {
     "tunnel.forward",
     "tunnel.control",
     "tunnel.api",
+    "tunnel.runtime",
     "tunnel.pins",
     "tunnel.netcheck",
     "rendezvous.server",

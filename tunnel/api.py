@@ -1,0 +1,373 @@
+"""Embed a tunnel in a Python program (as Go programs embed Tailscale's tsnet).
+
+    from tunnel.api import Tunnel
+
+    async with Tunnel(rendezvous="192.0.2.10:7000") as tunnel:      # keys from $PTUNNEL_HOME
+        web = await tunnel.expose(8080, "dev-web")                 # reachable as "dev-web"
+        db = await tunnel.connect("office-db", 5432)               # localhost:5432 -> office-db
+        print(db.describe(), db.stats())
+        ...
+        await db.close()
+
+`expose` returns once the name is registered at the rendezvous; `connect` returns once a path to
+the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
+outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
+Failures users can fix raise `TunnelError` with a one-line message saying what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tunnel import rdvclient as rc
+from tunnel.config import format_endpoint, parse_endpoint
+from tunnel.errors import UserError
+from tunnel.forward import ExposedService, Forwarder, StreamBridge, UdpListener
+from tunnel.identity import Identity, default_home, load_identity, load_network_secret
+from tunnel.netkeys import fingerprint
+from tunnel.node import Node, NodeOptions, PeerLink
+from tunnel.node_wire import encode_open
+from tunnel.pins import PinMismatch, PinStore
+from tunnel.udp import monotonic
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN = 1.0  # s; first retry after losing a peer
+RECONNECT_MAX = 30.0  # s; backoff cap, as a returning peer should be found within half a minute
+PENDING_CONNECTION_TIMEOUT = 30.0  # s; a local connection waits this long for the tunnel
+CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still there
+
+
+class TunnelError(UserError):
+    """Something the user can fix; the message says what and how."""
+
+
+def _unknown_name(name: str) -> str:
+    return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
+
+
+class Exposed:
+    """A service registered under a name; close() stops exposing it."""
+
+    def __init__(self, tunnel: Tunnel, service: ExposedService) -> None:
+        self.tunnel, self.service = tunnel, service
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.service.name, "target": format_endpoint(self.service.target),
+                "udp": self.service.udp, "streams": self.service.streams,
+                "refused": self.service.refused}
+
+    async def close(self) -> None:
+        self.tunnel.forwarder.services.pop(self.service.name, None)
+
+
+class Connection:
+    """A local port carrying connections to a remote service; close() stops listening."""
+
+    def __init__(self, tunnel: Tunnel, name: str, listen: tuple[str, int] | None, udp: bool,
+                 accept_new_key: bool) -> None:
+        self.tunnel, self.name, self.listen, self.udp = tunnel, name, listen, udp
+        self.accept_new_key = accept_new_key
+        self.link: PeerLink | None = None
+        self.ready = asyncio.Event()
+        self.error: TunnelError | None = None
+        self.waiting: list[StreamBridge] = []
+        self.server: asyncio.AbstractServer | None = None
+        self.udp_listener: UdpListener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._introduced = asyncio.Event()
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    async def open(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self.listen is not None:
+            await self._listen(loop)
+        self.tunnel.node.rdv_events.append(self._on_rendezvous)
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except TimeoutError:
+            await self.close()
+            raise TunnelError(self._timeout_message()) from None
+        if self.error is not None:
+            await self.close()
+            raise self.error
+        self._task = loop.create_task(self._keep_up())
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.listen is not None
+        host, port = self.listen
+        try:
+            if self.udp:
+                listener = UdpListener(self.tunnel.forwarder, self.name)
+                await loop.create_datagram_endpoint(lambda: listener, local_addr=self.listen)
+                self.udp_listener = listener
+                self.tunnel.forwarder.udp_listeners[self.name] = listener
+            else:
+                self.server = await loop.create_server(self._new_bridge, host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise TunnelError(
+                    f"local port {host}:{port} is already in use; pick another with -L PORT"
+                ) from None
+            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if isinstance(self.server, asyncio.Server) and port == 0:
+            self.listen = self.server.sockets[0].getsockname()[:2]
+
+    def _timeout_message(self) -> str:
+        node = self.tunnel.node
+        if not node.registered.is_set():
+            where = format_endpoint(node.options.rendezvous)
+            return (f"no answer from the rendezvous at {where}; is `ptunnel rendezvous` running "
+                    "there and is UDP allowed?")
+        if self.link is None:
+            return _unknown_name(self.name)
+        tried = ", ".join(f"{r.addr[0]}:{r.addr[1]} ({r.kind})"
+                          for r in self.link.path.report(monotonic()))
+        hint = " and the relay is off (--direct-only)" if node.options.direct_only else ""
+        return (f"found '{self.name}' but no path opened (tried {tried or 'nothing'}){hint}; "
+                "see `ptunnel netcheck` on both machines")
+
+    async def _wait_ready(self) -> None:
+        await self.tunnel.node.registered.wait()  # the server introduces registered nodes only
+        self.tunnel.node.request_connect(self.name)
+        while self.error is None and not (self.link is not None and self.link.ready):
+            self.ready.clear()
+            await self.ready.wait()
+        if self.link is not None and self.error is None:
+            self.tunnel.node.ping(self.link)
+            for _ in range(20):  # an RTT for the ready line; not worth waiting long for
+                if self.link.rtt is not None:
+                    break
+                await asyncio.sleep(0.01)
+
+    def _on_rendezvous(self, event: rc.Event) -> None:
+        if isinstance(event, rc.Introduced) and event.peer_name == self.name:
+            try:
+                self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
+            except PinMismatch as exc:
+                self.error = TunnelError(str(exc))
+                self.ready.set()
+                return
+            link = self.tunnel.node.links[event.peer_static]
+            if self.link is not link:
+                self.link = link
+                link.on_change.append(self._on_link_change)
+            self._on_link_change(link)
+        elif (isinstance(event, rc.ConnectRefused) and event.name == self.name
+              and self.link is None and event.reason.startswith("no active node")):
+            self.error = TunnelError(_unknown_name(self.name))
+            self.ready.set()
+
+    def _on_link_change(self, link: PeerLink) -> None:
+        self.ready.set()
+        if link.ready and self.udp_listener is not None:
+            self.udp_listener.link = link
+        if link.ready:
+            waiting, self.waiting = self.waiting, []
+            for bridge in waiting:
+                self._attach(bridge)
+
+    # --- local connections --------------------------------------------------------------------
+
+    def _new_bridge(self) -> StreamBridge:
+        bridge = StreamBridge(self.tunnel.forwarder)
+        bridge.on_attach = self._attach
+        return bridge
+
+    def _attach(self, bridge: StreamBridge) -> None:
+        link = self.link
+        if bridge.closed:
+            return
+        channel = link.channel if link is not None and link.ready else None
+        if link is None or channel is None or not channel.can_open_stream():
+            self.waiting.append(bridge)
+            asyncio.get_running_loop().call_later(PENDING_CONNECTION_TIMEOUT, self._expire, bridge)
+            return
+        stream_id = channel.open_stream()
+        bridge.attach(link, stream_id, encode_open(self.name))
+
+    def _expire(self, bridge: StreamBridge) -> None:
+        if bridge in self.waiting:
+            self.waiting.remove(bridge)
+            log.warning("%s: no tunnel within %.0f s; closing a waiting local connection",
+                        self.name, PENDING_CONNECTION_TIMEOUT)
+            if bridge.transport is not None:
+                bridge.transport.abort()
+
+    async def _keep_up(self) -> None:
+        """Reconnect with exponential backoff whenever the peer is lost."""
+        backoff = RECONNECT_MIN
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            if self.link is not None and self.link.ready:
+                backoff = RECONNECT_MIN
+                continue
+            log.info("%s: peer not reachable; asking the rendezvous again in %.0f s",
+                     self.name, backoff)
+            await asyncio.sleep(backoff)
+            if self.link is None or not self.link.ready:
+                self.tunnel.node.request_connect(self.name)
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        path = self.link.describe_path() if self.link is not None else "no path"
+        if self.listen is None:
+            return f"{self.name}: {path}"
+        return f"{self.name} on {format_endpoint(self.listen)}{'/udp' if self.udp else ''}: {path}"
+
+    def stats(self) -> dict[str, Any]:
+        link = self.link
+        stats = link.channel.stats() if link is not None and link.channel is not None else None
+        return {
+            "name": self.name, "udp": self.udp,
+            "listen": None if self.listen is None else format_endpoint(self.listen),
+            "path": link.describe_path() if link is not None else None,
+            "direct": bool(link and link.path.path and link.path.path.direct),
+            "rtt_ms": None if link is None or link.rtt is None else round(link.rtt * 1e3, 3),
+            "bytes_sent": stats.stream_bytes_sent if stats else 0,
+            "bytes_received": stats.stream_bytes_received if stats else 0,
+            "open_streams": stats.open_streams if stats else 0,
+        }
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.server is not None:
+            self.server.close()
+        if self.udp_listener is not None and self.udp_listener.transport is not None:
+            self.udp_listener.transport.close()
+            self.tunnel.forwarder.udp_listeners.pop(self.name, None)
+        with contextlib.suppress(ValueError):
+            self.tunnel.node.rdv_events.remove(self._on_rendezvous)
+
+
+class Tunnel:
+    """One node: its keys, its rendezvous registration and every expose and connect on it."""
+
+    def __init__(
+        self,
+        *,
+        home: Path | str | None = None,
+        rendezvous: tuple[str, int] | str | None = None,
+        identity: Identity | None = None,
+        network_secret: bytes | None = None,
+        allow: list[bytes] | None = None,
+        direct_only: bool = False,
+        congestion: str = "bbr",
+        keepalive: float = 25.0,
+        bind: tuple[str, int] = ("0.0.0.0", 0),
+    ) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        identity = identity or load_identity(self.home)
+        secret = network_secret or load_network_secret(self.home)
+        if identity is None or secret is None:
+            raise TunnelError("not joined to a network; run `ptunnel init` (new network) or "
+                              "`ptunnel join CODE`")
+        if rendezvous is None:
+            raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or set "
+                              "PTUNNEL_RENDEZVOUS")
+        addr = parse_endpoint(rendezvous) if isinstance(rendezvous, str) else rendezvous
+        self.options = NodeOptions(identity=identity, network_secret=secret, rendezvous=addr,
+                                   allow=allow, bind=bind, keepalive=keepalive,
+                                   direct_only=direct_only, congestion=congestion)
+        self.node = Node(self.options)
+        self.forwarder = Forwarder(self.node)
+        self.pins = PinStore(self.home)
+        self.connections: list[Connection] = []
+        self.exposed: list[Exposed] = []
+        self._started = False
+
+    async def __aenter__(self) -> Tunnel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self.node.start()
+            self.forwarder.start()
+
+    async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
+                     allow: list[bytes] | None = None, timeout: float = 15.0) -> Exposed:
+        """Register `name` and forward every authorized peer's connections to host:port."""
+        await self.start()
+        if name in self.forwarder.services:
+            raise TunnelError(f"'{name}' is already exposed by this node")
+        service = ExposedService(name, (host, port), udp,
+                                 None if allow is None else frozenset(allow))
+        self.forwarder.services[name] = service
+        refused: list[rc.RegistrationRefused] = []
+        registered = asyncio.Event()
+
+        def watch(event: rc.Event) -> None:
+            if isinstance(event, rc.RegistrationRefused):
+                refused.append(event)
+                registered.set()
+            elif isinstance(event, rc.Registered):
+                registered.set()
+
+        self.node.rdv_events.append(watch)
+        try:
+            self.node.add_name(name)
+            await asyncio.wait_for(registered.wait(), timeout)
+        except TimeoutError:
+            self.forwarder.services.pop(name, None)
+            raise TunnelError(
+                f"no answer from the rendezvous at {format_endpoint(self.options.rendezvous)}; "
+                "is `ptunnel rendezvous` running there and is UDP allowed?") from None
+        finally:
+            self.node.rdv_events.remove(watch)
+        if refused:
+            self.forwarder.services.pop(name, None)
+            self.node.remove_name(name)
+            event = refused[0]
+            holder = f" (held by {event.holder_fingerprint})" if event.holder_fingerprint else ""
+            raise TunnelError(f"the rendezvous refused '{name}': {event.reason}{holder}")
+        exposed = Exposed(self, service)
+        self.exposed.append(exposed)
+        log.info("exposing %s as '%s' (node %s)", format_endpoint((host, port)), name,
+                 fingerprint(self.options.identity.public))
+        return exposed
+
+    async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
+                      accept_new_key: bool = False, timeout: float = 30.0) -> Connection:
+        """Listen on bind:port and carry every local connection to the peer named `name`."""
+        await self.start()
+        connection = Connection(self, name, (bind, port), udp, accept_new_key)
+        await connection.open(timeout)
+        self.connections.append(connection)
+        return connection
+
+    async def reach(self, name: str, *, accept_new_key: bool = False,
+                    timeout: float = 30.0) -> Connection:
+        """A path to `name` without a local port (for pings and programs that only measure)."""
+        await self.start()
+        connection = Connection(self, name, None, False, accept_new_key)
+        await connection.open(timeout)
+        self.connections.append(connection)
+        return connection
+
+    def status(self) -> dict[str, Any]:
+        status = self.node.status()
+        status["exposed"] = [e.stats() for e in self.exposed]
+        status["connections"] = [c.stats() for c in self.connections]
+        return status
+
+    async def close(self) -> None:
+        for connection in self.connections:
+            await connection.close()
+        await self.forwarder.close()
+        await self.node.close()
