@@ -1,0 +1,192 @@
+"""The rendezvous server and node client across real Linux NATs (network namespaces).
+
+The server runs in its own namespace on a "public" address; each node runs `tests/rdv_node.py`
+(the real `RendezvousClient` over a real UDP socket) behind a NAT of the given kind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import LabFactory
+from natlab import RDV_IP, Lab, Proc
+
+from tunnel.netkeys import fingerprint
+
+pytestmark = pytest.mark.natlab
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = str(ROOT / "tests" / "rdv_node.py")
+ENV = {"PYTHONPATH": str(ROOT)}
+SERVER = f"{RDV_IP}:7000"
+NET = bytes(range(32))
+OTHER = bytes(range(100, 132))
+
+
+def start_server(lab: Lab, db: Path, *extra: str) -> Proc:
+    proc = lab.spawn(lab.rdv, sys.executable, "-m", "rendezvous.server", "--listen", SERVER,
+                     "--db", str(db), *extra, env=ENV)
+    proc.expect_text("rendezvous listening")
+    return proc
+
+
+def start_node(lab: Lab, ns: str, names: str, static: bytes, secret: bytes = NET,
+               register: bool = True) -> Proc:
+    proc = lab.spawn(ns, sys.executable, NODE, "--server", SERVER, "--secret", secret.hex(),
+                     "--static", static.hex(), "--names", names, "--refresh", "2", env=ENV)
+    proc.expect("Ready")
+    if register:
+        proc.send("start")
+    return proc
+
+
+def host_of(ev: dict[str, Any]) -> str:
+    return str(ev["public"]).rpartition(":")[0]
+
+
+def test_cone_node_learns_the_nat_public_address(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone"])
+    start_server(lab, tmp_path / "rdv.db")
+    node = start_node(lab, lab.sites[0].host, "ssh-home", b"\x01" * 32)
+    reg = node.expect("Registered")
+    assert host_of(reg) == lab.sites[0].public_ip  # 203.0.113.10, not 10.1.0.2
+    assert host_of(reg) != lab.sites[0].host_ip
+
+
+def test_members_see_each_other_and_joins_and_leaves(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "symmetric"])
+    start_server(lab, tmp_path / "rdv.db")
+    a = start_node(lab, lab.sites[0].host, "ssh-home", b"\x0a" * 32)
+    a.expect("Registered")
+    b = start_node(lab, lab.sites[1].host, "laptop", b"\x0b" * 32)
+    reg_b = b.expect("Registered")
+    assert [p["names"] for p in reg_b["peers"]] == [["ssh-home"]]
+    joined = a.expect("PeerJoined", static=(b"\x0b" * 32).hex())
+    assert joined["names"] == ["laptop"]
+    assert joined["endpoint"].startswith(lab.sites[1].public_ip + ":")
+    b.send("list")
+    listed = b.expect("ListReceived")
+    assert sorted(p["names"][0] for p in listed["peers"]) == ["laptop", "ssh-home"]
+    b.send("leave")
+    left = a.expect("PeerLeft", static=(b"\x0b" * 32).hex())
+    assert left["names"] == ["laptop"]
+
+
+def test_outsider_network_cannot_see_or_reach_members(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "cone"])
+    start_server(lab, tmp_path / "rdv.db")
+    a = start_node(lab, lab.sites[0].host, "ssh-home", b"\x0a" * 32)
+    a.expect("Registered")
+    x = start_node(lab, lab.sites[1].host, "ssh-home", b"\x0c" * 32, secret=OTHER)
+    assert x.expect("Registered")["peers"] == []  # same name, other network: no conflict
+    x.send("list")
+    assert [p["static"] for p in x.expect("ListReceived")["peers"]] == [(b"\x0c" * 32).hex()]
+    x.send("connect ssh-home")  # resolves in its own network only: itself, refused
+    x.expect("ConnectRefused")
+    x.send("relay " + (b"\x0a" * 32).hex() + " hello")
+    assert [e for e in a.events(wait=1.0) if e["event"] in ("PeerJoined", "Introduced",
+                                                             "Relayed")] == []
+
+
+def test_server_restart_keeps_names_and_registrations(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "cone"])
+    db = tmp_path / "rdv.db"
+    server = start_server(lab, db)
+    a = start_node(lab, lab.sites[0].host, "ssh-home", b"\x0a" * 32)
+    first = a.expect("Registered")
+    server.stop()
+    start_server(lab, db)
+    # The name comes back from the database: another key is refused, naming A's fingerprint.
+    b = start_node(lab, lab.sites[1].host, "ssh-home", b"\x0b" * 32)
+    refused = b.expect("RegistrationRefused")
+    assert refused["holder"] == fingerprint(b"\x0a" * 32)
+    # A keeps refreshing (every 2 s here) against the restarted server without noticing.
+    a.events(wait=3.0)
+    c = start_node(lab, lab.sites[1].host, "laptop", b"\x0c" * 32)
+    c.expect("Registered")
+    c.send("list")
+    peers = {p["static"]: p for p in c.expect("ListReceived")["peers"]}
+    assert peers[(b"\x0a" * 32).hex()]["seen_ago"] <= 3
+    assert not any(e["event"] in ("Registered", "ServerUnreachable") for e in a.events())
+    assert first["public"] == peers[(b"\x0a" * 32).hex()]["endpoint"]
+
+
+@pytest.mark.parametrize(("kind", "mapping"), [("cone", "endpoint-independent"),
+                                               ("symmetric", "endpoint-dependent"),
+                                               ("fullcone", "endpoint-independent")])
+def test_netcheck_tells_nat_mapping(natlab: LabFactory, tmp_path: Path, kind: str,
+                                    mapping: str) -> None:
+    lab = natlab([kind])
+    start_server(lab, tmp_path / "rdv.db")
+    node = start_node(lab, lab.sites[0].host, "", b"\x0d" * 32, register=False)
+    node.send("netcheck")
+    result = node.expect("Netcheck")
+    assert result["udp"] is True
+    assert result["mapping"] == mapping
+    assert str(result["public_endpoint"]).startswith(lab.sites[0].public_ip + ":")
+
+
+def test_netcheck_without_server_reports_no_udp(natlab: LabFactory) -> None:
+    lab = natlab(["cone"])
+    node = start_node(lab, lab.sites[0].host, "", b"\x0d" * 32, register=False)
+    node.send("netcheck")
+    result = node.expect("Netcheck")
+    assert result["udp"] is False and result["mapping"] == "unknown"
+
+
+def test_relay_forwards_only_between_introduced_members(natlab: LabFactory,
+                                                        tmp_path: Path) -> None:
+    lab = natlab(["cone", "symmetric", "fullcone"])
+    start_server(lab, tmp_path / "rdv.db")
+    ka, kb, kc = b"\x0a" * 32, b"\x0b" * 32, b"\x0c" * 32
+    a = start_node(lab, lab.sites[0].host, "ssh-home", ka)
+    b = start_node(lab, lab.sites[1].host, "laptop", kb)
+    c = start_node(lab, lab.sites[2].host, "other", kc)
+    for node in (a, b, c):
+        node.expect("Registered")
+    b.send(f"relay {ka.hex()} too-early")
+    b.send("connect ssh-home")
+    intro_b = b.expect("Introduced", name="ssh-home")
+    assert intro_b["static"] == ka.hex() and host_of(intro_b) == lab.sites[0].public_ip
+    assert intro_b["lan"] == []
+    intro_a = a.expect("Introduced", static=kb.hex())
+    assert host_of(intro_a) == lab.sites[1].public_ip
+    rx0, tx0 = lab.link_bytes(lab.rdv, "eth0")
+    for i in range(50):
+        b.send(f"relay {ka.hex()} hello-{i:03d}-" + "x" * 900)
+    got = [a.expect("Relayed", timeout=5.0) for _ in range(50)]
+    assert {g["src"] for g in got} == {kb.hex()}
+    assert all(g["data"].startswith("hello-") for g in got)
+    rx1, tx1 = lab.link_bytes(lab.rdv, "eth0")
+    assert rx1 - rx0 >= 50 * 900 and tx1 - tx0 >= 50 * 900  # it really went via the server
+    # C was never introduced to A: nothing arrives; nor did B's relay before the introduction.
+    c.send(f"relay {ka.hex()} from-c")
+    late = [e for e in a.events(wait=1.0) if e["event"] == "Relayed"]
+    assert late == []
+    assert not any("too-early" in line for line in a.seen)
+
+
+def test_no_relay_server_forwards_nothing(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "cone"])
+    start_server(lab, tmp_path / "rdv.db", "--no-relay")
+    ka, kb = b"\x0a" * 32, b"\x0b" * 32
+    a = start_node(lab, lab.sites[0].host, "ssh-home", ka)
+    b = start_node(lab, lab.sites[1].host, "laptop", kb)
+    a.expect("Registered")
+    b.expect("Registered")
+    b.send("connect ssh-home")
+    b.expect("Introduced")
+    b.send(f"relay {ka.hex()} hi")
+    assert [e for e in a.events(wait=1.0) if e["event"] == "Relayed"] == []
+
+
+def test_lab_is_cleaned_up(natlab: LabFactory) -> None:
+    lab = natlab(["cone"])
+    names = list(lab.namespaces)
+    lab.close()
+    listed = os.popen("ip netns list").read()
+    assert not any(name in listed for name in names)
