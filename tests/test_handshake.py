@@ -277,3 +277,15 @@ def test_roaming_follows_authenticated_packets_only() -> None:
     b_session.send(b"reply", net.now)
     net.collect()
     assert net.in_flight[-1].dst == new_addr
+
+
+def test_candidates_learnt_during_the_handshake_get_the_same_initiation() -> None:
+    net, a, b = pair()
+    dead = ("192.0.2.99", 9)
+    a.connect(b.public_key, [dead], net.now, net.now)
+    net.settle()
+    session = a.connect(b.public_key, [dead, B_ADDR], net.now, net.now)
+    net.settle()
+    first, second = of_type(net, MESSAGE_INITIATION)
+    assert (first.dst, second.dst) == (dead, B_ADDR) and first.data == second.data
+    assert session.is_established and session.endpoint == B_ADDR

@@ -138,14 +138,13 @@ class Device:
     ) -> Session:
         """The session with `peer_public`, handshaking with every address in `addrs` at once.
 
-        The first valid response wins and fixes `session.endpoint`. An established session is
-        returned as is (its candidate addresses are updated for later handshakes).
+        The first valid response wins and fixes `session.endpoint`. Calling it again while the
+        handshake is pending sends the same initiation to addresses not tried yet; an established
+        session is returned as is (new addresses are kept for later handshakes).
         """
         self._wall_offset = wall_time - now
         session = self.session_for(peer_public)
-        for addr in addrs:
-            if addr not in session.candidates:
-                session.candidates.append(addr)
+        session.add_candidates(addrs)
         if not session.is_established:
             session.initiate(now)
         return session

@@ -137,6 +137,32 @@ class Keypair:
 class Session:
     """The secure session with one peer (WireGuard's "peer"); see the module docstring."""
 
+    __slots__ = (
+        "_attempt_started",
+        "_attempts",
+        "_current",
+        "_device",
+        "_keepalive_due",
+        "_last_initiation_sent",
+        "_new_handshake_due",
+        "_next",
+        "_pending_message",
+        "_persistent_due",
+        "_persistent_keepalive",
+        "_previous",
+        "_retransmit_due",
+        "_sent_last_minute_handshake",
+        "_staged",
+        "_zero_keys_due",
+        "candidates",
+        "config",
+        "cookies",
+        "endpoint",
+        "last_initiation_consumed",
+        "peer_public",
+        "pending",
+    )
+
     def __init__(
         self, device: Device, peer_public: bytes, config: SessionConfig, candidates: Iterable[Addr]
     ) -> None:
@@ -153,6 +179,7 @@ class Session:
         self._previous: Keypair | None = None
         self._next: Keypair | None = None
         self.pending: PendingInitiation | None = None  # our initiation awaiting a response
+        self._pending_message = b""  # its bytes, for candidates learnt while it is pending
         self._attempts = 0
         self._attempt_started = 0.0
         self._last_initiation_sent = float("-inf")
@@ -214,6 +241,19 @@ class Session:
         """Start a handshake now (to the endpoint and every candidate), unless one is running."""
         self._send_initiation(now, is_retry=False)
 
+    def add_candidates(self, addrs: Iterable[Addr]) -> None:
+        """More addresses to try (hole punching learns them over time).
+
+        While an initiation is pending, new addresses get that same initiation at once; the first
+        valid response from any address completes the handshake.
+        """
+        for addr in addrs:
+            if addr in self.candidates:
+                continue
+            self.candidates.append(addr)
+            if self.pending is not None and addr != self.endpoint:
+                self._device.queue_datagram(self._pending_message, addr)
+
     def _stage(self, payload: bytes, now: float) -> None:
         if len(self._staged) >= MAX_STAGED_PACKETS:
             self._staged.popleft()  # keep the newest, as wireguard-go does
@@ -255,6 +295,7 @@ class Session:
             self.cookies,
             now,
         )
+        self._pending_message = message
         self._last_initiation_sent = now
         jitter = int.from_bytes(device.rng(2), "little") / 0xFFFF * REKEY_TIMEOUT_JITTER_MAX
         self._retransmit_due = now + REKEY_TIMEOUT + jitter
