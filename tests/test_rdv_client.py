@@ -47,6 +47,12 @@ class Harness:
         self.sent_by.setdefault(addr, [])
         return c
 
+    def move(self, old: p.Endpoint, new: p.Endpoint) -> None:
+        """The client's NAT mapping changes (a NAT reboot, a new Wi-Fi)."""
+        self.clients[new] = self.clients.pop(old)
+        self.events[new] = self.events.pop(old)
+        self.sent_by[new] = self.sent_by.pop(old)
+
     def _lost(self) -> bool:
         return self.rand.random() < self.loss
 
@@ -183,6 +189,29 @@ def test_silent_peer_leaves_after_about_90_seconds_and_leave_is_immediate() -> N
     (left_c,) = h.take(A, rc.PeerLeft)
     assert isinstance(left_c, rc.PeerLeft) and left_c.static == c.static
     assert set(a.peers) == set()
+
+
+def test_connect_after_nat_rebinding_reregisters_then_introduces() -> None:
+    h = Harness()
+    a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
+    a.start(h.now)
+    b.start(h.now)
+    h.run(1)
+    h.take(A, rc.PeerJoined)
+    h.take(B, rc.Registered)
+    b2 = ("198.51.100.20", 50000)
+    h.move(B, b2)  # before B's next refresh, so the server still has the old endpoint
+    b.request_connect("ssh-home", h.now)
+    h.run(1)
+    assert h.take(b2, rc.ConnectRefused) == []
+    (moved,) = h.take(b2, rc.Registered)
+    assert isinstance(moved, rc.Registered) and moved.public_endpoint == b2
+    (intro,) = h.take(b2, rc.Introduced)
+    assert isinstance(intro, rc.Introduced) and intro.peer_static == a.static
+    (to_a,) = h.take(A, rc.Introduced)
+    assert isinstance(to_a, rc.Introduced) and to_a.public_endpoint == b2
+    (rejoined,) = h.take(A, rc.PeerJoined)
+    assert isinstance(rejoined, rc.PeerJoined) and rejoined.peer.endpoint == b2
 
 
 def test_list_from_an_unregistered_node() -> None:

@@ -114,6 +114,8 @@ class _Pending:
     deadline: float = 0.0
     pages: dict[int, tuple[Peer, ...]] = field(default_factory=dict)
     observed: Endpoint | None = None
+    parked: bool = False  # CONNECT waiting for our re-registration (NOT_REGISTERED)
+    reregistered: bool = False  # ... which is tried once per CONNECT
 
 
 class RendezvousClient:
@@ -278,6 +280,16 @@ class RendezvousClient:
             self._counter = max(self._counter, msg.counter)
             self._transmit(q, now)
             return
+        if q.kind == p.CONNECT and msg.code == p.NOT_REGISTERED and self._registering and (
+            not q.reregistered
+        ):
+            # Our NAT mapping changed (or the server lost us) since the last refresh: register
+            # from the current address now and send the CONNECT again once that is done.
+            q.parked = q.reregistered = True
+            q.deadline = now + RETRY_MAX
+            if not any(r.kind == p.REGISTER for r in self._pending.values()):
+                self._request(p.REGISTER, now)
+            return
         del self._pending[q.nonce]
         if q.kind == p.REGISTER:
             self._registering = False
@@ -314,6 +326,9 @@ class RendezvousClient:
         self.peers = peers
         if self._registering:
             self._next_refresh = now + REFRESH_INTERVAL
+        for parked in [r for r in self._pending.values() if r.parked]:
+            parked.parked = False
+            self._transmit(parked, now)
 
     def _on_push(self, msg: p.Joined | p.Left | p.Introduced) -> None:
         if msg.nonce not in self._recent or not self.registered:
