@@ -18,6 +18,7 @@ _RING_BLOCKS = 1 << 7  # 128 blocks; a power of two so the ring index is a mask
 _BLOCK_MASK = _RING_BLOCKS - 1
 _BIT_MASK = _BLOCK_BITS - 1
 WINDOW_SIZE = (_RING_BLOCKS - 1) * _BLOCK_BITS  # = 8128 counters
+_EMPTY_RING = [0] * _RING_BLOCKS
 
 
 class ReplayWindow:
@@ -27,26 +28,30 @@ class ReplayWindow:
 
     def __init__(self) -> None:
         self._last = 0
-        self._ring = [0] * _RING_BLOCKS
+        self._ring = list(_EMPTY_RING)
 
     def accept(self, counter: int, limit: int = REJECT_AFTER_MESSAGES) -> bool:
         """Record `counter`; False if it is a replay, too old, or at/over `limit`."""
         if counter >= limit:
             return False
         ring = self._ring
-        block = counter >> _BLOCK_BITS_LOG
-        if counter > self._last:
-            current = self._last >> _BLOCK_BITS_LOG
-            diff = min(block - current, _RING_BLOCKS)
-            for i in range(current + 1, current + diff + 1):
-                ring[i & _BLOCK_MASK] = 0
+        last = self._last
+        if counter > last:
+            block = counter >> _BLOCK_BITS_LOG
+            current = last >> _BLOCK_BITS_LOG
+            if block != current:  # most packets stay in the top block: nothing to clear
+                if block - current >= _RING_BLOCKS:
+                    ring[:] = _EMPTY_RING
+                else:
+                    for i in range(current + 1, block + 1):
+                        ring[i & _BLOCK_MASK] = 0
             self._last = counter
-        elif self._last - counter > WINDOW_SIZE:
+        elif last - counter > WINDOW_SIZE:
             return False
-        block &= _BLOCK_MASK
+        index = (counter >> _BLOCK_BITS_LOG) & _BLOCK_MASK
         bit = 1 << (counter & _BIT_MASK)
-        old = ring[block]
+        old = ring[index]
         if old & bit:
             return False
-        ring[block] = old | bit
+        ring[index] = old | bit
         return True
