@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from natlab import Lab, netns_available
+from natlab import Lab, require_netns
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------
 LabFactory = Callable[[Sequence[str]], Lab]
@@ -18,11 +18,7 @@ def natlab() -> Iterator[LabFactory]:
 
     Skips without root or `ip netns`, unless PTUNNEL_REQUIRE_NETNS=1 (CI): then it fails.
     """
-    ok, why = netns_available()
-    if not ok:
-        if os.environ.get("PTUNNEL_REQUIRE_NETNS") == "1":
-            pytest.fail(f"NAT lab required (PTUNNEL_REQUIRE_NETNS=1) but unavailable: {why}")
-        pytest.skip(f"NAT lab unavailable: {why}")
+    require_netns()
     labs: list[Lab] = []
 
     def make(kinds: Sequence[str]) -> Lab:

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from queue import Empty, Queue
 from typing import Any
@@ -51,6 +51,21 @@ def netns_available() -> tuple[bool, str]:
         return False, f"ip netns add failed: {probe.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return True, ""
+
+
+def require_netns(environ: Mapping[str, str] | None = None,
+                  probe: Callable[[], tuple[bool, str]] = netns_available) -> None:
+    """Skip the calling test when no lab can be built, or FAIL it when PTUNNEL_REQUIRE_NETNS=1
+    (CI must not silently skip the NAT tests)."""
+    import pytest
+
+    ok, why = probe()
+    if ok:
+        return
+    env = os.environ if environ is None else environ
+    if env.get("PTUNNEL_REQUIRE_NETNS") == "1":
+        pytest.fail(f"NAT lab required (PTUNNEL_REQUIRE_NETNS=1) but unavailable: {why}")
+    pytest.skip(f"NAT lab unavailable: {why}")
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:

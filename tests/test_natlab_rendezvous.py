@@ -190,3 +190,33 @@ def test_lab_is_cleaned_up(natlab: LabFactory) -> None:
     lab.close()
     listed = os.popen("ip netns list").read()
     assert not any(name in listed for name in names)
+
+
+def test_nat_reboot_moves_the_registration(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "cone"])
+    start_server(lab, tmp_path / "rdv.db")
+    ka, kb = b"\x0a" * 32, b"\x0b" * 32
+    a = start_node(lab, lab.sites[0].host, "ssh-home", ka)
+    b = start_node(lab, lab.sites[1].host, "laptop", kb)
+    before = a.expect("Registered")
+    b.expect("Registered")
+    lab.reboot_nat(lab.sites[0])  # mappings forgotten, new ones from 40000-40999
+    after = a.expect("Registered", timeout=15.0)  # next refresh comes from the new mapping
+    port = int(str(after["public"]).rpartition(":")[2])
+    assert after["public"] != before["public"] and 40000 <= port <= 40999
+    moved = b.expect("PeerJoined", static=ka.hex(), endpoint=after["public"], timeout=5.0)
+    assert moved["names"] == ["ssh-home"]
+
+
+@pytest.mark.parametrize(("required", "outcome"), [("1", "failed"), ("", "skipped")])
+def test_lab_unavailable_skips_or_fails(required: str, outcome: str) -> None:
+    from natlab import require_netns
+
+    try:
+        require_netns({"PTUNNEL_REQUIRE_NETNS": required}, probe=lambda: (False, "no netns"))
+    except pytest.fail.Exception as exc:
+        assert outcome == "failed" and "no netns" in str(exc)
+    except pytest.skip.Exception as exc:
+        assert outcome == "skipped" and "no netns" in str(exc)
+    else:
+        raise AssertionError("neither skipped nor failed")
