@@ -77,6 +77,7 @@ def test_handshake_then_data_both_ways() -> None:
     assert drain_events(a) == [PayloadReceived(b.public_key, b"pong", B_ADDR)]
     assert len(net.captured[-1].data) == 4 + TRANSPORT_OVERHEAD
     assert a.counters.handshakes_completed == b.counters.handshakes_completed == 1
+    assert a.sessions == [a_session] and a_session.last_handshake == net.now
 
 
 def test_initiator_static_key_travels_encrypted() -> None:

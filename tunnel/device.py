@@ -160,6 +160,11 @@ class Device:
     def get_session(self, peer_public: bytes) -> Session | None:
         return self._sessions.get(peer_public)
 
+    @property
+    def sessions(self) -> list[Session]:
+        """Every session, initiated or accepted (for `status`)."""
+        return list(self._sessions.values())
+
     def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
         """Take in one datagram from `addr`; results come out as events and datagrams."""
         self._wall_offset = wall_time - now

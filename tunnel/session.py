@@ -158,6 +158,7 @@ class Session:
         "config",
         "cookies",
         "endpoint",
+        "last_handshake",
         "last_initiation_consumed",
         "peer_public",
         "pending",
@@ -184,6 +185,7 @@ class Session:
         self._attempt_started = 0.0
         self._last_initiation_sent = float("-inf")
         self.last_initiation_consumed = float("-inf")  # responder flood check
+        self.last_handshake: float | None = None  # when the keys in use were derived (status)
         self._sent_last_minute_handshake = False
         self._staged: deque[bytes] = deque()
         self._retransmit_due: float | None = None
@@ -388,6 +390,7 @@ class Session:
 
     def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
         self.endpoint = addr
+        self.last_handshake = now
         self._sent_last_minute_handshake = False
         self._zero_keys_due = now + ZERO_KEYS_AFTER
         self._device.counters.handshakes_completed += 1

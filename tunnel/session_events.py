@@ -10,7 +10,10 @@ Addr = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted:
-    """New transport keys with `peer_public` are in use (confirmed on both sides)."""
+    """New transport keys with `peer_public` are in use (confirmed on both sides).
+
+    Reported for the first handshake and again after every rekey (about every 2 minutes).
+    """
 
     peer_public: bytes
     addr: Addr
