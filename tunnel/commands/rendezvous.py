@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunnel.commands.list import endpoint_arg
@@ -36,20 +37,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relay budget per node (default 12500000)")
 
 
-def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import run as run_server
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: tuple[str, int]
+    db: Path
+    relay: bool
+    netcheck_port: int | None
+    relay_rate: float
 
+
+def settings(ctx: Context) -> ServerSettings:
+    """Flags > environment > rendezvous.yaml > defaults, already merged into `ctx.config`."""
     config = ctx.config
     listen = config["listen"]
     if isinstance(listen, str):
         listen = parse_endpoint(listen)
     db = Path(config["db"]).expanduser() if config.get("db") else ctx.home / "rendezvous.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
     nport = config.get("netcheck_port")
+    return ServerSettings((str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
+                          int(nport) if nport is not None else None, float(config["relay_rate"]))
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from rendezvous.server import run as run_server
+
+    s = settings(ctx)
+    s.db.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run_server((str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
-                   int(nport) if nport is not None else None, float(config["relay_rate"]))
+        run_server(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate)
     except OSError as exc:
-        raise UserError(f"cannot listen on {format_endpoint(listen)} (or its netcheck port): "
+        raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None
     return 0
