@@ -47,6 +47,10 @@ DATAGRAM_BUDGET = 1200  # bytes of UDP payload: safe on every internet path (QUI
 CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
 RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
 RELAY_HOST = "relay"  # pseudo address of "through the rendezvous", one per peer
+# Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
+# rebooted onto new ports): after this long, then doubling up to the cap (seconds).
+REPUNCH_FIRST = 3.0
+REPUNCH_MAX = 60.0
 
 
 def relay_addr(peer: bytes) -> Addr:
@@ -85,6 +89,8 @@ class PeerLink:
     rtt: float | None = None
     initiation: bytes = b""  # our pending handshake initiation, re-sent to new probe targets
     relay_candidate: bool = False
+    repunch_at: float = 0.0
+    repunch_interval: float = REPUNCH_FIRST
     on_event: Callable[[PeerLink, ChannelEvent], None] | None = None
     on_change: list[Callable[[PeerLink], None]] = field(default_factory=list)
 
@@ -443,13 +449,21 @@ class Node:
         while (event := link.path.next_event()) is not None:
             if isinstance(event, RepunchNeeded):
                 log.info("path to %s went silent; punching again", fingerprint(link.static))
-                if link.name and self.rdv is not None:
-                    self.rdv.request_connect(link.name, now)
+                if self.rdv is not None:
+                    self.rdv.start(now)  # our own NAT may have moved us: re-register at once
+                link.repunch_interval = REPUNCH_FIRST
+                link.repunch_at = now + REPUNCH_FIRST
             elif isinstance(event, PathChanged):
                 log.info("path to %s: %s", fingerprint(link.static), link.describe_path())
                 if event.new is not None:
                     self.ping(link)
                 self._notify(link)
+        direct = link.path.path is not None and link.path.path.direct
+        if not direct and link.name and self.rdv is not None and now >= link.repunch_at:
+            if link.repunch_at:
+                self.rdv.request_connect(link.name, now)
+            link.repunch_at = now + link.repunch_interval
+            link.repunch_interval = min(link.repunch_interval * 2, REPUNCH_MAX)
         channel = link.channel
         if channel is None:
             return

@@ -1,0 +1,167 @@
+"""Small services and clients for the NAT-lab tests, run inside namespaces as subprocesses.
+
+    python tests/labtool.py sha-sink PORT          TCP: read to EOF, answer "<sha256> <bytes>\\n"
+    python tests/labtool.py upload PORT BYTES      send BYTES pseudo-random bytes, half-close,
+                                                   print {"sha256", "reply", "seconds"} as JSON
+    python tests/labtool.py echo PORT [--udp]      TCP or UDP echo server
+    python tests/labtool.py fanout PORT CONNS BYTES   CONNS echo exchanges at once; JSON result
+    python tests/labtool.py udp-ping PORT COUNT    COUNT datagrams to a UDP echo; JSON result
+
+Each server prints "listening" once it accepts connections, so the test can wait for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+
+CHUNK = 256 * 1024
+
+
+def pattern(size: int, seed: int = 1) -> bytes:
+    """Deterministic bytes that do not compress (a test can recompute their hash)."""
+    out = bytearray()
+    block = hashlib.sha256(seed.to_bytes(8, "big")).digest()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:size])
+
+
+async def sha_sink(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest, count = hashlib.sha256(), 0
+        while data := await reader.read(CHUNK):
+            digest.update(data)
+            count += len(data)
+        writer.write(f"{digest.hexdigest()} {count}\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    print("listening", flush=True)
+    await server.serve_forever()
+
+
+async def upload(port: int, size: int) -> None:
+    payload = pattern(size)
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    view = memoryview(payload)
+    for offset in range(0, size, CHUNK):
+        writer.write(view[offset:offset + CHUNK])
+        await writer.drain()
+    writer.write_eof()  # half-close: the sink's answer must still come back
+    reply = (await reader.read(-1)).decode().strip()
+    print(json.dumps({"sha256": hashlib.sha256(payload).hexdigest(), "reply": reply,
+                      "seconds": time.monotonic() - started}), flush=True)
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+async def echo(port: int, udp: bool) -> None:
+    if udp:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", port))
+        print("listening", flush=True)
+        await asyncio.Event().wait()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    print("listening", flush=True)
+    await server.serve_forever()
+
+
+async def fanout(port: int, conns: int, size: int) -> None:
+    async def one(index: int) -> bool:
+        payload = pattern(size, seed=index)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def send() -> None:
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+
+        task = asyncio.create_task(send())
+        reply = await reader.read(-1)
+        await task
+        writer.close()
+        return reply == payload
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(one(i) for i in range(conns)))
+    print(json.dumps({"intact": sum(results), "conns": conns,
+                      "seconds": time.monotonic() - started}), flush=True)
+
+
+async def udp_ping(port: int, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    received: set[bytes] = set()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            received.add(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    sent = [i.to_bytes(4, "big") + os.urandom(60) for i in range(count)]
+    for index, datagram in enumerate(sent):
+        transport.sendto(datagram)
+        if index % 20 == 19:
+            await asyncio.sleep(0.002)
+    deadline = time.monotonic() + 5
+    while len(received) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    print(json.dumps({"sent": count, "received": len(received & set(sent))}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("sha-sink")
+    p.add_argument("port", type=int)
+    p = sub.add_parser("upload")
+    p.add_argument("port", type=int)
+    p.add_argument("bytes", type=int)
+    p = sub.add_parser("echo")
+    p.add_argument("port", type=int)
+    p.add_argument("--udp", action="store_true")
+    p = sub.add_parser("fanout")
+    p.add_argument("port", type=int)
+    p.add_argument("conns", type=int)
+    p.add_argument("bytes", type=int)
+    p = sub.add_parser("udp-ping")
+    p.add_argument("port", type=int)
+    p.add_argument("count", type=int)
+    args = parser.parse_args()
+    jobs = {
+        "sha-sink": lambda: sha_sink(args.port),
+        "upload": lambda: upload(args.port, args.bytes),
+        "echo": lambda: echo(args.port, args.udp),
+        "fanout": lambda: fanout(args.port, args.conns, args.bytes),
+        "udp-ping": lambda: udp_ping(args.port, args.count),
+    }
+    try:
+        asyncio.run(jobs[args.cmd]())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
