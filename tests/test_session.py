@@ -249,3 +249,30 @@ def test_handshake_completed_events_name_peer_and_address() -> None:
     net.settle()
     assert drain_events(a) == [HandshakeCompleted(b.public_key, B_ADDR, True)]
     assert drain_events(b) == [HandshakeCompleted(a.public_key, A_ADDR, False)]
+
+
+def test_lossy_duplicating_network_still_handshakes_and_never_duplicates() -> None:
+    net = Net()
+    a = net.add(A_ADDR, make_device(1, config=QUIET))
+    b = net.add(B_ADDR, make_device(2, config=QUIET))
+    chance = random.Random(21).random
+
+    def lossy(sent: Sent) -> bool:
+        if chance() < 0.3:
+            return False  # lost
+        if chance() < 0.3:
+            net.deliver(sent)  # duplicated: one copy now, one more when returning True
+        return True
+
+    net.filter = lossy
+    session = a.connect(b.public_key, [B_ADDR], net.now, net.now)
+    net.advance(60.0)
+    assert session.is_established
+    received: list[bytes] = []
+    for i in range(2_000):
+        session.send(i.to_bytes(2, "big"), net.now)
+        net.settle()
+        received += payloads(drain_events(b))
+    assert len(received) == len(set(received))  # every duplicate was rejected
+    assert 0.6 * 2_000 < len(received) < 0.8 * 2_000  # ~30% lost, the rest arrived once
+    assert b.counters.replay > 0
