@@ -21,6 +21,9 @@ from typing import Any
 from bench import report
 from bench.paths.base import Adapter
 from bench.paths.direct import Direct
+from bench.paths.hyper import Hyper
+from bench.paths.ptunnel import Ptunnel
+from bench.paths.quic import Quic
 from bench.paths.socat import Socat
 from bench.paths.ssh import Ssh
 from bench.suite import FULL, QUICK, run_suite
@@ -33,6 +36,9 @@ PATHS: dict[str, Callable[[], Adapter]] = {
     "direct": Direct,
     "ssh": Ssh,
     "socat": Socat,
+    "aioquic": Quic,
+    "hyperdht": Hyper,
+    "ptunnel": Ptunnel,
 }
 
 

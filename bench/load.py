@@ -13,11 +13,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bench.sinkproto import END_RECORD, MODE_ECHO, MODE_SINK, TOTAL, record
+from bench.sinkproto import END_RECORD, MODE_ECHO, MODE_SINK, TOTAL, AckReader, record
 
 HOST = "127.0.0.1"
 RECORD_PAYLOAD = 1 << 20  # 1 MiB a record: the 4-byte header is noise, one sendall per record
-DRAIN_TIMEOUT_S = 60.0  # a slow tunnel may still hold megabytes when the sender stops
+DRAIN_TIMEOUT_S = 60.0  # the last window of a slow tunnel must arrive within this
+# Unconfirmed payload bytes allowed in a tunnel, shared by the parallel streams: deep enough to
+# keep a 3 GB/s loopback pipe full, shallow enough that a 2 MB/s path drains in a few seconds.
+WINDOW_BYTES = 8 << 20
 LATENCY_WARMUP = 100  # round trips not recorded: first connection set-up, caches, cwnd
 MESSAGE_SIZE = 64  # bytes per request and per response, as in the issue
 IO_TIMEOUT_S = 10.0
@@ -30,10 +33,15 @@ class LoadError(Exception):
 LOAD_ERRORS = (OSError, LoadError)  # what a broken path raises out of the functions below
 
 
+SETUP_TIMEOUT_S = 15.0  # a connection not up end to end by then is retried
+SETUP_ATTEMPTS = 3  # connection set-up is measured elsewhere; bulk only needs working streams
+
+
 @dataclass(frozen=True, slots=True)
 class BulkResult:
     bytes_moved: int  # payload bytes the sink confirmed
     seconds: float  # from the first byte sent to the last confirmation
+    setup_retries: int = 0  # connections that had to be opened again before the clock started
 
     @property
     def rate(self) -> float:
@@ -57,25 +65,62 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
+def open_sink(port: int) -> tuple[socket.socket, int]:
+    """A sink connection proven up end to end (the sink's first zero total arrived); retries."""
+    last = ""
+    for attempt in range(SETUP_ATTEMPTS):
+        sock: socket.socket | None = None
+        try:
+            sock = _connect(port, timeout=SETUP_TIMEOUT_S, nodelay=False)
+            sock.sendall(MODE_SINK)
+            if _recv_exact(sock, TOTAL.size) == TOTAL.pack(0):
+                return sock, attempt
+            last = "sink sent a wrong greeting"
+        except LOAD_ERRORS as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if sock is not None:
+            sock.close()
+    raise LoadError(f"no working connection after {SETUP_ATTEMPTS} attempts ({last})")
+
+
 def bulk(port: int, seconds: float, streams: int = 1) -> BulkResult:
     """Send for `seconds` on `streams` parallel connections; bytes the sink counted per second."""
     payload = record(RECORD_PAYLOAD)
-    socks = [_connect(port, nodelay=False) for _ in range(streams)]
+    window = max(RECORD_PAYLOAD, WINDOW_BYTES // streams)
+    opened = [open_sink(port) for _ in range(streams)]
+    socks = [sock for sock, _ in opened]
     start_gate = threading.Barrier(streams + 1)
     totals: list[int] = [0] * streams
     ends: list[float] = [0.0] * streams
     errors: list[str] = []
 
     def one(i: int, sock: socket.socket, deadline_holder: list[float]) -> None:
+        acks = AckReader()
+        sent = 0
+
+        def wait_ack() -> None:
+            data = sock.recv(4096)
+            if not data:
+                raise LoadError(f"sink connection closed with {sent - acks.acked} bytes unacked")
+            acks.feed(data)
+
         try:
-            sock.sendall(MODE_SINK)
             start_gate.wait()
             deadline = deadline_holder[0]
-            while time.perf_counter() < deadline:
-                sock.sendall(payload)
-            sock.sendall(END_RECORD)
             sock.settimeout(DRAIN_TIMEOUT_S)
-            (totals[i],) = TOTAL.unpack(_recv_exact(sock, TOTAL.size))
+            while time.perf_counter() < deadline:
+                while sent - acks.acked >= window:
+                    wait_ack()
+                sock.sendall(payload)
+                sent += RECORD_PAYLOAD
+                try:
+                    acks.feed(sock.recv(4096, socket.MSG_DONTWAIT))
+                except BlockingIOError:
+                    pass  # no confirmation waiting: keep sending
+            sock.sendall(END_RECORD)
+            while acks.acked < sent:
+                wait_ack()
+            totals[i] = acks.acked
             ends[i] = time.perf_counter()
         except (OSError, LoadError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -98,7 +143,7 @@ def bulk(port: int, seconds: float, streams: int = 1) -> BulkResult:
         s.close()
     if errors:
         raise LoadError(errors[0])
-    return BulkResult(sum(totals), max(ends) - begin)
+    return BulkResult(sum(totals), max(ends) - begin, sum(retries for _, retries in opened))
 
 
 def latency(port: int, round_trips: int) -> list[float]:

@@ -6,6 +6,7 @@ Every process the suite starts goes through `Child`, so the suite can always sto
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -184,6 +185,15 @@ class Child:
             if value is not None:
                 return value
 
+    def wait_started(self, settle: float) -> None:
+        """For a server that may print nothing: fine if it prints or is still alive after `settle`
+        seconds; Unavailable if it exits first."""
+        try:
+            self.wait_line(lambda line: line, settle)
+        except Unavailable:
+            if self.proc.poll() is not None:
+                raise
+
     def wait_listening(self, port: int, timeout: float) -> None:
         """Wait until something listens on TCP `port` (checked in /proc, without connecting)."""
         deadline = time.monotonic() + timeout
@@ -224,3 +234,17 @@ def run_ok(argv: Sequence[str], timeout: float = 30.0, cwd: str | None = None,
         err = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise Unavailable(f"`{' '.join(argv[:3])}` failed ({done.returncode}): {err[0]}")
     return done.stdout.decode(errors="replace")
+
+
+def json_field(key: str, kind: type[T]) -> Callable[[str], T | None]:
+    """A `wait_line` acceptor: the `key` of a one-line JSON object, if it has the right type."""
+
+    def accept(line: str) -> T | None:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return None
+        field = value.get(key) if isinstance(value, dict) else None
+        return field if isinstance(field, kind) else None
+
+    return accept

@@ -97,6 +97,7 @@ def summarize(r: PathResult) -> dict[str, Any]:
         "idle_rss_mib": {k: v * MIB_PER_KIB for k, v in r.idle_rss_kib.items()},
         "idle_rss_growth_mib": {k: (v - r.base_rss_kib.get(k, 0)) * MIB_PER_KIB
                                 for k, v in r.idle_rss_kib.items()},
+        "bulk_setup_retries": r.setup_retries,
         "errors": r.errors,
     }
 

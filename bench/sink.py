@@ -24,6 +24,7 @@ BACKLOG = 2048  # the idle-streams test opens 1,000 connections at once
 
 def _sink(conn: socket.socket) -> None:
     counter = SinkCounter()
+    conn.sendall(TOTAL.pack(0))  # tells the client the path is up before it starts the clock
     buf = bytearray(RECV_BUFFER)
     view = memoryview(buf)
     while True:
@@ -32,6 +33,7 @@ def _sink(conn: socket.socket) -> None:
             return  # the client went away before the end record: nothing to report
         if counter.feed(view[:n]):
             conn.sendall(TOTAL.pack(counter.total))
+        if counter.finished:
             return
 
 

@@ -6,11 +6,14 @@ The first byte of a connection picks the mode:
 | first byte | mode | then                                                                 |
 |------------|------|----------------------------------------------------------------------|
 | `S`        | sink | records of `u32 length` (big-endian) + `length` bytes; a zero length |
-|            |      | ends the run and the server answers `u64` payload bytes received     |
+|            |      | ends the run. The server answers `u64` 0 at once (the connection is  |
+|            |      | up end to end), then after every read that completes a record (or   |
+|            |      | the end) the payload bytes received so far                          |
 | `E`        | echo | every byte is sent back until EOF                                    |
 
 The sink does not rely on TCP half-close (some forwarders tear a connection down on the first
-FIN), so its end marker is in-band.
+FIN), so its end marker is in-band. The running totals let the sender keep a bounded window of
+unconfirmed bytes, so a slow tunnel is never stuffed with a minute of data to drain.
 """
 
 from __future__ import annotations
@@ -40,9 +43,13 @@ class SinkCounter:
         self._remaining = 0
         self._header = bytearray()
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bool:
-        """Consume `data`; True once the end record was seen (bytes after it are ignored)."""
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Consume `data`; how many records (the end record included) it completed.
+
+        `finished` turns True at the end record; bytes after it are ignored.
+        """
         view = memoryview(data)
+        completed = 0
         pos = 0
         size = len(view)
         while pos < size and not self.finished:
@@ -51,6 +58,7 @@ class SinkCounter:
                 self._remaining -= take
                 self.total += take
                 pos += take
+                completed += self._remaining == 0
                 continue
             need = RECORD_HEADER.size - len(self._header)
             chunk = view[pos:pos + need]
@@ -61,5 +69,25 @@ class SinkCounter:
                 self._header.clear()
                 if length == 0:
                     self.finished = True
+                    completed += 1
                 self._remaining = length
-        return self.finished
+        return completed
+
+
+class AckReader:
+    """Collects the sink's running totals from a byte stream fed in arbitrary pieces."""
+
+    __slots__ = ("_partial", "acked")
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> int:
+        """Consume `data`; the latest complete total (0 before the first)."""
+        self._partial += data
+        whole = len(self._partial) - len(self._partial) % TOTAL.size
+        if whole:
+            (self.acked,) = TOTAL.unpack_from(self._partial, whole - TOTAL.size)
+            del self._partial[:whole]
+        return self.acked

@@ -7,7 +7,6 @@ path starts. Connection set-up, cold starts and idle-stream memory follow the ro
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import socket
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from bench import load
 from bench.load import LOAD_ERRORS
 from bench.paths.base import Adapter, ColdStartable, Target
-from bench.procs import Child, Unavailable, cpu_seconds, memory_kib, tree_rss_kib
+from bench.procs import Child, Unavailable, cpu_seconds, json_field, memory_kib, tree_rss_kib
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,7 @@ class PathResult:
     idle_rss_kib: dict[str, int] = field(default_factory=dict)  # with the idle streams open
     base_rss_kib: dict[str, int] = field(default_factory=dict)  # just before opening them
     idle_opened: int = 0
+    setup_retries: int = 0  # bulk connections that failed to come up and were opened again
     errors: list[str] = field(default_factory=list)
 
 
@@ -90,6 +90,7 @@ def _measure_round(adapter: Adapter, port: int, result: PathResult, s: Settings,
         many = load.bulk(port, s.bulk_seconds, s.parallel)
         result.bulk8.append(many.rate)
         moved = one.bytes_moved + many.bytes_moved
+        result.setup_retries += one.setup_retries + many.setup_retries
         progress(f"{result.name}: bulk x1 {one.rate / 1e6:,.0f} MB/s, "
                  f"x{s.parallel} {many.rate / 1e6:,.0f} MB/s")
     except LOAD_ERRORS as exc:
@@ -147,7 +148,7 @@ def run_suite(adapters: Sequence[Adapter], settings: Settings,
     sink = Child("sink", [sys.executable, "-m", "bench.sink"])
     started: list[tuple[Adapter, int]] = []
     try:
-        port = sink.wait_line(_port_of, 10.0)
+        port = sink.wait_line(json_field("port", int), 10.0)
         target = Target("127.0.0.1", port)
         for adapter in adapters:
             progress(f"starting {adapter.name}")
@@ -174,11 +175,3 @@ def run_suite(adapters: Sequence[Adapter], settings: Settings,
         sink.stop()
     return [results[a.name] for a in adapters]
 
-
-def _port_of(line: str) -> int | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    port = value.get("port") if isinstance(value, dict) else None
-    return port if isinstance(port, int) else None

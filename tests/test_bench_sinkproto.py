@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.procs import parse_listening_ports, parse_proc_stat, parse_status_kib
-from bench.sinkproto import END_RECORD, SinkCounter, record
+from bench.sinkproto import END_RECORD, TOTAL, AckReader, SinkCounter, record
 
 
 def stream_of(sizes: list[int]) -> bytes:
@@ -19,21 +19,32 @@ def test_counter_totals_payload_however_the_stream_is_split(sizes: list[int],
     data = stream_of(sizes) + b"trailing junk is ignored"
     counter = SinkCounter()
     pos = 0
-    finished = False
+    completed = 0
     for cut in [*cuts, len(data)]:
-        finished = counter.feed(data[pos:pos + cut])
+        completed += counter.feed(data[pos:pos + cut])
         pos += cut
-        if finished:
+        if counter.finished:
             break
-    assert finished
+    assert counter.finished
     assert counter.total == sum(sizes)
+    assert completed == len(sizes) + 1  # every record and the end record, each counted once
 
 
 def test_counter_is_not_finished_before_the_end_record() -> None:
     counter = SinkCounter()
-    assert not counter.feed(stream_of([10, 20])[:-1])
-    assert counter.total == 30
-    assert counter.feed(b"\x00")
+    assert counter.feed(stream_of([10, 20])[:-1]) == 2
+    assert counter.total == 30 and not counter.finished
+    assert counter.feed(b"\x00") == 1
+    assert counter.finished
+
+
+@given(st.lists(st.integers(0, 2**40), min_size=1, max_size=20), st.integers(1, 9))
+def test_ack_reader_keeps_the_latest_complete_total(totals: list[int], piece: int) -> None:
+    data = b"".join(TOTAL.pack(t) for t in sorted(totals))
+    reader = AckReader()
+    seen = [reader.feed(data[i:i + piece]) for i in range(0, len(data), piece)]
+    assert seen[-1] == max(totals)
+    assert seen == sorted(seen)  # never goes back, never reports a half-read total
 
 
 def test_proc_stat_parser_copes_with_spaces_and_parens_in_the_name() -> None:

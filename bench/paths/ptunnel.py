@@ -1,0 +1,109 @@
+"""ptunnel itself: rendezvous, expose and connect as three processes, as users run them.
+
+    ptunnel init --home A; ptunnel invite --home A  -> CODE; ptunnel join CODE --home B
+    ptunnel rendezvous --listen 127.0.0.1:R --db PATH
+    ptunnel expose HOST:PORT --as NAME --rendezvous 127.0.0.1:R --home A   (one line when ready)
+    ptunnel connect NAME -L 127.0.0.1:L --rendezvous 127.0.0.1:R --home B  (one line when ready)
+
+Until `ptunnel --help` lists rendezvous, expose and connect, the path reports itself unavailable.
+The rendezvous server is infrastructure: it is kept out of the per-GiB CPU and memory figures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.load import first_byte_since
+from bench.paths.base import READY_TIMEOUT_S, ChildrenMixin, Target, free_port
+from bench.procs import Child, Unavailable, run_ok
+
+PTUNNEL = [sys.executable, "-m", "tunnel"]
+NEEDED = ("rendezvous", "expose", "connect")
+SERVICE = "bench"
+RENDEZVOUS_SETTLE_S = 1.0  # the server may print nothing; alive after this long counts as up
+
+
+def free_udp_and_tcp_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (we do not know which the server uses)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise Unavailable("no free port for the rendezvous server")
+
+
+def missing_commands(help_text: str) -> list[str]:
+    words = set(help_text.split())
+    return [c for c in NEEDED if c not in words]
+
+
+class Ptunnel(ChildrenMixin):
+    name = "ptunnel"
+    description = "ptunnel connect -> expose via a local rendezvous, separate processes"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir: Path | None = None
+        self._rendezvous: Child | None = None
+        self._rdv_addr = ""
+
+    def start(self, target: Target) -> int:
+        missing = missing_commands(run_ok([*PTUNNEL, "--help"]))
+        if missing:
+            raise Unavailable(f"this ptunnel has no `{'`/`'.join(missing)}` command yet")
+        self._dir = Path(tempfile.mkdtemp(prefix="ptunnel-bench-"))
+        home_a, home_b = self._dir / "expose-home", self._dir / "connect-home"
+        run_ok([*PTUNNEL, "init", "--home", str(home_a)])
+        code = run_ok([*PTUNNEL, "invite", "--home", str(home_a)]).split()
+        if not code:
+            raise Unavailable("`ptunnel invite` printed no code")
+        run_ok([*PTUNNEL, "join", code[-1], "--home", str(home_b)])
+        self._rdv_addr = f"127.0.0.1:{free_udp_and_tcp_port()}"
+        self._rendezvous = Child("ptunnel rendezvous", [
+            *PTUNNEL, "rendezvous", "--listen", self._rdv_addr,
+            "--db", str(self._dir / "rendezvous.db"),
+        ])
+        self._rendezvous.wait_started(RENDEZVOUS_SETTLE_S)
+        expose = self.spawn("expose", Child("ptunnel expose", [
+            *PTUNNEL, "expose", f"{target.host}:{target.port}", "--as", SERVICE,
+            "--rendezvous", self._rdv_addr, "--home", str(home_a),
+        ]))
+        expose.wait_line(lambda line: line or None, READY_TIMEOUT_S)
+        port = free_port()
+        connect = self.spawn("connect", Child("ptunnel connect", self._connect_argv(port)))
+        connect.wait_line(lambda line: line or None, READY_TIMEOUT_S)
+        connect.wait_listening(port, READY_TIMEOUT_S)
+        return port
+
+    def _connect_argv(self, port: int) -> list[str]:
+        assert self._dir is not None
+        return [*PTUNNEL, "connect", SERVICE, "-L", f"127.0.0.1:{port}",
+                "--rendezvous", self._rdv_addr, "--home", str(self._dir / "connect-home")]
+
+    def cold_start(self, timeout: float) -> float | None:
+        """From launching `ptunnel connect` to the first byte echoed through its port."""
+        port = free_port()
+        started = time.perf_counter()
+        child = Child("ptunnel connect (cold)", self._connect_argv(port))
+        try:
+            return first_byte_since(port, started, timeout)
+        finally:
+            child.stop()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._rendezvous is not None:
+            self._rendezvous.stop()
+            self._rendezvous = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
