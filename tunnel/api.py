@@ -239,6 +239,8 @@ class Connection:
         }
 
     async def close(self) -> None:
+        if self in self.tunnel.connections:
+            self.tunnel.connections.remove(self)
         if self._task is not None:
             self._task.cancel()
         if self.server is not None:

@@ -3,7 +3,9 @@
 Each running `expose`, `connect` or `up` listens on a Unix socket
 `$PTUNNEL_HOME/run/<pid>.sock` of mode 0600 (in a directory of mode 0700), so only the user who
 runs ptunnel can query it. The protocol is one JSON request line, one JSON reply line:
-``{"cmd": "status"}`` -> the instance's status object.
+``{"cmd": "status"}`` -> the instance's status object; ``{"cmd": "ping", "name": ..., "count":
+..., "interval": ...}`` -> the ping summary (so `ptunnel ping` uses the running node instead of
+starting a second node with the same key, which would fight it for the peer's session).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ log = logging.getLogger(__name__)
 
 RUN_DIR = "run"
 MAX_REQUEST = 4096  # bytes; a request is one small JSON line
-QUERY_TIMEOUT = 2.0  # seconds; a live instance answers in milliseconds
+QUERY_TIMEOUT = 2.0  # seconds; a live instance answers status in milliseconds
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def run_dir(home: Path) -> Path:
@@ -35,9 +38,9 @@ def run_dir(home: Path) -> Path:
 class ControlServer:
     """Serves status requests for one running instance."""
 
-    def __init__(self, home: Path, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, home: Path, handlers: dict[str, Handler]) -> None:
         self.path = run_dir(home) / f"{os.getpid()}.sock"
-        self._status = status
+        self._handlers = handlers
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -63,10 +66,13 @@ class ControlServer:
                 request = json.loads(line[:MAX_REQUEST] or b"{}")
             except json.JSONDecodeError:
                 request = {}
-            if isinstance(request, dict) and request.get("cmd") == "status":
-                reply: dict[str, Any] = self._status()
+            command = request.get("cmd") if isinstance(request, dict) else None
+            handler = self._handlers.get(str(command))
+            if handler is None:
+                reply: dict[str, Any] = {"error": f"unknown request; expected one of "
+                                                  f"{', '.join(sorted(self._handlers))}"}
             else:
-                reply = {"error": "unknown request; expected {\"cmd\": \"status\"}"}
+                reply = await handler(request)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError) as exc:
@@ -77,6 +83,11 @@ class ControlServer:
 
 def query_all(home: Path) -> list[dict[str, Any]]:
     """Status of every instance running under this home; stale sockets are removed."""
+    return [reply for _path, reply in running(home)]
+
+
+def running(home: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(socket, status) of every live instance under this home; stale sockets are removed."""
     directory = home / RUN_DIR
     if not directory.is_dir():
         return []
@@ -86,16 +97,18 @@ def query_all(home: Path) -> list[dict[str, Any]]:
         if reply is None:
             path.unlink(missing_ok=True)  # its process is gone
         else:
-            results.append(reply)
+            results.append((path, reply))
     return results
 
 
-def query(path: Path) -> dict[str, Any] | None:
+def query(path: Path, request: dict[str, Any] | None = None,
+          timeout: float = QUERY_TIMEOUT) -> dict[str, Any] | None:
+    """Send one request (status by default); None if nothing answers there."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(QUERY_TIMEOUT)
+            sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(b'{"cmd": "status"}\n')
+            sock.sendall(json.dumps(request or {"cmd": "status"}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

@@ -16,7 +16,8 @@ from typing import Any
 from tunnel.api import Tunnel, TunnelError
 from tunnel.config import parse_endpoint
 from tunnel.context import Context
-from tunnel.control import ControlServer
+from tunnel.control import ControlServer, running
+from tunnel.errors import UserError
 from tunnel.netkeys import decode_key
 
 
@@ -68,16 +69,40 @@ def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
     )
 
 
+def control_handlers(tunnel: Tunnel) -> dict[str, Any]:
+    from tunnel.commands.ping import ping
+
+    async def status(_request: dict[str, Any]) -> dict[str, Any]:
+        return tunnel.status()
+
+    async def remote_ping(request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await ping(tunnel, str(request["name"]), int(request.get("count", 5)),
+                              float(request.get("interval", 0.5)), None)
+        except UserError as exc:
+            return {"error": exc.message}
+
+    return {"status": status, "ping": remote_ping}
+
+
 def run_tunnel(ctx: Context, tunnel: Tunnel,
                body: Callable[[Tunnel], Awaitable[Any]]) -> int:
     """Run `body(tunnel)` (which sets up exposes/connects), then serve until a signal."""
+    others = running(ctx.home)
+    if others:
+        pid = others[0][1].get("pid", "?")
+        raise UserError(
+            f"another ptunnel (pid {pid}) already runs with {ctx.home}: two nodes with one key "
+            "would fight over their peers; run several tunnels in one process with `ptunnel up`, "
+            "or give this one its own PTUNNEL_HOME"
+        )
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        control = ControlServer(ctx.home, tunnel.status)
+        control = ControlServer(ctx.home, control_handlers(tunnel))
         try:
             await tunnel.start()
             await body(tunnel)

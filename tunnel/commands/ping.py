@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 from tunnel.api import Tunnel
 from tunnel.context import Context
+from tunnel.control import query, running
+from tunnel.errors import UserError
 from tunnel.node import PeerLink
 from tunnel.runtime import add_node_options, build_tunnel
 from tunnel.udp import monotonic
@@ -28,8 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    instances = running(ctx.home)
+    if instances:
+        # A node already runs with this key: ask it, rather than start a second node that
+        # would fight it for the peer's session.
+        reply = query(instances[0][0], {"cmd": "ping", "name": args.name, "count": args.count,
+                                        "interval": args.interval},
+                      timeout=args.count * (args.interval + 1) + 40)
+        if reply is None or "error" in reply:
+            raise UserError((reply or {}).get("error") or "the running ptunnel did not answer")
+        return _report(args, ctx, reply)
     tunnel = build_tunnel(ctx)
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
 
     async def main() -> None:
         async with tunnel:
@@ -39,8 +52,19 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     import uvloop
 
     uvloop.run(main())
+    return _report(args, ctx, results, printed=True)
+
+
+def _report(args: argparse.Namespace, ctx: Context, results: dict[str, Any],
+            printed: bool = False) -> int:
     if args.json:
         ctx.out_json(results)
+    elif not printed:
+        rtt = results.get("rtt_ms")
+        summary = (f"rtt min/median/max {rtt['min']:.2f}/{rtt['median']:.2f}/{rtt['max']:.2f} ms"
+                   if isinstance(rtt, dict) else "no rtt")
+        ctx.out(f"{results.get('received')}/{results.get('sent')} replies from {args.name}, "
+                f"{summary}, via {results.get('path')}")
     return 0 if results.get("received") else 1
 
 
@@ -58,7 +82,7 @@ async def _one_ping(tunnel: Tunnel, link: PeerLink, wait: float) -> float | None
 
 
 async def ping(tunnel: Tunnel, name: str, count: int, interval: float,
-               out: Callable[[str], None] | None) -> dict[str, object]:
+               out: Callable[[str], None] | None) -> dict[str, Any]:
     """Ping `name` through the path the tunnel finds to it (no local port is opened)."""
     connection = await tunnel.reach(name)
     link = connection.link
@@ -74,7 +98,7 @@ async def ping(tunnel: Tunnel, name: str, count: int, interval: float,
         elif out is not None:
             out(f"no reply from {name} seq={seq}")
         await asyncio.sleep(max(0.0, interval - (rtt or 0.0)))
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "name": name, "sent": count, "received": len(rtts), "path": link.describe_path(),
         "direct": bool(link.path.path and link.path.path.direct),
         "rtt_ms": {"min": min(rtts), "median": statistics.median(rtts), "max": max(rtts)}
