@@ -591,7 +591,7 @@ def exchange(
     payload_a = random.Random(seed).randbytes(size)
     payload_b = random.Random(seed + 1).randbytes(size)
     app_a, app_b = BulkApp(payload=payload_a), BulkApp(payload=payload_b)
-    a, b, _, _ = channel_pair(
+    a, b, index_a, _ = channel_pair(
         sim, ab, ba or ab, app_a, app_b, sealed=sealed, **channel_options
     )
     app_a.start(a)
@@ -609,6 +609,7 @@ def exchange(
         and app_a.digest(1) == hashlib.sha256(payload_b).digest()
     )
     a.close("done")
+    sim.wake(index_a)  # like a shell, send right after an application call
     sim.run(end + 60, stop=lambda: a.is_closed and b.is_closed)
     closed = (
         a.is_closed

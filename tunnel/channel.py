@@ -166,6 +166,7 @@ class Channel:
         self._close_deadline: float | None = None
         self._close_packet_frame = b""  # the CLOSE frame, repeated while CLOSING
         self._close_pending = False
+        self._close_resend: float | None = None  # CLOSING: when to repeat the CLOSE unasked
         # streams: index n is stream id 2n + parity; the peer's are implicitly opened in order
         self._streams: dict[int, _Stream] = {}
         self._local_parity = 0 if is_client else 1
@@ -623,6 +624,8 @@ class Channel:
         if self._state == CLOSED:
             return None
         if self._state != OPEN:
+            if self._state == CLOSING and self._close_resend is not None:
+                return min(self._close_resend, self._close_deadline or self._close_resend)
             return self._close_deadline
         deadlines = [
             self._ack_deadline,
@@ -639,6 +642,11 @@ class Channel:
         if self._state != OPEN:
             if self._close_deadline is not None and now >= self._close_deadline:
                 self._state = CLOSED
+            elif self._close_resend is not None and now >= self._close_resend:
+                # a lost CLOSE would leave a quiet peer waiting for its idle timeout: repeat it
+                # once a PTO while closing (three times in all)
+                self._close_pending = True
+                self._close_resend = None
             return
         if self._idle_deadline is not None and now >= self._idle_deadline:
             self._state = CLOSED
@@ -714,8 +722,11 @@ class Channel:
         if self._state != CLOSING or not self._close_pending:
             return []
         self._close_pending = False
+        pto = self._recovery.pto_interval()
         if self._close_deadline is None:
-            self._close_deadline = now + CLOSING_PTOS * self._recovery.pto_interval()
+            self._close_deadline = now + CLOSING_PTOS * pto
+        if now + pto < self._close_deadline:
+            self._close_resend = now + pto
         packet = fr.encode_varint(self._next_pn) + self._close_packet_frame
         self._next_pn += 1
         self._packets_sent += 1
@@ -765,7 +776,15 @@ class Channel:
             if self._idle_deadline is None:
                 self._idle_deadline = now + self._idle_timeout
             record = SentPacket(pn, now, len(packet), True, sent)
-            self._recovery.on_packet_sent(record, now)
+            recovery = self._recovery
+            if (
+                not self._has_ack_eliciting_work()
+                and recovery.bytes_in_flight + len(packet) < self._cc.cwnd
+            ):
+                # this packet empties the queue with window to spare: its delivery-rate sample
+                # measures the application, not the path (draft-cheng-iccrg-delivery-rate §3.4)
+                recovery.on_app_limited()
+            recovery.on_packet_sent(record, now)
             if not self._probes:
                 self._pacer.on_packet_sent(len(packet))
         return packet

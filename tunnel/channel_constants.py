@@ -26,11 +26,11 @@ ACK_ELICITING_THRESHOLD = 2
 MAX_ACK_RANGES = 10
 
 #: bytes; first per-stream receive window, grown by auto-tuning (quic-go starts at 512 KiB).
-INITIAL_STREAM_WINDOW = 1024 * 1024
+INITIAL_STREAM_WINDOW = 2 * 1024 * 1024
 #: bytes; the per-stream window never grows past this: bounds one stream's receive buffer.
 MAX_STREAM_WINDOW = 16 * 1024 * 1024
 #: bytes; first connection window (quic-go uses 1.5x the stream window).
-INITIAL_CONNECTION_WINDOW = 1536 * 1024
+INITIAL_CONNECTION_WINDOW = 3 * 1024 * 1024
 #: bytes; bounds all receive buffers of one channel together.
 MAX_CONNECTION_WINDOW = 24 * 1024 * 1024
 #: concurrent streams the peer may open; raised as streams finish (RFC 9000 §4.6).
@@ -70,8 +70,11 @@ PACING_MAX_BURST_PACKETS = 16
 
 # --- implementation -------------------------------------------------------------------------
 
-#: bytes; a stream accepts this much unacknowledged data from the application (backpressure).
-STREAM_SEND_BUFFER = 4 * 1024 * 1024
+#: bytes; a stream accepts at least this much unacknowledged data from the application
+#: (backpressure), more only while the peer's credit is larger (see SendStream.writable_space) ...
+STREAM_SEND_BUFFER = 2 * 1024 * 1024
+#: bytes; ... and never more than this: twice the largest stream window.
+MAX_SEND_BUFFER = 2 * MAX_STREAM_WINDOW
 #: datagrams queued for sending; more are refused (they are unreliable anyway).
 MAX_QUEUED_DATAGRAMS = 256
 #: seconds; without any packet from the peer for this long the channel closes.

@@ -227,9 +227,11 @@ class LossRecovery:
             sample.is_app_limited = newest.is_app_limited
             send_elapsed = newest.time_sent - newest.first_sent_time
             ack_elapsed = now - newest.delivered_time
-            interval = max(send_elapsed, ack_elapsed)
+            # floored at the timer granularity: a coarse clock (1 ms on uvloop) can read the
+            # same instant at send and ACK, and a zero interval would give no sample at all
+            interval = max(send_elapsed, ack_elapsed, GRANULARITY)
             self.first_sent_time = newest.time_sent
-            if interval > 0 and interval >= self.rtt.min_rtt:
+            if interval >= self.rtt.min_rtt:
                 sample.delivery_rate = (self.delivered - newest.delivered) / interval
             if self.app_limited_until and self.delivered > self.app_limited_until:
                 self.app_limited_until = 0

@@ -11,15 +11,17 @@ reads from; early segments wait in a heap. Everything it buffers lies below the 
 peer (`max_data`), so a reader that stops reading bounds the memory the sender can make it use.
 
 `ReceiveWindow` auto-tunes a credit like quic-go: credit is renewed each time a quarter of the
-window was consumed, and when renewals come less than two RTTs apart the window doubles (up to a
-maximum). The window so settles near 8x the bytes the reader drains per RTT, so a long fat path
-is not held back by flow control, while an idle or slow stream keeps a small window.
+window was consumed, and when renewals come less than four RTTs apart the window doubles (up to a
+maximum). Four, not quic-go's two, because loss holes stall reading for RTTs at a time and would
+otherwise keep a lossy long fat path window-limited. The window so settles near 16x what the
+reader drains per RTT, while an idle or slow stream keeps its initial window.
 """
 
 from __future__ import annotations
 
 import heapq
 
+from .channel_constants import MAX_SEND_BUFFER
 from .rangeset import RangeSet
 
 
@@ -48,7 +50,7 @@ class ReceiveWindow:
         return self.max_data - consumed < self.window - self.window // 4
 
     def update(self, consumed: int, now: float, srtt: float) -> int:
-        if self.last_update is not None and now - self.last_update < 2 * srtt:
+        if self.last_update is not None and now - self.last_update < 4 * srtt:
             self.window = min(self.window * 2, self.max_window)
         self.last_update = now
         self.max_data = max(self.max_data, consumed + self.window)
@@ -104,7 +106,13 @@ class SendStream:
     def writable_space(self) -> int:
         if self.fin_requested or self.reset_code is not None:
             return 0
-        return max(0, self.buffer_limit - len(self._buf))
+        # Buffer at least `buffer_limit`, and up to twice the credit the peer currently extends
+        # past our oldest unacknowledged byte: a fast reader on a long fat path grows its window
+        # and so our buffer (lost data holds the buffer's front for a few RTTs); a slow reader
+        # keeps its window small, and with it what we hold for it.
+        credit = self.max_data - self._buf_start
+        limit = min(max(self.buffer_limit, 2 * credit), MAX_SEND_BUFFER)
+        return max(0, limit - len(self._buf))
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         accepted = min(len(data), self.writable_space())
