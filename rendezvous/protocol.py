@@ -56,6 +56,7 @@ Relay envelopes (same size in and out, so relaying never amplifies):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -269,6 +270,7 @@ class _Reader:
             raise DecodeError("trailing bytes")
 
 
+@functools.lru_cache(maxsize=65_536)  # member lists re-encode the same endpoints every refresh
 def encode_endpoint(ep: Endpoint) -> bytes:
     """Raises ValueError for a host that is not an IP literal or a port out of range."""
     addr = ipaddress.ip_address(ep[0])

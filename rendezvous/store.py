@@ -12,7 +12,6 @@ one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic acr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,14 +98,29 @@ CREATE TABLE IF NOT EXISTS intros (
 _MEMBER_COLS = "network, static, names, host, port, lan, nonce, last_seen, expires"
 
 
+# Names cannot contain "," (see `protocol.NAME_RE`); endpoints are stored as "host/port" joined
+# by spaces. Plain text, not JSON: member lists are decoded on every refresh.
+def _join_names(names: tuple[str, ...]) -> str:
+    return ",".join(names)
+
+
+def _join_endpoints(eps: tuple[Endpoint, ...]) -> str:
+    return " ".join(f"{host}/{port}" for host, port in eps)
+
+
+def _split_endpoint(text: str) -> Endpoint:
+    host, _, port = text.rpartition("/")
+    return host, int(port)
+
+
 def _row_to_member(row: Any) -> Member:
     network, static, names, host, port, lan, nonce, last_seen, expires = row
     return Member(
         network=bytes(network),
         static=bytes(static),
-        names=tuple(json.loads(names)),
+        names=tuple(names.split(",")) if names else (),
         endpoint=(str(host), int(port)),
-        lan=tuple((str(h), int(p)) for h, p in json.loads(lan)),
+        lan=tuple(_split_endpoint(x) for x in lan.split(" ")) if lan else (),
         nonce=bytes(nonce),
         last_seen=float(last_seen),
         expires=float(expires),
@@ -179,8 +193,8 @@ class SQLiteStore:
             )
             db.execute(
                 "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (member.network, member.static, json.dumps(member.names), member.endpoint[0],
-                 member.endpoint[1], json.dumps(member.lan), member.nonce, member.last_seen,
+                (member.network, member.static, _join_names(member.names), member.endpoint[0],
+                 member.endpoint[1], _join_endpoints(member.lan), member.nonce, member.last_seen,
                  member.expires),
             )
             return Registration(previous=previous)
