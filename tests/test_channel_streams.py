@@ -247,7 +247,7 @@ def test_finished_streams_raise_the_limit() -> None:
             if isinstance(event, StreamReadable):
                 a.read(event.stream_id)
         now = pump(a, b, now)
-    assert a._next_local_index == 12  # 4 x 3 streams opened with a limit of 3 at a time
+    assert a._table.next_local_index == 12  # 4 x 3 streams opened with a limit of 3 at a time
 
 
 def test_idle_timeout_closes() -> None:

@@ -14,7 +14,9 @@ Stream API: `open_stream`, `write` (returns bytes accepted: backpressure), `read
 `shutdown_write` (FIN), `reset_stream`, `stop_reading`; `send_datagram`; `close`; `stats`.
 Specs: RFC 9000 (streams, flow control, frames, closing), RFC 9002 (recovery, congestion),
 RFC 9221 (datagrams). Stream ids: the client opens even ids, the server odd ids; all are
-bidirectional. Frames and layouts are in `frames.py`.
+bidirectional. Around it: `frames.py` (wire layouts), `channel_acks.py` (what to acknowledge),
+`channel_streams.py` (stream table and limits), `streams.py` (the halves of a stream and flow
+control), `recovery.py` (RFC 9002), `congestion.py` / `bbr.py`, `pacing.py`.
 
 Lifecycle: OPEN -> CLOSING (we sent CLOSE; repeat it to any packet for three PTOs) or DRAINING
 (the peer sent CLOSE; stay silent for three PTOs) -> CLOSED. `ChannelClosed` is reported on
@@ -30,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import frames as fr
+from .channel_acks import AckState
 from .channel_constants import (
-    ACK_ELICITING_THRESHOLD,
     CLOSING_PTOS,
     DEFAULT_MAX_PACKET_SIZE,
     FINAL_SIZE_ERROR,
@@ -42,16 +44,12 @@ from .channel_constants import (
     INITIAL_MAX_STREAMS,
     INITIAL_STREAM_WINDOW,
     MAX_ACK_DELAY,
-    MAX_ACK_RANGES,
     MAX_CLOSE_REASON,
     MAX_CONNECTION_WINDOW,
     MAX_QUEUED_DATAGRAMS,
     MAX_STREAM_WINDOW,
     NO_ERROR,
-    RX_HISTORY_RANGES,
-    STREAM_LIMIT_ERROR,
     STREAM_SEND_BUFFER,
-    STREAM_STATE_ERROR,
 )
 from .channel_events import (
     ChannelClosed,
@@ -63,16 +61,15 @@ from .channel_events import (
     StreamStopped,
     StreamWritable,
 )
+from .channel_streams import ChannelError as ChannelError  # re-exported for callers
+from .channel_streams import PeerError, Stream, StreamTable
 from .congestion import create_controller
 from .pacing import Pacer
-from .rangeset import RangeSet
 from .recovery import LossRecovery, SentFrame, SentPacket
 from .streams import (
     FinalSizeError,
     FlowControlError,
-    ReceiveStream,
     ReceiveWindow,
-    SendStream,
 )
 
 logger = logging.getLogger(__name__)
@@ -83,19 +80,6 @@ _F_ACK = 7  # an ACK whose arrival lets us stop repeating the ranges it carried
 
 OPEN, CLOSING, DRAINING, CLOSED = "open", "closing", "draining", "closed"
 PROBE_PACKETS = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
-
-
-class ChannelError(Exception):
-    """The local application misused the channel (unknown stream, write after FIN, ...)."""
-
-
-class _PeerError(Exception):
-    """The peer broke the protocol; the channel closes with this code."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +104,6 @@ class ChannelStats:
     open_streams: int
 
 
-class _Stream:
-    __slots__ = ("recv", "send", "stream_id")
-
-    def __init__(self, stream_id: int, send: SendStream, recv: ReceiveStream) -> None:
-        self.stream_id = stream_id
-        self.send = send
-        self.recv = recv
-
-
 class Channel:
     def __init__(
         self,
@@ -151,8 +126,6 @@ class Channel:
         self.max_packet_size = max_packet_size
         self._rng = rng
         self._idle_timeout = idle_timeout
-        self._send_buffer = stream_send_buffer
-        self._stream_window = (stream_window, max_stream_window)
         self._state = OPEN
         self._events: deque[ChannelEvent] = deque()
         self._queued_datagram_events = 0
@@ -167,19 +140,11 @@ class Channel:
         self._close_packet_frame = b""  # the CLOSE frame, repeated while CLOSING
         self._close_pending = False
         self._close_resend: float | None = None  # CLOSING: when to repeat the CLOSE unasked
-        # streams: index n is stream id 2n + parity; the peer's are implicitly opened in order
-        self._streams: dict[int, _Stream] = {}
-        self._local_parity = 0 if is_client else 1
-        self._next_local_index = 0
-        self._peer_opened = 0  # peer stream indices below this were opened
-        # No transport parameters are exchanged (the session did the handshake), so the initial
-        # limits and windows are shared settings: both ends must be built with the same values.
-        self._peer_max_streams = max_streams  # how many we may open (their credit)
-        self._local_max_streams = max_streams  # how many the peer may open (our credit)
-        self._peer_retired = 0
-        self._send_max_streams = False
-        self._sendable: deque[int] = deque()  # round-robin of streams with frames to send
-        self._in_sendable: set[int] = set()
+        self._table = StreamTable(
+            is_client, stream_send_buffer, stream_window, max_stream_window, max_streams
+        )
+        self._streams = self._table.streams
+        self._sendable = self._table.sendable
         # connection flow control
         self._conn_send_max = connection_window  # the peer's credit to us
         self._conn_sent = 0  # new stream bytes sent (retransmissions do not count)
@@ -192,13 +157,7 @@ class Channel:
         self._stop_pending: dict[int, int] = {}
         self._datagrams: deque[bytes] = deque()
         # acknowledgement state
-        self._rx = RangeSet()  # received packet numbers, the most recent RX_HISTORY_RANGES
-        self._rx_floor = 0  # packet numbers below this count as duplicates
-        self._largest_rx_time = 0.0
-        self._ack_pending = False
-        self._ack_eliciting_unacked = 0
-        self._ack_deadline: float | None = None
-        self._ack_floor = 0  # the peer has seen our ACKs of everything below: never repeat them
+        self._acks = AckState()
         self._last_eliciting_sent = 0.0
         # statistics
         self._packets_sent = self._packets_received = self._packets_dropped = 0
@@ -240,14 +199,10 @@ class Channel:
     def open_stream(self) -> int:
         if self._state != OPEN:
             raise ChannelError("channel is closed")
-        if self._next_local_index >= self._peer_max_streams:
-            raise ChannelError("the peer's stream limit is reached; wait for streams to finish")
-        index = self._next_local_index
-        self._next_local_index += 1
-        return self._create_stream(2 * index + self._local_parity).stream_id
+        return self._table.open_local().stream_id
 
     def can_open_stream(self) -> bool:
-        return self._state == OPEN and self._next_local_index < self._peer_max_streams
+        return self._state == OPEN and self._table.can_open()
 
     def write(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
         """Buffer up to the stream's free send space; return how many bytes were accepted.
@@ -313,7 +268,7 @@ class Channel:
         """True once everything up to the peer's FIN was read (or the stream is gone)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            return self._stream_existed(stream_id)
+            return self._table.existed(stream_id)
         return stream.recv.eof_delivered
 
     def send_datagram(self, data: bytes) -> bool:
@@ -360,62 +315,25 @@ class Channel:
 
     # ===== streams ==============================================================================
 
-    def _create_stream(self, stream_id: int) -> _Stream:
-        window = ReceiveWindow(*self._stream_window)
-        # Both sides use the same initial stream window, so the peer's credit starts there too.
-        send = SendStream(self._send_buffer, self._stream_window[0])
-        stream = _Stream(stream_id, send, ReceiveStream(window))
-        self._streams[stream_id] = stream
+    def _stream_for_app(self, stream_id: int) -> Stream | None:
+        return self._table.for_app(stream_id)
+
+    def _stream_for_peer(self, stream_id: int) -> Stream | None:
+        opened: list[int] = []
+        stream = self._table.for_peer(stream_id, opened)
+        self._events.extend(StreamOpened(sid) for sid in opened)
         return stream
 
-    def _stream_existed(self, stream_id: int) -> bool:
-        index = stream_id >> 1
-        if stream_id & 1 == self._local_parity:
-            return index < self._next_local_index
-        return index < self._peer_opened
+    def _mark_sendable(self, stream: Stream) -> None:
+        self._table.mark_sendable(stream)
 
-    def _stream_for_app(self, stream_id: int) -> _Stream | None:
-        stream = self._streams.get(stream_id)
-        if stream is None and not self._stream_existed(stream_id):
-            raise ChannelError(f"no such stream {stream_id}")
-        return stream
-
-    def _stream_for_peer(self, stream_id: int) -> _Stream | None:
-        """The stream a frame names, opening peer streams implicitly; None if already finished."""
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            return stream
-        index = stream_id >> 1
-        if stream_id & 1 == self._local_parity:
-            if index >= self._next_local_index:
-                raise _PeerError(STREAM_STATE_ERROR, f"frame for unopened stream {stream_id}")
-            return None
-        if index < self._peer_opened:
-            return None
-        if index >= self._local_max_streams:
-            raise _PeerError(STREAM_LIMIT_ERROR, f"stream {stream_id} beyond the limit")
-        for n in range(self._peer_opened, index + 1):
-            self._create_stream(2 * n + (1 - self._local_parity))
-            self._events.append(StreamOpened(2 * n + (1 - self._local_parity)))
-        self._peer_opened = index + 1
-        return self._streams[stream_id]
-
-    def _mark_sendable(self, stream: _Stream) -> None:
-        if stream.stream_id not in self._in_sendable:
-            self._in_sendable.add(stream.stream_id)
-            self._sendable.append(stream.stream_id)
-
-    def _maybe_retire(self, stream: _Stream) -> None:
+    def _maybe_retire(self, stream: Stream) -> None:
         if not (stream.send.done and stream.recv.done):
             return
         if stream.stream_id in self._reset_pending or stream.stream_id in self._stop_pending:
             return
-        del self._streams[stream.stream_id]
+        self._table.retire(stream)
         self._max_stream_data_pending.discard(stream.stream_id)
-        if stream.stream_id & 1 != self._local_parity:
-            self._peer_retired += 1
-            self._local_max_streams += 1
-            self._send_max_streams = True
 
     def _maybe_update_connection_credit(self, now: float | None) -> None:
         if self._conn_window.needs_update(self._conn_consumed):
@@ -432,7 +350,8 @@ class Channel:
             logger.debug("dropped a malformed packet of %d bytes", len(data))
             return
         pn, frames = decoded
-        if pn < self._rx_floor or self._rx.contains(pn):
+        acks = self._acks
+        if acks.is_duplicate(pn):
             self._packets_dropped += 1
             return
         self._packets_received += 1
@@ -441,15 +360,7 @@ class Channel:
             self._close_pending = True  # the peer has not seen our CLOSE: say it again
             return
         self._idle_deadline = now + self._idle_timeout
-        last = self._rx.last()
-        in_order = last is None or pn == last[1]
-        self._rx.add(pn, pn + 1)
-        if len(self._rx) > RX_HISTORY_RANGES:
-            self._rx.drop_oldest(RX_HISTORY_RANGES)
-            first = self._rx.first()
-            self._rx_floor = first[0] if first else 0
-        if last is None or pn >= last[1]:
-            self._largest_rx_time = now
+        in_order = acks.on_packet_received(pn, now)
         ack_eliciting = False
         handlers = self._handlers
         try:
@@ -460,17 +371,12 @@ class Channel:
                 handlers[kind](frame, now)
                 if kind is not fr.AckFrame and kind is not fr.PaddingFrame:
                     ack_eliciting = True
-        except _PeerError as error:
+        except PeerError as error:
             logger.warning("peer protocol error %#x: %s", error.code, error.reason)
             self._enter_closing(error.code, error.reason, by_peer=False)
             return
         if ack_eliciting and self._state == OPEN:
-            self._ack_pending = True
-            self._ack_eliciting_unacked += 1
-            if not in_order or self._ack_eliciting_unacked >= ACK_ELICITING_THRESHOLD:
-                self._ack_deadline = now
-            elif self._ack_deadline is None:
-                self._ack_deadline = now + MAX_ACK_DELAY
+            acks.on_ack_eliciting(in_order, now)
 
     def _handle_stream_frame(self, frame: fr.StreamFrame, now: float) -> None:
         stream = self._stream_for_peer(frame.stream_id)
@@ -481,13 +387,13 @@ class Channel:
         try:
             grown, news = recv.on_frame(frame.offset, frame.data, frame.fin)
         except FlowControlError as error:
-            raise _PeerError(FLOW_CONTROL_ERROR, str(error)) from error
+            raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
         except FinalSizeError as error:
-            raise _PeerError(FINAL_SIZE_ERROR, str(error)) from error
+            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
         if grown:
             self._conn_received += grown
             if self._conn_received > self._conn_window.max_data:
-                raise _PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
+                raise PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
             self._stream_bytes_received += recv.highest - highest_before
             if recv.stopped or recv.reset_code is not None:
                 self._conn_consumed += recv.discard()
@@ -525,7 +431,7 @@ class Channel:
                 self._mark_sendable(stream)
 
     def _handle_max_streams_frame(self, frame: fr.MaxStreamsFrame, now: float) -> None:
-        self._peer_max_streams = max(self._peer_max_streams, frame.maximum)
+        self._table.peer_max_streams = max(self._table.peer_max_streams, frame.maximum)
 
     def _handle_reset_stream_frame(self, frame: fr.ResetStreamFrame, now: float) -> None:
         stream = self._stream_for_peer(frame.stream_id)
@@ -535,12 +441,12 @@ class Channel:
         try:
             grown = recv.on_reset(frame.error_code, frame.final_size)
         except FlowControlError as error:
-            raise _PeerError(FLOW_CONTROL_ERROR, str(error)) from error
+            raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
         except FinalSizeError as error:
-            raise _PeerError(FINAL_SIZE_ERROR, str(error)) from error
+            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
         self._conn_received += grown
         if self._conn_received > self._conn_window.max_data:
-            raise _PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
+            raise PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
         self._conn_consumed += recv.discard()
         self._maybe_update_connection_credit(now)
         self._stop_pending.pop(frame.stream_id, None)
@@ -585,8 +491,8 @@ class Channel:
             if stream is not None:
                 stream.send.reset_acked = True
                 self._maybe_retire(stream)
-        elif kind == _F_ACK and sid + 1 > self._ack_floor:
-            self._ack_floor = sid + 1
+        elif kind == _F_ACK:
+            self._acks.on_ack_acknowledged(sid)
 
     def _requeue_lost(self, lost: list[SentPacket]) -> None:
         for packet in lost:
@@ -616,7 +522,7 @@ class Channel:
             if stream is not None and stream.recv.final_size is None:
                 self._stop_pending[sid] = offset  # the error code travels in the offset slot
         elif kind == _F_MAX_STREAMS:
-            self._send_max_streams = True
+            self._table.send_max_streams = True
 
     # ===== timers ===============================================================================
 
@@ -628,7 +534,7 @@ class Channel:
                 return min(self._close_resend, self._close_deadline or self._close_resend)
             return self._close_deadline
         deadlines = [
-            self._ack_deadline,
+            self._acks.deadline if self._acks.pending else None,
             self._recovery.get_loss_detection_timer(),
             self._pacing_deadline,
             self._idle_deadline,
@@ -684,7 +590,7 @@ class Channel:
             or self._max_stream_data_pending
             or self._reset_pending
             or self._stop_pending
-            or self._send_max_streams
+            or self._table.send_max_streams
         )
 
     def packets_to_send(self, now: float) -> list[bytes]:
@@ -708,9 +614,7 @@ class Channel:
                         self._pacing_deadline = when
             elif recovery.bytes_in_flight + mss <= cc.cwnd:
                 recovery.on_app_limited()
-            ack_due = self._ack_pending and self._ack_deadline is not None
-            ack_due = ack_due and self._ack_deadline <= now  # type: ignore[operator]
-            if not may_send and not ack_due:
+            if not may_send and not self._acks.due(now):
                 break
             packet = self._build_packet(now, may_send)
             if packet is None:
@@ -739,9 +643,9 @@ class Channel:
         parts: list[bytes] = [header]
         space = self.max_packet_size - len(header)
         sent: list[SentFrame] = []
-        with_ack = self._ack_pending
+        with_ack = self._acks.pending
         if with_ack:
-            ack, largest = self._encode_ack(now)
+            ack, largest = self._acks.encode(now)
             parts.append(ack)
             space -= len(ack)
             sent.append((_F_ACK, largest, 0, 0, 0))
@@ -763,10 +667,6 @@ class Channel:
             self._probes -= 1
         if len(parts) == 1:
             return None
-        if with_ack:
-            self._ack_pending = False
-            self._ack_eliciting_unacked = 0
-            self._ack_deadline = None
         packet = b"".join(parts)
         self._next_pn = pn + 1
         self._packets_sent += 1
@@ -788,20 +688,6 @@ class Channel:
             if not self._probes:
                 self._pacer.on_packet_sent(len(packet))
         return packet
-
-    def _encode_ack(self, now: float) -> tuple[bytes, int]:
-        """The ACK frame and its largest packet number. Ranges the peer is known to have seen
-        (below `_ack_floor`) are left out, except the highest range which is always sent."""
-        ranges: list[tuple[int, int]] = []
-        floor = self._ack_floor
-        for start, end in reversed(self._rx):
-            if ranges and end <= floor:
-                break
-            ranges.append((max(start, floor) if ranges else start, end - 1))
-            if len(ranges) == MAX_ACK_RANGES:
-                break
-        delay_us = max(0, int((now - self._largest_rx_time) * 1e6))
-        return fr.encode_ack(ranges, delay_us), ranges[0][1]
 
     def _add_control_frames(
         self, parts: list[bytes], sent: list[SentFrame], space: int, now: float
@@ -843,9 +729,9 @@ class Channel:
             parts.append(frame)
             sent.append((_F_STOP, sid, code, 0, 0))
             space -= len(frame)
-        if self._send_max_streams and space >= 10:
-            self._send_max_streams = False
-            frame = b"\x12" + v(self._local_max_streams)
+        if self._table.send_max_streams and space >= 10:
+            self._table.send_max_streams = False
+            frame = b"\x12" + v(self._table.local_max_streams)
             parts.append(frame)
             sent.append((_F_MAX_STREAMS, 0, 0, 0, 0))
             space -= len(frame)
@@ -871,7 +757,7 @@ class Channel:
             credit = self._conn_send_max - self._conn_sent
             if stream is None or not stream.send.wants_to_send(credit):
                 sendable.popleft()
-                self._in_sendable.discard(sid)
+                self._table.in_sendable.discard(sid)
                 continue
             send = stream.send
             offset_hint = send.next_offset
@@ -882,7 +768,7 @@ class Channel:
             offset, data, fin, new_bytes = send.next_frame(max_payload, credit)
             if not data and not fin:
                 sendable.popleft()
-                self._in_sendable.discard(sid)
+                self._table.in_sendable.discard(sid)
                 continue
             frame = fr.encode_stream_header(sid, offset, len(data), fin)
             parts.append(frame)
@@ -898,5 +784,5 @@ class Channel:
             if send.wants_to_send(self._conn_send_max - self._conn_sent):
                 sendable.append(sid)
             else:
-                self._in_sendable.discard(sid)
+                self._table.in_sendable.discard(sid)
         return space
