@@ -15,8 +15,9 @@ from dataclasses import dataclass
 # of 40 leaves room for `ptunnel list` and netcheck from several nodes behind one NAT.
 SOURCE_RATE = 20.0  # messages per second
 SOURCE_BURST = 40.0  # messages
-# Per registered node, relayed bytes: a relay is a fallback, not a transit provider.
-RELAY_RATE = 2_000_000.0  # bytes per second (16 Mbit/s)
+# Per registered node, relayed bytes: enough for an interactive session or a modest transfer
+# (100 Mbit/s), the same default as the `relay_rate` key of rendezvous.yaml.
+RELAY_RATE = 12_500_000.0  # bytes per second
 RELAY_BURST = 256_000.0  # bytes
 MAX_KEYS = 65_536  # buckets kept; ~100 bytes each, so a few MB at most
 

@@ -26,9 +26,11 @@ def rng_for(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def make_registry(store: SQLiteStore | None = None, relay: bool = True) -> Registry:
+def make_registry(store: SQLiteStore | None = None, relay: bool = True,
+                  relay_rate: float = 12_500_000) -> Registry:
     r = rng_for(1)
-    return Registry(store or SQLiteStore(), rng=r.randbytes, relay_enabled=relay)
+    return Registry(store or SQLiteStore(), rng=r.randbytes, relay_enabled=relay,
+                    relay_rate=relay_rate)
 
 
 def snapshot(reg: Registry) -> list[str]:
@@ -284,7 +286,7 @@ def test_no_relay_flag_disables_forwarding() -> None:
 
 
 def test_relay_is_rate_limited_per_node() -> None:
-    reg = make_registry()
+    reg = make_registry(relay_rate=2_000_000)
     a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
     register(reg, a, ("a",), T0)
     register(reg, b, ("b",), T0)
@@ -293,6 +295,10 @@ def test_relay_is_rate_limited_per_node() -> None:
     sent = sum(len(reg.handle(env, A_ADDR, T0 + 2)) for _ in range(1000))
     assert 150 <= sent <= 300  # burst of 256 kB in 1233-byte envelopes ≈ 207
     assert reg.relay.stats["relay_node_limited"] == 1000 - sent
+    # One second later the bucket has refilled by the rate: 2 MB ≈ 1,622 envelopes (capped at
+    # the 256 kB burst again).
+    again = sum(len(reg.handle(env, A_ADDR, T0 + 3)) for _ in range(1000))
+    assert again == sent
 
 
 def test_source_rate_limit() -> None:
