@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.natlab import goodput_table, run_natlab
 from bench.paths.base import Adapter
 from bench.paths.direct import Direct
 from bench.paths.hyper import Hyper
@@ -30,6 +31,7 @@ from bench.suite import FULL, QUICK, run_suite
 from bench.table import format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 # Path key (for --only) -> adapter factory, in table order: the baseline, the peers, ptunnel.
 PATHS: dict[str, Callable[[], Adapter]] = {
@@ -53,14 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs, for development")
     parser.add_argument("--only", metavar="PATH,...",
-                        help=f"comma-separated subset of: {', '.join(PATHS)}")
+                        help=f"comma-separated subset of: {', '.join(PATHS)} "
+                             "(--only none: NAT lab only)")
     parser.add_argument("--natlab", action="store_true",
                         help="also run the NAT-lab loss benchmarks (needs root)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.only:
-        unknown = set(args.only.split(",")) - set(PATHS)
+        unknown = set(args.only.split(",")) - set(PATHS) - {"none"}
         if unknown:
             parser.error(f"unknown path(s) {', '.join(sorted(unknown))}; "
                          f"choose from {', '.join(PATHS)}")
@@ -70,12 +73,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    # Helpers run as `python -m bench.x`, some inside namespaces: make the package importable
+    # wherever the suite was started from.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     keys = args.only.split(",") if args.only else list(PATHS)
     partial = bool(args.quick or args.only)
     settings = QUICK if args.quick else FULL
     show = progress_printer(time.monotonic())
     adapters = [PATHS[k]() for k in PATHS if k in keys]
-    results = run_suite(adapters, settings, show)
+    results = run_suite(adapters, settings, show) if adapters else []
+    natlab = run_natlab(settings.bulk_seconds + 1.0, show).to_json() if args.natlab else None
     summaries = [report.summarize(r) for r in results]
     doc: dict[str, Any] = {
         "date": report.now_utc(),
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                      "quick": args.quick, "only": keys},
         "paths": summaries,
         "ratios": report.ratios(summaries),
+        "natlab": natlab,
     }
     print()
     print(format_table(report.MAIN_HEADERS, report.main_rows(summaries)))
@@ -94,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in report.ratio_lines(doc["ratios"]):
         print(line)
+    natlab_md = None
+    if natlab is not None:
+        print()
+        print(goodput_table(natlab))
+        natlab_md = goodput_table(natlab, markdown=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "partial.json" if partial else "results.json"
     tmp = args.out / (name + ".tmp")
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.out / name)
     print(f"\nwrote {args.out / name}")
     if not partial:
-        (args.out / "README.md").write_text(report.results_readme(doc, None))
+        (args.out / "README.md").write_text(report.results_readme(doc, natlab_md))
         print(f"wrote {args.out / 'README.md'}")
     return 0
 

@@ -48,8 +48,9 @@ class BulkResult:
         return self.bytes_moved / self.seconds if self.seconds > 0 else 0.0
 
 
-def _connect(port: int, timeout: float = IO_TIMEOUT_S, nodelay: bool = True) -> socket.socket:
-    sock = socket.create_connection((HOST, port), timeout=timeout)
+def _connect(port: int, timeout: float = IO_TIMEOUT_S, nodelay: bool = True,
+             host: str = HOST) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
     if nodelay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -65,13 +66,13 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
-def open_sink(port: int) -> tuple[socket.socket, int]:
+def open_sink(port: int, host: str = HOST) -> tuple[socket.socket, int]:
     """A sink connection proven up end to end (the sink's first zero total arrived); retries."""
     last = ""
     for attempt in range(SETUP_ATTEMPTS):
         sock: socket.socket | None = None
         try:
-            sock = _connect(port, timeout=SETUP_TIMEOUT_S, nodelay=False)
+            sock = _connect(port, timeout=SETUP_TIMEOUT_S, nodelay=False, host=host)
             sock.sendall(MODE_SINK)
             if _recv_exact(sock, TOTAL.size) == TOTAL.pack(0):
                 return sock, attempt
@@ -83,11 +84,11 @@ def open_sink(port: int) -> tuple[socket.socket, int]:
     raise LoadError(f"no working connection after {SETUP_ATTEMPTS} attempts ({last})")
 
 
-def bulk(port: int, seconds: float, streams: int = 1) -> BulkResult:
+def bulk(port: int, seconds: float, streams: int = 1, host: str = HOST) -> BulkResult:
     """Send for `seconds` on `streams` parallel connections; bytes the sink counted per second."""
     payload = record(RECORD_PAYLOAD)
     window = max(RECORD_PAYLOAD, WINDOW_BYTES // streams)
-    opened = [open_sink(port) for _ in range(streams)]
+    opened = [open_sink(port, host) for _ in range(streams)]
     socks = [sock for sock, _ in opened]
     start_gate = threading.Barrier(streams + 1)
     totals: list[int] = [0] * streams

@@ -118,9 +118,11 @@ def tree_rss_kib(pid: int) -> int:
     return sum(memory_kib(p, "VmRSS") or 0 for p in process_tree([pid]))
 
 
-def listening_ports() -> set[int]:
+def listening_ports(pid: int | None = None) -> set[int]:
+    """TCP ports listening in our network namespace, or in that of process `pid`."""
+    base = "/proc/net" if pid is None else f"/proc/{pid}/net"
     ports: set[int] = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for name in (f"{base}/tcp", f"{base}/tcp6"):
         text = _read(name)
         if text is not None:
             ports |= parse_listening_ports(text)
@@ -195,9 +197,10 @@ class Child:
                 raise
 
     def wait_listening(self, port: int, timeout: float) -> None:
-        """Wait until something listens on TCP `port` (checked in /proc, without connecting)."""
+        """Wait until something listens on TCP `port` in this child's network namespace (checked
+        in /proc, without connecting, so a fork-per-connection relay is not disturbed)."""
         deadline = time.monotonic() + timeout
-        while port not in listening_ports():
+        while port not in listening_ports(self.proc.pid):
             if self.proc.poll() is not None:
                 time.sleep(0.05)
                 raise Unavailable(f"{self.name} exited ({self.proc.returncode}): "

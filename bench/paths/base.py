@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 
 from bench.procs import Child, Unavailable
 
-__all__ = ["Adapter", "ColdStartable", "Target", "Unavailable", "free_port", "need_tool"]
+__all__ = ["LOOPBACK", "Adapter", "ColdStartable", "Placement", "Target", "Unavailable",
+           "free_port", "in_ns", "need_tool"]
 
 READY_TIMEOUT_S = 20.0  # how long a tunnel may take to come up before the path is skipped
 
@@ -27,6 +28,25 @@ class Target:
 
     host: str
     port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a two-ended path runs: network namespaces (None: ours) and how the client side
+    reaches the server side. The NAT lab places the ends in namespaces on either side of a lossy
+    router; everything else runs both ends on our own loopback."""
+
+    client_ns: str | None = None
+    server_ns: str | None = None
+    server_host: str = "127.0.0.1"
+
+
+LOOPBACK = Placement()
+
+
+def in_ns(ns: str | None, argv: list[str]) -> list[str]:
+    """`argv` run inside network namespace `ns` (`ip netns exec` keeps the pid: /proc works)."""
+    return argv if ns is None else ["ip", "netns", "exec", ns, *argv]
 
 
 @runtime_checkable

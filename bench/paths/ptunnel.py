@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 
 from bench.load import first_byte_since
-from bench.paths.base import READY_TIMEOUT_S, ChildrenMixin, Target, free_port
+from bench.paths.base import (
+    LOOPBACK,
+    READY_TIMEOUT_S,
+    ChildrenMixin,
+    Placement,
+    Target,
+    free_port,
+    in_ns,
+)
 from bench.procs import Child, Unavailable, run_ok
 
 PTUNNEL = [sys.executable, "-m", "tunnel"]
@@ -50,11 +58,17 @@ class Ptunnel(ChildrenMixin):
     name = "ptunnel"
     description = "ptunnel connect -> expose via a local rendezvous, separate processes"
 
-    def __init__(self) -> None:
+    def __init__(self, placement: Placement = LOOPBACK, rendezvous_ns: str | None = None,
+                 rendezvous_hosts: tuple[str, str, str] | None = None) -> None:
+        """`rendezvous_hosts`: (listen on, reached from the expose side, from the connect side);
+        all 127.0.0.1 by default. The NAT lab puts the server in the router namespace."""
         super().__init__()
+        self.placement = placement
+        self._rdv_ns = rendezvous_ns
+        self._rdv_hosts = rendezvous_hosts or ("127.0.0.1", "127.0.0.1", "127.0.0.1")
+        self._rdv_port = 0
         self._dir: Path | None = None
         self._rendezvous: Child | None = None
-        self._rdv_addr = ""
 
     def start(self, target: Target) -> int:
         missing = missing_commands(run_ok([*PTUNNEL, "--help"]))
@@ -67,16 +81,17 @@ class Ptunnel(ChildrenMixin):
         if not code:
             raise Unavailable("`ptunnel invite` printed no code")
         run_ok([*PTUNNEL, "join", code[-1], "--home", str(home_b)])
-        self._rdv_addr = f"127.0.0.1:{free_udp_and_tcp_port()}"
-        self._rendezvous = Child("ptunnel rendezvous", [
-            *PTUNNEL, "rendezvous", "--listen", self._rdv_addr,
+        self._rdv_port = free_udp_and_tcp_port()
+        listen, from_server, _ = self._rdv_hosts
+        self._rendezvous = Child("ptunnel rendezvous", in_ns(self._rdv_ns, [
+            *PTUNNEL, "rendezvous", "--listen", f"{listen}:{self._rdv_port}",
             "--db", str(self._dir / "rendezvous.db"),
-        ])
-        self._rendezvous.wait_started(RENDEZVOUS_SETTLE_S)
-        expose = self.spawn("expose", Child("ptunnel expose", [
-            *PTUNNEL, "expose", f"{target.host}:{target.port}", "--as", SERVICE,
-            "--rendezvous", self._rdv_addr, "--home", str(home_a),
         ]))
+        self._rendezvous.wait_started(RENDEZVOUS_SETTLE_S)
+        expose = self.spawn("expose", Child("ptunnel expose", in_ns(self.placement.server_ns, [
+            *PTUNNEL, "expose", f"{target.host}:{target.port}", "--as", SERVICE,
+            "--rendezvous", f"{from_server}:{self._rdv_port}", "--home", str(home_a),
+        ])))
         expose.wait_line(lambda line: line or None, READY_TIMEOUT_S)
         port = free_port()
         connect = self.spawn("connect", Child("ptunnel connect", self._connect_argv(port)))
@@ -86,8 +101,11 @@ class Ptunnel(ChildrenMixin):
 
     def _connect_argv(self, port: int) -> list[str]:
         assert self._dir is not None
-        return [*PTUNNEL, "connect", SERVICE, "-L", f"127.0.0.1:{port}",
-                "--rendezvous", self._rdv_addr, "--home", str(self._dir / "connect-home")]
+        return in_ns(self.placement.client_ns, [
+            *PTUNNEL, "connect", SERVICE, "-L", f"127.0.0.1:{port}",
+            "--rendezvous", f"{self._rdv_hosts[2]}:{self._rdv_port}",
+            "--home", str(self._dir / "connect-home"),
+        ])
 
     def cold_start(self, timeout: float) -> float | None:
         """From launching `ptunnel connect` to the first byte echoed through its port."""

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from bench.load import first_byte_since
-from bench.paths.base import READY_TIMEOUT_S, ChildrenMixin, Target, free_port, need_tool
+from bench.paths.base import (
+    LOOPBACK,
+    READY_TIMEOUT_S,
+    ChildrenMixin,
+    Placement,
+    Target,
+    free_port,
+    in_ns,
+    need_tool,
+)
 from bench.procs import Child, Unavailable, run_ok
 
 CIPHER = "aes128-gcm@openssh.com"  # the fast AES-NI cipher; the issue's numbers use it
@@ -26,8 +35,9 @@ class Ssh(ChildrenMixin):
     name = "ssh -L"
     description = f"OpenSSH local forward, {CIPHER}, throwaway sshd"
 
-    def __init__(self) -> None:
+    def __init__(self, placement: Placement = LOOPBACK) -> None:
         super().__init__()
+        self.placement = placement
         self._dir: Path | None = None
         self._target: Target | None = None
         self._sshd_port = 0
@@ -46,7 +56,7 @@ class Ssh(ChildrenMixin):
         self._sshd_port = free_port()
         (d / "sshd_config").write_text("\n".join([
             f"Port {self._sshd_port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.placement.server_host}",
             f"HostKey {d / 'host'}",
             f"AuthorizedKeysFile {d / 'authorized_keys'}",
             "PasswordAuthentication no",
@@ -61,7 +71,8 @@ class Ssh(ChildrenMixin):
             "",
         ]))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        sshd = self.spawn("sshd", Child("sshd", [SSHD, "-D", "-e", "-f", str(d / "sshd_config")]))
+        sshd = self.spawn("sshd", Child("sshd", in_ns(
+            self.placement.server_ns, [SSHD, "-D", "-e", "-f", str(d / "sshd_config")])))
         sshd.wait_listening(self._sshd_port, READY_TIMEOUT_S)
         port = free_port()
         client = self.spawn("ssh", Child("ssh", self._client_argv(port)))
@@ -70,14 +81,14 @@ class Ssh(ChildrenMixin):
 
     def _client_argv(self, port: int) -> list[str]:
         assert self._dir is not None and self._target is not None
-        return [
+        return in_ns(self.placement.client_ns, [
             "ssh", "-N", "-F", "/dev/null", "-i", str(self._dir / "user"),
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes",
             "-o", "LogLevel=ERROR", "-c", CIPHER, "-p", str(self._sshd_port),
             "-L", f"127.0.0.1:{port}:{self._target.host}:{self._target.port}",
-            f"{getpass.getuser()}@127.0.0.1",
-        ]
+            f"{getpass.getuser()}@{self.placement.server_host}",
+        ])
 
     def cold_start(self, timeout: float) -> float | None:
         """A fresh `ssh -L` (key exchange, auth, forward) to the first byte through it."""
