@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,17 +41,32 @@ class _Port(asyncio.DatagramProtocol):
         self.server = server
         self.handler = handler
         self.transport: asyncio.DatagramTransport | None = None
+        self.v6 = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport: no isinstance.
         self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        self.v6 = sock is not None and sock.family == socket.AF_INET6
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.v6 and ":" not in addr[0]:
+            # A dual-stack socket saw this IPv4 peer as ::ffff:a.b.c.d; the registry keeps the
+            # plain IPv4 form, so map it back for sending.
+            addr = ("::ffff:" + addr[0], addr[1])
+        try:
+            self.transport.sendto(data, addr)
+        except OSError as exc:
+            log.debug("send to %s failed: %s", addr, exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         sends = self.handler(data, _addr(addr), time.time())
         for send in sends:
             # Replies leave from the receiving port; pushes and relays from the main port.
-            if send.addr == _addr(addr) and self.transport is not None:
-                self.transport.sendto(send.data, send.addr)
+            if send.addr == _addr(addr):
+                self.sendto(send.data, send.addr)
             else:
                 self.server.send(send)
         self.server.rearm()
@@ -70,8 +86,8 @@ class RendezvousServer:
         self._next_stats = time.time() + STATS_INTERVAL
 
     def send(self, send: Send) -> None:
-        if self.main is not None and self.main.transport is not None:
-            self.main.transport.sendto(send.data, send.addr)
+        if self.main is not None:
+            self.main.sendto(send.data, send.addr)
 
     def rearm(self) -> None:
         deadline = self.registry.get_timer()
