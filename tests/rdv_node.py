@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--lan", default="")
     ap.add_argument("--refresh", type=float, default=rc.REFRESH_INTERVAL,
                     help="registration refresh interval in seconds (labs shorten it)")
+    ap.add_argument("--trace", action="store_true", help="print every datagram sent (hex)")
     args = ap.parse_args()
     rc.REFRESH_INTERVAL = args.refresh
     names = tuple(n for n in args.names.split(",") if n)
@@ -107,6 +108,8 @@ def main() -> int:
     while True:
         for data, dest in client.datagrams_to_send():
             sock.sendto(data, dest)
+            if args.trace:
+                emit({"event": "Sent", "type": data[0], "hex": data.hex()})
         while (event := client.next_event()) is not None:
             emit(event_json(event))
         timer = client.get_timer()

@@ -220,3 +220,46 @@ def test_lab_unavailable_skips_or_fails(required: str, outcome: str) -> None:
         assert outcome == "skipped" and "no netns" in str(exc)
     else:
         raise AssertionError("neither skipped nor failed")
+
+
+REPLAY = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+s.sendto(bytes.fromhex(sys.argv[1]), (sys.argv[2], int(sys.argv[3])))
+try:
+    print(s.recv(2048)[:1].hex())
+except TimeoutError:
+    print("none")
+"""
+
+
+def test_eavesdropper_replaying_a_registration_gets_only_a_cookie(natlab: LabFactory,
+                                                                    tmp_path: Path) -> None:
+    lab = natlab(["cone", "cone", "cone"])
+    start_server(lab, tmp_path / "rdv.db")
+    ka, kb = b"\x0a" * 32, b"\x0b" * 32
+    a = lab.spawn(lab.sites[0].host, sys.executable, NODE, "--server", SERVER, "--secret",
+                  NET.hex(), "--static", ka.hex(), "--names", "ssh-home", "--trace", env=ENV)
+    a.expect("Ready")
+    a.send("start")
+    captured = a.expect("Sent", type=0x22)["hex"]
+    registered = a.expect("Registered")
+    b = start_node(lab, lab.sites[1].host, "laptop", kb)
+    b.expect("Registered")
+    # The eavesdropper replays A's registration from its own address (another site).
+    host, port = SERVER.split(":")
+    out = lab.run(lab.sites[2].host, sys.executable, "-c", REPLAY, captured, host, port)
+    assert out.stdout.strip() == "21"  # COOKIE: prove you can receive here; nothing else
+    b.send("list")
+    peers = {p["static"]: p for p in b.expect("ListReceived")["peers"]}
+    assert peers[ka.hex()]["endpoint"] == registered["public"]  # the name did not move
+    assert not any(e["event"] in ("PeerJoined", "PeerLeft") for e in b.events(wait=0.5))
+
+
+def test_public_host_without_nat_registers_its_own_address(natlab: LabFactory,
+                                                            tmp_path: Path) -> None:
+    lab = natlab(["none"])
+    start_server(lab, tmp_path / "rdv.db")
+    node = start_node(lab, lab.sites[0].host, "server-box", b"\x0e" * 32)
+    assert host_of(node.expect("Registered")) == lab.sites[0].host_ip
