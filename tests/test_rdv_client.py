@@ -359,3 +359,18 @@ def test_typed_garbage_with_wrong_nonce_is_dropped(kind: int, body: bytes) -> No
     before = _state(FUZZ_A)
     FUZZ_A.receive_datagram(bytes([kind]) + b"\xff" * 8 + body, SERVER, FUZZ_H.now)
     assert _state(FUZZ_A) == before and FUZZ_A.next_event() is None
+
+
+def test_large_network_member_list_spans_pages() -> None:
+    h = Harness()
+    clients = [h.add((f"198.51.100.{i + 1}", 41000 + i), (f"node-{i:02d}",)) for i in range(60)]
+    for c in clients:
+        c.start(h.now)
+    h.run(2)
+    last = clients[-1]
+    assert len(last.peers) == 59
+    pages = [d for d in h.sent_by[(f"198.51.100.{60}", 41059)] if d[0] == p.REGISTER]
+    assert len(pages) == 1  # one request, answered by several REGISTERED pages
+    assert h.registry.stats["accepted"] >= 60
+    assert all(len(c.peers) == 59 for c in clients)
+    assert len(p.paginate(list(last.peers.values()))) >= 2
