@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous import protocol as p
+from rendezvous.cookies import CookieJar
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry
 from rendezvous.store import SQLiteStore
 from tunnel import rdvclient as rc
@@ -374,3 +375,25 @@ def test_large_network_member_list_spans_pages() -> None:
     assert h.registry.stats["accepted"] >= 60
     assert all(len(c.peers) == 59 for c in clients)
     assert len(p.paginate(list(last.peers.values()))) >= 2
+
+
+class RefusingJar(CookieJar):
+    """A server whose cookies never verify (clock skew across servers, a broken deployment)."""
+
+    def check(self, cookie: bytes, addr: p.Endpoint, now: float) -> bool:
+        return False
+
+
+def test_server_refusing_every_cookie_causes_no_ping_pong() -> None:
+    h = Harness()
+    a = h.add(A, ("a",))
+    real = h.registry.cookies
+    h.registry.cookies = RefusingJar(bytes(32))
+    a.start(h.now)
+    h.run(10)
+    # Without a cap each COOKIE reply would trigger a resend: ~500 requests in 10 s at 20 ms RTT.
+    assert len(h.sent_by[A]) < 30
+    assert not a.registered
+    h.registry.cookies = real
+    h.run(20)
+    assert a.registered

@@ -43,6 +43,7 @@ RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refr
 UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
 GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
 RECENT_REGISTRATIONS = 3  # nonces of our latest REGISTERs that pushes may echo
+MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission timer
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class _Pending:
     observed: Endpoint | None = None
     parked: bool = False  # CONNECT waiting for our re-registration (NOT_REGISTERED)
     reregistered: bool = False  # ... which is tried once per CONNECT
+    cookie_resends: int = 0  # immediate resends on a fresh cookie (capped: no ping-pong)
 
 
 class RendezvousClient:
@@ -253,7 +255,11 @@ class RendezvousClient:
         self._cookie_req = None
         self._events.append(CookieReceived(msg.observed))
         for q in list(self._pending.values()):
-            self._transmit(q, now)
+            # Resend at once with the new cookie, but only a couple of times per request: a
+            # server that keeps refusing our cookies must not turn into a packet ping-pong.
+            if not q.parked and q.cookie_resends < MAX_COOKIE_RESENDS:
+                q.cookie_resends += 1
+                self._transmit(q, now)
 
     def _on_reply(self, q: _Pending, msg: p.Reply, now: float) -> None:
         if isinstance(msg, p.Registered) and q.kind == p.REGISTER:
