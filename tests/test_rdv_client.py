@@ -397,3 +397,26 @@ def test_server_refusing_every_cookie_causes_no_ping_pong() -> None:
     h.registry.cookies = real
     h.run(20)
     assert a.registered
+
+
+def test_changing_names_reregisters_and_reports() -> None:
+    h = Harness()
+    a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
+    a.start(h.now)
+    b.start(h.now)
+    h.run(1)
+    h.take(A, rc.Registered)
+    h.take(B, rc.PeerJoined)
+    a.names = ("ssh-home", "web")
+    a.start(h.now)
+    h.run(1)
+    (again,) = h.take(A, rc.Registered)
+    assert isinstance(again, rc.Registered) and again.public_endpoint == A
+    (renamed,) = h.take(B, rc.PeerJoined)
+    assert isinstance(renamed, rc.PeerJoined) and renamed.peer.names == ("ssh-home", "web")
+    a.names = ("ssh-home", "web", "laptop")  # held by B
+    a.start(h.now)
+    h.run(1)
+    (refused,) = h.take(A, rc.RegistrationRefused)
+    assert isinstance(refused, rc.RegistrationRefused)
+    assert refused.holder_fingerprint == fingerprint(b.static)

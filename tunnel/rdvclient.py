@@ -118,6 +118,7 @@ class _Pending:
     parked: bool = False  # CONNECT waiting for our re-registration (NOT_REGISTERED)
     reregistered: bool = False  # ... which is tried once per CONNECT
     cookie_resends: int = 0  # immediate resends on a fresh cookie (capped: no ping-pong)
+    explicit: bool = False  # REGISTER asked for by start(): always answered with `Registered`
 
 
 class RendezvousClient:
@@ -161,9 +162,14 @@ class RendezvousClient:
 
     # --- requests ------------------------------------------------------------------------------
     def start(self, now: float) -> None:
-        """Register (and keep refreshing) our names with the server."""
+        """Register (and keep refreshing) our names with the server.
+
+        Call again after changing `names`: the new set is registered at once, and `Registered`
+        (or `RegistrationRefused`) follows. Periodic refreshes emit `Registered` only when the
+        public endpoint changed, and PeerJoined/PeerLeft for differences in the member list.
+        """
         self._registering = True
-        self._request(p.REGISTER, now)
+        self._request(p.REGISTER, now, explicit=True)
 
     def request_list(self, now: float) -> None:
         self._request(p.LIST, now)
@@ -316,7 +322,7 @@ class RendezvousClient:
     def _registration_done(self, q: _Pending, observed: Endpoint, now: float) -> None:
         peers = {peer.static: peer for peer in _join_pages(q.pages) if peer.static != self.static}
         self._recent.append(q.nonce)
-        first = not self.registered or observed != self.public_endpoint
+        first = q.explicit or not self.registered or observed != self.public_endpoint
         if first:
             self._events.append(Registered(observed, tuple(peers.values())))
         else:
@@ -353,8 +359,8 @@ class RendezvousClient:
             self._events.append(Introduced(name, msg.static, msg.endpoint, msg.lan, False))
 
     # --- sending -------------------------------------------------------------------------------
-    def _request(self, kind: int, now: float, name: str = "") -> None:
-        q = _Pending(kind, self._rng(p.NONCE_SIZE), name)
+    def _request(self, kind: int, now: float, name: str = "", explicit: bool = False) -> None:
+        q = _Pending(kind, self._rng(p.NONCE_SIZE), name, explicit=explicit)
         self._pending[q.nonce] = q
         self._send(q, now)
 
