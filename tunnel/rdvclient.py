@@ -22,6 +22,7 @@ How it behaves:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections import deque
@@ -142,6 +143,12 @@ class RendezvousClient:
             if not p.valid_name(name):
                 raise ValueError(f"invalid name {name!r}: use a-z, 0-9, '.', '_', '-'")
         self.lan = tuple(lan_candidates)
+        try:
+            ipaddress.ip_address(server_addr[0])
+        except ValueError:
+            # Replies are matched by source address, so a host name would never match.
+            raise ValueError(f"rendezvous address {server_addr[0]!r} must be an IP address; "
+                             "resolve it first (tunnel.netcheck.resolve)") from None
         self.server = server_addr
         self._rng = rng
         self._counter = counter_start
