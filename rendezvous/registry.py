@@ -65,8 +65,11 @@ class Registry:
         rng: Callable[[int], bytes] = os.urandom,
         relay_enabled: bool = True,
         relay_rate: float = RELAY_RATE,
+        registration_ttl: float = REGISTRATION_TTL,
     ) -> None:
+        """`registration_ttl` is shortened only by lab tests (to see expiry in seconds)."""
         self.store = store
+        self.registration_ttl = registration_ttl
         self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
         self.relay = RelayPolicy(store, relay_enabled, relay_rate)
         self.stats: Counter[str] = Counter()
@@ -146,7 +149,7 @@ class Registry:
 
     def _handle_register(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         member = Member(req.network, req.static, req.names, addr, req.lan, req.nonce,
-                        last_seen=now, expires=now + REGISTRATION_TTL)
+                        last_seen=now, expires=now + self.registration_ttl)
         result = self.store.register(member, now)
         if result.conflict_holder:
             self.stats["name_taken"] += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from rendezvous.ratelimit import RELAY_RATE
-from rendezvous.registry import Registry, Send
+from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -114,11 +114,13 @@ class RendezvousServer:
 
 async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
-                ready: Callable[[], None] | None = None) -> None:
+                ready: Callable[[], None] | None = None,
+                registration_ttl: float = REGISTRATION_TTL) -> None:
     """Run until cancelled."""
     loop = asyncio.get_running_loop()
     store = SQLiteStore(db)
-    registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate)
+    registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate,
+                        registration_ttl=registration_ttl)
     server = RendezvousServer(registry)
     host, port = listen
     nport = netcheck_port if netcheck_port is not None else port + 1
@@ -141,14 +143,16 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
 
 
 def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
-        netcheck_port: int | None = None, relay_rate: float = RELAY_RATE) -> None:
+        netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
+        registration_ttl: float = REGISTRATION_TTL) -> None:
     """Blocking entry point: installs uvloop when available."""
+    main = serve(listen, db, relay, netcheck_port, relay_rate, None, registration_ttl)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
-        asyncio.run(serve(listen, db, relay, netcheck_port, relay_rate))
+        asyncio.run(main)
         return
-    uvloop.run(serve(listen, db, relay, netcheck_port, relay_rate))
+    uvloop.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="rendezvous.db")
     parser.add_argument("--netcheck-port", type=int, default=None)
     parser.add_argument("--no-relay", action="store_true")
+    parser.add_argument("--registration-ttl", type=float, default=REGISTRATION_TTL,
+                        help=argparse.SUPPRESS)  # labs shorten it to watch expiry
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port)
+        run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port,
+            registration_ttl=args.registration_ttl)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -263,3 +263,20 @@ def test_public_host_without_nat_registers_its_own_address(natlab: LabFactory,
     start_server(lab, tmp_path / "rdv.db")
     node = start_node(lab, lab.sites[0].host, "server-box", b"\x0e" * 32)
     assert host_of(node.expect("Registered")) == lab.sites[0].host_ip
+
+
+def test_silent_node_expires_and_is_announced(natlab: LabFactory, tmp_path: Path) -> None:
+    lab = natlab(["cone", "symmetric"])
+    # A 6 s registration lifetime (90 s in production) to watch the server's expiry timer.
+    start_server(lab, tmp_path / "rdv.db", "--registration-ttl", "6")
+    ka, kb = b"\x0a" * 32, b"\x0b" * 32
+    a = start_node(lab, lab.sites[0].host, "ssh-home", ka)
+    a.expect("Registered")
+    b = start_node(lab, lab.sites[1].host, "laptop", kb)
+    b.expect("Registered")
+    a.expect("PeerJoined", static=kb.hex())
+    b.popen.kill()  # no LEAVE: the server must notice the silence
+    left = a.expect("PeerLeft", static=kb.hex(), timeout=6 + 5 + 3)  # TTL + sweep + slack
+    assert left["names"] == ["laptop"]
+    a.send("list")
+    assert [p["static"] for p in a.expect("ListReceived")["peers"]] == [ka.hex()]
