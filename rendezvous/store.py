@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from rendezvous.protocol import Endpoint
 
+SCHEMA_VERSION = 1  # bumped on any incompatible change of the tables below
 _U64_OFFSET = 1 << 63  # SQLite integers are signed 64-bit; counters are u64
 
 
@@ -135,7 +136,12 @@ class SQLiteStore:
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version not in (0, SCHEMA_VERSION):
+            raise ValueError(f"{path}: rendezvous database schema {version}, this server "
+                             f"understands {SCHEMA_VERSION}; use another --db")
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()

@@ -139,3 +139,12 @@ def test_not_joined_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     module, ctx, args = invoke(["list", "--rendezvous", "127.0.0.1:9"])
     with pytest.raises(UserError, match="ptunnel init"):
         module.run(args, ctx)
+
+
+def test_unusable_database_is_a_user_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--listen",
+                                "127.0.0.1:9", "--db", str(bad)])
+    with pytest.raises(UserError, match="cannot use the database"):
+        module.run(args, ctx)

@@ -119,3 +119,17 @@ def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> N
     # A replay of counter 2 at the first server is refused: counters are shared too.
     stale = p.decode_reply(one.handle(req(p.LIST, 2), addr, T + 2)[0].data)
     assert isinstance(stale, p.Refused) and stale.code == p.STALE_COUNTER and stale.counter == 2
+
+
+def test_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    SQLiteStore(db).close()
+    SQLiteStore(db).close()  # same version: fine
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version=99")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="schema 99"):
+        SQLiteStore(db)

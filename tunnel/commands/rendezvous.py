@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,14 @@ def settings(ctx: Context) -> ServerSettings:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from rendezvous.server import run as run_server
+    from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
     s.db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
+    except (ValueError, sqlite3.Error) as exc:
+        raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     try:
         run_server(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate)
     except OSError as exc:
