@@ -68,8 +68,10 @@ def require_netns(environ: Mapping[str, str] | None = None,
     pytest.skip(f"NAT lab unavailable: {why}")
 
 
-def sh(*cmd: str, check: bool = True, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+def sh(*cmd: str, check: bool = True, timeout: float = 20.0,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
+                         env=None if env is None else {**os.environ, **env})
     if check and out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
     return out
@@ -254,9 +256,9 @@ class Lab:
                "DROP")
 
     # --- using -----------------------------------------------------------------------------
-    def run(self, ns: str, *cmd: str, check: bool = True,
-            timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout)
+    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 20.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout, env=env)
 
     def spawn(self, ns: str, *cmd: str, env: dict[str, str] | None = None) -> Proc:
         """Start `cmd` in `ns` with pipes; it is killed when the lab closes."""

@@ -6,6 +6,7 @@ The server runs in its own namespace on a "public" address; each node runs `test
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -280,3 +281,30 @@ def test_silent_node_expires_and_is_announced(natlab: LabFactory, tmp_path: Path
     assert left["names"] == ["laptop"]
     a.send("list")
     assert [p["static"] for p in a.expect("ListReceived")["peers"]] == [ka.hex()]
+
+
+def test_ptunnel_commands_across_nats(natlab: LabFactory, tmp_path: Path) -> None:
+    """`ptunnel rendezvous`, `netcheck` and `list` as users run them, each in its namespace."""
+    from tunnel.identity import load_or_create_identity, store_network_secret
+
+    lab = natlab(["cone", "symmetric"])
+    server = lab.spawn(lab.rdv, sys.executable, "-m", "tunnel", "rendezvous", "--home",
+                       str(tmp_path / "rdv"), "--listen", SERVER, env=ENV)
+    server.expect_text("rendezvous listening")
+    home = tmp_path / "laptop"
+    load_or_create_identity(home)
+    store_network_secret(home, NET)
+    env = {**ENV, "PTUNNEL_HOME": str(home), "PTUNNEL_RENDEZVOUS": SERVER}
+    for site, mapping in ((lab.sites[0], "endpoint-independent"),
+                          (lab.sites[1], "endpoint-dependent")):
+        out = lab.run(site.host, sys.executable, "-m", "tunnel", "netcheck", "--json", env=env)
+        result = json.loads(out.stdout)
+        assert result["mapping"] == mapping and result["udp"] is True
+        assert str(result["public_endpoint"]).startswith(site.public_ip + ":")
+    node = start_node(lab, lab.sites[0].host, "ssh-home", b"\x0a" * 32)
+    node.expect("Registered")
+    out = lab.run(lab.sites[1].host, sys.executable, "-m", "tunnel", "list", "--json", env=env)
+    rows = json.loads(out.stdout)
+    assert [(r["names"], r["fingerprint"]) for r in rows] == [(["ssh-home"],
+                                                               fingerprint(b"\x0a" * 32))]
+    assert rows[0]["endpoint"].startswith(lab.sites[0].public_ip + ":")
