@@ -50,7 +50,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     secret = ctx.network_secret()
     me = ctx.identity().public
     server = server_address(ctx)
-    client = RendezvousClient(secret, me, (), (), server)
+    # Counters are per key and this key is also the running node's: start from the clock, as
+    # the node does, so the request is not refused as stale (the server would resync us anyway).
+    client = RendezvousClient(secret, me, (), (), server, counter_start=time.time_ns() // 1000)
     client.request_list(time.monotonic())
     events = query(client, lambda e: isinstance(e, ListReceived), args.timeout)
     listed = [e for e in events if isinstance(e, ListReceived)]
