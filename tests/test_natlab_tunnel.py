@@ -147,6 +147,7 @@ def test_direct_only_refuses_relay_with_a_clear_error(natlab: LabFactory,
     proc = tunnels.connect(laptop, "box", "--direct-only", timeout=12)
     line = proc.expect_text("error:", timeout=30)
     assert "no path opened" in line and "tried" in line, line
+    assert "symmetric" in line, line  # names the NAT type found
     assert proc.popen.wait(timeout=10) == 2
 
 

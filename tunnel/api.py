@@ -94,7 +94,8 @@ class Connection:
             await asyncio.wait_for(self._wait_ready(), timeout)
         except TimeoutError:
             await self.close()
-            raise TunnelError(self._timeout_message()) from None
+            nat = await self._own_nat() if self.link is not None else ""
+            raise TunnelError(self._timeout_message(nat)) from None
         if self.error is not None:
             await self.close()
             raise self.error
@@ -120,7 +121,20 @@ class Connection:
         if isinstance(self.server, asyncio.Server) and port == 0:
             self.listen = self.server.sockets[0].getsockname()[:2]
 
-    def _timeout_message(self) -> str:
+    async def _own_nat(self) -> str:
+        """This node's NAT mapping behaviour, for an error that says why punching failed."""
+        from tunnel.netcheck import netcheck
+
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, netcheck, self.tunnel.options.rendezvous)
+        except OSError:
+            return ""
+        kind = {"endpoint-independent": "endpoint-independent (cone)",
+                "endpoint-dependent": "endpoint-dependent (symmetric)"}.get(result.mapping)
+        return f"; this node's NAT maps {kind}" if kind else ""
+
+    def _timeout_message(self, nat: str = "") -> str:
         node = self.tunnel.node
         if not node.registered.is_set():
             where = format_endpoint(node.options.rendezvous)
@@ -131,7 +145,7 @@ class Connection:
         tried = ", ".join(f"{r.addr[0]}:{r.addr[1]} ({r.kind})"
                           for r in self.link.path.report(monotonic()))
         hint = " and the relay is off (--direct-only)" if node.options.direct_only else ""
-        return (f"found '{self.name}' but no path opened (tried {tried or 'nothing'}){hint}; "
+        return (f"found '{self.name}' but no path opened (tried {tried or 'nothing'}){nat}{hint}; "
                 "see `ptunnel netcheck` on both machines")
 
     async def _wait_ready(self) -> None:
