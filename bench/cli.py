@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import plots, report
 from bench.natlab import goodput_table, run_natlab
 from bench.paths.base import Adapter
 from bench.paths.direct import Direct
@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.out / name)
     print(f"\nwrote {args.out / name}")
     if not partial:
+        if plots.available():
+            for path in plots.write_plots(doc, args.out):
+                print(f"wrote {path}")
+        else:
+            print("no plots: matplotlib is not installed (pip install '.[bench]')")
         (args.out / "README.md").write_text(report.results_readme(doc, natlab_md))
         print(f"wrote {args.out / 'README.md'}")
     return 0

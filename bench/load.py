@@ -18,9 +18,13 @@ from bench.sinkproto import END_RECORD, MODE_ECHO, MODE_SINK, TOTAL, AckReader, 
 HOST = "127.0.0.1"
 RECORD_PAYLOAD = 1 << 20  # 1 MiB a record: the 4-byte header is noise, one sendall per record
 DRAIN_TIMEOUT_S = 60.0  # the last window of a slow tunnel must arrive within this
-# Unconfirmed payload bytes allowed in a tunnel, shared by the parallel streams: deep enough to
-# keep a 3 GB/s loopback pipe full, shallow enough that a 2 MB/s path drains in a few seconds.
+# Unconfirmed payload bytes allowed in a tunnel, shared by the parallel streams: at least
+# WINDOW_BYTES, and grown to WINDOW_SECONDS of the rate confirmed so far. Some tunnels (ssh -L
+# across namespaces) hold megabytes in their buffers, so a fixed small window would measure
+# their buffering instead of their throughput; a fixed large one would leave a 2 MB/s path a
+# minute of data to drain. A window worth a second of delivery does neither.
 WINDOW_BYTES = 8 << 20
+WINDOW_SECONDS = 1.0
 LATENCY_WARMUP = 100  # round trips not recorded: first connection set-up, caches, cwnd
 MESSAGE_SIZE = 64  # bytes per request and per response, as in the issue
 IO_TIMEOUT_S = 10.0
@@ -87,7 +91,7 @@ def open_sink(port: int, host: str = HOST) -> tuple[socket.socket, int]:
 def bulk(port: int, seconds: float, streams: int = 1, host: str = HOST) -> BulkResult:
     """Send for `seconds` on `streams` parallel connections; bytes the sink counted per second."""
     payload = record(RECORD_PAYLOAD)
-    window = max(RECORD_PAYLOAD, WINDOW_BYTES // streams)
+    min_window = max(RECORD_PAYLOAD, WINDOW_BYTES // streams)
     opened = [open_sink(port, host) for _ in range(streams)]
     socks = [sock for sock, _ in opened]
     start_gate = threading.Barrier(streams + 1)
@@ -109,15 +113,22 @@ def bulk(port: int, seconds: float, streams: int = 1, host: str = HOST) -> BulkR
             start_gate.wait()
             deadline = deadline_holder[0]
             sock.settimeout(DRAIN_TIMEOUT_S)
-            while time.perf_counter() < deadline:
-                while sent - acks.acked >= window:
+            began = time.perf_counter()
+            while (now := time.perf_counter()) < deadline:
+                rate = acks.acked / max(now - began, 1e-3)
+                while sent - acks.acked >= max(min_window, int(rate * WINDOW_SECONDS)):
                     wait_ack()
                 sock.sendall(payload)
                 sent += RECORD_PAYLOAD
+                # A socket with a timeout polls for readability before recv, even with
+                # MSG_DONTWAIT: make this one look really non-blocking.
+                sock.settimeout(0.0)
                 try:
-                    acks.feed(sock.recv(4096, socket.MSG_DONTWAIT))
+                    acks.feed(sock.recv(4096))
                 except BlockingIOError:
                     pass  # no confirmation waiting: keep sending
+                finally:
+                    sock.settimeout(DRAIN_TIMEOUT_S)
             sock.sendall(END_RECORD)
             while acks.acked < sent:
                 wait_ack()

@@ -7,8 +7,8 @@ The first byte of a connection picks the mode:
 |------------|------|----------------------------------------------------------------------|
 | `S`        | sink | records of `u32 length` (big-endian) + `length` bytes; a zero length |
 |            |      | ends the run. The server answers `u64` 0 at once (the connection is  |
-|            |      | up end to end), then after every read that completes a record (or   |
-|            |      | the end) the payload bytes received so far                          |
+|            |      | up end to end), then the payload bytes received so far after a read |
+|            |      | that completes a record (at most every 50 ms) and at the end        |
 | `E`        | echo | every byte is sent back until EOF                                    |
 
 The sink does not rely on TCP half-close (some forwarders tear a connection down on the first
