@@ -1,13 +1,21 @@
-"""Token-bucket rate limits keyed by source address or node, with bounded memory.
+"""Token-bucket rate limits, shaped after wireguard-go's `ratelimiter`.
 
-Follows the shape of wireguard-go's `ratelimiter`: one bucket per key, refilled continuously at
-`rate` per second up to `burst`; a full bucket carries no information, so it is forgotten, and
-the table never grows past `max_keys` (when full, unknown keys are refused rather than letting a
-flood of spoofed sources evict the buckets of real ones).
+Each key has a bucket refilled continuously at `rate` per second up to `burst`; a request costs
+tokens (1 per packet, or its size in bytes) and is refused when the bucket lacks them.
+
+Two tables, for two kinds of keys:
+- `SourceRateLimiter`, for unauthenticated source addresses: a FIXED table allocated at start,
+  indexed by a keyed hash of the address. A flood of spoofed sources therefore costs the server
+  no memory at all (the "no state before authentication" rule); two addresses sharing a slot
+  share a budget, which with 65,536 slots and a per-process hash key is rare and not steerable.
+- `RateLimiter`, for authenticated keys (registered nodes): a dict, bounded by `max_keys`;
+  buckets that have refilled completely carry no information and are swept.
 """
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -15,11 +23,43 @@ from dataclasses import dataclass
 # of 40 leaves room for `ptunnel list` and netcheck from several nodes behind one NAT.
 SOURCE_RATE = 20.0  # messages per second
 SOURCE_BURST = 40.0  # messages
+SOURCE_SLOTS = 65_536  # buckets; 2 x 8 bytes each = 1 MiB, allocated once
 # Per registered node, relayed bytes: enough for an interactive session or a modest transfer
 # (100 Mbit/s), the same default as the `relay_rate` key of rendezvous.yaml.
 RELAY_RATE = 12_500_000.0  # bytes per second
 RELAY_BURST = 256_000.0  # bytes
-MAX_KEYS = 65_536  # buckets kept; ~100 bytes each, so a few MB at most
+MAX_KEYS = 65_536  # authenticated buckets kept; ~100 bytes each
+
+
+class SourceRateLimiter:
+    """Fixed-size table of buckets for unauthenticated keys (IP address strings)."""
+
+    def __init__(self, rate: float, burst: float, hash_key: bytes,
+                 slots: int = SOURCE_SLOTS) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._key = hash_key[:64]
+        self._slots = slots
+        self._tokens = array("d", [burst]) * slots
+        self._stamps = array("d", [0.0]) * slots
+
+    def _slot(self, key: str) -> int:
+        digest = hashlib.blake2b(key.encode(), digest_size=8, key=self._key).digest()
+        return int.from_bytes(digest, "little") % self._slots
+
+    def allow(self, key: str, now: float, cost: float = 1.0) -> bool:
+        i = self._slot(key)
+        elapsed = max(0.0, now - self._stamps[i])
+        tokens = min(self.burst, self._tokens[i] + elapsed * self.rate)
+        self._stamps[i] = now
+        if tokens < cost:
+            self._tokens[i] = tokens
+            return False
+        self._tokens[i] = tokens - cost
+        return True
+
+    def sweep(self, now: float) -> None:
+        """Nothing to forget: the table never grows."""
 
 
 @dataclass(slots=True)
@@ -29,14 +69,13 @@ class _Bucket:
 
 
 class RateLimiter:
-    """`allow(key, now, cost)` spends `cost` tokens from `key`'s bucket if it has them."""
+    """Buckets for authenticated keys; `allow(key, now, cost)` spends `cost` tokens if there."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = MAX_KEYS) -> None:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
         self._buckets: dict[Hashable, _Bucket] = {}
-        self._last_sweep = 0.0
 
     def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
@@ -58,10 +97,7 @@ class RateLimiter:
     def sweep(self, now: float) -> None:
         """Forget buckets that have refilled completely (they would start full anyway)."""
         full_after = self.burst / self.rate
-        self._buckets = {
-            k: b for k, b in self._buckets.items() if now - b.stamp < full_after
-        }
-        self._last_sweep = now
+        self._buckets = {k: b for k, b in self._buckets.items() if now - b.stamp < full_after}
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from rendezvous import protocol as p
 from rendezvous.cookies import SECRET_SIZE, CookieJar
 from rendezvous.protocol import Endpoint
-from rendezvous.ratelimit import RELAY_RATE, SOURCE_BURST, SOURCE_RATE, RateLimiter
+from rendezvous.ratelimit import RELAY_RATE, SOURCE_BURST, SOURCE_RATE, SourceRateLimiter
 from rendezvous.relay import RelayPolicy
 from rendezvous.store import Member, Store
 
@@ -71,9 +71,9 @@ class Registry:
         self.store = store
         self.registration_ttl = registration_ttl
         self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
-        self.relay = RelayPolicy(store, relay_enabled, relay_rate)
+        self.relay = RelayPolicy(store, relay_enabled, relay_rate, rng(32))
         self.stats: Counter[str] = Counter()
-        self._by_source = RateLimiter(SOURCE_RATE, SOURCE_BURST)
+        self._by_source = SourceRateLimiter(SOURCE_RATE, SOURCE_BURST, rng(32))
         self._next_sweep = 0.0
         self._handlers: dict[int, Callable[[p.Request, Endpoint, float], list[Send]]] = {
             p.REGISTER: self._handle_register,

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rendezvous.protocol import Endpoint, decode_relay_to, encode_relay_from
-from rendezvous.ratelimit import RELAY_BURST, RELAY_RATE, RateLimiter
+from rendezvous.ratelimit import RELAY_BURST, RELAY_RATE, RateLimiter, SourceRateLimiter
 from rendezvous.store import Store
 
 # Before the lookup of the sender: per source IP, packets. A relayed bulk transfer at
@@ -41,12 +41,14 @@ class _Route:
 
 
 class RelayPolicy:
-    def __init__(self, store: Store, enabled: bool = True, rate: float = RELAY_RATE) -> None:
-        """`rate`: relayed bytes per second per node; the burst is an eighth of a second's."""
+    def __init__(self, store: Store, enabled: bool = True, rate: float = RELAY_RATE,
+                 hash_key: bytes = b"") -> None:
+        """`rate`: relayed bytes per second per node; the burst is an eighth of a second's.
+        `hash_key`: random bytes keying the per-source table (see `SourceRateLimiter`)."""
         self.store = store
         self.enabled = enabled
         self.stats: Counter[str] = Counter()
-        self._by_source = RateLimiter(RELAY_SOURCE_RATE, RELAY_SOURCE_BURST)
+        self._by_source = SourceRateLimiter(RELAY_SOURCE_RATE, RELAY_SOURCE_BURST, hash_key)
         self._by_node = RateLimiter(rate, max(RELAY_BURST, rate / 8))
         self._routes: dict[tuple[Endpoint, bytes], _Route] = {}
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous import protocol as p
+from rendezvous.ratelimit import SOURCE_SLOTS, SourceRateLimiter
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry, Send
 from rendezvous.store import SQLiteStore
 from tunnel.netkeys import network_id, network_signing_key
@@ -311,6 +312,19 @@ def test_source_rate_limit() -> None:
     assert answered == 20
 
 
+def test_spoofed_source_flood_costs_no_memory() -> None:
+    reg = make_registry()
+    table = reg._by_source
+    before = (len(table._tokens), len(table._stamps), len(reg.relay._by_node))
+    req = p.encode_cookie_request(p.CookieRequest(b"n" * 8))
+    answered = sum(len(reg.handle(req, (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 9), T0))
+                   for i in range(20_000))
+    assert answered >= 19_000  # distinct sources mostly have distinct slots
+    assert (len(table._tokens), len(table._stamps), len(reg.relay._by_node)) == before
+    assert before[0] == SOURCE_SLOTS
+    assert len(reg.handle(req, A_ADDR, T0)) == 1
+
+
 def test_restart_on_same_database_keeps_registrations_and_cookies(tmp_path: Path) -> None:
     db = tmp_path / "rendezvous.db"
     reg = make_registry(SQLiteStore(db))
@@ -368,7 +382,7 @@ def _fuzz_registry() -> Registry:
     register(reg, a, ("a",), T0)
     register(reg, b, ("b",), T0)
     reg.handle(a.request(p.CONNECT, ("b",)), A_ADDR, T0)
-    reg._by_source.rate = reg._by_source.burst = 1e12  # fuzzing must not hit the limiter
+    reg._by_source = SourceRateLimiter(1e12, 1e12, b"k")  # fuzzing must not hit the limiter
     return reg
 
 
