@@ -38,7 +38,7 @@ class Settings:
     parallel: int = 8
 
 
-FULL = Settings(rounds=5, bulk_seconds=2.0, round_trips=3000, connects=30, cold_starts=5,
+FULL = Settings(rounds=5, bulk_seconds=2.0, round_trips=3000, connects=30, cold_starts=3,
                 idle_streams=1000)
 QUICK = Settings(rounds=1, bulk_seconds=0.5, round_trips=500, connects=10, cold_starts=2,
                  idle_streams=100)
