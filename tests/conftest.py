@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from natlab import Lab, require_netns
+from natlab import Lab, reap_stale_labs, require_netns
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------
 LabFactory = Callable[[Sequence[str]], Lab]
@@ -19,10 +19,11 @@ def natlab() -> Iterator[LabFactory]:
     Skips without root or `ip netns`, unless PTUNNEL_REQUIRE_NETNS=1 (CI): then it fails.
     """
     require_netns()
+    reap_stale_labs()
     labs: list[Lab] = []
 
     def make(kinds: Sequence[str]) -> Lab:
-        lab = Lab(kinds, prefix=f"ptl{os.getpid() % 100000}x{len(labs)}")
+        lab = Lab(kinds, prefix=f"ptl{os.getpid()}x{len(labs)}")
         labs.append(lab)
         return lab
 

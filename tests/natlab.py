@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -51,6 +52,19 @@ def netns_available() -> tuple[bool, str]:
         return False, f"ip netns add failed: {probe.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return True, ""
+
+
+def reap_stale_labs() -> list[str]:
+    """Delete lab namespaces left by runs that were killed (their pid no longer exists)."""
+    listed = sh("ip", "netns", "list", check=False).stdout.split("\n")
+    reaped = []
+    for line in listed:
+        name = line.split(" ")[0]
+        match = re.fullmatch(r"ptl(\d+)x\d+-\w+", name)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            sh("ip", "netns", "del", name, check=False)
+            reaped.append(name)
+    return reaped
 
 
 def require_netns(environ: Mapping[str, str] | None = None,
@@ -170,7 +184,7 @@ class Lab:
         for kind in kinds:
             if kind not in KINDS:
                 raise ValueError(f"unknown NAT kind {kind!r}; one of {KINDS}")
-        self.prefix = prefix or f"ptl{os.getpid() % 100000}"
+        self.prefix = prefix or f"ptl{os.getpid()}x0"
         self.namespaces: list[str] = []
         self.procs: list[Proc] = []
         self.inet = self._ns("inet")
