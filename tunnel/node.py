@@ -132,7 +132,10 @@ class Node:
         self.rdv_events: list[Callable[[rc.Event], None]] = []
         self.on_new_link: Callable[[PeerLink], None] | None = None
         self._timer = Timer(self._on_timer)
+        self._outbox: dict[Addr, list[bytes]] = {}
         self._flush_scheduled = False
+        self._in_flush = False
+        self._again = False
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -207,6 +210,9 @@ class Node:
 
     def kick(self) -> None:
         """Ask for a flush at the end of this event-loop turn (once, however often asked)."""
+        if self._in_flush:
+            self._again = True  # a forwarder wrote during the flush: flush once more after it
+            return
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -319,14 +325,25 @@ class Node:
     # --- output -------------------------------------------------------------------------------
 
     def _send(self, data: bytes, addr: Addr) -> None:
-        if self.udp is None:
-            return
+        """Queue a datagram; the flush hands each address's run to the socket in one batch."""
         if is_relay(addr):
-            if self.rdv is not None:
-                peer = bytes.fromhex(addr[0][len(RELAY_HOST) + 1 :])
-                self.udp.send(self.rdv.wrap_relay(peer, data), self.rdv.server)
+            if self.rdv is None:
+                return
+            peer = bytes.fromhex(addr[0][len(RELAY_HOST) + 1 :])
+            data, addr = self.rdv.wrap_relay(peer, data), self.rdv.server
+        batch = self._outbox.get(addr)
+        if batch is None:
+            self._outbox[addr] = [data]
         else:
-            self.udp.send(data, addr)
+            batch.append(data)
+        if not self._in_flush:
+            self.kick()
+
+    def _send_queued(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        if self.udp is not None:
+            for addr, batch in outbox.items():
+                self.udp.send_batch(batch, addr)
 
     def _seal_to(self, link: PeerLink, payload: bytes, addr: Addr, now: float) -> bool:
         session = self.device.get_session(link.static)
@@ -352,7 +369,17 @@ class Node:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        now = monotonic()
+        self._in_flush, self._again = True, False
+        try:
+            self._flush_machines(monotonic())
+        finally:
+            self._in_flush = False
+        self._send_queued()
+        self._arm_timer()
+        if self._again:
+            self.kick()
+
+    def _flush_machines(self, now: float) -> None:
         if (deadline := self.device.get_timer()) is not None and deadline <= now:
             self.device.handle_timer(now, time.time())
         self._drain_device(now)
@@ -366,7 +393,6 @@ class Node:
         if self.rdv is not None:
             for data, addr in self.rdv.datagrams_to_send():
                 self._send(data, addr)
-        self._arm_timer()
 
     def _arm_timer(self) -> None:
         deadlines = [self.device.get_timer()]
