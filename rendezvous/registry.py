@@ -2,7 +2,8 @@
 
 Rules, in the order a datagram meets them (first failure drops it, or answers as stated):
 
-1. Per-source-IP rate limit (`ratelimit.SOURCE_RATE`); relay envelopes go to `relay.RelayPolicy`.
+1. Per-source-IP rate limit (`ratelimit.SOURCE_RATE`, a fixed table: no memory per source);
+   relay envelopes go to `relay.RelayPolicy`.
 2. COOKIE_REQUEST: answer COOKIE (cookie + observed endpoint). Stateless, ≤ the request's size.
 3. Signed request with a missing/expired/foreign-address cookie: answer a fresh COOKIE (smaller
    than any signed request). Still no state: this is the return-routability proof.
@@ -21,6 +22,11 @@ Rules, in the order a datagram meets them (first failure drops it, or answers as
 `now` here is wall-clock seconds (`time.time()`), not the monotonic clock the node uses: the
 store is shared by several servers and survives restarts, so its timestamps need a common scale.
 Networks are isolated because every lookup is keyed by the network id that signed the request.
+
+Several servers may share one store. Limitation: pushes (JOINED, LEFT, the target's INTRODUCED)
+leave from the server that handled the triggering request, and a node accepts rendezvous
+messages only from its own server. Refreshes repair JOINED/LEFT within 20 s, but an introduction
+of a node registered at another server needs push routing between servers (with Redis, later).
 """
 
 from __future__ import annotations
