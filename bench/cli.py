@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     partial = bool(args.quick or args.only)
     settings = QUICK if args.quick else FULL
     show = progress_printer(time.monotonic())
+    load_before = os.getloadavg()[0]
     adapters = [PATHS[k]() for k in PATHS if k in keys]
     results = run_suite(adapters, settings, show) if adapters else []
     natlab = run_natlab(settings.bulk_seconds + 1.0, show).to_json() if args.natlab else None
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "date": report.now_utc(),
         "machine": report.machine(),
+        # Other work on the machine skews absolute numbers (ratios much less): record it.
+        "loadavg_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "settings": {"rounds": settings.rounds, "bulk_seconds": settings.bulk_seconds,
                      "round_trips": settings.round_trips, "connects": settings.connects,
                      "idle_streams": settings.idle_streams, "parallel": settings.parallel,

@@ -187,7 +187,11 @@ def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
         f"{doc['settings']['round_trips']} round trips a latency run) on {m['cpus']} vCPUs "
         f"({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
         f"{tools}. Everything on 127.0.0.1. MB/s are 10^6 bytes/s (median over rounds); "
-        "latency is a 64-byte request/response with TCP_NODELAY, pooled over rounds.",
+        "latency is a 64-byte request/response with TCP_NODELAY, pooled over rounds. "
+        f"1-minute load average {doc['loadavg_1m']['before']:.1f} before the run and "
+        f"{doc['loadavg_1m']['after']:.1f} after it (the suite itself adds about 2): absolute "
+        "numbers move with whatever else the machine runs; the ratios, from alternating rounds, "
+        "much less.",
         "",
         format_table(MAIN_HEADERS, main_rows(summaries), markdown=True),
         "",
