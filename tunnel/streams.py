@@ -20,6 +20,8 @@ reader drains per RTT, while an idle or slow stream keeps its initial window.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
+from collections import deque
 
 from .channel_constants import MAX_SEND_BUFFER
 from .rangeset import RangeSet
@@ -57,6 +59,61 @@ class ReceiveWindow:
         return self.max_data
 
 
+class ChunkBuffer:
+    """Stream bytes from `start` to `end`, kept as the chunks the application wrote. Appending
+    and dropping the acknowledged front are O(1); one bytearray would memmove the whole buffer
+    (megabytes on a long fat path) for every ACK, which cost ~20 us a packet."""
+
+    __slots__ = ("_chunks", "_head", "_starts", "end")
+
+    def __init__(self, offset: int = 0) -> None:
+        self._chunks: list[bytes] = []
+        self._starts: list[int] = []
+        self._head = 0  # chunks before this index were dropped
+        self.end = offset
+
+    def append(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._starts.append(self.end)
+        self.end += len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes `[offset, offset + length)`; the range must lie within the buffer."""
+        chunks, starts = self._chunks, self._starts
+        i = bisect_right(starts, offset, self._head) - 1
+        chunk = chunks[i]
+        relative = offset - starts[i]
+        if relative + length <= len(chunk):
+            return chunk[relative : relative + length]
+        parts = [chunk[relative:]]
+        remaining = length - len(parts[0])
+        while remaining > 0:
+            i += 1
+            piece = chunks[i][:remaining]
+            parts.append(piece)
+            remaining -= len(piece)
+        return b"".join(parts)
+
+    def drop_below(self, offset: int) -> None:
+        """Forget every chunk that ends at or below `offset`."""
+        chunks, starts = self._chunks, self._starts
+        head = self._head
+        while head < len(chunks) and starts[head] + len(chunks[head]) <= offset:
+            chunks[head] = b""
+            head += 1
+        if head > 64 and head * 2 > len(chunks):
+            del chunks[:head]
+            del starts[:head]
+            head = 0
+        self._head = head
+
+    def clear(self, offset: int) -> None:
+        self._chunks.clear()
+        self._starts.clear()
+        self._head = 0
+        self.end = offset
+
+
 class SendStream:
     """Sending half: buffered, acknowledged and to-be-retransmitted bytes of one stream."""
 
@@ -79,8 +136,8 @@ class SendStream:
     )
 
     def __init__(self, buffer_limit: int, max_data: int) -> None:
-        self._buf = bytearray()
-        self._buf_start = 0  # offset of _buf[0]: everything below is acknowledged
+        self._buf = ChunkBuffer()
+        self._buf_start = 0  # everything below this offset is acknowledged
         self._acked = RangeSet()  # acknowledged ranges above _buf_start
         self._retransmit = RangeSet()  # lost ranges waiting to be sent again
         self.buffer_limit = buffer_limit
@@ -97,11 +154,11 @@ class SendStream:
 
     @property
     def write_end(self) -> int:
-        return self._buf_start + len(self._buf)
+        return self._buf.end
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._buf.end - self._buf_start
 
     def writable_space(self) -> int:
         if self.fin_requested or self.reset_code is not None:
@@ -112,19 +169,22 @@ class SendStream:
         # keeps its window small, and with it what we hold for it.
         credit = self.max_data - self._buf_start
         limit = min(max(self.buffer_limit, 2 * credit), MAX_SEND_BUFFER)
-        return max(0, limit - len(self._buf))
+        return max(0, limit - (self._buf.end - self._buf_start))
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         accepted = min(len(data), self.writable_space())
         if accepted < len(data):
             self.want_writable = True
         if accepted:
-            self._buf += data[:accepted]
+            if accepted == len(data) and isinstance(data, bytes):
+                self._buf.append(data)  # immutable: keep the caller's object, no copy
+            else:
+                self._buf.append(bytes(data[:accepted]))
         return accepted
 
     def reset(self, code: int) -> None:
         self.reset_code = code
-        self._buf.clear()
+        self._buf.clear(self.next_offset)
         self._retransmit = RangeSet()
         self._acked = RangeSet()
         self._buf_start = self.next_offset  # final size: what the peer may have seen
@@ -155,8 +215,7 @@ class SendStream:
             start, end = self._retransmit.first() or (0, 0)
             end = min(end, start + max_payload)
             self._retransmit.remove(start, end)
-            base = start - self._buf_start
-            data = bytes(self._buf[base : base + end - start])
+            data = self._buf.read(start, end - start) if end > start else b""
             self.retransmitted_bytes += len(data)
             fin = self.fin_requested and end == self.write_end and not self.fin_acked
             if fin:
@@ -165,8 +224,7 @@ class SendStream:
         offset = self.next_offset
         count = min(self.write_end - offset, self.max_data - offset, connection_credit, max_payload)
         count = max(count, 0)
-        base = offset - self._buf_start
-        data = bytes(self._buf[base : base + count])
+        data = self._buf.read(offset, count) if count > 0 else b""
         self.next_offset = offset + count
         fin = self.fin_requested and self.next_offset == self.write_end and not self.fin_sent
         if fin:
@@ -187,8 +245,8 @@ class SendStream:
         first = self._acked.first()
         if first is not None and first[0] == self._buf_start:
             self._acked.pop_first()
-            del self._buf[: first[1] - first[0]]
             self._buf_start = first[1]
+            self._buf.drop_below(first[1])
             return True
         return False
 
@@ -210,7 +268,7 @@ class SendStream:
     def done(self) -> bool:
         if self.reset_code is not None:
             return self.reset_acked
-        return self.fin_acked and not self._buf
+        return self.fin_acked and self._buf_start == self._buf.end
 
 
 class ReceiveStream:
@@ -220,6 +278,7 @@ class ReceiveStream:
         "_pending",
         "_pending_ranges",
         "_ready",
+        "_ready_size",
         "eof_delivered",
         "final_size",
         "highest",
@@ -231,7 +290,8 @@ class ReceiveStream:
     )
 
     def __init__(self, window: ReceiveWindow) -> None:
-        self._ready = bytearray()  # in-order bytes from read_offset on
+        self._ready: deque[bytes] = deque()  # in-order chunks from read_offset on
+        self._ready_size = 0
         self._pending: list[tuple[int, bytes]] = []  # early segments, a heap by offset
         self._pending_ranges = RangeSet()
         self.read_offset = 0
@@ -245,11 +305,15 @@ class ReceiveStream:
 
     @property
     def contiguous_end(self) -> int:
-        return self.read_offset + len(self._ready)
+        return self.read_offset + self._ready_size
 
     @property
     def buffered(self) -> int:
-        return len(self._ready) + sum(len(d) for _, d in self._pending)
+        return self._ready_size + sum(len(d) for _, d in self._pending)
+
+    def _append(self, data: bytes) -> None:
+        self._ready.append(data)
+        self._ready_size += len(data)
 
     def on_frame(self, offset: int, data: bytes, fin: bool) -> tuple[int, bool]:
         """Take a STREAM frame; return `(bytes beyond the previous highest, has news)`.
@@ -275,7 +339,7 @@ class ReceiveStream:
         if end <= contiguous:
             return grown, news
         if offset <= contiguous:
-            self._ready += data[contiguous - offset :] if offset < contiguous else data
+            self._append(data[contiguous - offset :] if offset < contiguous else data)
             if self._pending:
                 self._drain_pending()
             return grown, True
@@ -291,18 +355,27 @@ class ReceiveStream:
             offset, data = heapq.heappop(pending)
             end = offset + len(data)
             if end > contiguous:
-                self._ready += data[contiguous - offset :]
+                self._append(data[contiguous - offset :])
                 contiguous = end
         self._pending_ranges.remove(0, contiguous)
 
     def read(self, max_bytes: int | None) -> bytes:
         ready = self._ready
-        if max_bytes is None or max_bytes >= len(ready):
-            data = bytes(ready)
+        if max_bytes is None or max_bytes >= self._ready_size:
+            data = ready[0] if len(ready) == 1 else b"".join(ready)
             ready.clear()
         else:
-            data = bytes(ready[:max_bytes])
-            del ready[:max_bytes]
+            parts: list[bytes] = []
+            want = max_bytes
+            while want > 0:
+                chunk = ready.popleft()
+                if len(chunk) > want:
+                    ready.appendleft(chunk[want:])
+                    chunk = chunk[:want]
+                parts.append(chunk)
+                want -= len(chunk)
+            data = b"".join(parts)
+        self._ready_size -= len(data)
         self.read_offset += len(data)
         if not ready:
             self.readable_signalled = False
@@ -313,6 +386,7 @@ class ReceiveStream:
     def discard(self) -> int:
         """Drop everything buffered (stop or reset); return bytes newly counted as consumed."""
         self._ready.clear()
+        self._ready_size = 0
         self._pending.clear()
         self._pending_ranges = RangeSet()
         target = self.final_size if self.final_size is not None else self.highest
