@@ -124,6 +124,8 @@ class Channel:
             raise ValueError("max_packet_size too small")
         self.is_client = is_client
         self.max_packet_size = max_packet_size
+        self._base_packet_size = max_packet_size  # the size the path was known to carry first
+        self._packet_limit = max_packet_size  # size of the packet being built
         self._rng = rng
         self._idle_timeout = idle_timeout
         self._state = OPEN
@@ -273,7 +275,8 @@ class Channel:
 
     def send_datagram(self, data: bytes) -> bool:
         """Queue an unreliable datagram; False when it cannot fit a packet or the queue is full."""
-        limit = self.max_packet_size - 8 - 1 - 2  # packet number, frame type, length
+        # packet number, frame type, length; the base size, so a datagram fits any later path
+        limit = self._base_packet_size - 8 - 1 - 2
         if self._state != OPEN or len(data) > limit or len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
             return False
         self._datagrams.append(bytes(data))
@@ -282,6 +285,18 @@ class Channel:
     @property
     def max_datagram_size(self) -> int:
         return self.max_packet_size - 11
+
+    def set_max_packet_size(self, size: int) -> None:
+        """The path proved it carries `size`-byte packets (or fell back): build packets of that
+        size from now on. Congestion control and pacing count in bytes, so their state carries
+        over; only their per-packet unit changes."""
+        if size < 64:
+            raise ValueError("max_packet_size too small")
+        self.max_packet_size = size
+        self._packet_limit = min(self._packet_limit, size)
+        self._base_packet_size = min(self._base_packet_size, size)
+        self._cc.mss = size
+        self._pacer.set_mss(size)
 
     def close(self, reason: str = "", error_code: int = NO_ERROR) -> None:
         if self._state != OPEN:
@@ -599,23 +614,28 @@ class Channel:
         packets: list[bytes] = []
         recovery, cc, pacer = self._recovery, self._cc, self._pacer
         mss = self.max_packet_size
+        # After the path proved large datagrams, a packet may be smaller than `mss` to fit what
+        # is left of the window, but never smaller than a base-size packet (no silly windows).
+        smallest = min(mss, self._base_packet_size)
         self._pacing_deadline = None
         while True:
             has_work = self._has_ack_eliciting_work()
             may_send = False
+            window = cc.cwnd - recovery.bytes_in_flight
             if has_work:
                 if self._probes:
                     may_send = True
-                elif recovery.bytes_in_flight + mss <= cc.cwnd:
+                elif window >= smallest:
                     when = pacer.send_time(now, cc.pacing_rate)
                     if when <= now:
                         may_send = True
                     else:
                         self._pacing_deadline = when
-            elif recovery.bytes_in_flight + mss <= cc.cwnd:
+            elif window >= mss:
                 recovery.on_app_limited()
             if not may_send and not self._acks.due(now):
                 break
+            self._packet_limit = mss if self._probes else max(smallest, min(mss, window))
             packet = self._build_packet(now, may_send)
             if packet is None:
                 break
@@ -641,7 +661,7 @@ class Channel:
         pn = self._next_pn
         header = fr.encode_varint(pn)
         parts: list[bytes] = [header]
-        space = self.max_packet_size - len(header)
+        space = self._packet_limit - len(header)
         sent: list[SentFrame] = []
         with_ack = self._acks.pending
         if with_ack:

@@ -30,6 +30,7 @@ from tunnel.channel_events import ChannelClosed, ChannelEvent
 from tunnel.device import Device
 from tunnel.identity import Identity
 from tunnel.netkeys import fingerprint, handshake_psk
+from tunnel.pmtu import PathMtu
 from tunnel.punch import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.session import SessionConfig
 from tunnel.session_events import (
@@ -43,9 +44,13 @@ from tunnel.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD
 
 log = logging.getLogger(__name__)
 
-DATAGRAM_BUDGET = 1200  # bytes of UDP payload: safe on every internet path (QUIC's minimum)
 CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
 RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
+
+
+def channel_budget(datagram_size: int, relayed: bool) -> int:
+    """Largest channel packet that fits a UDP payload of `datagram_size` on this path."""
+    return datagram_size - TRANSPORT_OVERHEAD - CHANNEL_HEADER - (RELAY_OVERHEAD if relayed else 0)
 RELAY_HOST = "relay"  # pseudo address of "through the rendezvous", one per peer
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
@@ -85,7 +90,8 @@ class PeerLink:
     incarnation: bytes = b""
     peer_incarnation: bytes = bytes(4)
     connected_at: float | None = None
-    pings: dict[bytes, tuple[float, Addr]] = field(default_factory=dict)
+    pings: dict[bytes, tuple[float, Addr, int]] = field(default_factory=dict)  # sent, to, size
+    mtu: PathMtu = field(default_factory=PathMtu)
     rtt: float | None = None
     initiation: bytes = b""  # our pending handshake initiation, re-sent to new probe targets
     relay_candidate: bool = False
@@ -265,15 +271,22 @@ class Node:
                 self._peer_restarted(link, sender, now)
             assert link.channel is not None
             link.channel.receive_packet(payload[CHANNEL_HEADER:], now)
-        elif kind == nw.PAYLOAD_PING and len(payload) == 1 + nw.TXID_SIZE:
-            self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PONG, payload[1:]), addr, now)
+        elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
+            # Padded pings probe the path's datagram size; the answer is small either way.
+            txid = payload[1 : 1 + nw.TXID_SIZE]
+            self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PONG, txid), addr, now)
         elif kind == nw.PAYLOAD_PONG and len(payload) == 1 + nw.TXID_SIZE:
             sent = link.pings.pop(payload[1:], None)
             if sent is not None:
-                rtt = now - sent[0]
+                sent_at, to, size = sent
+                rtt = now - sent_at
                 link.rtt = rtt
-                if not is_relay(sent[1]):
-                    link.path.on_probe_answered(sent[1], rtt, now)
+                if not is_relay(to):
+                    link.path.on_probe_answered(to, rtt, now)
+                if size and link.mtu.on_probe_answered(size) and link.channel is not None:
+                    link.channel.set_max_packet_size(channel_budget(size, relayed=False))
+                    log.info("path to %s carries %d-byte datagrams", fingerprint(link.static),
+                             size)
 
     def _on_timer(self) -> None:
         now = monotonic()
@@ -302,10 +315,12 @@ class Node:
         return link
 
     def _open_channel(self, link: PeerLink) -> None:
-        budget = DATAGRAM_BUDGET - TRANSPORT_OVERHEAD - CHANNEL_HEADER - RELAY_OVERHEAD
+        path = link.path.path
+        relayed = path is None or not path.direct
         link.channel = Channel(
             is_client=self.options.identity.public < link.static,
-            max_packet_size=budget, congestion=self.options.congestion,
+            max_packet_size=channel_budget(link.mtu.size, relayed),
+            congestion=self.options.congestion,
         )
         link.incarnation = os.urandom(4)
         link.connected_at = monotonic()
@@ -360,12 +375,16 @@ class Node:
             if addr in link.path.candidates or addr == relay_addr(link.static):
                 link.initiation = data
 
-    def _send_ping(self, link: PeerLink, addr: Addr, now: float) -> None:
+    def _send_ping(self, link: PeerLink, addr: Addr, now: float, size: int = 0) -> None:
+        """A path ping; with `size`, padded to a `size`-byte datagram to probe the path MTU."""
         txid = os.urandom(nw.TXID_SIZE)
         if len(link.pings) > 64:
             link.pings.clear()  # unanswered pings of dead paths
-        link.pings[txid] = (now, addr)
-        self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PING, txid), addr, now)
+        link.pings[txid] = (now, addr, size)
+        payload = nw.encode_ping(nw.PAYLOAD_PING, txid)
+        if size:
+            payload += bytes(size - TRANSPORT_OVERHEAD - len(payload))
+        self._seal_to(link, payload, addr, now)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -400,6 +419,7 @@ class Node:
             deadlines.append(self.rdv.get_timer())
         for link in self.links.values():
             deadlines.append(link.path.get_timer())
+            deadlines.append(link.mtu.get_timer())
             if link.channel is not None:
                 deadlines.append(link.channel.get_timer())
         armed = [d for d in deadlines if d is not None]
@@ -481,6 +501,13 @@ class Node:
                 link.repunch_at = now + REPUNCH_FIRST
             elif isinstance(event, PathChanged):
                 log.info("path to %s: %s", fingerprint(link.static), link.describe_path())
+                direct = event.new is not None and event.new.direct
+                if direct:
+                    link.mtu.restart(now)  # a new path has proved nothing yet
+                else:
+                    link.mtu.stop()
+                if link.channel is not None:
+                    link.channel.set_max_packet_size(channel_budget(link.mtu.size, not direct))
                 if event.new is not None:
                     self.ping(link)
                 self._notify(link)
@@ -501,6 +528,8 @@ class Node:
         if path is None or not established:
             return
         addr = path.addr if path.direct and path.addr is not None else relay_addr(link.static)
+        if path.direct and (probe := link.mtu.probe_due(now)) is not None:
+            self._send_ping(link, addr, now, size=probe)
         packets = channel.packets_to_send(now)
         if not packets:
             return

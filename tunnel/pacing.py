@@ -21,6 +21,9 @@ class Pacer:
         self._tokens = float(PACING_MAX_BURST_PACKETS * max_datagram_size)  # bytes
         self._last = 0.0  # seconds
 
+    def set_mss(self, mss: int) -> None:
+        self._mss = mss
+
     def _capacity(self, rate: float) -> float:
         burst = rate * PACING_BURST_TIME
         low = PACING_MIN_BURST_PACKETS * self._mss

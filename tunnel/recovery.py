@@ -107,6 +107,8 @@ class RttEstimator:
 class CongestionController(Protocol):
     """The small interface every controller implements (NewReno, CUBIC, BBR)."""
 
+    mss: int  # bytes per full packet; grows when the path proves larger datagrams
+
     @property
     def cwnd(self) -> int: ...
 
