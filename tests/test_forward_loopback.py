@@ -271,3 +271,21 @@ def test_allow_list_refuses_other_members(tmp_path: Path) -> None:
         assert exposed.stats()["refused"] == 1
 
     run(tmp_path, body)
+
+
+def test_rendezvous_given_by_host_name(tmp_path: Path) -> None:
+    async def body(w: World) -> None:
+        _server, service_port = await start_tcp_echo()
+        exposer, connector = w.tunnel(), w.tunnel()
+        for tunnel in (exposer, connector):
+            tunnel.options.rendezvous = ("localhost", w.rendezvous[1])
+        await exposer.expose(service_port, "named")
+        local = free_port()
+        await connector.connect("named", local)
+        assert await exchange(local, b"by name") == b"by name"
+        unknown = w.tunnel()
+        unknown.options.rendezvous = ("no-such-host.invalid", 7000)
+        with pytest.raises(TunnelError, match="cannot resolve the rendezvous host"):
+            await unknown.connect("named", free_port())
+
+    run(tmp_path, body)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -313,8 +314,23 @@ class Tunnel:
     async def start(self) -> None:
         if not self._started:
             self._started = True
+            self.options.rendezvous = await self._resolve(self.options.rendezvous)
             await self.node.start()
             self.forwarder.start()
+
+    @staticmethod
+    async def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
+        """The rendezvous as an IPv4 address: replies are matched by their source address."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(addr[0], addr[1], family=socket.AF_INET,
+                                           type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise TunnelError(f"cannot resolve the rendezvous host {addr[0]!r}: "
+                              f"{exc.strerror or exc}; check --rendezvous or PTUNNEL_RENDEZVOUS"
+                              ) from None
+        host, port = infos[0][4][:2]
+        return str(host), int(port)
 
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None, timeout: float = 15.0) -> Exposed:
