@@ -16,10 +16,10 @@ drop them, plus a bulk-transfer application used by the channel tests and `bench
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +35,11 @@ from tunnel.channel_events import (
     StreamReadable,
     StreamWritable,
 )
+from tunnel.crypto import nonce
+from tunnel.wire import TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD
 
 INF = float("inf")
+_TRANSPORT_PREFIX = b"\x04\x00\x00\x00" + b"\x01\x00\x00\x00"  # type 4, receiver index 1
 
 
 class Endpoint(Protocol):
@@ -350,23 +353,26 @@ class ChannelEndpoint:
 
 
 class SealedEndpoint:
-    """Seals every packet with ChaCha20-Poly1305 (8-byte counter nonce + 16-byte tag), standing
-    in for the secure session: a corrupted packet fails the tag and is dropped, never parsed."""
+    """Seals every packet the way the secure session's transport does: a 16-byte header (type,
+    receiver index, little-endian counter), ChaCha20-Poly1305 with `tunnel.crypto`'s nonce and
+    16-byte tag, `TRANSPORT_OVERHEAD` (32) bytes in all. A corrupted packet fails the tag and is
+    dropped before the channel ever parses it, as the session drops it."""
 
     def __init__(self, inner: Endpoint, send_key: bytes, receive_key: bytes) -> None:
         self.inner = inner
-        self._seal = ChaCha20Poly1305(send_key)
+        self._seal = ChaCha20Poly1305(send_key)  # key objects kept, like the transport path
         self._open = ChaCha20Poly1305(receive_key)
         self._counter = 0
         self.rejected = 0
 
     def receive(self, data: bytes, now: float) -> None:
-        if len(data) < 24:
+        if len(data) < TRANSPORT_OVERHEAD:
             self.rejected += 1
             return
-        nonce = b"\x00\x00\x00\x00" + data[:8]
+        header = data[:TRANSPORT_HEADER_SIZE]
+        counter = int.from_bytes(header[8:16], "little")
         try:
-            plain = self._open.decrypt(nonce, data[8:], None)
+            plain = self._open.decrypt(nonce(counter), data[TRANSPORT_HEADER_SIZE:], header)
         except InvalidTag:
             self.rejected += 1
             return
@@ -375,9 +381,9 @@ class SealedEndpoint:
     def to_send(self, now: float) -> list[bytes]:
         out = []
         for packet in self.inner.to_send(now):
-            counter = struct.pack(">Q", self._counter)
+            header = _TRANSPORT_PREFIX + self._counter.to_bytes(8, "little")
+            out.append(header + self._seal.encrypt(nonce(self._counter), packet, header))
             self._counter += 1
-            out.append(counter + self._seal.encrypt(b"\x00\x00\x00\x00" + counter, packet, None))
         return out
 
     def get_timer(self) -> float | None:
@@ -487,8 +493,9 @@ def channel_pair(
     b = Channel(False, **channel_options)  # type: ignore[arg-type]
     ea: Endpoint = ChannelEndpoint(a, app_a)
     eb: Endpoint = ChannelEndpoint(b, app_b)
-    if sealed:
+    if sealed:  # the packets now carry the session's overhead themselves: do not add it twice
         ea, eb = sealed_pair(ea, eb, sim.rng.getrandbits(32))
+        ab, ba = dataclasses.replace(ab, overhead=0), dataclasses.replace(ba, overhead=0)
     ia, ib = sim.connect(ea, eb, sim.link(ab), sim.link(ba))
     return a, b, ia, ib
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from netsim import LinkConfig, SealedEndpoint, Simulator, channel_pair, exchange
 
 from tunnel.channel import Channel
+from tunnel.channel_constants import DEFAULT_MAX_PACKET_SIZE, SESSION_OVERHEAD
 from tunnel.channel_events import StreamOpened, StreamReadable
+from tunnel.wire import TRANSPORT_OVERHEAD
 
 RATE = 10e6  # bits/s
 DELAY = 0.015  # seconds, one way
@@ -110,6 +112,11 @@ def test_corruption_dropped_by_aead_nothing_delivered_wrong() -> None:
     assert corrupted > 20 and rejected == corrupted  # each corrupted packet failed the tag
     # and the channels never saw a malformed packet: the AEAD caught everything first
     assert result.client.stats().packets_dropped == 0
+
+
+def test_channel_budget_matches_the_session_overhead() -> None:
+    assert TRANSPORT_OVERHEAD == SESSION_OVERHEAD
+    assert DEFAULT_MAX_PACKET_SIZE + TRANSPORT_OVERHEAD == 1200
 
 
 def test_blackhole_five_seconds_on_two_off() -> None:
