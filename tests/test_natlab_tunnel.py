@@ -151,9 +151,9 @@ def test_direct_only_refuses_relay_with_a_clear_error(natlab: LabFactory,
     assert proc.popen.wait(timeout=10) == 2
 
 
-def test_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Path) -> None:
+def test_full_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Path) -> None:
     """The cone side learns the symmetric side's real port from its authenticated packets."""
-    lab = natlab(["cone", "symmetric"])
+    lab = natlab(["fullcone", "symmetric"])
     tunnels = Tunnels(lab, tmp_path)
     tunnels.start_rendezvous()
     home_site, laptop = lab.sites
@@ -162,8 +162,10 @@ def test_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Path) ->
     line = ready_line(tunnels.connect(laptop, "box"), timeout=40)
     before = tunnels.rdv_bytes()
     upload(tunnels, laptop, 4 * MiB)
-    if "direct" in line:
-        assert tunnels.rdv_bytes() - before < MiB
+    status = json.loads(lab.run(laptop.host, *ptunnel(
+        "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+    assert status[0]["peers"][0]["direct"] is True, (line, status)
+    assert tunnels.rdv_bytes() - before < MiB
 
 
 def test_nat_reboot_mid_transfer_completes(natlab: LabFactory, tmp_path: Path) -> None:
