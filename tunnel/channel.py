@@ -671,9 +671,18 @@ class Channel:
             sent.append((_F_ACK, largest, 0, 0, 0))
         base = len(parts)
         if ack_eliciting:
-            space = self._add_control_frames(parts, sent, space, now)
-            space = self._add_datagrams(parts, space)
-            space = self._add_stream_frames(parts, sent, space)
+            if (
+                self._send_max_data
+                or self._max_stream_data_pending
+                or self._reset_pending
+                or self._stop_pending
+                or self._table.send_max_streams
+            ):
+                space = self._add_control_frames(parts, sent, space, now)
+            if self._datagrams:
+                space = self._add_datagrams(parts, space)
+            if self._sendable:
+                space = self._add_stream_frames(parts, sent, space)
             if len(parts) == base and self._probes:
                 parts.append(b"\x01")  # a probe with nothing to carry is a PING
                 sent.append((_F_PING, 0, 0, 0, 0))

@@ -282,14 +282,27 @@ def _decode_frames(buf: bytes, pos: int) -> list[Frame]:
     while pos < end:
         kind = buf[pos]
         pos += 1
-        if kind & 0xFE == STREAM:  # STREAM or STREAM_FIN
-            sid, pos = _varint(buf, pos)
+        if kind & 0xFE == STREAM:  # STREAM or STREAM_FIN: the data path, varints inlined
+            first = buf[pos] if pos < end else 0x100
+            if first < 0x40:
+                sid = first
+                pos += 1
+            else:
+                sid, pos = _varint(buf, pos)
             offset, pos = _varint(buf, pos)
-            length, pos = _varint(buf, pos)
+            first = buf[pos] if pos < end else 0x100
+            if 0x40 <= first < 0x80 and pos + 2 <= end:  # 2-byte lengths: every full packet
+                length = ((first & 0x3F) << 8) | buf[pos + 1]
+                pos += 2
+            else:
+                length, pos = _varint(buf, pos)
             if offset + length > VARINT_MAX:
                 raise DecodeError("stream beyond 2^62")
-            data, pos = _bytes(buf, pos, length)
-            frames.append(StreamFrame(sid, offset, data, kind == STREAM_FIN))
+            stop = pos + length
+            if stop > end:
+                raise DecodeError("truncated body")
+            frames.append(StreamFrame(sid, offset, buf[pos:stop], kind == STREAM_FIN))
+            pos = stop
         elif kind == ACK:
             ack, pos = _decode_ack(buf, pos)
             frames.append(ack)
