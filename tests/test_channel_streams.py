@@ -293,3 +293,17 @@ def test_writable_event_after_backpressure() -> None:
     assert received == b"w" * 10_000
     assert StreamWritable(sid) in events(a)
     assert a.write(sid, b"w" * 5_000) == 5_000
+
+
+def test_quiet_channel_stays_open_with_keepalive_pings() -> None:
+    sim = Simulator(5)
+    a, b, ia, _ = channel_pair(sim, LINK, LINK, StalledReader(), StalledReader())
+    sid = a.open_stream()
+    a.write(sid, b"hello")
+    sim.start()
+    sim.wake(ia)
+    sim.run(300.0)  # ten idle timeouts of silence from the application
+    assert a.is_open and b.is_open
+    assert not [e for e in events(a) + events(b) if isinstance(e, ChannelClosed)]
+    # a PING every 10 s or so each way, not a flood
+    assert a.stats().packets_sent < 100 and b.stats().packets_sent < 100

@@ -43,6 +43,7 @@ from .channel_constants import (
     INITIAL_CONNECTION_WINDOW,
     INITIAL_MAX_STREAMS,
     INITIAL_STREAM_WINDOW,
+    KEEPALIVES_PER_IDLE_TIMEOUT,
     MAX_ACK_DELAY,
     MAX_CLOSE_REASON,
     MAX_CONNECTION_WINDOW,
@@ -138,6 +139,11 @@ class Channel:
         self._probes = 0
         self._pacing_deadline: float | None = None
         self._idle_deadline: float | None = None
+        # The session's keepalives carry no channel packet, so a quiet tunnel (an idle SSH login)
+        # would reach the idle timeout: PING after a third of it without ack-eliciting traffic.
+        self._keepalive_interval = idle_timeout / KEEPALIVES_PER_IDLE_TIMEOUT
+        self._last_activity: float | None = None
+        self._ping_pending = False
         self._close_deadline: float | None = None
         self._close_packet_frame = b""  # the CLOSE frame, repeated while CLOSING
         self._close_pending = False
@@ -375,6 +381,7 @@ class Channel:
             self._close_pending = True  # the peer has not seen our CLOSE: say it again
             return
         self._idle_deadline = now + self._idle_timeout
+        self._last_activity = now
         in_order = acks.on_packet_received(pn, now)
         ack_eliciting = False
         handlers = self._handlers
@@ -553,6 +560,7 @@ class Channel:
             self._recovery.get_loss_detection_timer(),
             self._pacing_deadline,
             self._idle_deadline,
+            None if self._last_activity is None else self._last_activity + self._keepalive_interval,
         ]
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
@@ -573,6 +581,12 @@ class Channel:
             self._state = CLOSED
             self._events.append(ChannelClosed("idle timeout", IDLE_TIMEOUT_ERROR, by_peer=False))
             return
+        if (
+            self._last_activity is not None
+            and now >= self._last_activity + self._keepalive_interval
+        ):
+            self._ping_pending = True
+            self._last_activity = now  # one PING per quiet interval, lost or not
         if self._pacing_deadline is not None and now >= self._pacing_deadline:
             self._pacing_deadline = None  # packets_to_send re-checks the pacer
         loss_timer = self._recovery.get_loss_detection_timer()
@@ -601,6 +615,7 @@ class Channel:
             self._sendable
             or self._datagrams
             or self._probes
+            or self._ping_pending
             or self._send_max_data
             or self._max_stream_data_pending
             or self._reset_pending
@@ -664,8 +679,9 @@ class Channel:
         space = self._packet_limit - len(header)
         sent: list[SentFrame] = []
         with_ack = self._acks.pending
+        ack_ranges = 0
         if with_ack:
-            ack, largest = self._acks.encode(now)
+            ack, largest, ack_ranges = self._acks.encode(now)
             parts.append(ack)
             space -= len(ack)
             sent.append((_F_ACK, largest, 0, 0, 0))
@@ -683,12 +699,13 @@ class Channel:
                 space = self._add_datagrams(parts, space)
             if self._sendable:
                 space = self._add_stream_frames(parts, sent, space)
-            if len(parts) == base and self._probes:
-                parts.append(b"\x01")  # a probe with nothing to carry is a PING
+            if len(parts) == base and (self._probes or self._ping_pending):
+                parts.append(b"\x01")  # a probe or keepalive with nothing to carry is a PING
                 sent.append((_F_PING, 0, 0, 0, 0))
-        elif with_ack and now - self._last_eliciting_sent > self._recovery.rtt.smoothed:
+        elif ack_ranges > 1 and now - self._last_eliciting_sent > self._recovery.rtt.smoothed:
             # RFC 9000 §13.2.4: a receive-only side makes an ACK eliciting about once an RTT, so
-            # it learns which ranges the peer has seen and its ACK frames stay short.
+            # it learns which ranges the peer has seen and its ACK frames stay short. Only when
+            # there are holes to stop repeating: two quiet peers would otherwise PING-pong.
             parts.append(b"\x01")
             sent.append((_F_PING, 0, 0, 0, 0))
         eliciting = len(parts) > base
@@ -702,6 +719,8 @@ class Channel:
         self._bytes_sent += len(packet)
         if eliciting:
             self._last_eliciting_sent = now
+            self._last_activity = now
+            self._ping_pending = False
             if self._idle_deadline is None:
                 self._idle_deadline = now + self._idle_timeout
             record = SentPacket(pn, now, len(packet), True, sent)

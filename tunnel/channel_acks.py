@@ -72,9 +72,9 @@ class AckState:
         if largest + 1 > self._seen_by_peer:
             self._seen_by_peer = largest + 1
 
-    def encode(self, now: float) -> tuple[bytes, int]:
-        """The ACK frame and its largest packet number; clears the pending ACK. The highest
-        range is always sent, older ones only while the peer may not have seen them."""
+    def encode(self, now: float) -> tuple[bytes, int, int]:
+        """The ACK frame, its largest packet number and its number of ranges; clears the pending
+        ACK. The highest range is always sent, older ones while the peer may not have seen them."""
         ranges: list[tuple[int, int]] = []
         floor = self._seen_by_peer
         for start, end in reversed(self._received):
@@ -87,4 +87,4 @@ class AckState:
         self.pending = False
         self._eliciting_unacked = 0
         self.deadline = None
-        return fr.encode_ack(ranges, delay_us), ranges[0][1]
+        return fr.encode_ack(ranges, delay_us), ranges[0][1], len(ranges)

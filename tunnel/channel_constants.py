@@ -79,6 +79,9 @@ MAX_SEND_BUFFER = 2 * MAX_STREAM_WINDOW
 MAX_QUEUED_DATAGRAMS = 256
 #: seconds; without any packet from the peer for this long the channel closes.
 IDLE_TIMEOUT = 30.0
+#: a quiet channel PINGs this many times per idle timeout, so the session's keepalives (which
+#: carry no channel packet) are not needed to keep an idle tunnel open; three survive two losses
+KEEPALIVES_PER_IDLE_TIMEOUT = 3
 #: PTOs the closing side lingers to repeat its CLOSE frame (RFC 9000 §10.2: three PTOs).
 CLOSING_PTOS = 3
 #: bytes; longest close reason sent.
