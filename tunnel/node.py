@@ -63,7 +63,8 @@ def relay_addr(peer: bytes) -> Addr:
 
 
 def is_relay(addr: Addr) -> bool:
-    return addr[0].startswith(RELAY_HOST + ":")
+    # Port 0 is never a real source port: test it first, the string only for pseudo addresses.
+    return addr[1] == 0 and addr[0].startswith(RELAY_HOST + ":")
 
 
 @dataclass

@@ -131,13 +131,19 @@ class PathManager:
         """Any packet that passed authentication; `addr` None means it came through the relay."""
         self.last_heard = now
         self.awaiting_since = None
+        path = self.path
         if addr is None:
             self.relay_heard = now
+            if path is not None and not path.direct:
+                return  # the relay in use goes on working: nothing to choose (hot path)
         else:
             candidate = self.candidates.get(addr)
             if candidate is None:
                 candidate = self.candidates[addr] = Candidate(addr, Kind.REFLEXIVE)
+            was_working = candidate.last_heard is not None and candidate.working(now)
             candidate.last_heard = now
+            if was_working and path is not None and path.addr == addr:
+                return  # a packet on the path in use changes no choice (hot path)
         self._choose(now)
 
     def on_probe_answered(self, addr: Addr, rtt: float, now: float) -> None:
