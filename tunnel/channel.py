@@ -555,15 +555,16 @@ class Channel:
             if self._state == CLOSING and self._close_resend is not None:
                 return min(self._close_resend, self._close_deadline or self._close_resend)
             return self._close_deadline
-        deadlines = [
+        deadline = self._idle_deadline  # called after every event: no lists, few calls
+        for candidate in (
             self._acks.deadline if self._acks.pending else None,
             self._recovery.get_loss_detection_timer(),
             self._pacing_deadline,
-            self._idle_deadline,
             None if self._last_activity is None else self._last_activity + self._keepalive_interval,
-        ]
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        ):
+            if candidate is not None and (deadline is None or candidate < deadline):
+                deadline = candidate
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         if self._state == CLOSED:

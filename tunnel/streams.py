@@ -238,6 +238,12 @@ class SendStream:
         end = offset + length
         if end <= self._buf_start or self.reset_code is not None:
             return False
+        if offset == self._buf_start and not self._acked:  # in order: the common case
+            self._buf_start = end
+            self._buf.drop_below(end)
+            if self._retransmit:
+                self._retransmit.remove(offset, end)
+            return True
         start = max(offset, self._buf_start)
         self._acked.add(start, end)
         if self._retransmit:
