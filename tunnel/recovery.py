@@ -12,6 +12,7 @@ interval", which is what a model-based controller (BBR) needs.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -140,7 +141,10 @@ class LossRecovery:
         self.cc = congestion
         self.rtt = RttEstimator()
         self.max_ack_delay = max_ack_delay
-        self.sent: dict[int, SentPacket] = {}  # insertion order == packet-number order
+        # Packet-number order. An OrderedDict, not a dict: a dict that keeps losing its oldest
+        # entries makes `next(iter())` and in-order walks skip ever more dead slots until it
+        # resizes (15 us an ACK measured); the linked OrderedDict finds its first entry in O(1).
+        self.sent: OrderedDict[int, SentPacket] = OrderedDict()
         self.bytes_in_flight = 0
         self.largest_acked = -1
         self.pto_count = 0
