@@ -52,6 +52,13 @@ from .channel_constants import (
     NO_ERROR,
     STREAM_SEND_BUFFER,
 )
+from .channel_control import (
+    F_ACK,
+    F_PING,
+    F_RESET,
+    F_STREAM,
+    ControlFrames,
+)
 from .channel_events import (
     ChannelClosed,
     ChannelEvent,
@@ -76,8 +83,6 @@ from .streams import (
 logger = logging.getLogger(__name__)
 
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
-_F_STREAM, _F_MAX_DATA, _F_MAX_STREAM_DATA, _F_RESET, _F_STOP, _F_MAX_STREAMS, _F_PING = range(7)
-_F_ACK = 7  # an ACK whose arrival lets us stop repeating the ranges it carried
 
 OPEN, CLOSING, DRAINING, CLOSED = "open", "closing", "draining", "closed"
 PROBE_PACKETS = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
@@ -159,10 +164,7 @@ class Channel:
         self._conn_window = ReceiveWindow(connection_window, max_connection_window)
         self._conn_received = 0  # sum of highest offsets received
         self._conn_consumed = 0  # bytes read by the application or discarded
-        self._send_max_data = False
-        self._max_stream_data_pending: set[int] = set()
-        self._reset_pending: set[int] = set()
-        self._stop_pending: dict[int, int] = {}
+        self._control = ControlFrames()
         self._datagrams: deque[bytes] = deque()
         # acknowledgement state
         self._acks = AckState()
@@ -243,7 +245,7 @@ class Channel:
         if stream is None or stream.send.reset_code is not None or stream.send.done:
             return
         stream.send.reset(error_code)
-        self._reset_pending.add(stream_id)
+        self._control.resets.add(stream_id)
 
     def stop_reading(self, stream_id: int, error_code: int = 0) -> None:
         """Discard incoming data and ask the peer to reset its sending half (STOP_SENDING)."""
@@ -252,7 +254,7 @@ class Channel:
             return
         stream.recv.stopped = True
         self._conn_consumed += stream.recv.discard()
-        self._stop_pending[stream_id] = error_code
+        self._control.stops[stream_id] = error_code
         self._maybe_update_connection_credit(None)
         self._maybe_retire(stream)
 
@@ -266,7 +268,7 @@ class Channel:
         if data:
             self._conn_consumed += len(data)
             if recv.window.needs_update(recv.read_offset) and recv.final_size is None:
-                self._max_stream_data_pending.add(stream_id)
+                self._control.max_stream_data.add(stream_id)
             self._maybe_update_connection_credit(None)
         if recv.done:
             self._maybe_retire(stream)
@@ -351,14 +353,14 @@ class Channel:
     def _maybe_retire(self, stream: Stream) -> None:
         if not (stream.send.done and stream.recv.done):
             return
-        if stream.stream_id in self._reset_pending or stream.stream_id in self._stop_pending:
+        if stream.stream_id in self._control.resets or stream.stream_id in self._control.stops:
             return
         self._table.retire(stream)
-        self._max_stream_data_pending.discard(stream.stream_id)
+        self._control.max_stream_data.discard(stream.stream_id)
 
     def _maybe_update_connection_credit(self, now: float | None) -> None:
         if self._conn_window.needs_update(self._conn_consumed):
-            self._send_max_data = True
+            self._control.max_data = True
 
     # ===== receiving ============================================================================
 
@@ -471,7 +473,7 @@ class Channel:
             raise PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
         self._conn_consumed += recv.discard()
         self._maybe_update_connection_credit(now)
-        self._stop_pending.pop(frame.stream_id, None)
+        self._control.stops.pop(frame.stream_id, None)
         self._events.append(StreamReset(frame.stream_id, frame.error_code))
         self._maybe_retire(stream)
 
@@ -480,7 +482,7 @@ class Channel:
         if stream is None or stream.send.reset_code is not None or stream.send.done:
             return
         stream.send.reset(frame.error_code)
-        self._reset_pending.add(frame.stream_id)
+        self._control.resets.add(frame.stream_id)
         self._events.append(StreamStopped(frame.stream_id, frame.error_code))
 
     def _handle_datagram_frame(self, frame: fr.DatagramFrame, now: float) -> None:
@@ -497,7 +499,7 @@ class Channel:
 
     def _on_frame_acked(self, sent: SentFrame) -> None:
         kind, sid, offset, length, fin = sent
-        if kind == _F_STREAM:
+        if kind == F_STREAM:
             stream = self._streams.get(sid)
             if stream is None:
                 return
@@ -508,12 +510,12 @@ class Channel:
                 self._events.append(StreamWritable(sid))
             if send.done:
                 self._maybe_retire(stream)
-        elif kind == _F_RESET:
+        elif kind == F_RESET:
             stream = self._streams.get(sid)
             if stream is not None:
                 stream.send.reset_acked = True
                 self._maybe_retire(stream)
-        elif kind == _F_ACK:
+        elif kind == F_ACK:
             self._acks.on_ack_acknowledged(sid)
 
     def _requeue_lost(self, lost: list[SentPacket]) -> None:
@@ -523,28 +525,14 @@ class Channel:
 
     def _on_frame_lost(self, sent: SentFrame) -> None:
         kind, sid, offset, length, fin = sent
-        if kind == _F_STREAM:
+        if kind == F_STREAM:
             stream = self._streams.get(sid)
             if stream is not None and stream.send.reset_code is None:
                 stream.send.on_data_lost(offset, length, bool(fin))
                 if stream.send.has_retransmit():
                     self._mark_sendable(stream)
-        elif kind == _F_MAX_DATA:
-            self._send_max_data = True
-        elif kind == _F_MAX_STREAM_DATA:
-            stream = self._streams.get(sid)
-            if stream is not None and stream.recv.final_size is None:
-                self._max_stream_data_pending.add(sid)
-        elif kind == _F_RESET:
-            stream = self._streams.get(sid)
-            if stream is not None and not stream.send.reset_acked:
-                self._reset_pending.add(sid)
-        elif kind == _F_STOP:
-            stream = self._streams.get(sid)
-            if stream is not None and stream.recv.final_size is None:
-                self._stop_pending[sid] = offset  # the error code travels in the offset slot
-        elif kind == _F_MAX_STREAMS:
-            self._table.send_max_streams = True
+        elif kind not in (F_ACK, F_PING):
+            self._control.on_lost(sent, self._table)
 
     # ===== timers ===============================================================================
 
@@ -617,11 +605,7 @@ class Channel:
             or self._datagrams
             or self._probes
             or self._ping_pending
-            or self._send_max_data
-            or self._max_stream_data_pending
-            or self._reset_pending
-            or self._stop_pending
-            or self._table.send_max_streams
+            or self._control.pending(self._table)
         )
 
     def packets_to_send(self, now: float) -> list[bytes]:
@@ -685,30 +669,33 @@ class Channel:
             ack, largest, ack_ranges = self._acks.encode(now)
             parts.append(ack)
             space -= len(ack)
-            sent.append((_F_ACK, largest, 0, 0, 0))
+            sent.append((F_ACK, largest, 0, 0, 0))
         base = len(parts)
         if ack_eliciting:
-            if (
-                self._send_max_data
-                or self._max_stream_data_pending
-                or self._reset_pending
-                or self._stop_pending
-                or self._table.send_max_streams
-            ):
-                space = self._add_control_frames(parts, sent, space, now)
+            if self._control.pending(self._table):
+                space = self._control.write(
+                    parts,
+                    sent,
+                    space,
+                    now,
+                    self._table,
+                    self._conn_window,
+                    self._conn_consumed,
+                    self._recovery.rtt.smoothed,
+                )
             if self._datagrams:
                 space = self._add_datagrams(parts, space)
             if self._sendable:
                 space = self._add_stream_frames(parts, sent, space)
             if len(parts) == base and (self._probes or self._ping_pending):
                 parts.append(b"\x01")  # a probe or keepalive with nothing to carry is a PING
-                sent.append((_F_PING, 0, 0, 0, 0))
+                sent.append((F_PING, 0, 0, 0, 0))
         elif ack_ranges > 1 and now - self._last_eliciting_sent > self._recovery.rtt.smoothed:
             # RFC 9000 §13.2.4: a receive-only side makes an ACK eliciting about once an RTT, so
             # it learns which ranges the peer has seen and its ACK frames stay short. Only when
             # there are holes to stop repeating: two quiet peers would otherwise PING-pong.
             parts.append(b"\x01")
-            sent.append((_F_PING, 0, 0, 0, 0))
+            sent.append((F_PING, 0, 0, 0, 0))
         eliciting = len(parts) > base
         if eliciting and self._probes and ack_eliciting:
             self._probes -= 1
@@ -737,54 +724,6 @@ class Channel:
             if not self._probes:
                 self._pacer.on_packet_sent(len(packet))
         return packet
-
-    def _add_control_frames(
-        self, parts: list[bytes], sent: list[SentFrame], space: int, now: float
-    ) -> int:
-        v = fr.encode_varint
-        if space < 32:
-            return space
-        if self._send_max_data:
-            self._send_max_data = False
-            rtt = self._recovery.rtt.smoothed
-            maximum = self._conn_window.update(self._conn_consumed, now, rtt)
-            frame = b"\x10" + v(maximum)
-            parts.append(frame)
-            sent.append((_F_MAX_DATA, 0, 0, 0, 0))
-            space -= len(frame)
-        while self._max_stream_data_pending and space >= 20:
-            sid = self._max_stream_data_pending.pop()
-            stream = self._streams.get(sid)
-            if stream is None or stream.recv.final_size is not None:
-                continue
-            window = stream.recv.window
-            maximum = window.update(stream.recv.read_offset, now, self._recovery.rtt.smoothed)
-            frame = b"\x11" + v(sid) + v(maximum)
-            parts.append(frame)
-            sent.append((_F_MAX_STREAM_DATA, sid, 0, 0, 0))
-            space -= len(frame)
-        while self._reset_pending and space >= 28:
-            sid = self._reset_pending.pop()
-            stream = self._streams.get(sid)
-            if stream is None or stream.send.reset_code is None:
-                continue
-            frame = b"\x04" + v(sid) + v(stream.send.reset_code) + v(stream.send.final_size)
-            parts.append(frame)
-            sent.append((_F_RESET, sid, 0, 0, 0))
-            space -= len(frame)
-        while self._stop_pending and space >= 20:
-            sid, code = self._stop_pending.popitem()
-            frame = b"\x05" + v(sid) + v(code)
-            parts.append(frame)
-            sent.append((_F_STOP, sid, code, 0, 0))
-            space -= len(frame)
-        if self._table.send_max_streams and space >= 10:
-            self._table.send_max_streams = False
-            frame = b"\x12" + v(self._table.local_max_streams)
-            parts.append(frame)
-            sent.append((_F_MAX_STREAMS, 0, 0, 0, 0))
-            space -= len(frame)
-        return space
 
     def _add_datagrams(self, parts: list[bytes], space: int) -> int:
         datagrams = self._datagrams
@@ -823,7 +762,7 @@ class Channel:
             parts.append(frame)
             parts.append(data)
             space -= len(frame) + len(data)
-            sent.append((_F_STREAM, sid, offset, len(data), int(fin)))
+            sent.append((F_STREAM, sid, offset, len(data), int(fin)))
             self._conn_sent += new_bytes
             self._stream_bytes_sent += new_bytes
             if new_bytes < len(data) or not new_bytes:
