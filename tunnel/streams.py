@@ -26,6 +26,9 @@ from collections import deque
 from .channel_constants import MAX_SEND_BUFFER
 from .rangeset import RangeSet
 
+#: bytes of window one waiting out-of-order segment is counted as (a full packet carries ~1140)
+SEGMENT_ACCOUNTING = 256
+
 
 class FlowControlError(Exception):
     """The peer sent beyond the credit we gave it (RFC 9000 FLOW_CONTROL_ERROR)."""
@@ -350,6 +353,10 @@ class ReceiveStream:
                 self._drain_pending()
             return grown, True
         if not self._pending_ranges.covers(offset, end):
+            # Early segments cost ~100 bytes of bookkeeping each: bound their number too, or
+            # tiny segments could make the window's bytes cost a hundred times more memory.
+            if len(self._pending) >= self.window.max_window // SEGMENT_ACCOUNTING:
+                raise FlowControlError("too many out-of-order segments")
             self._pending_ranges.add(offset, end)
             heapq.heappush(self._pending, (offset, data))
         return grown, news
