@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     adapters = [PATHS[k]() for k in PATHS if k in keys]
     results = run_suite(adapters, settings, show) if adapters else []
-    natlab = run_natlab(settings.bulk_seconds + 1.0, show).to_json() if args.natlab else None
+    natlab = (run_natlab(settings.bulk_seconds + 1.0, settings.natlab_rounds, show).to_json()
+              if args.natlab else None)
     summaries = [report.summarize(r) for r in results]
     doc: dict[str, Any] = {
         "date": report.now_utc(),
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(format_table(report.MAIN_HEADERS, report.main_rows(summaries)))
+    for line in report.notes(summaries):
+        print(f"  {line}")
     print()
     print(format_table(report.PROCESS_HEADERS, report.process_rows(summaries)))
     print()

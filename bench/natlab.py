@@ -32,6 +32,7 @@ from bench.paths.base import Placement, Target, in_ns, need_tool
 from bench.paths.ptunnel import Ptunnel
 from bench.paths.ssh import Ssh
 from bench.procs import Child, Unavailable, json_field, run_ok
+from bench.stats import median
 from bench.table import Row, SpanRow, fmt_rate, format_table
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ READY_TIMEOUT_S = 30.0  # ptunnel may spend 5 s failing to punch before it relay
 @dataclass(slots=True)
 class NatlabResult:
     loss_levels: tuple[int, ...] = LOSS_LEVELS
-    goodput: dict[str, dict[int, float | None]] = field(default_factory=dict)  # bytes/s
+    goodput: dict[str, dict[int, float | None]] = field(default_factory=dict)  # median, B/s
+    samples: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     relay: float | None = None
@@ -59,6 +61,8 @@ class NatlabResult:
         return {"loss_percent": list(self.loss_levels),
                 "goodput_bytes_per_s": {p: {str(k): v for k, v in by.items()}
                                         for p, by in self.goodput.items()},
+                "samples_bytes_per_s": {p: {str(k): v for k, v in by.items()}
+                                        for p, by in self.samples.items()},
                 "unavailable": self.unavailable, "errors": self.errors,
                 "relay_bytes_per_s": self.relay, "relay_unavailable": self.relay_unavailable}
 
@@ -205,7 +209,7 @@ def _goodput(lab: Lab, host: str, port: int, seconds: float) -> float:
     return rate
 
 
-def run_natlab(seconds: float, progress: Callable[[str], None]) -> NatlabResult:
+def run_natlab(seconds: float, rounds: int, progress: Callable[[str], None]) -> NatlabResult:
     result = NatlabResult()
     if os.geteuid() != 0:
         result.unavailable["all"] = "the NAT lab needs root"
@@ -250,20 +254,27 @@ def run_natlab(seconds: float, progress: Callable[[str], None]) -> NatlabResult:
                 result.unavailable[name] = str(exc)
                 progress(f"natlab: {name} unavailable: {exc}")
                 stop()
-        for i, loss in enumerate(LOSS_LEVELS):
-            lab.set_path(loss)
-            names = list(routes)
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                host, port = routes[name]
-                try:
-                    rate: float | None = _goodput(lab, host, port, seconds)
-                except Unavailable as exc:
-                    rate = None
-                    result.errors.append(f"{name} at {loss}% loss: {exc}")
-                result.goodput.setdefault(name, {})[loss] = rate
-                progress(f"natlab: {name} at {loss}% loss: "
-                         f"{'failed' if rate is None else f'{rate / 1e6:,.1f} MB/s'}")
-        result.goodput = {n: result.goodput[n] for n in routes}
+        samples: dict[str, dict[int, list[float]]] = {n: {x: [] for x in LOSS_LEVELS}
+                                                      for n in routes}
+        names = list(routes)
+        for rnd in range(rounds):
+            for i, loss in enumerate(LOSS_LEVELS):
+                lab.set_path(loss)
+                k = (i + rnd) % len(names)  # alternate who goes first, as the loopback suite
+                for name in names[k:] + names[:k]:
+                    host, port = routes[name]
+                    try:
+                        rate = _goodput(lab, host, port, seconds)
+                    except Unavailable as exc:
+                        result.errors.append(f"{name} at {loss}% loss: {exc}")
+                        progress(f"natlab: {name} at {loss}% loss failed: {exc}")
+                        continue
+                    samples[name][loss].append(rate)
+                    progress(f"natlab [{rnd + 1}/{rounds}]: {name} at {loss}% loss: "
+                             f"{rate / 1e6:,.1f} MB/s")
+        result.samples = samples
+        result.goodput = {n: {x: median(v) if v else None for x, v in by.items()}
+                          for n, by in samples.items()}
         ptunnel.stop()
         _relay(lab, in_b, seconds, result, progress)
     except Unavailable as exc:

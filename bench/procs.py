@@ -113,9 +113,20 @@ def memory_kib(pid: int, key: str) -> int | None:
     return None if text is None else parse_status_kib(text, key)
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and its live descendants (e.g. socat's forked children)."""
-    return sum(memory_kib(p, "VmRSS") or 0 for p in process_tree([pid]))
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size: resident memory with shared pages split among their sharers."""
+    text = _read(f"/proc/{pid}/smaps_rollup")
+    return None if text is None else parse_status_kib(text, "Pss")
+
+
+def tree_memory_kib(pid: int) -> int:
+    """Memory of a process and its live descendants (e.g. socat's forked children), as PSS so
+    that pages a fork shares with its parent are not counted once per child (RSS if no PSS)."""
+    total = 0
+    for p in process_tree([pid]):
+        pss = pss_kib(p)
+        total += pss if pss is not None else memory_kib(p, "VmRSS") or 0
+    return total
 
 
 def listening_ports(pid: int | None = None) -> set[int]:

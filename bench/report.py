@@ -7,6 +7,7 @@ memory, the NAT-lab goodput and the ratios; raw per-round rates are kept for ins
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.paths.hyper import hyperdht_version
 from bench.stats import cdf_points, median, ratio, summarize_latency
 from bench.suite import GIB, PathResult
 from bench.table import MISSING, Row, SpanRow, fmt_number, fmt_rate, fmt_ratio, format_table
@@ -25,14 +27,23 @@ PEERS_FOR_RATIOS = ("ssh -L", "aioquic", "hyperdht")
 
 
 def _version(argv: Sequence[str]) -> str | None:
+    """The line of `tool --version` output that has the version, up to its first comma."""
     if shutil.which(argv[0]) is None:
         return None
     try:
         done = subprocess.run(list(argv), capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    text = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
-    return text[0] if text else None
+    lines = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+    versioned = [line for line in lines if "version" in line.lower()] or lines
+    return versioned[0].split(",")[0].strip() if versioned else None
+
+
+def _python_package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def machine() -> dict[str, Any]:
@@ -57,6 +68,8 @@ def machine() -> dict[str, Any]:
             "socat": _version(["socat", "-V"]),
             "node": _version(["node", "--version"]),
             "wireguard-go": _version(["wireguard-go", "--version"]),
+            "hyperdht": hyperdht_version(),
+            "aioquic": _python_package_version("aioquic"),
         },
     }
 
@@ -94,8 +107,10 @@ def summarize(r: PathResult) -> dict[str, Any]:
         "cpu_s_per_gib_total": _sum_or_none(cpu_per_gib),
         "peak_rss_mib": {k: v * MIB_PER_KIB for k, v in r.peak_rss_kib.items()},
         "idle_streams": r.idle_opened,
-        "idle_rss_mib": {k: v * MIB_PER_KIB for k, v in r.idle_rss_kib.items()},
-        "idle_rss_growth_mib": {k: (v - r.base_rss_kib.get(k, 0)) * MIB_PER_KIB
+        "idle_failed": r.idle_failed,
+        "idle_connect_failures": r.idle_connect_failures,
+        "idle_pss_mib": {k: v * MIB_PER_KIB for k, v in r.idle_rss_kib.items()},
+        "idle_pss_growth_mib": {k: (v - r.base_rss_kib.get(k, 0)) * MIB_PER_KIB
                                 for k, v in r.idle_rss_kib.items()},
         "bulk_setup_retries": r.setup_retries,
         "errors": r.errors,
@@ -103,7 +118,7 @@ def summarize(r: PathResult) -> dict[str, Any]:
 
 
 MAIN_HEADERS = ["path", "x1 MB/s", "x8 MB/s", "p50 us", "p99 us", "p99.9 us",
-                "connect ms", "connects ok", "cold ms", "CPU s/GiB", "idle RSS MiB"]
+                "connect ms", "connects ok", "cold ms", "CPU s/GiB", "idle MiB"]
 
 
 def main_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
@@ -114,7 +129,7 @@ def main_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
             continue
         lat = s["latency_us"] or {}
         conn = s["connects"]
-        idle = sum(s["idle_rss_mib"].values()) if s["idle_rss_mib"] else None
+        idle = sum(s["idle_pss_mib"].values()) if s["idle_pss_mib"] else None
         rows.append([
             s["name"],
             fmt_rate(s["bulk1_bytes_per_s"]),
@@ -124,14 +139,45 @@ def main_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
             fmt_number(lat.get("p999")),
             fmt_number(conn["p50_ms"], 1),
             f"{conn['succeeded']}/{conn['attempted']}",
-            fmt_number(s["cold_start"]["p50_ms"]) if s["cold_start"]["attempted"] else MISSING,
+            _cold(s["cold_start"]),
             fmt_number(s["cpu_s_per_gib_total"], 1),
+            "failed" if s.get("idle_failed") else
             fmt_number(idle, 1) if s["idle_streams"] else MISSING,
         ])
     return rows
 
 
-PROCESS_HEADERS = ["path", "process", "CPU s/GiB", "peak RSS MiB", "RSS MiB +idle streams"]
+def _cold(cold: dict[str, Any]) -> str:
+    """Median cold start in ms, with the success count when some failed."""
+    if not cold["attempted"]:
+        return MISSING
+    if cold["p50_ms"] is None:
+        return f"failed 0/{cold['attempted']}"
+    text = fmt_number(cold["p50_ms"])
+    if cold["succeeded"] < cold["attempted"]:
+        text += f" ({cold['succeeded']}/{cold['attempted']})"
+    return text
+
+
+def notes(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """What went wrong on each path during the run, one line a path."""
+    lines = []
+    for s in summaries:
+        if "unavailable" in s:
+            continue
+        parts = list(dict.fromkeys(s["errors"]))  # the same failure each round: say it once
+        if s.get("idle_connect_failures"):
+            parts.append(f"{s['idle_connect_failures']} connects failed while opening the idle "
+                         "streams (retried)")
+        if s.get("bulk_setup_retries"):
+            parts.insert(0, f"{s['bulk_setup_retries']} bulk connection(s) had to be reopened "
+                            "before the clock started")
+        if parts:
+            lines.append(f"{s['name']}: " + "; ".join(parts))
+    return lines
+
+
+PROCESS_HEADERS = ["path", "process", "CPU s/GiB", "peak RSS MiB", "PSS MiB +idle streams"]
 
 
 def process_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
@@ -144,7 +190,7 @@ def process_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
                 s["name"], role,
                 fmt_number(s["cpu_s_per_gib"].get(role), 2),
                 fmt_number(peak, 1),
-                fmt_number(s["idle_rss_growth_mib"].get(role), 1),
+                fmt_number(s["idle_pss_growth_mib"].get(role), 1),
             ])
     return rows
 
@@ -198,8 +244,11 @@ def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
         "`connect ms`: a new TCP connection through the running tunnel to the first echoed byte "
         "(median); `cold ms`: launching a fresh tunnel client to the first echoed byte. "
         "`CPU s/GiB`: CPU seconds of the path's processes per GiB moved in the bulk runs. "
-        "`idle RSS MiB`: resident memory of the path's processes with "
-        f"{doc['settings']['idle_streams']} idle streams open.",
+        "`idle MiB`: memory (PSS, so socat's forks do not count shared pages "
+        f"1,000 times) of the path's processes with {doc['settings']['idle_streams']} idle "
+        "streams open.",
+        "",
+        *[f"- {line}" for line in notes(summaries)],
         "",
         "## Per process",
         "",

@@ -5,6 +5,7 @@ Units follow /work/shared/PERF.md: MB/s are 10^6 bytes per second, latencies in 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,9 +45,13 @@ def fmt_ratio(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}x"
 
 
+# Cells aligned right: numbers ("1,234", "-0.1", "0.46x", "13,353 (1/2)"), counts ("25/30"),
+# the missing mark and "failed ...".
+_NUMERIC = re.compile(r"-?[\d,]+(\.\d+)?x?( \(\d+/\d+\))?|\d+/\d+|-|failed.*")
+
+
 def _is_numeric(cell: str) -> bool:
-    stripped = cell.replace(",", "").replace(".", "").replace("x", "").replace("/", "")
-    return cell != "" and (stripped.isdigit() or cell == MISSING)
+    return _NUMERIC.fullmatch(cell) is not None
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Row], markdown: bool = False) -> str:

@@ -39,9 +39,9 @@ def test_latency_and_first_byte(sink_port: int) -> None:
 
 
 def test_idle_streams_are_open_end_to_end(sink_port: int) -> None:
-    socks = load.open_idle(sink_port, 20)
+    socks, failures = load.open_idle(sink_port, 20)
     try:
-        assert len(socks) == 20
+        assert len(socks) == 20 and failures == 0
         socks[7].sendall(b"ping")
         assert socks[7].recv(4) == b"ping"
     finally:
@@ -56,3 +56,5 @@ def test_a_dead_path_is_reported_not_hung() -> None:
         assert load.first_byte(dead, 1.0) is None
         with pytest.raises(load.LOAD_ERRORS):
             load.bulk(dead, 0.1, 1)
+        with pytest.raises(load.LoadError, match="3 of 3 connections failed"):
+            load.open_idle(dead, 5, max_failures=2)

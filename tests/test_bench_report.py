@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import main_rows, ratios, results_readme, summarize
+from bench.report import main_rows, notes, ratios, results_readme, summarize
 from bench.suite import GIB, PathResult
 from bench.table import SpanRow
 
@@ -31,7 +31,7 @@ def test_summary_takes_medians_and_normalises_cpu_per_gib() -> None:
     assert s["latency_us"]["p50"] == 130.0
     assert s["connects"] == {"attempted": 30, "succeeded": 29, "p50_ms": 10.0, "max_ms": 10.0}
     assert s["cpu_s_per_gib"] == {"client": 1.5, "server": 0.5}
-    assert s["idle_rss_growth_mib"] == {"client": 10.0, "server": 0.0}
+    assert s["idle_pss_growth_mib"] == {"client": 10.0, "server": 0.0}
 
 
 def test_ratios_are_ptunnel_over_each_peer_and_missing_when_a_side_is() -> None:
@@ -66,3 +66,22 @@ def test_unavailable_paths_become_span_rows_and_the_readme_names_the_machine() -
     assert "2026-11-26 06:00 UTC" in text and "Test CPU" in text and "OpenSSH_9.2p1" in text
     assert "| ptunnel | unavailable: no `expose` yet |" in text
     assert "NAT lab" not in text
+
+
+def test_failures_are_shown_not_hidden() -> None:
+    r = measured("hyperdht", 60e6, 290.0)
+    r.cold_starts = [13.7, None, 13.9]
+    r.idle_failed = True
+    r.idle_opened = 0
+    r.setup_retries = 8
+    r.errors = ["idle streams: timed out", "idle streams: timed out"]
+    s = summarize(r)
+    row = main_rows([s])[0]
+    assert not isinstance(row, SpanRow)
+    assert row[8] == "13,800 (2/3)"  # median of the successes, and how many succeeded
+    assert row[10] == "failed"
+    assert notes([s]) == ["hyperdht: 8 bulk connection(s) had to be reopened before the clock "
+                          "started; idle streams: timed out"]
+    r.cold_starts = [None, None]
+    row = main_rows([summarize(r)])[0]
+    assert not isinstance(row, SpanRow) and row[8] == "failed 0/2"

@@ -28,6 +28,11 @@ def test_columns_align_numbers_right_and_text_left() -> None:
     ]
 
 
+def test_negative_numbers_align_right() -> None:
+    lines = format_table(["path", "MiB"], [["a", "-0.1"], ["b", "84.6"]]).splitlines()
+    assert lines[2:] == ["a     -0.1", "b     84.6"]
+
+
 def test_unavailable_row_spans_and_does_not_widen_columns() -> None:
     rows: list[Row] = [["direct", "4,012"],
                        SpanRow("ptunnel", "unavailable: no `ptunnel expose` yet")]

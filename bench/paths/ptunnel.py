@@ -77,10 +77,13 @@ class Ptunnel(ChildrenMixin):
         self._dir = Path(tempfile.mkdtemp(prefix="ptunnel-bench-"))
         home_a, home_b = self._dir / "expose-home", self._dir / "connect-home"
         run_ok([*PTUNNEL, "init", "--home", str(home_a)])
-        code = run_ok([*PTUNNEL, "invite", "--home", str(home_a)]).split()
-        if not code:
-            raise Unavailable("`ptunnel invite` printed no code")
-        run_ok([*PTUNNEL, "join", code[-1], "--home", str(home_b)])
+        # The cold-start client is a third node of its own: a second copy of the running
+        # `connect` node would be the same identity twice, which is not what a user does.
+        for home in (home_b, self._dir / "cold-home"):
+            code = run_ok([*PTUNNEL, "invite", "--home", str(home_a)]).split()
+            if not code:
+                raise Unavailable("`ptunnel invite` printed no code")
+            run_ok([*PTUNNEL, "join", code[-1], "--home", str(home)])
         self._rdv_port = free_udp_and_tcp_port()
         listen, from_server, _ = self._rdv_hosts
         self._rendezvous = Child("ptunnel rendezvous", in_ns(self._rdv_ns, [
@@ -94,24 +97,25 @@ class Ptunnel(ChildrenMixin):
         ])))
         expose.wait_line(lambda line: line or None, READY_TIMEOUT_S)
         port = free_port()
-        connect = self.spawn("connect", Child("ptunnel connect", self._connect_argv(port)))
+        connect = self.spawn("connect", Child("ptunnel connect",
+                                              self._connect_argv(port, "connect-home")))
         connect.wait_line(lambda line: line or None, READY_TIMEOUT_S)
         connect.wait_listening(port, READY_TIMEOUT_S)
         return port
 
-    def _connect_argv(self, port: int) -> list[str]:
+    def _connect_argv(self, port: int, home: str) -> list[str]:
         assert self._dir is not None
         return in_ns(self.placement.client_ns, [
             *PTUNNEL, "connect", SERVICE, "-L", f"127.0.0.1:{port}",
             "--rendezvous", f"{self._rdv_hosts[2]}:{self._rdv_port}",
-            "--home", str(self._dir / "connect-home"),
+            "--home", str(self._dir / home),
         ])
 
     def cold_start(self, timeout: float) -> float | None:
         """From launching `ptunnel connect` to the first byte echoed through its port."""
         port = free_port()
         started = time.perf_counter()
-        child = Child("ptunnel connect (cold)", self._connect_argv(port))
+        child = Child("ptunnel connect (cold)", self._connect_argv(port, "cold-home"))
         try:
             return first_byte_since(port, started, timeout)
         finally:
