@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,3 +53,23 @@ def test_guard_only_ever_accepts_loopback(text: str) -> None:
         return
     assert node.host.startswith("127.") or node.host == "::1"
     assert 1 <= node.port <= 65535
+
+
+PEERS = Path(__file__).resolve().parent.parent / "bench" / "peers"
+node_ready = pytest.mark.skipif(
+    shutil.which("node") is None or not (PEERS / "node_modules" / "hyperdht").is_dir(),
+    reason="node or bench/peers/node_modules/hyperdht not installed",
+)
+
+
+@node_ready
+@pytest.mark.parametrize("bootstrap", [None, "88.99.3.86:49737", "127.0.0.1:1,10.0.0.1:1",
+                                       "node1.hyperdht.org:49737"])
+def test_the_node_forwarder_refuses_non_loopback_bootstrap(bootstrap: str | None) -> None:
+    argv = ["node", str(PEERS / "hyperforward.mjs"), "client", "--key", "ab" * 32]
+    if bootstrap is not None:
+        argv += ["--bootstrap", bootstrap]
+    done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stdout == b""  # never reached "ready"
+    assert b"bootstrap" in done.stderr
