@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -105,13 +104,21 @@ def ready_line(proc: Proc, timeout: float = 30) -> str:
     return proc.expect_text("ready:", timeout=timeout)
 
 
-def test_cone_to_cone_goes_direct(natlab: LabFactory, tmp_path: Path) -> None:
-    lab = natlab(["cone", "cone"])
+def exposed(natlab: LabFactory, tmp_path: Path, kinds: list[str], name: str = "box",
+            sink: bool = True) -> tuple[Tunnels, Site, Site]:
+    """A lab with a rendezvous, a sha-sink service at site 1 exposed as `name`, and site 2."""
+    lab = natlab(kinds)
     tunnels = Tunnels(lab, tmp_path)
     tunnels.start_rendezvous()
-    home_site, laptop = lab.sites
-    tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
-    tunnels.expose(home_site, "ssh-home")
+    home_site, other = lab.sites[0], lab.sites[1]
+    if sink:
+        tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
+    tunnels.expose(home_site, name)
+    return tunnels, home_site, other
+
+
+def test_cone_to_cone_goes_direct(natlab: LabFactory, tmp_path: Path) -> None:
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["cone", "cone"], name="ssh-home")
     started = time.monotonic()
     line = ready_line(tunnels.connect(laptop, "ssh-home"))
     assert "direct" in line, line
@@ -124,12 +131,7 @@ def test_cone_to_cone_goes_direct(natlab: LabFactory, tmp_path: Path) -> None:
 
 
 def test_symmetric_to_symmetric_is_relayed_intact(natlab: LabFactory, tmp_path: Path) -> None:
-    lab = natlab(["symmetric", "symmetric"])
-    tunnels = Tunnels(lab, tmp_path)
-    tunnels.start_rendezvous()
-    home_site, laptop = lab.sites
-    tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
-    tunnels.expose(home_site, "box")
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["symmetric", "symmetric"])
     line = ready_line(tunnels.connect(laptop, "box"), timeout=40)
     assert "relay" in line, line
     before = tunnels.rdv_bytes()
@@ -139,11 +141,7 @@ def test_symmetric_to_symmetric_is_relayed_intact(natlab: LabFactory, tmp_path: 
 
 def test_direct_only_refuses_relay_with_a_clear_error(natlab: LabFactory,
                                                       tmp_path: Path) -> None:
-    lab = natlab(["symmetric", "symmetric"])
-    tunnels = Tunnels(lab, tmp_path)
-    tunnels.start_rendezvous()
-    home_site, laptop = lab.sites
-    tunnels.expose(home_site, "box")
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["symmetric", "symmetric"], sink=False)
     proc = tunnels.connect(laptop, "box", "--direct-only", timeout=12)
     line = proc.expect_text("error:", timeout=30)
     assert "no path opened" in line and "tried" in line, line
@@ -153,12 +151,8 @@ def test_direct_only_refuses_relay_with_a_clear_error(natlab: LabFactory,
 
 def test_full_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Path) -> None:
     """The cone side learns the symmetric side's real port from its authenticated packets."""
-    lab = natlab(["fullcone", "symmetric"])
-    tunnels = Tunnels(lab, tmp_path)
-    tunnels.start_rendezvous()
-    home_site, laptop = lab.sites
-    tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
-    tunnels.expose(home_site, "box")
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["fullcone", "symmetric"])
+    lab = tunnels.lab
     line = ready_line(tunnels.connect(laptop, "box"), timeout=40)
     before = tunnels.rdv_bytes()
     upload(tunnels, laptop, 4 * MiB)
@@ -169,12 +163,8 @@ def test_full_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Pat
 
 
 def test_nat_reboot_mid_transfer_completes(natlab: LabFactory, tmp_path: Path) -> None:
-    lab = natlab(["cone", "cone"])
-    tunnels = Tunnels(lab, tmp_path)
-    tunnels.start_rendezvous()
-    home_site, laptop = lab.sites
-    tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
-    tunnels.expose(home_site, "box")
+    tunnels, home_site, laptop = exposed(natlab, tmp_path, ["cone", "cone"])
+    lab = tunnels.lab
     ready_line(tunnels.connect(laptop, "box"))
     transfer = lab.spawn(laptop.host, sys.executable, LABTOOL, "upload", str(LOCAL_PORT),
                          str(40 * MiB), env=ENV)
@@ -204,12 +194,8 @@ def test_established_path_survives_rendezvous_death(natlab: LabFactory,
 
 
 def test_outsiders_get_nothing(natlab: LabFactory, tmp_path: Path) -> None:
-    lab = natlab(["cone", "cone"])
-    tunnels = Tunnels(lab, tmp_path)
-    tunnels.start_rendezvous()
-    home_site, outsider_site = lab.sites
-    tunnels.service(home_site, "sha-sink", str(SERVICE_PORT))
-    tunnels.expose(home_site, "ssh-home")
+    tunnels, _, outsider_site = exposed(natlab, tmp_path, ["cone", "cone"], name="ssh-home")
+    lab = tunnels.lab
     proc = tunnels.connect(outsider_site, "ssh-home", home="mallory", network="evil")
     line = proc.expect_text("error:", timeout=30)
     assert "no node named 'ssh-home' in your network" in line
@@ -220,9 +206,8 @@ def test_outsiders_get_nothing(natlab: LabFactory, tmp_path: Path) -> None:
     assert "ssh-home" not in listing.stdout
 
 
-@pytest.mark.skipif(shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists(),
-                    reason="openssh-server is installed by .ci/run")
 def test_real_ssh_through_the_tunnel(natlab: LabFactory, tmp_path: Path) -> None:
+    assert Path("/usr/sbin/sshd").exists(), "install openssh-server (.ci/run does)"
     lab = natlab(["cone", "cone"])
     tunnels = Tunnels(lab, tmp_path)
     tunnels.start_rendezvous()
