@@ -25,6 +25,12 @@ PROBE_RTT_DURATION = 0.2  # seconds spent at the minimum window
 MIN_PIPE_PACKETS = 4  # the minimum window, in packets
 FULL_BW_GROWTH = 1.25  # bandwidth growth per round that means "still in STARTUP"
 FULL_BW_ROUNDS = 3  # rounds without such growth before the pipe counts as full
+# STARTUP also ends after a round that lost more than this fraction of what it delivered while
+# even its smallest RTT sample stood STARTUP_QUEUE_RTT above the minimum: loss with a standing
+# queue is the bottleneck overflowing. (BBR v2 exits on loss alone, which random loss on a
+# wireless hop would trigger at once; the round's minimum ignores delayed ACKs.)
+STARTUP_LOSS_RATE = 0.02
+STARTUP_QUEUE_RTT = 1.25
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
@@ -53,6 +59,9 @@ class Bbr:
         self.prior_cwnd = 0
         self._srtt = 0.0
         self._loss_in_cycle = False
+        self._round_lost = 0  # bytes lost in the current round
+        self._round_delivered = 0  # bytes delivered in the current round
+        self._round_min_rtt = float("inf")  # seconds; smallest RTT sample of the current round
 
     @property
     def cwnd(self) -> int:
@@ -136,17 +145,28 @@ class Bbr:
     ) -> None:
         self._srtt = rtt.smoothed
         self.delivered += sample.newly_acked
+        self._round_delivered += sample.newly_acked
+        self._round_min_rtt = min(self._round_min_rtt, rtt.latest)
         round_start = self._update_bandwidth(sample)
+        if round_start:
+            if (
+                self.state == STARTUP
+                and self._round_lost > STARTUP_LOSS_RATE * self._round_delivered
+                and self._round_min_rtt > STARTUP_QUEUE_RTT * self.min_rtt
+            ):
+                self.filled_pipe = True  # the queue overflowed: bandwidth found
+            self._round_lost = self._round_delivered = 0
+            self._round_min_rtt = float("inf")
         expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if rtt.latest <= self.min_rtt or expired:
             self.min_rtt = rtt.latest
             self.min_rtt_stamp = now
         if self.state == STARTUP and round_start:
             self._check_full_pipe(sample)
-            if self.filled_pipe:
-                self.state = DRAIN
-                self.pacing_gain = 1 / HIGH_GAIN
-                self.cwnd_gain = HIGH_GAIN
+        if self.state == STARTUP and self.filled_pipe:
+            self.state = DRAIN
+            self.pacing_gain = 1 / HIGH_GAIN
+            self.cwnd_gain = HIGH_GAIN
         if self.state == DRAIN and bytes_in_flight <= self._bdp(1.0):
             self._enter_probe_bw(now)
         if self.state == PROBE_BW:
@@ -193,6 +213,7 @@ class Bbr:
         # BBR v1 does not cut its rate on loss: random loss is not congestion. Loss only ends a
         # bandwidth probe early so a full queue is not pushed harder.
         self._loss_in_cycle = True
+        self._round_lost += sum(p.size for p in lost)
 
     def on_persistent_congestion(self, now: float) -> None:
         self.prior_cwnd = max(self.prior_cwnd, self._cwnd)
