@@ -208,14 +208,19 @@ def first_byte_since(port: int, started: float, timeout: float) -> float | None:
     return None
 
 
-def open_idle(port: int, count: int, max_failures: int = 0,
-              timeout: float = IO_TIMEOUT_S) -> tuple[list[socket.socket], int]:
+def open_idle(port: int, count: int, max_failures: int = 0, timeout: float = IO_TIMEOUT_S,
+              budget: float | None = None) -> tuple[list[socket.socket], int]:
     """`count` echo connections, each proven open end to end by one echoed byte, left idle,
-    and how many attempts failed on the way (LoadError once more than `max_failures` did)."""
+    and how many attempts failed on the way. LoadError once more than `max_failures` did, or
+    when they are not all open within `budget` seconds."""
     socks: list[socket.socket] = []
     failures = 0
+    give_up = None if budget is None else time.monotonic() + budget
     try:
         while len(socks) < count:
+            if give_up is not None and time.monotonic() > give_up:
+                raise LoadError(f"only {len(socks)} of {count} open after {budget:.0f} s "
+                                f"({failures} connects failed)")
             sock: socket.socket | None = None
             try:
                 sock = _connect(port, timeout=timeout)

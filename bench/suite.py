@@ -27,6 +27,7 @@ CONNECT_TIMEOUT_S = 5.0  # a connect slower than this counts as failed (hyperdht
 # One idle connect in this many may fail (hyperdht loses about one connect in six) before the
 # idle-streams measurement gives up.
 IDLE_FAILURES_TOLERATED = 4
+IDLE_BUDGET_S = 60.0  # opening the idle streams may take this long in all (~10 s is usual)
 COLD_TIMEOUT_S = 20.0  # a client not passing bytes 20 s after launch counts as failed
 
 
@@ -136,7 +137,7 @@ def _measure_idle(adapter: Adapter, port: int, result: PathResult, s: Settings,
     try:
         socks, result.idle_connect_failures = load.open_idle(
             port, s.idle_streams, max_failures=s.idle_streams // IDLE_FAILURES_TOLERATED,
-            timeout=CONNECT_TIMEOUT_S)
+            timeout=CONNECT_TIMEOUT_S, budget=IDLE_BUDGET_S)
         time.sleep(0.5)  # let the tunnel settle its per-stream buffers before reading memory
         result.idle_opened = len(socks)
         result.idle_rss_kib = {role: tree_memory_kib(c.pid) for role, c in procs.items()}

@@ -58,3 +58,5 @@ def test_a_dead_path_is_reported_not_hung() -> None:
             load.bulk(dead, 0.1, 1)
         with pytest.raises(load.LoadError, match="3 of 3 connections failed"):
             load.open_idle(dead, 5, max_failures=2)
+        with pytest.raises(load.LoadError, match="only 0 of 5 open after 0 s"):
+            load.open_idle(dead, 5, max_failures=10**6, budget=0.2)
