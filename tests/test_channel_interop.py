@@ -137,3 +137,30 @@ def test_address_change_at_one_second_then_every_five() -> None:
     result = exchange(interop_link(), size=4 * SIZE, seed=10, every=(0.5, rebind))
     assert result.intact and result.closed_cleanly
     assert result.sim.rebinds >= 2 and result.sim.stale_drops > 0
+
+
+def test_reordering_duplication_and_jitter() -> None:
+    link = interop_link(
+        loss=0.01, jitter=0.005, reorder=0.05, reorder_delay=0.02, duplicate=0.02
+    )
+    result = exchange(link, size=SIZE, seed=11)
+    assert result.intact and result.closed_cleanly
+    links = [r[0].stats for r in result.sim._routes if r is not None]
+    assert sum(s.duplicated for s in links) > 20
+    # duplicates are recognised by packet number and dropped before any frame is applied
+    assert result.client.stats().packets_dropped + result.server.stats().packets_dropped > 20
+
+
+def test_both_ends_close_at_once() -> None:
+    sim = Simulator(12)
+    client, server = Requester(b"x" * 100), Echoer()
+    a, b, ia, ib = channel_pair(sim, interop_link(), interop_link(), client, server)
+    client.on_wake(a, 0.0)
+    sim.start()
+    sim.run(5.0, stop=lambda: client.done)
+    a.close("client done")
+    b.close("server done")
+    sim.wake(ia)
+    sim.wake(ib)
+    sim.run(sim.now + 10.0)
+    assert a.is_closed and b.is_closed
