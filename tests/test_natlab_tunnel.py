@@ -275,3 +275,20 @@ def test_http_many_connections_and_udp(natlab: LabFactory, tmp_path: Path) -> No
                                port=LOCAL_PORT + 2))
     udp = tunnels.tool(laptop, "udp-ping", str(LOCAL_PORT + 2), "2000")
     assert int(str(udp["received"])) >= 1980, udp
+
+
+def test_port_restricted_cone_and_symmetric_meet_by_port_prediction(
+        natlab: LabFactory, tmp_path: Path) -> None:
+    """No announced port works here: the birthday paradox finds one (tunnel.birthday)."""
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["cone", "symmetric"])
+    ready_line(tunnels.connect(laptop, "box"), timeout=40)
+    started, direct = time.monotonic(), False
+    while not direct and time.monotonic() - started < 60:
+        time.sleep(1)
+        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
+            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        direct = bool(status and status[0]["peers"] and status[0]["peers"][0]["direct"])
+    assert direct, status
+    before = tunnels.rdv_bytes()
+    upload(tunnels, laptop, 4 * MiB)
+    assert tunnels.rdv_bytes() - before < MiB

@@ -25,6 +25,7 @@ from typing import Any
 from rendezvous import protocol as rp
 from tunnel import node_wire as nw
 from tunnel import rdvclient as rc
+from tunnel.birthday import SOCKETS, Opener, Prober
 from tunnel.channel import Channel
 from tunnel.channel_events import ChannelClosed, ChannelEvent
 from tunnel.device import Device
@@ -39,6 +40,7 @@ from tunnel.session_events import (
     PayloadReceived,
     SessionExpired,
 )
+from tunnel.spray import SpraySockets
 from tunnel.udp import Addr, Timer, UdpEndpoint, monotonic
 from tunnel.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD
 
@@ -93,6 +95,11 @@ class PeerLink:
     connected_at: float | None = None
     pings: dict[bytes, tuple[float, Addr, int]] = field(default_factory=dict)  # sent, to, size
     mtu: PathMtu = field(default_factory=PathMtu)
+    # Birthday-paradox punching (tunnel.birthday): at most one attempt per link.
+    birthday_tried: bool = False
+    opener: Opener | None = None
+    spray: SpraySockets | None = None
+    prober: Prober | None = None
     rtt: float | None = None
     initiation: bytes = b""  # our pending handshake initiation, re-sent to new probe targets
     relay_candidate: bool = False
@@ -135,11 +142,13 @@ class Node:
         self.rdv: rc.RendezvousClient | None = None
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
+        self.nat_mapping = "unknown"  # from a netcheck at start: how our NAT maps ports
         self.registered = asyncio.Event()
         self.rdv_events: list[Callable[[rc.Event], None]] = []
         self.on_new_link: Callable[[PeerLink], None] | None = None
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
+        self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}  # pseudo addr -> socket, addr
         self._flush_scheduled = False
         self._in_flush = False
         self._again = False
@@ -156,6 +165,20 @@ class Node:
         )
         self.rdv.start(monotonic())
         self.kick()
+        asyncio.get_running_loop().create_task(self._check_nat())
+
+    async def _check_nat(self) -> None:
+        """Learn how our NAT maps ports; port prediction needs to know which side randomizes."""
+        from tunnel.netcheck import netcheck
+
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, netcheck, self.options.rendezvous)
+        except OSError as exc:
+            log.debug("netcheck failed: %s", exc)
+            return
+        self.nat_mapping = result.mapping
+        log.info("this node's NAT mapping: %s", self.nat_mapping)
 
     def _lan_addresses(self) -> list[str]:
         """The address this host uses toward the rendezvous: its LAN candidate (no packet sent)."""
@@ -182,6 +205,9 @@ class Node:
         # Give the CLOSE frames a moment to leave; they are best effort, as in QUIC.
         await asyncio.sleep(0.05)
         self._timer.cancel()
+        for link in self.links.values():
+            if link.spray is not None:
+                link.spray.close()
         if self.udp is not None:
             self.udp.close()
 
@@ -276,6 +302,8 @@ class Node:
             # Padded pings probe the path's datagram size; the answer is small either way.
             txid = payload[1 : 1 + nw.TXID_SIZE]
             self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PONG, txid), addr, now)
+        elif kind == nw.PAYLOAD_BIRTHDAY:
+            self._start_probing(link, now)
         elif kind == nw.PAYLOAD_PONG and len(payload) == 1 + nw.TXID_SIZE:
             sent = link.pings.pop(payload[1:], None)
             if sent is not None:
@@ -357,8 +385,13 @@ class Node:
 
     def _send_queued(self) -> None:
         outbox, self._outbox = self._outbox, {}
-        if self.udp is not None:
-            for addr, batch in outbox.items():
+        if self.udp is None:
+            return
+        for addr, batch in outbox.items():
+            route = self._routes.get(addr) if self._routes else None
+            if route is not None:
+                route[0].send_batch(batch, route[1])  # an extra socket of a birthday punch
+            else:
                 self.udp.send_batch(batch, addr)
 
     def _seal_to(self, link: PeerLink, payload: bytes, addr: Addr, now: float) -> bool:
@@ -421,6 +454,10 @@ class Node:
         for link in self.links.values():
             deadlines.append(link.path.get_timer())
             deadlines.append(link.mtu.get_timer())
+            if link.opener is not None:
+                deadlines.append(link.opener.get_timer())
+            if link.prober is not None:
+                deadlines.append(link.prober.get_timer())
             if link.channel is not None:
                 deadlines.append(link.channel.get_timer())
         armed = [d for d in deadlines if d is not None]
@@ -518,6 +555,8 @@ class Node:
                 self.rdv.request_connect(link.name, now)
             link.repunch_at = now + link.repunch_interval
             link.repunch_interval = min(link.repunch_interval * 2, REPUNCH_MAX)
+        if established:
+            self._birthday(link, direct, now)
         channel = link.channel
         if channel is None:
             return
@@ -541,6 +580,73 @@ class Node:
             if datagram is not None:
                 self._send(datagram, addr)
         link.path.on_sent(now)
+
+    # --- port prediction (tunnel.birthday) -----------------------------------------------------
+
+    def _peer_public_ip(self, link: PeerLink) -> str | None:
+        for candidate in link.path.candidates.values():
+            if candidate.kind == Kind.PUBLIC:
+                return candidate.addr[0]
+        return None
+
+    def _birthday(self, link: PeerLink, direct: bool, now: float) -> None:
+        """Drive a birthday punch on either side: open and refresh, or probe, until it works."""
+        path = link.path.path
+        if (self.nat_mapping == "endpoint-dependent" and not link.birthday_tried
+                and path is not None and not path.direct):
+            public = next((c.addr for c in link.path.candidates.values()
+                           if c.kind == Kind.PUBLIC), None)
+            if public is not None:
+                link.birthday_tried = True
+                link.spray = SpraySockets(SOCKETS, public, self._on_datagram)
+                self._routes.update(link.spray.routes)
+                link.opener = Opener(now)
+                log.info("our NAT randomizes ports: %d extra sockets toward %s, asking %s to "
+                         "probe them", len(link.spray.sockets), public, fingerprint(link.static))
+                self._seal_to(link, bytes((nw.PAYLOAD_BIRTHDAY,)), relay_addr(link.static), now)
+        if link.opener is not None and link.spray is not None:
+            if direct or link.opener.expired(now):
+                self._end_spray(link)
+            elif link.opener.send_due(now):
+                for target in link.spray.targets():
+                    self._send_ping(link, target, now)
+        if link.prober is not None:
+            if direct:
+                link.prober.stop()
+            for addr in link.prober.due(now):
+                self._send_ping(link, addr, now)
+            if link.prober.stopped:
+                log.info("birthday probing of %s ended after %d pings (%s)",
+                         fingerprint(link.static), link.prober.sent,
+                         "direct path found" if direct else "no port answered")
+                link.prober = None
+
+    def _start_probing(self, link: PeerLink, now: float) -> None:
+        """The peer's NAT randomizes ports and it opened sockets to us: guess its ports."""
+        path = link.path.path
+        target = self._peer_public_ip(link)
+        if (link.prober is not None or target is None or self.nat_mapping == "endpoint-dependent"
+                or (path is not None and path.direct)):
+            return  # already probing, nowhere to probe, or both sides randomize: no chance
+        link.prober = Prober(target, now, os.urandom)
+        log.info("probing random ports of %s for %s (birthday punch)", target,
+                 fingerprint(link.static))
+
+    def _end_spray(self, link: PeerLink) -> None:
+        assert link.spray is not None
+        path = link.path.path
+        winner = path.addr if path is not None and path.direct else None
+        for pseudo in link.spray.routes:
+            self._routes.pop(pseudo, None)
+        if winner is not None and winner in link.spray.routes:
+            link.spray.keep_only(winner)
+            self._routes.update(link.spray.routes)
+            log.info("birthday punch to %s succeeded through %s", fingerprint(link.static),
+                     winner)
+        else:
+            link.spray.close()
+            link.spray = None
+        link.opener = None
 
     # --- status -------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ Every transport payload starts with one byte saying what it carries:
 | 0x00 | channel packet          | the reliable channel's packet (`tunnel.channel`)        |
 | 0x01 | path ping               | tx id (8 B)                                             |
 | 0x02 | path pong               | tx id (8 B)                                             |
+| 0x03 | birthday request        | (empty) "my NAT randomizes ports; I opened sockets to   |
+|      |                         | you: ping random ports of my address" (`tunnel.birthday`)|
 
 Path pings test a candidate path (see `tunnel.punch`); they are encrypted and authenticated like
 everything else, so an outsider cannot fake a working path.
@@ -28,6 +30,7 @@ import struct
 PAYLOAD_CHANNEL = 0x00
 PAYLOAD_PING = 0x01
 PAYLOAD_PONG = 0x02
+PAYLOAD_BIRTHDAY = 0x03
 TXID_SIZE = 8
 
 FORWARD_VERSION = 1

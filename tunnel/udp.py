@@ -74,6 +74,12 @@ class UdpEndpoint:
     @classmethod
     async def open(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None],
                    on_batch: Callable[[], None] | None = None) -> UdpEndpoint:
+        return cls.bind(bind, on_datagram, on_batch)
+
+    @classmethod
+    def bind(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None],
+             on_batch: Callable[[], None] | None = None) -> UdpEndpoint:
+        """Bind a socket now (inside a running loop) and start reading it."""
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)

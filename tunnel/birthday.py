@@ -1,0 +1,90 @@
+"""Port prediction for a port-randomizing ("symmetric") NAT: the birthday paradox (sans-IO).
+
+After hyperdht's `holepuncher.js`. When one side's NAT gives every destination a fresh random
+port, the other side cannot know where to send. So the randomizing side opens `SOCKETS` extra
+sockets and sends one authenticated packet from each to the other side's public endpoint: its NAT
+now holds `SOCKETS` random mappings, each open to that one endpoint. The other side, behind an
+endpoint-independent NAT, sends authenticated pings to random ports of the randomizing side's
+public address. Each ping hits an open mapping with chance SOCKETS / PORTS (256 / 64,512 = 0.4 %),
+so 1,750 pings find one with probability 1 - (1 - 0.004)^1750 = 99.9 %; at `PROBE_RATE` that is
+35 s at most and about 5 s on average. The first ping that gets through is answered, both sides
+learn the path from authenticated packets, and it replaces the relay. Two randomizing NATs
+cannot meet this way (each side's guess would need the other's), so that case is not attempted.
+
+The two sides coordinate through the relay, which is why this runs only once a relayed session
+exists: the randomizing side asks with a `PAYLOAD_BIRTHDAY` message after opening its sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Addr = tuple[str, int]
+
+SOCKETS = 256  # extra sockets on the randomizing side (hyperdht: 256)
+PROBE_RATE = 50.0  # pings per second from the other side: ~1,750 over DURATION (hyperdht)
+DURATION = 35.0  # s; the whole attempt, after which the relay simply stays in use
+PORTS = (1024, 65535)  # where a randomizing NAT picks its ports (Linux's --random-fully range)
+REFRESH = 15.0  # s; resend from every extra socket, so mappings outlive DURATION (UDP: 30 s)
+MAX_BURST = 20  # pings sent in one go after a stall (a late timer must not flood)
+
+
+def random_port(rng: Callable[[int], bytes]) -> int:
+    low, high = PORTS
+    return low + int.from_bytes(rng(4), "big") % (high - low + 1)
+
+
+@dataclass
+class Prober:
+    """The endpoint-independent side: pings random ports of `target_ip` at a steady rate."""
+
+    target_ip: str
+    started: float
+    rng: Callable[[int], bytes]
+    sent: int = 0
+    stopped: bool = False
+
+    def due(self, now: float) -> list[Addr]:
+        if self.stopped or now - self.started > DURATION:
+            self.stopped = True
+            return []
+        allowed = int((now - self.started) * PROBE_RATE) + 1 - self.sent
+        count = max(0, min(allowed, MAX_BURST))
+        self.sent += count
+        return [(self.target_ip, random_port(self.rng)) for _ in range(count)]
+
+    def get_timer(self) -> float | None:
+        if self.stopped:
+            return None
+        return min(self.started + self.sent / PROBE_RATE, self.started + DURATION + 0.001)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@dataclass
+class Opener:
+    """The randomizing side: when to (re)send from every extra socket, and when to give up."""
+
+    started: float
+    last_sent: float | None = None
+    stopped: bool = False
+
+    def send_due(self, now: float) -> bool:
+        if self.stopped or now - self.started > DURATION + REFRESH:
+            return False
+        if self.last_sent is None or now - self.last_sent >= REFRESH:
+            self.last_sent = now
+            return True
+        return False
+
+    def expired(self, now: float) -> bool:
+        return self.stopped or now - self.started > DURATION + REFRESH
+
+    def get_timer(self) -> float | None:
+        if self.stopped:
+            return None
+        if self.last_sent is None:
+            return self.started
+        return min(self.last_sent + REFRESH, self.started + DURATION + REFRESH + 0.001)
