@@ -11,6 +11,7 @@ deterministic for a seed; wall time is only what the simulation costs.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from collections import deque
@@ -42,7 +43,8 @@ def cpu_cost(total: int = 32 * 1024 * 1024, rtt: float = 0.01) -> float:
     included): two channels on a lossless 10 ms path with no rate limit, the receiver reading
     everything. One `process_time` pair around the whole loop (a call costs ~1 us here, too
     much to wrap each channel call); the loop's own deque work is a few percent of it."""
-    a, b = Channel(True), Channel(False)
+    rng = random.Random(1).randbytes
+    a, b = Channel(True, rng=rng), Channel(False, rng=rng)
     sid = a.open_stream()
     block = memoryview(bytes(65536))
     now, packets, received, offset = 0.0, 0, 0, 0

@@ -489,6 +489,7 @@ def channel_pair(
     **channel_options: object,
 ) -> tuple[Channel, Channel, int, int]:
     """A client (a) and server (b) channel joined by two links; returns (a, b, index a, index b)."""
+    channel_options.setdefault("rng", random.Random(sim.rng.getrandbits(64)).randbytes)
     a = Channel(True, **channel_options)  # type: ignore[arg-type]
     b = Channel(False, **channel_options)  # type: ignore[arg-type]
     ea: Endpoint = ChannelEndpoint(a, app_a)
@@ -563,8 +564,9 @@ def goodput_fraction(
     sinks: list[FlowApp] = []
     for _ in range(flows):
         source, sink = FlowApp(send=True), FlowApp()
-        a = Channel(True, congestion=congestion)
-        b = Channel(False, congestion=congestion)
+        rng = random.Random(sim.rng.getrandbits(64)).randbytes  # seeded: runs repeat exactly
+        a = Channel(True, congestion=congestion, rng=rng)
+        b = Channel(False, congestion=congestion, rng=rng)
         ia, ib = sim.add(ChannelEndpoint(a, source)), sim.add(ChannelEndpoint(b, sink))
         sim.route(ia, forward, ib)
         sim.route(ib, backward, ia)

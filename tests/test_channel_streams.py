@@ -29,6 +29,12 @@ from tunnel.channel_events import (
     StreamWritable,
 )
 
+
+def channel(is_client: bool, **options: float) -> Channel:
+    """A channel with a seeded rng (BBR's probing phase), so every run is the same."""
+    return Channel(is_client, rng=random.Random(7).randbytes, **options)  # type: ignore[arg-type]
+
+
 LINK = LinkConfig(rate_bps=50e6, delay=0.01, queue_packets=200)
 
 
@@ -74,7 +80,7 @@ def test_hundred_streams_at_once_each_intact() -> None:
     sim = Simulator(3)
     payload = random.Random(3).randbytes(100 * 20_000)
     sender, receiver = BulkApp(payload=payload, streams=100), BulkApp()
-    a, b = Channel(True), Channel(False)
+    a, b = channel(True), channel(False)
     lossy = LinkConfig(rate_bps=50e6, delay=0.01, loss=0.02, queue_packets=200)
     ia = sim.add(SizeCheckedEndpoint(a, sender))
     ib = sim.add(SizeCheckedEndpoint(b, receiver))
@@ -131,7 +137,7 @@ def test_slow_reader_bounds_memory_and_resumes() -> None:
 
 
 def test_half_close_then_reply() -> None:
-    a, b = Channel(True), Channel(False)
+    a, b = channel(True), channel(False)
     sid = a.open_stream()
     a.write(sid, b"request")
     a.shutdown_write(sid)
@@ -147,7 +153,7 @@ def test_half_close_then_reply() -> None:
 
 
 def test_reset_stream_discards_and_frees_credit() -> None:
-    a, b = Channel(True), Channel(False)
+    a, b = channel(True), channel(False)
     sid = a.open_stream()
     a.write(sid, b"x" * 500_000)
     now = pump(a, b, 0.0)
@@ -168,7 +174,7 @@ def test_reset_stream_discards_and_frees_credit() -> None:
 
 
 def test_stop_reading_resets_the_peer() -> None:
-    a, b = Channel(True), Channel(False)
+    a, b = channel(True), channel(False)
     sid = a.open_stream()
     a.write(sid, b"y" * 10_000)
     now = pump(a, b, 0.0)
@@ -180,7 +186,7 @@ def test_stop_reading_resets_the_peer() -> None:
 
 
 def test_datagrams_unreliable_and_bounded() -> None:
-    a, b = Channel(True), Channel(False)
+    a, b = channel(True), channel(False)
     assert not a.send_datagram(b"z" * (a.max_datagram_size + 1))
     sent = [bytes([i]) * 100 for i in range(50)]
     assert all(a.send_datagram(d) for d in sent)
@@ -192,7 +198,7 @@ def test_datagrams_unreliable_and_bounded() -> None:
 
 
 def test_loss_on_one_stream_does_not_stall_another() -> None:
-    a2, b2 = Channel(True), Channel(False)
+    a2, b2 = channel(True), channel(False)
     s1, s2 = a2.open_stream(), a2.open_stream()
     a2.write(s1, b"A" * 2000)
     packets = a2.packets_to_send(0.0)
@@ -211,14 +217,14 @@ def test_loss_on_one_stream_does_not_stall_another() -> None:
 
 
 def test_stream_limits() -> None:
-    a, b = Channel(True, max_streams=4), Channel(False, max_streams=4)
+    a, b = channel(True, max_streams=4), channel(False, max_streams=4)
     pump(a, b, 0.0)
     # our own limit comes from the peer (default 256 until it says otherwise)
     forged = fr.encode_packet(0, [fr.StreamFrame(2 * 10, 0, b"x", False)])  # client id 20
     b.receive_packet(forged, 0.0)
     closed = [e for e in events(b) if isinstance(e, ChannelClosed)]
     assert closed and closed[0].error_code == STREAM_LIMIT_ERROR
-    c = Channel(True)
+    c = channel(True)
     for _ in range(256):
         c.open_stream()
     try:
@@ -230,7 +236,7 @@ def test_stream_limits() -> None:
 
 
 def test_finished_streams_raise_the_limit() -> None:
-    a, b = Channel(True, max_streams=3), Channel(False, max_streams=3)
+    a, b = channel(True, max_streams=3), channel(False, max_streams=3)
     now = 0.0
     for _round in range(4):
         for _ in range(3):
@@ -251,7 +257,7 @@ def test_finished_streams_raise_the_limit() -> None:
 
 
 def test_idle_timeout_closes() -> None:
-    a = Channel(True, idle_timeout=5.0)
+    a = channel(True, idle_timeout=5.0)
     sid = a.open_stream()
     a.write(sid, b"hello")
     now = 0.0
@@ -269,7 +275,7 @@ def test_idle_timeout_closes() -> None:
 
 
 def test_flow_control_violation_closes_with_error() -> None:
-    b = Channel(False)
+    b = channel(False)
     frame = fr.StreamFrame(0, INITIAL_STREAM_WINDOW, b"x", False)  # one byte past the credit
     b.receive_packet(fr.encode_packet(0, [frame]), 0.0)
     closed = [e for e in events(b) if isinstance(e, ChannelClosed)]
@@ -281,8 +287,8 @@ def test_flow_control_violation_closes_with_error() -> None:
 
 def test_writable_event_after_backpressure() -> None:
     # the send buffer holds max(stream_send_buffer, 2 x the peer's stream credit)
-    a = Channel(True, stream_send_buffer=10_000, stream_window=5_000)
-    b = Channel(False, stream_send_buffer=10_000, stream_window=5_000)
+    a = channel(True, stream_send_buffer=10_000, stream_window=5_000)
+    b = channel(False, stream_send_buffer=10_000, stream_window=5_000)
     sid = a.open_stream()
     assert a.write(sid, b"w" * 20_000) == 10_000
     received = b""

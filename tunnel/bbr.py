@@ -12,6 +12,7 @@ DRAIN (empty the queue STARTUP built), PROBE_BW (gain cycle 1.25, 0.75, 1 x 6), 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from .channel_constants import INITIAL_WINDOW_PACKETS
 from .recovery import RateSample, RttEstimator, SentPacket
@@ -36,8 +37,11 @@ STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt
 
 
 class Bbr:
-    def __init__(self, max_datagram_size: int) -> None:
+    def __init__(
+        self, max_datagram_size: int, rng: Callable[[int], bytes] | None = None
+    ) -> None:
         self.mss = max_datagram_size
+        self._rng = rng
         self._cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
         self.state = STARTUP
         self.pacing_gain = HIGH_GAIN
@@ -115,8 +119,10 @@ class Bbr:
     def _enter_probe_bw(self, now: float) -> None:
         self.state = PROBE_BW
         self.cwnd_gain = CWND_GAIN
-        # start in a cruising phase (index 2..7) as the draft suggests, deterministically
-        self.cycle_index = 2 + self.round_count % 6
+        # start in a random cruising phase (index 2..7) as the draft suggests, so flows sharing
+        # a bottleneck do not probe in lockstep; the injected rng keeps tests deterministic
+        offset = self._rng(1)[0] if self._rng is not None else self.round_count
+        self.cycle_index = 2 + offset % 6
         self.pacing_gain = PROBE_BW_GAINS[self.cycle_index]
         self.cycle_stamp = now
 

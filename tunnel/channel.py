@@ -137,7 +137,7 @@ class Channel:
         self._state = OPEN
         self._events: deque[ChannelEvent] = deque()
         self._queued_datagram_events = 0
-        self._cc = create_controller(congestion, max_packet_size)
+        self._cc = create_controller(congestion, max_packet_size, rng)
         self._recovery = LossRecovery(self._cc, MAX_ACK_DELAY)
         self._pacer = Pacer(max_packet_size)
         self._next_pn = 0

@@ -9,6 +9,8 @@ Windowed controllers pace at 1.25 x cwnd / srtt (RFC 9002 §7.7).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .bbr import Bbr
 from .channel_constants import (
     INITIAL_WINDOW_PACKETS,
@@ -149,12 +151,15 @@ class Cubic(NewReno):
 CONTROLLERS = ("bbr", "cubic", "newreno")
 
 
-def create_controller(name: str, max_datagram_size: int) -> CongestionController:
-    """`name` is one of CONTROLLERS (the config's `congestion:` setting)."""
+def create_controller(
+    name: str, max_datagram_size: int, rng: Callable[[int], bytes] | None = None
+) -> CongestionController:
+    """`name` is one of CONTROLLERS (the config's `congestion:` setting); `rng` randomises
+    BBR's probing phase."""
     if name == "newreno":
         return NewReno(max_datagram_size)
     if name == "cubic":
         return Cubic(max_datagram_size)
     if name == "bbr":
-        return Bbr(max_datagram_size)
+        return Bbr(max_datagram_size, rng)
     raise ValueError(f"unknown congestion controller {name!r}; choose one of {CONTROLLERS}")
