@@ -31,6 +31,7 @@ SHELL_MODULES = {
     "tunnel.control",
     "tunnel.api",
     "tunnel.runtime",
+    "tunnel.spray",
     "tunnel.pins",
     "tunnel.netcheck",
     "rendezvous.server",

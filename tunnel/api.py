@@ -32,8 +32,9 @@ from tunnel.errors import UserError
 from tunnel.forward import ExposedService, Forwarder, StreamBridge, UdpListener
 from tunnel.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.netkeys import fingerprint
-from tunnel.node import Node, NodeOptions, PeerLink
+from tunnel.node import Node, NodeOptions
 from tunnel.node_wire import encode_open
+from tunnel.peerlink import PeerLink
 from tunnel.pins import PinMismatch, PinStore
 from tunnel.udp import monotonic
 

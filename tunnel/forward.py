@@ -33,7 +33,8 @@ from tunnel.channel_events import (
     StreamWritable,
 )
 from tunnel.netkeys import fingerprint
-from tunnel.node import Node, PeerLink
+from tunnel.node import Node
+from tunnel.peerlink import PeerLink
 from tunnel.udp import Addr, monotonic
 
 log = logging.getLogger(__name__)

@@ -19,19 +19,27 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rendezvous import protocol as rp
 from tunnel import node_wire as nw
 from tunnel import rdvclient as rc
-from tunnel.birthday import SOCKETS, Opener, Prober
 from tunnel.channel import Channel
 from tunnel.channel_events import ChannelClosed, ChannelEvent
 from tunnel.device import Device
 from tunnel.identity import Identity
 from tunnel.netkeys import fingerprint, handshake_psk
-from tunnel.pmtu import PathMtu
+from tunnel.peerlink import (
+    CHANNEL_HEADER,
+    REPUNCH_FIRST,
+    REPUNCH_MAX,
+    PeerLink,
+    channel_budget,
+    is_relay,
+    relay_addr,
+    relay_peer,
+)
 from tunnel.punch import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.session import SessionConfig
 from tunnel.session_events import (
@@ -40,34 +48,11 @@ from tunnel.session_events import (
     PayloadReceived,
     SessionExpired,
 )
-from tunnel.spray import SpraySockets
+from tunnel.spray import BirthdayPunch
 from tunnel.udp import Addr, Timer, UdpEndpoint, monotonic
 from tunnel.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD
 
 log = logging.getLogger(__name__)
-
-CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
-RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
-
-
-def channel_budget(datagram_size: int, relayed: bool) -> int:
-    """Largest channel packet that fits a UDP payload of `datagram_size` on this path."""
-    return datagram_size - TRANSPORT_OVERHEAD - CHANNEL_HEADER - (RELAY_OVERHEAD if relayed else 0)
-RELAY_HOST = "relay"  # pseudo address of "through the rendezvous", one per peer
-# Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
-# rebooted onto new ports): after this long, then doubling up to the cap (seconds).
-REPUNCH_FIRST = 3.0
-REPUNCH_MAX = 60.0
-
-
-def relay_addr(peer: bytes) -> Addr:
-    return (f"{RELAY_HOST}:{peer.hex()}", 0)
-
-
-def is_relay(addr: Addr) -> bool:
-    # Port 0 is never a real source port: test it first, the string only for pseudo addresses.
-    return addr[1] == 0 and addr[0].startswith(RELAY_HOST + ":")
-
 
 @dataclass
 class NodeOptions:
@@ -80,50 +65,6 @@ class NodeOptions:
     keepalive: float = 25.0
     direct_only: bool = False
     congestion: str = "bbr"
-
-
-@dataclass
-class PeerLink:
-    """Everything about one peer: name, paths, channel, and who listens to its events."""
-
-    static: bytes
-    path: PathManager
-    name: str | None = None
-    channel: Channel | None = None
-    incarnation: bytes = b""
-    peer_incarnation: bytes = bytes(4)
-    connected_at: float | None = None
-    pings: dict[bytes, tuple[float, Addr, int]] = field(default_factory=dict)  # sent, to, size
-    mtu: PathMtu = field(default_factory=PathMtu)
-    # Birthday-paradox punching (tunnel.birthday): at most one attempt per link.
-    birthday_tried: bool = False
-    opener: Opener | None = None
-    spray: SpraySockets | None = None
-    prober: Prober | None = None
-    rtt: float | None = None
-    initiation: bytes = b""  # our pending handshake initiation, re-sent to new probe targets
-    relay_candidate: bool = False
-    repunch_at: float = 0.0
-    repunch_interval: float = REPUNCH_FIRST
-    on_event: Callable[[PeerLink, ChannelEvent], None] | None = None
-    on_change: list[Callable[[PeerLink], None]] = field(default_factory=list)
-
-    def last_rtt(self) -> float | None:
-        return self.rtt
-
-    @property
-    def ready(self) -> bool:
-        return self.channel is not None and self.channel.is_open and self.path.path is not None
-
-    def describe_path(self) -> str:
-        path = self.path.path
-        if path is None:
-            return "no path"
-        rtt = f", rtt {self.rtt * 1e3:.1f} ms" if self.rtt is not None else ""
-        if not path.direct:
-            return f"relay via rendezvous{rtt}"
-        assert path.addr is not None
-        return f"direct {path.kind.name.lower()} {path.addr[0]}:{path.addr[1]}{rtt}"
 
 
 class Node:
@@ -149,6 +90,7 @@ class Node:
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
         self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}  # pseudo addr -> socket, addr
+        self.birthday = BirthdayPunch(self)
         self._flush_scheduled = False
         self._in_flush = False
         self._again = False
@@ -303,7 +245,7 @@ class Node:
             txid = payload[1 : 1 + nw.TXID_SIZE]
             self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PONG, txid), addr, now)
         elif kind == nw.PAYLOAD_BIRTHDAY:
-            self._start_probing(link, now)
+            self.birthday.on_request(link, now)
         elif kind == nw.PAYLOAD_PONG and len(payload) == 1 + nw.TXID_SIZE:
             sent = link.pings.pop(payload[1:], None)
             if sent is not None:
@@ -373,8 +315,7 @@ class Node:
         if is_relay(addr):
             if self.rdv is None:
                 return
-            peer = bytes.fromhex(addr[0][len(RELAY_HOST) + 1 :])
-            data, addr = self.rdv.wrap_relay(peer, data), self.rdv.server
+            data, addr = self.rdv.wrap_relay(relay_peer(addr), data), self.rdv.server
         batch = self._outbox.get(addr)
         if batch is None:
             self._outbox[addr] = [data]
@@ -556,7 +497,7 @@ class Node:
             link.repunch_at = now + link.repunch_interval
             link.repunch_interval = min(link.repunch_interval * 2, REPUNCH_MAX)
         if established:
-            self._birthday(link, direct, now)
+            self.birthday.drive(link, direct, now)
         channel = link.channel
         if channel is None:
             return
@@ -581,104 +522,18 @@ class Node:
                 self._send(datagram, addr)
         link.path.on_sent(now)
 
-    # --- port prediction (tunnel.birthday) -----------------------------------------------------
-
-    def _peer_public_ip(self, link: PeerLink) -> str | None:
-        for candidate in link.path.candidates.values():
-            if candidate.kind == Kind.PUBLIC:
-                return candidate.addr[0]
-        return None
-
-    def _birthday(self, link: PeerLink, direct: bool, now: float) -> None:
-        """Drive a birthday punch on either side: open and refresh, or probe, until it works."""
-        path = link.path.path
-        if (self.nat_mapping == "endpoint-dependent" and not link.birthday_tried
-                and path is not None and not path.direct):
-            public = next((c.addr for c in link.path.candidates.values()
-                           if c.kind == Kind.PUBLIC), None)
-            if public is not None:
-                link.birthday_tried = True
-                link.spray = SpraySockets(SOCKETS, public, self._on_datagram)
-                self._routes.update(link.spray.routes)
-                link.opener = Opener(now)
-                log.info("our NAT randomizes ports: %d extra sockets toward %s, asking %s to "
-                         "probe them", len(link.spray.sockets), public, fingerprint(link.static))
-                self._seal_to(link, bytes((nw.PAYLOAD_BIRTHDAY,)), relay_addr(link.static), now)
-        if link.opener is not None and link.spray is not None:
-            if direct or link.opener.expired(now):
-                self._end_spray(link)
-            elif link.opener.send_due(now):
-                for target in link.spray.targets():
-                    self._send_ping(link, target, now)
-        if link.prober is not None:
-            if direct:
-                link.prober.stop()
-            for addr in link.prober.due(now):
-                self._send_ping(link, addr, now)
-            if link.prober.stopped:
-                log.info("birthday probing of %s ended after %d pings (%s)",
-                         fingerprint(link.static), link.prober.sent,
-                         "direct path found" if direct else "no port answered")
-                link.prober = None
-
-    def _start_probing(self, link: PeerLink, now: float) -> None:
-        """The peer's NAT randomizes ports and it opened sockets to us: guess its ports."""
-        path = link.path.path
-        target = self._peer_public_ip(link)
-        if (link.prober is not None or target is None or self.nat_mapping == "endpoint-dependent"
-                or (path is not None and path.direct)):
-            return  # already probing, nowhere to probe, or both sides randomize: no chance
-        link.prober = Prober(target, now, os.urandom)
-        log.info("probing random ports of %s for %s (birthday punch)", target,
-                 fingerprint(link.static))
-
-    def _end_spray(self, link: PeerLink) -> None:
-        assert link.spray is not None
-        path = link.path.path
-        winner = path.addr if path is not None and path.direct else None
-        for pseudo in link.spray.routes:
-            self._routes.pop(pseudo, None)
-        if winner is not None and winner in link.spray.routes:
-            link.spray.keep_only(winner)
-            self._routes.update(link.spray.routes)
-            log.info("birthday punch to %s succeeded through %s", fingerprint(link.static),
-                     winner)
-        else:
-            link.spray.close()
-            link.spray = None
-        link.opener = None
-
     # --- status -------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         now = monotonic()
-        peers = []
-        for link in self.links.values():
-            stats = link.channel.stats() if link.channel is not None else None
-            peers.append({
-                "name": link.name,
-                "fingerprint": fingerprint(link.static),
-                "path": link.describe_path(),
-                "direct": bool(link.path.path and link.path.path.direct),
-                "rtt_ms": None if link.rtt is None else round(link.rtt * 1e3, 3),
-                "bytes_sent": stats.stream_bytes_sent if stats else 0,
-                "bytes_received": stats.stream_bytes_received if stats else 0,
-                "open_streams": stats.open_streams if stats else 0,
-                "connected_for_s": None if link.connected_at is None
-                else round(now - link.connected_at, 1),
-                "candidates": [
-                    {"addr": f"{r.addr[0]}:{r.addr[1]}", "kind": r.kind, "probes": r.probes_sent,
-                     "working": r.working, "rtt_ms": r.rtt_ms}
-                    for r in link.path.report(now)
-                ],
-            })
         return {
             "pid": os.getpid(),
             "fingerprint": fingerprint(self.options.identity.public),
             "names": list(self.options.names),
             "public_endpoint": None if self.public_endpoint is None
             else f"{self.public_endpoint[0]}:{self.public_endpoint[1]}",
+            "nat_mapping": self.nat_mapping,
             "uptime_s": round(now - self.started, 1),
-            "peers": peers,
+            "peers": [link.status(now) for link in self.links.values()],
             "drops": {k: v for k, v in dataclasses.asdict(self.device.counters).items() if v},
         }

@@ -12,7 +12,7 @@ from tunnel.api import Tunnel
 from tunnel.context import Context
 from tunnel.control import query, running
 from tunnel.errors import UserError
-from tunnel.node import PeerLink
+from tunnel.peerlink import PeerLink
 from tunnel.runtime import add_node_options, build_tunnel
 from tunnel.udp import monotonic
 
