@@ -66,7 +66,11 @@ class Exposed:
                 "refused": self.service.refused}
 
     async def close(self) -> None:
-        self.tunnel.forwarder.services.pop(self.service.name, None)
+        """Stop exposing: refuse new streams and give the name back at the rendezvous."""
+        if self.tunnel.forwarder.services.pop(self.service.name, None) is not None:
+            self.tunnel.node.remove_name(self.service.name)
+        if self in self.tunnel.exposed:
+            self.tunnel.exposed.remove(self)
 
 
 class Connection:

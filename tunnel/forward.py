@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from tunnel import node_wire as nw
 from tunnel.channel import Channel
@@ -291,6 +291,7 @@ class Forwarder:
         self.udp_flows: dict[tuple[bytes, str, int], UdpFlowSocket] = {}
         node.on_new_link = self._adopt
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _adopt(self, link: PeerLink) -> None:
         link.on_event = self.dispatch
@@ -366,9 +367,7 @@ class Forwarder:
         service.streams += 1
         bridge = StreamBridge(self)
         bridge.attach(incoming.link, incoming.stream_id)
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._dial(service, bridge, rest))
-        task.add_done_callback(lambda _t: None)
+        self._spawn(self._dial(service, bridge, rest))
 
     async def _dial(self, service: ExposedService, bridge: StreamBridge, rest: bytes) -> None:
         loop = asyncio.get_running_loop()
@@ -422,13 +421,24 @@ class Forwarder:
             if sum(1 for k in self.udp_flows if k[1] == name) >= MAX_UDP_FLOWS:
                 return
             sock = self.udp_flows[key] = UdpFlowSocket(self, link, name, flow)
-            loop = asyncio.get_running_loop()
-            created = sock
-            task = loop.create_task(
-                loop.create_datagram_endpoint(lambda: created, remote_addr=service.target)
-            )
-            task.add_done_callback(lambda t: t.exception() and self.udp_flows.pop(key, None))
+            self._spawn(self._open_flow(key, sock, service.target))
         sock.send(payload)
+
+    async def _open_flow(self, key: tuple[bytes, str, int], sock: UdpFlowSocket,
+                         target: Addr) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_datagram_endpoint(lambda: sock, remote_addr=target)
+        except OSError as exc:
+            log.warning("%s: cannot reach UDP service %s:%d: %s", sock.name, *target,
+                        exc.strerror or exc)
+            self.udp_flows.pop(key, None)
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run a task and keep a reference until it ends (the loop holds only weak ones)."""
+        task = asyncio.get_running_loop().create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _sweep_udp(self) -> None:
         while True:

@@ -84,6 +84,7 @@ class Node:
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
         self.nat_mapping = "unknown"  # from a netcheck at start: how our NAT maps ports
+        self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         self.rdv_events: list[Callable[[rc.Event], None]] = []
         self.on_new_link: Callable[[PeerLink], None] | None = None
@@ -107,7 +108,7 @@ class Node:
         )
         self.rdv.start(monotonic())
         self.kick()
-        asyncio.get_running_loop().create_task(self._check_nat())
+        self._nat_check = asyncio.get_running_loop().create_task(self._check_nat())
 
     async def _check_nat(self) -> None:
         """Learn how our NAT maps ports; port prediction needs to know which side randomizes."""
@@ -147,6 +148,8 @@ class Node:
         # Give the CLOSE frames a moment to leave; they are best effort, as in QUIC.
         await asyncio.sleep(0.05)
         self._timer.cancel()
+        if self._nat_check is not None:
+            self._nat_check.cancel()
         for link in self.links.values():
             if link.spray is not None:
                 link.spray.close()
