@@ -289,3 +289,15 @@ def test_rendezvous_given_by_host_name(tmp_path: Path) -> None:
             await unknown.connect("named", free_port())
 
     run(tmp_path, body)
+
+
+def test_closing_an_exposed_service_gives_the_name_back(tmp_path: Path) -> None:
+    async def body(w: World) -> None:
+        first, second = w.tunnel(), w.tunnel()
+        exposed = await first.expose(free_port(), "web")
+        await exposed.close()
+        await second.expose(free_port(), "web")  # would be refused while `first` held it
+        assert [e.stats()["name"] for e in second.exposed] == ["web"]
+        assert first.exposed == []
+
+    run(tmp_path, body)
