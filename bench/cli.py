@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": settings.rounds, "bulk_seconds": settings.bulk_seconds,
                      "round_trips": settings.round_trips, "connects": settings.connects,
                      "idle_streams": settings.idle_streams, "parallel": settings.parallel,
+                     "natlab_rounds": settings.natlab_rounds if args.natlab else None,
                      "quick": args.quick, "only": keys},
         "paths": summaries,
         "ratios": report.ratios(summaries),

@@ -223,7 +223,8 @@ def now_utc() -> str:
 def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
     """bench/results/README.md: the latest full run on this machine."""
     m = doc["machine"]
-    tools = ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)
+    tools = ", ".join(v if v.lower().startswith(k) else f"{k} {v}"
+                      for k, v in m["tools"].items() if v)
     summaries = doc["paths"]
     parts = [
         "# Benchmark results: latest full run",
@@ -245,7 +246,7 @@ def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
         "(median); `cold ms`: launching a fresh tunnel client to the first echoed byte. "
         "`CPU s/GiB`: CPU seconds of the path's processes per GiB moved in the bulk runs. "
         "`idle MiB`: memory (PSS, so socat's forks do not count shared pages "
-        f"1,000 times) of the path's processes with {doc['settings']['idle_streams']} idle "
+        f"1,000 times) of the path's processes with {doc['settings']['idle_streams']:,} idle "
         "streams open.",
         "",
         *[f"- {line}" for line in notes(summaries)],
@@ -260,7 +261,19 @@ def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
         "",
     ]
     if natlab_table:
-        parts += ["## NAT lab: goodput over a lossy path", "", natlab_table, ""]
+        rounds = doc["settings"].get("natlab_rounds")
+        parts += [
+            "## NAT lab: goodput over a lossy path",
+            "",
+            "One TCP connection for "
+            f"{doc['settings']['bulk_seconds'] + 1:.0f} s from namespace A to the sink in B "
+            "through router namespace R, where nftables drops that share of every forwarded "
+            "packet at random (both directions)"
+            + (f"; median of {rounds} alternating rounds." if rounds else "."),
+            "",
+            natlab_table,
+            "",
+        ]
     parts += ["Plots: `throughput.png`, `latency_cdf.png`, `goodput_loss.png`; "
               "raw numbers: `results.json`.", ""]
     return "\n".join(parts)

@@ -27,7 +27,7 @@ CONNECT_TIMEOUT_S = 5.0  # a connect slower than this counts as failed (hyperdht
 # One idle connect in this many may fail (hyperdht loses about one connect in six) before the
 # idle-streams measurement gives up.
 IDLE_FAILURES_TOLERATED = 4
-IDLE_BUDGET_S = 60.0  # opening the idle streams may take this long in all (~10 s is usual)
+IDLE_BUDGET_S = 30.0  # opening the idle streams may take this long in all (~10 s is usual)
 COLD_TIMEOUT_S = 20.0  # a client not passing bytes 20 s after launch counts as failed
 
 
