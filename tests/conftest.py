@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
+from loopback import free_udp_pair
 from natlab import Lab, reap_stale_labs, require_netns
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------
@@ -32,3 +38,27 @@ def natlab() -> Iterator[LabFactory]:
     finally:
         for lab in labs:
             lab.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- a rendezvous server process on loopback ----------------------------------------------
+@pytest.fixture
+def rendezvous(tmp_path: Path) -> Iterator[str]:
+    """`ptunnel rendezvous` on a free loopback port, as a process; yields HOST:PORT."""
+    port = free_udp_pair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunnel", "rendezvous", "--listen", f"127.0.0.1:{port}", "--db",
+         str(tmp_path / "r.db"), "--home", str(tmp_path / "r")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "listening" not in proc.stderr.readline():
+        pass
+    # Keep reading its log, or a full pipe would one day block the server.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -6,11 +6,8 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from loopback import free_udp_pair
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
@@ -30,22 +27,6 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: st
     assert "Traceback" not in done.stderr
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
-
-
-@pytest.fixture
-def rendezvous(tmp_path: Path) -> Iterator[str]:
-    port = free_udp_pair()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunnel", "rendezvous", "--listen", f"127.0.0.1:{port}", "--db",
-         str(tmp_path / "r.db"), "--home", str(tmp_path / "r")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and "listening" not in proc.stderr.readline():
-        pass
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def joined(tmp_path: Path, name: str) -> str:

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -87,15 +88,20 @@ class Connection:
         self.server: asyncio.AbstractServer | None = None
         self.udp_listener: UdpListener | None = None
         self._task: asyncio.Task[None] | None = None
-        self._introduced = asyncio.Event()
 
     # --- set-up -------------------------------------------------------------------------------
 
-    async def open(self, timeout: float) -> None:
+    async def open(self, timeout: float, wait: bool = False,
+                   on_ready: Callable[[Connection], None] | None = None) -> None:
+        """Listen, then find the peer. `wait`: return at once and keep trying in the
+        background (a daemon's peer may start later); `on_ready` runs when the path is up."""
         loop = asyncio.get_running_loop()
         if self.listen is not None:
             await self._listen(loop)
         self.tunnel.node.rdv_events.append(self._on_rendezvous)
+        if wait:
+            self._task = loop.create_task(self._keep_up(on_ready, waiting=True))
+            return
         try:
             await asyncio.wait_for(self._wait_ready(), timeout)
         except TimeoutError:
@@ -221,13 +227,24 @@ class Connection:
             if bridge.transport is not None:
                 bridge.transport.abort()
 
-    async def _keep_up(self) -> None:
-        """Reconnect with exponential backoff whenever the peer is lost."""
+    async def _keep_up(self, on_ready: Callable[[Connection], None] | None = None,
+                       waiting: bool = False) -> None:
+        """Reconnect with exponential backoff whenever the peer is lost (or not there yet)."""
         backoff = RECONNECT_MIN
+        if waiting:
+            await self.tunnel.node.registered.wait()
+            self.tunnel.node.request_connect(self.name)
         while True:
             await asyncio.sleep(CHECK_INTERVAL)
+            if self.error is not None:
+                log.warning("%s: %s", self.name, self.error.message)
+                self.error = None
             if self.link is not None and self.link.ready:
                 backoff = RECONNECT_MIN
+                if waiting:
+                    waiting = False
+                    if on_ready is not None:
+                        on_ready(self)
                 continue
             log.info("%s: peer not reachable; asking the rendezvous again in %.0f s",
                      self.name, backoff)
@@ -380,11 +397,16 @@ class Tunnel:
         return exposed
 
     async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
-                      accept_new_key: bool = False, timeout: float = 30.0) -> Connection:
-        """Listen on bind:port and carry every local connection to the peer named `name`."""
+                      accept_new_key: bool = False, timeout: float = 30.0, wait: bool = False,
+                      on_ready: Callable[[Connection], None] | None = None) -> Connection:
+        """Listen on bind:port and carry every local connection to the peer named `name`.
+
+        By default this returns once the path is up and raises `TunnelError` if it cannot come
+        up; with `wait=True` it returns at once and keeps trying (for daemons), calling
+        `on_ready` when the path is up."""
         await self.start()
         connection = Connection(self, name, (bind, port), udp, accept_new_key)
-        await connection.open(timeout)
+        await connection.open(timeout, wait, on_ready)
         self.connections.append(connection)
         return connection
 

@@ -44,10 +44,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                                 allow=entry.get("allow") or None)
             ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
+            # A daemon's peers may come up later: keep trying instead of failing.
             bind, port = entry["listen"]
-            connection = await tunnel.connect(
+            await tunnel.connect(
                 entry["name"], port, bind=bind, udp=entry.get("udp", False),
-                accept_new_key=entry.get("accept_new_key", False))
-            ctx.out(f"ready: {connection.describe()}")
+                accept_new_key=entry.get("accept_new_key", False), wait=True,
+                on_ready=lambda connection: ctx.out(f"ready: {connection.describe()}"))
 
     return run_tunnel(ctx, tunnel, body)
