@@ -14,6 +14,7 @@ from tunnel.channel import Channel, ChannelError
 from tunnel.channel_constants import (
     FLOW_CONTROL_ERROR,
     INITIAL_CONNECTION_WINDOW,
+    INITIAL_MAX_STREAMS,
     INITIAL_STREAM_WINDOW,
     STREAM_LIMIT_ERROR,
     STREAM_SEND_BUFFER,
@@ -219,13 +220,13 @@ def test_loss_on_one_stream_does_not_stall_another() -> None:
 def test_stream_limits() -> None:
     a, b = channel(True, max_streams=4), channel(False, max_streams=4)
     pump(a, b, 0.0)
-    # our own limit comes from the peer (default 256 until it says otherwise)
+    # our own limit comes from the peer (INITIAL_MAX_STREAMS until it says otherwise)
     forged = fr.encode_packet(0, [fr.StreamFrame(2 * 10, 0, b"x", False)])  # client id 20
     b.receive_packet(forged, 0.0)
     closed = [e for e in events(b) if isinstance(e, ChannelClosed)]
     assert closed and closed[0].error_code == STREAM_LIMIT_ERROR
     c = channel(True)
-    for _ in range(256):
+    for _ in range(INITIAL_MAX_STREAMS):
         c.open_stream()
     try:
         c.open_stream()

@@ -85,6 +85,7 @@ class Connection:
         self.ready = asyncio.Event()
         self.error: TunnelError | None = None
         self.waiting: list[StreamBridge] = []
+        self._expiry: dict[StreamBridge, asyncio.TimerHandle] = {}
         self.server: asyncio.AbstractServer | None = None
         self.udp_listener: UdpListener | None = None
         self._task: asyncio.Task[None] | None = None
@@ -196,9 +197,7 @@ class Connection:
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
         if link.ready:
-            waiting, self.waiting = self.waiting, []
-            for bridge in waiting:
-                self._attach(bridge)
+            self._retry_waiting()
 
     # --- local connections --------------------------------------------------------------------
 
@@ -208,18 +207,32 @@ class Connection:
         return bridge
 
     def _attach(self, bridge: StreamBridge) -> None:
+        """Give a local connection its stream, or let it wait (no path yet, or the peer's
+        stream limit reached) for up to PENDING_CONNECTION_TIMEOUT."""
         link = self.link
         if bridge.closed:
+            self._expiry.pop(bridge, None)
             return
         channel = link.channel if link is not None and link.ready else None
         if link is None or channel is None or not channel.can_open_stream():
             self.waiting.append(bridge)
-            asyncio.get_running_loop().call_later(PENDING_CONNECTION_TIMEOUT, self._expire, bridge)
+            if bridge not in self._expiry:
+                self._expiry[bridge] = asyncio.get_running_loop().call_later(
+                    PENDING_CONNECTION_TIMEOUT, self._expire, bridge)
             return
+        expiry = self._expiry.pop(bridge, None)
+        if expiry is not None:
+            expiry.cancel()
         stream_id = channel.open_stream()
         bridge.attach(link, stream_id, encode_open(self.name))
 
+    def _retry_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for bridge in waiting:
+            self._attach(bridge)
+
     def _expire(self, bridge: StreamBridge) -> None:
+        self._expiry.pop(bridge, None)
         if bridge in self.waiting:
             self.waiting.remove(bridge)
             log.warning("%s: no tunnel within %.0f s; closing a waiting local connection",
@@ -241,6 +254,8 @@ class Connection:
                 self.error = None
             if self.link is not None and self.link.ready:
                 backoff = RECONNECT_MIN
+                if self.waiting:
+                    self._retry_waiting()  # the peer's stream credit may have grown
                 if waiting:
                     waiting = False
                     if on_ready is not None:

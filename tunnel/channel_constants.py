@@ -33,8 +33,10 @@ MAX_STREAM_WINDOW = 16 * 1024 * 1024
 INITIAL_CONNECTION_WINDOW = 3 * 1024 * 1024
 #: bytes; bounds all receive buffers of one channel together.
 MAX_CONNECTION_WINDOW = 24 * 1024 * 1024
-#: concurrent streams the peer may open; raised as streams finish (RFC 9000 §4.6).
-INITIAL_MAX_STREAMS = 256
+#: concurrent streams the peer may open; raised as streams finish (RFC 9000 §4.6). A stream
+#: costs nothing until used; 4,096 lets a busy forwarder (a browser, a build farm) keep many
+#: idle connections open. Both ends must agree: there is no transport-parameter exchange.
+INITIAL_MAX_STREAMS = 4096
 
 # --- recovery (RFC 9002 §6, appendix A.2) ---------------------------------------------------
 
