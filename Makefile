@@ -26,9 +26,14 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
+BENCH_PACKAGES := openssh-server openssh-client socat iperf3 nodejs npm wireguard-go \
+                  wireguard-tools iptables conntrack iproute2 nftables
+
 bench: $(STAMP)
+	.ci/apt-install $(BENCH_PACKAGES)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m bench
+	$(PY) -m bench $(if $(NATLAB),--natlab,)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
