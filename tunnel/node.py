@@ -94,6 +94,7 @@ class Node:
         self.birthday = BirthdayPunch(self)
         self._flush_scheduled = False
         self._in_flush = False
+        self._delivering = False
         self._again = False
         self._closed = False
 
@@ -189,7 +190,10 @@ class Node:
     def kick(self) -> None:
         """Ask for a flush at the end of this event-loop turn (once, however often asked)."""
         if self._in_flush:
-            self._again = True  # a forwarder wrote during the flush: flush once more after it
+            # A forwarder acted during the flush. While a link's events are being delivered,
+            # that link's packets are built right after: no second flush is needed for it.
+            if not self._delivering:
+                self._again = True
             return
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
@@ -504,10 +508,14 @@ class Node:
         channel = link.channel
         if channel is None:
             return
-        while (channel_event := channel.next_event()) is not None:
-            self._deliver(link, channel_event)
-            if isinstance(channel_event, ChannelClosed):
-                self._notify(link)
+        self._delivering = True
+        try:
+            while (channel_event := channel.next_event()) is not None:
+                self._deliver(link, channel_event)
+                if isinstance(channel_event, ChannelClosed):
+                    self._notify(link)
+        finally:
+            self._delivering = False
         path = link.path.path
         if path is None or not established:
             return

@@ -37,6 +37,7 @@ READ_BATCH = 256  # datagrams (or GRO super-datagrams) per reader callback
 RECV_SIZE = 65535  # bytes: the largest UDP payload, and what GRO may coalesce into
 MAX_GSO_SEGMENTS = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS) per send
 MAX_GSO_BYTES = 65000  # bytes per GSO send: the total must fit one UDP length field
+TIMER_SLACK = 0.0005  # s; re-arming for a deadline this much later is not worth a new handle
 MAX_QUEUED = 4096  # datagrams waiting for a full socket buffer to drain, then drop (as UDP does)
 
 # Linux socket options the stdlib does not name (include/uapi/linux/udp.h, in.h).
@@ -244,8 +245,15 @@ class Timer:
         self._deadline: float | None = None
 
     def arm(self, deadline: float | None) -> None:
-        if deadline == self._deadline:
-            return
+        current = self._deadline
+        if deadline == current or (
+            deadline is not None and current is not None
+            and current <= deadline < current + TIMER_SLACK
+        ):
+            return  # the armed timer fires in time; the handler re-arms for what is left
+        self._set(deadline)
+
+    def _set(self, deadline: float | None) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -260,4 +268,4 @@ class Timer:
         self._callback()
 
     def cancel(self) -> None:
-        self.arm(None)
+        self._set(None)
