@@ -18,8 +18,12 @@
 
 import net from 'node:net'
 import process from 'node:process'
-import DHT from 'hyperdht'
-import createTestnet from 'hyperdht/testnet.js'
+
+// hyperdht is imported only after the arguments passed the loopback check, so the check also
+// runs (and can be tested) where hyperdht is not installed.
+async function hyperdht () {
+  return (await import('hyperdht')).default
+}
 
 const LOOPBACK = '127.0.0.1'
 
@@ -114,6 +118,7 @@ function onSignals (cleanup) {
 
 async function runTestnet (args) {
   const size = Number(args.size || 3)
+  const createTestnet = (await import('hyperdht/testnet.js')).default
   const testnet = await createTestnet(size, { host: LOOPBACK })
   const bootstrap = testnet.bootstrap.map((n) => `${n.host}:${n.port}`)
   for (const b of bootstrap) loopbackBootstrap(b)
@@ -124,6 +129,7 @@ async function runTestnet (args) {
 async function runServer (args) {
   const bootstrap = loopbackBootstrap(args.bootstrap)
   const target = parseHostPort(args.target, '--target')
+  const DHT = await hyperdht()
   const dht = new DHT({ bootstrap, host: LOOPBACK })
   const keyPair = DHT.keyPair()
   const server = dht.createServer((stream) => {
@@ -144,6 +150,7 @@ async function runClient (args) {
   if (!/^[0-9a-f]{64}$/.test(args.key || '')) fail('--key must be 64 hex digits')
   const publicKey = Buffer.from(args.key, 'hex')
   const listen = parseHostPort(args.listen || `${LOOPBACK}:0`, '--listen')
+  const DHT = await hyperdht()
   const dht = new DHT({ bootstrap, host: LOOPBACK })
   const server = net.createServer((socket) => {
     socket.setNoDelay(true)
