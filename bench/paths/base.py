@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -74,6 +76,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cold_start_of(label: str, argv_for_port: Callable[[int], list[str]],
+                  timeout: float) -> float | None:
+    """Launch a fresh client listening on a free port; seconds to the first byte echoed
+    through it (None if none within `timeout`)."""
+    from bench.load import first_byte_since
+
+    port = free_port()
+    started = time.perf_counter()
+    child = Child(label, argv_for_port(port))
+    try:
+        return first_byte_since(port, started, timeout)
+    finally:
+        child.stop()
 
 
 def need_tool(name: str) -> str:

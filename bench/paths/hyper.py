@@ -10,12 +10,16 @@ checks again). `npm ci` installs the pinned hyperdht into bench/peers/node_modul
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from bench.guard import NonLoopbackBootstrap, require_loopback_bootstrap
-from bench.load import first_byte_since
-from bench.paths.base import READY_TIMEOUT_S, ChildrenMixin, Target, free_port, need_tool
+from bench.paths.base import (
+    READY_TIMEOUT_S,
+    ChildrenMixin,
+    Target,
+    cold_start_of,
+    need_tool,
+)
 from bench.procs import Child, Unavailable, json_field, run_ok
 
 PEERS = Path(__file__).resolve().parent.parent / "peers"
@@ -85,13 +89,7 @@ class Hyper(ChildrenMixin):
 
     def cold_start(self, timeout: float) -> float | None:
         """A fresh client process (DHT bootstrap, lookup, holepunch handshake) to first byte."""
-        port = free_port()
-        started = time.perf_counter()
-        child = Child("hyperdht client (cold)", self._client_argv(port))
-        try:
-            return first_byte_since(port, started, timeout)
-        finally:
-            child.stop()
+        return cold_start_of("hyperdht client (cold)", self._client_argv, timeout)
 
     def stop(self) -> None:
         super().stop()

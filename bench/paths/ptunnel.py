@@ -15,16 +15,15 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.load import first_byte_since
 from bench.paths.base import (
     LOOPBACK,
     READY_TIMEOUT_S,
     ChildrenMixin,
     Placement,
     Target,
+    cold_start_of,
     free_port,
     in_ns,
 )
@@ -113,13 +112,8 @@ class Ptunnel(ChildrenMixin):
 
     def cold_start(self, timeout: float) -> float | None:
         """From launching `ptunnel connect` to the first byte echoed through its port."""
-        port = free_port()
-        started = time.perf_counter()
-        child = Child("ptunnel connect (cold)", self._connect_argv(port, "cold-home"))
-        try:
-            return first_byte_since(port, started, timeout)
-        finally:
-            child.stop()
+        return cold_start_of("ptunnel connect (cold)",
+                             lambda port: self._connect_argv(port, "cold-home"), timeout)
 
     def stop(self) -> None:
         super().stop()

@@ -11,16 +11,15 @@ import getpass
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from bench.load import first_byte_since
 from bench.paths.base import (
     LOOPBACK,
     READY_TIMEOUT_S,
     ChildrenMixin,
     Placement,
     Target,
+    cold_start_of,
     free_port,
     in_ns,
     need_tool,
@@ -92,13 +91,7 @@ class Ssh(ChildrenMixin):
 
     def cold_start(self, timeout: float) -> float | None:
         """A fresh `ssh -L` (key exchange, auth, forward) to the first byte through it."""
-        port = free_port()
-        started = time.perf_counter()
-        child = Child("ssh (cold)", self._client_argv(port))
-        try:
-            return first_byte_since(port, started, timeout)
-        finally:
-            child.stop()
+        return cold_start_of("ssh (cold)", self._client_argv, timeout)
 
     def stop(self) -> None:
         super().stop()
