@@ -27,11 +27,13 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 # The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
-BENCH_PACKAGES := openssh-server openssh-client socat iperf3 nodejs npm wireguard-go \
-                  wireguard-tools iptables conntrack iproute2 nftables
+BENCH_PACKAGES := openssh-server openssh-client socat iperf3 wireguard-go wireguard-tools \
+                  iptables conntrack iproute2 nftables
 
 bench: $(STAMP)
 	.ci/apt-install $(BENCH_PACKAGES)
+	@# A node that came with its own npm (NodeSource) conflicts with Debian's npm package.
+	command -v npm >/dev/null || .ci/apt-install nodejs npm
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench $(if $(NATLAB),--natlab,)
 
