@@ -54,14 +54,12 @@ def monotonic() -> float:
 
 
 class UdpEndpoint:
-    """A bound, non-blocking UDP socket: `on_datagram(data, addr)` per datagram, then
-    `on_batch()` once per drained batch."""
+    """A bound, non-blocking UDP socket calling `on_datagram(data, addr)` per datagram. The
+    owner flushes its machines once per event-loop turn (`call_soon`), after the whole batch."""
 
-    def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Addr], None],
-                 on_batch: Callable[[], None] | None = None) -> None:
+    def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Addr], None]) -> None:
         self.sock = sock
         self._on_datagram = on_datagram
-        self._on_batch = on_batch
         self._loop = asyncio.get_running_loop()
         self._queue: deque[tuple[bytes, Addr, int]] = deque()  # (data, addr, gso segment size)
         self._writing = False
@@ -73,13 +71,11 @@ class UdpEndpoint:
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def open(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None],
-                   on_batch: Callable[[], None] | None = None) -> UdpEndpoint:
-        return cls.bind(bind, on_datagram, on_batch)
+    async def open(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None]) -> UdpEndpoint:
+        return cls.bind(bind, on_datagram)
 
     @classmethod
-    def bind(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None],
-             on_batch: Callable[[], None] | None = None) -> UdpEndpoint:
+    def bind(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None]) -> UdpEndpoint:
         """Bind a socket now (inside a running loop) and start reading it."""
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -99,7 +95,7 @@ class UdpEndpoint:
         except OSError:
             sock.close()
             raise
-        return cls(sock, on_datagram, on_batch)
+        return cls(sock, on_datagram)
 
     def _enable(self, level: int, option: int, value: int) -> bool:
         try:
@@ -136,13 +132,8 @@ class UdpEndpoint:
                     deliver(bytes(view[offset:offset + segment]), addr)
             else:
                 deliver(data, addr)
-        if self._on_batch is not None:
-            self._on_batch()
 
     # --- writing ------------------------------------------------------------------------------
-
-    def send(self, data: bytes, addr: Addr) -> None:
-        self._send(data, addr, 0)
 
     def send_batch(self, datagrams: list[bytes], addr: Addr) -> None:
         """Send datagrams to one address, coalescing equal-sized runs with GSO."""
