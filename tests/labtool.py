@@ -6,6 +6,11 @@
     python tests/labtool.py echo PORT [--udp]      TCP or UDP echo server
     python tests/labtool.py fanout PORT CONNS BYTES   CONNS echo exchanges at once; JSON result
     python tests/labtool.py udp-ping PORT COUNT    COUNT datagrams to a UDP echo; JSON result
+    python tests/labtool.py hold PORT [--abort-after S]   TCP server that reports how each
+                                                   connection ended ({"ended": "eof"|"reset"}),
+                                                   or aborts it (RST) itself after S seconds
+    python tests/labtool.py abort PORT             connect, send, then abort with RST
+    python tests/labtool.py wait-end PORT          connect, send, report how the far end ended it
 
 Each server prints "listening" once it accepts connections, so the test can wait for it.
 """
@@ -17,6 +22,8 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
+import struct
 import sys
 import time
 
@@ -131,6 +138,56 @@ async def udp_ping(port: int, count: int) -> None:
     print(json.dumps({"sent": count, "received": len(received & set(sent))}), flush=True)
 
 
+def rst(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset, as a crashed or killed program does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> str:
+    try:
+        while await reader.read(CHUNK):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "eof"
+
+
+async def hold(port: int, abort_after: float | None) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started = time.monotonic()
+        if abort_after is not None:
+            await asyncio.sleep(abort_after)
+            rst(writer)
+            print(json.dumps({"aborted": True}), flush=True)
+            return
+        ended = await read_to_end(reader)
+        print(json.dumps({"ended": ended, "seconds": time.monotonic() - started}), flush=True)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    print("listening", flush=True)
+    await server.serve_forever()
+
+
+async def abort(port: int) -> None:
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"about to vanish")
+    await writer.drain()
+    await asyncio.sleep(1.0)
+    rst(writer)
+    print(json.dumps({"aborted_at": time.monotonic()}), flush=True)
+
+
+async def wait_end(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hello")
+    await writer.drain()
+    started = time.monotonic()
+    ended = await read_to_end(reader)
+    print(json.dumps({"ended": ended, "seconds": time.monotonic() - started}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -149,6 +206,13 @@ def main() -> None:
     p = sub.add_parser("udp-ping")
     p.add_argument("port", type=int)
     p.add_argument("count", type=int)
+    p = sub.add_parser("hold")
+    p.add_argument("port", type=int)
+    p.add_argument("--abort-after", type=float)
+    p = sub.add_parser("abort")
+    p.add_argument("port", type=int)
+    p = sub.add_parser("wait-end")
+    p.add_argument("port", type=int)
     args = parser.parse_args()
     jobs = {
         "sha-sink": lambda: sha_sink(args.port),
@@ -156,6 +220,9 @@ def main() -> None:
         "echo": lambda: echo(args.port, args.udp),
         "fanout": lambda: fanout(args.port, args.conns, args.bytes),
         "udp-ping": lambda: udp_ping(args.port, args.count),
+        "hold": lambda: hold(args.port, args.abort_after),
+        "abort": lambda: abort(args.port),
+        "wait-end": lambda: wait_end(args.port),
     }
     try:
         asyncio.run(jobs[args.cmd]())

@@ -292,3 +292,27 @@ def test_port_restricted_cone_and_symmetric_meet_by_port_prediction(
     before = tunnels.rdv_bytes()
     upload(tunnels, laptop, 4 * MiB)
     assert tunnels.rdv_bytes() - before < MiB
+
+
+def test_aborts_cross_the_lab_promptly(natlab: LabFactory, tmp_path: Path) -> None:
+    """A reset on either end reaches the other end through the tunnel within seconds."""
+    tunnels, home_site, laptop = exposed(natlab, tmp_path, ["cone", "cone"], sink=False)
+    held = tunnels.lab.spawn(home_site.host, sys.executable, LABTOOL, "hold",
+                             str(SERVICE_PORT), env=ENV)
+    held.expect_text("listening")
+    ready_line(tunnels.connect(laptop, "box"))
+    # The laptop's client dies with a RST: the service at home sees its connection end.
+    tunnels.tool(laptop, "abort", str(LOCAL_PORT))
+    ended = json.loads(held.expect_text('"ended"', timeout=5))
+    assert ended["ended"] in ("reset", "eof") and ended["seconds"] < 3.5, ended
+    # The service at home aborts: the laptop's client sees its connection end promptly.
+    aborter = tunnels.lab.spawn(home_site.host, sys.executable, LABTOOL, "hold",
+                                str(SERVICE_PORT + 1), "--abort-after", "1", env=ENV)
+    aborter.expect_text("listening")
+    tunnels.lab.spawn(home_site.host, *ptunnel(
+        "expose", str(SERVICE_PORT + 1), "--as", "box2", "--home",
+        str(tunnels.home("exposer2")), "--rendezvous", RENDEZVOUS), env=ENV
+    ).expect_text("exposing", timeout=20)
+    ready_line(tunnels.connect(laptop, "box2", home="connector2", port=LOCAL_PORT + 1))
+    result = tunnels.tool(laptop, "wait-end", str(LOCAL_PORT + 1))
+    assert result["ended"] in ("reset", "eof") and float(str(result["seconds"])) < 3.5, result
