@@ -45,7 +45,6 @@ from tunnel.session import SessionConfig
 from tunnel.session_events import (
     HandshakeCompleted,
     HandshakeFailed,
-    PayloadReceived,
     SessionExpired,
 )
 from tunnel.spray import BirthdayPunch
@@ -267,9 +266,8 @@ class Node:
                              size)
 
     def _on_timer(self) -> None:
+        """Expired timers of every machine; the flush then handles the device's own."""
         now = monotonic()
-        if (deadline := self.device.get_timer()) is not None and deadline <= now:
-            self.device.handle_timer(now, time.time())
         if self.rdv is not None and (d := self.rdv.get_timer()) is not None and d <= now:
             self.rdv.handle_timer(now)
         for link in list(self.links.values()):
@@ -412,6 +410,8 @@ class Node:
         self._timer.arm(min(armed) if armed else None)
 
     def _drain_device(self, now: float) -> None:
+        # Transport data never comes this way: `_receive_session` takes it straight from
+        # `Device.receive_transport` (the hot path), so there are no PayloadReceived events.
         while (event := self.device.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 link = self._link(event.peer_public, now)
@@ -419,10 +419,6 @@ class Node:
                 if link.channel is None:
                     self._open_channel(link)
                 self._notify(link)
-            elif isinstance(event, PayloadReceived):
-                link = self._link(event.peer_public, now)
-                link.path.on_authenticated(None if is_relay(event.addr) else event.addr, now)
-                self._receive_payload(link, event.data, event.addr, now)
             elif isinstance(event, HandshakeFailed | SessionExpired):
                 lost = self.links.get(event.peer_public)
                 if lost is not None:
