@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m tunnel.demo $(if $(NAT),--nat,)
+	$(PY) -m lab.demo $(if $(NAT),--nat,)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from collections import deque
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from netsim import goodput_fraction
-
-from tunnel.channel import Channel
+from lab.netsim import goodput_fraction
+from tunnel.channel.channel import Channel
 
 LOSSES = (0.0, 0.005, 0.01, 0.02, 0.05, 0.10)
 RTTS = (0.010, 0.040, 0.200)

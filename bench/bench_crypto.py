@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from tunnel import crypto
-from tunnel.device import Device
-from tunnel.session import Session, SessionConfig
+from tunnel.session import crypto
+from tunnel.session.device import Device
+from tunnel.session.session import Session, SessionConfig
 
 A_ADDR = ("10.0.0.1", 40001)
 B_ADDR = ("10.0.0.2", 51820)

@@ -46,7 +46,7 @@ from rendezvous.store import Member, Store
 
 log = logging.getLogger(__name__)
 
-# Nodes refresh every 20 s (`tunnel.rdvclient.REFRESH_INTERVAL`); 90 s survives three lost
+# Nodes refresh every 20 s (`tunnel.path.rendezvous.REFRESH_INTERVAL`); 90 s survives three lost
 # refreshes plus jitter, and UDP NAT mappings (often 30 s) are kept alive by the refreshes.
 REGISTRATION_TTL = 90.0  # seconds
 # A replayed request needs a valid cookie (≤ 120 s old), so counters older than that are moot.

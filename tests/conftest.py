@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from loopback import free_udp_pair
-from natlab import Lab, reap_stale_labs, require_netns
+
+from lab.netns import Lab, reap_stale_labs, require_netns
+from tests.support.loopback import free_udp_pair
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------
 LabFactory = Callable[[Sequence[str]], Lab]

@@ -18,27 +18,27 @@ import tunnel
 
 # Modules that are allowed to do I/O: the thin asyncio shell, the CLI and file-backed state.
 SHELL_MODULES = {
-    "tunnel.cli",
-    "tunnel.context",
-    "tunnel.demo",
+    "tunnel.cli.main",
+    "tunnel.cli.context",
+    "lab.demo",
     "tunnel.__main__",
-    "tunnel.identity",
-    "tunnel.config",
-    "tunnel.logs",
-    "tunnel.udp",
-    "tunnel.node",
-    "tunnel.forward",
-    "tunnel.control",
+    "tunnel.keys.identity",
+    "tunnel.cli.config",
+    "tunnel.cli.logs",
+    "tunnel.node.udp",
+    "tunnel.node.node",
+    "tunnel.forward.forwarder",
+    "tunnel.cli.control",
     "tunnel.api",
-    "tunnel.runtime",
-    "tunnel.spray",
-    "tunnel.pins",
-    "tunnel.netcheck",
+    "tunnel.cli.runtime",
+    "tunnel.node.prediction",
+    "tunnel.keys.pins",
+    "tunnel.node.netcheck",
     "rendezvous.server",
     "rendezvous.store",
     "rendezvous.cli",
 }
-SHELL_PACKAGES = ("tunnel.commands",)
+SHELL_PACKAGES = ("tunnel.cli.commands",)
 FORBIDDEN = {"asyncio", "socket", "time", "random", "selectors", "threading", "subprocess"}
 
 
@@ -65,7 +65,7 @@ def imported_names(path: Path) -> set[str]:
 
 
 def test_core_modules_exist() -> None:
-    assert "tunnel.netkeys" in core_modules()
+    assert "tunnel.keys.netkeys" in core_modules()
 
 
 def test_core_source_imports_no_io_modules() -> None:

@@ -1,5 +1,5 @@
 """`python -m tunnel` is `ptunnel`."""
 
-from tunnel.cli import main
+from tunnel.cli.main import main
 
 raise SystemExit(main())

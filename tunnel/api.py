@@ -27,17 +27,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tunnel import rdvclient as rc
-from tunnel.config import format_endpoint, parse_endpoint
+from tunnel.cli.config import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
-from tunnel.forward import ExposedService, Forwarder, StreamBridge, UdpListener
-from tunnel.identity import Identity, default_home, load_identity, load_network_secret
-from tunnel.netkeys import fingerprint
-from tunnel.node import Node, NodeOptions
-from tunnel.node_wire import encode_open
-from tunnel.peerlink import PeerLink
-from tunnel.pins import PinMismatch, PinStore
-from tunnel.udp import monotonic
+from tunnel.forward.forwarder import ExposedService, Forwarder, StreamBridge, UdpListener
+from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
+from tunnel.keys.netkeys import fingerprint
+from tunnel.keys.pins import PinMismatch, PinStore
+from tunnel.node.node import Node, NodeOptions
+from tunnel.node.payloads import encode_open
+from tunnel.node.peer import PeerLink
+from tunnel.node.udp import monotonic
+from tunnel.path import rendezvous as rc
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Connection:
 
     async def _own_nat(self) -> str:
         """This node's NAT mapping behaviour, for an error that says why punching failed."""
-        from tunnel.netcheck import netcheck
+        from tunnel.node.netcheck import netcheck
 
         loop = asyncio.get_running_loop()
         try:

@@ -1,0 +1,145 @@
+"""RFC 9002 loss recovery, the pacer and the congestion controllers, driven by hand."""
+
+from __future__ import annotations
+
+from lab.netsim import FlowApp, LinkConfig, Simulator, channel_pair
+from tunnel.channel.congestion import create_controller
+from tunnel.channel.congestion.bbr import PROBE_BW, Bbr
+from tunnel.channel.congestion.lossbased import Cubic, NewReno
+from tunnel.channel.constants import (
+    GRANULARITY,
+    INITIAL_RTT,
+    INITIAL_WINDOW_PACKETS,
+    MAX_ACK_DELAY,
+    MAX_PTO_INTERVAL,
+    MINIMUM_WINDOW_PACKETS,
+)
+from tunnel.channel.pacing import Pacer
+from tunnel.channel.recovery import LossRecovery, RttEstimator, SentPacket
+
+MSS = 1168
+
+
+def sent(recovery: LossRecovery, pn: int, now: float) -> SentPacket:
+    packet = SentPacket(pn, now, MSS, True, [])
+    recovery.on_packet_sent(packet, now)
+    return packet
+
+
+def test_rtt_estimator_follows_rfc9002_section_5() -> None:
+    rtt = RttEstimator()
+    assert rtt.smoothed == INITIAL_RTT
+    rtt.update(0.100, 0.0)
+    assert (rtt.smoothed, rtt.rttvar, rtt.min_rtt) == (0.100, 0.050, 0.100)
+    rtt.update(0.200, 0.010)  # ack delay is subtracted when that stays above min_rtt
+    assert abs(rtt.smoothed - (0.875 * 0.100 + 0.125 * 0.190)) < 1e-12
+    assert abs(rtt.rttvar - (0.75 * 0.050 + 0.25 * 0.090)) < 1e-12
+    rtt.update(0.0, 0.0)  # a zero sample (coarse clock) is floored at the granularity
+    assert rtt.min_rtt == GRANULARITY
+
+
+def test_packet_threshold_declares_loss() -> None:
+    recovery = LossRecovery(NewReno(MSS), MAX_ACK_DELAY)
+    for pn in range(6):
+        sent(recovery, pn, 0.0)
+    acked, lost = recovery.on_ack_received(((4, 5),), 0.0, 0.05)
+    assert [p.packet_number for p in acked] == [4, 5]
+    assert [p.packet_number for p in lost] == [0, 1, 2]  # 3 or more below the largest acked
+    assert recovery.loss_time is not None  # 3 waits for the time threshold
+    assert recovery.get_loss_detection_timer() == recovery.loss_time
+    lost_later, probe = recovery.on_loss_detection_timeout(recovery.loss_time)
+    assert [p.packet_number for p in lost_later] == [3] and not probe
+    assert recovery.bytes_in_flight == 0
+
+
+def test_pto_backs_off_and_is_capped() -> None:
+    recovery = LossRecovery(NewReno(MSS), MAX_ACK_DELAY)
+    sent(recovery, 0, 0.0)
+    recovery.on_ack_received(((0, 0),), 0.0, 0.1)  # srtt 100 ms
+    sent(recovery, 1, 0.1)
+    intervals = []
+    now = 0.1
+    for _ in range(8):
+        deadline = recovery.get_loss_detection_timer()
+        assert deadline is not None
+        intervals.append(deadline - now)
+        now = deadline
+        lost, probe = recovery.on_loss_detection_timeout(now)
+        assert probe and not lost
+    assert intervals[1] > intervals[0] * 1.9  # doubles
+    assert max(intervals) <= MAX_PTO_INTERVAL + 1e-9  # ... until the cap
+
+
+def test_ack_of_unknown_or_huge_ranges_is_harmless() -> None:
+    recovery = LossRecovery(NewReno(MSS), MAX_ACK_DELAY)
+    sent(recovery, 0, 0.0)
+    acked, lost = recovery.on_ack_received(((5, 2**40),), 0.0, 0.1)  # nothing we sent
+    assert not acked and not lost and recovery.bytes_in_flight == MSS
+    acked, _ = recovery.on_ack_received(((0, 2**40),), 0.0, 0.1)
+    assert [p.packet_number for p in acked] == [0]
+
+
+def test_newreno_slow_start_then_halves_once_per_recovery() -> None:
+    cc = NewReno(MSS)
+    recovery = LossRecovery(cc, MAX_ACK_DELAY)
+    start = cc.cwnd
+    assert start == INITIAL_WINDOW_PACKETS * MSS
+    packets = [sent(recovery, pn, 0.0) for pn in range(10)]
+    recovery.on_ack_received(((0, 9),), 0.0, 0.1)
+    assert cc.cwnd == 2 * start  # slow start: one MSS per MSS acknowledged
+    cc.on_loss(packets[:1], 0, 0.2)
+    halved = cc.cwnd
+    assert halved == start
+    cc.on_loss(packets[1:2], 0, 0.3)  # sent before the recovery began: no second cut
+    assert cc.cwnd == halved
+    cc.on_persistent_congestion(0.4)
+    assert cc.cwnd == MINIMUM_WINDOW_PACKETS * MSS
+
+
+def test_cubic_reduces_by_beta() -> None:
+    cc = Cubic(MSS)
+    packet = SentPacket(0, 0.0, MSS, True, [])
+    before = cc.cwnd
+    cc.on_loss([packet], 0, 0.1)
+    assert cc.cwnd == int(before * 0.7)
+
+
+def test_factory_rejects_unknown_names() -> None:
+    assert isinstance(create_controller("bbr", MSS), Bbr)
+    try:
+        create_controller("vegas", MSS)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("accepted an unknown controller")
+
+
+def test_pacer_allows_a_bounded_burst_then_spaces_packets() -> None:
+    pacer = Pacer(MSS)
+    rate = 1_000_000.0  # bytes/s: one packet every 1.168 ms
+    now = 10.0
+    burst = 0
+    while pacer.send_time(now, rate) <= now:
+        pacer.on_packet_sent(MSS)
+        burst += 1
+        assert burst < 100
+    assert 2 <= burst <= 16  # about PACING_BURST_TIME worth, within the packet bounds
+    next_time = pacer.send_time(now, rate)
+    assert 0 < next_time - now <= MSS / rate + 1e-9
+
+
+def test_bbr_finds_the_bottleneck_bandwidth() -> None:
+    sim = Simulator(11)
+    rate = 20e6
+    link = LinkConfig(rate_bps=rate, delay=0.02, queue_bytes=int(rate * 0.04 / 8))
+    source, sink = FlowApp(send=True), FlowApp()
+    a, _, _, _ = channel_pair(sim, link, link, source, sink)
+    source.on_wake(a, 0.0)
+    sim.start()
+    sim.run(4.0)
+    bbr = a._cc
+    assert isinstance(bbr, Bbr)
+    assert bbr.state == PROBE_BW
+    # the link carries channel packets plus 32 bytes each: the delivery rate of channel bytes
+    assert 0.9 * rate / 8 * 1168 / 1200 <= bbr.btl_bw <= 1.05 * rate / 8
+    assert 0.039 <= bbr.min_rtt <= 0.045

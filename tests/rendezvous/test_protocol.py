@@ -1,0 +1,188 @@
+"""Rendezvous wire format: golden bytes, round trips, and garbage that must never raise."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rendezvous import protocol as p
+from tunnel.keys.netkeys import network_id, network_signing_key
+
+SECRET = bytes(range(32))
+KEY = network_signing_key(SECRET)
+NET = network_id(SECRET)
+
+
+def test_golden_cookie_request_is_padded_to_64_bytes() -> None:
+    data = p.encode_cookie_request(p.CookieRequest(bytes.fromhex("0102030405060708")))
+    assert data.hex() == "20" + "0102030405060708" + "00" * 55
+    assert len(data) == p.COOKIE_REQUEST_SIZE
+
+
+def test_golden_cookie_reply() -> None:
+    data = p.encode_cookie_reply(p.CookieReply(bytes(8), bytes(range(20)), ("203.0.113.7", 40000)))
+    assert data.hex() == (
+        "21" + "00" * 8 + "000102030405060708090a0b0c0d0e0f10111213" + "04" + "cb007107" + "9c40"
+    )
+    assert len(data) <= p.COOKIE_REQUEST_SIZE
+    # The largest possible reply (IPv6 endpoint) is still smaller than the request.
+    v6 = p.encode_cookie_reply(p.CookieReply(bytes(8), bytes(20), ("2001:db8::1", 1)))
+    assert len(v6) <= p.COOKIE_REQUEST_SIZE
+
+
+def test_golden_register_request() -> None:
+    req = p.Request(p.REGISTER, NET, b"\x11" * 32, 7, b"\x22" * 8, b"\x33" * 20, ("ssh-home",),
+                    (("10.0.0.2", 5000),))
+    data = p.encode_request(req, KEY)
+    assert data[:1].hex() == "22"
+    assert data[1:33] == NET
+    assert data[33:65] == b"\x11" * 32
+    assert data[65:73].hex() == "0000000000000007"
+    assert data[73:81] == b"\x22" * 8 and data[81:101] == b"\x33" * 20
+    assert data[101:-64].hex() == "01" + "08" + b"ssh-home".hex() + "01" + "040a000002" + "1388"
+    # Ed25519 is deterministic: the whole datagram is a golden value.
+    assert data.hex().endswith(
+        "9d1a3a7bd692165cafccbcfc3389510661bb418a777818f071b6d81cd373e01a"
+        "0cbbf94f41fbf11d894965216d261ef10d08252e410e956e08c869e84e8ebe0e"
+    )
+    assert p.decode_request(data) == req
+    assert p.verify_request(data, NET)
+
+
+def test_golden_joined_with_ipv6_peer() -> None:
+    peer = p.Peer(b"\x02" * 32, ("2001:db8::1", 443), 5, ("a", "bc"))
+    data = p.encode_reply(p.Joined(b"\x01" * 8, peer))
+    assert data.hex() == (
+        "27" + "01" * 8 + "02" * 32 + "06" + "20010db8000000000000000000000001" + "01bb"
+        + "00000005" + "02" + "0161" + "026263"
+    )
+    assert p.decode_reply(data) == p.Joined(b"\x01" * 8, peer)
+
+
+def test_golden_refused_name_taken() -> None:
+    msg = p.Refused(b"\x01" * 8, p.NAME_TAKEN, name="ssh-home", holder=b"\x05" * 32)
+    data = p.encode_reply(msg)
+    assert data.hex() == "2d" + "01" * 8 + "01" + "08" + b"ssh-home".hex() + "05" * 32
+    assert p.decode_reply(data) == msg
+
+
+def test_golden_relay_envelopes_keep_size() -> None:
+    to = p.encode_relay_to(b"\x07" * 32, b"hi")
+    assert to.hex() == "40" + "07" * 32 + "6869"
+    frm = p.encode_relay_from(b"\x08" * 32, b"hi")
+    assert frm.hex() == "41" + "08" * 32 + "6869"
+    assert len(to) == len(frm)
+    assert p.decode_relay_to(to) == (b"\x07" * 32, b"hi")
+    assert p.decode_relay_from(frm) == (b"\x08" * 32, b"hi")
+    assert p.decode_relay_from(to) is None and p.decode_relay_to(b"\x40" + b"x" * 31) is None
+
+
+def test_signature_binds_every_byte_and_the_network() -> None:
+    req = p.Request(p.LIST, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20)
+    data = p.encode_request(req, KEY)
+    assert p.verify_request(data, NET)
+    other = network_id(bytes(32))
+    assert not p.verify_request(data, other)
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x01
+        assert not p.verify_request(bytes(flipped), NET), i
+    assert not p.verify_request(data, b"\x00" * 5)  # not a key at all: False, no exception
+
+
+def test_invalid_names_are_rejected_on_encode() -> None:
+    for bad in ("", "UPPER", "a" * 64, "sp ace", "-lead"):
+        req = p.Request(p.REGISTER, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20, (bad,))
+        try:
+            p.encode_request(req, KEY)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
+
+
+def test_paginate_keeps_pages_under_the_limit() -> None:
+    peers = [p.Peer(bytes([i]) * 32, ("198.51.100.1", i), i, (f"node-{i}",)) for i in range(100)]
+    pages = p.paginate(peers)
+    assert len(pages) > 1
+    for i, entries in enumerate(pages):
+        data = p.encode_listed(b"\x00" * 8, i, len(pages), entries)
+        assert len(data) <= p.MAX_PAGE_BYTES + 20
+    decoded = [p.decode_reply(p.encode_listed(b"\x00" * 8, i, len(pages), e))
+               for i, e in enumerate(pages)]
+    assert [peer for d in decoded if isinstance(d, p.Listed) for peer in d.peers] == peers
+
+
+# --- properties ------------------------------------------------------------------------------
+names_st = st.from_regex(p.NAME_RE, fullmatch=True)
+ipv4 = st.ip_addresses(v=4).map(str)
+ipv6 = st.ip_addresses(v=6).map(str).filter(lambda h: not h.startswith("::ffff:"))
+endpoints = st.tuples(st.one_of(ipv4, ipv6), st.integers(0, 65535))
+keys = st.binary(min_size=32, max_size=32)
+nonces = st.binary(min_size=8, max_size=8)
+peers_st = st.builds(p.Peer, keys, endpoints, st.integers(0, 2**32 - 1),
+                     st.lists(names_st, max_size=p.MAX_NAMES).map(tuple))
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([p.REGISTER, p.LIST, p.CONNECT, p.LEAVE]), static=keys,
+       counter=st.integers(0, 2**64 - 1), nonce=nonces, cookie=st.binary(min_size=20, max_size=20),
+       names=st.lists(names_st, min_size=1, max_size=p.MAX_NAMES).map(tuple),
+       lan=st.lists(endpoints, max_size=p.MAX_LAN).map(tuple))
+def test_request_round_trip(kind: int, static: bytes, counter: int, nonce: bytes, cookie: bytes,
+                            names: tuple[str, ...], lan: tuple[p.Endpoint, ...]) -> None:
+    if kind == p.CONNECT:
+        names, lan = names[:1], ()
+    elif kind != p.REGISTER:
+        names, lan = (), ()
+    req = p.Request(kind, NET, static, counter, nonce, cookie, names, lan)
+    data = p.encode_request(req, KEY)
+    assert p.decode_request(data) == req
+    assert p.verify_request(data, NET)
+
+
+replies = st.one_of(
+    st.builds(p.CookieReply, nonces, st.binary(min_size=20, max_size=20), endpoints),
+    st.builds(lambda n, o, ps: p.Registered(n, o, 0, 1, tuple(ps)), nonces, endpoints,
+              st.lists(peers_st, max_size=4)),
+    st.builds(lambda n, ps: p.Listed(n, 0, 1, tuple(ps)), nonces, st.lists(peers_st, max_size=4)),
+    st.builds(p.Joined, nonces, peers_st),
+    st.builds(p.Left, nonces, keys),
+    st.builds(p.Introduced, nonces, keys, endpoints,
+              st.lists(endpoints, max_size=p.MAX_LAN).map(tuple),
+              st.lists(names_st, max_size=p.MAX_NAMES).map(tuple)),
+    st.builds(lambda n, nm, h: p.Refused(n, p.NAME_TAKEN, name=nm, holder=h), nonces, names_st,
+              keys),
+    st.builds(lambda n, c: p.Refused(n, p.STALE_COUNTER, counter=c), nonces,
+              st.integers(0, 2**64 - 1)),
+    st.builds(lambda n, nm: p.Refused(n, p.UNKNOWN_PEER, name=nm), nonces, names_st),
+    st.builds(lambda n: p.Refused(n, p.NOT_REGISTERED), nonces),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies)
+def test_reply_round_trip(msg: p.Reply) -> None:
+    assert p.decode_reply(p.encode_reply(msg)) == msg
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_garbage_never_raises(data: bytes) -> None:
+    p.decode_reply(data)
+    p.decode_request(data)
+    p.decode_cookie_request(data)
+    p.decode_relay_to(data)
+    p.decode_relay_from(data)
+    p.verify_request(data, NET)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies, st.data())
+def test_truncated_or_extended_replies_are_dropped(msg: p.Reply, data: st.DataObject) -> None:
+    raw = p.encode_reply(msg)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    truncated = p.decode_reply(raw[:cut])
+    # A prefix may only parse if it is itself a complete message (peer lists end anywhere).
+    if truncated is not None:
+        assert isinstance(truncated, p.Registered | p.Listed)
+    assert p.decode_reply(raw + b"\x00") is None or isinstance(msg, p.Registered | p.Listed)

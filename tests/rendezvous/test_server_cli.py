@@ -1,0 +1,150 @@
+"""`ptunnel rendezvous`, `list` and `netcheck` subcommands, against a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tunnel.cli.commands import list as list_cmd
+from tunnel.cli.commands import netcheck as netcheck_cmd
+from tunnel.cli.commands import rendezvous as rendezvous_cmd
+from tunnel.cli.config import NODE_KEYS
+from tunnel.cli.context import Context
+from tunnel.cli.main import build_parser
+from tunnel.errors import UserError
+from tunnel.keys.identity import load_or_create_identity, store_network_secret
+from tunnel.keys.netkeys import fingerprint
+from tunnel.node.netcheck import query
+from tunnel.path.rendezvous import Registered, RendezvousClient
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = [list_cmd, netcheck_cmd, rendezvous_cmd]
+SECRET = bytes(range(32))
+
+
+def free_port_pair() -> int:
+    """A UDP port whose successor is free too (main + netcheck port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 65535:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair")
+
+
+def invoke(argv: list[str]) -> tuple[ModuleType, Context, object]:
+    args = build_parser(MODULES).parse_args(argv)
+    module: ModuleType = args.module
+    ctx = Context.from_args(args, getattr(module, "CONFIG_KEYS", NODE_KEYS),
+                            getattr(module, "DEFAULT_CONFIG", "node.yaml"))
+    return module, ctx, args
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    port = free_port_pair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rendezvous.server", "--listen", f"127.0.0.1:{port}", "--db",
+         str(tmp_path / "rdv.db")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "rendezvous listening" in line, line
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    h = tmp_path / "home"
+    load_or_create_identity(h)
+    store_network_secret(h, SECRET)
+    monkeypatch.setenv("PTUNNEL_HOME", str(h))
+    monkeypatch.delenv("PTUNNEL_RENDEZVOUS", raising=False)
+    return h
+
+
+def test_rendezvous_settings_from_flags(tmp_path: Path) -> None:
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--listen", "127.0.0.1:7100",
+                        "--no-relay"])
+    s = rendezvous_cmd.settings(ctx)
+    assert s.listen == ("127.0.0.1", 7100) and s.relay is False
+    assert s.db == tmp_path / "rendezvous.db" and s.netcheck_port is None
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path)])
+    assert rendezvous_cmd.settings(ctx).listen == ("0.0.0.0", 7000)
+    assert rendezvous_cmd.settings(ctx).relay is True
+
+
+def test_list_shows_registered_nodes(home: Path, server: tuple[str, int],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    peer = RendezvousClient(SECRET, b"\x05" * 32, ["ssh-home"], [], server)
+    peer.start(time.monotonic())
+    assert any(isinstance(e, Registered) for e in query(peer, lambda e: isinstance(e, Registered),
+                                                          5.0))
+    module, ctx, args = invoke(["list", "--json", "--rendezvous", f"{server[0]}:{server[1]}"])
+    assert module.run(args, ctx) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["names"] for r in rows] == [["ssh-home"]]
+    assert rows[0]["fingerprint"] == fingerprint(b"\x05" * 32) and rows[0]["self"] is False
+    module, ctx, args = invoke(["list", "--rendezvous", f"{server[0]}:{server[1]}"])
+    assert module.run(args, ctx) == 0
+    text = capsys.readouterr().out
+    assert "ssh-home" in text and fingerprint(b"\x05" * 32) in text and "LAST SEEN" in text
+
+
+def test_netcheck_on_loopback(home: Path, server: tuple[str, int],
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    module, ctx, args = invoke(["netcheck", "--json", "--rendezvous", f"{server[0]}:{server[1]}"])
+    assert module.run(args, ctx) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["udp"] is True and result["mapping"] == "endpoint-independent"
+    assert result["port_preserved"] is True
+
+
+def test_dead_server_is_a_one_line_user_error(home: Path) -> None:
+    port = free_port_pair()
+    module, ctx, args = invoke(["list", "--rendezvous", f"127.0.0.1:{port}", "--timeout", "0.5"])
+    with pytest.raises(UserError, match="no answer from the rendezvous"):
+        module.run(args, ctx)
+    module, ctx, args = invoke(["netcheck", "--rendezvous", f"127.0.0.1:{port}", "--timeout",
+                                "0.5"])
+    assert module.run(args, ctx) == 1
+
+
+def test_missing_rendezvous_address_is_a_user_error(home: Path) -> None:
+    module, ctx, args = invoke(["list"])
+    with pytest.raises(UserError, match="--rendezvous"):
+        module.run(args, ctx)
+
+
+def test_not_joined_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PTUNNEL_HOME", str(tmp_path / "empty"))
+    module, ctx, args = invoke(["list", "--rendezvous", "127.0.0.1:9"])
+    with pytest.raises(UserError, match="ptunnel init"):
+        module.run(args, ctx)
+
+
+def test_unusable_database_is_a_user_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--listen",
+                                "127.0.0.1:9", "--db", str(bad)])
+    with pytest.raises(UserError, match="cannot use the database"):
+        module.run(args, ctx)

@@ -1,0 +1,135 @@
+"""The `Store` contract (every backend must pass these), and two servers sharing one store."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rendezvous import protocol as p
+from rendezvous.registry import Registry
+from rendezvous.store import Member, SQLiteStore, Store
+from tunnel.keys.netkeys import network_id, network_signing_key
+
+T = 1_800_000_000.0
+NET, NET2 = b"N" * 32, b"M" * 32
+KA, KB = b"a" * 32, b"b" * 32
+
+
+def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
+           endpoint: p.Endpoint = ("203.0.113.1", 1000), network: bytes = NET) -> Member:
+    return Member(network, static, names, endpoint, (("10.0.0.2", 1000), ("fd00::2", 7)),
+                  b"n" * 8, T, expires)
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = SQLiteStore(":memory:" if request.param == "memory" else tmp_path / "r.db")
+    yield s
+    s.close()
+
+
+def test_cookie_secret_first_candidate_wins(store: Store) -> None:
+    assert store.cookie_secret(b"1" * 32) == b"1" * 32
+    assert store.cookie_secret(b"2" * 32) == b"1" * 32
+
+
+def test_counters_strictly_increase_over_the_whole_u64_range(store: Store) -> None:
+    assert store.bump_counter(NET, KA, 0, T + 300) is None
+    assert store.bump_counter(NET, KA, 0, T + 300) == 0
+    assert store.bump_counter(NET, KA, 2**63, T + 300) is None
+    assert store.bump_counter(NET, KA, 2**63 - 1, T + 300) == 2**63
+    assert store.bump_counter(NET, KA, 2**64 - 1, T + 300) is None
+    assert store.bump_counter(NET, KA, 2**64 - 1, T + 300) == 2**64 - 1
+    assert store.bump_counter(NET2, KA, 1, T + 300) is None  # per network
+    assert store.bump_counter(NET, KB, 1, T + 300) is None  # per node
+
+
+def test_register_round_trips_and_reports_previous(store: Store) -> None:
+    m = member(KA, ("ssh-home", "web"))
+    assert store.register(m, T).previous is None
+    assert store.member(NET, KA, T) == m
+    again = member(KA, ("ssh-home",), endpoint=("203.0.113.1", 2000))
+    assert store.register(again, T + 1).previous == m
+    assert store.member_by_name(NET, "web", T + 1) is None  # a dropped name is released
+    assert store.member_by_endpoint(("203.0.113.1", 2000), T + 1) == again
+    assert store.member_by_endpoint(("203.0.113.1", 1000), T + 1) is None
+
+
+def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Store) -> None:
+    store.register(member(KA, ("ssh-home",)), T)
+    result = store.register(member(KB, ("x", "ssh-home")), T)
+    assert (result.conflict_name, result.conflict_holder) == ("ssh-home", KA)
+    assert store.member(NET, KB, T) is None and store.member_by_name(NET, "x", T) is None
+    assert not store.register(member(KB, ("ssh-home",), network=NET2), T).conflict_holder
+    # After A's registration ran out, B may take the name (even before a sweep).
+    assert not store.register(member(KB, ("ssh-home",), expires=T + 200), T + 91).conflict_holder
+    held = store.member_by_name(NET, "ssh-home", T + 91)
+    assert held is not None and held.static == KB
+
+
+def test_expire_removes_members_names_and_their_introductions(store: Store) -> None:
+    store.register(member(KA, ("a",), expires=T + 10), T)
+    store.register(member(KB, ("b",), expires=T + 100), T)
+    store.introduce(NET, KA, KB, T + 1000)
+    assert store.introduced(NET, KB, KA, T)  # symmetric
+    store.bump_counter(NET, KA, 5, T + 20)
+    assert [m.static for m in store.members(NET, T)] == [KA, KB]
+    gone = store.expire(T + 30)
+    assert [m.static for m in gone] == [KA]
+    assert store.member_by_name(NET, "a", T + 30) is None
+    assert not store.introduced(NET, KA, KB, T + 30)
+    assert store.bump_counter(NET, KA, 1, T + 400) is None  # its counter was dropped too
+    assert store.expire(T + 30) == []
+
+
+def test_remove_drops_member_names_and_introductions(store: Store) -> None:
+    store.register(member(KA, ("a",)), T)
+    store.register(member(KB, ("b",)), T)
+    store.introduce(NET, KA, KB, T + 1000)
+    removed = store.remove(NET, KA)
+    assert removed is not None and removed.static == KA
+    assert store.remove(NET, KA) is None
+    assert not store.introduced(NET, KA, KB, T)
+    assert store.members(NET, T) == [store.member(NET, KB, T)]
+
+
+def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    one = Registry(SQLiteStore(db), rng=random.Random(1).randbytes)
+    two = Registry(SQLiteStore(db), rng=random.Random(2).randbytes)  # same secret from the store
+    secret = bytes(range(32))
+    key, net = network_signing_key(secret), network_id(secret)
+    addr = ("203.0.113.9", 4000)
+    reply = p.decode_reply(one.handle(p.encode_cookie_request(p.CookieRequest(b"c" * 8)),
+                                      addr, T)[0].data)
+    assert isinstance(reply, p.CookieReply)
+
+    def req(kind: int, counter: int, names: tuple[str, ...] = ()) -> bytes:
+        return p.encode_request(p.Request(kind, net, KA, counter, b"n" * 8, reply.cookie, names),
+                                key)
+
+    registered = one.handle(req(p.REGISTER, 1, ("ssh-home",)), addr, T)
+    assert p.decode_reply(registered[0].data).__class__ is p.Registered
+    # The other server accepts the first one's cookie and knows the member.
+    listed = p.decode_reply(two.handle(req(p.LIST, 2), addr, T + 1)[0].data)
+    assert isinstance(listed, p.Listed) and [m.names for m in listed.peers] == [("ssh-home",)]
+    # A replay of counter 2 at the first server is refused: counters are shared too.
+    stale = p.decode_reply(one.handle(req(p.LIST, 2), addr, T + 2)[0].data)
+    assert isinstance(stale, p.Refused) and stale.code == p.STALE_COUNTER and stale.counter == 2
+
+
+def test_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    SQLiteStore(db).close()
+    SQLiteStore(db).close()  # same version: fine
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version=99")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="schema 99"):
+        SQLiteStore(db)

@@ -1,0 +1,226 @@
+"""A model-based congestion controller after BBR (v1: Cardwell et al., ACM Queue 2016, and
+draft-cardwell-iccrg-bbr-congestion-control-00).
+
+BBR estimates the bottleneck bandwidth (windowed max of delivery-rate samples over 10 rounds) and
+the round-trip propagation time (windowed min over 10 s) and paces at their product instead of
+reacting to each loss, which is why it keeps a lossy home uplink full where NewReno collapses.
+States: STARTUP (gain 2/ln2 until the bandwidth stops growing 25% per round for three rounds),
+DRAIN (empty the queue STARTUP built), PROBE_BW (gain cycle 1.25, 0.75, 1 x 6), and PROBE_RTT
+(4 packets for 200 ms when the min-RTT sample is 10 s old, so competing flows see the real RTT).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from tunnel.channel.constants import INITIAL_WINDOW_PACKETS
+from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
+
+HIGH_GAIN = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
+PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+CWND_GAIN = 2.0  # cwnd = 2 x BDP absorbs delayed and stretched ACKs
+BW_WINDOW_ROUNDS = 10  # bandwidth max-filter length in round trips
+MIN_RTT_WINDOW = 10.0  # seconds; min-RTT filter length
+PROBE_RTT_DURATION = 0.2  # seconds spent at the minimum window
+MIN_PIPE_PACKETS = 4  # the minimum window, in packets
+FULL_BW_GROWTH = 1.25  # bandwidth growth per round that means "still in STARTUP"
+FULL_BW_ROUNDS = 3  # rounds without such growth before the pipe counts as full
+# STARTUP also ends after a round that lost more than this fraction of what it delivered while
+# even its smallest RTT sample stood STARTUP_QUEUE_RTT above the minimum: loss with a standing
+# queue is the bottleneck overflowing. (BBR v2 exits on loss alone, which random loss on a
+# wireless hop would trigger at once; the round's minimum ignores delayed ACKs.)
+STARTUP_LOSS_RATE = 0.02
+STARTUP_QUEUE_RTT = 1.25
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+
+
+class Bbr:
+    def __init__(
+        self, max_datagram_size: int, rng: Callable[[int], bytes] | None = None
+    ) -> None:
+        self.mss = max_datagram_size
+        self._rng = rng
+        self._cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
+        self.state = STARTUP
+        self.pacing_gain = HIGH_GAIN
+        self.cwnd_gain = HIGH_GAIN
+        self.btl_bw = 0.0  # bytes/s
+        self._bw_samples: deque[tuple[int, float]] = deque()  # (round, rate), rates decreasing
+        self.min_rtt = float("inf")
+        self.min_rtt_stamp = 0.0
+        self.delivered = 0
+        self.round_count = 0
+        self.next_round_delivered = 0
+        self.full_bw = 0.0
+        self.full_bw_count = 0
+        self.filled_pipe = False
+        self.cycle_index = 0
+        self.cycle_stamp = 0.0
+        self.probe_rtt_done: float | None = None
+        self.probe_rtt_round_done = False
+        self.prior_cwnd = 0
+        self._srtt = 0.0
+        self._loss_in_cycle = False
+        self._round_lost = 0  # bytes lost in the current round
+        self._round_delivered = 0  # bytes delivered in the current round
+        self._round_min_rtt = float("inf")  # seconds; smallest RTT sample of the current round
+
+    @property
+    def cwnd(self) -> int:
+        return self._cwnd
+
+    @property
+    def pacing_rate(self) -> float | None:
+        if self.btl_bw > 0:
+            return self.pacing_gain * self.btl_bw
+        if self._srtt > 0:
+            return self.pacing_gain * self._cwnd / self._srtt
+        return None
+
+    def _bdp(self, gain: float) -> int:
+        if self.btl_bw <= 0 or self.min_rtt == float("inf"):
+            return INITIAL_WINDOW_PACKETS * self.mss
+        return int(gain * self.btl_bw * self.min_rtt)
+
+    def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:
+        pass
+
+    def _update_bandwidth(self, sample: RateSample) -> bool:
+        round_start = False
+        if sample.prior_delivered >= self.next_round_delivered:
+            self.next_round_delivered = self.delivered
+            self.round_count += 1
+            round_start = True
+        rate = sample.delivery_rate
+        if rate > 0 and (not sample.is_app_limited or rate >= self.btl_bw):
+            samples = self._bw_samples
+            while samples and samples[-1][1] <= rate:
+                samples.pop()
+            samples.append((self.round_count, rate))
+        samples = self._bw_samples
+        while samples and samples[0][0] <= self.round_count - BW_WINDOW_ROUNDS:
+            samples.popleft()
+        self.btl_bw = samples[0][1] if samples else self.btl_bw
+        return round_start
+
+    def _check_full_pipe(self, sample: RateSample) -> None:
+        if self.filled_pipe or sample.is_app_limited:
+            return
+        if self.btl_bw >= self.full_bw * FULL_BW_GROWTH:
+            self.full_bw = self.btl_bw
+            self.full_bw_count = 0
+            return
+        self.full_bw_count += 1
+        if self.full_bw_count >= FULL_BW_ROUNDS:
+            self.filled_pipe = True
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state = PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        # start in a random cruising phase (index 2..7) as the draft suggests, so flows sharing
+        # a bottleneck do not probe in lockstep; the injected rng keeps tests deterministic
+        offset = self._rng(1)[0] if self._rng is not None else self.round_count
+        self.cycle_index = 2 + offset % 6
+        self.pacing_gain = PROBE_BW_GAINS[self.cycle_index]
+        self.cycle_stamp = now
+
+    def _advance_cycle(self, bytes_in_flight: int, now: float) -> None:
+        elapsed = now - self.cycle_stamp > self.min_rtt
+        gain = self.pacing_gain
+        if gain > 1:
+            done = elapsed and (self._loss_in_cycle or bytes_in_flight >= self._bdp(gain))
+        elif gain < 1:
+            done = elapsed or bytes_in_flight <= self._bdp(1.0)
+        else:
+            done = elapsed
+        if done:
+            self.cycle_index = (self.cycle_index + 1) % len(PROBE_BW_GAINS)
+            self.pacing_gain = PROBE_BW_GAINS[self.cycle_index]
+            self.cycle_stamp = now
+            self._loss_in_cycle = False
+
+    def on_ack(
+        self,
+        acked: list[SentPacket],
+        sample: RateSample,
+        rtt: RttEstimator,
+        bytes_in_flight: int,
+        now: float,
+    ) -> None:
+        self._srtt = rtt.smoothed
+        self.delivered += sample.newly_acked
+        self._round_delivered += sample.newly_acked
+        self._round_min_rtt = min(self._round_min_rtt, rtt.latest)
+        round_start = self._update_bandwidth(sample)
+        if round_start:
+            if (
+                self.state == STARTUP
+                and self._round_lost > STARTUP_LOSS_RATE * self._round_delivered
+                and self._round_min_rtt > STARTUP_QUEUE_RTT * self.min_rtt
+            ):
+                self.filled_pipe = True  # the queue overflowed: bandwidth found
+            self._round_lost = self._round_delivered = 0
+            self._round_min_rtt = float("inf")
+        expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
+        if rtt.latest <= self.min_rtt or expired:
+            self.min_rtt = rtt.latest
+            self.min_rtt_stamp = now
+        if self.state == STARTUP and round_start:
+            self._check_full_pipe(sample)
+        if self.state == STARTUP and self.filled_pipe:
+            self.state = DRAIN
+            self.pacing_gain = 1 / HIGH_GAIN
+            self.cwnd_gain = HIGH_GAIN
+        if self.state == DRAIN and bytes_in_flight <= self._bdp(1.0):
+            self._enter_probe_bw(now)
+        if self.state == PROBE_BW:
+            self._advance_cycle(bytes_in_flight, now)
+        if self.state != PROBE_RTT and expired:
+            self.state = PROBE_RTT
+            self.pacing_gain = 1.0
+            self.prior_cwnd = max(self.prior_cwnd, self._cwnd)
+            self.probe_rtt_done = None
+        if self.state == PROBE_RTT:
+            self._handle_probe_rtt(round_start, bytes_in_flight, now)
+        self._set_cwnd(sample.newly_acked)
+
+    def _handle_probe_rtt(self, round_start: bool, bytes_in_flight: int, now: float) -> None:
+        if self.probe_rtt_done is None:
+            if bytes_in_flight <= MIN_PIPE_PACKETS * self.mss:
+                self.probe_rtt_done = now + PROBE_RTT_DURATION
+                self.probe_rtt_round_done = False
+                self.next_round_delivered = self.delivered
+            return
+        if round_start:
+            self.probe_rtt_round_done = True
+        if self.probe_rtt_round_done and now >= self.probe_rtt_done:
+            self.min_rtt_stamp = now
+            self._cwnd = max(self._cwnd, self.prior_cwnd)
+            self.prior_cwnd = 0
+            if self.filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.state = STARTUP
+                self.pacing_gain = self.cwnd_gain = HIGH_GAIN
+
+    def _set_cwnd(self, acked_bytes: int) -> None:
+        target = self._bdp(self.cwnd_gain) + 3 * self.mss
+        if self.filled_pipe:
+            self._cwnd = min(self._cwnd + acked_bytes, target)
+        elif self._cwnd < target or self.delivered < INITIAL_WINDOW_PACKETS * self.mss:
+            self._cwnd += acked_bytes
+        self._cwnd = max(self._cwnd, MIN_PIPE_PACKETS * self.mss)
+        if self.state == PROBE_RTT:
+            self._cwnd = min(self._cwnd, MIN_PIPE_PACKETS * self.mss)
+
+    def on_loss(self, lost: list[SentPacket], bytes_in_flight: int, now: float) -> None:
+        # BBR v1 does not cut its rate on loss: random loss is not congestion. Loss only ends a
+        # bandwidth probe early so a full queue is not pushed harder.
+        self._loss_in_cycle = True
+        self._round_lost += sum(p.size for p in lost)
+
+    def on_persistent_congestion(self, now: float) -> None:
+        self.prior_cwnd = max(self.prior_cwnd, self._cwnd)
+        self._cwnd = MIN_PIPE_PACKETS * self.mss

@@ -1,0 +1,1 @@
+"""One module per `ptunnel` subcommand; `tunnel.cli.main` says what each provides."""

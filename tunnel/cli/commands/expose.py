@@ -1,0 +1,49 @@
+"""`ptunnel expose [HOST:]PORT --as NAME`: make a local service reachable by network members."""
+
+from __future__ import annotations
+
+import argparse
+
+from tunnel.api import Tunnel
+from tunnel.cli.config import format_endpoint
+from tunnel.cli.context import Context
+from tunnel.cli.runtime import add_node_options, build_tunnel, key_arg, port_arg, run_tunnel
+
+NAME = "expose"
+ORDER = 20
+HELP = "make a local port reachable under a name"
+DESCRIPTION = """\
+Register NAME at the rendezvous and forward every authorized peer's connections to HOST:PORT
+(default host 127.0.0.1). The service may start later: connections made while nothing listens
+are refused back to the connecting side with the reason. Runs until Ctrl-C.
+
+  ptunnel expose 22 --as ssh-home
+  ptunnel expose 192.168.1.20:8080 --as nas-web --allow <laptop's public key>
+  ptunnel expose 27015 --as game --udp
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", type=port_arg, metavar="[HOST:]PORT",
+                        help="the local service to expose")
+    parser.add_argument("--as", dest="name", required=True, metavar="NAME",
+                        help="name to register (a-z, 0-9, '.', '_', '-')")
+    parser.add_argument("--udp", action="store_true", help="forward UDP datagrams, not TCP")
+    parser.add_argument("--allow", action="append", type=key_arg, metavar="KEY",
+                        help="only this public key may connect (repeatable; default: every "
+                             "member of the network)")
+    add_node_options(parser)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    tunnel = build_tunnel(ctx)
+    host, port = args.target
+
+    async def body(tunnel: Tunnel) -> None:
+        await tunnel.expose(port, args.name, host=host, udp=args.udp, allow=args.allow)
+        public = tunnel.node.public_endpoint
+        ctx.out(f"exposing {format_endpoint(args.target)}{'/udp' if args.udp else ''} as "
+                f"'{args.name}' (public endpoint {format_endpoint(public) if public else '?'}); "
+                "Ctrl-C to stop")
+
+    return run_tunnel(ctx, tunnel, body)

@@ -1,0 +1,91 @@
+"""`ptunnel list [--json]`: the active nodes of my network, as the rendezvous sees them."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tunnel.cli.config import format_endpoint, parse_endpoint
+from tunnel.cli.context import Context
+from tunnel.errors import UserError
+from tunnel.keys.netkeys import encode_key, fingerprint
+from tunnel.node.netcheck import query, resolve
+from tunnel.path.rendezvous import ListReceived, RendezvousClient
+
+NAME = "list"
+ORDER = 30
+HELP = "list the active nodes of my network (names, fingerprints, endpoints)"
+DESCRIPTION = """\
+Ask the rendezvous for the nodes of your network that are registered now: their names, key
+fingerprints, public endpoints (as the rendezvous sees them) and when it last heard from them.
+Only members of your network can ask, and only your network's nodes are shown.
+"""
+
+
+def endpoint_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--rendezvous", type=endpoint_arg, metavar="HOST:PORT",
+                        help="rendezvous server (env PTUNNEL_RENDEZVOUS, config `rendezvous`)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait for the rendezvous (default 5)")
+
+
+def server_address(ctx: Context) -> tuple[str, int]:
+    addr = ctx.rendezvous_addr()
+    try:
+        return resolve(addr)
+    except OSError as exc:
+        raise UserError(f"cannot resolve rendezvous host {addr[0]!r}: {exc.strerror or exc}; "
+                        "check --rendezvous / PTUNNEL_RENDEZVOUS") from None
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    secret = ctx.network_secret()
+    me = ctx.identity().public
+    server = server_address(ctx)
+    # Counters are per key and this key is also the running node's: start from the clock, as
+    # the node does, so the request is not refused as stale (the server would resync us anyway).
+    client = RendezvousClient(secret, me, (), (), server, counter_start=time.time_ns() // 1000)
+    client.request_list(time.monotonic())
+    events = query(client, lambda e: isinstance(e, ListReceived), args.timeout)
+    listed = [e for e in events if isinstance(e, ListReceived)]
+    if not listed:
+        raise UserError(
+            f"no answer from the rendezvous at {format_endpoint(server)} within "
+            f"{args.timeout:g} s; check the address, and try `ptunnel netcheck`"
+        )
+    rows = [
+        {
+            "names": list(peer.names),
+            "fingerprint": fingerprint(peer.static),
+            "public_key": encode_key(peer.static),
+            "endpoint": format_endpoint(peer.endpoint),
+            "last_seen_seconds": peer.seen_ago,
+            "self": peer.static == me,
+        }
+        for peer in listed[-1].peers
+    ]
+    if args.json:
+        ctx.out_json(rows)
+        return 0
+    if not rows:
+        ctx.out("no active nodes in this network")
+        return 0
+    header = ("NAMES", "FINGERPRINT", "ENDPOINT", "LAST SEEN")
+    table = [header] + [
+        (", ".join(r["names"]) or "-",  # type: ignore[arg-type]
+         str(r["fingerprint"]) + (" (this node)" if r["self"] else ""),
+         str(r["endpoint"]), f"{r['last_seen_seconds']} s ago")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        ctx.out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0

@@ -1,0 +1,77 @@
+"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--no-relay]`: run a rendezvous server."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunnel.cli.commands.list import endpoint_arg
+from tunnel.cli.config import RENDEZVOUS_KEYS, format_endpoint, parse_endpoint
+from tunnel.cli.context import Context
+from tunnel.errors import UserError
+
+NAME = "rendezvous"
+ORDER = 40
+HELP = "run a rendezvous server: introduces nodes, relays when punching fails"
+DESCRIPTION = """\
+Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on the nodes). It
+learns only network ids (public keys), never a network secret: it can introduce and relay, but
+cannot read, alter or impersonate. Registrations live in SQLite, so a restart loses nothing.
+A second UDP port (PORT+1 unless --netcheck-port) answers `ptunnel netcheck` probes.
+"""
+CONFIG_KEYS = RENDEZVOUS_KEYS
+DEFAULT_CONFIG = "rendezvous.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", type=endpoint_arg, metavar="HOST:PORT",
+                        help="UDP address to listen on (default 0.0.0.0:7000)")
+    parser.add_argument("--netcheck-port", type=int, metavar="PORT",
+                        help="second UDP port for NAT mapping checks (default PORT+1)")
+    parser.add_argument("--db", metavar="PATH",
+                        help="SQLite database (default $PTUNNEL_HOME/rendezvous.db)")
+    parser.add_argument("--no-relay", dest="relay", action="store_const", const=False,
+                        default=None, help="never relay traffic between nodes")
+    parser.add_argument("--relay-rate", type=int, metavar="BYTES_PER_S",
+                        help="relay budget per node (default 12500000)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: tuple[str, int]
+    db: Path
+    relay: bool
+    netcheck_port: int | None
+    relay_rate: float
+
+
+def settings(ctx: Context) -> ServerSettings:
+    """Flags > environment > rendezvous.yaml > defaults, already merged into `ctx.config`."""
+    config = ctx.config
+    listen = config["listen"]
+    if isinstance(listen, str):
+        listen = parse_endpoint(listen)
+    db = Path(config["db"]).expanduser() if config.get("db") else ctx.home / "rendezvous.db"
+    nport = config.get("netcheck_port")
+    return ServerSettings((str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
+                          int(nport) if nport is not None else None, float(config["relay_rate"]))
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from rendezvous.server import run as run_server
+    from rendezvous.store import SQLiteStore
+
+    s = settings(ctx)
+    s.db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
+    except (ValueError, sqlite3.Error) as exc:
+        raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
+    try:
+        run_server(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
+                        f"{exc.strerror or exc}; choose another --listen") from None
+    return 0

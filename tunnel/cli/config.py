@@ -1,0 +1,211 @@
+"""YAML config files with documented keys, validated with the file and line of every mistake.
+
+Precedence, highest first: command-line flag > environment variable > config file > default.
+`configs/node.yaml` and `configs/rendezvous.yaml` are the commented references for the keys below;
+`tests/test_config.py` checks that every key documented here appears there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunnel.errors import ConfigError
+
+
+def parse_endpoint(text: str, default_host: str | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (or ``PORT`` when a default host is given; ``[v6]:PORT`` too)."""
+    text = text.strip()
+    host: str | None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    else:
+        host, port_text = default_host, text
+    if not host:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r} has no valid port (1-65535)")
+    return host, int(port_text)
+
+
+def format_endpoint(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One documented config key: its kind, default, environment variable and meaning."""
+
+    kind: str  # str | int | float | bool | endpoint | port | keys | list | choice
+    default: Any = None
+    doc: str = ""
+    env: str | None = None
+    choices: tuple[str, ...] = ()
+    items: Mapping[str, Key] = field(default_factory=dict)  # for kind == "list" of mappings
+    required: bool = False
+
+
+NODE_KEYS: dict[str, Key] = {
+    "rendezvous": Key("endpoint", None, "rendezvous server HOST:PORT", env="PTUNNEL_RENDEZVOUS"),
+    "log_level": Key("choice", "info", "log level", env="PTUNNEL_LOG_LEVEL",
+                     choices=("debug", "info", "warning", "error")),
+    "log_format": Key("choice", "text", "log line format", choices=("text", "json")),
+    "keepalive": Key("float", 25.0, "persistent keepalive interval in seconds (0 = off)"),
+    "direct_only": Key("bool", False, "never use the relay; fail if no direct path opens"),
+    "congestion": Key("choice", "bbr", "congestion controller",
+                      choices=("bbr", "cubic", "newreno")),
+    "allow": Key("keys", [], "public keys allowed to connect (empty = every network member)"),
+    "expose": Key("list", [], "services this node exposes", items={
+        "port": Key("port", None, "[HOST:]PORT of the local service", required=True),
+        "as": Key("str", None, "name to register at the rendezvous", required=True),
+        "udp": Key("bool", False, "forward UDP instead of TCP"),
+        "allow": Key("keys", [], "public keys allowed for this service"),
+    }),
+    "connect": Key("list", [], "remote services to reach through local ports", items={
+        "name": Key("str", None, "name the peer exposes", required=True),
+        "listen": Key("port", None, "[BIND:]PORT to listen on locally", required=True),
+        "udp": Key("bool", False, "forward UDP instead of TCP"),
+        "accept_new_key": Key("bool", False, "accept a changed key for this name once"),
+    }),
+}
+
+RENDEZVOUS_KEYS: dict[str, Key] = {
+    "listen": Key("endpoint", "0.0.0.0:7000", "UDP HOST:PORT the server listens on",
+                  env="PTUNNEL_RENDEZVOUS_LISTEN"),
+    "netcheck_port": Key("int", None, "second UDP port for NAT mapping checks (default PORT+1)"),
+    "db": Key("str", None, "SQLite database path (default $PTUNNEL_HOME/rendezvous.db)"),
+    "relay": Key("bool", True, "relay traffic between members that cannot punch"),
+    "relay_rate": Key("int", 12_500_000, "relay budget per node in bytes per second"),
+    "log_level": Key("choice", "info", "log level", choices=("debug", "info", "warning", "error")),
+    "log_format": Key("choice", "text", "log line format", choices=("text", "json")),
+}
+
+
+def _where(path: Path, node: yaml.Node) -> str:
+    return f"{path}:{node.start_mark.line + 1}"
+
+
+def _scalar(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"{_where(path, node)}: '{name}' must be a single value ({spec.doc})")
+    value = yaml.safe_load(yaml.serialize(node))
+    checks: dict[str, Callable[[Any], Any]] = {
+        "str": lambda v: v if isinstance(v, str) else None,
+        "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+        "float": lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+        else None,
+        "bool": lambda v: v if isinstance(v, bool) else None,
+        "choice": lambda v: v if v in spec.choices else None,
+        "endpoint": lambda v: parse_endpoint(v) if isinstance(v, str) else None,
+        "port": lambda v: parse_endpoint(str(v), default_host="127.0.0.1"),
+    }
+    expected = {
+        "str": "a string", "int": "a whole number", "float": "a number",
+        "bool": "true or false", "choice": "one of " + ", ".join(spec.choices),
+        "endpoint": "HOST:PORT", "port": "[HOST:]PORT",
+    }[spec.kind]
+    try:
+        result = checks[spec.kind](value)
+    except ValueError:
+        result = None
+    if result is None:
+        raise ConfigError(f"{_where(path, node)}: '{name}' is {value!r}; expected {expected}")
+    return result
+
+
+def _value(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
+    if spec.kind == "keys":
+        from tunnel.keys.netkeys import decode_key
+
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(f"{_where(path, node)}: '{name}' must be a list of public keys")
+        keys = []
+        for item in node.value:
+            text = _scalar(path, item, name, Key("str"))
+            try:
+                keys.append(decode_key(text))
+            except ValueError as exc:
+                raise ConfigError(f"{_where(path, item)}: {exc}") from None
+        return keys
+    if spec.kind == "list":
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(f"{_where(path, node)}: '{name}' must be a list of entries")
+        return [_mapping(path, item, spec.items, f"{name} entry") for item in node.value]
+    return _scalar(path, node, name, spec)
+
+
+def _mapping(path: Path, node: yaml.Node, keys: Mapping[str, Key], what: str) -> dict[str, Any]:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{_where(path, node)}: {what} must be a mapping of keys to values")
+    result: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+        if name not in keys:
+            raise ConfigError(
+                f"{_where(path, key_node)}: unknown key '{name}' in {what}; "
+                f"expected one of: {', '.join(keys)}"
+            )
+        if name in result:
+            raise ConfigError(f"{_where(path, key_node)}: key '{name}' appears twice")
+        result[name] = _value(path, value_node, name, keys[name])
+    missing = [k for k, spec in keys.items() if spec.required and k not in result]
+    if missing:
+        raise ConfigError(f"{_where(path, node)}: {what} lacks required key '{missing[0]}'")
+    return result
+
+
+def load_file(path: Path, keys: Mapping[str, Key]) -> dict[str, Any]:
+    """Parse and validate one YAML file; every mistake names the file and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{line}: {problem}") from None
+    if root is None:
+        return {}
+    return _mapping(path, root, keys, "the config file")
+
+
+def resolve(
+    keys: Mapping[str, Key],
+    file_values: Mapping[str, Any],
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge: flag > environment > file > default. A flag of None means "not given"."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    for name, spec in keys.items():
+        value = spec.default
+        if name in file_values:
+            value = file_values[name]
+        if spec.env and environ.get(spec.env):
+            text = environ[spec.env]
+            try:
+                value = parse_endpoint(text) if spec.kind == "endpoint" else text
+            except ValueError as exc:
+                raise ConfigError(f"environment variable {spec.env}: {exc}") from None
+            if spec.kind == "choice" and value not in spec.choices:
+                raise ConfigError(
+                    f"environment variable {spec.env} is {text!r}; "
+                    f"expected one of {', '.join(spec.choices)}"
+                )
+        if flags.get(name) is not None:
+            value = flags[name]
+        merged[name] = value
+    return merged

@@ -1,0 +1,73 @@
+"""What every subcommand gets: its state directory, merged config and the node's keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunnel.cli.config import Key, load_file, resolve
+from tunnel.errors import UserError
+from tunnel.keys.identity import Identity, load_identity, load_network_secret
+
+NOT_JOINED = "not joined to a network; run `ptunnel init` (new network) or `ptunnel join CODE`"
+
+
+@dataclass
+class Context:
+    home: Path
+    keys: Mapping[str, Key]
+    config_path: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, keys: Mapping[str, Key], default_config: str
+    ) -> Context:
+        from tunnel.keys.identity import default_home
+
+        home = Path(args.home).expanduser() if getattr(args, "home", None) else default_home()
+        path: Path | None = None
+        if getattr(args, "config", None):
+            path = Path(args.config).expanduser()
+            if not path.exists():
+                raise UserError(f"config file {path} does not exist; check the path given to -c")
+        elif (home / default_config).exists():
+            path = home / default_config
+        file_values = load_file(path, keys) if path is not None else {}
+        flags = {name: getattr(args, name, None) for name in keys}
+        return cls(home=home, keys=keys, config_path=path, config=resolve(keys, file_values, flags))
+
+    def identity(self) -> Identity:
+        identity = load_identity(self.home)
+        if identity is None:
+            raise UserError(f"no node key in {self.home}; {NOT_JOINED}")
+        return identity
+
+    def network_secret(self) -> bytes:
+        secret = load_network_secret(self.home)
+        if secret is None:
+            raise UserError(NOT_JOINED)
+        return secret
+
+    def rendezvous_addr(self) -> tuple[str, int]:
+        addr = self.config.get("rendezvous")
+        if addr is None:
+            raise UserError(
+                "no rendezvous server given; pass --rendezvous HOST:PORT, set PTUNNEL_RENDEZVOUS "
+                "or put `rendezvous: HOST:PORT` in node.yaml"
+            )
+        host, port = addr
+        return str(host), int(port)
+
+    def out(self, text: str) -> None:
+        """A command's result on stdout (logs go to stderr)."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def out_json(self, value: object) -> None:
+        self.out(json.dumps(value, indent=2, sort_keys=True))

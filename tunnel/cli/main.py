@@ -1,0 +1,119 @@
+"""`ptunnel`: the command line, a thin layer over the library.
+
+Subcommands live in `tunnel/commands/`, one module each, discovered at start-up. A module defines
+`NAME`, `HELP`, `ORDER`, `add_arguments(parser)` and `run(args, ctx) -> int`; optionally
+`CONFIG_KEYS` (default: the node's keys) and `DEFAULT_CONFIG` (default: `node.yaml`).
+User errors (`UserError`) become one line on stderr and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from types import ModuleType
+from typing import NoReturn
+
+import tunnel
+import tunnel.cli.commands
+from tunnel.cli.config import NODE_KEYS
+from tunnel.cli.context import Context
+from tunnel.cli.logs import setup_logging
+from tunnel.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Reach a machine behind a NAT without opening a port and without a VPN.
+
+  on the home box:   ptunnel expose 22 --as ssh-home
+  on the laptop:     ptunnel connect ssh-home -L 2222
+                     ssh -p 2222 localhost
+"""
+EPILOG = "Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that says what to do, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+        raise SystemExit(2)
+
+
+def discover_commands() -> list[ModuleType]:
+    modules = [
+        importlib.import_module(info.name)
+        for info in pkgutil.iter_modules(tunnel.cli.commands.__path__, "tunnel.cli.commands.")
+    ]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+
+
+def common_options() -> OneLineParser:
+    common = OneLineParser(add_help=False)  # a parent: it only lends its options
+    group = common.add_argument_group("common options")
+    group.add_argument("--home", metavar="DIR",
+                       help="state directory (env PTUNNEL_HOME; default ~/.config/ptunnel)")
+    group.add_argument("-c", "--config", metavar="FILE",
+                       help="YAML config file (default: the one in the state directory)")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    group.add_argument("--log-format", choices=("text", "json"), default=None,
+                       help="log line format on stderr")
+    return common
+
+
+def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="ptunnel", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ptunnel {tunnel.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                parser_class=OneLineParser)
+    common = common_options()
+    for module in commands:
+        child = sub.add_parser(
+            module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+            parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(child)
+        child.set_defaults(module=module)
+    return parser
+
+
+def log_level(args: argparse.Namespace, configured: str) -> str:
+    levels = ["debug", "info", "warning", "error"]
+    index = levels.index(configured) - int(args.verbose) + int(args.quiet)
+    return levels[max(0, min(index, len(levels) - 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = discover_commands()
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module: ModuleType = args.module
+    try:
+        ctx = Context.from_args(
+            args, getattr(module, "CONFIG_KEYS", NODE_KEYS),
+            getattr(module, "DEFAULT_CONFIG", "node.yaml"),
+        )
+        setup_logging(
+            log_level(args, ctx.config.get("log_level") or "info"),
+            args.log_format or ctx.config.get("log_format") or "text",
+        )
+        return int(module.run(args, ctx))
+    except UserError as exc:
+        sys.stderr.write(f"ptunnel {module.NAME}: error: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Pinned peer keys per name: `$PTUNNEL_HOME/known_nodes`, like ssh's known_hosts.
+
+The first connection to a name records the key the rendezvous introduced; later connections must
+see the same key. A changed key is refused with both fingerprints, unless the user accepts it
+(`--accept-new-key`), which replaces the pin. The rendezvous can then not swap a node's key
+without the user noticing.
+
+File format, one pin a line, `#` comments and blank lines ignored::
+
+    # name  base64 X25519 public key
+    ssh-home  q83vEjRWeJq8zN7wEjRWeJq8zN7wEjRWeJq8zN7wEjQ=
+
+Lines that do not parse are kept as they are (and logged once), never silently dropped. Writes
+are atomic (temporary file + rename) with mode 0600. This module does file I/O and is listed as
+a shell module in tests/test_core_purity.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from tunnel.errors import UserError
+from tunnel.keys.netkeys import decode_key, encode_key, fingerprint
+
+logger = logging.getLogger(__name__)
+
+KNOWN_NODES_FILE = "known_nodes"
+
+
+class PinMismatch(UserError):
+    """The key offered for a name differs from the pinned one."""
+
+    def __init__(self, name: str, pinned: bytes, offered: bytes, path: Path) -> None:
+        self.name = name
+        self.pinned = pinned
+        self.offered = offered
+        super().__init__(
+            f"the key of {name!r} has changed: pinned {fingerprint(pinned)}, now offered "
+            f"{fingerprint(offered)}. Someone may be impersonating it, or it was reinstalled; "
+            f"if you know it was, connect with --accept-new-key (pins are in {path})"
+        )
+
+
+class PinResult(Enum):
+    NEW = "new"  # first connection: key recorded
+    MATCH = "match"  # same key as pinned
+    REPLACED = "replaced"  # key changed and the user accepted the new one
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    text: str  # the line as in the file (without newline)
+    name: str | None = None  # None for comments, blanks and unparseable lines
+    key: bytes = b""
+
+
+def _parse_line(text: str) -> _Line:
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#"):
+        return _Line(text)
+    fields = stripped.split()
+    if len(fields) != 2:
+        return _Line(text)
+    try:
+        return _Line(text, fields[0], decode_key(fields[1]))
+    except ValueError:
+        return _Line(text)
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() for c in name) or name.startswith("#"):
+        raise UserError(f"{name!r} cannot be a node name: no spaces, not empty, no leading '#'")
+
+
+class PinStore:
+    """The known_nodes file of one state directory."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = Path(home) / KNOWN_NODES_FILE
+
+    def _read(self) -> list[_Line]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        lines = [_parse_line(line) for line in text.splitlines()]
+        for number, line in enumerate(lines, 1):
+            stripped = line.text.strip()
+            if line.name is None and stripped and not stripped.startswith("#"):
+                logger.warning(
+                    "%s:%d: not 'name base64-key'; line kept, ignored", self.path, number
+                )
+        return lines
+
+    def _write(self, lines: list[_Line]) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, "".join(line.text + "\n" for line in lines).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    def entries(self) -> dict[str, bytes]:
+        """All pins, name -> key (a name pinned twice: the first line wins)."""
+        out: dict[str, bytes] = {}
+        for line in self._read():
+            if line.name is not None:
+                out.setdefault(line.name, line.key)
+        return out
+
+    def get(self, name: str) -> bytes | None:
+        return self.entries().get(name)
+
+    def check(self, name: str, key: bytes, accept_new_key: bool = False) -> PinResult:
+        """Compare `key` with the pin of `name`; record it on first use.
+
+        Raises `PinMismatch` (naming both fingerprints) if the pin differs, unless
+        `accept_new_key`, which replaces the pin.
+        """
+        _check_name(name)
+        lines = self._read()
+        pinned = next((line.key for line in lines if line.name == name), None)
+        if pinned == key:
+            return PinResult.MATCH
+        new_line = _Line(f"{name} {encode_key(key)}", name, key)
+        if pinned is None:
+            self._write([*lines, new_line])
+            logger.info("pinned the key of %r: %s", name, fingerprint(key))
+            return PinResult.NEW
+        if not accept_new_key:
+            raise PinMismatch(name, pinned, key, self.path)
+        self._write([new_line if line.name == name else line for line in lines])
+        logger.warning(
+            "replaced the key of %r: %s -> %s", name, fingerprint(pinned), fingerprint(key)
+        )
+        return PinResult.REPLACED
+
+    def remove(self, name: str) -> bool:
+        """Forget the pin of `name`; False if there was none."""
+        lines = self._read()
+        kept = [line for line in lines if line.name != name]
+        if len(kept) == len(lines):
+            return False
+        self._write(kept)
+        return True

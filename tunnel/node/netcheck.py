@@ -1,0 +1,145 @@
+"""Netcheck and one-shot rendezvous queries for the CLI, over one blocking UDP socket (shell).
+
+Netcheck sends a COOKIE_REQUEST from ONE socket to the rendezvous' main port and to its netcheck
+port (PORT+1 by default). Each COOKIE reply carries the source endpoint that port observed:
+
+- same endpoint from both: the NAT maps endpoint-independently (RFC 4787 "EIM"), hole punching
+  works with any peer;
+- different endpoints: address- or port-dependent mapping (a "symmetric" NAT), punching needs the
+  peer to be reachable or falls back to the relay;
+- no reply at all: UDP to the rendezvous does not work from here.
+
+`query()` drives a `RendezvousClient` over a blocking socket until a condition holds; `ptunnel
+list` uses it (a node's long-running loop lives in `tunnel/node.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rendezvous import protocol as p
+from tunnel.path.rendezvous import Event, RendezvousClient
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 0.5  # seconds between probe retransmissions; well above an Internet RTT
+DEFAULT_TIMEOUT = 3.0  # seconds; a UDP-blocking firewall is declared after this much silence
+
+
+@dataclass(frozen=True, slots=True)
+class NetcheckResult:
+    udp: bool  # any reply at all
+    public_endpoint: p.Endpoint | None
+    via_main: p.Endpoint | None  # endpoint observed by the main port
+    via_netcheck: p.Endpoint | None  # endpoint observed by the netcheck port
+    local_port: int
+
+    @property
+    def mapping(self) -> str:
+        if self.via_main is None or self.via_netcheck is None:
+            return "unknown"
+        if self.via_main == self.via_netcheck:
+            return "endpoint-independent"
+        return "endpoint-dependent"
+
+    def as_dict(self) -> dict[str, object]:
+        def fmt(ep: p.Endpoint | None) -> str | None:
+            return None if ep is None else f"{ep[0]}:{ep[1]}"
+
+        return {
+            "udp": self.udp,
+            "public_endpoint": fmt(self.public_endpoint),
+            "observed_by_main_port": fmt(self.via_main),
+            "observed_by_netcheck_port": fmt(self.via_netcheck),
+            "mapping": self.mapping,
+            "local_port": self.local_port,
+            "port_preserved": self.public_endpoint is not None
+            and self.public_endpoint[1] == self.local_port,
+        }
+
+
+def resolve(addr: tuple[str, int]) -> tuple[str, int]:
+    """HOST:PORT to an IPv4 literal and port (raises OSError when the name does not resolve)."""
+    infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
+    host, port = infos[0][4][:2]
+    return str(host), int(port)
+
+
+def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
+             timeout: float = DEFAULT_TIMEOUT, bind: tuple[str, int] = ("0.0.0.0", 0),
+             rng: Callable[[int], bytes] | None = None) -> NetcheckResult:
+    import os
+
+    rng = rng or os.urandom
+    main = resolve(server)
+    second = (main[0], netcheck_port if netcheck_port is not None else main[1] + 1)
+    nonces = {main: rng(p.NONCE_SIZE), second: rng(p.NONCE_SIZE)}
+    seen: dict[tuple[str, int], p.Endpoint] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(bind)
+        local_port = int(sock.getsockname()[1])
+        deadline = time.monotonic() + timeout
+        next_probe = 0.0
+        while len(seen) < 2 and (now := time.monotonic()) < deadline:
+            if now >= next_probe:
+                for dest, nonce in nonces.items():
+                    if dest not in seen:
+                        _sendto(sock, p.encode_cookie_request(p.CookieRequest(nonce)), dest)
+                next_probe = now + PROBE_INTERVAL
+            wait = max(0.0, min(next_probe, deadline) - now)
+            readable, _, _ = select.select([sock], [], [], wait)
+            if not readable:
+                continue
+            data, src = sock.recvfrom(2048)
+            src = (str(src[0]), int(src[1]))
+            reply = p.decode_reply(data)
+            if isinstance(reply, p.CookieReply) and nonces.get(src) == reply.nonce:
+                seen[src] = reply.observed
+    via_main, via_nc = seen.get(main), seen.get(second)
+    return NetcheckResult(bool(seen), via_main or via_nc, via_main, via_nc, local_port)
+
+
+def query(client: RendezvousClient, done: Callable[[Event], bool], timeout: float,
+          bind: tuple[str, int] = ("0.0.0.0", 0)) -> list[Event]:
+    """Drive `client` over a fresh socket until an event satisfies `done`, or `timeout`.
+
+    Issue the requests first with ``now=time.monotonic()`` (e.g. ``client.request_list(now)``).
+    Returns every event seen; the last one satisfied `done` unless the timeout came first.
+    """
+    events: list[Event] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(bind)
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            for data, dest in client.datagrams_to_send():
+                _sendto(sock, data, dest)
+            while (event := client.next_event()) is not None:
+                events.append(event)
+                if done(event):
+                    return events
+            now = time.monotonic()
+            if now >= deadline:
+                return events
+            timer = client.get_timer()
+            wait = deadline - now if timer is None else min(deadline, timer) - now
+            readable, _, _ = select.select([sock], [], [], max(0.0, wait))
+            now = time.monotonic()
+            if readable:
+                data, src = sock.recvfrom(65536)
+                client.receive_datagram(data, (str(src[0]), int(src[1])), now)
+            timer = client.get_timer()
+            if timer is not None and now >= timer:
+                client.handle_timer(now)
+
+
+def _sendto(sock: socket.socket, data: bytes, dest: tuple[str, int]) -> None:
+    try:
+        sock.sendto(data, dest)
+    except OSError as exc:  # unreachable network etc.: the probe simply gets no answer
+        log.debug("send to %s failed: %s", dest, exc)

@@ -1,0 +1,438 @@
+"""The node's side of the rendezvous protocol, sans-IO (`rendezvous/protocol.py` has the wire).
+
+Same interface as every ptunnel state machine: `receive_datagram(data, addr, now)`,
+`datagrams_to_send()`, `get_timer()`, `handle_timer(now)`, `next_event()`.
+
+How it behaves:
+- Every signed request needs a cookie. The client fetches one (COOKIE_REQUEST), keeps it for
+  `CLIENT_COOKIE_MAX_AGE`, and adopts any fresh cookie the server sends back instead of an answer
+  (expired cookie, server restarted with another secret, address changed behind a NAT).
+- Each transmission is signed anew with the next counter, so a retransmission is never mistaken
+  for a replay. If the server says the counter is stale (this node restarted), the client jumps
+  past the server's value and retries at once.
+- Each request has its own random nonce; replies must echo it. Pushes (JOINED, LEFT, an incoming
+  INTRODUCED) must echo the nonce of one of our recent registrations. Anything else is dropped:
+  an off-path spoofer cannot make us believe a forged reply.
+- Registration refreshes every `REFRESH_INTERVAL`; each REGISTERED carries the full member list,
+  so a lost JOINED/LEFT push is repaired by the next refresh (diffed into PeerJoined/PeerLeft).
+- Requests are retransmitted with exponential backoff; after `UNREACHABLE_AFTER` unanswered
+  attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
+  LIST/CONNECT until `GIVE_UP_AFTER`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rendezvous import protocol as p
+from rendezvous.cookies import CLIENT_COOKIE_MAX_AGE
+from rendezvous.protocol import Endpoint, Peer
+from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key
+
+log = logging.getLogger(__name__)
+
+# The server expires a registration after 90 s of silence; refreshing every 20 s survives three
+# lost refreshes, and also keeps the NAT mapping to the server alive (many expire UDP at 30 s).
+REFRESH_INTERVAL = 20.0  # seconds
+RETRY_INITIAL = 1.0  # seconds; well above a rendezvous RTT, small enough for a snappy start
+RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refresh or so
+UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
+GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
+RECENT_REGISTRATIONS = 3  # nonces of our latest REGISTERs that pushes may echo
+MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission timer
+
+
+# --- events ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Registered:
+    public_endpoint: Endpoint
+    peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    static: bytes
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Introduced:
+    peer_name: str
+    peer_static: bytes
+    public_endpoint: Endpoint
+    lan_candidates: tuple[Endpoint, ...]
+    initiated_by_us: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRefused:
+    reason: str
+    holder_fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListReceived:
+    peers: tuple[Peer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRefused:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUnreachable:
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CookieReceived:
+    """The server told us our public endpoint (also what netcheck uses)."""
+
+    public_endpoint: Endpoint
+
+
+Event = (Registered | PeerJoined | PeerLeft | Introduced | RegistrationRefused | ListReceived
+         | ConnectRefused | ServerUnreachable | CookieReceived)
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: int
+    nonce: bytes
+    name: str = ""  # CONNECT target
+    attempts: int = 0
+    deadline: float = 0.0
+    pages: dict[int, tuple[Peer, ...]] = field(default_factory=dict)
+    observed: Endpoint | None = None
+    parked: bool = False  # CONNECT waiting for our re-registration (NOT_REGISTERED)
+    reregistered: bool = False  # ... which is tried once per CONNECT
+    cookie_resends: int = 0  # immediate resends on a fresh cookie (capped: no ping-pong)
+    explicit: bool = False  # REGISTER asked for by start(): always answered with `Registered`
+
+
+class RendezvousClient:
+    def __init__(
+        self,
+        network_secret: bytes,
+        static_public: bytes,
+        names: tuple[str, ...] | list[str],
+        lan_candidates: tuple[Endpoint, ...] | list[Endpoint],
+        server_addr: Endpoint,
+        rng: Callable[[int], bytes] = os.urandom,
+        counter_start: int = 0,
+    ) -> None:
+        """`counter_start`: pass e.g. wall-clock microseconds so a restarted node does not
+        need a STALE_COUNTER round trip; any value works."""
+        self.network = network_id(network_secret)
+        self._signer = network_signing_key(network_secret)
+        self.static = static_public
+        self.names = tuple(names)
+        for name in self.names:
+            if not p.valid_name(name):
+                raise ValueError(f"invalid name {name!r}: use a-z, 0-9, '.', '_', '-'")
+        self.lan = tuple(lan_candidates)
+        try:
+            ipaddress.ip_address(server_addr[0])
+        except ValueError:
+            # Replies are matched by source address, so a host name would never match.
+            raise ValueError(f"rendezvous address {server_addr[0]!r} must be an IP address; "
+                             "resolve it first (tunnel.node.netcheck.resolve)") from None
+        self.server = server_addr
+        self._rng = rng
+        self._counter = counter_start
+        self._cookie: bytes | None = None
+        self._cookie_at = 0.0
+        self._cookie_req: _Pending | None = None
+        self._pending: dict[bytes, _Pending] = {}
+        self._outbox: list[tuple[bytes, Endpoint]] = []
+        self._events: deque[Event] = deque()
+        self._registering = False  # start() called and not refused / left
+        self._next_refresh: float | None = None
+        self._recent: deque[bytes] = deque(maxlen=RECENT_REGISTRATIONS)
+        self._reported_unreachable = False
+        self.registered = False
+        self.public_endpoint: Endpoint | None = None
+        self.peers: dict[bytes, Peer] = {}
+        self.dropped = 0  # malformed or unsolicited datagrams from the server address
+
+    # --- requests ------------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        """Register (and keep refreshing) our names with the server.
+
+        Call again after changing `names`: the new set is registered at once, and `Registered`
+        (or `RegistrationRefused`) follows. Periodic refreshes emit `Registered` only when the
+        public endpoint changed, and PeerJoined/PeerLeft for differences in the member list.
+        """
+        self._registering = True
+        self._request(p.REGISTER, now, explicit=True)
+
+    def request_list(self, now: float) -> None:
+        self._request(p.LIST, now)
+
+    def request_connect(self, name: str, now: float) -> None:
+        if not p.valid_name(name):
+            raise ValueError(f"invalid name {name!r}")
+        self._request(p.CONNECT, now, name)
+
+    def request_cookie(self, now: float) -> None:
+        """Ask for a cookie now; answered with `CookieReceived` (our public endpoint)."""
+        self._cookie = None
+        self._send_cookie_request(now)
+
+    def leave(self, now: float) -> None:
+        """Deregister once (best effort, no retransmission) and stop refreshing."""
+        self._registering = False
+        self._next_refresh = None
+        self._pending = {k: v for k, v in self._pending.items() if v.kind != p.REGISTER}
+        if self.registered and self._cookie_valid(now):
+            self._transmit(_Pending(p.LEAVE, self._rng(p.NONCE_SIZE)), now)
+        self.registered = False
+
+    def wrap_relay(self, dest_static: bytes, datagram: bytes) -> bytes:
+        return p.encode_relay_to(dest_static, datagram)
+
+    def unwrap_relay(self, data: bytes) -> tuple[bytes, bytes] | None:
+        return p.decode_relay_from(data)
+
+    # --- sans-IO interface ----------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        deadlines = [q.deadline for q in self._pending.values()]
+        if self._cookie_req is not None:
+            deadlines.append(self._cookie_req.deadline)
+        if self._next_refresh is not None:
+            deadlines.append(self._next_refresh)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._next_refresh is not None and now >= self._next_refresh:
+            self._next_refresh = None
+            if not any(q.kind == p.REGISTER for q in self._pending.values()):
+                self._request(p.REGISTER, now)
+        cookie_req = self._cookie_req
+        if cookie_req is not None and now >= cookie_req.deadline and self._note_attempt(cookie_req):
+            self._send_cookie_request(now)
+        for q in list(self._pending.values()):
+            if now >= q.deadline and self._note_attempt(q):
+                self._send(q, now)
+
+    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> bool:
+        """Consume a rendezvous datagram; False when it is not ours (other types or senders)."""
+        if not data or data[0] not in p.RENDEZVOUS_TYPES or _norm(addr) != _norm(self.server):
+            return False
+        msg = p.decode_reply(data)
+        if msg is None:
+            self.dropped += 1
+            return True
+        if isinstance(msg, p.CookieReply):
+            self._on_cookie(msg, now)
+        elif isinstance(msg, p.Joined | p.Left) or (
+            isinstance(msg, p.Introduced) and msg.nonce not in self._pending
+        ):
+            self._on_push(msg)
+        else:
+            q = self._pending.get(msg.nonce)
+            if q is None:
+                self.dropped += 1
+                return True
+            self._reachable()
+            self._on_reply(q, msg, now)
+        return True
+
+    # --- replies -------------------------------------------------------------------------------
+    def _on_cookie(self, msg: p.CookieReply, now: float) -> None:
+        ours = self._cookie_req is not None and msg.nonce == self._cookie_req.nonce
+        if not ours and msg.nonce not in self._pending:
+            self.dropped += 1
+            return
+        self._reachable()
+        self._cookie, self._cookie_at = msg.cookie, now
+        self._cookie_req = None
+        self._events.append(CookieReceived(msg.observed))
+        for q in list(self._pending.values()):
+            # Resend at once with the new cookie, but only a couple of times per request: a
+            # server that keeps refusing our cookies must not turn into a packet ping-pong.
+            if not q.parked and q.cookie_resends < MAX_COOKIE_RESENDS:
+                q.cookie_resends += 1
+                self._transmit(q, now)
+
+    def _on_reply(self, q: _Pending, msg: p.Reply, now: float) -> None:
+        if isinstance(msg, p.Registered) and q.kind == p.REGISTER:
+            q.observed = msg.observed
+            q.pages[msg.page] = msg.peers
+            if len(q.pages) == msg.pages:
+                del self._pending[q.nonce]
+                self._registration_done(q, msg.observed, now)
+        elif isinstance(msg, p.Listed) and q.kind == p.LIST:
+            q.pages[msg.page] = msg.peers
+            if len(q.pages) == msg.pages:
+                del self._pending[q.nonce]
+                self._events.append(ListReceived(_join_pages(q.pages)))
+        elif isinstance(msg, p.Introduced) and q.kind == p.CONNECT:
+            del self._pending[q.nonce]
+            self._events.append(Introduced(q.name, msg.static, msg.endpoint, msg.lan, True))
+        elif isinstance(msg, p.Refused):
+            self._on_refused(q, msg, now)
+        else:
+            self.dropped += 1
+
+    def _on_refused(self, q: _Pending, msg: p.Refused, now: float) -> None:
+        if msg.code == p.STALE_COUNTER:
+            self._counter = max(self._counter, msg.counter)
+            self._transmit(q, now)
+            return
+        if q.kind == p.CONNECT and msg.code == p.NOT_REGISTERED and self._registering and (
+            not q.reregistered
+        ):
+            # Our NAT mapping changed (or the server lost us) since the last refresh: register
+            # from the current address now and send the CONNECT again once that is done.
+            q.parked = q.reregistered = True
+            q.deadline = now + RETRY_MAX
+            if not any(r.kind == p.REGISTER for r in self._pending.values()):
+                self._request(p.REGISTER, now)
+            return
+        del self._pending[q.nonce]
+        if q.kind == p.REGISTER:
+            self._registering = False
+            self.registered = False
+            if msg.code == p.NAME_TAKEN:
+                fp = fingerprint(msg.holder)
+                reason = f"name {msg.name!r} is held by another node ({fp}) of this network"
+                self._events.append(RegistrationRefused(reason, fp))
+            else:
+                self._events.append(RegistrationRefused(f"refused (code {msg.code})"))
+        elif q.kind == p.CONNECT:
+            reason = {
+                p.UNKNOWN_PEER: f"no active node named {q.name!r} in this network",
+                p.NOT_REGISTERED: "this node is not registered with the rendezvous yet",
+            }.get(msg.code, f"refused (code {msg.code})")
+            self._events.append(ConnectRefused(q.name, reason))
+
+    def _registration_done(self, q: _Pending, observed: Endpoint, now: float) -> None:
+        peers = {peer.static: peer for peer in _join_pages(q.pages) if peer.static != self.static}
+        self._recent.append(q.nonce)
+        first = q.explicit or not self.registered or observed != self.public_endpoint
+        if first:
+            self._events.append(Registered(observed, tuple(peers.values())))
+        else:
+            for static, peer in peers.items():
+                old = self.peers.get(static)
+                if old is None or (old.endpoint, old.names) != (peer.endpoint, peer.names):
+                    self._events.append(PeerJoined(peer))
+            for static, gone in self.peers.items():
+                if static not in peers:
+                    self._events.append(PeerLeft(static, gone.names))
+        self.registered = True
+        self.public_endpoint = observed
+        self.peers = peers
+        if self._registering:
+            self._next_refresh = now + REFRESH_INTERVAL
+        for parked in [r for r in self._pending.values() if r.parked]:
+            parked.parked = False
+            self._transmit(parked, now)
+
+    def _on_push(self, msg: p.Joined | p.Left | p.Introduced) -> None:
+        if msg.nonce not in self._recent or not self.registered:
+            self.dropped += 1
+            return
+        if isinstance(msg, p.Joined):
+            if msg.peer.static != self.static:
+                self.peers[msg.peer.static] = msg.peer
+                self._events.append(PeerJoined(msg.peer))
+        elif isinstance(msg, p.Left):
+            old = self.peers.pop(msg.static, None)
+            if old is not None:
+                self._events.append(PeerLeft(msg.static, old.names))
+        else:
+            name = msg.names[0] if msg.names else ""
+            self._events.append(Introduced(name, msg.static, msg.endpoint, msg.lan, False))
+
+    # --- sending -------------------------------------------------------------------------------
+    def _request(self, kind: int, now: float, name: str = "", explicit: bool = False) -> None:
+        q = _Pending(kind, self._rng(p.NONCE_SIZE), name, explicit=explicit)
+        self._pending[q.nonce] = q
+        self._send(q, now)
+
+    def _send(self, q: _Pending, now: float) -> None:
+        if self._cookie_valid(now):
+            self._transmit(q, now)
+        else:
+            # Wait for the cookie; the request goes out when it arrives (or on its own retry).
+            q.deadline = now + self._backoff(q.attempts)
+            if self._cookie_req is None:
+                self._send_cookie_request(now)
+
+    def _transmit(self, q: _Pending, now: float) -> None:
+        assert self._cookie is not None
+        self._counter += 1
+        names = (q.name,) if q.kind == p.CONNECT else self.names if q.kind == p.REGISTER else ()
+        lan = self.lan if q.kind == p.REGISTER else ()
+        req = p.Request(q.kind, self.network, self.static, self._counter, q.nonce, self._cookie,
+                        names, lan)
+        self._outbox.append((p.encode_request(req, self._signer), self.server))
+        q.deadline = now + self._backoff(q.attempts)
+
+    def _send_cookie_request(self, now: float) -> None:
+        if self._cookie_req is None:
+            self._cookie_req = _Pending(p.COOKIE_REQUEST, self._rng(p.NONCE_SIZE))
+        q = self._cookie_req
+        self._outbox.append((p.encode_cookie_request(p.CookieRequest(q.nonce)), self.server))
+        q.deadline = now + self._backoff(q.attempts)
+
+    def _cookie_valid(self, now: float) -> bool:
+        return self._cookie is not None and now - self._cookie_at < CLIENT_COOKIE_MAX_AGE
+
+    def _note_attempt(self, q: _Pending) -> bool:
+        """Count a timed-out attempt; False when the request is abandoned."""
+        q.attempts += 1
+        if q.attempts >= UNREACHABLE_AFTER and not self._reported_unreachable:
+            self._reported_unreachable = True
+            log.info("rendezvous %s:%d does not answer", *self.server)
+            self._events.append(ServerUnreachable(q.attempts))
+        if q.kind in (p.LIST, p.CONNECT) and q.attempts >= GIVE_UP_AFTER:
+            self._pending.pop(q.nonce, None)
+            return False
+        if q.kind == p.COOKIE_REQUEST and not self._pending and not self._registering:
+            self._cookie_req = None
+            return False
+        return True
+
+    def _reachable(self) -> None:
+        self._reported_unreachable = False
+        if self._cookie_req is not None:
+            self._cookie_req.attempts = 0
+        for q in self._pending.values():
+            q.attempts = 0
+
+    @staticmethod
+    def _backoff(attempts: int) -> float:
+        return float(min(RETRY_MAX, RETRY_INITIAL * 2**attempts))
+
+
+def _join_pages(pages: dict[int, tuple[Peer, ...]]) -> tuple[Peer, ...]:
+    return tuple(peer for i in sorted(pages) for peer in pages[i])
+
+
+def _norm(addr: tuple[object, ...]) -> tuple[str, int]:
+    host = str(addr[0])
+    if host.startswith("::ffff:"):
+        host = host[7:]
+    return host, int(addr[1])  # type: ignore[call-overload]

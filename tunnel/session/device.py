@@ -1,0 +1,390 @@
+"""The node's secure-session endpoint: one per UDP socket, all peers (sans-IO).
+
+Models wireguard-go's `Device` (`device/receive.go`, `device/device.go`): it owns the static key,
+the network psk, the optional allow list, the index table, the cookie checker, the load state,
+the per-source rate limiter and the queue of handshake messages waiting for Diffie-Hellman work.
+
+Interface (bytes and `now` in, bytes and deadlines out; `wall_time` is `time.time()`, used only
+for the TAI64N timestamp of initiations)::
+
+    device = Device(static_private, psk, allowed=None, rng=os.urandom)
+    session = device.connect(peer_public, [addr, ...], now, wall_time)  # initiator
+    device.receive_datagram(data, addr, now, wall_time)   # types 1-4; others are ignored
+    device.receive_transport(data, addr, now) -> (session, payload) | None   # hot path, type 4
+    session.seal(payload, now) -> bytes | None     # hot path: send to session.endpoint
+    device.datagrams_to_send() -> [(datagram, addr), ...]
+    device.get_timer() -> deadline | None;  device.handle_timer(now, wall_time)
+    device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeFailed | ... | None
+    device.counters  # why packets were dropped
+
+Receive path, in WireGuard's order:
+
+1. Size and type checks; types this layer does not own are ignored (`counters.not_ours`).
+2. Handshake messages (initiation, response): mac1 must be valid (`bad_mac1`: silence), then they
+   join a bounded queue (`queue_full` beyond 1024). No DH work is done on receipt.
+3. `handle_timer` works off queued messages, at most HANDSHAKES_PER_TURN of them with DH work
+   (`get_timer` returns a due deadline while the queue is not empty). While under load (queue
+   >= 1/8 full, and for 1 s after), a message without a valid mac2 gets a cookie reply (64 B,
+   smaller than anything that triggers it) and no DH; with a valid mac2 it must pass the per-IP
+   rate limiter (20/s, burst 5).
+4. An initiation is decrypted (2 DH), then refused without reply if its initiator is not on the
+   allow list (`not_allowed`), its timestamp is not newer than that peer's last (`replay`), or
+   it comes within 20 ms of the previous one (`flood`). Only then is any state created.
+5. Transport data: index lookup, key age, AEAD open (`bad_tag`), then the replay window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+
+from tunnel.session import crypto, handshake
+from tunnel.session.constants import (
+    HANDSHAKE_INITIATION_RATE,
+    HANDSHAKES_PER_TURN,
+    MAX_PENDING_HANDSHAKES,
+    MAX_REMEMBERED_PEERS,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_QUEUE_LENGTH,
+)
+from tunnel.session.cookie import CookieChecker
+from tunnel.session.events import Addr, PayloadReceived, SessionEvent
+from tunnel.session.ratelimit import RateLimiter
+from tunnel.session.session import Keypair, Session, SessionConfig
+from tunnel.session.wire import (
+    COOKIE_REPLY_SIZE,
+    HEADER_COOKIE_REPLY,
+    HEADER_TRANSPORT,
+    INITIATION_SIZE,
+    MAX_DATAGRAM_SIZE,
+    MESSAGE_COOKIE_REPLY,
+    MESSAGE_INITIATION,
+    MESSAGE_RESPONSE,
+    MESSAGE_TRANSPORT,
+    RESPONSE_SIZE,
+    TRANSPORT_MIN_SIZE,
+)
+
+logger = logging.getLogger(__name__)
+
+_NONCE_PREFIX = crypto.NONCE_PREFIX
+
+
+@dataclass(slots=True)
+class Counters:
+    """Why datagrams were dropped, and what was done; for tests and `ptunnel status`."""
+
+    malformed: int = 0  # wrong size or header for its type
+    not_ours: int = 0  # a type this layer does not own (rendezvous, relay, unknown)
+    bad_mac1: int = 0  # handshake message not made for us in this network: no reply
+    queue_full: int = 0  # handshake queue full
+    cookie_sent: int = 0  # under load, no valid mac2: cookie reply instead of DH work
+    rate_limited: int = 0  # under load, source over 20 handshakes/s
+    bad_handshake: int = 0  # handshake message failed to decrypt or authenticate
+    not_allowed: int = 0  # initiator not on the allow list: no reply
+    replay: int = 0  # replayed initiation (old timestamp) or transport counter
+    flood: int = 0  # initiation within 20 ms of the same peer's previous one
+    unknown_index: int = 0  # response, cookie reply or data for no handshake/keys of ours
+    stale: int = 0  # data under keys older than REJECT_AFTER_TIME
+    bad_tag: int = 0  # data failed authentication
+    bad_cookie: int = 0  # cookie reply that does not answer our last message
+    cookie_received: int = 0
+    staged_dropped: int = 0  # payloads dropped while waiting for a handshake
+    handshakes_completed: int = 0
+    handshakes_failed: int = 0
+
+
+class Device:
+    """All secure sessions of one node; see the module docstring."""
+
+    def __init__(
+        self,
+        static_private: bytes,
+        psk: bytes,
+        allowed: Iterable[bytes] | None = None,
+        rng: crypto.Rng = os.urandom,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.identity = handshake.Identity.create(static_private, psk)
+        self.allowed: frozenset[bytes] | None = None if allowed is None else frozenset(allowed)
+        self.rng = rng
+        self.config = config or SessionConfig()
+        self.counters = Counters()
+        self._checker = CookieChecker(self.identity.static_public, psk, rng)
+        self._limiter = RateLimiter()
+        self._sessions: dict[bytes, Session] = {}
+        self._keypairs: dict[bytes, Keypair] = {}  # local index -> keys
+        self._handshakes: dict[bytes, Session] = {}  # local index -> session awaiting response
+        self._timestamps: dict[bytes, bytes] = {}  # peer -> newest accepted TAI64N
+        self._queue: deque[tuple[bytes, Addr, float]] = deque()
+        self._under_load_until = float("-inf")
+        self._outbox: list[tuple[bytes, Addr]] = []
+        self._events: deque[SessionEvent] = deque()
+        self._wall_offset = 0.0
+
+    @property
+    def public_key(self) -> bytes:
+        return self.identity.static_public
+
+    # --- the shell's interface ----------------------------------------------------------------
+
+    def connect(
+        self, peer_public: bytes, addrs: Iterable[Addr], now: float, wall_time: float
+    ) -> Session:
+        """The session with `peer_public`, handshaking with every address in `addrs` at once.
+
+        The first valid response wins and fixes `session.endpoint`. Calling it again while the
+        handshake is pending sends the same initiation to addresses not tried yet; an established
+        session is returned as is (new addresses are kept for later handshakes).
+        """
+        self._wall_offset = wall_time - now
+        session = self.session_for(peer_public)
+        session.add_candidates(addrs)
+        if not session.is_established:
+            session.initiate(now)
+        return session
+
+    def session_for(self, peer_public: bytes) -> Session:
+        """The session with a peer, created idle if there is none yet."""
+        session = self._sessions.get(peer_public)
+        if session is None:
+            session = Session(self, peer_public, self.config, ())
+            self._sessions[peer_public] = session
+        return session
+
+    def get_session(self, peer_public: bytes) -> Session | None:
+        return self._sessions.get(peer_public)
+
+    @property
+    def sessions(self) -> list[Session]:
+        """Every session, initiated or accepted (for `status`)."""
+        return list(self._sessions.values())
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
+        """Take in one datagram from `addr`; results come out as events and datagrams."""
+        self._wall_offset = wall_time - now
+        if not data:
+            self.counters.malformed += 1
+            return
+        kind = data[0]
+        if kind == MESSAGE_TRANSPORT:
+            result = self.receive_transport(data, addr, now)
+            if result is not None and result[1]:
+                self._events.append(PayloadReceived(result[0].peer_public, result[1], addr))
+        elif kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            self._receive_handshake(data, addr, now)
+        elif kind == MESSAGE_COOKIE_REPLY:
+            self._receive_cookie_reply(data, now)
+        else:
+            self.counters.not_ours += 1
+
+    def receive_transport(
+        self, data: bytes, addr: Addr, now: float
+    ) -> tuple[Session, bytes] | None:
+        """Authenticate and decrypt a transport datagram; None (counted) if it is dropped.
+
+        An empty payload is a keepalive. Does not queue a `PayloadReceived` event.
+        """
+        if (
+            len(data) < TRANSPORT_MIN_SIZE
+            or len(data) > MAX_DATAGRAM_SIZE
+            or data[:4] != HEADER_TRANSPORT
+        ):
+            self.counters.malformed += 1
+            return None
+        keypair = self._keypairs.get(data[4:8])
+        if keypair is None:
+            self.counters.unknown_index += 1
+            return None
+        if now >= keypair.expires:
+            self.counters.stale += 1
+            return None
+        counter_bytes = data[8:16]
+        try:
+            payload = keypair.receive.decrypt(_NONCE_PREFIX + counter_bytes, data[16:], None)
+        except InvalidTag:
+            self.counters.bad_tag += 1
+            return None
+        if not keypair.replay.accept(int.from_bytes(counter_bytes, "little")):
+            self.counters.replay += 1
+            return None
+        session = keypair.session
+        session.on_transport(keypair, payload, addr, now)
+        return session, payload
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """Everything queued for sending since the last call, oldest first."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline: queued handshakes are due at once, then session timers."""
+        deadlines = [s.get_timer() for s in self._sessions.values()]
+        if self._queue:
+            deadlines.append(self._queue[0][2])
+        armed = [d for d in deadlines if d is not None]
+        return min(armed) if armed else None
+
+    def handle_timer(self, now: float, wall_time: float) -> None:
+        """Work off queued handshakes (a bounded batch) and every expired session timer."""
+        self._wall_offset = wall_time - now
+        # Bounded work per turn: at most HANDSHAKES_PER_TURN messages that cost DH; cheap
+        # outcomes (cookie replies, rate-limited drops) may drain the whole queue.
+        dh_budget = HANDSHAKES_PER_TURN
+        for _ in range(min(MAX_PENDING_HANDSHAKES, len(self._queue))):
+            if dh_budget == 0:
+                break
+            data, addr, _received = self._queue.popleft()
+            if self._process_handshake(data, addr, now):
+                dh_budget -= 1
+        for session in list(self._sessions.values()):
+            deadline = session.get_timer()
+            if deadline is not None and now >= deadline:
+                session.handle_timer(now)
+
+    @property
+    def pending_handshakes(self) -> int:
+        return len(self._queue)
+
+    def is_under_load(self, now: float) -> bool:
+        """wireguard-go `IsUnderLoad`: queue at least 1/8 full now, or was within 1 s."""
+        if len(self._queue) >= UNDER_LOAD_QUEUE_LENGTH:
+            self._under_load_until = now + UNDER_LOAD_AFTER_TIME
+            return True
+        return self._under_load_until > now
+
+    # --- used by sessions ---------------------------------------------------------------------
+
+    def queue_datagram(self, datagram: bytes, addr: Addr) -> None:
+        self._outbox.append((datagram, addr))
+
+    def emit(self, event: SessionEvent) -> None:
+        self._events.append(event)
+
+    def wall_time(self, now: float) -> float:
+        return now + self._wall_offset
+
+    def _new_index(self) -> bytes:
+        while True:
+            index = self.rng(4)
+            if index not in self._keypairs and index not in self._handshakes:
+                return index
+
+    def allocate_handshake_index(self, session: Session) -> bytes:
+        index = self._new_index()
+        self._handshakes[index] = session
+        return index
+
+    def allocate_keypair_index(self) -> bytes:
+        """An index not in use; `register_keypair` then claims it."""
+        return self._new_index()
+
+    def register_keypair(self, keypair: Keypair) -> None:
+        self._keypairs[keypair.local_index] = keypair
+
+    def free_index(self, index: bytes) -> None:
+        self._keypairs.pop(index, None)
+        self._handshakes.pop(index, None)
+
+    # --- handshake processing -----------------------------------------------------------------
+
+    def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
+        expected = INITIATION_SIZE if data[0] == MESSAGE_INITIATION else RESPONSE_SIZE
+        if len(data) != expected or data[1:4] != b"\x00\x00\x00":
+            self.counters.malformed += 1
+            return
+        if not self._checker.check_mac1(data):
+            self.counters.bad_mac1 += 1
+            return
+        if len(self._queue) >= MAX_PENDING_HANDSHAKES:
+            self.counters.queue_full += 1
+            return
+        self._queue.append((data, addr, now))
+
+    def _process_handshake(self, data: bytes, addr: Addr, now: float) -> bool:
+        """Handle one queued handshake message; True if it cost Diffie-Hellman work."""
+        if self.is_under_load(now):
+            if not self._checker.check_mac2(data, addr, now):
+                sender_index = data[4:8]
+                reply = self._checker.create_reply(data, sender_index, addr, now)
+                self.queue_datagram(reply, addr)
+                self.counters.cookie_sent += 1
+                return False
+            if not self._limiter.allow(addr[0], now):
+                self.counters.rate_limited += 1
+                return False
+        if data[0] == MESSAGE_INITIATION:
+            self._process_initiation(data, addr, now)
+        else:
+            self._process_response(data, addr, now)
+        return True
+
+    def _process_initiation(self, data: bytes, addr: Addr, now: float) -> None:
+        initiation = handshake.consume_initiation(self.identity, data)
+        if initiation is None:
+            self.counters.bad_handshake += 1
+            return
+        peer = initiation.peer_public
+        if self.allowed is not None and peer not in self.allowed:
+            self.counters.not_allowed += 1
+            logger.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
+            return
+        last = self._timestamps.get(peer)
+        if last is not None and initiation.timestamp <= last:
+            self.counters.replay += 1
+            return
+        session = self._sessions.get(peer)
+        if (
+            session is not None
+            and now - session.last_initiation_consumed < HANDSHAKE_INITIATION_RATE
+        ):
+            self.counters.flood += 1
+            return
+        if session is None:
+            session = Session(self, peer, self.config, ())
+        if not session.on_initiation(initiation, addr, now):
+            self.counters.bad_handshake += 1
+            return
+        self._sessions[peer] = session
+        self._remember_timestamp(peer, initiation.timestamp)
+
+    def _remember_timestamp(self, peer: bytes, timestamp: bytes) -> None:
+        self._timestamps.pop(peer, None)  # re-insert: dict order is then least recently used
+        self._timestamps[peer] = timestamp
+        if len(self._timestamps) > MAX_REMEMBERED_PEERS:
+            del self._timestamps[next(iter(self._timestamps))]
+
+    def _process_response(self, data: bytes, addr: Addr, now: float) -> None:
+        session = self._handshakes.get(data[8:12])
+        if session is None or session.pending is None:
+            self.counters.unknown_index += 1
+            return
+        keys = handshake.consume_response(self.identity, session.pending, data)
+        if keys is None:
+            self.counters.bad_handshake += 1
+            return
+        session.on_response(keys, addr, now)
+
+    def _receive_cookie_reply(self, data: bytes, now: float) -> None:
+        if len(data) != COOKIE_REPLY_SIZE or data[:4] != HEADER_COOKIE_REPLY:
+            self.counters.malformed += 1
+            return
+        session = self._handshakes.get(data[4:8])
+        if session is None:
+            keypair = self._keypairs.get(data[4:8])  # a cookie for our response (responder)
+            session = keypair.session if keypair is not None else None
+        if session is None:
+            self.counters.unknown_index += 1
+            return
+        if session.cookies.consume_reply(data, now):
+            self.counters.cookie_received += 1
+        else:
+            self.counters.bad_cookie += 1

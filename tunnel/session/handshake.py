@@ -1,0 +1,186 @@
+"""Handshake messages: WireGuard's create/consume pairs on Noise IKpsk2 (whitepaper section 5.4).
+
+    initiator                                   responder
+    create_initiation  -- initiation (148 B) -> consume_initiation
+    consume_response   <- response (92 B) ----- create_response
+
+Prologue "ptunnel v1" (WireGuard's "identifier"); the psk is `tunnel.keys.netkeys.handshake_psk` of
+the network secret, mixed in by the responder's second message (psk2), so only a network member
+can read the response or derive the transport keys. The initiator's static key travels encrypted
+(identity hiding, as in Noise IK). The initiation payload is a TAI64N timestamp the responder
+requires to grow per peer, which defeats replayed initiations.
+
+Consume functions return None for anything malformed or forged and never raise; mac1/mac2 are
+checked by the caller (`tunnel.session.cookie`) before any of this. A consumed initiation changes no
+state here: the caller decides (timestamp, allow list) and only then creates a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+
+from tunnel.session import crypto, noise
+from tunnel.session.cookie import CookieGenerator
+from tunnel.session.wire import (
+    HEADER_INITIATION,
+    HEADER_RESPONSE,
+    INITIATION_MAC1_OFFSET,
+    INITIATION_SIZE,
+    RESPONSE_MAC1_OFFSET,
+    RESPONSE_SIZE,
+    TIMESTAMP_SIZE,
+)
+
+logger = logging.getLogger(__name__)
+
+PROLOGUE = b"ptunnel v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a node brings to every handshake: its static key pair and the network psk."""
+
+    static_private: bytes
+    static_public: bytes
+    psk: bytes
+    # Hash state both sides hold before an initiation *to us*; computed once, copied per message.
+    responder_start: noise.SymmetricState
+
+    @classmethod
+    def create(cls, static_private: bytes, psk: bytes) -> Identity:
+        public = crypto.public_key(static_private)
+        return cls(static_private, public, psk, noise.initialize(PROLOGUE, public))
+
+
+@dataclass(slots=True)
+class PendingInitiation:
+    """Initiator state between sending an initiation and consuming its response."""
+
+    local_index: bytes  # 4 bytes, as on the wire
+    state: noise.SymmetricState
+    ephemeral_private: bytes
+    peer_public: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedInitiation:
+    """An authenticated initiation, not yet accepted (timestamp and allow list still to check)."""
+
+    sender_index: bytes
+    peer_public: bytes
+    timestamp: bytes
+    remote_ephemeral: bytes
+    state: noise.SymmetricState
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """Transport keys from a completed handshake, seen from one side."""
+
+    send_key: bytes
+    receive_key: bytes
+    local_index: bytes
+    remote_index: bytes
+    is_initiator: bool
+
+
+def create_initiation(
+    identity: Identity,
+    peer_public: bytes,
+    local_index: bytes,
+    ephemeral_private: bytes,
+    wall_time: float,
+    cookies: CookieGenerator,
+    now: float,
+) -> tuple[bytes, PendingInitiation]:
+    """The 148-byte initiation and the state needed to consume its response."""
+    state = noise.initialize(PROLOGUE, peer_public)
+    body = noise.write_message_1(
+        state,
+        identity.static_private,
+        identity.static_public,
+        ephemeral_private,
+        peer_public,
+        crypto.tai64n(wall_time),
+    )
+    message = cookies.add_macs(HEADER_INITIATION + local_index + body, now)
+    return message, PendingInitiation(local_index, state, ephemeral_private, peer_public)
+
+
+def consume_initiation(identity: Identity, message: bytes) -> ConsumedInitiation | None:
+    """Decrypt an initiation to us (mac1 already checked); None if malformed or forged."""
+    if len(message) != INITIATION_SIZE or message[:4] != HEADER_INITIATION:
+        return None
+    state = identity.responder_start.copy()
+    try:
+        remote_ephemeral, peer_public, timestamp = noise.read_message_1(
+            state, identity.static_private, message[8:INITIATION_MAC1_OFFSET]
+        )
+    except (InvalidTag, noise.NoiseError):
+        return None
+    if len(timestamp) != TIMESTAMP_SIZE:
+        return None
+    return ConsumedInitiation(message[4:8], peer_public, timestamp, remote_ephemeral, state)
+
+
+def create_response(
+    identity: Identity,
+    initiation: ConsumedInitiation,
+    local_index: bytes,
+    ephemeral_private: bytes,
+    cookies: CookieGenerator,
+    now: float,
+) -> tuple[bytes, SessionKeys] | None:
+    """The 92-byte response and the responder's keys; None if the initiator's keys are bad."""
+    state = initiation.state.copy()
+    try:
+        body = noise.write_message_2(
+            state,
+            ephemeral_private,
+            initiation.remote_ephemeral,
+            initiation.peer_public,
+            identity.psk,
+            b"",
+        )
+    except noise.NoiseError:
+        return None
+    message = cookies.add_macs(HEADER_RESPONSE + local_index + initiation.sender_index + body, now)
+    receive_key, send_key = state.split()
+    keys = SessionKeys(send_key, receive_key, local_index, initiation.sender_index, False)
+    return message, keys
+
+
+def response_receiver_index(message: bytes) -> bytes | None:
+    """The index a response is addressed to (ours), or None if it is not a response."""
+    if len(message) != RESPONSE_SIZE or message[:4] != HEADER_RESPONSE:
+        return None
+    return message[8:12]
+
+
+def consume_response(
+    identity: Identity, pending: PendingInitiation, message: bytes
+) -> SessionKeys | None:
+    """Finish the handshake from the initiator's side; None if malformed or forged.
+
+    `pending` is not modified, so a forged response leaves the handshake open for the real one.
+    """
+    if response_receiver_index(message) != pending.local_index:
+        return None
+    state = pending.state.copy()
+    try:
+        _, payload = noise.read_message_2(
+            state,
+            identity.static_private,
+            pending.ephemeral_private,
+            identity.psk,
+            message[12:RESPONSE_MAC1_OFFSET],
+        )
+    except (InvalidTag, noise.NoiseError):
+        return None
+    if payload:
+        return None  # ptunnel v1 responses carry an empty payload
+    send_key, receive_key = state.split()
+    return SessionKeys(send_key, receive_key, pending.local_index, message[4:8], True)

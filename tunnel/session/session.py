@@ -1,0 +1,461 @@
+"""A secure session with one peer: its keypairs, handshake retries and timers (sans-IO).
+
+Follows WireGuard's peer state (whitepaper sections 5.4.6, 6; wireguard-go `device/keypair.go`,
+`device/timers.go`, `device/send.go`). A `Session` is created by its `Device` (`Device.connect`
+for the initiator, or on an accepted initiation for the responder) and shares the device's
+identity, index table, outbox and event queue.
+
+Keypairs, as in WireGuard:
+
+| slot       | meaning                                                                         |
+|------------|---------------------------------------------------------------------------------|
+| `current`  | used to send; receiving works with all three                                    |
+| `previous` | the keypair `current` replaced: kept so packets in flight during a rekey arrive |
+| `next`     | responder only: derived, but not used to send until the initiator has sent with |
+|            | it (key confirmation); then it becomes `current`                                |
+
+Timers (each a deadline, None when not armed; `get_timer` is their minimum):
+
+| timer         | armed when                         | on expiry                                  |
+|---------------|------------------------------------|--------------------------------------------|
+| retransmit    | an initiation is sent              | resend (5 s + jitter); give up after 90 s  |
+| keepalive     | data received, none pending        | keepalive (cancelled by any send)          |
+| new handshake | data sent, none pending            | peer silent 15 s after our data: handshake |
+| persistent    | any authenticated packet in or out | keepalive (holds NAT mappings open)        |
+| zero keys     | new keys derived                   | wipe all keys 540 s after the last ones    |
+
+Rekey: the initiator of `current` starts a new handshake when sending with keys older than
+120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
+than 180 s are neither used to send nor accepted.
+
+Hot path: `seal` (the shell sends the result to `session.endpoint`) and
+`Device.receive_transport`. Everything else may queue datagrams on the device: after any call,
+the shell drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from tunnel.session import crypto
+from tunnel.session.constants import (
+    KEEPALIVE_TIMEOUT,
+    MAX_STAGED_PACKETS,
+    PERSISTENT_KEEPALIVE_DEFAULT,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_ATTEMPT_TIME,
+    REKEY_ON_RECEIVE_AGE,
+    REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER_MAX,
+    ZERO_KEYS_AFTER,
+)
+from tunnel.session.cookie import CookieGenerator
+from tunnel.session.events import Addr, HandshakeCompleted, HandshakeFailed, SessionExpired
+from tunnel.session.handshake import (
+    ConsumedInitiation,
+    PendingInitiation,
+    SessionKeys,
+    create_initiation,
+    create_response,
+)
+from tunnel.session.replay import ReplayWindow
+from tunnel.session.wire import HEADER_TRANSPORT
+
+if TYPE_CHECKING:
+    from tunnel.session.device import Device
+
+logger = logging.getLogger(__name__)
+
+_NONCE_PREFIX = crypto.NONCE_PREFIX
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Per-session settings; tests shrink the limits to reach them quickly."""
+
+    persistent_keepalive: float | None = PERSISTENT_KEEPALIVE_DEFAULT  # s; None turns it off
+    rekey_after_messages: int = REKEY_AFTER_MESSAGES
+    rekey_after_time: float = REKEY_AFTER_TIME
+
+
+class Keypair:
+    """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
+
+    Its limits are precomputed as absolute values so the hot paths compare once per rule.
+    """
+
+    __slots__ = (
+        "created",
+        "expires",
+        "header",
+        "is_initiator",
+        "local_index",
+        "receive",
+        "rekey_counter",
+        "rekey_on_receive",
+        "rekey_time",
+        "replay",
+        "send",
+        "send_counter",
+        "session",
+    )
+
+    def __init__(
+        self, keys: SessionKeys, created: float, session: Session, config: SessionConfig
+    ) -> None:
+        self.send = ChaCha20Poly1305(keys.send_key)
+        self.receive = ChaCha20Poly1305(keys.receive_key)
+        self.send_counter = 0
+        self.replay = ReplayWindow()
+        self.local_index = keys.local_index
+        self.header = HEADER_TRANSPORT + keys.remote_index  # first 8 bytes of every packet we send
+        self.is_initiator = keys.is_initiator
+        self.created = created
+        self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
+        self.session = session
+        never = float("inf")
+        # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
+        # not start handshakes at once.
+        if keys.is_initiator:
+            self.rekey_counter = min(config.rekey_after_messages, REJECT_AFTER_MESSAGES)
+            self.rekey_time = created + config.rekey_after_time
+            self.rekey_on_receive = created + REKEY_ON_RECEIVE_AGE
+        else:
+            self.rekey_counter = REJECT_AFTER_MESSAGES
+            self.rekey_time = self.rekey_on_receive = never
+
+
+class Session:
+    """The secure session with one peer (WireGuard's "peer"); see the module docstring."""
+
+    __slots__ = (
+        "_attempt_started",
+        "_attempts",
+        "_current",
+        "_device",
+        "_keepalive_due",
+        "_last_initiation_sent",
+        "_new_handshake_due",
+        "_next",
+        "_pending_message",
+        "_persistent_due",
+        "_persistent_keepalive",
+        "_previous",
+        "_retransmit_due",
+        "_sent_last_minute_handshake",
+        "_staged",
+        "_zero_keys_due",
+        "candidates",
+        "config",
+        "cookies",
+        "endpoint",
+        "last_handshake",
+        "last_initiation_consumed",
+        "peer_public",
+        "pending",
+    )
+
+    def __init__(
+        self, device: Device, peer_public: bytes, config: SessionConfig, candidates: Iterable[Addr]
+    ) -> None:
+        self.peer_public = peer_public
+        self.config = config
+        self._persistent_keepalive = config.persistent_keepalive  # s or None; read per packet
+        # Where authenticated packets last came from (roaming); None before any handshake.
+        self.endpoint: Addr | None = None
+        # Addresses to try for an initiation (hole punching sends to all of them at once).
+        self.candidates: list[Addr] = list(candidates)
+        self.cookies = CookieGenerator(peer_public, device.identity.psk)
+        self._device = device
+        self._current: Keypair | None = None
+        self._previous: Keypair | None = None
+        self._next: Keypair | None = None
+        self.pending: PendingInitiation | None = None  # our initiation awaiting a response
+        self._pending_message = b""  # its bytes, for candidates learnt while it is pending
+        self._attempts = 0
+        self._attempt_started = 0.0
+        self._last_initiation_sent = float("-inf")
+        self.last_initiation_consumed = float("-inf")  # responder flood check
+        self.last_handshake: float | None = None  # when the keys in use were derived (status)
+        self._sent_last_minute_handshake = False
+        self._staged: deque[bytes] = deque()
+        self._retransmit_due: float | None = None
+        self._keepalive_due: float | None = None
+        self._new_handshake_due: float | None = None
+        self._persistent_due: float | None = None
+        self._zero_keys_due: float | None = None
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def seal(self, payload: bytes, now: float) -> bytes | None:
+        """The transport datagram carrying `payload` (empty = keepalive), for `self.endpoint`.
+
+        None if no usable keys: the payload is then staged and a handshake started; it goes out
+        through `Device.datagrams_to_send()` once the handshake completes.
+        """
+        keypair = self._current
+        if keypair is None or now >= keypair.expires:
+            self._stage(payload, now)
+            return None
+        counter = keypair.send_counter
+        if counter >= keypair.rekey_counter:
+            if counter >= REJECT_AFTER_MESSAGES:
+                self._stage(payload, now)
+                return None
+            self._send_initiation(now, is_retry=False)
+        elif now >= keypair.rekey_time:
+            self._send_initiation(now, is_retry=False)
+        keypair.send_counter = counter + 1
+        counter_bytes = counter.to_bytes(8, "little")
+        datagram = (
+            keypair.header
+            + counter_bytes
+            + keypair.send.encrypt(_NONCE_PREFIX + counter_bytes, payload, None)
+        )
+        self._keepalive_due = None
+        if payload and self._new_handshake_due is None:
+            self._new_handshake_due = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        if self._persistent_keepalive is not None:
+            self._persistent_due = now + self._persistent_keepalive
+        return datagram
+
+    def send(self, payload: bytes, now: float) -> None:
+        """Like `seal`, but queue the datagram on the device's outbox."""
+        datagram = self.seal(payload, now)
+        if datagram is not None and self.endpoint is not None:
+            self._device.queue_datagram(datagram, self.endpoint)
+
+    @property
+    def is_established(self) -> bool:
+        """True if we hold keys we may send with (as of their creation; see `seal`)."""
+        return self._current is not None
+
+    def initiate(self, now: float) -> None:
+        """Start a handshake now (to the endpoint and every candidate), unless one is running."""
+        self._send_initiation(now, is_retry=False)
+
+    def add_candidates(self, addrs: Iterable[Addr]) -> None:
+        """More addresses to try (hole punching learns them over time).
+
+        While an initiation is pending, new addresses get that same initiation at once; the first
+        valid response from any address completes the handshake.
+        """
+        for addr in addrs:
+            if addr in self.candidates:
+                continue
+            self.candidates.append(addr)
+            if self.pending is not None and addr != self.endpoint:
+                self._device.queue_datagram(self._pending_message, addr)
+
+    def _stage(self, payload: bytes, now: float) -> None:
+        if len(self._staged) >= MAX_STAGED_PACKETS:
+            self._staged.popleft()  # keep the newest, as wireguard-go does
+            self._device.counters.staged_dropped += 1
+        self._staged.append(payload)
+        self._send_initiation(now, is_retry=False)
+
+    def _flush_staged(self, now: float) -> None:
+        while self._staged and self.endpoint is not None:
+            datagram = self.seal(self._staged.popleft(), now)
+            if datagram is None:
+                return
+            self._device.queue_datagram(datagram, self.endpoint)
+
+    def _targets(self) -> list[Addr]:
+        targets = [] if self.endpoint is None else [self.endpoint]
+        targets.extend(addr for addr in self.candidates if addr not in targets)
+        return targets
+
+    def _send_initiation(self, now: float, is_retry: bool) -> None:
+        if not is_retry:
+            if self.pending is not None or now - self._last_initiation_sent < REKEY_TIMEOUT:
+                return  # the retransmit timer owns a running handshake
+            self._attempts = 0
+            self._attempt_started = now
+        targets = self._targets()
+        if not targets:
+            logger.warning("no address to reach peer %s", self.peer_public.hex()[:16])
+            return
+        device = self._device
+        if self.pending is not None:
+            device.free_index(self.pending.local_index)
+        message, self.pending = create_initiation(
+            device.identity,
+            self.peer_public,
+            device.allocate_handshake_index(self),
+            crypto.generate_private_key(device.rng),
+            device.wall_time(now),
+            self.cookies,
+            now,
+        )
+        self._pending_message = message
+        self._last_initiation_sent = now
+        jitter = int.from_bytes(device.rng(2), "little") / 0xFFFF * REKEY_TIMEOUT_JITTER_MAX
+        self._retransmit_due = now + REKEY_TIMEOUT + jitter
+        for addr in targets:
+            device.queue_datagram(message, addr)
+
+    # --- handshake results (called by the device) ----------------------------------------------
+
+    def on_initiation(self, initiation: ConsumedInitiation, addr: Addr, now: float) -> bool:
+        """Answer an accepted initiation; the new keys wait in `next` for confirmation."""
+        device = self._device
+        local_index = device.allocate_keypair_index()
+        result = create_response(
+            device.identity,
+            initiation,
+            local_index,
+            crypto.generate_private_key(device.rng),
+            self.cookies,
+            now,
+        )
+        if result is None:
+            device.free_index(local_index)
+            return False
+        message, keys = result
+        self.last_initiation_consumed = now
+        self._replace_next(Keypair(keys, now, self, self.config))
+        self.endpoint = addr
+        self._zero_keys_due = now + ZERO_KEYS_AFTER
+        device.queue_datagram(message, addr)
+        return True
+
+    def on_response(self, keys: SessionKeys, addr: Addr, now: float) -> None:
+        """Our initiation was answered: the new keys are `current` at once (initiator)."""
+        device = self._device
+        device.free_index(keys.local_index)  # the handshake's index now names the keypair
+        self.pending = None
+        self._retransmit_due = None
+        keypair = Keypair(keys, now, self, self.config)
+        device.register_keypair(keypair)
+        # wireguard-go: an unconfirmed `next` becomes `previous`, else `current` does.
+        dropped = self._previous
+        if self._next is not None:
+            self._previous, self._next = self._next, None
+            if self._current is not None:
+                device.free_index(self._current.local_index)
+        else:
+            self._previous = self._current
+        if dropped is not None:
+            device.free_index(dropped.local_index)
+        self._current = keypair
+        self._on_keys_derived(addr, now, is_initiator=True)
+        if not self._staged:
+            self._staged.append(b"")  # a keepalive confirms the keys to the responder at once
+        self._flush_staged(now)
+
+    def on_transport(self, keypair: Keypair, payload: bytes, addr: Addr, now: float) -> None:
+        """Timer and key bookkeeping for an authenticated transport packet."""
+        if keypair is not self._current and keypair is self._next:
+            self._confirm_next(addr, now)
+        if addr != self.endpoint:
+            self.endpoint = addr  # roaming: answer where authenticated packets come from
+        self._new_handshake_due = None
+        if self._persistent_keepalive is not None:
+            self._persistent_due = now + self._persistent_keepalive
+        if payload and self._keepalive_due is None:
+            self._keepalive_due = now + KEEPALIVE_TIMEOUT
+        if (
+            now >= keypair.rekey_on_receive
+            and keypair is self._current
+            and not self._sent_last_minute_handshake
+        ):
+            self._sent_last_minute_handshake = True
+            self._send_initiation(now, is_retry=False)
+
+    def _confirm_next(self, addr: Addr, now: float) -> None:
+        keypair = self._next
+        assert keypair is not None
+        if self._previous is not None:
+            self._device.free_index(self._previous.local_index)
+        self._previous, self._current, self._next = self._current, keypair, None
+        self.endpoint = addr
+        self._on_keys_derived(addr, now, is_initiator=False)
+        self._flush_staged(now)
+
+    def _replace_next(self, keypair: Keypair) -> None:
+        if self._next is not None:
+            self._device.free_index(self._next.local_index)
+        self._next = keypair
+        self._device.register_keypair(keypair)
+
+    def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
+        self.endpoint = addr
+        self.last_handshake = now
+        self._sent_last_minute_handshake = False
+        self._zero_keys_due = now + ZERO_KEYS_AFTER
+        self._device.counters.handshakes_completed += 1
+        self._device.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest armed deadline, or None."""
+        deadlines = [
+            d
+            for d in (
+                self._retransmit_due,
+                self._keepalive_due,
+                self._new_handshake_due,
+                self._persistent_due,
+                self._zero_keys_due,
+            )
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every expired timer."""
+        if self._retransmit_due is not None and now >= self._retransmit_due:
+            self._on_retransmit_due(now)
+        if self._zero_keys_due is not None and now >= self._zero_keys_due:
+            self._on_zero_keys_due(now)
+        if self._new_handshake_due is not None and now >= self._new_handshake_due:
+            self._new_handshake_due = None
+            logger.debug(
+                "peer %s silent after our data: new handshake", self.peer_public.hex()[:16]
+            )
+            self._send_initiation(now, is_retry=False)
+        if self._keepalive_due is not None and now >= self._keepalive_due:
+            self._keepalive_due = None
+            self.send(b"", now)
+        if self._persistent_due is not None and now >= self._persistent_due:
+            self._persistent_due = None
+            self.send(b"", now)
+
+    def _on_retransmit_due(self, now: float) -> None:
+        self._retransmit_due = None
+        if now - self._attempt_started < REKEY_ATTEMPT_TIME:
+            self._attempts += 1
+            self._send_initiation(now, is_retry=True)
+            return
+        if self.pending is not None:
+            self._device.free_index(self.pending.local_index)
+            self.pending = None
+        self._staged.clear()
+        self._keepalive_due = None
+        reason = (
+            f"no valid response to {self._attempts + 1} initiations "
+            f"in {now - self._attempt_started:.0f} s"
+        )
+        logger.info("handshake with %s failed: %s", self.peer_public.hex()[:16], reason)
+        self._device.counters.handshakes_failed += 1
+        self._device.emit(HandshakeFailed(self.peer_public, reason))
+
+    def _on_zero_keys_due(self, now: float) -> None:
+        self._zero_keys_due = None
+        for keypair in (self._previous, self._current, self._next):
+            if keypair is not None:
+                self._device.free_index(keypair.local_index)
+        self._previous = self._current = self._next = None
+        self._keepalive_due = self._persistent_due = self._new_handshake_due = None
+        self._device.emit(SessionExpired(self.peer_public))
