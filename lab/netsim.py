@@ -10,8 +10,9 @@ duplication, reordering, corruption, and a blackhole schedule. Several flows may
 object (they then share its queue and rate). Any randomness comes from a seeded `random.Random`.
 
 Adapters at the bottom wrap a `tunnel.channel.channel.Channel` (`ChannelEndpoint`), optionally
-sealed with a real AEAD (`SealedEndpoint`) so corrupted packets are dropped exactly as the secure session would
-drop them, plus a bulk-transfer application used by the channel tests and `bench/bench_channel.py`.
+sealed with a real AEAD (`SealedEndpoint`) so corrupted packets are dropped exactly as the secure
+session would drop them, plus a bulk-transfer application used by the channel tests and
+`bench/bench_channel.py`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tunnel.cli.config import format_endpoint, parse_endpoint
+from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
 from tunnel.forward.forwarder import ExposedService, Forwarder, StreamBridge, UdpListener
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret

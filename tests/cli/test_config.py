@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunnel.cli.config import NODE_KEYS, RENDEZVOUS_KEYS, load_file, parse_endpoint, resolve
+from tunnel.addresses import parse_endpoint
+from tunnel.cli.config import NODE_KEYS, RENDEZVOUS_KEYS, load_file, resolve
 from tunnel.cli.main import main
 from tunnel.errors import ConfigError
 

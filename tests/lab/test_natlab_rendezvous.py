@@ -1,7 +1,8 @@
 """The rendezvous server and node client across real Linux NATs (network namespaces).
 
-The server runs in its own namespace on a "public" address; each node runs `tests/support/rdv_node.py`
-(the real `RendezvousClient` over a real UDP socket) behind a NAT of the given kind.
+The server runs in its own namespace on a "public" address; each node runs
+`tests/support/rdv_node.py` (the real `RendezvousClient` over a real UDP socket) behind a NAT
+of the given kind.
 """
 
 from __future__ import annotations

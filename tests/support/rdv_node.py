@@ -1,6 +1,7 @@
 """Test-only node for the NAT lab: drives `RendezvousClient` over a real UDP socket.
 
-    python tests/support/rdv_node.py --server IP:PORT --secret HEX --static HEX [--names a,b] [--port N]
+    python tests/support/rdv_node.py --server IP:PORT --secret HEX --static HEX \
+        [--names a,b] [--port N]
 
 Prints one JSON line per event on stdout; reads commands on stdin, one a line: `start`,
 `list`, `connect NAME`, `relay STATIC_HEX TEXT`, `leave`, `netcheck`, `quit`. Relayed datagrams

@@ -11,9 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.device import Device
-from tunnel.session.events import Addr, SessionEvent
+from tunnel.session.events import SessionEvent
 from tunnel.session.session import SessionConfig
 
 WALL_EPOCH = 1_700_000_000.0  # wall clock at virtual time 0

@@ -15,30 +15,8 @@ from typing import Any
 
 import yaml
 
+from tunnel.addresses import parse_endpoint
 from tunnel.errors import ConfigError
-
-
-def parse_endpoint(text: str, default_host: str | None = None) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (or ``PORT`` when a default host is given; ``[v6]:PORT`` too)."""
-    text = text.strip()
-    host: str | None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif ":" in text:
-        host, _, port_text = text.rpartition(":")
-    else:
-        host, port_text = default_host, text
-    if not host:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r} has no valid port (1-65535)")
-    return host, int(port_text)
-
-
-def format_endpoint(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,32 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tunnel.api import Tunnel, TunnelError
-from tunnel.cli.config import parse_endpoint
+from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, running
 from tunnel.errors import UserError
-from tunnel.keys.netkeys import decode_key
-
-
-def endpoint_arg(text: str) -> tuple[str, int]:
-    try:
-        return parse_endpoint(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def port_arg(text: str) -> tuple[str, int]:
-    try:
-        return parse_endpoint(text, default_host="127.0.0.1")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def key_arg(text: str) -> bytes:
-    try:
-        return decode_key(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_node_options(parser: argparse.ArgumentParser) -> None:
@@ -122,5 +100,5 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
     return 130
 
 
-__all__ = ["TunnelError", "add_node_options", "build_tunnel", "key_arg", "port_arg",
+__all__ = ["TunnelError", "add_node_options", "build_tunnel",
            "run_tunnel"]

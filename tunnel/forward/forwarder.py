@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from tunnel.addresses import Addr
 from tunnel.channel.channel import Channel
 from tunnel.channel.events import (
     ChannelClosed,
@@ -35,7 +36,7 @@ from tunnel.keys.netkeys import fingerprint
 from tunnel.node import payloads as nw
 from tunnel.node.node import Node
 from tunnel.node.peer import PeerLink
-from tunnel.node.udp import Addr, monotonic
+from tunnel.node.udp import monotonic
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rendezvous import protocol as rp
+from tunnel.addresses import Addr, is_relay, relay_addr, relay_peer
 from tunnel.channel.channel import Channel
 from tunnel.channel.events import ChannelClosed, ChannelEvent
 from tunnel.keys.identity import Identity
@@ -34,12 +35,9 @@ from tunnel.node.peer import (
     REPUNCH_MAX,
     PeerLink,
     channel_budget,
-    is_relay,
-    relay_addr,
-    relay_peer,
 )
 from tunnel.node.prediction import BirthdayPunch
-from tunnel.node.udp import Addr, Timer, UdpEndpoint, monotonic
+from tunnel.node.udp import Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
 from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.session.device import Device

@@ -1,8 +1,5 @@
 """One peer as the node sees it: its paths, channel, punching state; and path pseudo addresses.
 
-Two kinds of pseudo address stand in for real ones, so that the sans-IO machines can keep
-treating addresses as opaque values: `relay_addr(peer)` means "through the rendezvous", and the
-addresses of `tunnel.node.prediction` mean "through extra socket i" (birthday punching).
 """
 
 from __future__ import annotations
@@ -11,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tunnel.addresses import Addr
 from tunnel.channel.channel import Channel
 from tunnel.channel.events import ChannelEvent
 from tunnel.keys.netkeys import fingerprint
-from tunnel.path.manager import Addr, PathManager
+from tunnel.path.manager import PathManager
 from tunnel.path.pmtu import PathMtu
 from tunnel.path.prediction import Opener, Prober
 from tunnel.session.wire import TRANSPORT_OVERHEAD
@@ -31,25 +29,10 @@ def channel_budget(datagram_size: int, relayed: bool) -> int:
     return datagram_size - TRANSPORT_OVERHEAD - CHANNEL_HEADER - (RELAY_OVERHEAD if relayed else 0)
 
 
-RELAY_HOST = "relay"  # pseudo address of "through the rendezvous", one per peer
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
 REPUNCH_FIRST = 3.0
 REPUNCH_MAX = 60.0
-
-
-def relay_addr(peer: bytes) -> Addr:
-    return (f"{RELAY_HOST}:{peer.hex()}", 0)
-
-
-def relay_peer(addr: Addr) -> bytes:
-    """The peer a relay pseudo address stands for."""
-    return bytes.fromhex(addr[0][len(RELAY_HOST) + 1 :])
-
-
-def is_relay(addr: Addr) -> bool:
-    # Port 0 is never a real source port: test it first, the string only for pseudo addresses.
-    return addr[1] == 0 and addr[0].startswith(RELAY_HOST + ":")
 
 
 @dataclass

@@ -13,10 +13,11 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tunnel.addresses import Addr, relay_addr, via_socket
 from tunnel.keys.netkeys import fingerprint
 from tunnel.node import payloads as nw
-from tunnel.node.peer import PeerLink, relay_addr
-from tunnel.node.udp import Addr, UdpEndpoint
+from tunnel.node.peer import PeerLink
+from tunnel.node.udp import UdpEndpoint
 from tunnel.path.manager import Kind
 from tunnel.path.prediction import SOCKETS, Opener, Prober
 
@@ -49,7 +50,7 @@ class SpraySockets:
         return receive
 
     def _pseudo(self, index: int, addr: Addr) -> Addr:
-        pseudo = (f"{addr[0]}|{index}", addr[1])
+        pseudo = via_socket(index, addr)
         if pseudo not in self.routes and index < len(self.sockets):
             self.routes[pseudo] = (self.sockets[index], addr)
         return pseudo

@@ -29,9 +29,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from tunnel.addresses import Addr
+
 log = logging.getLogger(__name__)
 
-Addr = tuple[str, int]
 SOCKET_BUFFER = 4 * 1024 * 1024  # bytes; absorbs bursts while Python is busy elsewhere
 READ_BATCH = 256  # datagrams (or GRO super-datagrams) per reader callback
 RECV_SIZE = 65535  # bytes: the largest UDP payload, and what GRO may coalesce into

@@ -24,7 +24,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-Addr = tuple[str, int]
+from tunnel.addresses import Addr
 
 # Protocol timing, in seconds, with the reasons.
 PUNCH_INTERVAL = 0.2  # while punching: NATs on both sides must see outbound packets close together

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Addr = tuple[str, int]
+from tunnel.addresses import Addr
 
 SOCKETS = 256  # extra sockets on the randomizing side (hyperdht: 256)
 PROBE_RATE = 50.0  # pings per second from the other side: ~1,750 over DURATION (hyperdht)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
+from tunnel.addresses import Addr
 from tunnel.session import crypto, handshake
 from tunnel.session.constants import (
     HANDSHAKE_INITIATION_RATE,
@@ -53,7 +54,7 @@ from tunnel.session.constants import (
     UNDER_LOAD_QUEUE_LENGTH,
 )
 from tunnel.session.cookie import CookieChecker
-from tunnel.session.events import Addr, PayloadReceived, SessionEvent
+from tunnel.session.events import PayloadReceived, SessionEvent
 from tunnel.session.ratelimit import RateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.wire import (

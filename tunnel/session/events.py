@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunnel.addresses import Addr
+
 # A peer's UDP address as the shell hands it in: opaque and hashable, e.g. ("192.0.2.7", 40000).
-Addr = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)

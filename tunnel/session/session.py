@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.constants import (
     KEEPALIVE_TIMEOUT,
@@ -59,7 +60,7 @@ from tunnel.session.constants import (
     ZERO_KEYS_AFTER,
 )
 from tunnel.session.cookie import CookieGenerator
-from tunnel.session.events import Addr, HandshakeCompleted, HandshakeFailed, SessionExpired
+from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
 from tunnel.session.handshake import (
     ConsumedInitiation,
     PendingInitiation,

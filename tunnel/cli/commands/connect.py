@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from tunnel.api import Tunnel
+from tunnel.cli.arguments import port_arg
 from tunnel.cli.context import Context
-from tunnel.cli.runtime import add_node_options, build_tunnel, port_arg, run_tunnel
+from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 
 NAME = "connect"
 ORDER = 21

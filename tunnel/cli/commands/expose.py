@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from tunnel.addresses import format_endpoint
 from tunnel.api import Tunnel
-from tunnel.cli.config import format_endpoint
+from tunnel.cli.arguments import key_arg, port_arg
 from tunnel.cli.context import Context
-from tunnel.cli.runtime import add_node_options, build_tunnel, key_arg, port_arg, run_tunnel
+from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 
 NAME = "expose"
 ORDER = 20

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from tunnel.cli.config import format_endpoint, parse_endpoint
+from tunnel.addresses import format_endpoint
+from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
 from tunnel.errors import UserError
 from tunnel.keys.netkeys import encode_key, fingerprint
@@ -20,13 +21,6 @@ Ask the rendezvous for the nodes of your network that are registered now: their 
 fingerprints, public endpoints (as the rendezvous sees them) and when it last heard from them.
 Only members of your network can ask, and only your network's nodes are shown.
 """
-
-
-def endpoint_arg(text: str) -> tuple[str, int]:
-    try:
-        return parse_endpoint(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tunnel.cli.commands.list import endpoint_arg, server_address
+from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.commands.list import server_address
 from tunnel.cli.context import Context
 from tunnel.node.netcheck import DEFAULT_TIMEOUT, netcheck
 

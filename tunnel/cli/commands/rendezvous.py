@@ -7,8 +7,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunnel.cli.commands.list import endpoint_arg
-from tunnel.cli.config import RENDEZVOUS_KEYS, format_endpoint, parse_endpoint
+from tunnel.addresses import format_endpoint, parse_endpoint
+from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.config import RENDEZVOUS_KEYS
 from tunnel.cli.context import Context
 from tunnel.errors import UserError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from tunnel.addresses import format_endpoint
 from tunnel.api import Tunnel
-from tunnel.cli.config import format_endpoint
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 from tunnel.errors import UserError

@@ -1,0 +1,33 @@
+"""argparse types shared by the subcommands: each turns a bad value into argparse's one-line usage
+error instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+from tunnel.addresses import Addr, parse_endpoint
+from tunnel.keys.netkeys import decode_key
+
+
+def endpoint_arg(text: str) -> Addr:
+    """`HOST:PORT`."""
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port_arg(text: str) -> Addr:
+    """`[HOST:]PORT`, the host defaulting to 127.0.0.1 (local listeners and targets)."""
+    try:
+        return parse_endpoint(text, default_host="127.0.0.1")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def key_arg(text: str) -> bytes:
+    """A public key as `ptunnel id` prints it."""
+    try:
+        return decode_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
