@@ -22,6 +22,7 @@ import contextlib
 import errno
 import logging
 import socket
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +36,7 @@ from tunnel.keys.netkeys import fingerprint
 from tunnel.keys.pins import PinMismatch, PinStore
 from tunnel.node.node import Node, NodeOptions
 from tunnel.node.payloads import encode_open
-from tunnel.node.peer import PeerLink
+from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
 from tunnel.path import rendezvous as rc
 
@@ -81,7 +82,7 @@ class Connection:
                  accept_new_key: bool) -> None:
         self.tunnel, self.name, self.listen, self.udp = tunnel, name, listen, udp
         self.accept_new_key = accept_new_key
-        self.link: PeerLink | None = None
+        self.link: Peer | None = None
         self.ready = asyncio.Event()
         self.error: TunnelError | None = None
         self.waiting: list[StreamBridge] = []
@@ -107,8 +108,7 @@ class Connection:
             await asyncio.wait_for(self._wait_ready(), timeout)
         except TimeoutError:
             await self.close()
-            nat = await self._own_nat() if self.link is not None else ""
-            raise TunnelError(self._timeout_message(nat)) from None
+            raise TunnelError(self._timeout_message()) from None
         if self.error is not None:
             await self.close()
             raise self.error
@@ -134,20 +134,7 @@ class Connection:
         if isinstance(self.server, asyncio.Server) and port == 0:
             self.listen = self.server.sockets[0].getsockname()[:2]
 
-    async def _own_nat(self) -> str:
-        """This node's NAT mapping behaviour, for an error that says why punching failed."""
-        from tunnel.node.netcheck import netcheck
-
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(None, netcheck, self.tunnel.options.rendezvous)
-        except OSError:
-            return ""
-        kind = {"endpoint-independent": "endpoint-independent (cone)",
-                "endpoint-dependent": "endpoint-dependent (symmetric)"}.get(result.mapping)
-        return f"; this node's NAT maps {kind}" if kind else ""
-
-    def _timeout_message(self, nat: str = "") -> str:
+    def _timeout_message(self) -> str:
         node = self.tunnel.node
         if not node.registered.is_set():
             where = format_endpoint(node.options.rendezvous)
@@ -155,8 +142,12 @@ class Connection:
                     "there and is UDP allowed?")
         if self.link is None:
             return _unknown_name(self.name)
-        tried = ", ".join(f"{r.addr[0]}:{r.addr[1]} ({r.kind})"
+        tried = ", ".join(f"{format_endpoint(r.addr)} ({r.kind})"
                           for r in self.link.path.report(monotonic()))
+        # The node's netcheck at start says why punching may have failed.
+        kind = {"endpoint-independent": "endpoint-independent (cone)",
+                "endpoint-dependent": "endpoint-dependent (symmetric)"}.get(node.nat_mapping)
+        nat = f"; this node's NAT maps {kind}" if kind else ""
         hint = " and the relay is off (--direct-only)" if node.options.direct_only else ""
         return (f"found '{self.name}' but no path opened (tried {tried or 'nothing'}){nat}{hint}; "
                 "see `ptunnel netcheck` on both machines")
@@ -168,11 +159,7 @@ class Connection:
             self.ready.clear()
             await self.ready.wait()
         if self.link is not None and self.error is None:
-            self.tunnel.node.ping(self.link)
-            for _ in range(20):  # an RTT for the ready line; not worth waiting long for
-                if self.link.rtt is not None:
-                    break
-                await asyncio.sleep(0.01)
+            await self.ping(timeout=0.2)  # an RTT for the ready line; not worth waiting long for
 
     def _on_rendezvous(self, event: rc.Event) -> None:
         if isinstance(event, rc.Introduced) and event.peer_name == self.name:
@@ -182,7 +169,7 @@ class Connection:
                 self.error = TunnelError(str(exc))
                 self.ready.set()
                 return
-            link = self.tunnel.node.links[event.peer_static]
+            link = self.tunnel.node.peers[event.peer_static]
             if self.link is not link:
                 self.link = link
                 link.on_change.append(self._on_link_change)
@@ -192,7 +179,7 @@ class Connection:
             self.error = TunnelError(_unknown_name(self.name))
             self.ready.set()
 
-    def _on_link_change(self, link: PeerLink) -> None:
+    def _on_link_change(self, link: Peer) -> None:
         self.ready.set()
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
@@ -268,7 +255,18 @@ class Connection:
                 self.tunnel.node.request_connect(self.name)
             backoff = min(backoff * 2, RECONNECT_MAX)
 
-    # --- reporting ----------------------------------------------------------------------------
+    # --- pings and reporting ------------------------------------------------------------------
+
+    async def ping(self, timeout: float = 1.0) -> float | None:
+        """One round trip to the peer over the path in use, in seconds; None if unanswered."""
+        link = self.link
+        answer = self.tunnel.node.ping(link) if link is not None else None
+        if answer is None:
+            return None
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            return None
 
     def describe(self) -> str:
         path = self.link.describe_path() if self.link is not None else "no path"
@@ -277,17 +275,14 @@ class Connection:
         return f"{self.name} on {format_endpoint(self.listen)}{'/udp' if self.udp else ''}: {path}"
 
     def stats(self) -> dict[str, Any]:
-        link = self.link
-        stats = link.channel.stats() if link is not None and link.channel is not None else None
+        peer = self.link.status(monotonic()) if self.link is not None else {}
         return {
             "name": self.name, "udp": self.udp,
             "listen": None if self.listen is None else format_endpoint(self.listen),
-            "path": link.describe_path() if link is not None else None,
-            "direct": bool(link and link.path.path and link.path.path.direct),
-            "rtt_ms": None if link is None or link.rtt is None else round(link.rtt * 1e3, 3),
-            "bytes_sent": stats.stream_bytes_sent if stats else 0,
-            "bytes_received": stats.stream_bytes_received if stats else 0,
-            "open_streams": stats.open_streams if stats else 0,
+            "path": peer.get("path"), "direct": peer.get("direct", False),
+            "rtt_ms": peer.get("rtt_ms"), "bytes_sent": peer.get("bytes_sent", 0),
+            "bytes_received": peer.get("bytes_received", 0),
+            "open_streams": peer.get("open_streams", 0),
         }
 
     async def close(self) -> None:
@@ -433,6 +428,36 @@ class Tunnel:
         await connection.open(timeout)
         self.connections.append(connection)
         return connection
+
+    async def ping(self, name: str, *, count: int = 5, interval: float = 0.5,
+                   on_reply: Callable[[int, float | None, str], None] | None = None,
+                   accept_new_key: bool = False) -> dict[str, Any]:
+        """`count` round trips to `name`, one every `interval` seconds, over the path this
+        tunnel finds to it (no local port is opened). `on_reply(seq, rtt or None, path)` runs
+        as each answer arrives or times out. Returns the summary `ptunnel ping --json` shows."""
+        connection = await self.reach(name, accept_new_key=accept_new_key)
+        rtts: list[float] = []
+        try:
+            for seq in range(count):
+                rtt = await connection.ping(timeout=max(interval, 0.2))
+                if rtt is not None:
+                    rtts.append(rtt * 1e3)
+                if on_reply is not None:
+                    assert connection.link is not None
+                    on_reply(seq, rtt, connection.link.describe_path().split(", rtt")[0])
+                if seq + 1 < count:
+                    await asyncio.sleep(max(0.0, interval - (rtt or interval)))
+            assert connection.link is not None
+            peer = connection.link.status(monotonic())
+        finally:
+            await connection.close()
+        return {
+            "name": name, "sent": count, "received": len(rtts), "path": peer["path"],
+            "direct": peer["direct"],
+            "rtt_ms": {"min": min(rtts), "median": statistics.median(rtts), "max": max(rtts)}
+            if rtts else None,
+            "candidates": peer["candidates"],
+        }
 
     def status(self) -> dict[str, Any]:
         status = self.node.status()

@@ -48,15 +48,13 @@ def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
 
 
 def control_handlers(tunnel: Tunnel) -> dict[str, Any]:
-    from tunnel.cli.commands.ping import ping
-
     async def status(_request: dict[str, Any]) -> dict[str, Any]:
         return tunnel.status()
 
     async def remote_ping(request: dict[str, Any]) -> dict[str, Any]:
         try:
-            return await ping(tunnel, str(request["name"]), int(request.get("count", 5)),
-                              float(request.get("interval", 0.5)), None)
+            return await tunnel.ping(str(request["name"]), count=int(request.get("count", 5)),
+                                     interval=float(request.get("interval", 0.5)))
         except UserError as exc:
             return {"error": exc.message}
 

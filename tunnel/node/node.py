@@ -1,13 +1,10 @@
-"""A running node: one UDP socket shared by the secure sessions, the rendezvous client, the path
-managers and the channels of every peer. This is the asyncio shell around the sans-IO machines.
+"""A running node: one UDP socket shared by the secure sessions, the rendezvous client and every
+`Peer` (tunnel.node.peer). This is the asyncio shell around the sans-IO machines: it routes bytes
+and time to them and does what they ask; every per-peer decision lives in `Peer`.
 
 Everything that arrives (a datagram, a timer, a local TCP write) only feeds a machine and asks for
 a *flush*; one flush per event-loop turn then drains every machine's events and outgoing
 datagrams and re-arms the single timer. That batches work per turn instead of per packet.
-
-Inside a session's encrypted payloads (see `tunnel.node.payloads`), channel packets carry the
-sender's *incarnation* (random per channel) and the incarnation it believes the receiver has, so a
-peer that restarted is noticed at once and packets of a dead channel never reach a new one.
 """
 
 from __future__ import annotations
@@ -23,31 +20,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from rendezvous import protocol as rp
-from tunnel.addresses import Addr, is_relay, relay_addr, relay_peer
-from tunnel.channel.channel import Channel
-from tunnel.channel.events import ChannelClosed, ChannelEvent
+from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_peer
+from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
-from tunnel.node import payloads as nw
+from tunnel.node.netcheck import netcheck
 from tunnel.node.peer import (
-    CHANNEL_HEADER,
-    REPUNCH_FIRST,
-    REPUNCH_MAX,
-    PeerLink,
-    channel_budget,
+    HandshakeWanted,
+    IntroductionWanted,
+    Peer,
+    PeerChanged,
+    PeerEvent,
+    PongReceived,
+    RegistrationWanted,
+    SocketsReleased,
+    SocketsWanted,
 )
-from tunnel.node.prediction import BirthdayPunch
+from tunnel.node.prediction import PredictionSockets
 from tunnel.node.udp import Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
-from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
+from tunnel.path.manager import PathManager
 from tunnel.session.device import Device
-from tunnel.session.events import (
-    HandshakeCompleted,
-    HandshakeFailed,
-    SessionExpired,
-)
+from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
 from tunnel.session.session import SessionConfig
-from tunnel.session.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD
+from tunnel.session.wire import SESSION_MESSAGE_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +61,7 @@ class NodeOptions:
 
 
 class Node:
-    """The shell: feeds datagrams and timers into the machines and sends what they produce."""
+    """The shell: feeds datagrams and timers into the machines and does what they ask."""
 
     def __init__(self, options: NodeOptions) -> None:
         self.options = options
@@ -76,7 +72,7 @@ class Node:
             allowed=options.allow,
             config=SessionConfig(persistent_keepalive=options.keepalive or None),
         )
-        self.links: dict[bytes, PeerLink] = {}
+        self.peers: dict[bytes, Peer] = {}
         self.rdv: rc.RendezvousClient | None = None
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
@@ -84,11 +80,14 @@ class Node:
         self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         self.rdv_events: list[Callable[[rc.Event], None]] = []
-        self.on_new_link: Callable[[PeerLink], None] | None = None
+        self.on_new_link: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
-        self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}  # pseudo addr -> socket, addr
-        self.birthday = BirthdayPunch(self)
+        # Pseudo addresses of port-prediction sockets -> (socket, real address).
+        self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}
+        self._predictions: dict[bytes, PredictionSockets] = {}
+        self._initiations: dict[bytes, bytes] = {}  # peer -> our pending handshake initiation
+        self._pongs: dict[bytes, asyncio.Future[float]] = {}  # ping txid -> its answer
         self._flush_scheduled = False
         self._in_flush = False
         self._delivering = False
@@ -110,8 +109,6 @@ class Node:
 
     async def _check_nat(self) -> None:
         """Learn how our NAT maps ports; port prediction needs to know which side randomizes."""
-        from tunnel.node.netcheck import netcheck
-
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 None, netcheck, self.options.rendezvous)
@@ -119,6 +116,8 @@ class Node:
             log.debug("netcheck failed: %s", exc)
             return
         self.nat_mapping = result.mapping
+        for peer in self.peers.values():
+            peer.nat_randomizes = self.nat_mapping == "endpoint-dependent"
         log.info("this node's NAT mapping: %s", self.nat_mapping)
 
     def _lan_addresses(self) -> list[str]:
@@ -137,9 +136,9 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        for link in self.links.values():
-            if link.channel is not None:
-                link.channel.close("node shutting down")
+        for peer in self.peers.values():
+            if peer.channel is not None:
+                peer.channel.close("node shutting down")
         if self.rdv is not None:
             self.rdv.leave(monotonic())
         self._flush()
@@ -148,13 +147,14 @@ class Node:
         self._timer.cancel()
         if self._nat_check is not None:
             self._nat_check.cancel()
-        for link in self.links.values():
-            if link.spray is not None:
-                link.spray.close()
+        for sockets in self._predictions.values():
+            sockets.close()
+        for waiter in self._pongs.values():
+            waiter.cancel()
         if self.udp is not None:
             self.udp.close()
 
-    # --- requests from the forwarders ---------------------------------------------------------
+    # --- requests from the forwarders and the API ---------------------------------------------
 
     def add_name(self, name: str) -> None:
         """Register one more name (re-registers at once; `Registered` or a refusal follows)."""
@@ -176,25 +176,39 @@ class Node:
         self.rdv.request_connect(name, monotonic())
         self.kick()
 
-    def ping(self, link: PeerLink) -> None:
-        path = link.path.path
-        if path is None:
-            return
-        addr = path.addr if path.direct and path.addr else relay_addr(link.static)
-        self._send_ping(link, addr, monotonic())
+    def ping(self, peer: Peer) -> asyncio.Future[float] | None:
+        """Ping `peer` over its path; the future gets the round trip in seconds (None: no path).
+        Nothing resolves it when the ping is lost: wait for it with a timeout."""
+        txid = peer.ping(monotonic())
+        if txid is None:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._pongs[txid] = waiter
+        waiter.add_done_callback(lambda _: self._pongs.pop(txid, None))
         self.kick()
+        return waiter
 
     def kick(self) -> None:
         """Ask for a flush at the end of this event-loop turn (once, however often asked)."""
         if self._in_flush:
-            # A forwarder acted during the flush. While a link's events are being delivered,
-            # that link's packets are built right after: no second flush is needed for it.
+            # A forwarder acted during the flush. While a peer's events are being delivered,
+            # that peer's packets are built right after: no second flush is needed for it.
             if not self._delivering:
                 self._again = True
             return
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    # --- routes of port-prediction sockets ----------------------------------------------------
+
+    def add_routes(self, routes: dict[Addr, tuple[UdpEndpoint, Addr]]) -> None:
+        """Send datagrams for these pseudo addresses out of these sockets."""
+        self._routes.update(routes)
+
+    def drop_routes(self, addrs: list[Addr]) -> None:
+        for addr in addrs:
+            self._routes.pop(addr, None)
 
     # --- input --------------------------------------------------------------------------------
 
@@ -223,93 +237,34 @@ class Node:
         if result is None:
             return
         session, payload = result
-        link = self.links.get(session.peer_public)
-        if link is None:
-            link = self._link(session.peer_public, now)
-        via = None if is_relay(addr) else addr
-        link.path.on_authenticated(via, now)
-        if payload:
-            self._receive_payload(link, payload, addr, now)
-
-    def _receive_payload(self, link: PeerLink, payload: bytes, addr: Addr, now: float) -> None:
-        kind = payload[0]
-        if kind == nw.PAYLOAD_CHANNEL and len(payload) >= CHANNEL_HEADER:
-            sender, receiver = payload[1:5], payload[5:9]
-            if receiver not in (link.incarnation, bytes(4)):
-                return  # meant for a channel of ours that no longer exists
-            if link.channel is None:
-                self._open_channel(link)  # keys confirmed by this very packet
-                self._notify(link)
-            if sender != link.peer_incarnation:
-                self._peer_restarted(link, sender, now)
-            assert link.channel is not None
-            link.channel.receive_packet(payload[CHANNEL_HEADER:], now)
-        elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
-            # Padded pings probe the path's datagram size; the answer is small either way.
-            txid = payload[1 : 1 + nw.TXID_SIZE]
-            self._seal_to(link, nw.encode_ping(nw.PAYLOAD_PONG, txid), addr, now)
-        elif kind == nw.PAYLOAD_BIRTHDAY:
-            self.birthday.on_request(link, now)
-        elif kind == nw.PAYLOAD_PONG and len(payload) == 1 + nw.TXID_SIZE:
-            sent = link.pings.pop(payload[1:], None)
-            if sent is not None:
-                sent_at, to, size = sent
-                rtt = now - sent_at
-                link.rtt = rtt
-                if not is_relay(to):
-                    link.path.on_probe_answered(to, rtt, now)
-                if size and link.mtu.on_probe_answered(size) and link.channel is not None:
-                    link.channel.set_max_packet_size(channel_budget(size, relayed=False))
-                    log.info("path to %s carries %d-byte datagrams", fingerprint(link.static),
-                             size)
+        peer = self.peers.get(session.peer_public)
+        if peer is None:
+            peer = self._peer(session.peer_public, now)
+        peer.receive(payload, addr, now)
 
     def _on_timer(self) -> None:
         """Expired timers of every machine; the flush then handles the device's own."""
         now = monotonic()
         if self.rdv is not None and (d := self.rdv.get_timer()) is not None and d <= now:
             self.rdv.handle_timer(now)
-        for link in list(self.links.values()):
-            if link.path.get_timer() <= now:
-                link.path.handle_timer(now)
-            channel = link.channel
-            if channel is not None and (d := channel.get_timer()) is not None and d <= now:
-                channel.handle_timer(now)
+        for peer in list(self.peers.values()):
+            peer.handle_timer(now)
         self._flush()
 
-    # --- links and channels -------------------------------------------------------------------
-
-    def _link(self, peer: bytes, now: float) -> PeerLink:
-        link = self.links.get(peer)
-        if link is None:
-            path = PathManager(started=now, relay_allowed=not self.options.direct_only)
-            link = PeerLink(static=peer, path=path)
-            self.links[peer] = link
+    def _peer(self, static: bytes, now: float) -> Peer:
+        peer = self.peers.get(static)
+        if peer is None:
+            peer = Peer(
+                static=static,
+                path=PathManager(started=now, relay_allowed=not self.options.direct_only),
+                is_client=self.options.identity.public < static,
+                congestion=self.options.congestion,
+                nat_randomizes=self.nat_mapping == "endpoint-dependent",
+            )
+            self.peers[static] = peer
             if self.on_new_link is not None:
-                self.on_new_link(link)
-        return link
-
-    def _open_channel(self, link: PeerLink) -> None:
-        path = link.path.path
-        relayed = path is None or not path.direct
-        link.channel = Channel(
-            is_client=self.options.identity.public < link.static,
-            max_packet_size=channel_budget(link.mtu.size, relayed),
-            congestion=self.options.congestion,
-        )
-        link.incarnation = os.urandom(4)
-        link.connected_at = monotonic()
-        log.info("channel open with %s", fingerprint(link.static))
-
-    def _peer_restarted(self, link: PeerLink, incarnation: bytes, now: float) -> None:
-        if link.peer_incarnation != bytes(4) and link.channel is not None:
-            log.info("peer %s restarted: resetting its streams", fingerprint(link.static))
-            self._deliver(link, ChannelClosed("peer restarted", 0, by_peer=True))
-            self._open_channel(link)
-        link.peer_incarnation = incarnation
-
-    def _deliver(self, link: PeerLink, event: ChannelEvent) -> None:
-        if link.on_event is not None:
-            link.on_event(link, event)
+                self.on_new_link(peer)
+        return peer
 
     # --- output -------------------------------------------------------------------------------
 
@@ -334,35 +289,14 @@ class Node:
         for addr, batch in outbox.items():
             route = self._routes.get(addr) if self._routes else None
             if route is not None:
-                route[0].send_batch(batch, route[1])  # an extra socket of a birthday punch
+                route[0].send_batch(batch, route[1])  # an extra socket of a port prediction
             else:
                 self.udp.send_batch(batch, addr)
 
-    def _seal_to(self, link: PeerLink, payload: bytes, addr: Addr, now: float) -> bool:
-        session = self.device.get_session(link.static)
-        if session is None or not session.is_established:
-            return False
-        datagram = session.seal(payload, now)
-        if datagram is None:
-            return False
-        self._send(datagram, addr)
-        return True
-
     def _remember_initiation(self, data: bytes, addr: Addr) -> None:
-        for link in self.links.values():
-            if addr in link.path.candidates or addr == relay_addr(link.static):
-                link.initiation = data
-
-    def _send_ping(self, link: PeerLink, addr: Addr, now: float, size: int = 0) -> None:
-        """A path ping; with `size`, padded to a `size`-byte datagram to probe the path MTU."""
-        txid = os.urandom(nw.TXID_SIZE)
-        if len(link.pings) > 64:
-            link.pings.clear()  # unanswered pings of dead paths
-        link.pings[txid] = (now, addr, size)
-        payload = nw.encode_ping(nw.PAYLOAD_PING, txid)
-        if size:
-            payload += bytes(size - TRANSPORT_OVERHEAD - len(payload))
-        self._seal_to(link, payload, addr, now)
+        for peer in self.peers.values():
+            if addr in peer.path.candidates or addr == relay_addr(peer.static):
+                self._initiations[peer.static] = data
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -381,8 +315,8 @@ class Node:
             self.device.handle_timer(now, time.time())
         self._drain_device(now)
         self._drain_rendezvous(now)
-        for link in list(self.links.values()):
-            self._drain_link(link, now)
+        for peer in list(self.peers.values()):
+            self._drain_peer(peer, now)
         for data, addr in self.device.datagrams_to_send():
             if data[0] == 1:
                 self._remember_initiation(data, addr)
@@ -395,15 +329,7 @@ class Node:
         deadlines = [self.device.get_timer()]
         if self.rdv is not None:
             deadlines.append(self.rdv.get_timer())
-        for link in self.links.values():
-            deadlines.append(link.path.get_timer())
-            deadlines.append(link.mtu.get_timer())
-            if link.opener is not None:
-                deadlines.append(link.opener.get_timer())
-            if link.prober is not None:
-                deadlines.append(link.prober.get_timer())
-            if link.channel is not None:
-                deadlines.append(link.channel.get_timer())
+        deadlines += [peer.get_timer() for peer in self.peers.values()]
         armed = [d for d in deadlines if d is not None]
         self._timer.arm(min(armed) if armed else None)
 
@@ -412,21 +338,11 @@ class Node:
         # `Device.receive_transport` (the hot path), so there are no PayloadReceived events.
         while (event := self.device.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
-                link = self._link(event.peer_public, now)
-                link.path.on_authenticated(None if is_relay(event.addr) else event.addr, now)
-                if link.channel is None:
-                    self._open_channel(link)
-                self._notify(link)
+                self._peer(event.peer_public, now).on_handshake_completed(event.addr, now)
             elif isinstance(event, HandshakeFailed | SessionExpired):
-                lost = self.links.get(event.peer_public)
+                lost = self.peers.get(event.peer_public)
                 if lost is not None:
-                    reason = getattr(event, "reason", "session expired")
-                    log.warning("lost %s: %s", fingerprint(lost.static), reason)
-                    if lost.channel is not None and lost.channel.is_open:
-                        lost.channel.close(reason)
-                        self._deliver(lost, ChannelClosed(reason, 0, by_peer=False))
-                    lost.channel = None
-                    self._notify(lost)
+                    lost.on_session_lost(getattr(event, "reason", "session expired"))
 
     def _drain_rendezvous(self, now: float) -> None:
         if self.rdv is None:
@@ -441,91 +357,77 @@ class Node:
                 listener(event)
 
     def _introduced(self, event: rc.Introduced, now: float) -> None:
-        link = self._link(event.peer_static, now)
-        if event.initiated_by_us:
-            link.name = event.peer_name
-        link.path.add_candidates([event.public_endpoint], Kind.PUBLIC, now)
-        link.path.add_candidates(event.lan_candidates, Kind.LAN, now)
+        peer = self._peer(event.peer_static, now)
+        peer.on_introduced(event.public_endpoint, list(event.lan_candidates),
+                           event.peer_name if event.initiated_by_us else None, now)
+        lan = ", ".join(format_endpoint(a) for a in event.lan_candidates) or "none"
         log.info("introduced to %s (%s): public %s, lan %s", event.peer_name,
-                 fingerprint(event.peer_static), event.public_endpoint, event.lan_candidates)
+                 fingerprint(event.peer_static), format_endpoint(event.public_endpoint), lan)
 
-    def _notify(self, link: PeerLink) -> None:
-        for callback in list(link.on_change):
-            callback(link)
-
-    def _drain_link(self, link: PeerLink, now: float) -> None:
-        session = self.device.get_session(link.static)
+    def _drain_peer(self, peer: Peer, now: float) -> None:
+        session = self.device.get_session(peer.static)
         established = session is not None and session.is_established
-        probes = link.path.probes_due(now)
-        if probes:
-            if established:
-                for addr in probes:
-                    self._send_ping(link, addr, now)
-            else:
-                # Punching: both sides send at once, so whichever initiation finds the other
-                # NAT already open gets through. A copy of the running initiation is as good
-                # as a new one (a duplicate that arrives is refused as a replay).
-                self.device.connect(link.static, probes, now, time.time())
-                for addr in probes:
-                    if link.initiation:
-                        self._send(link.initiation, addr)
-        if link.path.use_relay(now) and not established and not link.relay_candidate:
-            link.relay_candidate = True
-            self.device.connect(link.static, [relay_addr(link.static)], now, time.time())
-        while (event := link.path.next_event()) is not None:
-            if isinstance(event, RepunchNeeded):
-                log.info("path to %s went silent; punching again", fingerprint(link.static))
-                if self.rdv is not None:
-                    self.rdv.start(now)  # our own NAT may have moved us: re-register at once
-                link.repunch_interval = REPUNCH_FIRST
-                link.repunch_at = now + REPUNCH_FIRST
-            elif isinstance(event, PathChanged):
-                log.info("path to %s: %s", fingerprint(link.static), link.describe_path())
-                direct = event.new is not None and event.new.direct
-                if direct:
-                    link.mtu.restart(now)  # a new path has proved nothing yet
-                else:
-                    link.mtu.stop()
-                if link.channel is not None:
-                    link.channel.set_max_packet_size(channel_budget(link.mtu.size, not direct))
-                if event.new is not None:
-                    self.ping(link)
-                self._notify(link)
-        direct = link.path.path is not None and link.path.path.direct
-        if not direct and link.name and self.rdv is not None and now >= link.repunch_at:
-            if link.repunch_at:
-                self.rdv.request_connect(link.name, now)
-            link.repunch_at = now + link.repunch_interval
-            link.repunch_interval = min(link.repunch_interval * 2, REPUNCH_MAX)
-        if established:
-            self.birthday.drive(link, direct, now)
-        channel = link.channel
-        if channel is None:
-            return
+        peer.poll(now, established)
+        while (event := peer.next_event()) is not None:
+            self._do(peer, event, now)
         self._delivering = True
         try:
-            while (channel_event := channel.next_event()) is not None:
-                self._deliver(link, channel_event)
+            while (channel_event := peer.next_channel_event()) is not None:
+                if peer.on_event is not None:
+                    peer.on_event(peer, channel_event)
                 if isinstance(channel_event, ChannelClosed):
-                    self._notify(link)
+                    self._notify(peer)
         finally:
             self._delivering = False
-        path = link.path.path
-        if path is None or not established:
+        datagrams = peer.datagrams_to_send(now, established)
+        if not datagrams or session is None or not established:
             return
-        addr = path.addr if path.direct and path.addr is not None else relay_addr(link.static)
-        if path.direct and (probe := link.mtu.probe_due(now)) is not None:
-            self._send_ping(link, addr, now, size=probe)
-        packets = channel.packets_to_send(now)
-        if not packets:
-            return
-        header = bytes((nw.PAYLOAD_CHANNEL,)) + link.incarnation + link.peer_incarnation
-        assert session is not None
-        for packet in packets:
-            datagram = session.seal(header + packet, now)
+        for payload, addr in datagrams:
+            datagram = session.seal(payload, now)
             if datagram is not None:
                 self._send(datagram, addr)
-        link.path.on_sent(now)
+
+    def _do(self, peer: Peer, event: PeerEvent, now: float) -> None:
+        """What a peer asked for."""
+        if isinstance(event, HandshakeWanted):
+            self.device.connect(peer.static, event.addrs, now, time.time())
+            initiation = self._initiations.get(peer.static) if event.resend else None
+            if initiation:
+                # A copy of the running initiation is as good as a new one (a duplicate that
+                # arrives is refused as a replay).
+                for addr in event.addrs:
+                    self._send(initiation, addr)
+        elif isinstance(event, PeerChanged):
+            self._notify(peer)
+        elif isinstance(event, PongReceived):
+            waiter = self._pongs.get(event.txid)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.rtt)
+        elif isinstance(event, RegistrationWanted):
+            if self.rdv is not None:
+                self.rdv.start(now)
+        elif isinstance(event, IntroductionWanted):
+            if self.rdv is not None:
+                self.rdv.request_connect(event.name, now)
+        elif isinstance(event, SocketsWanted):
+            sockets = PredictionSockets(event.count, event.target, self._on_datagram)
+            self._predictions[peer.static] = sockets
+            self.add_routes(sockets.routes)
+            peer.sockets_opened(sockets.targets())
+        elif isinstance(event, SocketsReleased):
+            released = self._predictions.pop(peer.static, None)
+            if released is not None:
+                self.drop_routes(list(released.routes))
+                if event.keep is not None and event.keep in released.routes:
+                    released.keep_only(event.keep)
+                    self._predictions[peer.static] = released
+                    self.add_routes(released.routes)
+                else:
+                    released.close()
+
+    def _notify(self, peer: Peer) -> None:
+        for callback in list(peer.on_change):
+            callback(peer)
 
     # --- status -------------------------------------------------------------------------------
 
@@ -536,9 +438,9 @@ class Node:
             "fingerprint": fingerprint(self.options.identity.public),
             "names": list(self.options.names),
             "public_endpoint": None if self.public_endpoint is None
-            else f"{self.public_endpoint[0]}:{self.public_endpoint[1]}",
+            else format_endpoint(self.public_endpoint),
             "nat_mapping": self.nat_mapping,
             "uptime_s": round(now - self.started, 1),
-            "peers": [link.status(now) for link in self.links.values()],
+            "peers": [peer.status(now) for peer in self.peers.values()],
             "drops": {k: v for k, v in dataclasses.asdict(self.device.counters).items() if v},
         }

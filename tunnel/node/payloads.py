@@ -7,7 +7,7 @@ Every transport payload starts with one byte saying what it carries:
 | 0x00 | channel packet          | the reliable channel's packet (`tunnel.channel.channel`)        |
 | 0x01 | path ping               | tx id (8 B)                                             |
 | 0x02 | path pong               | tx id (8 B)                                             |
-| 0x03 | birthday request        | (empty) "my NAT randomizes ports; I opened sockets to   |
+| 0x03 | prediction request      | (empty) "my NAT randomizes ports; I opened sockets to   |
 |      |                         | you: ping random ports of my address" (`tunnel.path.prediction`)|
 
 Path pings test a candidate path (see `tunnel.path.manager`); they are encrypted and authenticated
@@ -30,7 +30,7 @@ import struct
 PAYLOAD_CHANNEL = 0x00
 PAYLOAD_PING = 0x01
 PAYLOAD_PONG = 0x02
-PAYLOAD_BIRTHDAY = 0x03
+PAYLOAD_PREDICTION = 0x03
 TXID_SIZE = 8
 
 FORWARD_VERSION = 1

@@ -1,27 +1,52 @@
-"""One peer as the node sees it: its paths, channel, punching state; and path pseudo addresses.
+"""One remote node as this node sees it: path choice, datagram size, port prediction, the channel
+and its incarnations, path pings (sans-IO).
 
+The node shell owns the sockets and the secure sessions; a `Peer` owns every per-peer decision.
+It follows the one interface of the project's state machines: inputs are calls with `now`
+(`receive`, `on_handshake_completed`, `on_session_lost`, `on_introduced`, `handle_timer`, and
+`poll`, which runs what is due); outputs are drained by the shell:
+
+- `datagrams_to_send(now)`: `(payload, addr)` pairs to seal in this peer's session and send;
+  `addr` may be a pseudo address (`tunnel.addresses`);
+- `next_event()`: what the shell must do for the peer (`PeerEvent`): start a handshake, ask
+  the rendezvous for something, open or release port-prediction sockets, tell listeners;
+- `next_channel_event()`: the channel's events for the forwarder, plus the close of a channel
+  this peer replaced;
+- `get_timer()`: the earliest deadline of everything above.
+
+**Incarnations.** Every channel packet carries the sender's incarnation (random per channel) and
+the one it believes the receiver has, so a peer that restarted is noticed at once and packets of
+a dead channel never reach a new one.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr
 from tunnel.channel.channel import Channel
-from tunnel.channel.events import ChannelEvent
+from tunnel.channel.events import ChannelClosed, ChannelEvent
 from tunnel.keys.netkeys import fingerprint
-from tunnel.path.manager import PathManager
+from tunnel.node import payloads as nw
+from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.path.pmtu import PathMtu
-from tunnel.path.prediction import Opener, Prober
+from tunnel.path.prediction import SOCKETS, Opener, Prober
 from tunnel.session.wire import TRANSPORT_OVERHEAD
 
-if TYPE_CHECKING:
-    from tunnel.node.prediction import SpraySockets  # the shell's sockets; only a type here
+log = logging.getLogger(__name__)
 
 CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
 RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
+NO_INCARNATION = bytes(4)  # "I do not know yours yet"
+MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
+# Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
+# rebooted onto new ports): after this long, then doubling up to the cap (seconds).
+REPUNCH_FIRST = 3.0
+REPUNCH_MAX = 60.0
 
 
 def channel_budget(datagram_size: int, relayed: bool) -> int:
@@ -29,44 +54,382 @@ def channel_budget(datagram_size: int, relayed: bool) -> int:
     return datagram_size - TRANSPORT_OVERHEAD - CHANNEL_HEADER - (RELAY_OVERHEAD if relayed else 0)
 
 
-# Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
-# rebooted onto new ports): after this long, then doubling up to the cap (seconds).
-REPUNCH_FIRST = 3.0
-REPUNCH_MAX = 60.0
+# --- what the shell must do for a peer -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeWanted:
+    """Start (or widen) a handshake toward `addrs`; `resend` the pending initiation to them."""
+
+    addrs: list[Addr]
+    resend: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationWanted:
+    """Register at the rendezvous again now: our own NAT may have moved us."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntroductionWanted:
+    """Ask the rendezvous to introduce us to `name` again (fresh candidates on both sides)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocketsWanted:
+    """Port prediction: open `count` extra sockets toward `target`; answer `sockets_opened`."""
+
+    target: Addr
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SocketsReleased:
+    """Port prediction is over: close its sockets, except the one `keep` runs through."""
+
+    keep: Addr | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerChanged:
+    """Path, channel or readiness changed: the shell tells whoever listens."""
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The answer to ping `txid`, after `rtt` seconds, over `addr`."""
+
+    txid: bytes
+    rtt: float
+    addr: Addr
+
+
+PeerEvent = (HandshakeWanted | RegistrationWanted | IntroductionWanted | SocketsWanted
+             | SocketsReleased | PeerChanged | PongReceived)
+
+
+@dataclass(slots=True)
+class _PingSent:
+    sent_at: float
+    to: Addr
+    size: int
 
 
 @dataclass
-class PeerLink:
-    """Everything about one peer: name, paths, channel, and who listens to its events."""
+class Peer:
+    """Everything about one peer: name, paths, channel, port prediction (sans-IO)."""
 
     static: bytes
     path: PathManager
+    is_client: bool  # the channel's role: the node with the lower static key is the client
+    congestion: str = "bbr"
+    rng: Callable[[int], bytes] = os.urandom
     name: str | None = None
     channel: Channel | None = None
     incarnation: bytes = b""
-    peer_incarnation: bytes = bytes(4)
+    peer_incarnation: bytes = NO_INCARNATION
     connected_at: float | None = None
-    pings: dict[bytes, tuple[float, Addr, int]] = field(default_factory=dict)  # sent, to, size
-    mtu: PathMtu = field(default_factory=PathMtu)
-    # Birthday-paradox punching (tunnel.path.prediction): at most one attempt per link.
-    birthday_tried: bool = False
-    opener: Opener | None = None
-    spray: SpraySockets | None = None
-    prober: Prober | None = None
     rtt: float | None = None
-    initiation: bytes = b""  # our pending handshake initiation, re-sent to new probe targets
+    mtu: PathMtu = field(default_factory=PathMtu)
+    # Set by the shell from its netcheck: our NAT gives every destination a fresh port.
+    nat_randomizes: bool = False
+    # Port prediction (tunnel.path.prediction): at most one attempt per peer.
+    prediction_tried: bool = False
+    opener: Opener | None = None
+    prediction_targets: list[Addr] = field(default_factory=list)
+    prober: Prober | None = None
     relay_candidate: bool = False
     repunch_at: float = 0.0
     repunch_interval: float = REPUNCH_FIRST
-    on_event: Callable[[PeerLink, ChannelEvent], None] | None = None
-    on_change: list[Callable[[PeerLink], None]] = field(default_factory=list)
+    # Listener slots the shell fills; the Peer itself never calls them.
+    on_event: Callable[[Peer, ChannelEvent], None] | None = None
+    on_change: list[Callable[[Peer], None]] = field(default_factory=list)
+    _pings: dict[bytes, _PingSent] = field(default_factory=dict)
+    _out: list[tuple[bytes, Addr]] = field(default_factory=list)
+    _events: list[PeerEvent] = field(default_factory=list)
+    _channel_events: list[ChannelEvent] = field(default_factory=list)
 
-    def last_rtt(self) -> float | None:
-        return self.rtt
+    # --- state --------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         return self.channel is not None and self.channel.is_open and self.path.path is not None
+
+    @property
+    def direct(self) -> bool:
+        path = self.path.path
+        return path is not None and path.direct
+
+    def send_addr(self) -> Addr | None:
+        """Where packets for this peer go now: the direct path, the relay, or nowhere yet."""
+        path = self.path.path
+        if path is None:
+            return None
+        return path.addr if path.direct and path.addr is not None else relay_addr(self.static)
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    def on_handshake_completed(self, addr: Addr, now: float) -> None:
+        self.path.on_authenticated(None if is_relay(addr) else addr, now)
+        if self.channel is None:
+            self._open_channel(now)
+        self._events.append(PeerChanged())
+
+    def on_session_lost(self, reason: str) -> None:
+        """The session failed or expired: the channel on it is gone."""
+        log.warning("lost %s: %s", fingerprint(self.static), reason)
+        if self.channel is not None and self.channel.is_open:
+            self.channel.close(reason)
+            self._channel_events.append(ChannelClosed(reason, 0, by_peer=False))
+        self.channel = None
+        self._events.append(PeerChanged())
+
+    def on_introduced(self, public: Addr, lan: list[Addr], name: str | None, now: float) -> None:
+        """The rendezvous sent the peer's candidates; `name` when we asked for it by name."""
+        if name is not None:
+            self.name = name
+        self.path.add_candidates([public], Kind.PUBLIC, now)
+        self.path.add_candidates(lan, Kind.LAN, now)
+
+    def receive(self, payload: bytes, addr: Addr, now: float) -> None:
+        """An authenticated payload from this peer's session, received from `addr`."""
+        self.path.on_authenticated(None if is_relay(addr) else addr, now)
+        if not payload:
+            return  # a keepalive
+        kind = payload[0]
+        if kind == nw.PAYLOAD_CHANNEL and len(payload) >= CHANNEL_HEADER:
+            self._receive_channel(payload, now)
+        elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
+            # Padded pings probe the path's datagram size; the answer is small either way.
+            txid = payload[1 : 1 + nw.TXID_SIZE]
+            self._out.append((nw.encode_ping(nw.PAYLOAD_PONG, txid), addr))
+        elif kind == nw.PAYLOAD_PONG and len(payload) == 1 + nw.TXID_SIZE:
+            self._receive_pong(payload[1:], now)
+        elif kind == nw.PAYLOAD_PREDICTION:
+            self._on_prediction_request(now)
+
+    def _receive_channel(self, payload: bytes, now: float) -> None:
+        sender, receiver = payload[1:5], payload[5:9]
+        if receiver not in (self.incarnation, NO_INCARNATION):
+            return  # meant for a channel of ours that no longer exists
+        if self.channel is None:
+            self._open_channel(now)  # keys confirmed by this very packet
+            self._events.append(PeerChanged())
+        if sender != self.peer_incarnation:
+            self._peer_restarted(sender, now)
+        assert self.channel is not None
+        self.channel.receive_packet(payload[CHANNEL_HEADER:], now)
+
+    def _receive_pong(self, txid: bytes, now: float) -> None:
+        sent = self._pings.pop(txid, None)
+        if sent is None:
+            return
+        rtt = now - sent.sent_at
+        self.rtt = rtt
+        if not is_relay(sent.to):
+            self.path.on_probe_answered(sent.to, rtt, now)
+        if sent.size and self.mtu.on_probe_answered(sent.size) and self.channel is not None:
+            self.channel.set_max_packet_size(channel_budget(sent.size, relayed=False))
+            log.info("path to %s carries %d-byte datagrams", fingerprint(self.static), sent.size)
+        self._events.append(PongReceived(txid, rtt, sent.to))
+
+    def sockets_opened(self, targets: list[Addr]) -> None:
+        """The shell opened the sockets of `SocketsWanted`: the peer through each of them."""
+        self.prediction_targets = targets
+
+    def ping(self, now: float) -> bytes | None:
+        """Ping the peer over the path in use; the txid of the `PongReceived` that will answer."""
+        addr = self.send_addr()
+        return None if addr is None else self._ping(addr, now)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        if self.path.get_timer() <= now:
+            self.path.handle_timer(now)
+        channel = self.channel
+        if channel is not None and (deadline := channel.get_timer()) is not None \
+                and deadline <= now:
+            channel.handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        deadlines = [self.path.get_timer(), self.mtu.get_timer()]
+        if self.opener is not None:
+            deadlines.append(self.opener.get_timer())
+        if self.prober is not None:
+            deadlines.append(self.prober.get_timer())
+        if self.channel is not None:
+            deadlines.append(self.channel.get_timer())
+        if self.name is not None and not self.direct:
+            deadlines.append(self.repunch_at)
+        armed = [d for d in deadlines if d is not None]
+        return min(armed) if armed else None
+
+    def poll(self, now: float, established: bool) -> None:
+        """Run everything that is due; `established`: the session can carry data now."""
+        probes = self.path.probes_due(now)
+        if probes:
+            if established:
+                for addr in probes:
+                    self._ping(addr, now)
+            else:
+                # Punching: both sides send at once, so whichever initiation finds the other
+                # NAT already open gets through.
+                self._events.append(HandshakeWanted(probes, resend=True))
+        if self.path.use_relay(now) and not established and not self.relay_candidate:
+            self.relay_candidate = True
+            self._events.append(HandshakeWanted([relay_addr(self.static)], resend=False))
+        while (event := self.path.next_event()) is not None:
+            if isinstance(event, RepunchNeeded):
+                self._on_path_silent(now)
+            elif isinstance(event, PathChanged):
+                self._on_path_changed(event, now)
+        if not self.direct and self.name is not None and now >= self.repunch_at:
+            if self.repunch_at:
+                self._events.append(IntroductionWanted(self.name))
+            self.repunch_at = now + self.repunch_interval
+            self.repunch_interval = min(self.repunch_interval * 2, REPUNCH_MAX)
+        if established:
+            self._drive_prediction(now)
+
+    def _on_path_silent(self, now: float) -> None:
+        log.info("path to %s went silent; punching again", fingerprint(self.static))
+        self._events.append(RegistrationWanted())
+        self.repunch_interval = REPUNCH_FIRST
+        self.repunch_at = now + REPUNCH_FIRST
+
+    def _on_path_changed(self, event: PathChanged, now: float) -> None:
+        log.info("path to %s: %s", fingerprint(self.static), self.describe_path())
+        direct = event.new is not None and event.new.direct
+        if direct:
+            self.mtu.restart(now)  # a new path has proved nothing yet
+        else:
+            self.mtu.stop()
+        if self.channel is not None:
+            self.channel.set_max_packet_size(channel_budget(self.mtu.size, not direct))
+        if event.new is not None:
+            self.ping(now)
+        self._events.append(PeerChanged())
+
+    # --- outputs ------------------------------------------------------------------------------
+
+    def next_event(self) -> PeerEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    def next_channel_event(self) -> ChannelEvent | None:
+        if self._channel_events:
+            return self._channel_events.pop(0)
+        return self.channel.next_event() if self.channel is not None else None
+
+    def datagrams_to_send(self, now: float, established: bool) -> list[tuple[bytes, Addr]]:
+        """Payloads to seal and where to send them: queued pings and pongs, then the channel's
+        packets over the path in use (only once the session can carry them)."""
+        out, self._out = self._out, []
+        addr = self.send_addr()
+        if addr is None or not established or self.channel is None:
+            return out
+        if self.direct and (probe := self.mtu.probe_due(now)) is not None:
+            self._ping(addr, now, size=probe)
+            out += self._out
+            self._out = []
+        packets = self.channel.packets_to_send(now)
+        if packets:
+            header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
+            out += [(header + packet, addr) for packet in packets]
+            self.path.on_sent(now)
+        return out
+
+    # --- channel ------------------------------------------------------------------------------
+
+    def _open_channel(self, now: float) -> None:
+        self.channel = Channel(
+            is_client=self.is_client,
+            max_packet_size=channel_budget(self.mtu.size, not self.direct),
+            congestion=self.congestion,
+        )
+        self.incarnation = self.rng(4)
+        self.connected_at = now
+        log.info("channel open with %s", fingerprint(self.static))
+
+    def _peer_restarted(self, incarnation: bytes, now: float) -> None:
+        if self.peer_incarnation != NO_INCARNATION and self.channel is not None:
+            log.info("peer %s restarted: resetting its streams", fingerprint(self.static))
+            self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
+            self._open_channel(now)
+        self.peer_incarnation = incarnation
+
+    # --- pings and port prediction -------------------------------------------------------------
+
+    def _ping(self, addr: Addr, now: float, size: int = 0) -> bytes:
+        """Queue a path ping; with `size`, padded to a `size`-byte datagram to probe the MTU."""
+        txid = self.rng(nw.TXID_SIZE)
+        if len(self._pings) > MAX_PENDING_PINGS:
+            self._pings.clear()
+        self._pings[txid] = _PingSent(now, addr, size)
+        payload = nw.encode_ping(nw.PAYLOAD_PING, txid)
+        if size:
+            payload += bytes(size - TRANSPORT_OVERHEAD - len(payload))
+        self._out.append((payload, addr))
+        return txid
+
+    def _peer_public(self) -> Addr | None:
+        """The peer's public endpoint as the rendezvous saw it."""
+        for candidate in self.path.candidates.values():
+            if candidate.kind == Kind.PUBLIC:
+                return candidate.addr
+        return None
+
+    def _drive_prediction(self, now: float) -> None:
+        """Port prediction on either side: open and refresh sockets, or probe, until it works."""
+        direct = self.direct
+        if (self.nat_randomizes and not self.prediction_tried and self.path.path is not None
+                and not direct and (public := self._peer_public()) is not None):
+            self.prediction_tried = True
+            self.opener = Opener(now)
+            self._events.append(SocketsWanted(public, SOCKETS))
+            log.info("our NAT randomizes ports: opening %d sockets toward %s, asking %s to probe "
+                     "them", SOCKETS, format_endpoint(public), fingerprint(self.static))
+            self._out.append((bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(self.static)))
+        if self.opener is not None:
+            if direct or self.opener.expired(now):
+                self._end_opener()
+            elif self.opener.send_due(now):
+                for target in self.prediction_targets:
+                    self._ping(target, now)
+        if self.prober is not None:
+            if direct:
+                self.prober.stop()
+            for addr in self.prober.due(now):
+                self._ping(addr, now)
+            if self.prober.stopped:
+                log.info("port prediction toward %s ended after %d pings (%s)",
+                         fingerprint(self.static), self.prober.sent,
+                         "direct path found" if direct else "no port answered")
+                self.prober = None
+
+    def _on_prediction_request(self, now: float) -> None:
+        """The peer's NAT randomizes ports and it opened sockets to us: guess its ports."""
+        public = self._peer_public()
+        if self.prober is not None or public is None or self.nat_randomizes or self.direct:
+            return  # already probing, nowhere to probe, or both sides randomize: no chance
+        self.prober = Prober(public[0], now, self.rng)
+        log.info("probing random ports of %s for %s (port prediction)", public[0],
+                 fingerprint(self.static))
+
+    def _end_opener(self) -> None:
+        path = self.path.path
+        winner = path.addr if path is not None and path.direct else None
+        keep = winner if winner in self.prediction_targets else None
+        if keep is not None:
+            log.info("port prediction to %s succeeded through %s", fingerprint(self.static),
+                     format_endpoint(keep))
+        self._events.append(SocketsReleased(keep))
+        self.prediction_targets = [keep] if keep is not None else []
+        self.opener = None
+
+    # --- reporting ----------------------------------------------------------------------------
 
     def describe_path(self) -> str:
         path = self.path.path
@@ -76,16 +439,16 @@ class PeerLink:
         if not path.direct:
             return f"relay via rendezvous{rtt}"
         assert path.addr is not None
-        return f"direct {path.kind.name.lower()} {path.addr[0]}:{path.addr[1]}{rtt}"
+        return f"direct {path.kind.name.lower()} {format_endpoint(path.addr)}{rtt}"
 
     def status(self, now: float) -> dict[str, Any]:
-        """This peer for `ptunnel status`."""
+        """This peer for `ptunnel status`, `ping --json` and the API's stats."""
         stats = self.channel.stats() if self.channel is not None else None
         return {
             "name": self.name,
             "fingerprint": fingerprint(self.static),
             "path": self.describe_path(),
-            "direct": bool(self.path.path and self.path.path.direct),
+            "direct": self.direct,
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1e3, 3),
             "bytes_sent": stats.stream_bytes_sent if stats else 0,
             "bytes_received": stats.stream_bytes_received if stats else 0,
@@ -93,8 +456,11 @@ class PeerLink:
             "connected_for_s": None if self.connected_at is None
             else round(now - self.connected_at, 1),
             "candidates": [
-                {"addr": f"{r.addr[0]}:{r.addr[1]}", "kind": r.kind, "probes": r.probes_sent,
+                {"addr": format_endpoint(r.addr), "kind": r.kind, "probes": r.probes_sent,
                  "working": r.working, "rtt_ms": r.rtt_ms}
                 for r in self.path.report(now)
             ],
         }
+
+
+PeerLink = Peer  # the name the forwarder still uses; removed once it says Peer

@@ -12,7 +12,7 @@ learn the path from authenticated packets, and it replaces the relay. Two random
 cannot meet this way (each side's guess would need the other's), so that case is not attempted.
 
 The two sides coordinate through the relay, which is why this runs only once a relayed session
-exists: the randomizing side asks with a `PAYLOAD_BIRTHDAY` message after opening its sockets.
+exists: the randomizing side asks with a `PAYLOAD_PREDICTION` message after opening its sockets.
 """
 
 from __future__ import annotations
