@@ -395,7 +395,7 @@ class Peer:
         if self.opener is not None:
             if direct or self.opener.expired(now):
                 self._end_opener()
-            elif self.opener.send_due(now):
+            elif self.prediction_targets and self.opener.send_due(now):
                 for target in self.prediction_targets:
                     self._ping(target, now)
         if self.prober is not None:

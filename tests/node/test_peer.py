@@ -1,0 +1,240 @@
+"""The sans-IO `Peer` on virtual time: two peers wired to each other in memory, no sockets, no
+sessions (the payloads they exchange are what a session would seal), no sleeps."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tunnel.addresses import Addr, relay_addr
+from tunnel.channel.events import ChannelClosed, ChannelEvent, StreamReadable
+from tunnel.node import payloads as nw
+from tunnel.node.peer import (
+    HandshakeWanted,
+    IntroductionWanted,
+    Peer,
+    PeerEvent,
+    PongReceived,
+    RegistrationWanted,
+    SocketsReleased,
+    SocketsWanted,
+    channel_budget,
+)
+from tunnel.path.manager import RELAY_FALLBACK_AFTER, SILENCE_TIMEOUT, Kind, PathManager
+from tunnel.path.pmtu import BASE_SIZE, PROBE_SIZES
+
+A_KEY, B_KEY = bytes([1]) * 32, bytes([2]) * 32
+A_ADDR: Addr = ("10.0.0.1", 40001)
+B_ADDR: Addr = ("10.0.0.2", 40002)
+
+
+def seeded(seed: int) -> Callable[[int], bytes]:
+    rng = random.Random(seed)
+    return rng.randbytes
+
+
+def make_peer(remote: bytes, local: bytes, seed: int, now: float = 0.0, **kw: object) -> Peer:
+    return Peer(static=remote, path=PathManager(started=now), is_client=local < remote,
+                rng=seeded(seed), **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class Pair:
+    """Peer `a` (A's view of B) and `b` (B's view of A); `mtu` is the largest datagram the link
+    between them carries, anything above it is lost."""
+
+    a: Peer
+    b: Peer
+    now: float = 0.0
+    mtu: int = 1500
+    connected: bool = True  # False: every datagram is lost (the path went dead)
+    events: dict[str, list[PeerEvent]] = field(default_factory=lambda: {"a": [], "b": []})
+    channel_events: dict[str, list[ChannelEvent]] = field(
+        default_factory=lambda: {"a": [], "b": []})
+
+    def step(self, dt: float = 0.0) -> None:
+        self.now += dt
+        for side, peer, other, src in (("a", self.a, self.b, A_ADDR), ("b", self.b, self.a, B_ADDR)):
+            peer.handle_timer(self.now)
+            peer.poll(self.now, established=True)
+            while (event := peer.next_event()) is not None:
+                self.events[side].append(event)
+            while (channel_event := peer.next_channel_event()) is not None:
+                self.channel_events[side].append(channel_event)
+            for payload, _addr in peer.datagrams_to_send(self.now, established=True):
+                if self.connected and len(payload) + 32 <= self.mtu:
+                    other.receive(payload, src, self.now)
+
+    def run(self, seconds: float, dt: float = 0.01) -> None:
+        for _ in range(round(seconds / dt)):
+            self.step(dt)
+
+
+def connected_pair(mtu: int = 1500) -> Pair:
+    pair = Pair(make_peer(B_KEY, A_KEY, 1), make_peer(A_KEY, B_KEY, 2), mtu=mtu)
+    pair.a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    pair.b.on_introduced(A_ADDR, [], None, 0.0)
+    pair.a.on_handshake_completed(B_ADDR, 0.0)
+    pair.b.on_handshake_completed(A_ADDR, 0.0)
+    for peer in (pair.a, pair.b):  # a byte each way: each side learns the other's incarnation
+        assert peer.channel is not None
+        peer.channel.write(peer.channel.open_stream(), b"!")
+    pair.run(0.5)
+    return pair
+
+
+def test_a_handshake_over_a_candidate_gives_a_direct_path_and_open_channels() -> None:
+    pair = connected_pair()
+    assert pair.a.ready and pair.b.ready
+    assert pair.a.path.path is not None and pair.a.path.path.addr == B_ADDR
+    assert pair.a.describe_path().startswith("direct public 10.0.0.2:40002")
+
+
+def test_bytes_cross_the_channel_between_two_peers() -> None:
+    pair = connected_pair()
+    assert pair.a.channel is not None
+    stream = pair.a.channel.open_stream()
+    pair.a.channel.write(stream, b"hello")
+    pair.channel_events["b"].clear()
+    pair.run(0.5)
+    assert any(isinstance(e, StreamReadable) for e in pair.channel_events["b"])
+    assert pair.b.channel is not None and pair.b.channel.read(stream) == b"hello"
+
+
+def test_mtu_grows_to_the_largest_size_the_path_answers() -> None:
+    pair = connected_pair(mtu=9000)
+    pair.run(3.0)
+    assert pair.a.mtu.size == 8972 and 8972 in PROBE_SIZES
+    assert pair.a.channel is not None
+    assert pair.a.channel.max_packet_size == channel_budget(8972, relayed=False)
+
+
+def test_mtu_stays_at_the_base_size_when_no_probe_fits() -> None:
+    pair = connected_pair(mtu=1300)
+    pair.run(3.0)
+    assert pair.a.mtu.size == BASE_SIZE
+
+
+def test_no_candidate_answers_so_the_relay_takes_over_then_direct_replaces_it() -> None:
+    a = make_peer(B_KEY, A_KEY, 3)
+    a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    events: list[PeerEvent] = []
+    now = 0.0
+    while now < RELAY_FALLBACK_AFTER + 0.5:  # punching toward B, which never answers
+        a.poll(now, established=False)
+        while (event := a.next_event()) is not None:
+            events.append(event)
+        now += 0.1
+    punches = [e for e in events if isinstance(e, HandshakeWanted) and e.resend]
+    assert len(punches) >= 20 and all(e.addrs == [B_ADDR] for e in punches)
+    relay = [e for e in events if isinstance(e, HandshakeWanted) and not e.resend]
+    assert relay == [HandshakeWanted([relay_addr(B_KEY)], resend=False)]
+    a.on_handshake_completed(relay_addr(B_KEY), now)  # the handshake got through the relay
+    a.handle_timer(now)
+    a.poll(now, established=True)
+    assert a.path.path is not None and a.path.path.kind == Kind.RELAY
+    assert a.channel is not None
+    assert a.channel.max_packet_size == channel_budget(BASE_SIZE, relayed=True)
+    # Later a direct probe is answered: the direct path replaces the relay.
+    a.receive(b"", B_ADDR, now + 1)
+    a.poll(now + 1, established=True)
+    assert a.direct and a.path.path is not None and a.path.path.addr == B_ADDR
+
+
+def test_a_silent_path_asks_to_register_again_and_reintroduce_with_backoff() -> None:
+    pair = connected_pair()
+    pair.events["a"].clear()
+    assert pair.a.channel is not None
+    stream = pair.a.channel.open_stream()
+    pair.connected = False  # the other side's NAT forgot us
+    pair.a.channel.write(stream, b"x" * 1000)
+    pair.run(SILENCE_TIMEOUT + 1.0)
+    assert any(isinstance(e, RegistrationWanted) for e in pair.events["a"])
+    # Once no direct candidate works, introductions are asked again, further and further apart.
+    pair.run(40.0, dt=0.05)
+    asked = [e for e in pair.events["a"] if isinstance(e, IntroductionWanted)]
+    assert asked and all(e.name == "b-name" for e in asked)
+    assert 3 <= len(asked) <= 6  # 3 s, then 6, 12, 24 ... not every poll
+
+
+def test_a_restarted_peer_resets_the_old_channel_and_opens_a_new_one() -> None:
+    pair = connected_pair()
+    old_channel, old_incarnation = pair.a.channel, pair.a.peer_incarnation
+    assert old_channel is not None and old_incarnation == pair.b.incarnation
+    # B restarts: a new process, a new Peer for A, a new incarnation.
+    pair.b = make_peer(A_KEY, B_KEY, 99, now=pair.now)
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    assert pair.b.channel is not None
+    stream = pair.b.channel.open_stream()
+    pair.b.channel.write(stream, b"after restart")
+    pair.run(0.2)
+    assert ChannelClosed("peer restarted", 0, by_peer=True) in pair.channel_events["a"]
+    assert pair.a.channel is not old_channel
+    assert pair.a.peer_incarnation == pair.b.incarnation != old_incarnation
+    assert pair.a.channel is not None and pair.a.channel.read(stream) == b"after restart"
+
+
+def test_packets_for_a_dead_incarnation_are_ignored() -> None:
+    pair = connected_pair()
+    assert pair.b.channel is not None
+    stale = bytes((nw.PAYLOAD_CHANNEL,)) + pair.a.incarnation + b"\xde\xad\xbe\xef" + b"junk"
+    before = pair.b.channel.stats()
+    pair.b.receive(stale, A_ADDR, pair.now)
+    assert pair.b.channel.stats() == before and pair.b.peer_incarnation == pair.a.incarnation
+
+
+def test_a_ping_is_answered_with_its_round_trip() -> None:
+    pair = connected_pair()
+    pair.events["a"].clear()
+    txid = pair.a.ping(pair.now)
+    assert txid is not None
+    sent = pair.a.datagrams_to_send(pair.now, established=True)
+    pair.now += 0.003
+    for payload, _ in sent:
+        pair.b.receive(payload, A_ADDR, pair.now)
+    for payload, _ in pair.b.datagrams_to_send(pair.now, established=True):
+        pair.a.receive(payload, B_ADDR, pair.now)
+    pongs = []
+    while (event := pair.a.next_event()) is not None:
+        if isinstance(event, PongReceived):
+            pongs.append(event)
+    assert [p.txid for p in pongs] == [txid] and abs(pongs[0].rtt - 0.003) < 1e-9
+
+
+def test_port_prediction_opens_sockets_asks_the_peer_and_keeps_the_winner() -> None:
+    a = make_peer(B_KEY, A_KEY, 5, nat_randomizes=True)
+    a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    a.on_handshake_completed(relay_addr(B_KEY), 0.0)
+    a.poll(0.0, established=True)
+    events = []
+    while (event := a.next_event()) is not None:
+        events.append(event)
+    assert SocketsWanted(B_ADDR, 256) in events
+    request = [d for d in a.datagrams_to_send(0.0, True) if d[0] == bytes((nw.PAYLOAD_PREDICTION,))]
+    assert request == [(bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(B_KEY))]
+    targets = [(f"10.0.0.2|{i}", 40002) for i in range(4)]
+    a.sockets_opened(targets)
+    a.poll(0.1, established=True)
+    pinged = {addr for _, addr in a.datagrams_to_send(0.1, True)}
+    assert set(targets) <= pinged
+    a.receive(b"", targets[2], 0.2)  # an authenticated packet through socket 2: direct now
+    a.poll(0.2, established=True)
+    released = [e for e in iter(a.next_event, None) if isinstance(e, SocketsReleased)]
+    assert released == [SocketsReleased(targets[2])]
+
+
+def test_the_other_side_of_a_prediction_probes_random_ports_at_a_bounded_rate() -> None:
+    b = make_peer(A_KEY, B_KEY, 6)
+    b.on_introduced(A_ADDR, [], None, 0.0)
+    b.on_handshake_completed(relay_addr(A_KEY), 0.0)
+    b.receive(bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(A_KEY), 0.0)
+    assert b.prober is not None
+    sent: list[Addr] = []
+    now = 0.0
+    while now < 2.0:
+        b.poll(now, established=True)
+        sent += [addr for _, addr in b.datagrams_to_send(now, True) if addr[0] == A_ADDR[0]]
+        now += 0.05
+    assert 80 <= len(sent) <= 110  # 50 a second
+    assert len({port for _, port in sent}) > 60
