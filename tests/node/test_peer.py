@@ -55,7 +55,8 @@ class Pair:
 
     def step(self, dt: float = 0.0) -> None:
         self.now += dt
-        for side, peer, other, src in (("a", self.a, self.b, A_ADDR), ("b", self.b, self.a, B_ADDR)):
+        sides = (("a", self.a, self.b, A_ADDR), ("b", self.b, self.a, B_ADDR))
+        for side, peer, other, src in sides:
             peer.handle_timer(self.now)
             peer.poll(self.now, established=True)
             while (event := peer.next_event()) is not None:
