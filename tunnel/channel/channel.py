@@ -81,7 +81,7 @@ from tunnel.channel.streamtable import PeerError, Stream, StreamTable
 
 from . import frames as fr
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
 
@@ -371,7 +371,7 @@ class Channel:
         decoded = fr.decode_packet(data)
         if decoded is None:
             self._packets_dropped += 1
-            logger.debug("dropped a malformed packet of %d bytes", len(data))
+            log.debug("dropped a malformed packet of %d bytes", len(data))
             return
         pn, frames = decoded
         acks = self._acks
@@ -397,7 +397,7 @@ class Channel:
                 if kind is not fr.AckFrame and kind is not fr.PaddingFrame:
                     ack_eliciting = True
         except PeerError as error:
-            logger.warning("peer protocol error %#x: %s", error.code, error.reason)
+            log.warning("peer protocol error %#x: %s", error.code, error.reason)
             self._enter_closing(error.code, error.reason, by_peer=False)
             return
         if ack_eliciting and self._state == OPEN:

@@ -26,7 +26,7 @@ from pathlib import Path
 from tunnel.errors import UserError
 from tunnel.keys.netkeys import decode_key, encode_key, fingerprint
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 KNOWN_NODES_FILE = "known_nodes"
 
@@ -91,7 +91,7 @@ class PinStore:
         for number, line in enumerate(lines, 1):
             stripped = line.text.strip()
             if line.name is None and stripped and not stripped.startswith("#"):
-                logger.warning(
+                log.warning(
                     "%s:%d: not 'name base64-key'; line kept, ignored", self.path, number
                 )
         return lines
@@ -133,12 +133,12 @@ class PinStore:
         new_line = _Line(f"{name} {encode_key(key)}", name, key)
         if pinned is None:
             self._write([*lines, new_line])
-            logger.info("pinned the key of %r: %s", name, fingerprint(key))
+            log.info("pinned the key of %r: %s", name, fingerprint(key))
             return PinResult.NEW
         if not accept_new_key:
             raise PinMismatch(name, pinned, key, self.path)
         self._write([new_line if line.name == name else line for line in lines])
-        logger.warning(
+        log.warning(
             "replaced the key of %r: %s -> %s", name, fingerprint(pinned), fingerprint(key)
         )
         return PinResult.REPLACED
