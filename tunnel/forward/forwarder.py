@@ -32,8 +32,8 @@ from tunnel.channel.events import (
     StreamStopped,
     StreamWritable,
 )
+from tunnel.forward import wire
 from tunnel.keys.netkeys import fingerprint
-from tunnel.node import payloads as nw
 from tunnel.node.node import Node
 from tunnel.node.peer import PeerLink
 from tunnel.node.udp import monotonic
@@ -122,8 +122,8 @@ class StreamBridge(asyncio.Protocol):
         if channel is not None and self.stream_id is not None:
             if exc is not None or not self.tcp_eof:
                 # An abort (or a close before our FIN went out): abort the peer's end too.
-                channel.reset_stream(self.stream_id, nw.RESET_ABORTED)
-            channel.stop_reading(self.stream_id, nw.RESET_ABORTED)
+                channel.reset_stream(self.stream_id, wire.RESET_ABORTED)
+            channel.stop_reading(self.stream_id, wire.RESET_ABORTED)
             self.forwarder.node.kick()
         self._forget()
 
@@ -159,7 +159,7 @@ class StreamBridge(asyncio.Protocol):
         self._maybe_fin()
 
     def on_reset(self, code: int) -> None:
-        log.info("stream %s reset by peer: %s", self.stream_id, nw.reset_reason(code))
+        log.info("stream %s reset by peer: %s", self.stream_id, wire.reset_reason(code))
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -226,7 +226,7 @@ class UdpFlowSocket(asyncio.DatagramProtocol):
         self.last_used = monotonic()
         channel = self.link.channel
         if channel is not None:
-            channel.send_datagram(nw.encode_udp(self.name, self.flow, data))
+            channel.send_datagram(wire.encode_udp(self.name, self.flow, data))
             self.forwarder.node.kick()
 
     def send(self, payload: bytes) -> None:
@@ -268,7 +268,7 @@ class UdpListener(asyncio.DatagramProtocol):
             self.next_flow += 1
         self.sources[flow] = (source, monotonic())
         channel = self.link.channel if self.link is not None else None
-        if channel is None or not channel.send_datagram(nw.encode_udp(self.name, flow, data)):
+        if channel is None or not channel.send_datagram(wire.encode_udp(self.name, flow, data)):
             self.dropped += 1
             return
         self.forwarder.node.kick()
@@ -335,7 +335,7 @@ class Forwarder:
         elif isinstance(event, ChannelClosed):
             for (peer, _sid), bridge in list(self.bridges.items()):
                 if peer == link.static:
-                    bridge.on_reset(nw.RESET_ABORTED)
+                    bridge.on_reset(wire.RESET_ABORTED)
             self.incoming = {k: v for k, v in self.incoming.items() if k[0] != link.static}
 
     # --- exposing side ------------------------------------------------------------------------
@@ -344,11 +344,11 @@ class Forwarder:
         channel = incoming.link.channel
         if channel is None:
             return
-        incoming.header += channel.read(incoming.stream_id, 2 + nw.MAX_NAME_LENGTH)
+        incoming.header += channel.read(incoming.stream_id, 2 + wire.MAX_NAME_LENGTH)
         try:
-            parsed = nw.decode_open(bytes(incoming.header))
-        except nw.ForwardDecodeError:
-            self._refuse(incoming, nw.RESET_UNKNOWN_SERVICE, "malformed stream header")
+            parsed = wire.decode_open(bytes(incoming.header))
+        except wire.ForwardDecodeError:
+            self._refuse(incoming, wire.RESET_UNKNOWN_SERVICE, "malformed stream header")
             return
         if parsed is None:
             if channel.is_eof(incoming.stream_id):
@@ -359,11 +359,11 @@ class Forwarder:
         rest = bytes(incoming.header[end:])
         service = self.services.get(name)
         if service is None or service.udp:
-            self._refuse(incoming, nw.RESET_UNKNOWN_SERVICE, f"no TCP service named {name!r}")
+            self._refuse(incoming, wire.RESET_UNKNOWN_SERVICE, f"no TCP service named {name!r}")
             return
         if service.allow is not None and incoming.link.static not in service.allow:
             service.refused += 1
-            self._refuse(incoming, nw.RESET_NOT_ALLOWED, f"{name}: not on the allow list")
+            self._refuse(incoming, wire.RESET_NOT_ALLOWED, f"{name}: not on the allow list")
             return
         service.streams += 1
         bridge = StreamBridge(self)
@@ -381,8 +381,8 @@ class Forwarder:
                         fingerprint(bridge.link.static), exc.strerror or exc)
             channel = bridge.link.channel
             if channel is not None:
-                channel.reset_stream(bridge.stream_id, nw.RESET_CONNECTION_REFUSED)
-                channel.stop_reading(bridge.stream_id, nw.RESET_CONNECTION_REFUSED)
+                channel.reset_stream(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
+                channel.stop_reading(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
             bridge.closed = True
             bridge._forget()
             self.node.kick()
@@ -403,7 +403,7 @@ class Forwarder:
         self.node.kick()
 
     def _datagram(self, link: PeerLink, data: bytes) -> None:
-        decoded = nw.decode_udp(data)
+        decoded = wire.decode_udp(data)
         if decoded is None:
             return
         name, flow, payload = decoded
