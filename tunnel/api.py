@@ -30,12 +30,15 @@ from typing import Any
 
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
-from tunnel.forward.forwarder import ExposedService, Forwarder, StreamBridge, UdpListener
+from tunnel.forward.bridge import StreamBridge
+from tunnel.forward.exposing import ExposedService
+from tunnel.forward.forwarder import Forwarder
+from tunnel.forward.udp_flows import UdpListener
+from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
 from tunnel.keys.pins import PinMismatch, PinStore
 from tunnel.node.node import Node, NodeOptions
-from tunnel.node.payloads import encode_open
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
 from tunnel.path import rendezvous as rc

@@ -80,7 +80,7 @@ class Node:
         self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         self.rdv_events: list[Callable[[rc.Event], None]] = []
-        self.on_new_link: Callable[[Peer], None] | None = None
+        self.on_new_peer: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
         # Pseudo addresses of port-prediction sockets -> (socket, real address).
@@ -262,8 +262,8 @@ class Node:
                 nat_randomizes=self.nat_mapping == "endpoint-dependent",
             )
             self.peers[static] = peer
-            if self.on_new_link is not None:
-                self.on_new_link(peer)
+            if self.on_new_peer is not None:
+                self.on_new_peer(peer)
         return peer
 
     # --- output -------------------------------------------------------------------------------

@@ -462,5 +462,3 @@ class Peer:
             ],
         }
 
-
-PeerLink = Peer  # the name the forwarder still uses; removed once it says Peer

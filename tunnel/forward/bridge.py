@@ -1,0 +1,176 @@
+"""One local TCP connection joined to one channel stream, both ways, with backpressure.
+
+Bytes flow with backpressure both ways: when the channel's send buffer is full the TCP socket
+stops being read, and when the local socket's write buffer is full the stream stops being read (so
+the peer's flow-control credit stops growing). Half-close maps to FIN and back
+(`shutdown(SHUT_WR)` on one end reaches the other end as EOF while the reply keeps flowing); an
+abort (RST) on one end resets the stream and aborts the other end.
+
+The same bridge serves both sides: the connecting side creates it for an accepted local
+connection and attaches a stream it opened; the exposing side (`tunnel.forward.exposing`) creates
+it for a stream a peer opened and then dials the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from tunnel.channel.channel import Channel
+from tunnel.forward import wire
+from tunnel.node.node import Node
+from tunnel.node.peer import Peer
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024  # bytes taken from a stream per read
+TCP_WRITE_HIGH_WATER = 1024 * 1024  # bytes buffered toward a local socket before pausing
+
+
+class BridgeOwner(Protocol):
+    """What a bridge needs from the forwarder that routes its stream's events to it."""
+
+    node: Node  # kicked whenever the bridge gave the channel something to send
+    bridges: dict[tuple[bytes, int], StreamBridge]  # (peer static key, stream id) -> bridge
+
+
+class StreamBridge(asyncio.Protocol):
+    """One local TCP connection joined to one channel stream."""
+
+    def __init__(self, forwarder: BridgeOwner) -> None:
+        self.forwarder = forwarder
+        self.transport: asyncio.Transport | None = None
+        self.link: Peer | None = None
+        self.stream_id: int | None = None
+        self.pending = bytearray()  # from TCP, not yet taken by the stream
+        self.tcp_eof = False  # the local side shut down its writing half
+        self.fin_sent = False
+        self.stream_eof = False  # the peer's FIN was passed on to the local side
+        self.paused_writing = False
+        self.closed = False
+        self.on_attach: Callable[[StreamBridge], None] | None = None
+
+    # --- joining a stream ---------------------------------------------------------------------
+
+    def attach(self, link: Peer, stream_id: int, first: bytes = b"") -> None:
+        self.link, self.stream_id = link, stream_id
+        self.forwarder.bridges[(link.static, stream_id)] = self
+        if first:
+            self.pending[:0] = first
+        self._flush_pending()
+        if self.transport is not None and not self.pending:
+            self.transport.resume_reading()
+        self.on_readable()
+
+    # --- the local TCP side -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's: cast, don't check.
+        tcp = self.transport = cast(asyncio.Transport, transport)
+        tcp.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
+        if self.stream_id is None:
+            tcp.pause_reading()  # until a stream is attached
+        if self.on_attach is not None:
+            self.on_attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending or self.stream_id is None:
+            self.pending += data
+        else:
+            channel = self._channel()
+            taken = channel.write(self.stream_id, data) if channel is not None else 0
+            if taken < len(data):
+                self.pending += data[taken:]
+        if self.pending and self.transport is not None:
+            self.transport.pause_reading()
+        self.forwarder.node.kick()
+
+    def eof_received(self) -> bool:
+        self.tcp_eof = True
+        self._maybe_fin()
+        self._maybe_close()
+        return True  # keep the writing half open: the reply may still be coming (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        channel = self._channel()
+        if channel is not None and self.stream_id is not None:
+            if exc is not None or not self.tcp_eof:
+                # An abort (or a close before our FIN went out): abort the peer's end too.
+                channel.reset_stream(self.stream_id, wire.RESET_ABORTED)
+            channel.stop_reading(self.stream_id, wire.RESET_ABORTED)
+            self.forwarder.node.kick()
+        self._forget()
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        self.on_readable()
+
+    # --- the channel side ---------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        channel = self._channel()
+        if channel is None or self.transport is None or self.stream_id is None:
+            return
+        while not self.paused_writing and not self.transport.is_closing():
+            data = channel.read(self.stream_id, READ_CHUNK)
+            if not data:
+                break
+            self.transport.write(data)
+        if not self.stream_eof and channel.is_eof(self.stream_id):
+            self.stream_eof = True
+            if self.transport.can_write_eof() and not self.transport.is_closing():
+                self.transport.write_eof()
+        self._maybe_close()
+        self.forwarder.node.kick()
+
+    def on_writable(self) -> None:
+        self._flush_pending()
+        if not self.pending and self.transport is not None and not self.tcp_eof:
+            self.transport.resume_reading()
+        self._maybe_fin()
+
+    def on_reset(self, code: int) -> None:
+        log.info("stream %s reset by peer: %s", self.stream_id, wire.reset_reason(code))
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._forget()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _channel(self) -> Channel | None:
+        return self.link.channel if self.link is not None else None
+
+    def _flush_pending(self) -> None:
+        channel = self._channel()
+        if channel is None or self.stream_id is None or not self.pending:
+            return
+        taken = channel.write(self.stream_id, self.pending)
+        del self.pending[:taken]
+        self.forwarder.node.kick()
+
+    def _maybe_fin(self) -> None:
+        channel = self._channel()
+        if (self.tcp_eof and not self.pending and not self.fin_sent
+                and channel is not None and self.stream_id is not None):
+            self.fin_sent = True
+            channel.shutdown_write(self.stream_id)
+            self.forwarder.node.kick()
+
+    def _maybe_close(self) -> None:
+        if self.tcp_eof and self.stream_eof and self.fin_sent and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+            self._forget()
+
+    def _forget(self) -> None:
+        if self.link is not None and self.stream_id is not None:
+            self.forwarder.bridges.pop((self.link.static, self.stream_id), None)
