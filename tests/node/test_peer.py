@@ -239,3 +239,69 @@ def test_the_other_side_of_a_prediction_probes_random_ports_at_a_bounded_rate() 
         now += 0.05
     assert 80 <= len(sent) <= 110  # 50 a second
     assert len({port for _, port in sent}) > 60
+
+
+def test_an_idle_direct_path_stays_direct_for_ten_minutes_without_a_repunch() -> None:
+    pair = connected_pair()
+    pair.events["a"].clear()
+    pair.events["b"].clear()
+    assert pair.a.path.path is not None and pair.b.path.path is not None
+    path_a, path_b = pair.a.path.path.addr, pair.b.path.path.addr
+    pair.run(600.0, dt=1.0)  # nothing sent either way: quiet, not silent
+    assert pair.a.path.path is not None and pair.a.path.path.addr == path_a
+    assert pair.b.path.path is not None and pair.b.path.path.addr == path_b
+    for side in ("a", "b"):
+        assert not [e for e in pair.events[side]
+                    if isinstance(e, RegistrationWanted | IntroductionWanted)]
+    assert pair.a.state(pair.now) == "direct" and pair.b.state(pair.now) == "direct"
+    # The first byte after the idle spell goes out at once on the same path.
+    assert pair.a.channel is not None and pair.b.channel is not None
+    stream = pair.a.channel.open_stream()
+    pair.a.channel.write(stream, b"after idle")
+    pair.run(1.0)
+    assert pair.b.channel.read(stream) == b"after idle"
+
+
+def test_a_peer_that_restarted_and_sends_nothing_is_found_through_its_announce() -> None:
+    pair = connected_pair()
+    old = pair.a.channel
+    pair.b = make_peer(A_KEY, B_KEY, 77, now=pair.now)  # B restarted; it has nothing to send
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    assert pair.a.channel is not None
+    stream = pair.a.channel.open_stream()
+    pair.a.channel.write(stream, b"to the old B")  # addressed to B's dead incarnation
+    pair.run(1.0)
+    assert ChannelClosed("peer restarted", 0, by_peer=True) in pair.channel_events["a"]
+    assert pair.a.channel is not old and pair.a.peer_incarnation == pair.b.incarnation
+    # New streams work on the new channels.
+    stream = pair.a.channel.open_stream()
+    pair.a.channel.write(stream, b"hello again")
+    pair.run(1.0)
+    assert pair.b.channel is not None and pair.b.channel.read(stream) == b"hello again"
+
+
+def test_state_says_reconnecting_then_unreachable_then_direct_again() -> None:
+    pair = connected_pair()
+    assert pair.a.channel is not None
+    pair.connected = False
+    pair.a.channel.write(pair.a.channel.open_stream(), b"x" * 500)
+    pair.run(SILENCE_TIMEOUT + 1.0)
+    assert pair.a.state(pair.now).startswith("reconnecting since")
+    pair.run(40.0, dt=0.1)
+    assert pair.a.state(pair.now).startswith("unreachable (last heard")
+    pair.connected = True
+    pair.run(12.0, dt=0.05)  # background probes find the path again
+    assert pair.a.state(pair.now) == "direct"
+
+
+def test_only_packets_that_need_an_answer_count_toward_silence() -> None:
+    pair = connected_pair()
+    assert pair.b.channel is not None
+    stream = pair.b.channel.open_stream()
+    pair.b.channel.write(stream, b"data from b")  # a receives it and only acknowledges
+    pair.run(0.5)
+    pair.connected = False  # a's acks are lost: nothing a sent needed an answer
+    pair.events["a"].clear()
+    pair.run(SILENCE_TIMEOUT * 3)
+    assert not [e for e in pair.events["a"] if isinstance(e, RegistrationWanted)]
+    assert pair.a.state(pair.now) == "direct"

@@ -199,6 +199,11 @@ class Channel:
     def is_open(self) -> bool:
         return self._state == OPEN
 
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes of ack-eliciting packets sent and not yet acknowledged or lost."""
+        return self._recovery.bytes_in_flight
+
     def next_event(self) -> ChannelEvent | None:
         if not self._events:
             return None

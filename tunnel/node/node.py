@@ -88,6 +88,7 @@ class Node:
         self._predictions: dict[bytes, PredictionSockets] = {}
         self._initiations: dict[bytes, bytes] = {}  # peer -> our pending handshake initiation
         self._pongs: dict[bytes, asyncio.Future[float]] = {}  # ping txid -> its answer
+        self._wanted: set[str] = set()  # names asked for: re-asked when they (re)join
         self._flush_scheduled = False
         self._in_flush = False
         self._delivering = False
@@ -173,6 +174,7 @@ class Node:
 
     def request_connect(self, name: str) -> None:
         assert self.rdv is not None
+        self._wanted.add(name)
         self.rdv.request_connect(name, monotonic())
         self.kick()
 
@@ -342,7 +344,7 @@ class Node:
             elif isinstance(event, HandshakeFailed | SessionExpired):
                 lost = self.peers.get(event.peer_public)
                 if lost is not None:
-                    lost.on_session_lost(getattr(event, "reason", "session expired"))
+                    lost.on_session_lost(getattr(event, "reason", "session expired"), now)
 
     def _drain_rendezvous(self, now: float) -> None:
         if self.rdv is None:
@@ -353,6 +355,13 @@ class Node:
                 self.registered.set()
             elif isinstance(event, rc.Introduced):
                 self._introduced(event, now)
+            elif isinstance(event, rc.PeerLeft):
+                if (left := self.peers.get(event.static)) is not None:
+                    left.on_left(now)
+            elif isinstance(event, rc.PeerJoined):
+                # A node we want came (back): ask for it at once rather than at the next retry.
+                for name in set(event.peer.names) & self._wanted:
+                    self.rdv.request_connect(name, now)
             for listener in list(self.rdv_events):
                 listener(event)
 

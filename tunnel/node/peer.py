@@ -43,6 +43,10 @@ CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incar
 RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
 NO_INCARNATION = bytes(4)  # "I do not know yours yet"
 MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
+# A channel packet for an incarnation of ours that is gone (we restarted) is answered with a bare
+# channel header, at most this often, so the peer learns our new incarnation and resets its side.
+ANNOUNCE_INTERVAL = 1.0
+UNREACHABLE_AFTER = 30.0  # s without an authenticated packet, while reconnecting: unreachable
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
 REPUNCH_FIRST = 3.0
@@ -141,6 +145,9 @@ class Peer:
     prediction_targets: list[Addr] = field(default_factory=list)
     prober: Prober | None = None
     relay_candidate: bool = False
+    reconnecting_since: float | None = None  # the path went silent or the session was lost
+    _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
+    _last_announce: float = float("-inf")
     repunch_at: float = 0.0
     repunch_interval: float = REPUNCH_FIRST
     # Listener slots the shell fills; the Peer itself never calls them.
@@ -175,16 +182,26 @@ class Peer:
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
         if self.channel is None:
             self._open_channel(now)
+        else:
+            self._announce_due = True  # a new session may be a restarted peer's: say who we are
         self._events.append(PeerChanged())
 
-    def on_session_lost(self, reason: str) -> None:
+    def on_session_lost(self, reason: str, now: float) -> None:
         """The session failed or expired: the channel on it is gone."""
         log.warning("lost %s: %s", fingerprint(self.static), reason)
+        if self.reconnecting_since is None:
+            self.reconnecting_since = now
         if self.channel is not None and self.channel.is_open:
             self.channel.close(reason)
             self._channel_events.append(ChannelClosed(reason, 0, by_peer=False))
         self.channel = None
         self._events.append(PeerChanged())
+
+    def on_left(self, now: float) -> None:
+        """The rendezvous says the peer left (a clean stop): wait for it to come back."""
+        if self.reconnecting_since is None:
+            self.reconnecting_since = now
+            self._events.append(PeerChanged())
 
     def on_introduced(self, public: Addr, lan: list[Addr], name: str | None, now: float) -> None:
         """The rendezvous sent the peer's candidates; `name` when we asked for it by name."""
@@ -196,6 +213,10 @@ class Peer:
     def receive(self, payload: bytes, addr: Addr, now: float) -> None:
         """An authenticated payload from this peer's session, received from `addr`."""
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
+        if self.reconnecting_since is not None and self.path.path is not None:
+            log.info("%s is back: %s", fingerprint(self.static), self.describe_path())
+            self.reconnecting_since = None
+            self._events.append(PeerChanged())
         if not payload:
             return  # a keepalive
         kind = payload[0]
@@ -213,14 +234,19 @@ class Peer:
     def _receive_channel(self, payload: bytes, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
         if receiver not in (self.incarnation, NO_INCARNATION):
-            return  # meant for a channel of ours that no longer exists
+            # Meant for a channel of ours that no longer exists (this process restarted, or
+            # the peer missed our last announce): tell the peer who we are now.
+            if now - self._last_announce >= ANNOUNCE_INTERVAL:
+                self._announce_due = True
+            return
         if self.channel is None:
             self._open_channel(now)  # keys confirmed by this very packet
             self._events.append(PeerChanged())
         if sender != self.peer_incarnation:
             self._peer_restarted(sender, now)
-        assert self.channel is not None
-        self.channel.receive_packet(payload[CHANNEL_HEADER:], now)
+        if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
+            assert self.channel is not None
+            self.channel.receive_packet(payload[CHANNEL_HEADER:], now)
 
     def _receive_pong(self, txid: bytes, now: float) -> None:
         sent = self._pings.pop(txid, None)
@@ -292,13 +318,26 @@ class Peer:
             self.repunch_at = now + self.repunch_interval
             self.repunch_interval = min(self.repunch_interval * 2, REPUNCH_MAX)
         if established:
+            channel = self.channel
+            if channel is not None and channel.is_closed and self.path.path is not None:
+                # The old channel died (an outage outlasted it, or the peer closed it): a path
+                # is up again, so start a new one; the announce tells the peer.
+                self._open_channel(now)
+                self._events.append(PeerChanged())
             self._drive_prediction(now)
 
     def _on_path_silent(self, now: float) -> None:
         log.info("path to %s went silent; punching again", fingerprint(self.static))
+        if self.reconnecting_since is None:
+            self.reconnecting_since = now
         self._events.append(RegistrationWanted())
+        if self.name is not None:
+            # The peer may have restarted on another port, or its NAT rebooted: fresh
+            # candidates from the rendezvous, at once.
+            self._events.append(IntroductionWanted(self.name))
         self.repunch_interval = REPUNCH_FIRST
         self.repunch_at = now + REPUNCH_FIRST
+        self._events.append(PeerChanged())
 
     def _on_path_changed(self, event: PathChanged, now: float) -> None:
         log.info("path to %s: %s", fingerprint(self.static), self.describe_path())
@@ -330,6 +369,11 @@ class Peer:
         addr = self.send_addr()
         if addr is None or not established or self.channel is None:
             return out
+        if self._announce_due:
+            self._announce_due = False
+            self._last_announce = now
+            out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
+                        addr))
         if self.direct and (probe := self.mtu.probe_due(now)) is not None:
             self._ping(addr, now, size=probe)
             out += self._out
@@ -338,7 +382,10 @@ class Peer:
         if packets:
             header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
             out += [(header + packet, addr) for packet in packets]
-            self.path.on_sent(now)
+            if self.channel.bytes_in_flight:
+                # Only packets the peer must acknowledge count toward silence: a path is dead
+                # when what needs an answer gets none, never because both sides are quiet.
+                self.path.on_sent(now)
         return out
 
     # --- channel ------------------------------------------------------------------------------
@@ -351,6 +398,7 @@ class Peer:
         )
         self.incarnation = self.rng(4)
         self.connected_at = now
+        self._announce_due = True  # the peer learns the new incarnation without waiting for data
         log.info("channel open with %s", fingerprint(self.static))
 
     def _peer_restarted(self, incarnation: bytes, now: float) -> None:
@@ -431,6 +479,19 @@ class Peer:
 
     # --- reporting ----------------------------------------------------------------------------
 
+    def state(self, now: float) -> str:
+        """`connecting`, `direct`, `relay`, `reconnecting since …` or `unreachable (…)`:
+        a path is up only while authenticated packets arrive on it."""
+        path = self.path.path
+        if self.reconnecting_since is not None:
+            heard = self.path.last_heard
+            if heard is not None and now - heard >= UNREACHABLE_AFTER:
+                return f"unreachable (last heard {now - heard:.0f} s ago)"
+            return f"reconnecting since {now - self.reconnecting_since:.0f} s ago"
+        if path is None or self.channel is None or not self.channel.is_open:
+            return "connecting"
+        return "direct" if path.direct else "relay"
+
     def describe_path(self) -> str:
         path = self.path.path
         if path is None:
@@ -447,6 +508,7 @@ class Peer:
         return {
             "name": self.name,
             "fingerprint": fingerprint(self.static),
+            "state": self.state(now),
             "path": self.describe_path(),
             "direct": self.direct,
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1e3, 3),

@@ -226,16 +226,20 @@ class PathManager:
         self._events.append(RepunchNeeded())
 
     def _choose(self, now: float) -> None:
-        working = [c for c in self.candidates.values() if c.working(now)]
+        # The path in use stays usable however quiet it is: only unanswered sends (a silence,
+        # which clears its `last_heard`) take it away. An idle tunnel must not flap.
+        current = self.path.addr if self.path is not None else None
+        working = [c for c in self.candidates.values()
+                   if c.working(now) or (c.addr == current and c.last_heard is not None)]
         best: Path | None = None
         if working:
             top = min(working, key=lambda c: (c.kind, c.rtt if c.rtt is not None else 1e9))
             best = Path(top.kind, top.addr, top.rtt)
-            current = self.path
-            if (current is not None and current.direct and current.addr != top.addr
-                    and current.addr in self.candidates
-                    and self.candidates[current.addr].working(now)):
-                held = self.candidates[current.addr]
+            held_path = self.path
+            if (held_path is not None and held_path.direct and held_path.addr != top.addr
+                    and held_path.addr in self.candidates
+                    and self.candidates[held_path.addr].last_heard is not None):
+                held = self.candidates[held_path.addr]
                 clearly_better = top.kind < held.kind or (
                     top.kind == held.kind and top.rtt is not None and held.rtt is not None
                     and top.rtt < RTT_SWITCH_RATIO * held.rtt
