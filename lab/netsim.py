@@ -10,9 +10,10 @@ duplication, reordering, corruption, and a blackhole schedule. Several flows may
 object (they then share its queue and rate). Any randomness comes from a seeded `random.Random`.
 
 Adapters at the bottom wrap a `tunnel.channel.channel.Channel` (`ChannelEndpoint`), optionally
-sealed with a real AEAD (`SealedEndpoint`) so corrupted packets are dropped exactly as the secure
-session would drop them, plus a bulk-transfer application used by the channel tests and
-`bench/bench_channel.py`.
+sealed by the real secure session (`SealedEndpoint`: two `tunnel.session` devices complete a real
+handshake in memory, then every packet goes through `Session.seal` and
+`Device.receive_transport`), so a corrupted packet is dropped by the product's own code, plus a
+bulk-transfer application used by the channel tests and `bench/bench_channel.py`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
+from tunnel.addresses import Addr
 from tunnel.channel.channel import Channel
 from tunnel.channel.events import (
     ChannelClosed,
@@ -36,11 +35,12 @@ from tunnel.channel.events import (
     StreamReadable,
     StreamWritable,
 )
-from tunnel.session.crypto import nonce
-from tunnel.session.wire import TRANSPORT_HEADER_SIZE, TRANSPORT_OVERHEAD
+from tunnel.session.crypto import generate_private_key
+from tunnel.session.device import Device
+from tunnel.session.session import Session, SessionConfig
+from tunnel.session.wire import MESSAGE_TRANSPORT
 
 INF = float("inf")
-_TRANSPORT_PREFIX = b"\x04\x00\x00\x00" + b"\x01\x00\x00\x00"  # type 4, receiver index 1
 
 
 class Endpoint(Protocol):
@@ -353,51 +353,127 @@ class ChannelEndpoint:
             self.app.on_wake(self.channel, now)
 
 
-class SealedEndpoint:
-    """Seals every packet the way the secure session's transport does: a 16-byte header (type,
-    receiver index, little-endian counter), ChaCha20-Poly1305 with `tunnel.session.crypto`'s nonce
-    and 16-byte tag, `TRANSPORT_OVERHEAD` (32) bytes in all. A corrupted packet fails the tag and is
-    dropped before the channel ever parses it, as the session drops it."""
+# What the sealed ends' sessions see: wall-clock time (for the TAI64N timestamps of initiations)
+# at virtual time 0, and each end's address (the simulator routes by index, not by address).
+WALL_EPOCH = 1_700_000_000.0
+_ADDR_A: Addr = ("192.0.2.1", 51820)
+_ADDR_B: Addr = ("192.0.2.2", 51820)
 
-    def __init__(self, inner: Endpoint, send_key: bytes, receive_key: bytes) -> None:
+
+class SealedEndpoint:
+    """An endpoint whose packets travel sealed by a real secure session, as in the node.
+
+    Outgoing packets go through `Session.seal`; incoming transport datagrams through
+    `Device.receive_transport` (ChaCha20-Poly1305 with the handshake's keys, the replay window),
+    anything else through `Device.receive_datagram`. A corrupted datagram is therefore dropped,
+    and counted in `device.counters`, by the session layer's own code before the inner endpoint
+    sees it. The device's own datagrams (rekey handshakes, keepalives, payloads staged while keys
+    were missing) and timers run in the simulation too. Build pairs with `sealed_pair`.
+    """
+
+    def __init__(
+        self, inner: Endpoint, device: Device, peer_public: bytes, peer_addr: Addr
+    ) -> None:
+        session = device.get_session(peer_public)
+        if session is None or not session.is_established:
+            raise ValueError("no established session with that peer: use sealed_pair")
         self.inner = inner
-        self._seal = ChaCha20Poly1305(send_key)  # key objects kept, like the transport path
-        self._open = ChaCha20Poly1305(receive_key)
-        self._counter = 0
-        self.rejected = 0
+        self.device = device
+        self.session: Session = session
+        self._peer_addr = peer_addr
+
+    @property
+    def rejected(self) -> int:
+        """Datagrams the session layer dropped, for any reason (bad tag, unknown index, ...)."""
+        c = self.device.counters
+        handshakes = c.bad_mac1 + c.queue_full + c.rate_limited + c.bad_handshake + c.bad_cookie
+        peers = c.not_allowed + c.flood + c.unknown_index
+        transport = c.stale + c.bad_tag + c.replay
+        return c.malformed + c.not_ours + handshakes + peers + transport
 
     def receive(self, data: bytes, now: float) -> None:
-        if len(data) < TRANSPORT_OVERHEAD:
-            self.rejected += 1
-            return
-        header = data[:TRANSPORT_HEADER_SIZE]
-        counter = int.from_bytes(header[8:16], "little")
-        try:
-            plain = self._open.decrypt(nonce(counter), data[TRANSPORT_HEADER_SIZE:], header)
-        except InvalidTag:
-            self.rejected += 1
-            return
-        self.inner.receive(plain, now)
+        if data[:1] == bytes((MESSAGE_TRANSPORT,)):
+            result = self.device.receive_transport(data, self._peer_addr, now)
+            if result is not None and result[1]:  # an empty payload is a keepalive
+                self.inner.receive(result[1], now)
+        else:
+            self.device.receive_datagram(data, self._peer_addr, now, WALL_EPOCH + now)
+        self._discard_events()
 
     def to_send(self, now: float) -> list[bytes]:
-        out = []
-        for packet in self.inner.to_send(now):
-            header = _TRANSPORT_PREFIX + self._counter.to_bytes(8, "little")
-            out.append(header + self._seal.encrypt(nonce(self._counter), packet, header))
-            self._counter += 1
-        return out
+        sealed = [
+            datagram
+            for packet in self.inner.to_send(now)
+            if (datagram := self.session.seal(packet, now)) is not None  # None: staged
+        ]
+        # The device's queue holds what was due earlier (handshakes, staged payloads): first.
+        return [datagram for datagram, _ in self.device.datagrams_to_send()] + sealed
 
     def get_timer(self) -> float | None:
-        return self.inner.get_timer()
+        deadlines = [d for d in (self.inner.get_timer(), self.device.get_timer()) if d is not None]
+        return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
-        self.inner.handle_timer(now)
+        deadline = self.device.get_timer()
+        if deadline is not None and deadline <= now:
+            self.device.handle_timer(now, WALL_EPOCH + now)
+            self._discard_events()
+        deadline = self.inner.get_timer()
+        if deadline is not None and deadline <= now:
+            self.inner.handle_timer(now)
+
+    def _discard_events(self) -> None:
+        # Handshake results; `device.counters` keeps score (handshakes_completed, _failed).
+        while self.device.next_event() is not None:
+            pass
 
 
-def sealed_pair(a: Endpoint, b: Endpoint, seed: int) -> tuple[SealedEndpoint, SealedEndpoint]:
+def _handshake(initiator: Device, responder: Device, now: float) -> None:
+    """Run a real handshake between two devices in memory, until both have confirmed keys."""
+    wall = WALL_EPOCH + now
+    initiator.connect(responder.public_key, [_ADDR_B], now, wall)
+    ends = ((initiator, responder, _ADDR_A), (responder, initiator, _ADDR_B))
+    for _ in range(8):  # initiation, response, then the keepalive that confirms the keys
+        for device, peer, source in ends:
+            for datagram, _ in device.datagrams_to_send():
+                peer.receive_datagram(datagram, source, now, wall)
+            deadline = device.get_timer()
+            if deadline is not None and deadline <= now:
+                device.handle_timer(now, wall)  # handshake messages are worked off here
+        sessions = (
+            initiator.get_session(responder.public_key),
+            responder.get_session(initiator.public_key),
+        )
+        if all(s is not None and s.is_established for s in sessions):
+            break
+    else:
+        raise RuntimeError("the in-memory handshake did not complete")
+    for device in (initiator, responder):
+        while device.next_event() is not None:
+            pass
+
+
+def sealed_pair(
+    a: Endpoint,
+    b: Endpoint,
+    seed: int,
+    now: float = 0.0,
+    config: SessionConfig | None = None,
+) -> tuple[SealedEndpoint, SealedEndpoint]:
+    """Seal `a` and `b` with two devices (keys and all randomness from `seed`) that complete a
+    real handshake at virtual time `now`, `a` initiating."""
     rng = random.Random(seed)
-    k1, k2 = rng.randbytes(32), rng.randbytes(32)
-    return SealedEndpoint(a, k1, k2), SealedEndpoint(b, k2, k1)
+    psk = rng.randbytes(32)
+    devices = []
+    for _ in range(2):
+        device_rng = random.Random(rng.getrandbits(64)).randbytes
+        devices.append(Device(generate_private_key(device_rng), psk, rng=device_rng, config=config))
+    device_a, device_b = devices
+    _handshake(device_a, device_b, now)
+    return (
+        SealedEndpoint(a, device_a, device_b.public_key, _ADDR_B),
+        SealedEndpoint(b, device_b, device_a.public_key, _ADDR_A),
+    )
 
 
 @dataclass
@@ -496,7 +572,7 @@ def channel_pair(
     ea: Endpoint = ChannelEndpoint(a, app_a)
     eb: Endpoint = ChannelEndpoint(b, app_b)
     if sealed:  # the packets now carry the session's overhead themselves: do not add it twice
-        ea, eb = sealed_pair(ea, eb, sim.rng.getrandbits(32))
+        ea, eb = sealed_pair(ea, eb, sim.rng.getrandbits(32), sim.now)
         ab, ba = dataclasses.replace(ab, overhead=0), dataclasses.replace(ba, overhead=0)
     ia, ib = sim.connect(ea, eb, sim.link(ab), sim.link(ba))
     return a, b, ia, ib

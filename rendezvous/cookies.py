@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from rendezvous.protocol import COOKIE_SIZE, Endpoint, encode_endpoint
+from rendezvous.protocol import COOKIE_SIZE, COOKIE_WINDOW, Endpoint, encode_endpoint
 
-# A cookie is minted for the current window and accepted in the current and the previous one:
-# valid for 60-120 s. Nodes fetch a new one after `CLIENT_COOKIE_MAX_AGE`.
-COOKIE_WINDOW = 60.0  # seconds
-CLIENT_COOKIE_MAX_AGE = 45.0  # seconds; < COOKIE_WINDOW, so a cached cookie is never stale
+# Time runs in windows of `protocol.COOKIE_WINDOW` seconds: a cookie is accepted in the window it
+# was minted in and the next one (the protocol also says how long nodes keep one).
 MAC_SIZE = 16  # bytes; 128-bit MAC, forging one is hopeless
 SECRET_SIZE = 32  # bytes
 

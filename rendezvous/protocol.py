@@ -1,8 +1,9 @@
 """Rendezvous wire protocol: message dataclasses and their codecs, shared by server and node.
 
 One UDP socket per node carries everything; the first byte is the message type. Types 1-4 belong
-to the secure session (`tunnel/wire.py`), 0x20-0x3F to this protocol, 0x40-0x4F to relay envelopes.
-All integers are big-endian. Decoders return ``None`` for anything malformed and never raise.
+to the secure session (`tunnel/session/wire.py`), 0x20-0x3F to this protocol, 0x40-0x4F to relay
+envelopes. All integers are big-endian. Decoders return ``None`` for anything malformed and never
+raise.
 
 Endpoint (``EP``), variable length: ``[family u8: 4|6][address 4|16 B][port u16]``.
 
@@ -87,6 +88,11 @@ RELAY_TYPES = range(0x40, 0x50)
 
 NONCE_SIZE = 8  # bytes; 64 random bits: an off-path guess succeeds with p = 2^-64
 COOKIE_SIZE = 20  # bytes; u32 time window + 16-byte truncated HMAC-SHA256
+# A cookie is minted for the current window and accepted in the current and the previous one:
+# valid for 60-120 s. Nodes fetch a new one after `CLIENT_COOKIE_MAX_AGE`. Both sides rely on these
+# times, so they are part of the protocol (the node does not import the server's `cookies`).
+COOKIE_WINDOW = 60.0  # seconds
+CLIENT_COOKIE_MAX_AGE = 45.0  # seconds; < COOKIE_WINDOW, so a cached cookie is never stale
 KEY_SIZE = 32  # bytes; Ed25519 and X25519 public keys
 SIGNATURE_SIZE = 64  # bytes; Ed25519
 # Padding makes the request at least as large as the biggest COOKIE reply (48 B): no amplification.

@@ -9,10 +9,11 @@ bursts of 3), the same rates of corruption (dropped by a real AEAD, never parsed
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
-from lab.netsim import LinkConfig, SealedEndpoint, Simulator, channel_pair, exchange
+from lab.netsim import BulkApp, LinkConfig, SealedEndpoint, Simulator, channel_pair, exchange
 from tunnel.channel.channel import Channel
 from tunnel.channel.constants import DEFAULT_MAX_PACKET_SIZE, SESSION_OVERHEAD
 from tunnel.channel.events import StreamOpened, StreamReadable
@@ -111,6 +112,28 @@ def test_corruption_dropped_by_aead_nothing_delivered_wrong() -> None:
     assert corrupted > 20 and rejected == corrupted  # each corrupted packet failed the tag
     # and the channels never saw a malformed packet: the AEAD caught everything first
     assert result.client.stats().packets_dropped == 0
+
+
+def test_sealed_channel_lives_through_rekeys() -> None:
+    # The real session rekeys every 2 minutes and refuses keys older than 3: the handshakes run
+    # over the simulated link, and the channel goes on working after several of them.
+    sim = Simulator(13)
+    link = interop_link(loss=0.01)
+    app_a, app_b = BulkApp(), BulkApp()
+    a, b, index_a, _ = channel_pair(sim, link, link, app_a, app_b, sealed=True)
+    sim.start()
+    sim.run(400.0)  # idle: only the channel's own keepalive PINGs
+    assert a.is_open and b.is_open
+    for end in (e for e in sim.endpoints if isinstance(e, SealedEndpoint)):
+        assert end.device.counters.handshakes_completed >= 4  # at 0, ~120, ~240, ~360 s
+        assert end.device.counters.handshakes_failed == 0
+    sid = a.open_stream()
+    message = b"still sealed after three rekeys" * 100
+    assert a.write(sid, message) == len(message)
+    a.shutdown_write(sid)
+    sim.wake(index_a)
+    sim.run(sim.now + 5.0, stop=lambda: sid in app_b.finished)
+    assert app_b.digest(sid) == hashlib.sha256(message).digest()
 
 
 def test_channel_budget_matches_the_session_overhead() -> None:

@@ -11,8 +11,8 @@ File format, one pin a line, `#` comments and blank lines ignored::
     ssh-home  q83vEjRWeJq8zN7wEjRWeJq8zN7wEjRWeJq8zN7wEjQ=
 
 Lines that do not parse are kept as they are (and logged once), never silently dropped. Writes
-are atomic (temporary file + rename) with mode 0600. This module does file I/O and is listed as
-a shell module in tests/test_core_purity.py.
+are atomic (temporary file + rename) with mode 0600. This module does file I/O, so it is
+not among the sans-IO modules of tests/test_architecture.py.
 """
 
 from __future__ import annotations

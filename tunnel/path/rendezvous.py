@@ -30,8 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rendezvous import protocol as p
-from rendezvous.cookies import CLIENT_COOKIE_MAX_AGE
-from rendezvous.protocol import Endpoint, Peer
+from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
 from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key
 
 log = logging.getLogger(__name__)
