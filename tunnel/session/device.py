@@ -39,7 +39,6 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
@@ -54,7 +53,9 @@ from tunnel.session.constants import (
     UNDER_LOAD_QUEUE_LENGTH,
 )
 from tunnel.session.cookie import CookieChecker
+from tunnel.session.counters import Counters
 from tunnel.session.events import PayloadReceived, SessionEvent
+from tunnel.session.indextable import IndexTable
 from tunnel.session.ratelimit import RateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.wire import (
@@ -76,30 +77,6 @@ logger = logging.getLogger(__name__)
 _NONCE_PREFIX = crypto.NONCE_PREFIX
 
 
-@dataclass(slots=True)
-class Counters:
-    """Why datagrams were dropped, and what was done; for tests and `ptunnel status`."""
-
-    malformed: int = 0  # wrong size or header for its type
-    not_ours: int = 0  # a type this layer does not own (rendezvous, relay, unknown)
-    bad_mac1: int = 0  # handshake message not made for us in this network: no reply
-    queue_full: int = 0  # handshake queue full
-    cookie_sent: int = 0  # under load, no valid mac2: cookie reply instead of DH work
-    rate_limited: int = 0  # under load, source over 20 handshakes/s
-    bad_handshake: int = 0  # handshake message failed to decrypt or authenticate
-    not_allowed: int = 0  # initiator not on the allow list: no reply
-    replay: int = 0  # replayed initiation (old timestamp) or transport counter
-    flood: int = 0  # initiation within 20 ms of the same peer's previous one
-    unknown_index: int = 0  # response, cookie reply or data for no handshake/keys of ours
-    stale: int = 0  # data under keys older than REJECT_AFTER_TIME
-    bad_tag: int = 0  # data failed authentication
-    bad_cookie: int = 0  # cookie reply that does not answer our last message
-    cookie_received: int = 0
-    staged_dropped: int = 0  # payloads dropped while waiting for a handshake
-    handshakes_completed: int = 0
-    handshakes_failed: int = 0
-
-
 class Device:
     """All secure sessions of one node; see the module docstring."""
 
@@ -119,8 +96,12 @@ class Device:
         self._checker = CookieChecker(self.identity.static_public, psk, rng)
         self._limiter = RateLimiter()
         self._sessions: dict[bytes, Session] = {}
-        self._keypairs: dict[bytes, Keypair] = {}  # local index -> keys
-        self._handshakes: dict[bytes, Session] = {}  # local index -> session awaiting response
+        # Local index -> session awaiting a response, or -> keys. Sessions add and remove their
+        # own entries through `SessionHost.indices`; the device only looks indices up.
+        self.indices: IndexTable[Session, Keypair] = IndexTable(rng)
+        # The same live dict as `indices.keypairs`, bound once: the transport hot path then
+        # looks keys up without a method call.
+        self._keypairs = self.indices.keypairs
         self._timestamps: dict[bytes, bytes] = {}  # peer -> newest accepted TAI64N
         self._queue: deque[tuple[bytes, Addr, float]] = deque()
         self._under_load_until = float("-inf")
@@ -273,28 +254,6 @@ class Device:
     def wall_time(self, now: float) -> float:
         return now + self._wall_offset
 
-    def _new_index(self) -> bytes:
-        while True:
-            index = self.rng(4)
-            if index not in self._keypairs and index not in self._handshakes:
-                return index
-
-    def allocate_handshake_index(self, session: Session) -> bytes:
-        index = self._new_index()
-        self._handshakes[index] = session
-        return index
-
-    def allocate_keypair_index(self) -> bytes:
-        """An index not in use; `register_keypair` then claims it."""
-        return self._new_index()
-
-    def register_keypair(self, keypair: Keypair) -> None:
-        self._keypairs[keypair.local_index] = keypair
-
-    def free_index(self, index: bytes) -> None:
-        self._keypairs.pop(index, None)
-        self._handshakes.pop(index, None)
-
     # --- handshake processing -----------------------------------------------------------------
 
     def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
@@ -364,7 +323,7 @@ class Device:
             del self._timestamps[next(iter(self._timestamps))]
 
     def _process_response(self, data: bytes, addr: Addr, now: float) -> None:
-        session = self._handshakes.get(data[8:12])
+        session = self.indices.handshake(data[8:12])
         if session is None or session.pending is None:
             self.counters.unknown_index += 1
             return
@@ -378,9 +337,9 @@ class Device:
         if len(data) != COOKIE_REPLY_SIZE or data[:4] != HEADER_COOKIE_REPLY:
             self.counters.malformed += 1
             return
-        session = self._handshakes.get(data[4:8])
+        session = self.indices.handshake(data[4:8])
         if session is None:
-            keypair = self._keypairs.get(data[4:8])  # a cookie for our response (responder)
+            keypair = self.indices.keypair(data[4:8])  # a cookie for our response (responder)
             session = keypair.session if keypair is not None else None
         if session is None:
             self.counters.unknown_index += 1

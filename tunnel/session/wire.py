@@ -56,6 +56,7 @@ KEY_SIZE = 32  # X25519 keys, BLAKE2s hashes, ChaCha20 keys
 TAG_SIZE = 16  # Poly1305 tag
 MAC_SIZE = 16  # mac1, mac2, cookie
 TIMESTAMP_SIZE = 12  # TAI64N
+INDEX_SIZE = 4  # sender and receiver indices (random, see `indextable.py`)
 COOKIE_NONCE_SIZE = 24
 
 INITIATION_SIZE = 148
