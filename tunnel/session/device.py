@@ -9,10 +9,11 @@ for the TAI64N timestamp of initiations)::
 
     device = Device(static_private, psk, allowed=None, rng=os.urandom)
     session = device.connect(peer_public, [addr, ...], now, wall_time)  # initiator
-    device.receive_datagram(data, addr, now, wall_time)   # types 1-4; others are ignored
-    device.receive_transport(data, addr, now) -> (session, payload) | None   # hot path, type 4
+    device.receive(data, addr, now, wall_time) -> (session, payload) | None  # types 1-4
+    device.receive_transport(data, addr, now) -> (session, payload) | None   # type 4 only
+    device.receive_datagram(data, addr, now, wall_time)  # payloads as events (tests, benchmarks)
     session.seal(payload, now) -> bytes | None     # hot path: send to session.endpoint
-    device.datagrams_to_send() -> [(datagram, addr), ...]
+    device.datagrams_to_send() -> [(datagram, addr), ...]   # `wire.is_initiation(datagram)`
     device.get_timer() -> deadline | None;  device.handle_timer(now, wall_time)
     device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeFailed | ... | None
     device.counters  # why packets were dropped
@@ -20,6 +21,7 @@ for the TAI64N timestamp of initiations)::
 Receive path, in WireGuard's order:
 
 1. Size and type checks; types this layer does not own are ignored (`counters.not_ours`).
+   `receive` returns transport data at once (step 5); everything else goes through steps 2-4.
 2. Handshake messages (initiation, response): mac1 must be valid (`bad_mac1`: silence), then they
    join a bounded queue (`queue_full` beyond 1024). No DH work is done on receipt.
 3. `handle_timer` works off queued messages, at most HANDSHAKES_PER_TURN of them with DH work
@@ -147,23 +149,38 @@ class Device:
         """Every session, initiated or accepted (for `status`)."""
         return list(self._sessions.values())
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
-        """Take in one datagram from `addr`; results come out as events and datagrams."""
+    def receive(
+        self, data: bytes, addr: Addr, now: float, wall_time: float
+    ) -> tuple[Session, bytes] | None:
+        """The shell's one entry for a datagram of this layer (types 1-4) from `addr`.
+
+        Transport data: `(session, payload)` once authenticated, exactly as `receive_transport`
+        (an empty payload is a keepalive; no `PayloadReceived` event is queued). Handshake
+        messages and cookie replies are handled inside and return None: their results come out of
+        `next_event` and `datagrams_to_send`. Anything dropped returns None and is counted.
+        `wall_time` refreshes the wall clock kept for the TAI64N timestamps of our initiations;
+        the transport path leaves it alone, as `receive_transport` always has.
+        """
+        if data and data[0] == MESSAGE_TRANSPORT:
+            # Hot path: one comparison and one call more than `receive_transport`, no allocation.
+            return self.receive_transport(data, addr, now)
         self._wall_offset = wall_time - now
-        if not data:
-            self.counters.malformed += 1
-            return
-        kind = data[0]
-        if kind == MESSAGE_TRANSPORT:
+        self._receive_control(data, addr, now)
+        return None
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
+        """Like `receive`, but transport payloads come out as `PayloadReceived` events too.
+
+        For callers that take every result from `next_event` (tests, benchmarks); the shell
+        should use `receive`, which spares an event object per packet.
+        """
+        self._wall_offset = wall_time - now
+        if data and data[0] == MESSAGE_TRANSPORT:
             result = self.receive_transport(data, addr, now)
             if result is not None and result[1]:
                 self._events.append(PayloadReceived(result[0].peer_public, result[1], addr))
-        elif kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
-            self._receive_handshake(data, addr, now)
-        elif kind == MESSAGE_COOKIE_REPLY:
-            self._receive_cookie_reply(data, now)
         else:
-            self.counters.not_ours += 1
+            self._receive_control(data, addr, now)
 
     def receive_transport(
         self, data: bytes, addr: Addr, now: float
@@ -255,6 +272,19 @@ class Device:
         return now + self._wall_offset
 
     # --- handshake processing -----------------------------------------------------------------
+
+    def _receive_control(self, data: bytes, addr: Addr, now: float) -> None:
+        """Any datagram but transport data: handshake messages, cookie replies, the rest."""
+        if not data:
+            self.counters.malformed += 1
+            return
+        kind = data[0]
+        if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            self._receive_handshake(data, addr, now)
+        elif kind == MESSAGE_COOKIE_REPLY:
+            self._receive_cookie_reply(data, now)
+        else:
+            self.counters.not_ours += 1
 
     def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
         expected = INITIATION_SIZE if data[0] == MESSAGE_INITIATION else RESPONSE_SIZE

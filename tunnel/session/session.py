@@ -29,9 +29,9 @@ Rekey: the initiator of `current` starts a new handshake when sending with keys 
 120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
 than 180 s are neither used to send nor accepted.
 
-Hot path: `seal` (the shell sends the result to `session.endpoint`) and
-`Device.receive_transport`. Everything else may queue datagrams on the device: after any call,
-the shell drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
+Hot path: `seal` (the shell sends the result to `session.endpoint`) and `Device.receive` of
+transport data. Everything else may queue datagrams on the device: after any call, the shell
+drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
 """
 
 from __future__ import annotations

@@ -77,3 +77,13 @@ RESPONSE_MAC1_OFFSET = RESPONSE_SIZE - 2 * MAC_SIZE
 def is_session_message(datagram: bytes) -> bool:
     """True if the datagram's type byte belongs to this layer (types 1-4)."""
     return len(datagram) > 0 and datagram[0] in SESSION_MESSAGE_TYPES
+
+
+def is_initiation(datagram: bytes) -> bool:
+    """True if the datagram is a handshake initiation (type 1, 148 B).
+
+    For the shell, which remembers the initiations `Device.datagrams_to_send` hands it (to resend
+    them over a new path) without reading type bytes itself. Only the header and size are
+    checked, not the macs: of a received datagram it says what it claims to be.
+    """
+    return len(datagram) == INITIATION_SIZE and datagram[0] == MESSAGE_INITIATION
