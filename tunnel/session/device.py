@@ -58,7 +58,7 @@ from tunnel.session.cookie import CookieChecker
 from tunnel.session.counters import Counters
 from tunnel.session.events import PayloadReceived, SessionEvent
 from tunnel.session.indextable import IndexTable
-from tunnel.session.ratelimit import RateLimiter
+from tunnel.session.ratelimit import HandshakeRateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
@@ -96,7 +96,7 @@ class Device:
         self.config = config or SessionConfig()
         self.counters = Counters()
         self._checker = CookieChecker(self.identity.static_public, psk, rng)
-        self._limiter = RateLimiter()
+        self._limiter = HandshakeRateLimiter()
         self._sessions: dict[bytes, Session] = {}
         # Local index -> session awaiting a response, or -> keys. Sessions add and remove their
         # own entries through `SessionHost.indices`; the device only looks indices up.
