@@ -8,8 +8,11 @@ One UDP socket per node carries everything; the first byte of each datagram is i
 | 2         | session                    | handshake response, 92 B                  |
 | 3         | session                    | cookie reply, 64 B                        |
 | 4         | session                    | transport data, 32 B + payload            |
-| 0x20-0x3F | rendezvous protocol        | (rendezvous/protocol.py)                  |
-| 0x40-0x4F | relay envelopes            | (owned by the relay module)               |
+| 0x20-0x3F | rendezvous protocol        | `rendezvous/protocol.py`                  |
+| 0x40-0x4F | relay envelopes            | `RELAY_TO`, `RELAY_FROM`: same file       |
+
+A relay envelope carries a whole session datagram through the rendezvous server (which forwards
+it by the policy in `rendezvous/relay.py`); the node unwraps it and hands the inner datagram here.
 
 Session messages start with a 4-byte field: the type byte then 3 reserved zero bytes. Integers are
 little-endian, as in WireGuard.
