@@ -160,7 +160,11 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
-class Registered:
+class RegisterReply:
+    """One page of the answer to REGISTER (type REGISTERED, 0x23), like `CookieReply` answers a
+    COOKIE_REQUEST. The client assembles the pages into its `Registered` event
+    (`tunnel/path/rendezvous.py`)."""
+
     nonce: bytes
     observed: Endpoint
     page: int
@@ -206,7 +210,7 @@ class Refused:
     counter: int = 0  # STALE_COUNTER: the last counter the server accepted
 
 
-Reply = CookieReply | Registered | Listed | Joined | Left | Introduced | Refused
+Reply = CookieReply | RegisterReply | Listed | Joined | Left | Introduced | Refused
 
 
 # --- primitive readers and writers ---------------------------------------------------------
@@ -412,7 +416,7 @@ def encode_reply(msg: Reply) -> bytes:
     """Encode one reply (REGISTERED/LISTED from their `peers`; use `paginate` for big lists)."""
     if isinstance(msg, CookieReply):
         return encode_cookie_reply(msg)
-    if isinstance(msg, Registered):
+    if isinstance(msg, RegisterReply):
         entries = [encode_peer(p) for p in msg.peers]
         return encode_registered(msg.nonce, msg.observed, msg.page, msg.pages, entries)
     if isinstance(msg, Listed):
@@ -454,7 +458,7 @@ def decode_reply(data: bytes) -> Reply | None:
             msg = CookieReply(nonce, r.take(COOKIE_SIZE), r.endpoint())
         elif kind == REGISTERED:
             observed, page, pages = r.endpoint(), r.u8(), r.u8()
-            msg = Registered(nonce, observed, page, pages, _peers(r))
+            msg = RegisterReply(nonce, observed, page, pages, _peers(r))
         elif kind == LISTED:
             page, pages = r.u8(), r.u8()
             msg = Listed(nonce, page, pages, _peers(r))
@@ -479,7 +483,7 @@ def decode_reply(data: bytes) -> Reply | None:
         r.end()
     except DecodeError:
         return None
-    if isinstance(msg, Registered | Listed) and not msg.page < msg.pages:
+    if isinstance(msg, RegisterReply | Listed) and not msg.page < msg.pages:
         return None
     return msg
 

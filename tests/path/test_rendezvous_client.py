@@ -303,7 +303,7 @@ def test_off_path_replies_are_ignored() -> None:
     fake = p.Peer(b"\x66" * 32, ("192.0.2.66", 1), 0, ("evil",))
     forged = [
         p.encode_reply(p.Joined(b"\x00" * 8, fake)),
-        p.encode_reply(p.Registered(b"\x00" * 8, ("192.0.2.66", 1), 0, 1, (fake,))),
+        p.encode_reply(p.RegisterReply(b"\x00" * 8, ("192.0.2.66", 1), 0, 1, (fake,))),
         p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), ())),
         p.encode_reply(p.CookieReply(b"\x00" * 8, b"\x00" * 20, ("192.0.2.66", 1))),
     ]

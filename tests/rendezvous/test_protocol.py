@@ -142,7 +142,7 @@ def test_request_round_trip(kind: int, static: bytes, counter: int, nonce: bytes
 
 replies = st.one_of(
     st.builds(p.CookieReply, nonces, st.binary(min_size=20, max_size=20), endpoints),
-    st.builds(lambda n, o, ps: p.Registered(n, o, 0, 1, tuple(ps)), nonces, endpoints,
+    st.builds(lambda n, o, ps: p.RegisterReply(n, o, 0, 1, tuple(ps)), nonces, endpoints,
               st.lists(peers_st, max_size=4)),
     st.builds(lambda n, ps: p.Listed(n, 0, 1, tuple(ps)), nonces, st.lists(peers_st, max_size=4)),
     st.builds(p.Joined, nonces, peers_st),
@@ -184,5 +184,5 @@ def test_truncated_or_extended_replies_are_dropped(msg: p.Reply, data: st.DataOb
     truncated = p.decode_reply(raw[:cut])
     # A prefix may only parse if it is itself a complete message (peer lists end anywhere).
     if truncated is not None:
-        assert isinstance(truncated, p.Registered | p.Listed)
-    assert p.decode_reply(raw + b"\x00") is None or isinstance(msg, p.Registered | p.Listed)
+        assert isinstance(truncated, p.RegisterReply | p.Listed)
+    assert p.decode_reply(raw + b"\x00") is None or isinstance(msg, p.RegisterReply | p.Listed)

@@ -91,7 +91,7 @@ def test_registration_records_the_observed_endpoint() -> None:
     a = Node(b"\xaa" * 32, A_ADDR)
     out = register(reg, a, ("ssh-home",), T0)
     (msg,) = replies_to(out, A_ADDR)
-    assert isinstance(msg, p.Registered) and msg.observed == A_ADDR and msg.peers == ()
+    assert isinstance(msg, p.RegisterReply) and msg.observed == A_ADDR and msg.peers == ()
     m = reg.store.member(NET, a.static, T0)
     assert m is not None and m.endpoint == A_ADDR and m.names == ("ssh-home",)
     assert m.lan == (("10.1.0.2", 5000),)
@@ -173,7 +173,7 @@ def test_name_conflict_names_the_holder() -> None:
     # Once the holder's registration has expired the name is free again.
     reg.handle_timer(T0 + REGISTRATION_TTL + 1)
     out = register(reg, b, ("ssh-home",), T0 + REGISTRATION_TTL + 2)
-    assert isinstance(replies_to(out, B_ADDR)[0], p.Registered)
+    assert isinstance(replies_to(out, B_ADDR)[0], p.RegisterReply)
 
 
 def test_joins_and_expiry_are_announced() -> None:
@@ -186,7 +186,7 @@ def test_joins_and_expiry_are_announced() -> None:
     assert isinstance(joined, p.Joined) and joined.nonce == b"A" * 8
     assert joined.peer.static == b.static and joined.peer.names == ("laptop",)
     (registered,) = replies_to(out, B_ADDR)
-    assert isinstance(registered, p.Registered)
+    assert isinstance(registered, p.RegisterReply)
     assert [peer.static for peer in registered.peers] == [a.static]
     # A refreshes, B goes silent: B expires ~90 s after its last registration.
     for t in (20, 40, 60, 80):
@@ -216,7 +216,7 @@ def test_networks_are_isolated() -> None:
     x = Node(b"\xcc" * 32, ("192.0.2.30", 3000), secret=OTHER_SECRET)
     out = register(reg, x, ("ssh-home",), T0 + 1)  # same name, other network: fine
     (msg,) = replies_to(out, x.addr)
-    assert isinstance(msg, p.Registered) and msg.peers == ()
+    assert isinstance(msg, p.RegisterReply) and msg.peers == ()
     assert replies_to(out, A_ADDR) == []  # A hears nothing of it
     (listed,) = replies_to(reg.handle(x.request(p.LIST), x.addr, T0 + 2), x.addr)
     assert isinstance(listed, p.Listed) and [m.static for m in listed.peers] == [x.static]
@@ -340,7 +340,7 @@ def test_restart_on_same_database_keeps_registrations_and_cookies(tmp_path: Path
     # A's refresh with its old cookie and next counter just works, and is not re-announced.
     out = reg2.handle(a.request(p.REGISTER, ("ssh-home",)), A_ADDR, T0 + 20)
     (msg,) = replies_to(out, A_ADDR)
-    assert isinstance(msg, p.Registered) and [m.static for m in msg.peers] == [b.static]
+    assert isinstance(msg, p.RegisterReply) and [m.static for m in msg.peers] == [b.static]
     assert replies_to(out, B_ADDR) == []
     # Replays are still refused after the restart (counters are in the store).
     c = Node(b"\xcc" * 32, ("192.0.2.30", 3000))

@@ -112,7 +112,7 @@ def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> N
                                 key)
 
     registered = one.handle(req(p.REGISTER, 1, ("ssh-home",)), addr, T)
-    assert p.decode_reply(registered[0].data).__class__ is p.Registered
+    assert p.decode_reply(registered[0].data).__class__ is p.RegisterReply
     # The other server accepts the first one's cookie and knows the member.
     listed = p.decode_reply(two.handle(req(p.LIST, 2), addr, T + 1)[0].data)
     assert isinstance(listed, p.Listed) and [m.names for m in listed.peers] == [("ssh-home",)]

@@ -51,8 +51,8 @@ def no_state(device: Device) -> bool:
     """The device holds no session, keys, handshake or queued output."""
     return (
         not device._sessions
-        and not device._keypairs
-        and not device._handshakes
+        and not device.indices.keypairs
+        and not device.indices.handshakes
         and not device._timestamps
         and not device._outbox
     )

@@ -157,7 +157,7 @@ def test_handshake_retried_every_5s_with_jitter_and_abandoned_after_90s() -> Non
     assert times[-1] <= REKEY_ATTEMPT_TIME
     (failed,) = [e for e in drain_events(a) if isinstance(e, HandshakeFailed)]
     assert failed.peer_public == b.public_key
-    assert a.counters.handshakes_failed == 1 and not a._handshakes
+    assert a.counters.handshakes_failed == 1 and not a.indices.handshakes
 
 
 def test_keepalive_answers_data_after_10s_of_silence() -> None:
@@ -237,7 +237,7 @@ def test_keys_wiped_after_540s_of_silence() -> None:
     net.advance(ZERO_KEYS_AFTER + 1)
     assert SessionExpired(b.public_key) in drain_events(a)
     assert SessionExpired(a.public_key) in drain_events(b)
-    assert not a_session.is_established and not a._keypairs and not b._keypairs
+    assert not a_session.is_established and not a.indices.keypairs and not b.indices.keypairs
 
 
 def test_handshake_completed_events_name_peer_and_address() -> None:

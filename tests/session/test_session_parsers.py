@@ -45,25 +45,28 @@ def established() -> tuple[Net, Device, Device]:
 
 
 NET, A, B = established()
-B_INDICES = list(B._keypairs)
+B_INDICES = list(B.indices.keypairs)
 # A second device with an initiation in flight, for garbage responses and cookie replies.
 PENDING = make_device(3)
 PENDING.connect(B.public_key, [B_ADDR], 0.0, WALL_EPOCH)
 PENDING.datagrams_to_send()
-PENDING_INDEX = next(iter(PENDING._handshakes))
+PENDING_INDEX = next(iter(PENDING.indices.handshakes))
 
 
 def snapshot(device: Device) -> tuple[Any, ...]:
     """Everything a dropped datagram must leave alone (counters may change)."""
     return (
         dict(device._sessions),
-        dict(device._keypairs),
-        dict(device._handshakes),
+        dict(device.indices.keypairs),
+        dict(device.indices.handshakes),
         dict(device._timestamps),
         len(device._queue),
         list(device._outbox),
         list(device._events),
-        [(k.replay._last, list(k.replay._ring), k.send_counter) for k in device._keypairs.values()],
+        [
+            (k.replay._last, list(k.replay._ring), k.send_counter)
+            for k in device.indices.keypairs.values()
+        ],
         [(s.endpoint, s.pending) for s in device._sessions.values()],
     )
 

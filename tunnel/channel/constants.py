@@ -11,7 +11,7 @@ from __future__ import annotations
 
 #: bytes; the whole UDP payload budget every IPv4/IPv6 path must carry (RFC 9000 §14) ...
 DATAGRAM_BUDGET = 1200
-#: bytes; ... minus the secure session's header and AEAD tag (`tunnel/wire.py`).
+#: bytes; ... minus the secure session's header and AEAD tag (`tunnel/session/wire.py`).
 SESSION_OVERHEAD = 32
 #: bytes; so a channel packet is at most this much by default.
 DEFAULT_MAX_PACKET_SIZE = DATAGRAM_BUDGET - SESSION_OVERHEAD

@@ -43,7 +43,7 @@ from tunnel.path.manager import PathManager
 from tunnel.session.device import Device
 from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
 from tunnel.session.session import SessionConfig
-from tunnel.session.wire import SESSION_MESSAGE_TYPES
+from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +232,7 @@ class Node:
         self.kick()
 
     def _receive_session(self, data: bytes, addr: Addr, now: float) -> None:
-        if data[0] != 4:
-            self.device.receive_datagram(data, addr, now, time.time())
-            return
-        result = self.device.receive_transport(data, addr, now)
+        result = self.device.receive(data, addr, now, time.time())
         if result is None:
             return
         session, payload = result
@@ -320,7 +317,7 @@ class Node:
         for peer in list(self.peers.values()):
             self._drain_peer(peer, now)
         for data, addr in self.device.datagrams_to_send():
-            if data[0] == 1:
+            if is_initiation(data):
                 self._remember_initiation(data, addr)
             self._send(data, addr)
         if self.rdv is not None:

@@ -274,7 +274,7 @@ class RendezvousClient:
                 self._transmit(q, now)
 
     def _on_reply(self, q: _Pending, msg: p.Reply, now: float) -> None:
-        if isinstance(msg, p.Registered) and q.kind == p.REGISTER:
+        if isinstance(msg, p.RegisterReply) and q.kind == p.REGISTER:
             q.observed = msg.observed
             q.pages[msg.page] = msg.peers
             if len(q.pages) == msg.pages:

@@ -9,10 +9,11 @@ for the TAI64N timestamp of initiations)::
 
     device = Device(static_private, psk, allowed=None, rng=os.urandom)
     session = device.connect(peer_public, [addr, ...], now, wall_time)  # initiator
-    device.receive_datagram(data, addr, now, wall_time)   # types 1-4; others are ignored
-    device.receive_transport(data, addr, now) -> (session, payload) | None   # hot path, type 4
+    device.receive(data, addr, now, wall_time) -> (session, payload) | None  # types 1-4
+    device.receive_transport(data, addr, now) -> (session, payload) | None   # type 4 only
+    device.receive_datagram(data, addr, now, wall_time)  # payloads as events (tests, benchmarks)
     session.seal(payload, now) -> bytes | None     # hot path: send to session.endpoint
-    device.datagrams_to_send() -> [(datagram, addr), ...]
+    device.datagrams_to_send() -> [(datagram, addr), ...]   # `wire.is_initiation(datagram)`
     device.get_timer() -> deadline | None;  device.handle_timer(now, wall_time)
     device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeFailed | ... | None
     device.counters  # why packets were dropped
@@ -20,6 +21,7 @@ for the TAI64N timestamp of initiations)::
 Receive path, in WireGuard's order:
 
 1. Size and type checks; types this layer does not own are ignored (`counters.not_ours`).
+   `receive` returns transport data at once (step 5); everything else goes through steps 2-4.
 2. Handshake messages (initiation, response): mac1 must be valid (`bad_mac1`: silence), then they
    join a bounded queue (`queue_full` beyond 1024). No DH work is done on receipt.
 3. `handle_timer` works off queued messages, at most HANDSHAKES_PER_TURN of them with DH work
@@ -39,7 +41,6 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
@@ -54,8 +55,10 @@ from tunnel.session.constants import (
     UNDER_LOAD_QUEUE_LENGTH,
 )
 from tunnel.session.cookie import CookieChecker
+from tunnel.session.counters import Counters
 from tunnel.session.events import PayloadReceived, SessionEvent
-from tunnel.session.ratelimit import RateLimiter
+from tunnel.session.indextable import IndexTable
+from tunnel.session.ratelimit import HandshakeRateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
@@ -71,33 +74,9 @@ from tunnel.session.wire import (
     TRANSPORT_MIN_SIZE,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _NONCE_PREFIX = crypto.NONCE_PREFIX
-
-
-@dataclass(slots=True)
-class Counters:
-    """Why datagrams were dropped, and what was done; for tests and `ptunnel status`."""
-
-    malformed: int = 0  # wrong size or header for its type
-    not_ours: int = 0  # a type this layer does not own (rendezvous, relay, unknown)
-    bad_mac1: int = 0  # handshake message not made for us in this network: no reply
-    queue_full: int = 0  # handshake queue full
-    cookie_sent: int = 0  # under load, no valid mac2: cookie reply instead of DH work
-    rate_limited: int = 0  # under load, source over 20 handshakes/s
-    bad_handshake: int = 0  # handshake message failed to decrypt or authenticate
-    not_allowed: int = 0  # initiator not on the allow list: no reply
-    replay: int = 0  # replayed initiation (old timestamp) or transport counter
-    flood: int = 0  # initiation within 20 ms of the same peer's previous one
-    unknown_index: int = 0  # response, cookie reply or data for no handshake/keys of ours
-    stale: int = 0  # data under keys older than REJECT_AFTER_TIME
-    bad_tag: int = 0  # data failed authentication
-    bad_cookie: int = 0  # cookie reply that does not answer our last message
-    cookie_received: int = 0
-    staged_dropped: int = 0  # payloads dropped while waiting for a handshake
-    handshakes_completed: int = 0
-    handshakes_failed: int = 0
 
 
 class Device:
@@ -117,10 +96,14 @@ class Device:
         self.config = config or SessionConfig()
         self.counters = Counters()
         self._checker = CookieChecker(self.identity.static_public, psk, rng)
-        self._limiter = RateLimiter()
+        self._limiter = HandshakeRateLimiter()
         self._sessions: dict[bytes, Session] = {}
-        self._keypairs: dict[bytes, Keypair] = {}  # local index -> keys
-        self._handshakes: dict[bytes, Session] = {}  # local index -> session awaiting response
+        # Local index -> session awaiting a response, or -> keys. Sessions add and remove their
+        # own entries through `SessionHost.indices`; the device only looks indices up.
+        self.indices: IndexTable[Session, Keypair] = IndexTable(rng)
+        # The same live dict as `indices.keypairs`, bound once: the transport hot path then
+        # looks keys up without a method call.
+        self._keypairs = self.indices.keypairs
         self._timestamps: dict[bytes, bytes] = {}  # peer -> newest accepted TAI64N
         self._queue: deque[tuple[bytes, Addr, float]] = deque()
         self._under_load_until = float("-inf")
@@ -166,23 +149,38 @@ class Device:
         """Every session, initiated or accepted (for `status`)."""
         return list(self._sessions.values())
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
-        """Take in one datagram from `addr`; results come out as events and datagrams."""
+    def receive(
+        self, data: bytes, addr: Addr, now: float, wall_time: float
+    ) -> tuple[Session, bytes] | None:
+        """The shell's one entry for a datagram of this layer (types 1-4) from `addr`.
+
+        Transport data: `(session, payload)` once authenticated, exactly as `receive_transport`
+        (an empty payload is a keepalive; no `PayloadReceived` event is queued). Handshake
+        messages and cookie replies are handled inside and return None: their results come out of
+        `next_event` and `datagrams_to_send`. Anything dropped returns None and is counted.
+        `wall_time` refreshes the wall clock kept for the TAI64N timestamps of our initiations;
+        the transport path leaves it alone, as `receive_transport` always has.
+        """
+        if data and data[0] == MESSAGE_TRANSPORT:
+            # Hot path: one comparison and one call more than `receive_transport`, no allocation.
+            return self.receive_transport(data, addr, now)
         self._wall_offset = wall_time - now
-        if not data:
-            self.counters.malformed += 1
-            return
-        kind = data[0]
-        if kind == MESSAGE_TRANSPORT:
+        self._receive_control(data, addr, now)
+        return None
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, wall_time: float) -> None:
+        """Like `receive`, but transport payloads come out as `PayloadReceived` events too.
+
+        For callers that take every result from `next_event` (tests, benchmarks); the shell
+        should use `receive`, which spares an event object per packet.
+        """
+        self._wall_offset = wall_time - now
+        if data and data[0] == MESSAGE_TRANSPORT:
             result = self.receive_transport(data, addr, now)
             if result is not None and result[1]:
                 self._events.append(PayloadReceived(result[0].peer_public, result[1], addr))
-        elif kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
-            self._receive_handshake(data, addr, now)
-        elif kind == MESSAGE_COOKIE_REPLY:
-            self._receive_cookie_reply(data, now)
         else:
-            self.counters.not_ours += 1
+            self._receive_control(data, addr, now)
 
     def receive_transport(
         self, data: bytes, addr: Addr, now: float
@@ -273,29 +271,20 @@ class Device:
     def wall_time(self, now: float) -> float:
         return now + self._wall_offset
 
-    def _new_index(self) -> bytes:
-        while True:
-            index = self.rng(4)
-            if index not in self._keypairs and index not in self._handshakes:
-                return index
-
-    def allocate_handshake_index(self, session: Session) -> bytes:
-        index = self._new_index()
-        self._handshakes[index] = session
-        return index
-
-    def allocate_keypair_index(self) -> bytes:
-        """An index not in use; `register_keypair` then claims it."""
-        return self._new_index()
-
-    def register_keypair(self, keypair: Keypair) -> None:
-        self._keypairs[keypair.local_index] = keypair
-
-    def free_index(self, index: bytes) -> None:
-        self._keypairs.pop(index, None)
-        self._handshakes.pop(index, None)
-
     # --- handshake processing -----------------------------------------------------------------
+
+    def _receive_control(self, data: bytes, addr: Addr, now: float) -> None:
+        """Any datagram but transport data: handshake messages, cookie replies, the rest."""
+        if not data:
+            self.counters.malformed += 1
+            return
+        kind = data[0]
+        if kind in (MESSAGE_INITIATION, MESSAGE_RESPONSE):
+            self._receive_handshake(data, addr, now)
+        elif kind == MESSAGE_COOKIE_REPLY:
+            self._receive_cookie_reply(data, now)
+        else:
+            self.counters.not_ours += 1
 
     def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
         expected = INITIATION_SIZE if data[0] == MESSAGE_INITIATION else RESPONSE_SIZE
@@ -336,7 +325,7 @@ class Device:
         peer = initiation.peer_public
         if self.allowed is not None and peer not in self.allowed:
             self.counters.not_allowed += 1
-            logger.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
+            log.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
             return
         last = self._timestamps.get(peer)
         if last is not None and initiation.timestamp <= last:
@@ -364,7 +353,7 @@ class Device:
             del self._timestamps[next(iter(self._timestamps))]
 
     def _process_response(self, data: bytes, addr: Addr, now: float) -> None:
-        session = self._handshakes.get(data[8:12])
+        session = self.indices.handshake(data[8:12])
         if session is None or session.pending is None:
             self.counters.unknown_index += 1
             return
@@ -378,9 +367,9 @@ class Device:
         if len(data) != COOKIE_REPLY_SIZE or data[:4] != HEADER_COOKIE_REPLY:
             self.counters.malformed += 1
             return
-        session = self._handshakes.get(data[4:8])
+        session = self.indices.handshake(data[4:8])
         if session is None:
-            keypair = self._keypairs.get(data[4:8])  # a cookie for our response (responder)
+            keypair = self.indices.keypair(data[4:8])  # a cookie for our response (responder)
             session = keypair.session if keypair is not None else None
         if session is None:
             self.counters.unknown_index += 1

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from tunnel.addresses import Addr
 
-# A peer's UDP address as the shell hands it in: opaque and hashable, e.g. ("192.0.2.7", 40000).
-
 
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted:

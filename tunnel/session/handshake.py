@@ -34,7 +34,7 @@ from tunnel.session.wire import (
     TIMESTAMP_SIZE,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PROLOGUE = b"ptunnel v1"
 

@@ -1,8 +1,11 @@
 """Per-source token bucket for handshakes under load (wireguard-go `ratelimiter/ratelimiter.go`).
 
 Each source IP may start `RATE_LIMIT_PER_SECOND` handshakes a second with a burst of
-`RATE_LIMIT_BURST`. Only applied while the device is under load, and only to initiations that
-carry a valid mac2 (so the source address is proven to receive our packets). Time is passed in.
+`RATE_LIMIT_BURST`. Only applied while the device is under load, and only to handshake messages
+that carry a valid mac2 (so the source address is proven to receive our packets). Time is passed in.
+
+Not to be confused with `rendezvous/ratelimit.py`, the server's limiters for requests and relayed
+bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ _COST = 1.0 / RATE_LIMIT_PER_SECOND  # seconds of credit one handshake costs
 _MAX_CREDIT = _COST * RATE_LIMIT_BURST
 
 
-class RateLimiter:
+class HandshakeRateLimiter:
     """Token buckets by source key (the IP address; the port is the attacker's to choose)."""
 
     __slots__ = ("_buckets", "_last_gc", "_max_sources")

@@ -2,8 +2,9 @@
 
 Follows WireGuard's peer state (whitepaper sections 5.4.6, 6; wireguard-go `device/keypair.go`,
 `device/timers.go`, `device/send.go`). A `Session` is created by its `Device` (`Device.connect`
-for the initiator, or on an accepted initiation for the responder) and shares the device's
-identity, index table, outbox and event queue.
+for the initiator, or on an accepted initiation for the responder) and reaches the device only
+through `SessionHost`, the few members it needs: identity, randomness, index table, outbox, event
+queue, counters and wall clock. This module never imports `device.py` (the device imports it).
 
 Keypairs, as in WireGuard:
 
@@ -28,9 +29,9 @@ Rekey: the initiator of `current` starts a new handshake when sending with keys 
 120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
 than 180 s are neither used to send nor accepted.
 
-Hot path: `seal` (the shell sends the result to `session.endpoint`) and
-`Device.receive_transport`. Everything else may queue datagrams on the device: after any call,
-the shell drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
+Hot path: `seal` (the shell sends the result to `session.endpoint`) and `Device.receive` of
+transport data. Everything else may queue datagrams on the device: after any call, the shell
+drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -60,21 +61,26 @@ from tunnel.session.constants import (
     ZERO_KEYS_AFTER,
 )
 from tunnel.session.cookie import CookieGenerator
-from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
+from tunnel.session.counters import Counters
+from tunnel.session.events import (
+    HandshakeCompleted,
+    HandshakeFailed,
+    SessionEvent,
+    SessionExpired,
+)
 from tunnel.session.handshake import (
     ConsumedInitiation,
+    Identity,
     PendingInitiation,
     SessionKeys,
     create_initiation,
     create_response,
 )
+from tunnel.session.indextable import IndexTable
 from tunnel.session.replay import ReplayWindow
 from tunnel.session.wire import HEADER_TRANSPORT
 
-if TYPE_CHECKING:
-    from tunnel.session.device import Device
-
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _NONCE_PREFIX = crypto.NONCE_PREFIX
 
@@ -86,6 +92,45 @@ class SessionConfig:
     persistent_keepalive: float | None = PERSISTENT_KEEPALIVE_DEFAULT  # s; None turns it off
     rekey_after_messages: int = REKEY_AFTER_MESSAGES
     rekey_after_time: float = REKEY_AFTER_TIME
+
+
+class SessionHost(Protocol):
+    """What a `Session` needs from the device that owns it, and nothing more (`Device` is one).
+
+    Read-only members are properties so that plain attributes of the device satisfy them.
+    """
+
+    @property
+    def identity(self) -> Identity:
+        """Our static key pair and the network psk."""
+        ...
+
+    @property
+    def rng(self) -> crypto.Rng:
+        """Randomness for ephemeral keys and retry jitter."""
+        ...
+
+    @property
+    def indices(self) -> IndexTable[Session, Keypair]:
+        """The device-wide table of local indices; sessions add and remove their own."""
+        ...
+
+    @property
+    def counters(self) -> Counters:
+        """Where sessions count staged drops and handshake outcomes."""
+        ...
+
+    def queue_datagram(self, datagram: bytes, addr: Addr) -> None:
+        """Send `datagram` to `addr` (it comes out of `Device.datagrams_to_send`)."""
+        ...
+
+    def emit(self, event: SessionEvent) -> None:
+        """Report `event` to the shell (it comes out of `Device.next_event`)."""
+        ...
+
+    def wall_time(self, now: float) -> float:
+        """The wall clock at monotonic `now`, for the TAI64N timestamp of initiations."""
+        ...
 
 
 class Keypair:
@@ -142,7 +187,7 @@ class Session:
         "_attempt_started",
         "_attempts",
         "_current",
-        "_device",
+        "_host",
         "_keepalive_due",
         "_last_initiation_sent",
         "_new_handshake_due",
@@ -166,7 +211,11 @@ class Session:
     )
 
     def __init__(
-        self, device: Device, peer_public: bytes, config: SessionConfig, candidates: Iterable[Addr]
+        self,
+        host: SessionHost,
+        peer_public: bytes,
+        config: SessionConfig,
+        candidates: Iterable[Addr],
     ) -> None:
         self.peer_public = peer_public
         self.config = config
@@ -175,8 +224,8 @@ class Session:
         self.endpoint: Addr | None = None
         # Addresses to try for an initiation (hole punching sends to all of them at once).
         self.candidates: list[Addr] = list(candidates)
-        self.cookies = CookieGenerator(peer_public, device.identity.psk)
-        self._device = device
+        self.cookies = CookieGenerator(peer_public, host.identity.psk)
+        self._host = host
         self._current: Keypair | None = None
         self._previous: Keypair | None = None
         self._next: Keypair | None = None
@@ -230,10 +279,10 @@ class Session:
         return datagram
 
     def send(self, payload: bytes, now: float) -> None:
-        """Like `seal`, but queue the datagram on the device's outbox."""
+        """Like `seal`, but queue the datagram on the host's outbox."""
         datagram = self.seal(payload, now)
         if datagram is not None and self.endpoint is not None:
-            self._device.queue_datagram(datagram, self.endpoint)
+            self._host.queue_datagram(datagram, self.endpoint)
 
     @property
     def is_established(self) -> bool:
@@ -255,12 +304,12 @@ class Session:
                 continue
             self.candidates.append(addr)
             if self.pending is not None and addr != self.endpoint:
-                self._device.queue_datagram(self._pending_message, addr)
+                self._host.queue_datagram(self._pending_message, addr)
 
     def _stage(self, payload: bytes, now: float) -> None:
         if len(self._staged) >= MAX_STAGED_PACKETS:
             self._staged.popleft()  # keep the newest, as wireguard-go does
-            self._device.counters.staged_dropped += 1
+            self._host.counters.staged_dropped += 1
         self._staged.append(payload)
         self._send_initiation(now, is_retry=False)
 
@@ -269,7 +318,7 @@ class Session:
             datagram = self.seal(self._staged.popleft(), now)
             if datagram is None:
                 return
-            self._device.queue_datagram(datagram, self.endpoint)
+            self._host.queue_datagram(datagram, self.endpoint)
 
     def _targets(self) -> list[Addr]:
         targets = [] if self.endpoint is None else [self.endpoint]
@@ -284,70 +333,71 @@ class Session:
             self._attempt_started = now
         targets = self._targets()
         if not targets:
-            logger.warning("no address to reach peer %s", self.peer_public.hex()[:16])
+            log.warning("no address to reach peer %s", self.peer_public.hex()[:16])
             return
-        device = self._device
+        host = self._host
         if self.pending is not None:
-            device.free_index(self.pending.local_index)
+            host.indices.remove(self.pending.local_index)
         message, self.pending = create_initiation(
-            device.identity,
+            host.identity,
             self.peer_public,
-            device.allocate_handshake_index(self),
-            crypto.generate_private_key(device.rng),
-            device.wall_time(now),
+            host.indices.add_handshake(self),
+            crypto.generate_private_key(host.rng),
+            host.wall_time(now),
             self.cookies,
             now,
         )
         self._pending_message = message
         self._last_initiation_sent = now
-        jitter = int.from_bytes(device.rng(2), "little") / 0xFFFF * REKEY_TIMEOUT_JITTER_MAX
+        jitter = int.from_bytes(host.rng(2), "little") / 0xFFFF * REKEY_TIMEOUT_JITTER_MAX
         self._retransmit_due = now + REKEY_TIMEOUT + jitter
         for addr in targets:
-            device.queue_datagram(message, addr)
+            host.queue_datagram(message, addr)
 
     # --- handshake results (called by the device) ----------------------------------------------
 
     def on_initiation(self, initiation: ConsumedInitiation, addr: Addr, now: float) -> bool:
         """Answer an accepted initiation; the new keys wait in `next` for confirmation."""
-        device = self._device
-        local_index = device.allocate_keypair_index()
+        host = self._host
+        # Not claimed yet: the keypair it will name exists only once the response is made.
+        local_index = host.indices.new_index()
         result = create_response(
-            device.identity,
+            host.identity,
             initiation,
             local_index,
-            crypto.generate_private_key(device.rng),
+            crypto.generate_private_key(host.rng),
             self.cookies,
             now,
         )
         if result is None:
-            device.free_index(local_index)
+            host.indices.remove(local_index)
             return False
         message, keys = result
         self.last_initiation_consumed = now
         self._replace_next(Keypair(keys, now, self, self.config))
         self.endpoint = addr
         self._zero_keys_due = now + ZERO_KEYS_AFTER
-        device.queue_datagram(message, addr)
+        host.queue_datagram(message, addr)
         return True
 
     def on_response(self, keys: SessionKeys, addr: Addr, now: float) -> None:
         """Our initiation was answered: the new keys are `current` at once (initiator)."""
-        device = self._device
-        device.free_index(keys.local_index)  # the handshake's index now names the keypair
+        indices = self._host.indices
+        indices.remove(keys.local_index)  # the handshake's index now names the keypair
         self.pending = None
         self._retransmit_due = None
         keypair = Keypair(keys, now, self, self.config)
-        device.register_keypair(keypair)
+        indices.add_keypair(keypair.local_index, keypair)
         # wireguard-go: an unconfirmed `next` becomes `previous`, else `current` does.
         dropped = self._previous
         if self._next is not None:
             self._previous, self._next = self._next, None
             if self._current is not None:
-                device.free_index(self._current.local_index)
+                indices.remove(self._current.local_index)
         else:
             self._previous = self._current
         if dropped is not None:
-            device.free_index(dropped.local_index)
+            indices.remove(dropped.local_index)
         self._current = keypair
         self._on_keys_derived(addr, now, is_initiator=True)
         if not self._staged:
@@ -377,7 +427,7 @@ class Session:
         keypair = self._next
         assert keypair is not None
         if self._previous is not None:
-            self._device.free_index(self._previous.local_index)
+            self._host.indices.remove(self._previous.local_index)
         self._previous, self._current, self._next = self._current, keypair, None
         self.endpoint = addr
         self._on_keys_derived(addr, now, is_initiator=False)
@@ -385,17 +435,17 @@ class Session:
 
     def _replace_next(self, keypair: Keypair) -> None:
         if self._next is not None:
-            self._device.free_index(self._next.local_index)
+            self._host.indices.remove(self._next.local_index)
         self._next = keypair
-        self._device.register_keypair(keypair)
+        self._host.indices.add_keypair(keypair.local_index, keypair)
 
     def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
         self.endpoint = addr
         self.last_handshake = now
         self._sent_last_minute_handshake = False
         self._zero_keys_due = now + ZERO_KEYS_AFTER
-        self._device.counters.handshakes_completed += 1
-        self._device.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
+        self._host.counters.handshakes_completed += 1
+        self._host.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -422,7 +472,7 @@ class Session:
             self._on_zero_keys_due(now)
         if self._new_handshake_due is not None and now >= self._new_handshake_due:
             self._new_handshake_due = None
-            logger.debug(
+            log.debug(
                 "peer %s silent after our data: new handshake", self.peer_public.hex()[:16]
             )
             self._send_initiation(now, is_retry=False)
@@ -440,7 +490,7 @@ class Session:
             self._send_initiation(now, is_retry=True)
             return
         if self.pending is not None:
-            self._device.free_index(self.pending.local_index)
+            self._host.indices.remove(self.pending.local_index)
             self.pending = None
         self._staged.clear()
         self._keepalive_due = None
@@ -448,15 +498,15 @@ class Session:
             f"no valid response to {self._attempts + 1} initiations "
             f"in {now - self._attempt_started:.0f} s"
         )
-        logger.info("handshake with %s failed: %s", self.peer_public.hex()[:16], reason)
-        self._device.counters.handshakes_failed += 1
-        self._device.emit(HandshakeFailed(self.peer_public, reason))
+        log.info("handshake with %s failed: %s", self.peer_public.hex()[:16], reason)
+        self._host.counters.handshakes_failed += 1
+        self._host.emit(HandshakeFailed(self.peer_public, reason))
 
     def _on_zero_keys_due(self, now: float) -> None:
         self._zero_keys_due = None
         for keypair in (self._previous, self._current, self._next):
             if keypair is not None:
-                self._device.free_index(keypair.local_index)
+                self._host.indices.remove(keypair.local_index)
         self._previous = self._current = self._next = None
         self._keepalive_due = self._persistent_due = self._new_handshake_due = None
-        self._device.emit(SessionExpired(self.peer_public))
+        self._host.emit(SessionExpired(self.peer_public))

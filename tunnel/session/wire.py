@@ -8,8 +8,11 @@ One UDP socket per node carries everything; the first byte of each datagram is i
 | 2         | session                    | handshake response, 92 B                  |
 | 3         | session                    | cookie reply, 64 B                        |
 | 4         | session                    | transport data, 32 B + payload            |
-| 0x20-0x3F | rendezvous protocol        | (rendezvous/protocol.py)                  |
-| 0x40-0x4F | relay envelopes            | (owned by the relay module)               |
+| 0x20-0x3F | rendezvous protocol        | `rendezvous/protocol.py`                  |
+| 0x40-0x4F | relay envelopes            | `RELAY_TO`, `RELAY_FROM`: same file       |
+
+A relay envelope carries a whole session datagram through the rendezvous server (which forwards
+it by the policy in `rendezvous/relay.py`); the node unwraps it and hands the inner datagram here.
 
 Session messages start with a 4-byte field: the type byte then 3 reserved zero bytes. Integers are
 little-endian, as in WireGuard.
@@ -56,6 +59,7 @@ KEY_SIZE = 32  # X25519 keys, BLAKE2s hashes, ChaCha20 keys
 TAG_SIZE = 16  # Poly1305 tag
 MAC_SIZE = 16  # mac1, mac2, cookie
 TIMESTAMP_SIZE = 12  # TAI64N
+INDEX_SIZE = 4  # sender and receiver indices (random, see `indextable.py`)
 COOKIE_NONCE_SIZE = 24
 
 INITIATION_SIZE = 148
@@ -76,3 +80,13 @@ RESPONSE_MAC1_OFFSET = RESPONSE_SIZE - 2 * MAC_SIZE
 def is_session_message(datagram: bytes) -> bool:
     """True if the datagram's type byte belongs to this layer (types 1-4)."""
     return len(datagram) > 0 and datagram[0] in SESSION_MESSAGE_TYPES
+
+
+def is_initiation(datagram: bytes) -> bool:
+    """True if the datagram is a handshake initiation (type 1, 148 B).
+
+    For the shell, which remembers the initiations `Device.datagrams_to_send` hands it (to resend
+    them over a new path) without reading type bytes itself. Only the header and size are
+    checked, not the macs: of a received datagram it says what it claims to be.
+    """
+    return len(datagram) == INITIATION_SIZE and datagram[0] == MESSAGE_INITIATION
