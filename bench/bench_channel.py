@@ -3,7 +3,7 @@
 `python -m bench.bench_channel` runs loss 0/0.5/1/2/5/10% x RTT 10/40/200 ms on a 50 Mbit/s link
 whose queue holds one bandwidth-delay product (at least 16 packets), random loss each way, and
 prints one table. Goodput is measured over a steady-state window after a warm-up (see
-`goodput_fraction` in tests/netsim.py); the rate counts datagram payload (channel packet + 32
+`goodput_fraction` in lab/netsim.py); the rate counts datagram payload (channel packet + 32
 bytes of session overhead), so about 96% is the ceiling. Everything runs in virtual time and is
 deterministic for a seed; wall time is only what the simulation costs.
 """
