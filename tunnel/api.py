@@ -13,6 +13,9 @@
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
 Failures users can fix raise `TunnelError` with a one-line message saying what to do.
+
+Names are case-insensitive, like DNS labels: "SSH-Home" is "ssh-home". A name that cannot be one
+is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rendezvous.protocol import normalize_name
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
 from tunnel.forward.forwarder import ExposedService, Forwarder, StreamBridge, UdpListener
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
-from tunnel.keys.pins import PinMismatch, PinStore
+from tunnel.keys.pins import PinStore
 from tunnel.node.node import Node, NodeOptions
 from tunnel.node.payloads import encode_open
 from tunnel.node.peer import Peer
@@ -54,6 +58,19 @@ class TunnelError(UserError):
 
 def _unknown_name(name: str) -> str:
     return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
+
+
+def _no_answer(rendezvous: tuple[str, int]) -> str:
+    return (f"no answer from the rendezvous at {format_endpoint(rendezvous)}; is `ptunnel "
+            "rendezvous` running there and is UDP allowed? (try `ptunnel netcheck`)")
+
+
+def check_name(name: str) -> str:
+    """`name` as the network knows it (lower case); TunnelError with the rule if it is none."""
+    try:
+        return normalize_name(name)
+    except ValueError as exc:
+        raise TunnelError(str(exc)) from None
 
 
 class Exposed:
@@ -130,16 +147,19 @@ class Connection:
                 raise TunnelError(
                     f"local port {host}:{port} is already in use; pick another with -L PORT"
                 ) from None
-            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            if exc.errno == errno.EACCES and port < 1024:
+                raise TunnelError(
+                    f"cannot listen on {host}:{port}: ports below 1024 need root; pick a port "
+                    "above 1023 with -L PORT") from None
+            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another "
+                              "address with -L [BIND:]PORT") from None
         if isinstance(self.server, asyncio.Server) and port == 0:
             self.listen = self.server.sockets[0].getsockname()[:2]
 
     def _timeout_message(self) -> str:
         node = self.tunnel.node
         if not node.registered.is_set():
-            where = format_endpoint(node.options.rendezvous)
-            return (f"no answer from the rendezvous at {where}; is `ptunnel rendezvous` running "
-                    "there and is UDP allowed?")
+            return _no_answer(node.options.rendezvous)
         if self.link is None:
             return _unknown_name(self.name)
         tried = ", ".join(f"{format_endpoint(r.addr)} ({r.kind})"
@@ -165,8 +185,8 @@ class Connection:
         if isinstance(event, rc.Introduced) and event.peer_name == self.name:
             try:
                 self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
-            except PinMismatch as exc:
-                self.error = TunnelError(str(exc))
+            except UserError as exc:  # a changed key, or known_nodes cannot be written
+                self.error = TunnelError(exc.message)
                 self.ready.set()
                 return
             link = self.tunnel.node.peers[event.peer_static]
@@ -367,6 +387,7 @@ class Tunnel:
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None, timeout: float = 15.0) -> Exposed:
         """Register `name` and forward every authorized peer's connections to host:port."""
+        name = check_name(name)
         await self.start()
         if name in self.forwarder.services:
             raise TunnelError(f"'{name}' is already exposed by this node")
@@ -389,9 +410,7 @@ class Tunnel:
             await asyncio.wait_for(registered.wait(), timeout)
         except TimeoutError:
             self.forwarder.services.pop(name, None)
-            raise TunnelError(
-                f"no answer from the rendezvous at {format_endpoint(self.options.rendezvous)}; "
-                "is `ptunnel rendezvous` running there and is UDP allowed?") from None
+            raise TunnelError(_no_answer(self.options.rendezvous)) from None
         finally:
             self.node.rdv_events.remove(watch)
         if refused:
@@ -414,6 +433,7 @@ class Tunnel:
         By default this returns once the path is up and raises `TunnelError` if it cannot come
         up; with `wait=True` it returns at once and keeps trying (for daemons), calling
         `on_ready` when the path is up."""
+        name = check_name(name)
         await self.start()
         connection = Connection(self, name, (bind, port), udp, accept_new_key)
         await connection.open(timeout, wait, on_ready)
@@ -423,6 +443,7 @@ class Tunnel:
     async def reach(self, name: str, *, accept_new_key: bool = False,
                     timeout: float = 30.0) -> Connection:
         """A path to `name` without a local port (for pings and programs that only measure)."""
+        name = check_name(name)
         await self.start()
         connection = Connection(self, name, None, False, accept_new_key)
         await connection.open(timeout)
@@ -435,6 +456,7 @@ class Tunnel:
         """`count` round trips to `name`, one every `interval` seconds, over the path this
         tunnel finds to it (no local port is opened). `on_reply(seq, rtt or None, path)` runs
         as each answer arrives or times out. Returns the summary `ptunnel ping --json` shows."""
+        name = check_name(name)
         connection = await self.reach(name, accept_new_key=accept_new_key)
         rtts: list[float] = []
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tunnel.api import Tunnel
-from tunnel.cli.arguments import port_arg
+from tunnel.cli.arguments import name_arg, port_arg
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 
@@ -24,7 +24,8 @@ the rendezvous goes away.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the name the peer exposes")
+    parser.add_argument("name", type=name_arg,
+                        help="the name the peer exposes (case-insensitive)")
     parser.add_argument("-L", "--listen", dest="listen", type=port_arg, required=True,
                         metavar="[BIND:]PORT", help="local address to listen on")
     parser.add_argument("--udp", action="store_true", help="forward UDP datagrams, not TCP")

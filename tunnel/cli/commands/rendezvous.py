@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunnel.addresses import format_endpoint, parse_endpoint
-from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
 from tunnel.cli.context import Context
-from tunnel.errors import UserError
+from tunnel.errors import UserError, path_error
 
 NAME = "rendezvous"
 ORDER = 40
@@ -29,7 +29,7 @@ DEFAULT_CONFIG = "rendezvous.yaml"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=endpoint_arg, metavar="HOST:PORT",
                         help="UDP address to listen on (default 0.0.0.0:7000)")
-    parser.add_argument("--netcheck-port", type=int, metavar="PORT",
+    parser.add_argument("--netcheck-port", type=port_number_arg, metavar="PORT",
                         help="second UDP port for NAT mapping checks (default PORT+1)")
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite database (default $PTUNNEL_HOME/rendezvous.db)")
@@ -65,7 +65,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
-    s.db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        s.db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error(exc, f"create the directory of the database {s.db}",
+                         "pass another --db") from None
     try:
         SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
     except (ValueError, sqlite3.Error) as exc:
