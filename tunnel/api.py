@@ -12,7 +12,8 @@
 `expose` returns once the name is registered at the rendezvous; `connect` returns once a path to
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
-Failures users can fix raise `TunnelError` with a one-line message saying what to do.
+Failures users can fix raise `TunnelError` with a one-line message saying what to do; a
+rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT.
 
 Names are case-insensitive, like DNS labels: "SSH-Home" is "ssh-home". A name that cannot be one
 is refused before anything is sent.
@@ -50,6 +51,9 @@ RECONNECT_MIN = 1.0  # s; first retry after losing a peer
 RECONNECT_MAX = 30.0  # s; backoff cap, as a returning peer should be found within half a minute
 PENDING_CONNECTION_TIMEOUT = 30.0  # s; a local connection waits this long for the tunnel
 CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still there
+# The rendezvous answers within a round trip; the client sends at 0, 1 and 3 s, so 5 s of
+# silence means it is down or UDP to it is blocked, not that one datagram was lost.
+RENDEZVOUS_TIMEOUT = 5.0  # s
 
 
 class TunnelError(UserError):
@@ -115,6 +119,7 @@ class Connection:
         """Listen, then find the peer. `wait`: return at once and keep trying in the
         background (a daemon's peer may start later); `on_ready` runs when the path is up."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.listen is not None:
             await self._listen(loop)
         self.tunnel.node.rdv_events.append(self._on_rendezvous)
@@ -122,10 +127,16 @@ class Connection:
             self._task = loop.create_task(self._keep_up(on_ready, waiting=True))
             return
         try:
-            await asyncio.wait_for(self._wait_ready(), timeout)
+            # The server introduces registered nodes only; its silence is reported early.
+            await asyncio.wait_for(self.tunnel.node.registered.wait(),
+                                   min(timeout, RENDEZVOUS_TIMEOUT))
+            await asyncio.wait_for(self._wait_ready(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             await self.close()
             raise TunnelError(self._timeout_message()) from None
+        except asyncio.CancelledError:
+            await self.close()  # a cancelled connect leaves no listening port behind
+            raise
         if self.error is not None:
             await self.close()
             raise self.error
@@ -173,7 +184,6 @@ class Connection:
                 "see `ptunnel netcheck` on both machines")
 
     async def _wait_ready(self) -> None:
-        await self.tunnel.node.registered.wait()  # the server introduces registered nodes only
         self.tunnel.node.request_connect(self.name)
         while self.error is None and not (self.link is not None and self.link.ready):
             self.ready.clear()
@@ -385,8 +395,12 @@ class Tunnel:
         return str(host), int(port)
 
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
-                     allow: list[bytes] | None = None, timeout: float = 15.0) -> Exposed:
-        """Register `name` and forward every authorized peer's connections to host:port."""
+                     allow: list[bytes] | None = None,
+                     timeout: float | None = RENDEZVOUS_TIMEOUT) -> Exposed:
+        """Register `name` and forward every authorized peer's connections to host:port.
+
+        Raises TunnelError if the rendezvous does not answer within `timeout` seconds (None:
+        wait as long as it takes, as a daemon does; the node keeps asking)."""
         name = check_name(name)
         await self.start()
         if name in self.forwarder.services:
@@ -409,13 +423,15 @@ class Tunnel:
             self.node.add_name(name)
             await asyncio.wait_for(registered.wait(), timeout)
         except TimeoutError:
-            self.forwarder.services.pop(name, None)
+            self._unexpose(name)
             raise TunnelError(_no_answer(self.options.rendezvous)) from None
+        except asyncio.CancelledError:
+            self._unexpose(name)  # a cancelled expose leaves no name behind
+            raise
         finally:
             self.node.rdv_events.remove(watch)
         if refused:
-            self.forwarder.services.pop(name, None)
-            self.node.remove_name(name)
+            self._unexpose(name)
             event = refused[0]
             holder = f" (held by {event.holder_fingerprint})" if event.holder_fingerprint else ""
             raise TunnelError(f"the rendezvous refused '{name}': {event.reason}{holder}")
@@ -425,6 +441,10 @@ class Tunnel:
                  fingerprint(self.options.identity.public))
         return exposed
 
+    def _unexpose(self, name: str) -> None:
+        self.forwarder.services.pop(name, None)
+        self.node.remove_name(name)
+
     async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
                       accept_new_key: bool = False, timeout: float = 30.0, wait: bool = False,
                       on_ready: Callable[[Connection], None] | None = None) -> Connection:
@@ -432,7 +452,8 @@ class Tunnel:
 
         By default this returns once the path is up and raises `TunnelError` if it cannot come
         up; with `wait=True` it returns at once and keeps trying (for daemons), calling
-        `on_ready` when the path is up."""
+        `on_ready` when the path is up. A rendezvous that does not answer at all is reported
+        after RENDEZVOUS_TIMEOUT (or `timeout` if that is shorter)."""
         name = check_name(name)
         await self.start()
         connection = Connection(self, name, (bind, port), udp, accept_new_key)

@@ -12,6 +12,7 @@ Never a traceback; every way out is one line on stderr and an exit status:
 | 1        | the command ran and failed (no answer to netcheck or ping); or an unexpected  |
 |          | exception: one line, "run with -v for details", the traceback in the -v log   |
 | 2        | a usage mistake or a `UserError`: what is wrong and what to do                |
+| 130, 143 | SIGINT, SIGTERM (128 + the signal number): "interrupted" or "stopped"         |
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 from typing import NoReturn
@@ -29,6 +31,7 @@ import tunnel.cli.commands
 from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
 from tunnel.cli.logs import DETAILS_HINT, exception_summary, setup_logging
+from tunnel.cli.runtime import Interrupted, interruptible
 from tunnel.errors import UserError, os_reason
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,11 @@ def log_level(args: argparse.Namespace, configured: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with interruptible():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     prog = "ptunnel"
     try:
         commands = discover_commands()
@@ -122,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args, ctx))
     except UserError as exc:
         return _fail(f"{prog}: error: {exc.message}", exc.exit_code)
-    except KeyboardInterrupt:
-        return 130
+    except Interrupted as exc:
+        return _fail(f"{prog}: {exc.message}", exc.exit_code)
+    except KeyboardInterrupt:  # Python's own SIGINT handler, back for a moment as a loop closed
+        return _fail(f"{prog}: interrupted", 128 + signal.SIGINT)
     except OSError as exc:
         if exc.filename is None:
             return _unexpected(prog, exc)

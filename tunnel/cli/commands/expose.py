@@ -16,7 +16,8 @@ HELP = "make a local port reachable under a name"
 DESCRIPTION = """\
 Register NAME at the rendezvous and forward every authorized peer's connections to HOST:PORT
 (default host 127.0.0.1). The service may start later: connections made while nothing listens
-are refused back to the connecting side with the reason. Runs until Ctrl-C.
+are refused back to the connecting side with the reason. Runs until Ctrl-C or SIGTERM. A
+rendezvous that does not answer at all is reported after 5 s.
 
   ptunnel expose 22 --as ssh-home
   ptunnel expose 192.168.1.20:8080 --as nas-web --allow <laptop's public key>

@@ -8,7 +8,7 @@ from typing import Any
 from tunnel.cli.arguments import name_arg
 from tunnel.cli.context import Context
 from tunnel.cli.control import query, running
-from tunnel.cli.runtime import add_node_options, build_tunnel
+from tunnel.cli.runtime import add_node_options, build_tunnel, run_async
 from tunnel.errors import UserError
 
 NAME = "ping"
@@ -51,9 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             results.update(await tunnel.ping(args.name, count=args.count, interval=args.interval,
                                              on_reply=None if args.json else on_reply))
 
-    import uvloop
-
-    uvloop.run(main())
+    run_async(main)
     return _report(args, ctx, results, printed=True)
 
 

@@ -11,6 +11,7 @@ from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
 from tunnel.cli.context import Context
+from tunnel.cli.runtime import run_async
 from tunnel.errors import UserError, path_error
 
 NAME = "rendezvous"
@@ -61,7 +62,7 @@ def settings(ctx: Context) -> ServerSettings:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import run as run_server
+    from rendezvous.server import serve
     from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except (ValueError, sqlite3.Error) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     try:
-        run_server(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate)
+        # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
+        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate))
     except OSError as exc:
         raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None
