@@ -120,8 +120,22 @@ class DecodeError(Exception):
     """Raised inside this module's readers; decoders turn it into ``None``."""
 
 
+NAME_RULE = "1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+
+
 def valid_name(name: str) -> bool:
     return NAME_RE.fullmatch(name) is not None
+
+
+def normalize_name(text: str) -> str:
+    """The name `text` stands for. Names are case-insensitive, as DNS labels are (RFC 4343):
+    ASCII capitals fold to lower case, and nothing else is changed. Raises ValueError with
+    the rule for text that names nothing."""
+    name = text.lower() if text.isascii() else text
+    if not valid_name(name):
+        raise ValueError(f"{text!r} cannot be a name: use {NAME_RULE} "
+                         "(capitals are read as lower case)")
+    return name
 
 
 # --- messages ------------------------------------------------------------------------------

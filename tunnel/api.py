@@ -12,7 +12,11 @@
 `expose` returns once the name is registered at the rendezvous; `connect` returns once a path to
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
-Failures users can fix raise `TunnelError` with a one-line message saying what to do.
+Failures users can fix raise `TunnelError` with a one-line message saying what to do; a
+rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT.
+
+Names are case-insensitive, like DNS labels: "SSH-Home" is "ssh-home". A name that cannot be one
+is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rendezvous.protocol import normalize_name
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
 from tunnel.forward.bridge import StreamBridge
@@ -37,7 +42,7 @@ from tunnel.forward.udp_flows import UdpListener
 from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
-from tunnel.keys.pins import PinMismatch, PinStore
+from tunnel.keys.pins import PinStore
 from tunnel.node.node import Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
@@ -49,6 +54,9 @@ RECONNECT_MIN = 1.0  # s; first retry after losing a peer
 RECONNECT_MAX = 30.0  # s; backoff cap, as a returning peer should be found within half a minute
 PENDING_CONNECTION_TIMEOUT = 30.0  # s; a local connection waits this long for the tunnel
 CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still there
+# The rendezvous answers within a round trip; the client sends at 0, 1 and 3 s, so 5 s of
+# silence means it is down or UDP to it is blocked, not that one datagram was lost.
+RENDEZVOUS_TIMEOUT = 5.0  # s
 
 
 class TunnelError(UserError):
@@ -57,6 +65,19 @@ class TunnelError(UserError):
 
 def _unknown_name(name: str) -> str:
     return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
+
+
+def _no_answer(rendezvous: tuple[str, int]) -> str:
+    return (f"no answer from the rendezvous at {format_endpoint(rendezvous)}; is `ptunnel "
+            "rendezvous` running there and is UDP allowed? (try `ptunnel netcheck`)")
+
+
+def check_name(name: str) -> str:
+    """`name` as the network knows it (lower case); TunnelError with the rule if it is none."""
+    try:
+        return normalize_name(name)
+    except ValueError as exc:
+        raise TunnelError(str(exc)) from None
 
 
 class Exposed:
@@ -101,6 +122,7 @@ class Connection:
         """Listen, then find the peer. `wait`: return at once and keep trying in the
         background (a daemon's peer may start later); `on_ready` runs when the path is up."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.listen is not None:
             await self._listen(loop)
         self.tunnel.node.rdv_events.append(self._on_rendezvous)
@@ -108,10 +130,16 @@ class Connection:
             self._task = loop.create_task(self._keep_up(on_ready, waiting=True))
             return
         try:
-            await asyncio.wait_for(self._wait_ready(), timeout)
+            # The server introduces registered nodes only; its silence is reported early.
+            await asyncio.wait_for(self.tunnel.node.registered.wait(),
+                                   min(timeout, RENDEZVOUS_TIMEOUT))
+            await asyncio.wait_for(self._wait_ready(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             await self.close()
             raise TunnelError(self._timeout_message()) from None
+        except asyncio.CancelledError:
+            await self.close()  # a cancelled connect leaves no listening port behind
+            raise
         if self.error is not None:
             await self.close()
             raise self.error
@@ -133,16 +161,19 @@ class Connection:
                 raise TunnelError(
                     f"local port {host}:{port} is already in use; pick another with -L PORT"
                 ) from None
-            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            if exc.errno == errno.EACCES and port < 1024:
+                raise TunnelError(
+                    f"cannot listen on {host}:{port}: ports below 1024 need root; pick a port "
+                    "above 1023 with -L PORT") from None
+            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another "
+                              "address with -L [BIND:]PORT") from None
         if isinstance(self.server, asyncio.Server) and port == 0:
             self.listen = self.server.sockets[0].getsockname()[:2]
 
     def _timeout_message(self) -> str:
         node = self.tunnel.node
         if not node.registered.is_set():
-            where = format_endpoint(node.options.rendezvous)
-            return (f"no answer from the rendezvous at {where}; is `ptunnel rendezvous` running "
-                    "there and is UDP allowed?")
+            return _no_answer(node.options.rendezvous)
         if self.link is None:
             return _unknown_name(self.name)
         tried = ", ".join(f"{format_endpoint(r.addr)} ({r.kind})"
@@ -156,7 +187,6 @@ class Connection:
                 "see `ptunnel netcheck` on both machines")
 
     async def _wait_ready(self) -> None:
-        await self.tunnel.node.registered.wait()  # the server introduces registered nodes only
         self.tunnel.node.request_connect(self.name)
         while self.error is None and not (self.link is not None and self.link.ready):
             self.ready.clear()
@@ -168,8 +198,8 @@ class Connection:
         if isinstance(event, rc.Introduced) and event.peer_name == self.name:
             try:
                 self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
-            except PinMismatch as exc:
-                self.error = TunnelError(str(exc))
+            except UserError as exc:  # a changed key, or known_nodes cannot be written
+                self.error = TunnelError(exc.message)
                 self.ready.set()
                 return
             link = self.tunnel.node.peers[event.peer_static]
@@ -368,8 +398,13 @@ class Tunnel:
         return str(host), int(port)
 
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
-                     allow: list[bytes] | None = None, timeout: float = 15.0) -> Exposed:
-        """Register `name` and forward every authorized peer's connections to host:port."""
+                     allow: list[bytes] | None = None,
+                     timeout: float | None = RENDEZVOUS_TIMEOUT) -> Exposed:
+        """Register `name` and forward every authorized peer's connections to host:port.
+
+        Raises TunnelError if the rendezvous does not answer within `timeout` seconds (None:
+        wait as long as it takes, as a daemon does; the node keeps asking)."""
+        name = check_name(name)
         await self.start()
         if name in self.forwarder.services:
             raise TunnelError(f"'{name}' is already exposed by this node")
@@ -391,15 +426,15 @@ class Tunnel:
             self.node.add_name(name)
             await asyncio.wait_for(registered.wait(), timeout)
         except TimeoutError:
-            self.forwarder.services.pop(name, None)
-            raise TunnelError(
-                f"no answer from the rendezvous at {format_endpoint(self.options.rendezvous)}; "
-                "is `ptunnel rendezvous` running there and is UDP allowed?") from None
+            self._unexpose(name)
+            raise TunnelError(_no_answer(self.options.rendezvous)) from None
+        except asyncio.CancelledError:
+            self._unexpose(name)  # a cancelled expose leaves no name behind
+            raise
         finally:
             self.node.rdv_events.remove(watch)
         if refused:
-            self.forwarder.services.pop(name, None)
-            self.node.remove_name(name)
+            self._unexpose(name)
             event = refused[0]
             holder = f" (held by {event.holder_fingerprint})" if event.holder_fingerprint else ""
             raise TunnelError(f"the rendezvous refused '{name}': {event.reason}{holder}")
@@ -409,6 +444,10 @@ class Tunnel:
                  fingerprint(self.options.identity.public))
         return exposed
 
+    def _unexpose(self, name: str) -> None:
+        self.forwarder.services.pop(name, None)
+        self.node.remove_name(name)
+
     async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
                       accept_new_key: bool = False, timeout: float = 30.0, wait: bool = False,
                       on_ready: Callable[[Connection], None] | None = None) -> Connection:
@@ -416,7 +455,9 @@ class Tunnel:
 
         By default this returns once the path is up and raises `TunnelError` if it cannot come
         up; with `wait=True` it returns at once and keeps trying (for daemons), calling
-        `on_ready` when the path is up."""
+        `on_ready` when the path is up. A rendezvous that does not answer at all is reported
+        after RENDEZVOUS_TIMEOUT (or `timeout` if that is shorter)."""
+        name = check_name(name)
         await self.start()
         connection = Connection(self, name, (bind, port), udp, accept_new_key)
         await connection.open(timeout, wait, on_ready)
@@ -426,6 +467,7 @@ class Tunnel:
     async def reach(self, name: str, *, accept_new_key: bool = False,
                     timeout: float = 30.0) -> Connection:
         """A path to `name` without a local port (for pings and programs that only measure)."""
+        name = check_name(name)
         await self.start()
         connection = Connection(self, name, None, False, accept_new_key)
         await connection.open(timeout)
@@ -438,6 +480,7 @@ class Tunnel:
         """`count` round trips to `name`, one every `interval` seconds, over the path this
         tunnel finds to it (no local port is opened). `on_reply(seq, rtt or None, path)` runs
         as each answer arrives or times out. Returns the summary `ptunnel ping --json` shows."""
+        name = check_name(name)
         connection = await self.reach(name, accept_new_key=accept_new_key)
         rtts: list[float] = []
         try:

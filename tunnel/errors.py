@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+
+# An OSError's reason in the words of a sentence ("cannot write X: permission denied; ...").
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EISDIR: "it is a directory",
+    errno.EEXIST: "a file of that name is in the way",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ELOOP: "too many symbolic links",
+}
+
 
 class UserError(Exception):
     """A problem the user can fix. The CLI prints its message on one line and exits non-zero."""
@@ -19,3 +36,15 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config file is malformed; the message names the file, the line and what was expected."""
+
+
+def os_reason(exc: OSError) -> str:
+    """Why a file operation failed, in plain words (no errno number, no repeated path)."""
+    if exc.errno in _REASONS:
+        return _REASONS[exc.errno]
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
+def path_error(exc: OSError, doing: str, fix: str) -> UserError:
+    """One line for a failed file operation: `cannot <doing>: <reason>; <fix>`."""
+    return UserError(f"cannot {doing}: {os_reason(exc)}; {fix}")

@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("expose:\n  - port: 22\n    as: ssh\n  - port: 80\n    bogus: x\n", 5, "unknown key"),
         ("expose:\n  - port: 22\n", 2, "lacks required key 'as'"),
         ("connect:\n  - name: a\n    listen: 99999\n", 3, "expected [HOST:]PORT"),
-        ("keepalive: [1\n", 2, ""),
+        ("keepalive: [1\n", 1, "'[' list opened on this line is not closed"),
         ("- just a list\n", 1, "mapping"),
         ("keepalive: 1\nkeepalive: 2\n", 2, "appears twice"),
     ],

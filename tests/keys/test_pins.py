@@ -80,3 +80,19 @@ def test_missing_directory_is_created(tmp_path: Path) -> None:
     store = PinStore(tmp_path / "new" / "home")
     assert store.check("a", KEY_1) is PinResult.NEW
     assert store.get("a") == KEY_1
+
+
+def test_a_file_problem_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / KNOWN_NODES_FILE).mkdir()
+    with pytest.raises(UserError) as caught:
+        PinStore(tmp_path).check("a", KEY_1)
+    assert caught.value.message == (
+        f"cannot read the pinned keys in {tmp_path / KNOWN_NODES_FILE}: it is a directory; "
+        "fix its permissions, or move it out of the way (it holds the keys pinned so far)")
+
+
+def test_bytes_that_are_not_utf8_survive_a_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / KNOWN_NODES_FILE
+    path.write_bytes(b"# caf\xe9\n")
+    assert PinStore(tmp_path).check("a", KEY_1) is PinResult.NEW
+    assert path.read_bytes() == f"# caf\xe9\na {encode_key(KEY_1)}\n".encode("latin-1")

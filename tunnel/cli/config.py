@@ -15,15 +15,17 @@ from typing import Any
 
 import yaml
 
+from rendezvous.protocol import NAME_RULE, normalize_name
 from tunnel.addresses import parse_endpoint
-from tunnel.errors import ConfigError
+from tunnel.errors import ConfigError, os_reason
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
     """One documented config key: its kind, default, environment variable and meaning."""
 
-    kind: str  # str | int | float | bool | endpoint | port | keys | list | choice
+    # str | name | int | port_number | float | bool | endpoint | port | keys | list | choice
+    kind: str
     default: Any = None
     doc: str = ""
     env: str | None = None
@@ -44,12 +46,12 @@ NODE_KEYS: dict[str, Key] = {
     "allow": Key("keys", [], "public keys allowed to connect (empty = every network member)"),
     "expose": Key("list", [], "services this node exposes", items={
         "port": Key("port", None, "[HOST:]PORT of the local service", required=True),
-        "as": Key("str", None, "name to register at the rendezvous", required=True),
+        "as": Key("name", None, "name to register at the rendezvous", required=True),
         "udp": Key("bool", False, "forward UDP instead of TCP"),
         "allow": Key("keys", [], "public keys allowed for this service"),
     }),
     "connect": Key("list", [], "remote services to reach through local ports", items={
-        "name": Key("str", None, "name the peer exposes", required=True),
+        "name": Key("name", None, "name the peer exposes", required=True),
         "listen": Key("port", None, "[BIND:]PORT to listen on locally", required=True),
         "udp": Key("bool", False, "forward UDP instead of TCP"),
         "accept_new_key": Key("bool", False, "accept a changed key for this name once"),
@@ -59,7 +61,8 @@ NODE_KEYS: dict[str, Key] = {
 RENDEZVOUS_KEYS: dict[str, Key] = {
     "listen": Key("endpoint", "0.0.0.0:7000", "UDP HOST:PORT the server listens on",
                   env="PTUNNEL_RENDEZVOUS_LISTEN"),
-    "netcheck_port": Key("int", None, "second UDP port for NAT mapping checks (default PORT+1)"),
+    "netcheck_port": Key("port_number", None,
+                         "second UDP port for NAT mapping checks (default PORT+1)"),
     "db": Key("str", None, "SQLite database path (default $PTUNNEL_HOME/rendezvous.db)"),
     "relay": Key("bool", True, "relay traffic between members that cannot punch"),
     "relay_rate": Key("int", 12_500_000, "relay budget per node in bytes per second"),
@@ -75,10 +78,18 @@ def _where(path: Path, node: yaml.Node) -> str:
 def _scalar(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise ConfigError(f"{_where(path, node)}: '{name}' must be a single value ({spec.doc})")
-    value = yaml.safe_load(yaml.serialize(node))
+    try:
+        value = yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError:  # a tag such as `!!python/name:` that safe_load refuses
+        raise ConfigError(f"{_where(path, node)}: '{name}' has the tag {node.tag}, which a "
+                          "config file cannot use; remove the '!' part") from None
     checks: dict[str, Callable[[Any], Any]] = {
         "str": lambda v: v if isinstance(v, str) else None,
+        "name": lambda v: normalize_name(str(v))
+        if isinstance(v, str | int) and not isinstance(v, bool) else None,
         "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+        "port_number": lambda v: v if isinstance(v, int) and not isinstance(v, bool)
+        and 0 < v < 65536 else None,
         "float": lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool)
         else None,
         "bool": lambda v: v if isinstance(v, bool) else None,
@@ -87,7 +98,8 @@ def _scalar(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
         "port": lambda v: parse_endpoint(str(v), default_host="127.0.0.1"),
     }
     expected = {
-        "str": "a string", "int": "a whole number", "float": "a number",
+        "str": "a string", "name": f"a name: {NAME_RULE}",
+        "int": "a whole number", "port_number": "a port number (1-65535)", "float": "a number",
         "bool": "true or false", "choice": "one of " + ", ".join(spec.choices),
         "endpoint": "HOST:PORT", "port": "[HOST:]PORT",
     }[spec.kind]
@@ -144,19 +156,67 @@ def _mapping(path: Path, node: yaml.Node, keys: Mapping[str, Key], what: str) ->
 def load_file(path: Path, keys: Mapping[str, Key]) -> dict[str, Any]:
     """Parse and validate one YAML file; every mistake names the file and the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the config file {path}: {os_reason(exc)}; check the "
+                          "path (-c FILE) and its permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: this line is not UTF-8 text; save the file as UTF-8"
+                          ) from None
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: {problem}") from None
+        line, problem = yaml_problem(exc, text)
+        raise ConfigError(f"{path}:{line}: {problem}") from None
     if root is None:
         return {}
     return _mapping(path, root, keys, "the config file")
+
+
+# What PyYAML reports, in the words of someone editing the file: (start of PyYAML's problem,
+# plain words, whether the line to show is where the construct began rather than where
+# PyYAML noticed). The first match wins; anything else keeps PyYAML's own words.
+_YAML_PROBLEMS = (
+    ("mapping values are not allowed", "a 'key:' where none can be: check the indentation of "
+     "this line and the ':' of the line above; quote a value that contains ': '", False),
+    ("expected <block end>", "this line's indentation does not match the lines above it; "
+     "indent each level by the same number of spaces", False),
+    ("did not find expected key", "this line's indentation does not match the lines above it; "
+     "indent each level by the same number of spaces", False),
+    ("did not find expected '-'", "this list item is indented differently from the items "
+     "above it", False),
+    ("found character '\\t'", "a tab; indent with spaces only", False),
+    ("could not find expected ':'", "a key without ':' (write 'key: value')", True),
+    ("found unexpected end of stream", "a quote opened on this line is never closed", True),
+    ("expected ',' or ']'", "a '[' list opened on this line is not closed with ']'", True),
+    ("expected ',' or '}'", "a '{' mapping opened on this line is not closed with '}'", True),
+    ("found unknown escape character", "a '\\' escape YAML does not know in double quotes; "
+     "use single quotes", False),
+    ("found undefined alias", "a value starting with '*' (an alias); quote the value", False),
+    ("but found another document", "a second document ('---'); a config file holds one",
+     False),
+    ("found character", "a value starting with a character YAML reserves (@, `, %); "
+     "quote the value", False),
+)
+
+
+def yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int, str]:
+    """(line, what is wrong in plain words) for a PyYAML syntax error in `text`."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        return line, f"a control character (code {exc.character:#x}) YAML does not allow"
+    problem = str(getattr(exc, "problem", None) or "")
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    for start, words, at_context in _YAML_PROBLEMS:
+        if problem.startswith(start):
+            mark = context_mark if at_context and context_mark is not None else problem_mark
+            return (mark.line + 1 if mark is not None else 1), words
+    line = problem_mark.line + 1 if problem_mark is not None else 1
+    return line, f"not valid YAML ({problem or 'unreadable'})"
 
 
 def resolve(

@@ -20,18 +20,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from tunnel.errors import UserError, path_error
+from tunnel.keys.identity import HOME_FIX
+
 log = logging.getLogger(__name__)
 
 RUN_DIR = "run"
 MAX_REQUEST = 4096  # bytes; a request is one small JSON line
 QUERY_TIMEOUT = 2.0  # seconds; a live instance answers status in milliseconds
+MAX_SOCKET_PATH = 107  # bytes; sockaddr_un's sun_path on Linux, less its terminating NUL
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def run_dir(home: Path) -> Path:
     path = home / RUN_DIR
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+    except OSError as exc:
+        raise path_error(exc, f"create the directory of the control sockets {path}",
+                         HOME_FIX) from None
     return path
 
 
@@ -39,18 +47,25 @@ class ControlServer:
     """Serves status requests for one running instance."""
 
     def __init__(self, home: Path, handlers: dict[str, Handler]) -> None:
+        """Checks the socket's path at once, before the instance starts anything."""
         self.path = run_dir(home) / f"{os.getpid()}.sock"
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise UserError(f"cannot create the control socket {self.path}: the path is longer "
+                            f"than a Unix socket's {MAX_SOCKET_PATH} bytes; use a shorter "
+                            "PTUNNEL_HOME (or --home)")
         self._handlers = handlers
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        self.path.unlink(missing_ok=True)
         old_umask = os.umask(0o177)  # the socket is created 0600: no window where others connect
         try:
+            self.path.unlink(missing_ok=True)
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            self.path.chmod(0o600)
+        except OSError as exc:
+            raise path_error(exc, f"create the control socket {self.path}", HOME_FIX) from None
         finally:
             os.umask(old_umask)
-        self.path.chmod(0o600)
 
     async def close(self) -> None:
         if self._server is not None:

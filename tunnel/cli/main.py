@@ -1,9 +1,18 @@
 """`ptunnel`: the command line, a thin layer over the library.
 
-Subcommands live in `tunnel/commands/`, one module each, discovered at start-up. A module defines
-`NAME`, `HELP`, `ORDER`, `add_arguments(parser)` and `run(args, ctx) -> int`; optionally
+Subcommands live in `tunnel/cli/commands/`, one module each, discovered at start-up. A module
+defines `NAME`, `HELP`, `ORDER`, `add_arguments(parser)` and `run(args, ctx) -> int`; optionally
 `CONFIG_KEYS` (default: the node's keys) and `DEFAULT_CONFIG` (default: `node.yaml`).
-User errors (`UserError`) become one line on stderr and exit status 2; never a traceback.
+
+Never a traceback; every way out is one line on stderr and an exit status:
+
+| status   | when                                                                          |
+|----------|-------------------------------------------------------------------------------|
+| 0        | done                                                                          |
+| 1        | the command ran and failed (no answer to netcheck or ping); or an unexpected  |
+|          | exception: one line, "run with -v for details", the traceback in the -v log   |
+| 2        | a usage mistake or a `UserError`: what is wrong and what to do                |
+| 130, 143 | SIGINT, SIGTERM (128 + the signal number): "interrupted" or "stopped"         |
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 from typing import NoReturn
@@ -20,8 +30,9 @@ import tunnel
 import tunnel.cli.commands
 from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
-from tunnel.cli.logs import setup_logging
-from tunnel.errors import UserError
+from tunnel.cli.logs import DETAILS_HINT, exception_summary, setup_logging
+from tunnel.cli.runtime import Interrupted, interruptible
+from tunnel.errors import UserError, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +102,23 @@ def log_level(args: argparse.Namespace, configured: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = discover_commands()
-    parser = build_parser(commands)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    module: ModuleType = args.module
+    with interruptible():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    prog = "ptunnel"
     try:
+        commands = discover_commands()
+        parser = build_parser(commands)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        module: ModuleType = args.module
+        prog = f"ptunnel {module.NAME}"
+        # The flags' level until the config file is read: problems reading it are logged too.
+        setup_logging(log_level(args, "info"), args.log_format or "text")
         ctx = Context.from_args(
             args, getattr(module, "CONFIG_KEYS", NODE_KEYS),
             getattr(module, "DEFAULT_CONFIG", "node.yaml"),
@@ -109,10 +129,33 @@ def main(argv: list[str] | None = None) -> int:
         )
         return int(module.run(args, ctx))
     except UserError as exc:
-        sys.stderr.write(f"ptunnel {module.NAME}: error: {exc.message}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+        return _fail(f"{prog}: error: {exc.message}", exc.exit_code)
+    except Interrupted as exc:
+        return _fail(f"{prog}: {exc.message}", exc.exit_code)
+    except KeyboardInterrupt:  # Python's own SIGINT handler, back for a moment as a loop closed
+        return _fail(f"{prog}: interrupted", 128 + signal.SIGINT)
+    except OSError as exc:
+        if exc.filename is None:
+            return _unexpected(prog, exc)
+        # A path problem nobody anticipated: still the user's to fix, and still one line.
+        log.debug("%s", exc, exc_info=True)
+        return _fail(f"{prog}: error: cannot use {exc.filename}: {os_reason(exc)}; check that "
+                     "path and its permissions", 2)
+    except Exception as exc:  # noqa: BLE001 - the last resort, logged with its traceback
+        return _unexpected(prog, exc)
+
+
+def _unexpected(prog: str, exc: Exception) -> int:
+    log.debug("unexpected error", exc_info=True)
+    hint = "" if log.isEnabledFor(logging.DEBUG) else f"; {DETAILS_HINT}"
+    return _fail(f"{prog}: error: unexpected {exception_summary(exc)}{hint}", 1)
+
+
+def _fail(line: str, code: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":

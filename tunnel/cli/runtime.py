@@ -2,16 +2,33 @@
 
 `expose`, `connect` and `up` build a `Tunnel` from the merged config, run until SIGINT/SIGTERM,
 and serve `ptunnel status` on the control socket meanwhile.
+
+How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any stage.
+
+| commands                           | wait in                      | a signal                    |
+|------------------------------------|------------------------------|-----------------------------|
+| `netcheck`, `list`, `status`,      | select() or recv()           | raises `Interrupted` there  |
+| `ping` through a running node      |                              |                             |
+| `expose`, `connect`, `up`, `ping`, | any await: the rendezvous,   | cancels the main task, whose|
+| `rendezvous` (under `run_async`)   | punching, relaying, a        | `finally` clauses close the |
+|                                    | transfer, the daemon's wait  | tunnel; then `Interrupted`  |
+
+`main` prints one line for `Interrupted` and exits with 128 + the signal number, 130 for SIGINT
+and 143 for SIGTERM, the status a shell reports for a command a signal ended.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Any
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar
 
 from tunnel.api import Tunnel, TunnelError
 from tunnel.cli.arguments import endpoint_arg
@@ -19,7 +36,145 @@ from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, running
 from tunnel.errors import UserError
 
+log = logging.getLogger(__name__)
 
+# --- stopping ---------------------------------------------------------------------------------
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Closing a tunnel sends CLOSE frames and waits 50 ms for them to leave; a cleanup that takes
+# longer than this is abandoned (the process is exiting anyway), so a stop stays under 1 s.
+CLEANUP_GRACE = 0.5  # s
+
+T = TypeVar("T")
+P = ParamSpec("P")
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on the way takes it for an error and carries on."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        if self.signum == signal.SIGINT:
+            return "interrupted"
+        return f"stopped ({signal.Signals(self.signum).name})"
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _restore(previous: dict[signal.Signals, Handler]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM raise `Interrupted` wherever the main thread is; the
+    handlers that were there before come back afterwards (tests call `main()` in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    for signum in SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    finally:
+        _restore(previous)
+
+
+class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
+    """The event loop's default executor: one daemon thread per call.
+
+    The node runs its blocking netcheck (up to 3 s) in the default executor. A real
+    ThreadPoolExecutor is joined when the loop closes and again when Python exits, so a
+    command stopped during its first 3 s would wait for the netcheck. A daemon thread is
+    simply left behind. (A ThreadPoolExecutor by type only: asyncio insists on one.)"""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args,
+               **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - the future carries it to the awaiting task
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="ptunnel-blocking", daemon=True).start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the threads are daemons."""
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `main()` on uvloop until it returns; SIGINT or SIGTERM cancels it wherever it
+    waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is a dependency; this only guards odd platforms
+        pass
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_until_signal(main))
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            _restore(previous)  # closing the loop put the default handlers back
+
+
+async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_DaemonThreads())
+    task = loop.create_task(main())
+    received: list[int] = []
+    signalled = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        log.debug("%s: stopping", signal.Signals(signum).name)
+        root = logging.getLogger()
+        if not root.isEnabledFor(logging.DEBUG):
+            # The teardown's own news (streams reset as the tunnel closes) is not worth a line
+            # after "interrupted"; warnings and errors still are.
+            root.setLevel(max(root.level, logging.WARNING))
+        received.append(signum)
+        task.cancel()  # a second signal cancels again: that ends a cleanup that hangs
+        signalled.set()
+
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    watcher = loop.create_task(signalled.wait())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not received:
+            return task.result()
+        await asyncio.wait({task}, timeout=CLEANUP_GRACE)  # its `finally` clauses close up
+        if not task.done():
+            log.debug("cleanup still running after %.1f s; leaving it", CLEANUP_GRACE)
+        elif not task.cancelled() and task.exception() is not None:
+            log.debug("while stopping: %r", task.exception())
+        raise Interrupted(received[0])
+    finally:
+        watcher.cancel()
+
+
+# --- the long-running commands ----------------------------------------------------------------
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("node options")
     group.add_argument("--rendezvous", type=endpoint_arg, metavar="HOST:PORT",
@@ -63,7 +218,8 @@ def control_handlers(tunnel: Tunnel) -> dict[str, Any]:
 
 def run_tunnel(ctx: Context, tunnel: Tunnel,
                body: Callable[[Tunnel], Awaitable[Any]]) -> int:
-    """Run `body(tunnel)` (which sets up exposes/connects), then serve until a signal."""
+    """Run `body(tunnel)` (which sets up exposes/connects), then serve until a signal, which
+    raises `Interrupted` (during the set-up as well: nothing here waits out a timeout)."""
     others = running(ctx.home)
     if others:
         pid = others[0][1].get("pid", "?")
@@ -73,30 +229,21 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
             "or give this one its own PTUNNEL_HOME"
         )
 
+    control = ControlServer(ctx.home, control_handlers(tunnel))
+
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        control = ControlServer(ctx.home, control_handlers(tunnel))
         try:
             await tunnel.start()
             await body(tunnel)
             await control.start()
-            await stop.wait()
+            await asyncio.Event().wait()  # until a signal cancels this task
         finally:
             await control.close()
             await tunnel.close()
         return 0
 
-    try:
-        import uvloop
-    except ImportError:  # uvloop is a dependency; this only guards odd platforms
-        return asyncio.run(main())
-    with contextlib.suppress(KeyboardInterrupt):
-        return uvloop.run(main())
-    return 130
+    return run_async(main)
 
 
-__all__ = ["TunnelError", "add_node_options", "build_tunnel",
-           "run_tunnel"]
+__all__ = ["Interrupted", "TunnelError", "add_node_options", "build_tunnel", "interruptible",
+           "run_async", "run_tunnel"]

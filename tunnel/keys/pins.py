@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from tunnel.errors import UserError
+from tunnel.errors import UserError, path_error
+from tunnel.keys.identity import file_problem
 from tunnel.keys.netkeys import decode_key, encode_key, fingerprint
 
 log = logging.getLogger(__name__)
 
 KNOWN_NODES_FILE = "known_nodes"
+FILE_FIX = "fix its permissions, or move it out of the way (it holds the keys pinned so far)"
 
 
 class PinMismatch(UserError):
@@ -84,9 +86,12 @@ class PinStore:
 
     def _read(self) -> list[_Line]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            # Bytes that are not UTF-8 survive a rewrite unchanged, as any junk line does.
+            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise path_error(exc, f"read the pinned keys in {self.path}", FILE_FIX) from None
         lines = [_parse_line(line) for line in text.splitlines()]
         for number, line in enumerate(lines, 1):
             stripped = line.text.strip()
@@ -97,16 +102,18 @@ class PinStore:
         return lines
 
     def _write(self, lines: list[_Line]) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, "".join(line.text + "\n" for line in lines).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        with file_problem(f"write the pinned keys to {self.path}", FILE_FIX):
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, "".join(line.text + "\n" for line in lines).encode(
+                    "utf-8", errors="surrogateescape"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
 
     def entries(self) -> dict[str, bytes]:
         """All pins, name -> key (a name pinned twice: the first line wins)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tunnel.api import Tunnel
-from tunnel.cli.arguments import port_arg
+from tunnel.cli.arguments import name_arg, port_arg
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 
@@ -15,8 +15,9 @@ HELP = "reach a service a peer exposes through a local port"
 DESCRIPTION = """\
 Find NAME in your network, open a direct path to it (or a relayed one when the NATs on both sides
 refuse every direct path), and carry every connection to BIND:PORT (default 127.0.0.1) to it.
-Prints one line when the tunnel is ready, then runs until Ctrl-C, reconnecting when the peer or
-the rendezvous goes away.
+Prints one line when the tunnel is ready, then runs until Ctrl-C or SIGTERM, reconnecting when
+the peer or the rendezvous goes away. A rendezvous that does not answer at all is reported after
+5 s.
 
   ptunnel connect ssh-home -L 2222        then: ssh -p 2222 localhost
   ptunnel connect game -L 27015 --udp
@@ -24,7 +25,8 @@ the rendezvous goes away.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the name the peer exposes")
+    parser.add_argument("name", type=name_arg,
+                        help="the name the peer exposes (case-insensitive)")
     parser.add_argument("-L", "--listen", dest="listen", type=port_arg, required=True,
                         metavar="[BIND:]PORT", help="local address to listen on")
     parser.add_argument("--udp", action="store_true", help="forward UDP datagrams, not TCP")
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept a changed key for NAME (only after checking it with the "
                              "peer's owner: `ptunnel id` there)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up if no tunnel is up within this time (default 30)")
+                        help="give up if no tunnel is up within this time (default 30; a "
+                             "rendezvous that does not answer at all: after 5 s)")
     add_node_options(parser)
 
 

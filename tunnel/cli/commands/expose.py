@@ -6,7 +6,7 @@ import argparse
 
 from tunnel.addresses import format_endpoint
 from tunnel.api import Tunnel
-from tunnel.cli.arguments import key_arg, port_arg
+from tunnel.cli.arguments import key_arg, name_arg, port_arg
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 
@@ -16,7 +16,8 @@ HELP = "make a local port reachable under a name"
 DESCRIPTION = """\
 Register NAME at the rendezvous and forward every authorized peer's connections to HOST:PORT
 (default host 127.0.0.1). The service may start later: connections made while nothing listens
-are refused back to the connecting side with the reason. Runs until Ctrl-C.
+are refused back to the connecting side with the reason. Runs until Ctrl-C or SIGTERM. A
+rendezvous that does not answer at all is reported after 5 s.
 
   ptunnel expose 22 --as ssh-home
   ptunnel expose 192.168.1.20:8080 --as nas-web --allow <laptop's public key>
@@ -27,8 +28,9 @@ are refused back to the connecting side with the reason. Runs until Ctrl-C.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=port_arg, metavar="[HOST:]PORT",
                         help="the local service to expose")
-    parser.add_argument("--as", dest="name", required=True, metavar="NAME",
-                        help="name to register (a-z, 0-9, '.', '_', '-')")
+    parser.add_argument("--as", dest="name", type=name_arg, required=True, metavar="NAME",
+                        help="name to register: 1-63 of a-z, 0-9, '.', '_', '-' (capitals are "
+                             "read as lower case)")
     parser.add_argument("--udp", action="store_true", help="forward UDP datagrams, not TCP")
     parser.add_argument("--allow", action="append", type=key_arg, metavar="KEY",
                         help="only this public key may connect (repeatable; default: every "

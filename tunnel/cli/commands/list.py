@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 from tunnel.addresses import format_endpoint
@@ -33,11 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def server_address(ctx: Context) -> tuple[str, int]:
     addr = ctx.rendezvous_addr()
-    try:
-        return resolve(addr)
-    except OSError as exc:
+    # getaddrinfo() cannot be interrupted, and a resolver that does not answer holds it for
+    # seconds: it runs in a daemon thread, and waiting for that thread ends at Ctrl-C.
+    outcome: list[tuple[str, int] | OSError] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(resolve(addr))
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup, name="resolve", daemon=True)
+    worker.start()
+    worker.join()
+    if isinstance(outcome[0], OSError):
+        exc = outcome[0]
         raise UserError(f"cannot resolve rendezvous host {addr[0]!r}: {exc.strerror or exc}; "
-                        "check --rendezvous / PTUNNEL_RENDEZVOUS") from None
+                        "check --rendezvous / PTUNNEL_RENDEZVOUS")
+    return outcome[0]
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

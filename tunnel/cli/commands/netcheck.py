@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.commands.list import server_address
 from tunnel.cli.context import Context
 from tunnel.node.netcheck import DEFAULT_TIMEOUT, netcheck
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--rendezvous", type=endpoint_arg, metavar="HOST:PORT",
                         help="rendezvous server (env PTUNNEL_RENDEZVOUS, config `rendezvous`)")
-    parser.add_argument("--netcheck-port", type=int, metavar="PORT",
+    parser.add_argument("--netcheck-port", type=port_number_arg, metavar="PORT",
                         help="the rendezvous' second port (default: its port + 1)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for answers (default {DEFAULT_TIMEOUT:g})")

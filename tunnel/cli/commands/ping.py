@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tunnel.cli.arguments import name_arg
 from tunnel.cli.context import Context
 from tunnel.cli.control import query, running
-from tunnel.cli.runtime import add_node_options, build_tunnel
+from tunnel.cli.runtime import add_node_options, build_tunnel, run_async
 from tunnel.errors import UserError
 
 NAME = "ping"
@@ -16,7 +17,8 @@ HELP = "measure round trips to a peer and show the path"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the name the peer exposes")
+    parser.add_argument("name", type=name_arg,
+                        help="the name the peer exposes (case-insensitive)")
     parser.add_argument("-n", "--count", type=int, default=5, help="pings to send (default 5)")
     parser.add_argument("-i", "--interval", type=float, default=0.5,
                         help="seconds between pings (default 0.5)")
@@ -49,9 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             results.update(await tunnel.ping(args.name, count=args.count, interval=args.interval,
                                              on_reply=None if args.json else on_reply))
 
-    import uvloop
-
-    uvloop.run(main())
+    run_async(main)
     return _report(args, ctx, results, printed=True)
 
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunnel.addresses import format_endpoint, parse_endpoint
-from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
 from tunnel.cli.context import Context
-from tunnel.errors import UserError
+from tunnel.cli.runtime import run_async
+from tunnel.errors import UserError, path_error
 
 NAME = "rendezvous"
 ORDER = 40
@@ -29,7 +30,7 @@ DEFAULT_CONFIG = "rendezvous.yaml"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=endpoint_arg, metavar="HOST:PORT",
                         help="UDP address to listen on (default 0.0.0.0:7000)")
-    parser.add_argument("--netcheck-port", type=int, metavar="PORT",
+    parser.add_argument("--netcheck-port", type=port_number_arg, metavar="PORT",
                         help="second UDP port for NAT mapping checks (default PORT+1)")
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite database (default $PTUNNEL_HOME/rendezvous.db)")
@@ -61,17 +62,22 @@ def settings(ctx: Context) -> ServerSettings:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import run as run_server
+    from rendezvous.server import serve
     from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
-    s.db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        s.db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error(exc, f"create the directory of the database {s.db}",
+                         "pass another --db") from None
     try:
         SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
     except (ValueError, sqlite3.Error) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     try:
-        run_server(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate)
+        # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
+        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate))
     except OSError as exc:
         raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None

@@ -40,8 +40,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     async def body(tunnel: Tunnel) -> None:
         for entry in exposes:
             host, port = entry["port"]
+            # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
             await tunnel.expose(port, entry["as"], host=host, udp=entry.get("udp", False),
-                                allow=entry.get("allow") or None)
+                                allow=entry.get("allow") or None, timeout=None)
             ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
             # A daemon's peers may come up later: keep trying instead of failing.

@@ -1,0 +1,168 @@
+"""Stopping: SIGINT or SIGTERM ends a command within 1 s at every stage, with one line of output
+and exit status 130 or 143; a rendezvous that never answers is reported within about 5 s."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import Background, Stopped, init, join, running, silent_rendezvous
+from tests.support.loopback import free_port, free_udp_pair
+
+STOP_WITHIN = 1.0  # s; the README's promise
+SIGNALS = [pytest.param(signal.SIGINT, id="INT"), pytest.param(signal.SIGTERM, id="TERM")]
+
+
+def stop_line(prog: str, signum: int) -> str:
+    said = "interrupted" if signum == signal.SIGINT else "stopped (SIGTERM)"
+    return f"ptunnel {prog}: {said}"
+
+
+def stop_and_check(command: Background, prog: str, signum: int) -> Stopped:
+    """Signal the command; it must exit in time, saying one line and nothing else after it."""
+    before = len(command.stdout), len(command.stderr)
+    stopped = command.stop(signum)
+    assert stopped.code == 128 + signum, stopped
+    assert stopped.seconds < STOP_WITHIN, stopped
+    assert stopped.stdout[before[0]:] == [], stopped
+    assert stopped.stderr[before[1]:] == [stop_line(prog, signum)], stopped
+    assert not any("Traceback" in line for line in stopped.stderr)
+    return stopped
+
+
+def connect_argv(home: Path, rendezvous: str) -> list[str]:
+    return ["connect", "web", "-L", str(free_port()), "--home", str(home),
+            "--rendezvous", rendezvous]
+
+
+def expose_argv(home: Path, rendezvous: str) -> list[str]:
+    return ["expose", "8080", "--as", "web", "--home", str(home), "--rendezvous", rendezvous]
+
+
+def ping_argv(home: Path, rendezvous: str) -> list[str]:
+    return ["ping", "web", "--home", str(home), "--rendezvous", rendezvous]
+
+
+def up_argv(home: Path, rendezvous: str) -> list[str]:
+    (home / "node.yaml").write_text(f"rendezvous: {rendezvous}\n"
+                                    "expose:\n  - port: 8080\n    as: web\n"
+                                    f"connect:\n  - name: db\n    listen: {free_port()}\n")
+    return ["up", "--home", str(home)]
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+@pytest.mark.parametrize("argv", [connect_argv, expose_argv, ping_argv, up_argv],
+                         ids=["connect", "expose", "ping", "up"])
+def test_stop_while_waiting_for_the_rendezvous(
+        tmp_path: Path, argv: Callable[[Path, str], list[str]], signum: int) -> None:
+    home = init(tmp_path / "a")
+    with silent_rendezvous() as server:
+        args = argv(home, server.address)
+        with running(*args) as command:
+            server.wait_for_datagram()  # it has started and waits for an answer
+            stop_and_check(command, args[0], signum)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+@pytest.mark.parametrize("prog", ["netcheck", "list"])
+def test_stop_a_one_shot_query(tmp_path: Path, prog: str, signum: int) -> None:
+    home = init(tmp_path / "a")
+    with silent_rendezvous() as server, running(prog, "--timeout", "30", "--home", str(home),
+                                                "--rendezvous", server.address) as command:
+        server.wait_for_datagram()
+        stop_and_check(command, prog, signum)
+
+
+def test_connect_reports_a_silent_rendezvous_within_6_s(tmp_path: Path) -> None:
+    home = init(tmp_path / "a")
+    with silent_rendezvous() as server, running(*connect_argv(home, server.address)) as command:
+        server.wait_for_datagram()
+        start = time.monotonic()
+        code = command.proc.wait(timeout=10)
+        elapsed = time.monotonic() - start
+        line = command.wait_for("error:")
+    assert code == 2
+    assert elapsed < 6.0, elapsed
+    assert f"no answer from the rendezvous at {server.address}" in line
+    assert "is `ptunnel rendezvous` running there and is UDP allowed?" in line
+
+
+def test_stop_the_rendezvous_server(tmp_path: Path) -> None:
+    port = free_udp_pair()
+    with running("rendezvous", "--listen", f"127.0.0.1:{port}", "--home",
+                 str(tmp_path / "r")) as server:
+        server.wait_for("listening")
+        stop_and_check(server, "rendezvous", signal.SIGTERM)
+
+
+def echo_server() -> int:
+    """A TCP echo service on 127.0.0.1, in threads of this process; returns its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def test_stop_while_transferring_and_serving(tmp_path: Path, rendezvous: str) -> None:
+    """`up` exposes (the name from YAML in capitals), `connect` carries a transfer: SIGINT stops
+    the connect in mid-transfer, then SIGTERM the daemon, each within 1 s."""
+    home = init(tmp_path / "home")
+    laptop = join(home, tmp_path / "laptop")
+    (home / "node.yaml").write_text(f"rendezvous: {rendezvous}\n"
+                                    f"expose:\n  - port: {echo_server()}\n    as: Echo-D\n")
+    local = free_port()
+    with running("up", "--home", str(home)) as daemon:
+        assert "as 'echo-d'" in daemon.wait_for("exposing")
+        with running("connect", "ECHO-d", "-L", str(local), "--home", str(laptop),
+                     "--rendezvous", rendezvous) as connect:
+            assert "echo-d on 127.0.0.1:" in connect.wait_for("ready:")
+            client = socket.create_connection(("127.0.0.1", local), timeout=10)
+            received = 0
+
+            def pump() -> None:
+                try:
+                    while True:
+                        client.sendall(b"x" * 65536)
+                except OSError:
+                    pass
+
+            threading.Thread(target=pump, daemon=True).start()
+            while received < 1_000_000:  # data is flowing both ways through the tunnel
+                received += len(client.recv(65536))
+            stop_and_check(connect, "connect", signal.SIGINT)
+            client.close()
+        stop_and_check(daemon, "up", signal.SIGTERM)
+
+
+def test_stop_while_punching(tmp_path: Path, rendezvous: str) -> None:
+    """The exposing node is frozen: the rendezvous introduces it, but no handshake answers."""
+    home = init(tmp_path / "home")
+    laptop = join(home, tmp_path / "laptop")
+    with running(*expose_argv(home, rendezvous)) as exposer:
+        exposer.wait_for("exposing")
+        exposer.proc.send_signal(signal.SIGSTOP)
+        try:
+            with running(*connect_argv(laptop, rendezvous)) as connect:
+                connect.wait_for("introduced to web")
+                stop_and_check(connect, "connect", signal.SIGTERM)
+        finally:
+            exposer.proc.send_signal(signal.SIGCONT)
