@@ -157,6 +157,7 @@ async def read_to_end(reader: asyncio.StreamReader) -> str:
 async def hold(port: int, abort_after: float | None) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.monotonic()
+        print(json.dumps({"accepted": True}), flush=True)
         if abort_after is not None:
             await asyncio.sleep(abort_after)
             rst(writer)

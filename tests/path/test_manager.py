@@ -121,3 +121,33 @@ def test_rtt_hysteresis_between_direct_paths() -> None:
     for t in (0.4, 0.6, 0.8, 1.0):
         manager.on_probe_answered(OTHER_PUBLIC, 0.010, t)
     assert manager.path is not None and manager.path.addr == OTHER_PUBLIC
+
+
+def test_an_idle_path_in_use_is_kept_however_quiet() -> None:
+    manager = PathManager(started=0.0)
+    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.on_authenticated(PUBLIC, 0.1)
+    for now in range(1, 3600, 7):  # an hour with nothing sent and nothing heard
+        manager.handle_timer(float(now))
+    assert manager.path is not None and manager.path.addr == PUBLIC
+    assert not [e for e in events(manager) if isinstance(e, RepunchNeeded)]
+
+
+def test_the_path_follows_the_peers_data_to_a_new_address() -> None:
+    manager = PathManager(started=0.0)
+    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.on_authenticated(PUBLIC, 0.1)
+    manager.on_data(PUBLIC, 0.2)
+    # The peer restarted on another port: its data now comes from there.
+    manager.on_authenticated(OTHER_PUBLIC, 5.0)
+    manager.on_data(OTHER_PUBLIC, 5.0)
+    assert manager.path is not None and manager.path.addr == OTHER_PUBLIC
+
+
+def test_data_from_another_address_does_not_move_a_path_that_is_still_heard() -> None:
+    manager = PathManager(started=0.0)
+    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.on_authenticated(PUBLIC, 4.9)
+    manager.on_authenticated(OTHER_PUBLIC, 5.0)
+    manager.on_data(OTHER_PUBLIC, 5.0)
+    assert manager.path is not None and manager.path.addr == PUBLIC

@@ -221,6 +221,8 @@ class Peer:
             return  # a keepalive
         kind = payload[0]
         if kind == nw.PAYLOAD_CHANNEL and len(payload) >= CHANNEL_HEADER:
+            if not is_relay(addr):
+                self.path.on_data(addr, now)
             self._receive_channel(payload, now)
         elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
             # Padded pings probe the path's datagram size; the answer is small either way.

@@ -34,6 +34,10 @@ BACKGROUND_PROBE_INTERVAL = 5.0  # on the relay or a worse path, keep trying dir
 CANDIDATE_TIMEOUT = 15.0  # a path with no authenticated packet for this long is not working
 SILENCE_TIMEOUT = 3.0  # sending but hearing nothing this long: the path (NAT mapping) is gone
 RTT_SWITCH_RATIO = 0.7  # switch between direct paths of one kind only for a clearly lower RTT
+# The peer's data arrives from another address while the path in use has been quiet this long:
+# the peer moved (it restarted on a new port, or its NAT gave it a new mapping). Follow it, as
+# WireGuard follows the source of the latest authenticated packet.
+ROAM_AFTER = 1.0
 
 
 class Kind(enum.IntEnum):
@@ -145,6 +149,17 @@ class PathManager:
             if was_working and path is not None and path.addr == addr:
                 return  # a packet on the path in use changes no choice (hot path)
         self._choose(now)
+
+    def on_data(self, addr: Addr, now: float) -> None:
+        """The peer's data (not a probe) came authenticated from direct address `addr`."""
+        path = self.path
+        if path is None or not path.direct or path.addr == addr:
+            return
+        held = self.candidates.get(path.addr) if path.addr is not None else None
+        if held is None or held.last_heard is None or now - held.last_heard > ROAM_AFTER:
+            if held is not None:
+                held.last_heard = None  # the peer no longer sends from there
+            self._choose(now)
 
     def on_probe_answered(self, addr: Addr, rtt: float, now: float) -> None:
         candidate = self.candidates.get(addr)
