@@ -28,6 +28,7 @@ import logging
 import socket
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,7 +44,7 @@ from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
 from tunnel.keys.pins import PinStore
-from tunnel.node.node import Node, NodeOptions
+from tunnel.node.node import NO_ANSWER, NO_PATH, NO_SESSION, Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
 from tunnel.path import rendezvous as rc
@@ -67,9 +68,28 @@ def _unknown_name(name: str) -> str:
     return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
 
 
-def _no_answer(rendezvous: tuple[str, int]) -> str:
-    return (f"no answer from the rendezvous at {format_endpoint(rendezvous)}; is `ptunnel "
+def _no_answer(rendezvous: tuple[str, int], silent_for: float | None = None) -> str:
+    since = "" if silent_for is None else f" for {silent_for:.0f} s"
+    return (f"no answer from the rendezvous at {format_endpoint(rendezvous)}{since}; is `ptunnel "
             "rendezvous` running there and is UDP allowed? (try `ptunnel netcheck`)")
+
+
+def _path_name(link: Peer) -> str:
+    """The path in use, without its RTT: "direct lan 10.0.1.2:43540", "relay via rendezvous"."""
+    return link.describe_path().split(", rtt")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class PingResult:
+    """One ping: its round trip, or where it was lost."""
+
+    rtt: float | None  # seconds; None when lost
+    lost: str | None  # when lost: NO_SESSION, NO_PATH (never sent) or NO_ANSWER (sent, unanswered)
+    path: str  # the path it was sent on (or would have been): "direct lan …", "no path"
+
+    def as_dict(self, seq: int) -> dict[str, Any]:
+        return {"seq": seq, "rtt_ms": None if self.rtt is None else round(self.rtt * 1e3, 3),
+                "lost": self.lost, "path": self.path}
 
 
 def check_name(name: str) -> str:
@@ -109,6 +129,10 @@ class Connection:
         self.link: Peer | None = None
         self.ready = asyncio.Event()
         self.error: TunnelError | None = None
+        # For `status`: since when no peer carries this connection, and what the rendezvous
+        # last said against it (an unknown name, a changed key).
+        self.waiting_since: float | None = monotonic()
+        self.refusal: str | None = None
         self.waiting: list[StreamBridge] = []
         self._expiry: dict[StreamBridge, asyncio.TimerHandle] = {}
         self.server: asyncio.AbstractServer | None = None
@@ -175,9 +199,12 @@ class Connection:
         if not node.registered.is_set():
             return _no_answer(node.options.rendezvous)
         if self.link is None:
-            return _unknown_name(self.name)
-        tried = ", ".join(f"{format_endpoint(r.addr)} ({r.kind})"
-                          for r in self.link.path.report(monotonic()))
+            return self.refusal or _unknown_name(self.name)
+        return self._no_path(self.link, monotonic())
+
+    def _no_path(self, link: Peer, now: float) -> str:
+        node = self.tunnel.node
+        tried = ", ".join(f"{format_endpoint(r.addr)} ({r.kind})" for r in link.path.report(now))
         # The node's netcheck at start says why punching may have failed.
         kind = {"endpoint-independent": "endpoint-independent (cone)",
                 "endpoint-dependent": "endpoint-dependent (symmetric)"}.get(node.nat_mapping)
@@ -200,19 +227,25 @@ class Connection:
                 self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
             except UserError as exc:  # a changed key, or known_nodes cannot be written
                 self.error = TunnelError(exc.message)
+                self.refusal = exc.message
                 self.ready.set()
                 return
+            self.refusal = None
             link = self.tunnel.node.peers[event.peer_static]
             if self.link is not link:
                 self.link = link
                 link.on_change.append(self._on_link_change)
             self._on_link_change(link)
-        elif (isinstance(event, rc.ConnectRefused) and event.name == self.name
-              and self.link is None and event.reason.startswith("no active node")):
-            self.error = TunnelError(_unknown_name(self.name))
-            self.ready.set()
+        elif isinstance(event, rc.ConnectRefused) and event.name == self.name:
+            unknown = event.reason.startswith("no active node")
+            self.refusal = (_unknown_name(self.name) if unknown
+                            else f"the rendezvous did not introduce '{self.name}': {event.reason}")
+            if self.link is None and unknown:
+                self.error = TunnelError(self.refusal)
+                self.ready.set()
 
     def _on_link_change(self, link: Peer) -> None:
+        self._track(monotonic())
         self.ready.set()
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
@@ -269,6 +302,7 @@ class Connection:
             self.tunnel.node.request_connect(self.name)
         while True:
             await asyncio.sleep(CHECK_INTERVAL)
+            self._track(monotonic())
             if self.error is not None:
                 log.warning("%s: %s", self.name, self.error.message)
                 self.error = None
@@ -291,15 +325,55 @@ class Connection:
     # --- pings and reporting ------------------------------------------------------------------
 
     async def ping(self, timeout: float = 1.0) -> float | None:
-        """One round trip to the peer over the path in use, in seconds; None if unanswered."""
+        """One round trip to the peer over the path in use, in seconds; None if unanswered
+        (`round_trip` says why)."""
+        return (await self.round_trip(timeout)).rtt
+
+    async def round_trip(self, timeout: float = 1.0) -> PingResult:
+        """One ping over the path in use: its round trip, or where it was lost."""
         link = self.link
-        answer = self.tunnel.node.ping(link) if link is not None else None
-        if answer is None:
-            return None
+        if link is None:
+            return PingResult(None, NO_SESSION, "no path")
+        path = _path_name(link)
+        answer = self.tunnel.node.ping(link)
+        if isinstance(answer, str):
+            return PingResult(None, answer, path)
         try:
-            return await asyncio.wait_for(answer, timeout)
+            return PingResult(await asyncio.wait_for(answer, timeout), None, path)
         except TimeoutError:
+            return PingResult(None, NO_ANSWER, path)
+
+    # --- what `status` shows --------------------------------------------------------------------
+
+    def _up(self) -> bool:
+        """A peer carries this connection: a path and a channel, and nothing gone silent."""
+        link = self.link
+        return link is not None and link.ready and link.reconnecting_since is None
+
+    def _track(self, now: float) -> None:
+        if self._up():
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = now
+
+    def waiting_reason(self, now: float) -> str | None:
+        """Why no peer carries this connection now; None when one does."""
+        link = self.link
+        if self._up():
             return None
+        if link is None:
+            health = self.tunnel.node.rendezvous_health(now)
+            if not health.registered:
+                server = self.tunnel.node.options.rendezvous
+                if health.unanswered is not None and health.unanswered >= rc.SILENT_AFTER:
+                    return _no_answer(server, health.unanswered)
+                return f"waiting for the rendezvous at {format_endpoint(server)}"
+            return self.refusal or f"asked the rendezvous for '{self.name}'; no answer yet"
+        if link.reconnecting_since is not None:
+            return f"lost '{self.name}': {link.state(now)}"
+        if link.path.path is not None:
+            return f"found '{self.name}' ({_path_name(link)}); its channel is not open yet"
+        return self._no_path(link, now)
 
     def describe(self) -> str:
         path = self.link.describe_path() if self.link is not None else "no path"
@@ -308,10 +382,17 @@ class Connection:
         return f"{self.name} on {format_endpoint(self.listen)}{'/udp' if self.udp else ''}: {path}"
 
     def stats(self) -> dict[str, Any]:
-        peer = self.link.status(monotonic()) if self.link is not None else {}
+        now = monotonic()
+        self._track(now)
+        peer = self.link.status(now) if self.link is not None else {}
+        reason = self.waiting_reason(now)
         return {
             "name": self.name, "udp": self.udp,
             "listen": None if self.listen is None else format_endpoint(self.listen),
+            "state": peer.get("state", "connecting"), "ready": reason is None,
+            "waiting_s": None if self.waiting_since is None
+            else round(now - self.waiting_since, 1),
+            "reason": reason,
             "path": peer.get("path"), "direct": peer.get("direct", False),
             "rtt_ms": peer.get("rtt_ms"), "bytes_sent": peer.get("bytes_sent", 0),
             "bytes_received": peer.get("bytes_received", 0),
@@ -460,8 +541,7 @@ class Tunnel:
         name = check_name(name)
         await self.start()
         connection = Connection(self, name, (bind, port), udp, accept_new_key)
-        await connection.open(timeout, wait, on_ready)
-        self.connections.append(connection)
+        await self._open(connection, timeout, wait, on_ready)
         return connection
 
     async def reach(self, name: str, *, accept_new_key: bool = False,
@@ -470,38 +550,54 @@ class Tunnel:
         name = check_name(name)
         await self.start()
         connection = Connection(self, name, None, False, accept_new_key)
-        await connection.open(timeout)
-        self.connections.append(connection)
+        await self._open(connection, timeout)
         return connection
+
+    async def _open(self, connection: Connection, timeout: float, wait: bool = False,
+                    on_ready: Callable[[Connection], None] | None = None) -> None:
+        self.connections.append(connection)  # `status` shows it while it waits for its peer
+        try:
+            await connection.open(timeout, wait, on_ready)
+        except BaseException:
+            await connection.close()
+            raise
 
     async def ping(self, name: str, *, count: int = 5, interval: float = 0.5,
                    on_reply: Callable[[int, float | None, str], None] | None = None,
+                   on_result: Callable[[int, PingResult], None] | None = None,
                    accept_new_key: bool = False) -> dict[str, Any]:
         """`count` round trips to `name`, one every `interval` seconds, over the path this
-        tunnel finds to it (no local port is opened). `on_reply(seq, rtt or None, path)` runs
-        as each answer arrives or times out. Returns the summary `ptunnel ping --json` shows."""
+        tunnel finds to it (no local port is opened). As each answer arrives or times out,
+        `on_reply(seq, rtt or None, path)` and `on_result(seq, PingResult)` (which also says
+        where a lost ping was lost) run. Returns the summary `ptunnel ping --json` shows."""
         name = check_name(name)
         connection = await self.reach(name, accept_new_key=accept_new_key)
-        rtts: list[float] = []
+        loop = asyncio.get_running_loop()
+        results: list[PingResult] = []
         try:
             for seq in range(count):
-                rtt = await connection.ping(timeout=max(interval, 0.2))
-                if rtt is not None:
-                    rtts.append(rtt * 1e3)
+                started = loop.time()
+                result = await connection.round_trip(timeout=max(interval, 0.2))
+                results.append(result)
                 if on_reply is not None:
-                    assert connection.link is not None
-                    on_reply(seq, rtt, connection.link.describe_path().split(", rtt")[0])
-                if seq + 1 < count:
-                    await asyncio.sleep(max(0.0, interval - (rtt or interval)))
+                    on_reply(seq, result.rtt, result.path)
+                if on_result is not None:
+                    on_result(seq, result)
+                if seq + 1 < count:  # a ping lost at once (no session, no path) waits too
+                    await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
             assert connection.link is not None
             peer = connection.link.status(monotonic())
         finally:
             await connection.close()
+        rtts = [r.rtt * 1e3 for r in results if r.rtt is not None]
         return {
             "name": name, "sent": count, "received": len(rtts), "path": peer["path"],
-            "direct": peer["direct"],
+            "direct": peer["direct"], "state": peer["state"],
             "rtt_ms": {"min": min(rtts), "median": statistics.median(rtts), "max": max(rtts)}
             if rtts else None,
+            "lost": {reason: sum(r.lost == reason for r in results)
+                     for reason in (NO_SESSION, NO_PATH, NO_ANSWER)},
+            "replies": [r.as_dict(seq) for seq, r in enumerate(results)],
             "candidates": peer["candidates"],
         }
 

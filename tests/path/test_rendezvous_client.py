@@ -420,3 +420,47 @@ def test_changing_names_reregisters_and_reports() -> None:
     (refused,) = h.take(A, rc.RegistrationRefused)
     assert isinstance(refused, rc.RegistrationRefused)
     assert refused.holder_fingerprint == fingerprint(b.static)
+
+
+def test_health_tracks_answers_and_a_silent_server() -> None:
+    h = Harness()
+    a = h.add(A, ("ssh-home",))
+    start = h.now
+    assert a.health(h.now) == rc.Health(False, (), None, None)
+    a.start(h.now)
+    h.server_up = False
+    h.run(3)  # asking, never answered
+    health = a.health(h.now)
+    assert not health.registered and health.last_answer is None
+    assert health.unanswered == h.now - start
+    h.server_up = True
+    h.run(2)  # the retransmission at 3 s is answered
+    health = a.health(h.now)
+    assert health.registered and health.names == ("ssh-home",) and health.unanswered is None
+    assert health.last_answer is not None and health.last_answer < 2
+    answered_at = h.now - health.last_answer
+    h.server_up = False
+    h.run(30)  # the refresh at 20 s goes unanswered
+    health = a.health(h.now)
+    assert health.last_answer == h.now - answered_at
+    assert health.unanswered is not None and health.unanswered >= rc.SILENT_AFTER
+    assert not health.registered and health.names == ()
+    assert a.registered  # the last registration stands; only nothing vouches for it now
+    h.server_up = True
+    h.run(20)
+    health = a.health(h.now)
+    assert health.registered and health.unanswered is None
+    assert health.last_answer is not None and health.last_answer < 20
+
+
+def test_health_names_are_the_acknowledged_ones() -> None:
+    h = Harness()
+    a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
+    a.start(h.now)
+    b.start(h.now)
+    h.run(1)
+    a.names = ("ssh-home", "laptop")  # held by B: refused
+    a.start(h.now)
+    h.run(1)
+    assert a.health(h.now).names == () and not a.health(h.now).registered
+    assert b.health(h.now).names == ("laptop",)

@@ -234,8 +234,9 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
     async def main() -> int:
         try:
             await tunnel.start()
-            await body(tunnel)
+            # Before the set-up: `ptunnel status` shows a connect still waiting for its peer.
             await control.start()
+            await body(tunnel)
             await asyncio.Event().wait()  # until a signal cancels this task
         finally:
             await control.close()

@@ -47,6 +47,13 @@ from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
 
 log = logging.getLogger(__name__)
 
+# Where a ping went missing (`Node.ping`, `ptunnel ping`): never sent for want of a session or
+# of a path, or sent and not answered in time.
+NO_SESSION = "no_session"
+NO_PATH = "no_path"
+NO_ANSWER = "no_answer"
+
+
 @dataclass
 class NodeOptions:
     identity: Identity
@@ -178,12 +185,16 @@ class Node:
         self.rdv.request_connect(name, monotonic())
         self.kick()
 
-    def ping(self, peer: Peer) -> asyncio.Future[float] | None:
-        """Ping `peer` over its path; the future gets the round trip in seconds (None: no path).
-        Nothing resolves it when the ping is lost: wait for it with a timeout."""
+    def ping(self, peer: Peer) -> asyncio.Future[float] | str:
+        """Ping `peer` over its path: a future that gets the round trip in seconds, or why no
+        ping could be sent (NO_SESSION, NO_PATH). Nothing resolves the future when the ping is
+        lost: wait for it with a timeout (then it is NO_ANSWER)."""
+        session = self.device.get_session(peer.static)
+        if session is None or not session.is_established:
+            return NO_SESSION  # it could not be sealed: the flush would drop it
         txid = peer.ping(monotonic())
         if txid is None:
-            return None
+            return NO_PATH
         waiter = asyncio.get_running_loop().create_future()
         self._pongs[txid] = waiter
         waiter.add_done_callback(lambda _: self._pongs.pop(txid, None))
@@ -447,6 +458,23 @@ class Node:
             else format_endpoint(self.public_endpoint),
             "nat_mapping": self.nat_mapping,
             "uptime_s": round(now - self.started, 1),
+            "rendezvous": self.rendezvous_status(now),
             "peers": [peer.status(now) for peer in self.peers.values()],
             "drops": {k: v for k, v in dataclasses.asdict(self.device.counters).items() if v},
+        }
+
+    def rendezvous_health(self, now: float) -> rc.Health:
+        if self.rdv is None:
+            return rc.Health(registered=False, names=(), last_answer=None, unanswered=None)
+        return self.rdv.health(now)
+
+    def rendezvous_status(self, now: float) -> dict[str, Any]:
+        """The rendezvous for `ptunnel status`: registered or not, and how recently it answered."""
+        health = self.rendezvous_health(now)
+        return {
+            "server": format_endpoint(self.options.rendezvous),
+            "registered": health.registered,
+            "names": list(health.names),
+            "last_answer_s": None if health.last_answer is None else round(health.last_answer, 1),
+            "unanswered_s": None if health.unanswered is None else round(health.unanswered, 1),
         }

@@ -18,6 +18,10 @@ How it behaves:
 - Requests are retransmitted with exponential backoff; after `UNREACHABLE_AFTER` unanswered
   attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
   LIST/CONNECT until `GIVE_UP_AFTER`).
+- `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
+  names), when the server last answered anything, and how long it has left a request waiting.
+  A registration the server acknowledged does not count once the server has been silent for
+  `SILENT_AFTER`: whatever it held for us then, we cannot tell.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ RETRY_INITIAL = 1.0  # seconds; well above a rendezvous RTT, small enough for a 
 RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refresh or so
 UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
 GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
+# The server answers within a round trip and the client sends at 0, 1 and 3 s: a request left
+# unanswered this long means the server is down or UDP to it is blocked, not one lost datagram.
+SILENT_AFTER = 5.0  # seconds
 RECENT_REGISTRATIONS = 3  # nonces of our latest REGISTERs that pushes may echo
 MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission timer
 
@@ -102,6 +109,16 @@ class CookieReceived:
     public_endpoint: Endpoint
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The server as this client sees it at one `now` (durations in seconds)."""
+
+    registered: bool  # acknowledged, and the server has not gone silent since
+    names: tuple[str, ...]  # the names of that registration (empty when not registered)
+    last_answer: float | None  # seconds since the server last answered anything (None: never)
+    unanswered: float | None  # seconds a request has waited with no answer at all (None: none)
+
+
 Event = (Registered | PeerJoined | PeerLeft | Introduced | RegistrationRefused | ListReceived
          | ConnectRefused | ServerUnreachable | CookieReceived)
 
@@ -119,6 +136,8 @@ class _Pending:
     reregistered: bool = False  # ... which is tried once per CONNECT
     cookie_resends: int = 0  # immediate resends on a fresh cookie (capped: no ping-pong)
     explicit: bool = False  # REGISTER asked for by start(): always answered with `Registered`
+    asked_at: float = 0.0  # when the request was made (its first transmission, or cookie wait)
+    names: tuple[str, ...] = ()  # REGISTER: the names its latest transmission carried
 
 
 class RendezvousClient:
@@ -162,6 +181,8 @@ class RendezvousClient:
         self._recent: deque[bytes] = deque(maxlen=RECENT_REGISTRATIONS)
         self._reported_unreachable = False
         self.registered = False
+        self.registered_names: tuple[str, ...] = ()  # of the last acknowledged registration
+        self.last_answer: float | None = None  # `now` of the latest valid reply or push
         self.public_endpoint: Endpoint | None = None
         self.peers: dict[bytes, Peer] = {}
         self.dropped = 0  # malformed or unsolicited datagrams from the server address
@@ -198,12 +219,34 @@ class RendezvousClient:
         if self.registered and self._cookie_valid(now):
             self._transmit(_Pending(p.LEAVE, self._rng(p.NONCE_SIZE)), now)
         self.registered = False
+        self.registered_names = ()
 
     def wrap_relay(self, dest_static: bytes, datagram: bytes) -> bytes:
         return p.encode_relay_to(dest_static, datagram)
 
     def unwrap_relay(self, data: bytes) -> tuple[bytes, bytes] | None:
         return p.decode_relay_from(data)
+
+    def health(self, now: float) -> Health:
+        """Registered or not, and how recently the server answered (for `ptunnel status`)."""
+        asked = [q.asked_at for q in self._pending.values() if not q.parked]
+        if self._cookie_req is not None:
+            asked.append(self._cookie_req.asked_at)
+        unanswered: float | None = None
+        if asked:
+            # Silence counts from the oldest request still waiting, or from the latest answer if
+            # the server answered something since: a slow reply to one request is no outage.
+            since = min(asked)
+            if self.last_answer is not None:
+                since = max(since, self.last_answer)
+            unanswered = max(0.0, now - since)
+        registered = self.registered and (unanswered is None or unanswered < SILENT_AFTER)
+        return Health(
+            registered=registered,
+            names=self.registered_names if registered else (),
+            last_answer=None if self.last_answer is None else max(0.0, now - self.last_answer),
+            unanswered=unanswered,
+        )
 
     # --- sans-IO interface ----------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, Endpoint]]:
@@ -246,13 +289,13 @@ class RendezvousClient:
         elif isinstance(msg, p.Joined | p.Left) or (
             isinstance(msg, p.Introduced) and msg.nonce not in self._pending
         ):
-            self._on_push(msg)
+            self._on_push(msg, now)
         else:
             q = self._pending.get(msg.nonce)
             if q is None:
                 self.dropped += 1
                 return True
-            self._reachable()
+            self._reachable(now)
             self._on_reply(q, msg, now)
         return True
 
@@ -262,7 +305,7 @@ class RendezvousClient:
         if not ours and msg.nonce not in self._pending:
             self.dropped += 1
             return
-        self._reachable()
+        self._reachable(now)
         self._cookie, self._cookie_at = msg.cookie, now
         self._cookie_req = None
         self._events.append(CookieReceived(msg.observed))
@@ -312,6 +355,7 @@ class RendezvousClient:
         if q.kind == p.REGISTER:
             self._registering = False
             self.registered = False
+            self.registered_names = ()
             if msg.code == p.NAME_TAKEN:
                 fp = fingerprint(msg.holder)
                 reason = f"name {msg.name!r} is held by another node ({fp}) of this network"
@@ -340,6 +384,7 @@ class RendezvousClient:
                 if static not in peers:
                     self._events.append(PeerLeft(static, gone.names))
         self.registered = True
+        self.registered_names = q.names
         self.public_endpoint = observed
         self.peers = peers
         if self._registering:
@@ -348,10 +393,11 @@ class RendezvousClient:
             parked.parked = False
             self._transmit(parked, now)
 
-    def _on_push(self, msg: p.Joined | p.Left | p.Introduced) -> None:
+    def _on_push(self, msg: p.Joined | p.Left | p.Introduced, now: float) -> None:
         if msg.nonce not in self._recent or not self.registered:
             self.dropped += 1
             return
+        self.last_answer = now
         if isinstance(msg, p.Joined):
             if msg.peer.static != self.static:
                 self.peers[msg.peer.static] = msg.peer
@@ -366,7 +412,7 @@ class RendezvousClient:
 
     # --- sending -------------------------------------------------------------------------------
     def _request(self, kind: int, now: float, name: str = "", explicit: bool = False) -> None:
-        q = _Pending(kind, self._rng(p.NONCE_SIZE), name, explicit=explicit)
+        q = _Pending(kind, self._rng(p.NONCE_SIZE), name, explicit=explicit, asked_at=now)
         self._pending[q.nonce] = q
         self._send(q, now)
 
@@ -383,6 +429,8 @@ class RendezvousClient:
         assert self._cookie is not None
         self._counter += 1
         names = (q.name,) if q.kind == p.CONNECT else self.names if q.kind == p.REGISTER else ()
+        if q.kind == p.REGISTER:
+            q.names = names
         lan = self.lan if q.kind == p.REGISTER else ()
         req = p.Request(q.kind, self.network, self.static, self._counter, q.nonce, self._cookie,
                         names, lan)
@@ -391,7 +439,7 @@ class RendezvousClient:
 
     def _send_cookie_request(self, now: float) -> None:
         if self._cookie_req is None:
-            self._cookie_req = _Pending(p.COOKIE_REQUEST, self._rng(p.NONCE_SIZE))
+            self._cookie_req = _Pending(p.COOKIE_REQUEST, self._rng(p.NONCE_SIZE), asked_at=now)
         q = self._cookie_req
         self._outbox.append((p.encode_cookie_request(p.CookieRequest(q.nonce)), self.server))
         q.deadline = now + self._backoff(q.attempts)
@@ -414,7 +462,8 @@ class RendezvousClient:
             return False
         return True
 
-    def _reachable(self) -> None:
+    def _reachable(self, now: float) -> None:
+        self.last_answer = now
         self._reported_unreachable = False
         if self._cookie_req is not None:
             self._cookie_req.attempts = 0

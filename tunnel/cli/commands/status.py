@@ -10,11 +10,13 @@ from tunnel.cli.control import query_all
 
 NAME = "status"
 ORDER = 30
-HELP = "show running tunnels: peers, paths, RTT, bytes, streams"
+HELP = "show running tunnels: rendezvous, peers and their state, waiting connects"
 DESCRIPTION = """\
 Ask every running `ptunnel expose`, `connect` and `up` of this user (through their control
-sockets under $PTUNNEL_HOME/run) for their peers, paths (direct or relay, and for a relayed peer
-which candidates were tried), RTT, bytes each way, open streams and uptime.
+sockets under $PTUNNEL_HOME/run) for the rendezvous (registered or not, under which names, when it
+last answered), each peer's state (connecting, direct, relay, reconnecting, unreachable) with its
+path (and for a relayed peer which candidates were tried), RTT, bytes each way, open streams and
+uptime, and every connect still waiting for its peer, with why.
 """
 
 
@@ -30,13 +32,50 @@ def _size(count: int) -> str:
     return str(count)
 
 
+def _rendezvous(rdv: dict[str, Any]) -> str:
+    last = rdv.get("last_answer_s")
+    heard = "no answer yet" if last is None else f"last answer {last:.0f} s ago"
+    if rdv.get("registered"):
+        names = ", ".join(rdv.get("names") or []) or "(no names)"
+        return f"rendezvous {rdv['server']}: registered {names}, {heard}"
+    asking = rdv.get("unanswered_s")
+    asking_for = "" if asking is None else f" (asking for {asking:.0f} s)"
+    return f"rendezvous {rdv['server']}: not registered, {heard}{asking_for}"
+
+
+def _peer_state(peer: dict[str, Any]) -> str:
+    """The path while the peer is up; otherwise its state first, and the path as history."""
+    state, path = peer.get("state"), peer["path"]
+    if state is None or state in ("direct", "relay"):
+        return str(path)  # up: the path starts with its state ("direct lan …", "relay via …")
+    if path == "no path":
+        return str(state)
+    last = f"last path {path.split(', rtt')[0]}"  # its RTT is as old as the path
+    return f"{state[:-1]}; {last})" if state.endswith(")") else f"{state} ({last})"
+
+
+def _connection(connection: dict[str, Any]) -> str:
+    where = connection.get("listen")
+    if where is None:
+        return f"{connection['name']} (ping)"
+    return f"{connection['name']} on {where}{'/udp' if connection.get('udp') else ''}"
+
+
 def _describe(instance: dict[str, Any]) -> list[str]:
     names = ", ".join(instance.get("names") or []) or "(no names)"
     lines = [f"pid {instance['pid']}  node {instance['fingerprint']}  names {names}  "
              f"public {instance.get('public_endpoint') or '?'}  up {instance['uptime_s']:.0f} s"]
+    if instance.get("rendezvous"):
+        lines.append(f"  {_rendezvous(instance['rendezvous'])}")
+    for connection in instance.get("connections", []):
+        if connection.get("ready", True):
+            continue
+        waited = connection.get("waiting_s")
+        since = "" if waited is None else f" for {waited:.0f} s"
+        lines.append(f"  waiting: {_connection(connection)}{since}: {connection.get('reason')}")
     for peer in instance.get("peers", []):
         who = peer.get("name") or peer["fingerprint"]
-        lines.append(f"  {who}: {peer['path']}  sent {_size(peer['bytes_sent'])}  "
+        lines.append(f"  {who}: {_peer_state(peer)}  sent {_size(peer['bytes_sent'])}  "
                      f"received {_size(peer['bytes_received'])}  streams {peer['open_streams']}")
         if not peer.get("direct"):
             for candidate in peer.get("candidates", []):
