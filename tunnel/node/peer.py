@@ -221,9 +221,7 @@ class Peer:
             return  # a keepalive
         kind = payload[0]
         if kind == nw.PAYLOAD_CHANNEL and len(payload) >= CHANNEL_HEADER:
-            if not is_relay(addr):
-                self.path.on_data(addr, now)
-            self._receive_channel(payload, now)
+            self._receive_channel(payload, addr, now)
         elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
             # Padded pings probe the path's datagram size; the answer is small either way.
             txid = payload[1 : 1 + nw.TXID_SIZE]
@@ -233,7 +231,7 @@ class Peer:
         elif kind == nw.PAYLOAD_PREDICTION:
             self._on_prediction_request(now)
 
-    def _receive_channel(self, payload: bytes, now: float) -> None:
+    def _receive_channel(self, payload: bytes, addr: Addr, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
         if receiver not in (self.incarnation, NO_INCARNATION):
             # Meant for a channel of ours that no longer exists (this process restarted, or
@@ -244,8 +242,12 @@ class Peer:
         if self.channel is None:
             self._open_channel(now)  # keys confirmed by this very packet
             self._events.append(PeerChanged())
+        restarted = self.peer_incarnation not in (sender, NO_INCARNATION)
         if sender != self.peer_incarnation:
             self._peer_restarted(sender, now)
+        if not is_relay(addr):
+            # Follow the peer's data; a peer that restarted is never at its old address.
+            self.path.on_data(addr, now, moved=restarted)
         if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
             assert self.channel is not None
             self.channel.receive_packet(payload[CHANNEL_HEADER:], now)

@@ -150,13 +150,15 @@ class PathManager:
                 return  # a packet on the path in use changes no choice (hot path)
         self._choose(now)
 
-    def on_data(self, addr: Addr, now: float) -> None:
-        """The peer's data (not a probe) came authenticated from direct address `addr`."""
+    def on_data(self, addr: Addr, now: float, moved: bool = False) -> None:
+        """The peer's data (not a probe) came authenticated from direct address `addr`;
+        `moved`: the peer is known to be a new process, so its old address is dead."""
         path = self.path
         if path is None or not path.direct or path.addr == addr:
             return
         held = self.candidates.get(path.addr) if path.addr is not None else None
-        if held is None or held.last_heard is None or now - held.last_heard > ROAM_AFTER:
+        if (moved or held is None or held.last_heard is None
+                or now - held.last_heard > ROAM_AFTER):
             if held is not None:
                 held.last_heard = None  # the peer no longer sends from there
             self._choose(now)
