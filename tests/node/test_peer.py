@@ -305,3 +305,14 @@ def test_only_packets_that_need_an_answer_count_toward_silence() -> None:
     pair.run(SILENCE_TIMEOUT * 3)
     assert not [e for e in pair.events["a"] if isinstance(e, RegistrationWanted)]
     assert pair.a.state(pair.now) == "direct"
+
+
+def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -> None:
+    pair = connected_pair()
+    pair.run(300.0, dt=1.0)  # idle, both alive: the channel's pings are answered
+    assert pair.a.state(pair.now) == "direct"
+    pair.events["a"].clear()
+    pair.connected = False  # the peer crashed while the tunnel was idle
+    pair.run(15.0, dt=0.5)  # a quiet channel pings every 10 s; 3 s unanswered is silence
+    assert pair.a.state(pair.now).startswith("reconnecting")
+    assert IntroductionWanted("b-name") in pair.events["a"]
