@@ -316,3 +316,60 @@ def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -
     pair.run(15.0, dt=0.5)  # a quiet channel pings every 10 s; 3 s unanswered is silence
     assert pair.a.state(pair.now).startswith("reconnecting")
     assert IntroductionWanted("b-name") in pair.events["a"]
+
+
+def _stopped_quietly(peer: Peer, now: float, established: bool) -> list[bytes]:
+    """Close `peer`, then run 60 virtual seconds: what it sent and asked for after the close."""
+    peer.close("node shutting down")
+    sent = [payload for payload, _ in peer.datagrams_to_send(now, established)]
+    asked: list[PeerEvent] = []
+    for step in range(600):
+        peer.handle_timer(now + step / 10)
+        peer.poll(now + step / 10, established)
+        while (event := peer.next_event()) is not None:
+            if not isinstance(event, SocketsReleased):
+                asked.append(event)
+        sent += [payload for payload, _ in peer.datagrams_to_send(now + step / 10, established)]
+    assert not asked, asked
+    assert peer.get_timer() is None
+    return sent
+
+
+def test_stop_while_punching_asks_for_nothing_more() -> None:
+    a = make_peer(B_KEY, A_KEY, 11)
+    a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    a.poll(0.0, established=False)
+    assert _stopped_quietly(a, 0.1, established=False) == []
+
+
+def test_stop_on_the_relay_and_during_port_prediction_releases_the_sockets() -> None:
+    a = make_peer(B_KEY, A_KEY, 12, nat_randomizes=True)
+    a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    a.on_handshake_completed(relay_addr(B_KEY), 0.0)
+    a.poll(0.0, established=True)
+    assert SocketsWanted(B_ADDR, 256) in list(iter(a.next_event, None))
+    a.datagrams_to_send(0.0, True)
+    a.close("node shutting down")
+    assert SocketsReleased(None) in list(iter(a.next_event, None))
+    sent = _stopped_quietly(a, 0.1, established=True)
+    assert all(payload[0] == nw.PAYLOAD_CHANNEL for payload in sent)  # only the CLOSE
+
+
+def test_stop_on_a_direct_path_sends_the_close_and_nothing_after() -> None:
+    pair = connected_pair()
+    sent = _stopped_quietly(pair.a, pair.now, established=True)
+    assert sent and all(payload[0] == nw.PAYLOAD_CHANNEL for payload in sent)
+    for payload in sent:
+        pair.b.receive(payload, A_ADDR, pair.now)
+    closed = [e for e in iter(pair.b.next_channel_event, None) if isinstance(e, ChannelClosed)]
+    assert closed and closed[0].by_peer
+
+
+def test_stop_while_reconnecting_asks_for_nothing_more() -> None:
+    pair = connected_pair()
+    assert pair.a.channel is not None
+    pair.connected = False
+    pair.a.channel.write(pair.a.channel.open_stream(), b"x" * 500)
+    pair.run(SILENCE_TIMEOUT + 1.0)
+    assert pair.a.state(pair.now).startswith("reconnecting")
+    _stopped_quietly(pair.a, pair.now, established=True)

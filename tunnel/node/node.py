@@ -145,8 +145,7 @@ class Node:
             return
         self._closed = True
         for peer in self.peers.values():
-            if peer.channel is not None:
-                peer.channel.close("node shutting down")
+            peer.close("node shutting down")
         if self.rdv is not None:
             self.rdv.leave(monotonic())
         self._flush()

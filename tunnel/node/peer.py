@@ -146,6 +146,7 @@ class Peer:
     prober: Prober | None = None
     relay_candidate: bool = False
     reconnecting_since: float | None = None  # the path went silent or the session was lost
+    closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _last_announce: float = float("-inf")
     repunch_at: float = 0.0
@@ -212,6 +213,8 @@ class Peer:
 
     def receive(self, payload: bytes, addr: Addr, now: float) -> None:
         """An authenticated payload from this peer's session, received from `addr`."""
+        if self.closed:
+            return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
         if self.reconnecting_since is not None and self.path.path is not None:
             log.info("%s is back: %s", fingerprint(self.static), self.describe_path())
@@ -285,6 +288,8 @@ class Peer:
             channel.handle_timer(now)
 
     def get_timer(self) -> float | None:
+        if self.closed:
+            return None  # the node flushes the CLOSE at once and exits
         deadlines = [self.path.get_timer(), self.mtu.get_timer()]
         if self.opener is not None:
             deadlines.append(self.opener.get_timer())
@@ -297,8 +302,24 @@ class Peer:
         armed = [d for d in deadlines if d is not None]
         return min(armed) if armed else None
 
+    def close(self, reason: str) -> None:
+        """Stop, in whatever state: the channel's CLOSE leaves with the next datagrams, port
+        prediction ends, and the peer asks for nothing more."""
+        self.closed = True
+        self._events.clear()  # requests made before the stop no longer matter
+        self._out.clear()
+        if self.channel is not None and self.channel.is_open:
+            self.channel.close(reason)
+        if self.opener is not None:
+            self.opener = None
+            self.prediction_targets = []
+            self._events.append(SocketsReleased(None))
+        self.prober = None
+
     def poll(self, now: float, established: bool) -> None:
         """Run everything that is due; `established`: the session can carry data now."""
+        if self.closed:
+            return
         probes = self.path.probes_due(now)
         if probes:
             if established:
@@ -378,7 +399,7 @@ class Peer:
             self._last_announce = now
             out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
                         addr))
-        if self.direct and (probe := self.mtu.probe_due(now)) is not None:
+        if self.direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
             self._ping(addr, now, size=probe)
             out += self._out
             self._out = []
