@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
+
 from lab.netsim import FlowApp, LinkConfig, Simulator, channel_pair
+from tunnel.channel.channel import Channel
 from tunnel.channel.congestion import create_controller
-from tunnel.channel.congestion.bbr import PROBE_BW, Bbr
+from tunnel.channel.congestion.bbr import HIGH_GAIN, PROBE_BW, Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.constants import (
     GRANULARITY,
@@ -14,8 +19,9 @@ from tunnel.channel.constants import (
     MAX_PTO_INTERVAL,
     MINIMUM_WINDOW_PACKETS,
 )
+from tunnel.channel.events import StreamReadable
 from tunnel.channel.pacing import Pacer
-from tunnel.channel.recovery import LossRecovery, RttEstimator, SentPacket
+from tunnel.channel.recovery import LossRecovery, RateSample, RttEstimator, SentPacket
 
 MSS = 1168
 
@@ -143,3 +149,72 @@ def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     # the link carries channel packets plus 32 bytes each: the delivery rate of channel bytes
     assert 0.9 * rate / 8 * 1168 / 1200 <= bbr.btl_bw <= 1.05 * rate / 8
     assert 0.039 <= bbr.min_rtt <= 0.045
+
+
+def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:
+    """BBRInitPacingRate / BBRSetPacingRateWithGain: the first RTT sample sets the rate to
+    HIGH_GAIN x initial window / SRTT, and until the pipe is filled a lower gain x btl_bw (here
+    from one tiny app-limited sample, accepted because btl_bw was 0) does not replace it."""
+    assert Bbr(MSS).pacing_rate is None  # the initial window goes out unpaced
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+    rtt.update(0.001, 0.0)
+    packet = SentPacket(0, 0.0, 40, True, [])
+    sample = RateSample(delivery_rate=40_000.0, is_app_limited=True, newly_acked=40)
+    bbr.on_ack([packet], sample, rtt, 0, 0.001)
+    assert bbr.btl_bw == 40_000.0
+    initial = HIGH_GAIN * INITIAL_WINDOW_PACKETS * MSS / 0.001
+    assert bbr.pacing_rate == initial
+    bbr.filled_pipe = True  # once the pipe is filled, gain x btl_bw rules, lower or not
+    bbr.on_ack([packet], sample, rtt, 0, 0.002)
+    assert bbr.pacing_rate is not None and bbr.pacing_rate < initial
+
+
+@dataclass
+class Reader:
+    """Reads every stream; echoes while `echo` is set; notes when `target` bytes arrived."""
+
+    echo: bool = False
+    received: int = 0
+    target: int | None = None
+    done: float | None = None
+
+    def on_wake(self, channel: Channel, now: float) -> None:
+        while (event := channel.next_event()) is not None:
+            if isinstance(event, StreamReadable):
+                while data := channel.read(event.stream_id):
+                    self.received += len(data)
+                    if self.echo:
+                        channel.write(event.stream_id, data)
+        if self.target is not None and self.done is None and self.received >= self.target:
+            self.done = now
+
+
+def bulk_after_trickle(congestion: str, packet_size: int, size: int = 100_000) -> float:
+    """Virtual seconds until `size` bytes written after a one-byte echo arrive, 1 ms RTT."""
+    sim = Simulator(5)
+    link = LinkConfig(delay=0.0005)
+    client, server = Reader(), Reader(echo=True)
+    a, b, ia, _ = channel_pair(sim, link, link, client, server, congestion=congestion)
+    for channel in (a, b):
+        channel.set_max_packet_size(packet_size)  # path-MTU discovery on loopback: 65,000
+    sid = a.open_stream()
+    sim.start()
+    a.write(sid, b"x")
+    sim.wake(ia)
+    sim.run(0.1)
+    assert client.received == 1
+    server.echo, server.received, server.target = False, 0, size
+    start = sim.now
+    a.write(sid, bytes(size))
+    sim.wake(ia)
+    sim.run(start + 10.0, stop=lambda: server.done is not None)
+    assert server.done is not None, "the bulk write never arrived"
+    return server.done - start
+
+
+@pytest.mark.parametrize("packet_size", [1168, 64959])
+def test_bbr_bulk_write_after_a_trickle_is_not_held_back(packet_size: int) -> None:
+    """A byte each way left BBR pacing at ~17 KB/s: 100 KB in 65,000-byte packets then took
+    2.6 s on a 1 ms path, as the pacer waited for a full packet's tokens. Now a few RTTs."""
+    assert bulk_after_trickle("bbr", packet_size) < 0.01

@@ -7,6 +7,8 @@ reacting to each loss, which is why it keeps a lossy home uplink full where NewR
 States: STARTUP (gain 2/ln2 until the bandwidth stops growing 25% per round for three rounds),
 DRAIN (empty the queue STARTUP built), PROBE_BW (gain cycle 1.25, 0.75, 1 x 6), and PROBE_RTT
 (4 packets for 200 ms when the min-RTT sample is 10 s old, so competing flows see the real RTT).
+Until the pipe is filled the pacing rate never drops below HIGH_GAIN x initial window / SRTT (the
+draft's BBRInitPacingRate and BBRSetPacingRateWithGain): a few app-limited bytes must not set it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Bbr:
         self.mss = max_datagram_size
         self._rng = rng
         self._cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
+        self._initial_cwnd = self._cwnd
+        self._pacing_rate: float | None = None  # bytes/s; None (unpaced) until an RTT sample
         self.state = STARTUP
         self.pacing_gain = HIGH_GAIN
         self.cwnd_gain = HIGH_GAIN
@@ -73,11 +77,20 @@ class Bbr:
 
     @property
     def pacing_rate(self) -> float | None:
-        if self.btl_bw > 0:
-            return self.pacing_gain * self.btl_bw
-        if self._srtt > 0:
-            return self.pacing_gain * self._cwnd / self._srtt
-        return None
+        return self._pacing_rate
+
+    def _set_pacing_rate(self) -> None:
+        """BBRSetPacingRateWithGain (draft-cardwell-iccrg-bbr-congestion-control, Linux
+        `bbr_set_pacing_rate`): the first RTT sample sets the rate to HIGH_GAIN x the initial
+        window per SRTT (BBRInitPacingRate); from then on gain x btl_bw replaces it only when
+        higher, or once the pipe is filled. Before that, btl_bw may come from a few app-limited
+        bytes (a keystroke and its echo: a few KB/s) and pacing at it would hold the next bulk
+        write back for seconds."""
+        if self._pacing_rate is None:
+            self._pacing_rate = HIGH_GAIN * self._initial_cwnd / self._srtt
+        rate = self.pacing_gain * self.btl_bw
+        if self.filled_pipe or rate > self._pacing_rate:
+            self._pacing_rate = rate
 
     def _bdp(self, gain: float) -> int:
         if self.btl_bw <= 0 or self.min_rtt == float("inf"):
@@ -184,6 +197,7 @@ class Bbr:
             self.probe_rtt_done = None
         if self.state == PROBE_RTT:
             self._handle_probe_rtt(round_start, bytes_in_flight, now)
+        self._set_pacing_rate()
         self._set_cwnd(sample.newly_acked)
 
     def _handle_probe_rtt(self, round_start: bool, bytes_in_flight: int, now: float) -> None:
