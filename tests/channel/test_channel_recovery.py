@@ -9,7 +9,7 @@ import pytest
 from lab.netsim import FlowApp, LinkConfig, Simulator, channel_pair
 from tunnel.channel.channel import Channel
 from tunnel.channel.congestion import create_controller
-from tunnel.channel.congestion.bbr import HIGH_GAIN, PROBE_BW, Bbr
+from tunnel.channel.congestion.bbr import HIGH_GAIN, PROBE_BW, STARTUP, Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.constants import (
     GRANULARITY,
@@ -218,3 +218,52 @@ def test_bbr_bulk_write_after_a_trickle_is_not_held_back(packet_size: int) -> No
     """A byte each way left BBR pacing at ~17 KB/s: 100 KB in 65,000-byte packets then took
     2.6 s on a 1 ms path, as the pacer waited for a full packet's tokens. Now a few RTTs."""
     assert bulk_after_trickle("bbr", packet_size) < 0.01
+
+
+def test_bbr_startup_ignores_a_lost_packet_of_interactive_traffic() -> None:
+    """STARTUP's loss exit wants a queue that overflowed: a round that lost more than 2% with
+    its RTT 1.25x the minimum. A keystroke's lost packet, in a round whose RTT sample carries a
+    25 ms delayed ACK, looks like that on a 1 ms path; it must not end STARTUP (and with it the
+    floor under the pacing rate) with btl_bw at a few KB/s. Six lost packets still do."""
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+
+    def ack(latest: float, prior: int, size: int, app_limited: bool, now: float) -> None:
+        rtt.update(latest, 0.0)
+        rate = size / latest
+        sample = RateSample(rate, app_limited, prior_delivered=prior, newly_acked=size)
+        bbr.on_ack([SentPacket(0, now - latest, size, True, [])], sample, rtt, 0, now)
+
+    ack(0.001, 0, 40, True, 1.0)  # round 1: a keystroke, min_rtt 1 ms
+    bbr.on_loss([SentPacket(1, 1.0, 40, True, [])], 0, 1.1)
+    ack(0.026, 40, 40, True, 2.0)  # round 2: one of two lost, the other's ACK delayed
+    assert (bbr.filled_pipe, bbr.state) == (False, STARTUP)
+    lost = [SentPacket(pn, 2.0, MSS, True, []) for pn in range(2, 8)]
+    bbr.on_loss(lost, 0, 2.1)
+    ack(0.026, 80, 100 * MSS, False, 3.0)  # round 3: a burst overflowed the queue
+    assert (bbr.filled_pipe, bbr.state) == (True, PROBE_BW)  # drained at once: nothing in flight
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bbr_bulk_write_after_a_lossy_trickle_is_not_held_back(seed: int) -> None:
+    """A hundred keystrokes echoed over a 20 ms path with 2% loss each way used to end STARTUP
+    on the echoing side (see above); its 1.5 MB reply then took 1.1 to 1.6 s instead of 0.34 s
+    (0.24 s is the 50 Mbit/s link's own time)."""
+    sim = Simulator(seed)
+    link = LinkConfig(rate_bps=50e6, delay=0.01, loss=0.02, queue_bytes=125_000)
+    client, server = Reader(), Reader(echo=True)
+    a, b, ia, ib = channel_pair(sim, link, link, client, server)
+    sid = a.open_stream()
+    sim.start()
+    for _ in range(100):
+        a.write(sid, b"ls -l\n")
+        sim.wake(ia)
+        sim.run(sim.now + 0.3)
+    assert client.received == 600
+    server.echo = False
+    client.received, client.target = 0, 1_500_000
+    start = sim.now
+    assert b.write(sid, bytes(1_500_000)) == 1_500_000
+    sim.wake(ib)
+    sim.run(start + 10.0, stop=lambda: client.done is not None)
+    assert client.done is not None and client.done - start < 0.6

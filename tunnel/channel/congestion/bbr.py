@@ -34,6 +34,11 @@ FULL_BW_ROUNDS = 3  # rounds without such growth before the pipe counts as full
 # wireless hop would trigger at once; the round's minimum ignores delayed ACKs.)
 STARTUP_LOSS_RATE = 0.02
 STARTUP_QUEUE_RTT = 1.25
+# ... and only when the round lost at least this many packets (the BBR v3 draft's
+# BBRStartupFullLossCnt, which counts discontiguous lost ranges): a round of interactive traffic
+# carries a packet or two, its minimum RTT is then a delayed ACK, and one loss would end STARTUP
+# with btl_bw at a few KB/s, which the pacing rate follows once the pipe counts as filled.
+STARTUP_FULL_LOSS_COUNT = 6
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
@@ -68,6 +73,7 @@ class Bbr:
         self._srtt = 0.0
         self._loss_in_cycle = False
         self._round_lost = 0  # bytes lost in the current round
+        self._round_lost_packets = 0
         self._round_delivered = 0  # bytes delivered in the current round
         self._round_min_rtt = float("inf")  # seconds; smallest RTT sample of the current round
 
@@ -171,10 +177,11 @@ class Bbr:
             if (
                 self.state == STARTUP
                 and self._round_lost > STARTUP_LOSS_RATE * self._round_delivered
+                and self._round_lost_packets >= STARTUP_FULL_LOSS_COUNT
                 and self._round_min_rtt > STARTUP_QUEUE_RTT * self.min_rtt
             ):
                 self.filled_pipe = True  # the queue overflowed: bandwidth found
-            self._round_lost = self._round_delivered = 0
+            self._round_lost = self._round_delivered = self._round_lost_packets = 0
             self._round_min_rtt = float("inf")
         expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if rtt.latest <= self.min_rtt or expired:
@@ -234,6 +241,7 @@ class Bbr:
         # bandwidth probe early so a full queue is not pushed harder.
         self._loss_in_cycle = True
         self._round_lost += sum(p.size for p in lost)
+        self._round_lost_packets += len(lost)
 
     def on_persistent_congestion(self, now: float) -> None:
         self.prior_cwnd = max(self.prior_cwnd, self._cwnd)
