@@ -134,6 +134,19 @@ def test_pacer_allows_a_bounded_burst_then_spaces_packets() -> None:
     assert 0 < next_time - now <= MSS / rate + 1e-9
 
 
+def test_pacer_waits_for_the_packet_it_is_told_of_not_a_full_one() -> None:
+    pacer = Pacer(65_000)  # path-MTU discovery found loopback's size
+    rate = 1_000_000.0
+    now = 10.0
+    while pacer.send_time(now, rate) <= now:
+        pacer.on_packet_sent(65_000)
+    assert pacer.send_time(now, rate, 1168) == now + 1168 / rate  # the bucket is empty
+    later = now + 1168 / rate
+    assert pacer.send_time(later, rate, 1168) == later  # a window-sized packet may leave ...
+    assert pacer.send_time(later, rate) > later  # ... a full one still waits
+    assert pacer.send_time(later, rate, 10**6) == pacer.send_time(later, rate)  # at most a full
+
+
 def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     sim = Simulator(11)
     rate = 20e6
