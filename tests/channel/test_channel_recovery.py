@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pytest
+
 from lab.netsim import FlowApp, LinkConfig, Simulator, channel_pair
+from tunnel.channel.channel import Channel
 from tunnel.channel.congestion import create_controller
-from tunnel.channel.congestion.bbr import PROBE_BW, Bbr
+from tunnel.channel.congestion.bbr import HIGH_GAIN, PROBE_BW, STARTUP, Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.constants import (
     GRANULARITY,
@@ -14,8 +19,9 @@ from tunnel.channel.constants import (
     MAX_PTO_INTERVAL,
     MINIMUM_WINDOW_PACKETS,
 )
+from tunnel.channel.events import StreamReadable
 from tunnel.channel.pacing import Pacer
-from tunnel.channel.recovery import LossRecovery, RttEstimator, SentPacket
+from tunnel.channel.recovery import LossRecovery, RateSample, RttEstimator, SentPacket
 
 MSS = 1168
 
@@ -128,6 +134,19 @@ def test_pacer_allows_a_bounded_burst_then_spaces_packets() -> None:
     assert 0 < next_time - now <= MSS / rate + 1e-9
 
 
+def test_pacer_waits_for_the_packet_it_is_told_of_not_a_full_one() -> None:
+    pacer = Pacer(65_000)  # path-MTU discovery found loopback's size
+    rate = 1_000_000.0
+    now = 10.0
+    while pacer.send_time(now, rate) <= now:
+        pacer.on_packet_sent(65_000)
+    assert pacer.send_time(now, rate, 1168) == now + 1168 / rate  # the bucket is empty
+    later = now + 1168 / rate
+    assert pacer.send_time(later, rate, 1168) == later  # a window-sized packet may leave ...
+    assert pacer.send_time(later, rate) > later  # ... a full one still waits
+    assert pacer.send_time(later, rate, 10**6) == pacer.send_time(later, rate)  # at most a full
+
+
 def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     sim = Simulator(11)
     rate = 20e6
@@ -143,3 +162,121 @@ def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     # the link carries channel packets plus 32 bytes each: the delivery rate of channel bytes
     assert 0.9 * rate / 8 * 1168 / 1200 <= bbr.btl_bw <= 1.05 * rate / 8
     assert 0.039 <= bbr.min_rtt <= 0.045
+
+
+def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:
+    """BBRInitPacingRate / BBRSetPacingRateWithGain: the first RTT sample sets the rate to
+    HIGH_GAIN x initial window / SRTT, and until the pipe is filled a lower gain x btl_bw (here
+    from one tiny app-limited sample, accepted because btl_bw was 0) does not replace it."""
+    assert Bbr(MSS).pacing_rate is None  # the initial window goes out unpaced
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+    rtt.update(0.001, 0.0)
+    packet = SentPacket(0, 0.0, 40, True, [])
+    sample = RateSample(delivery_rate=40_000.0, is_app_limited=True, newly_acked=40)
+    bbr.on_ack([packet], sample, rtt, 0, 0.001)
+    assert bbr.btl_bw == 40_000.0
+    initial = HIGH_GAIN * INITIAL_WINDOW_PACKETS * MSS / 0.001
+    assert bbr.pacing_rate == initial
+    bbr.filled_pipe = True  # once the pipe is filled, gain x btl_bw rules, lower or not
+    bbr.on_ack([packet], sample, rtt, 0, 0.002)
+    assert bbr.pacing_rate is not None and bbr.pacing_rate < initial
+
+
+@dataclass
+class Reader:
+    """Reads every stream; echoes while `echo` is set; notes when `target` bytes arrived."""
+
+    echo: bool = False
+    received: int = 0
+    target: int | None = None
+    done: float | None = None
+
+    def on_wake(self, channel: Channel, now: float) -> None:
+        while (event := channel.next_event()) is not None:
+            if isinstance(event, StreamReadable):
+                while data := channel.read(event.stream_id):
+                    self.received += len(data)
+                    if self.echo:
+                        channel.write(event.stream_id, data)
+        if self.target is not None and self.done is None and self.received >= self.target:
+            self.done = now
+
+
+def bulk_after_trickle(congestion: str, packet_size: int, size: int = 100_000) -> float:
+    """Virtual seconds until `size` bytes written after a one-byte echo arrive, 1 ms RTT."""
+    sim = Simulator(5)
+    link = LinkConfig(delay=0.0005)
+    client, server = Reader(), Reader(echo=True)
+    a, b, ia, _ = channel_pair(sim, link, link, client, server, congestion=congestion)
+    for channel in (a, b):
+        channel.set_max_packet_size(packet_size)  # path-MTU discovery on loopback: 65,000
+    sid = a.open_stream()
+    sim.start()
+    a.write(sid, b"x")
+    sim.wake(ia)
+    sim.run(0.1)
+    assert client.received == 1
+    server.echo, server.received, server.target = False, 0, size
+    start = sim.now
+    a.write(sid, bytes(size))
+    sim.wake(ia)
+    sim.run(start + 10.0, stop=lambda: server.done is not None)
+    assert server.done is not None, "the bulk write never arrived"
+    return server.done - start
+
+
+@pytest.mark.parametrize("packet_size", [1168, 64959])
+def test_bbr_bulk_write_after_a_trickle_is_not_held_back(packet_size: int) -> None:
+    """A byte each way left BBR pacing at ~17 KB/s: 100 KB in 65,000-byte packets then took
+    2.6 s on a 1 ms path, as the pacer waited for a full packet's tokens. Now a few RTTs."""
+    assert bulk_after_trickle("bbr", packet_size) < 0.01
+
+
+def test_bbr_startup_ignores_a_lost_packet_of_interactive_traffic() -> None:
+    """STARTUP's loss exit wants a queue that overflowed: a round that lost more than 2% with
+    its RTT 1.25x the minimum. A keystroke's lost packet, in a round whose RTT sample carries a
+    25 ms delayed ACK, looks like that on a 1 ms path; it must not end STARTUP (and with it the
+    floor under the pacing rate) with btl_bw at a few KB/s. Six lost packets still do."""
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+
+    def ack(latest: float, prior: int, size: int, app_limited: bool, now: float) -> None:
+        rtt.update(latest, 0.0)
+        rate = size / latest
+        sample = RateSample(rate, app_limited, prior_delivered=prior, newly_acked=size)
+        bbr.on_ack([SentPacket(0, now - latest, size, True, [])], sample, rtt, 0, now)
+
+    ack(0.001, 0, 40, True, 1.0)  # round 1: a keystroke, min_rtt 1 ms
+    bbr.on_loss([SentPacket(1, 1.0, 40, True, [])], 0, 1.1)
+    ack(0.026, 40, 40, True, 2.0)  # round 2: one of two lost, the other's ACK delayed
+    assert (bbr.filled_pipe, bbr.state) == (False, STARTUP)
+    lost = [SentPacket(pn, 2.0, MSS, True, []) for pn in range(2, 8)]
+    bbr.on_loss(lost, 0, 2.1)
+    ack(0.026, 80, 100 * MSS, False, 3.0)  # round 3: a burst overflowed the queue
+    assert (bbr.filled_pipe, bbr.state) == (True, PROBE_BW)  # drained at once: nothing in flight
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bbr_bulk_write_after_a_lossy_trickle_is_not_held_back(seed: int) -> None:
+    """A hundred keystrokes echoed over a 20 ms path with 2% loss each way used to end STARTUP
+    on the echoing side (see above); its 1.5 MB reply then took 1.1 to 1.6 s instead of 0.34 s
+    (0.24 s is the 50 Mbit/s link's own time)."""
+    sim = Simulator(seed)
+    link = LinkConfig(rate_bps=50e6, delay=0.01, loss=0.02, queue_bytes=125_000)
+    client, server = Reader(), Reader(echo=True)
+    a, b, ia, ib = channel_pair(sim, link, link, client, server)
+    sid = a.open_stream()
+    sim.start()
+    for _ in range(100):
+        a.write(sid, b"ls -l\n")
+        sim.wake(ia)
+        sim.run(sim.now + 0.3)
+    assert client.received == 600
+    server.echo = False
+    client.received, client.target = 0, 1_500_000
+    start = sim.now
+    assert b.write(sid, bytes(1_500_000)) == 1_500_000
+    sim.wake(ib)
+    sim.run(start + 10.0, stop=lambda: client.done is not None)
+    assert client.done is not None and client.done - start < 0.6

@@ -628,11 +628,14 @@ class Channel:
             has_work = self._has_ack_eliciting_work()
             may_send = False
             window = cc.cwnd - recovery.bytes_in_flight
+            limit = max(smallest, min(mss, window))  # the largest packet the window takes now
             if has_work:
                 if self._probes:
                     may_send = True
                 elif window >= smallest:
-                    when = pacer.send_time(now, cc.pacing_rate)
+                    # the bucket must hold this packet's bytes, not a full packet's: a window
+                    # below one 65,000-byte packet would wait for tokens it never spends
+                    when = pacer.send_time(now, cc.pacing_rate, limit)
                     if when <= now:
                         may_send = True
                     else:
@@ -641,7 +644,7 @@ class Channel:
                 recovery.on_app_limited()
             if not may_send and not self._acks.due(now):
                 break
-            self._packet_limit = mss if self._probes else max(smallest, min(mss, window))
+            self._packet_limit = mss if self._probes else limit
             packet = self._build_packet(now, may_send)
             if packet is None:
                 break

@@ -30,8 +30,10 @@ class Pacer:
         high = PACING_MAX_BURST_PACKETS * self._mss
         return min(max(burst, low), high)
 
-    def send_time(self, now: float, rate: float | None) -> float:
-        """When a full-sized packet may leave: `now` if it may leave at once."""
+    def send_time(self, now: float, rate: float | None, size: int | None = None) -> float:
+        """When a packet of at most `size` bytes (default: a full-sized one) may leave: `now` if
+        it may leave at once. The bucket must hold the packet's bytes, so it never goes below
+        empty; the caller passes the largest packet it may build."""
         if rate is None or rate <= 0:
             return now
         tokens = self._tokens + (now - self._last) * rate
@@ -40,9 +42,10 @@ class Pacer:
             tokens = capacity
         self._tokens = tokens
         self._last = now
-        if tokens >= self._mss:
+        need = self._mss if size is None else min(size, self._mss)
+        if tokens >= need:
             return now
-        return now + (self._mss - tokens) / rate
+        return now + (need - tokens) / rate
 
     def on_packet_sent(self, size: int) -> None:
         self._tokens -= size

@@ -7,6 +7,8 @@ reacting to each loss, which is why it keeps a lossy home uplink full where NewR
 States: STARTUP (gain 2/ln2 until the bandwidth stops growing 25% per round for three rounds),
 DRAIN (empty the queue STARTUP built), PROBE_BW (gain cycle 1.25, 0.75, 1 x 6), and PROBE_RTT
 (4 packets for 200 ms when the min-RTT sample is 10 s old, so competing flows see the real RTT).
+Until the pipe is filled the pacing rate never drops below HIGH_GAIN x initial window / SRTT (the
+draft's BBRInitPacingRate and BBRSetPacingRateWithGain): a few app-limited bytes must not set it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ FULL_BW_ROUNDS = 3  # rounds without such growth before the pipe counts as full
 # wireless hop would trigger at once; the round's minimum ignores delayed ACKs.)
 STARTUP_LOSS_RATE = 0.02
 STARTUP_QUEUE_RTT = 1.25
+# ... and only when the round lost at least this many packets (the BBR v3 draft's
+# BBRStartupFullLossCnt, which counts discontiguous lost ranges): a round of interactive traffic
+# carries a packet or two, its minimum RTT is then a delayed ACK, and one loss would end STARTUP
+# with btl_bw at a few KB/s, which the pacing rate follows once the pipe counts as filled.
+STARTUP_FULL_LOSS_COUNT = 6
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
@@ -43,6 +50,8 @@ class Bbr:
         self.mss = max_datagram_size
         self._rng = rng
         self._cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
+        self._initial_cwnd = self._cwnd
+        self._pacing_rate: float | None = None  # bytes/s; None (unpaced) until an RTT sample
         self.state = STARTUP
         self.pacing_gain = HIGH_GAIN
         self.cwnd_gain = HIGH_GAIN
@@ -64,6 +73,7 @@ class Bbr:
         self._srtt = 0.0
         self._loss_in_cycle = False
         self._round_lost = 0  # bytes lost in the current round
+        self._round_lost_packets = 0
         self._round_delivered = 0  # bytes delivered in the current round
         self._round_min_rtt = float("inf")  # seconds; smallest RTT sample of the current round
 
@@ -73,11 +83,20 @@ class Bbr:
 
     @property
     def pacing_rate(self) -> float | None:
-        if self.btl_bw > 0:
-            return self.pacing_gain * self.btl_bw
-        if self._srtt > 0:
-            return self.pacing_gain * self._cwnd / self._srtt
-        return None
+        return self._pacing_rate
+
+    def _set_pacing_rate(self) -> None:
+        """BBRSetPacingRateWithGain (draft-cardwell-iccrg-bbr-congestion-control, Linux
+        `bbr_set_pacing_rate`): the first RTT sample sets the rate to HIGH_GAIN x the initial
+        window per SRTT (BBRInitPacingRate); from then on gain x btl_bw replaces it only when
+        higher, or once the pipe is filled. Before that, btl_bw may come from a few app-limited
+        bytes (a keystroke and its echo: a few KB/s) and pacing at it would hold the next bulk
+        write back for seconds."""
+        if self._pacing_rate is None:
+            self._pacing_rate = HIGH_GAIN * self._initial_cwnd / self._srtt
+        rate = self.pacing_gain * self.btl_bw
+        if self.filled_pipe or rate > self._pacing_rate:
+            self._pacing_rate = rate
 
     def _bdp(self, gain: float) -> int:
         if self.btl_bw <= 0 or self.min_rtt == float("inf"):
@@ -158,10 +177,11 @@ class Bbr:
             if (
                 self.state == STARTUP
                 and self._round_lost > STARTUP_LOSS_RATE * self._round_delivered
+                and self._round_lost_packets >= STARTUP_FULL_LOSS_COUNT
                 and self._round_min_rtt > STARTUP_QUEUE_RTT * self.min_rtt
             ):
                 self.filled_pipe = True  # the queue overflowed: bandwidth found
-            self._round_lost = self._round_delivered = 0
+            self._round_lost = self._round_delivered = self._round_lost_packets = 0
             self._round_min_rtt = float("inf")
         expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if rtt.latest <= self.min_rtt or expired:
@@ -184,6 +204,7 @@ class Bbr:
             self.probe_rtt_done = None
         if self.state == PROBE_RTT:
             self._handle_probe_rtt(round_start, bytes_in_flight, now)
+        self._set_pacing_rate()
         self._set_cwnd(sample.newly_acked)
 
     def _handle_probe_rtt(self, round_start: bool, bytes_in_flight: int, now: float) -> None:
@@ -220,6 +241,7 @@ class Bbr:
         # bandwidth probe early so a full queue is not pushed harder.
         self._loss_in_cycle = True
         self._round_lost += sum(p.size for p in lost)
+        self._round_lost_packets += len(lost)
 
     def on_persistent_congestion(self, now: float) -> None:
         self.prior_cwnd = max(self.prior_cwnd, self._cwnd)
