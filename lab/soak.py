@@ -3,19 +3,21 @@
     python -m lab.soak --minutes 20 --tunnels 20 --out DIR        (root; `make soak`)
 
 The NAT lab (lab/netns.py) gets two port-restricted cone NATs and a rendezvous on the public side.
-Behind the "home" NAT, an echo service listens on N ports and two `ptunnel up` daemons expose them
-(`home-a` the first half, `home-b` the rest: two machines of one household). Behind the "laptop"
+Behind the "home" NAT, an echo service listens on N ports and `ptunnel up` daemons expose them
+(machines of one household): `home-a` half of them, the rest `home-b`, `home-c`, ... (a node holds
+at most 8 names, `rendezvous.protocol.MAX_NAMES`: 20 tunnels take 8 + 6 + 6). Behind the "laptop"
 NAT one `ptunnel up` holds all N connects, and a client (lab/soakload.py) opens a TCP connection
 on every tunnel every second, sends a random payload and checks the echo by SHA-256.
 
-Why two exposing daemons: `home-b` is the one restarted every 2 minutes (the recovery under test),
-while `home-a`, like the laptop's daemon, lives through the whole run, NAT reboot and rendezvous
-restart included, so its memory and fds can be judged over the full length.
+Why more than one exposing daemon: `home-b`, `home-c`, ... are the ones restarted (the recovery
+under test), while `home-a`, like the laptop's daemon, lives through the whole run, NAT reboot
+and rendezvous restart included, so its memory and fds can be judged over the full length.
 
-Events, on the schedule of `plan()`: `home-b` restarts every 2 minutes, alternately by SIGTERM
-and SIGKILL; once the home NAT reboots (`Lab.reboot_nat`: conntrack flushed, new mappings on
-other ports); once the rendezvous restarts (SIGTERM, same database). An event waits for the
-previous one to recover (or for its bound to pass) so that recoveries are not mixed up.
+Events, on the schedule of `plan()`: every 2 minutes an exposing daemon restarts, alternately by
+SIGTERM and SIGKILL (home-b clean, home-b kill, home-c clean, home-c kill, ...); once the home NAT
+reboots (`Lab.reboot_nat`: conntrack flushed, new mappings on other ports); once the rendezvous
+restarts (SIGTERM, same database). An event waits for the previous one to recover (or for its
+bound to pass) so that recoveries are not mixed up.
 
 While it runs it samples every ptunnel process (RSS from /proc/PID/status, open fds from
 /proc/PID/fd, CPU), asks each node's control socket for its status every 10 s (`status.jsonl`),
@@ -58,6 +60,7 @@ from lab.soakreport import (
     tally,
     verdict,
 )
+from rendezvous.protocol import MAX_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDEZVOUS = f"{RDV_IP}:7000"
@@ -143,6 +146,16 @@ def write_config(path: Path, exposes: Sequence[int] = (), connects: Sequence[int
     path.write_text("\n".join(lines) + "\n")
 
 
+def split_tunnels(tunnels: int) -> list[list[int]]:
+    """Tunnels per exposing daemon: the first (never restarted) holds half, at most MAX_NAMES
+    (the names one node may register); the rest are spread evenly over as few daemons as the
+    limit allows."""
+    first = min(MAX_NAMES, tunnels // 2)
+    rest = list(range(first, tunnels))
+    count = -(-len(rest) // MAX_NAMES)
+    return [list(range(first))] + [rest[i::count] for i in range(count)]
+
+
 class Soak:
     def __init__(self, lab: Lab, tunnels: int, out: Path, plan: Plan,
                  verbose: bool = False) -> None:
@@ -150,11 +163,13 @@ class Soak:
         self.home_site, self.laptop_site = lab.sites[0], lab.sites[1]
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
-        self.split = tunnels // 2  # home-a exposes [0, split), home-b [split, tunnels)
         self.verbose = ["-v"] if verbose else []
         self.events: list[EventRecord] = []
+        self.restarts = 0
         self.attempts = AttemptLog(out / "attempts.jsonl")
         self.daemons: list[Daemon] = []
+        # home-a, home-b, ...: (daemon, its tunnels); home-a is never restarted.
+        self.exposers: list[tuple[Daemon, list[int]]] = []
 
     def clock(self) -> float:
         return time.monotonic() - self.t0
@@ -168,42 +183,44 @@ class Soak:
     # --- set-up -------------------------------------------------------------------------------
     def set_up(self, state: Path) -> None:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
-        homes = make_homes(state, ("home-a", "home-b", "laptop"))
-        a, b = range(self.split), range(self.split, self.tunnels)
-        write_config(state / "home-a.yaml", exposes=a)
-        write_config(state / "home-b.yaml", exposes=b)
-        write_config(state / "laptop.yaml", connects=range(self.tunnels))
+        groups = split_tunnels(self.tunnels)
+        labels = [f"home-{chr(ord('a') + i)}" for i in range(len(groups))]
+        homes = make_homes(state, [*labels, "laptop"])
         self.rdv = self.daemon("rendezvous", self.lab.rdv, ptunnel(
             "rendezvous", "--listen", RENDEZVOUS, "--db", str(state / "rendezvous.db"),
             "--home", str(state / "rdv-home"), *self.verbose))
         self.services = self.daemon("services", self.home_site.host, [
             sys.executable, "-m", "lab.soakload", "serve", str(SERVICE_BASE), str(self.tunnels)],
             sampled=False)
-        self.home_a, self.home_b, self.laptop = (
-            self.daemon(name, site.host, ptunnel("up", "-c", str(state / f"{name}.yaml"),
-                                                 "--home", str(homes[name]), *self.verbose),
-                        home=homes[name])
-            for name, site in (("home-a", self.home_site), ("home-b", self.home_site),
-                               ("laptop", self.laptop_site)))
+        for label, group in zip(labels, groups, strict=True):
+            write_config(state / f"{label}.yaml", exposes=group)
+            self.exposers.append((self.daemon(label, self.home_site.host, ptunnel(
+                "up", "-c", str(state / f"{label}.yaml"), "--home", str(homes[label]),
+                *self.verbose), home=homes[label]), group))
+        write_config(state / "laptop.yaml", connects=range(self.tunnels))
+        self.laptop = self.daemon("laptop", self.laptop_site.host, ptunnel(
+            "up", "-c", str(state / "laptop.yaml"), "--home", str(homes["laptop"]),
+            *self.verbose), home=homes["laptop"])
         self.rdv.start()
-        self.rdv.wait_lines("rendezvous listening", 1, 15)
+        self.rdv.wait_lines("rendezvous listening", 1, 15, anywhere=True)
         self.services.start()
         self.services.wait_lines("listening", 1, 15)
-        self.home_a.start()
-        self.home_b.start()
-        self.home_a.wait_lines("exposing", len(a), READY_TIMEOUT)
-        self.home_b.wait_lines("exposing", len(b), READY_TIMEOUT)
+        for exposer, _group in self.exposers:
+            exposer.start()
+        started = [d for d in self.daemons if d.series]
+        for exposer, group in self.exposers:
+            exposer.wait_lines("exposing", len(group), READY_TIMEOUT, started)
         self.laptop.start()
-        self.laptop.wait_lines("ready:", self.tunnels, READY_TIMEOUT)
+        self.laptop.wait_lines("ready:", self.tunnels, READY_TIMEOUT, [*started, self.laptop])
 
     # --- events -------------------------------------------------------------------------------
     def restart(self, daemon: Daemon, sig: int, ready: str, count: int,
-                details: dict[str, Any]) -> float | None:
+                details: dict[str, Any], anywhere: bool = False) -> float | None:
         with self.lock:
-            details.update(daemon.stop(sig))
+            details.update(process=daemon.current.name, **daemon.stop(sig))
             daemon.start()
         try:
-            daemon.wait_lines(ready, count, UP_TIMEOUT)
+            daemon.wait_lines(ready, count, UP_TIMEOUT, anywhere=anywhere)
         except RuntimeError as exc:
             details["not_up"] = str(exc)
             return None
@@ -213,14 +230,17 @@ class Soak:
         record = EventRecord(len(self.events) + 1, kind, self.clock(), None, [])
         say(f"t={record.at:6.1f} s  event {record.index}: {kind}")
         if kind in ("restart-clean", "restart-kill"):
+            # home-b clean, home-b kill, home-c clean, home-c kill, ...
+            restartable = self.exposers[1:]
+            exposer, record.tunnels = restartable[(self.restarts // 2) % len(restartable)]
+            self.restarts += 1
             sig = signal.SIGTERM if kind == "restart-clean" else signal.SIGKILL
-            record.tunnels = list(range(self.split, self.tunnels))
-            record.reference = self.restart(self.home_b, sig, "exposing", len(record.tunnels),
+            record.reference = self.restart(exposer, sig, "exposing", len(record.tunnels),
                                             record.details)
         elif kind == "rendezvous-restart":
             record.tunnels = list(range(self.tunnels))
             up = self.restart(self.rdv, signal.SIGTERM, "rendezvous listening", 1,
-                              record.details)
+                              record.details, anywhere=True)
             record.details["up_s"] = None if up is None else round(up - record.at, 2)
             record.reference = record.at
         else:
@@ -307,6 +327,7 @@ class Soak:
                     "started_s": round(s.started, 2),
                     "ended_s": None if s.ended is None else round(s.ended, 2),
                     "exit_code": s.exit_code,
+                    "cpu_s": round(s.samples[-1][3] - s.samples[0][3], 1) if s.samples else None,
                     "growth": growth(s, self.plan.warmup, window, self.plan.slack, busy),
                     "samples": s.samples})
         logs = scan_logs(self.out / "logs")
@@ -317,8 +338,8 @@ class Soak:
             "passed": not failures,
             "failures": failures,
             "settings": {"seconds": self.plan.seconds, "tunnels": self.tunnels,
-                         "home_a_tunnels": self.split, "home_b_tunnels": self.tunnels -
-                         self.split, "connections_per_s_per_tunnel": 1.0,
+                         "exposers": {d.label: group for d, group in self.exposers},
+                         "connections_per_s_per_tunnel": 1.0,
                          "connection_timeout_s": CONNECTION_TIMEOUT,
                          "sample_every_s": SAMPLE_EVERY, "warmup_s": self.plan.warmup,
                          "window_s": self.plan.window,
@@ -339,15 +360,17 @@ class Soak:
 
 def scan_logs(directory: Path) -> dict[str, Any]:
     total = {"tracebacks": 0, "hidden_tracebacks": 0}
-    files_with, examples = [], []
+    files_with, examples, sizes = [], [], {}
     for path in sorted(directory.glob("*.log")):
-        found = count_log_lines(path.read_text(errors="replace"))
-        for key, lines in found.items():
-            total[key] += len(lines)
-            examples += [f"{path.name}: {line}" for line in lines[:3]]
-        if any(found.values()):
+        with open(path, encoding="utf-8", errors="replace") as log:
+            found = count_log_lines(log)
+        for key, (count, lines) in found.items():
+            total[key] += count
+            examples += [f"{path.name}: {line}" for line in lines]
+        if any(count for count, _ in found.values()):
             files_with.append(path.name)
-    return {**total, "files_with": files_with, "examples": examples[:20]}
+        sizes[path.name] = path.stat().st_size
+    return {**total, "files_with": files_with, "examples": examples[:20], "bytes": sizes}
 
 
 def plot(report: dict[str, Any], png: Path) -> str:
@@ -360,12 +383,16 @@ def plot(report: dict[str, Any], png: Path) -> str:
     except ImportError:
         return "no plot: matplotlib is missing (pip install '.[bench]')"
     fig, (rss_ax, fd_ax) = plt.subplots(2, 1, sharex=True, figsize=(11, 7))
+    colors: dict[str, str] = {}  # one colour a role; its successive processes share it
     for proc in report["processes"]:
         samples = proc["samples"]
         if samples:
+            first = proc["label"] not in colors
+            color = colors.setdefault(proc["label"], f"C{len(colors) % 10}")
             t = [s[0] for s in samples]
-            rss_ax.plot(t, [s[1] / 1024 for s in samples], label=proc["name"], linewidth=1)
-            fd_ax.plot(t, [s[2] for s in samples], label=proc["name"], linewidth=1)
+            label = proc["label"] if first else None
+            rss_ax.plot(t, [s[1] / 1024 for s in samples], color=color, label=label, lw=1)
+            fd_ax.plot(t, [s[2] for s in samples], color=color, lw=1)
     for event in report["events"]:
         for ax in (rss_ax, fd_ax):
             ax.axvline(event["at_s"], color="grey", linestyle=":", linewidth=0.8)
@@ -374,7 +401,7 @@ def plot(report: dict[str, Any], png: Path) -> str:
     rss_ax.set_ylabel("RSS (MiB)")
     fd_ax.set_ylabel("open fds")
     fd_ax.set_xlabel("seconds since the tunnels were up")
-    rss_ax.legend(fontsize=7, ncol=4, loc="lower right")
+    rss_ax.legend(fontsize=8, ncol=5, loc="lower right")
     verdict_text = "PASS" if report["passed"] else "FAIL"
     rss_ax.set_title(f"ptunnel soak: {report['settings']['tunnels']} tunnels, "
                      f"{report['duration_s'] / 60:.1f} min: {verdict_text}")
@@ -404,13 +431,14 @@ def summary(report: dict[str, Any]) -> list[str]:
                      f"{phase['integrity_failures']} integrity")
     for p in report["processes"]:
         g = p["growth"]
+        cpu = f"cpu {p['cpu_s']:6.1f} s  " if p["cpu_s"] is not None else ""
         if g["judged"]:
-            lines.append(f"{p['name']:<14} rss {g['rss']['first_kib'] / 1024:6.1f} -> "
+            lines.append(f"{p['name']:<14} {cpu}rss {g['rss']['first_kib'] / 1024:6.1f} -> "
                          f"{g['rss']['last_kib'] / 1024:6.1f} MiB ({g['rss']['growth_pct']:+}%)  "
                          f"fds {g['fds']['first']:g} -> {g['fds']['last']:g} "
                          f"({g['fds']['growth_pct']:+}%)  {'flat' if g['flat'] else 'GREW'}")
         else:
-            lines.append(f"{p['name']:<14} not judged: {g['why']}")
+            lines.append(f"{p['name']:<14} {cpu}not judged: {g['why']}")
     logs = report["logs"]
     lines.append(f"logs: {logs['tracebacks']} tracebacks, {logs['hidden_tracebacks']} hidden "
                  "ones (`run with -v for details`)")
@@ -437,6 +465,10 @@ def run_soak(lab: Lab, minutes: float, tunnels: int, out: Path,
     report["plot"] = plot(report, out / "soak.png")
     (out / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,12 +498,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"FAIL: the NAT lab is unavailable here: {why}")
         return 2
     reap_stale_labs()
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: tear everything down
     try:
         with Lab(["cone", "cone"], prefix=f"ptl{os.getpid()}x0") as lab:
             report = run_soak(lab, args.minutes, args.tunnels, args.out, args.verbose)
     except RuntimeError as exc:  # the set-up failed: a process did not come up
         say(f"FAIL: set-up: {exc}")
         return 1
+    except KeyboardInterrupt:
+        say("interrupted; every process stopped and the lab removed")
+        return 130
     for line in summary(report):
         say(line)
     say(report["plot"])

@@ -109,6 +109,8 @@ async def exchange(port: int, payload: bytes) -> tuple[str, bytes, str]:
     finally:
         if not sender.done():
             sender.cancel()
+        elif not sender.cancelled():
+            sender.exception()  # retrieved: the reader's error already tells this connection's end
         writer.close()
     return classify(payload, bytes(echo)), bytes(echo), ""
 

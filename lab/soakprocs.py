@@ -63,16 +63,22 @@ class Daemon:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def wait_lines(self, text: str, count: int, timeout: float) -> None:
-        """Wait until the current process's log holds `count` lines containing `text`."""
+    def wait_lines(self, text: str, count: int, timeout: float, others: Sequence[Daemon] = (),
+                   anywhere: bool = False) -> None:
+        """Wait until the current process's log holds `count` lines that start with `text` (the
+        command's own output; log lines start with the time), or contain it if `anywhere`;
+        RuntimeError if it or one of `others` exits first, or on timeout."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.log_path.read_text(errors="replace").count(text)
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            found = sum(text in line if anywhere else line.startswith(text) for line in lines)
             if found >= count:
                 return
-            if not self.alive():
-                raise RuntimeError(f"{self.label} exited ({self.exit_code()}) before "
-                                   f"{count} x {text!r}; see {self.log_path}")
+            for daemon in (self, *others):
+                if not daemon.alive():
+                    raise RuntimeError(f"{daemon.label} exited ({daemon.exit_code()}) while "
+                                       f"waiting for {count} x {text!r} from {self.label}; see "
+                                       f"{daemon.log_path}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.label}: {found} of {count} x {text!r} after "
                                    f"{timeout:.0f} s; see {self.log_path}")

@@ -214,15 +214,19 @@ def growth(series: ProcessSeries, warmup: float, window: int, slack: Slack,
     return out
 
 
-def count_log_lines(text: str) -> dict[str, list[str]]:
+def count_log_lines(lines: Iterable[str], keep: int = 3) -> dict[str, tuple[int, list[str]]]:
     """Lines of a log that show an unexpected exception: a printed traceback, or the CLI's one-
-    line summary of one (`... (run with -v for details)`, a traceback hidden at info level)."""
-    found: dict[str, list[str]] = {"tracebacks": [], "hidden_tracebacks": []}
-    for line in text.splitlines():
-        if "Traceback" in line:
-            found["tracebacks"].append(line)
-        elif "run with -v for details" in line:
-            found["hidden_tracebacks"].append(line)
+    line summary of one (`... (run with -v for details)`, a traceback hidden at info level).
+    Per kind: how many, and the first `keep` of them (a log can be hundreds of MB)."""
+    found: dict[str, tuple[int, list[str]]] = {"tracebacks": (0, []), "hidden_tracebacks": (0, [])}
+    for line in lines:
+        kind = ("tracebacks" if "Traceback" in line
+                else "hidden_tracebacks" if "run with -v for details" in line else None)
+        if kind is not None:
+            count, examples = found[kind]
+            if count < keep:
+                examples.append(line.rstrip("\n")[:300])
+            found[kind] = (count + 1, examples)
     return found
 
 

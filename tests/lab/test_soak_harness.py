@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from lab.soak import plan
+from lab.soak import plan, split_tunnels
 from lab.soakload import classify, exchange
 from lab.soakreport import (
     Attempt,
@@ -202,10 +202,12 @@ def test_proc_parsers() -> None:
 
 
 def test_log_scan_finds_printed_and_hidden_tracebacks() -> None:
-    found = count_log_lines(
-        "12:00:00 INFO x: fine\nTraceback (most recent call last):\n  File ...\n"
-        "12:00:01 ERROR asyncio: Exception in callback: ValueError: x (run with -v for details)\n")
-    assert len(found["tracebacks"]) == 1 and len(found["hidden_tracebacks"]) == 1
+    log = ("12:00:00 INFO x: fine\nTraceback (most recent call last):\n  File ...\n"
+           + "12:00:01 ERROR asyncio: Fatal error: ValueError: x (run with -v for details)\n" * 5)
+    found = count_log_lines(log.splitlines(keepends=True))
+    assert found["tracebacks"] == (1, ["Traceback (most recent call last):"])
+    count, examples = found["hidden_tracebacks"]
+    assert count == 5 and len(examples) == 3 and examples[0].endswith("for details)")
 
 
 # --- the verdict and the plan -----------------------------------------------------------------
@@ -248,3 +250,11 @@ def test_the_long_plan_restarts_every_two_minutes_and_the_short_one_does_each_ev
     assert short.events[-1][0] <= 120 - 40
     with pytest.raises(ValueError):
         plan(60)
+
+
+def test_exposing_daemons_hold_at_most_max_names() -> None:
+    assert split_tunnels(5) == [[0, 1], [2, 3, 4]]
+    groups = split_tunnels(20)
+    assert [len(g) for g in groups] == [8, 6, 6]
+    assert sorted(t for g in groups for t in g) == list(range(20))
+    assert all(len(g) <= 8 for g in split_tunnels(100))
