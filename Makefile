@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ bench: $(STAMP)
 	command -v npm >/dev/null || .ci/apt-install nodejs npm
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench $(if $(NATLAB),--natlab,)
+
+# The soak test: tunnels left running through the NAT lab while processes, a NAT and the
+# rendezvous restart (root; ~21 min; not part of `make test`). See lab/README.md.
+MINUTES  ?= 20
+TUNNELS  ?= 20
+SOAK_OUT ?= bench/results/soak
+
+soak: $(STAMP)
+	.ci/apt-install iptables conntrack iproute2
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m lab.soak --minutes $(MINUTES) --tunnels $(TUNNELS) --out $(SOAK_OUT)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
