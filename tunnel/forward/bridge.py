@@ -44,6 +44,7 @@ class StreamBridge(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.link: Peer | None = None
         self.stream_id: int | None = None
+        self._attached_to: Channel | None = None  # the channel `stream_id` belongs to
         self.pending = bytearray()  # from TCP, not yet taken by the stream
         self.tcp_eof = False  # the local side shut down its writing half
         self.fin_sent = False
@@ -56,6 +57,7 @@ class StreamBridge(asyncio.Protocol):
 
     def attach(self, link: Peer, stream_id: int, first: bytes = b"") -> None:
         self.link, self.stream_id = link, stream_id
+        self._attached_to = link.channel
         self.forwarder.bridges[(link.static, stream_id)] = self
         if first:
             self.pending[:0] = first
@@ -79,7 +81,7 @@ class StreamBridge(asyncio.Protocol):
         if self.pending or self.stream_id is None:
             self.pending += data
         else:
-            channel = self._channel()
+            channel = self.channel()
             taken = channel.write(self.stream_id, data) if channel is not None else 0
             if taken < len(data):
                 self.pending += data[taken:]
@@ -97,7 +99,7 @@ class StreamBridge(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        channel = self._channel()
+        channel = self.channel()
         if channel is not None and self.stream_id is not None:
             if exc is not None or not self.tcp_eof:
                 # An abort (or a close before our FIN went out): abort the peer's end too.
@@ -116,7 +118,7 @@ class StreamBridge(asyncio.Protocol):
     # --- the channel side ---------------------------------------------------------------------
 
     def on_readable(self) -> None:
-        channel = self._channel()
+        channel = self.channel()
         if channel is None or self.transport is None or self.stream_id is None:
             return
         while not self.paused_writing and not self.transport.is_closing():
@@ -146,11 +148,17 @@ class StreamBridge(asyncio.Protocol):
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _channel(self) -> Channel | None:
-        return self.link.channel if self.link is not None else None
+    def channel(self) -> Channel | None:
+        """The channel of this bridge's stream, while it is the peer's channel. After a peer
+        restart the peer has a new channel where `stream_id` means another stream (or none):
+        never touch that one; the old channel's close resets this bridge."""
+        channel = self._attached_to
+        if channel is None or self.link is None or self.link.channel is not channel:
+            return None
+        return channel
 
     def _flush_pending(self) -> None:
-        channel = self._channel()
+        channel = self.channel()
         if channel is None or self.stream_id is None or not self.pending:
             return
         taken = channel.write(self.stream_id, self.pending)
@@ -158,7 +166,7 @@ class StreamBridge(asyncio.Protocol):
         self.forwarder.node.kick()
 
     def _maybe_fin(self) -> None:
-        channel = self._channel()
+        channel = self.channel()
         if (self.tcp_eof and not self.pending and not self.fin_sent
                 and channel is not None and self.stream_id is not None):
             self.fin_sent = True

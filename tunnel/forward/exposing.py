@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunnel.addresses import Addr
+from tunnel.channel.channel import Channel
 from tunnel.forward import wire
 from tunnel.forward.bridge import BridgeOwner, StreamBridge
 from tunnel.forward.udp_flows import MAX_UDP_FLOWS, UDP_IDLE_TIMEOUT, UdpFlowSocket
@@ -42,7 +43,12 @@ class _Incoming:
 
     link: Peer
     stream_id: int
+    channel: Channel  # the channel `stream_id` belongs to
     header: bytearray = field(default_factory=bytearray)
+
+    def current(self) -> Channel | None:
+        """The stream's channel while the peer still uses it (see `StreamBridge.channel`)."""
+        return self.channel if self.link.channel is self.channel else None
 
 
 class ExposingSide:
@@ -59,7 +65,9 @@ class ExposingSide:
     # --- events routed here by the forwarder --------------------------------------------------
 
     def on_stream_opened(self, link: Peer, stream_id: int) -> None:
-        incoming = _Incoming(link, stream_id)
+        if link.channel is None:
+            return
+        incoming = _Incoming(link, stream_id, link.channel)
         self.incoming[(link.static, stream_id)] = incoming
         self._read_header(incoming)
 
@@ -74,7 +82,8 @@ class ExposingSide:
         self.incoming.pop(key, None)
 
     def on_channel_closed(self, peer: bytes) -> None:
-        self.incoming = {k: v for k, v in self.incoming.items() if k[0] != peer}
+        self.incoming = {k: v for k, v in self.incoming.items()
+                         if k[0] != peer or ((c := v.current()) is not None and c.is_open)}
 
     def on_datagram(self, link: Peer, name: str, flow: int, payload: bytes) -> None:
         service = self.services.get(name)
@@ -108,7 +117,7 @@ class ExposingSide:
     # --- streams ------------------------------------------------------------------------------
 
     def _read_header(self, incoming: _Incoming) -> None:
-        channel = incoming.link.channel
+        channel = incoming.current()
         if channel is None:
             return
         incoming.header += channel.read(incoming.stream_id, 2 + wire.MAX_NAME_LENGTH)
@@ -146,7 +155,7 @@ class ExposingSide:
             assert bridge.link is not None and bridge.stream_id is not None
             log.warning("%s: cannot connect to %s:%d for %s: %s", service.name, *service.target,
                         fingerprint(bridge.link.static), exc.strerror or exc)
-            channel = bridge.link.channel
+            channel = bridge.channel()
             if channel is not None:
                 channel.reset_stream(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
                 channel.stop_reading(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
@@ -163,7 +172,7 @@ class ExposingSide:
     def _refuse(self, incoming: _Incoming, code: int, why: str) -> None:
         log.warning("refused a stream from %s: %s", fingerprint(incoming.link.static), why)
         self.incoming.pop((incoming.link.static, incoming.stream_id), None)
-        channel = incoming.link.channel
+        channel = incoming.current()
         if channel is not None:
             channel.reset_stream(incoming.stream_id, code)
             channel.stop_reading(incoming.stream_id, code)

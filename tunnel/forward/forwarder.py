@@ -84,8 +84,11 @@ class Forwarder:
         elif isinstance(event, DatagramReceived):
             self._datagram(link, event.data)
         elif isinstance(event, ChannelClosed):
+            # The closed channel's streams end; a bridge already on the peer's new channel
+            # (after a restart) stays.
             for (peer, _sid), bridge in list(self.bridges.items()):
-                if peer == link.static:
+                channel = bridge.channel()
+                if peer == link.static and (channel is None or not channel.is_open):
                     bridge.on_reset(wire.RESET_ABORTED)
             self.exposing.on_channel_closed(link.static)
 

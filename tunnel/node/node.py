@@ -250,6 +250,10 @@ class Node:
         if peer is None:
             peer = self._peer(session.peer_public, now)
         peer.receive(payload, addr, now)
+        if peer.replaced_channel:
+            # The peer restarted: its old streams end now, before any local callback can
+            # attach a connection to the new channel (whose stream ids start again at 0).
+            self._deliver_channel_events(peer)
 
     def _on_timer(self) -> None:
         """Expired timers of every machine; the flush then handles the device's own."""
@@ -386,6 +390,16 @@ class Node:
         peer.poll(now, established)
         while (event := peer.next_event()) is not None:
             self._do(peer, event, now)
+        self._deliver_channel_events(peer)
+        datagrams = peer.datagrams_to_send(now, established)
+        if not datagrams or session is None or not established:
+            return
+        for payload, addr in datagrams:
+            datagram = session.seal(payload, now)
+            if datagram is not None:
+                self._send(datagram, addr)
+
+    def _deliver_channel_events(self, peer: Peer) -> None:
         self._delivering = True
         try:
             while (channel_event := peer.next_channel_event()) is not None:
@@ -395,13 +409,6 @@ class Node:
                     self._notify(peer)
         finally:
             self._delivering = False
-        datagrams = peer.datagrams_to_send(now, established)
-        if not datagrams or session is None or not established:
-            return
-        for payload, addr in datagrams:
-            datagram = session.seal(payload, now)
-            if datagram is not None:
-                self._send(datagram, addr)
 
     def _do(self, peer: Peer, event: PeerEvent, now: float) -> None:
         """What a peer asked for."""

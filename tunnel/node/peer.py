@@ -382,6 +382,12 @@ class Peer:
     def next_event(self) -> PeerEvent | None:
         return self._events.pop(0) if self._events else None
 
+    @property
+    def replaced_channel(self) -> bool:
+        """A channel of this peer ended (restart, lost session) and its close is not yet
+        delivered: the shell delivers it before anything else can touch the new channel."""
+        return bool(self._channel_events)
+
     def next_channel_event(self) -> ChannelEvent | None:
         if self._channel_events:
             return self._channel_events.pop(0)
