@@ -36,7 +36,7 @@ from typing import Any
 from rendezvous.protocol import normalize_name
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
-from tunnel.forward.bridge import StreamBridge
+from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService
 from tunnel.forward.forwarder import Forwarder
 from tunnel.forward.udp_flows import UdpListener
@@ -291,7 +291,7 @@ class Connection:
             log.warning("%s: no tunnel within %.0f s; closing a waiting local connection",
                         self.name, PENDING_CONNECTION_TIMEOUT)
             if bridge.transport is not None:
-                bridge.transport.abort()
+                reset_tcp(bridge.transport)
 
     async def _keep_up(self, on_ready: Callable[[Connection], None] | None = None,
                        waiting: bool = False) -> None:

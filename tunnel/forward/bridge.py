@@ -14,7 +14,10 @@ it for a stream a peer opened and then dials the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -34,6 +37,17 @@ class BridgeOwner(Protocol):
 
     node: Node  # kicked whenever the bridge gave the channel something to send
     bridges: dict[tuple[bytes, int], StreamBridge]  # (peer static key, stream id) -> bridge
+
+
+def reset_tcp(transport: asyncio.Transport) -> None:
+    """End a local TCP connection with a reset (RST), as the far end's crash would: a plain
+    abort sends FIN when nothing is left unread, which the application takes for a complete
+    answer, and a cut tunnel must never look like one."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class StreamBridge(asyncio.Protocol):
@@ -143,7 +157,7 @@ class StreamBridge(asyncio.Protocol):
         log.info("stream %s reset by peer: %s", self.stream_id, wire.reset_reason(code))
         self.closed = True
         if self.transport is not None:
-            self.transport.abort()
+            reset_tcp(self.transport)
         self._forget()
 
     # --- internals ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from tunnel.channel.events import (
     StreamWritable,
 )
 from tunnel.forward import wire
-from tunnel.forward.bridge import StreamBridge
+from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService, ExposingSide
 from tunnel.forward.udp_flows import UDP_SWEEP_INTERVAL, UdpListener
 from tunnel.node.node import Node
@@ -60,7 +60,7 @@ class Forwarder:
             self._sweeper.cancel()
         for bridge in list(self.bridges.values()):
             if bridge.transport is not None:
-                bridge.transport.abort()
+                reset_tcp(bridge.transport)
         self.exposing.close_flows()
 
     def dispatch(self, link: Peer, event: ChannelEvent) -> None:
