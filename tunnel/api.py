@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rendezvous.protocol import normalize_name
+from rendezvous.protocol import MAX_NAMES, normalize_name
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import UserError
 from tunnel.forward.bridge import StreamBridge, reset_tcp
@@ -489,6 +489,9 @@ class Tunnel:
         await self.start()
         if name in self.forwarder.services:
             raise TunnelError(f"'{name}' is already exposed by this node")
+        if len(self.forwarder.services) >= MAX_NAMES:
+            raise TunnelError(f"a node can expose at most {MAX_NAMES} names; run another "
+                              "ptunnel with its own PTUNNEL_HOME for more")
         service = ExposedService(name, (host, port), udp,
                                  None if allow is None else frozenset(allow))
         self.forwarder.services[name] = service

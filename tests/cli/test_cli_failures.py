@@ -141,3 +141,11 @@ def test_a_logged_traceback_shows_only_with_verbose() -> None:
     assert short.endswith("asyncio: Exception in callback f() handle: <h>: ValueError: bad "
                           "value (run with -v for details)")
     assert "Traceback" in TextFormatter(details=True).format(record)
+
+
+def test_up_with_more_names_than_a_node_can_hold_is_refused_up_front(tmp_path: Path) -> None:
+    home = init(tmp_path / "a")
+    entries = "".join(f"  - port: {9000 + i}\n    as: svc-{i}\n" for i in range(9))
+    (home / "node.yaml").write_text(f"rendezvous: 127.0.0.1:9\nexpose:\n{entries}")
+    line = one_error(ptunnel("up", "--home", str(home)))
+    assert "exposes 9 names; a node can hold at most 8" in line, line

@@ -373,3 +373,37 @@ def test_stop_while_reconnecting_asks_for_nothing_more() -> None:
     pair.run(SILENCE_TIMEOUT + 1.0)
     assert pair.a.state(pair.now).startswith("reconnecting")
     _stopped_quietly(pair.a, pair.now, established=True)
+
+
+def test_a_replaced_channel_is_reset_once_on_the_other_side_never_in_a_loop() -> None:
+    pair = connected_pair()
+    assert pair.a.channel is not None
+    pair.a.channel.close("idle timeout")  # A's channel died (a long outage): A starts a new one
+    pair.channel_events["a"].clear()
+    pair.channel_events["b"].clear()
+    pair.run(5.0)
+    restarts = {side: [e for e in events if e == ChannelClosed("peer restarted", 0, by_peer=True)]
+                for side, events in pair.channel_events.items()}
+    assert len(restarts["b"]) == 1 and restarts["a"] == [], restarts
+    assert pair.a.peer_incarnation == pair.b.incarnation
+    assert pair.b.peer_incarnation == pair.a.incarnation
+    assert pair.a.channel is not None and pair.b.channel is not None
+    stream = pair.a.channel.open_stream()
+    pair.a.channel.write(stream, b"on the new channels")
+    pair.run(1.0)
+    assert pair.b.channel.read(stream) == b"on the new channels"
+
+
+def test_late_packets_of_a_replaced_channel_are_dropped() -> None:
+    pair = connected_pair()
+    old = pair.b.incarnation
+    stale = bytes((nw.PAYLOAD_CHANNEL,)) + old + pair.a.incarnation  # B's old channel, late
+    pair.b = make_peer(A_KEY, B_KEY, 55, now=pair.now)  # B restarted
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    pair.run(1.0)
+    assert pair.a.peer_incarnation == pair.b.incarnation
+    channel = pair.a.channel
+    pair.channel_events["a"].clear()
+    pair.a.receive(stale, B_ADDR, pair.now)  # must not count as yet another restart
+    assert pair.a.channel is channel and pair.a.peer_incarnation == pair.b.incarnation
+    assert not pair.a.next_channel_event()

@@ -46,6 +46,7 @@ MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
 # A channel packet for an incarnation of ours that is gone (we restarted) is answered with a bare
 # channel header, at most this often, so the peer learns our new incarnation and resets its side.
 ANNOUNCE_INTERVAL = 1.0
+MAX_RETIRED = 8  # the peer's replaced incarnations remembered, to drop their late packets
 UNREACHABLE_AFTER = 30.0  # s without an authenticated packet, while reconnecting: unreachable
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
@@ -148,6 +149,7 @@ class Peer:
     reconnecting_since: float | None = None  # the path went silent or the session was lost
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
+    _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
     _last_announce: float = float("-inf")
     repunch_at: float = 0.0
     repunch_interval: float = REPUNCH_FIRST
@@ -242,6 +244,8 @@ class Peer:
             if now - self._last_announce >= ANNOUNCE_INTERVAL:
                 self._announce_due = True
             return
+        if sender in self._retired:
+            return  # a late packet of a channel the peer has already replaced
         if self.channel is None:
             self._open_channel(now)  # keys confirmed by this very packet
             self._events.append(PeerChanged())
@@ -421,22 +425,31 @@ class Peer:
 
     # --- channel ------------------------------------------------------------------------------
 
-    def _open_channel(self, now: float) -> None:
+    def _open_channel(self, now: float, keep_incarnation: bool = False) -> None:
         self.channel = Channel(
             is_client=self.is_client,
             max_packet_size=channel_budget(self.mtu.size, not self.direct),
             congestion=self.congestion,
         )
-        self.incarnation = self.rng(4)
+        if not (keep_incarnation and self.incarnation):
+            self.incarnation = self.rng(4)
         self.connected_at = now
         self._announce_due = True  # the peer learns the new incarnation without waiting for data
         log.info("channel open with %s", fingerprint(self.static))
 
     def _peer_restarted(self, incarnation: bytes, now: float) -> None:
-        if self.peer_incarnation != NO_INCARNATION and self.channel is not None:
-            log.info("peer %s restarted: resetting its streams", fingerprint(self.static))
-            self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
-            self._open_channel(now)
+        """The peer's channel has a new incarnation: it restarted, or replaced a channel that
+        died. Its old streams are gone, so ours end too, on a fresh channel that keeps our own
+        incarnation: the peer's new channel already addresses us by it, and a new one would make
+        the peer reset in turn, and so on for ever."""
+        old = self.peer_incarnation
+        if old != NO_INCARNATION:
+            self._retired = [*self._retired[-(MAX_RETIRED - 1):], old]
+            if self.channel is not None:
+                log.info("peer %s restarted or replaced its channel: resetting its streams",
+                         fingerprint(self.static))
+                self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
+                self._open_channel(now, keep_incarnation=True)
         self.peer_incarnation = incarnation
 
     # --- pings and port prediction -------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from rendezvous.protocol import MAX_NAMES
 from tunnel.addresses import format_endpoint
 from tunnel.api import Tunnel
 from tunnel.cli.context import Context
@@ -35,6 +36,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         where = ctx.config_path or ctx.home / "node.yaml"
         raise UserError(f"{where} lists no `expose:` or `connect:` entries; "
                         "see configs/node.yaml for the format")
+    if len(exposes) > MAX_NAMES:
+        where = ctx.config_path or ctx.home / "node.yaml"
+        raise UserError(f"{where} exposes {len(exposes)} names; a node can hold at most "
+                        f"{MAX_NAMES}: split them over several configs, each with its own "
+                        "PTUNNEL_HOME")
     tunnel = build_tunnel(ctx)
 
     async def body(tunnel: Tunnel) -> None:
