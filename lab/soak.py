@@ -484,7 +484,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: print the figures of OUT/soak.json, redraw its plot")
     args = parser.parse_args(argv)
     if args.summary:
-        report = json.loads((args.out / "soak.json").read_text())
+        try:
+            report = json.loads((args.out / "soak.json").read_text())
+        except (OSError, ValueError) as exc:
+            say(f"no figures to show: {args.out / 'soak.json'}: {exc}")
+            return 2
         for line in [*summary(report), plot(report, args.out / "soak.png")]:
             say(line)
         return 0 if report["passed"] else 1
