@@ -247,6 +247,8 @@ def verdict(connections: dict[str, Any], events: Sequence[dict[str, Any]],
         elif not event["within_bound"]:
             reasons.append(f"event {event['index']} ({event['kind']}) recovered in "
                            f"{event['recovery_s']} s > {event['bound_s']:.0f} s")
+    if processes and not any(proc["growth"].get("judged") for proc in processes):
+        reasons.append("no process lived long enough to judge its growth")
     for proc in processes:
         g = proc["growth"]
         if g.get("judged") and not g["flat"]:

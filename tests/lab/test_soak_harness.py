@@ -232,6 +232,9 @@ def test_verdict_names_each_broken_criterion() -> None:
     ]
     clean = {"tracebacks": 0, "hidden_tracebacks": 0, "files_with": []}
     assert verdict({"integrity_failures": 0, "succeeded": 1}, [], [], clean) == []
+    unjudged = [{"name": "laptop#1", "growth": {"judged": False, "why": "short"}}]
+    assert verdict({"integrity_failures": 0, "succeeded": 1}, [], unjudged, clean) == [
+        "no process lived long enough to judge its growth"]
 
 
 def test_the_long_plan_restarts_every_two_minutes_and_the_short_one_does_each_event_once(
@@ -249,7 +252,7 @@ def test_the_long_plan_restarts_every_two_minutes_and_the_short_one_does_each_ev
         "restart-clean", "restart-kill", "rendezvous-restart", "nat-reboot"]
     assert short.events[-1][0] <= 120 - 40
     with pytest.raises(ValueError):
-        plan(60)
+        plan(110)
 
 
 def test_exposing_daemons_hold_at_most_max_names() -> None:
