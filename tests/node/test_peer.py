@@ -71,6 +71,15 @@ class Pair:
         for _ in range(round(seconds / dt)):
             self.step(dt)
 
+    def a_to_b(self, data: bytes, seconds: float = 1.0) -> bytes:
+        """Write `data` on a new stream of A's channel; what B's channel read after `seconds`."""
+        assert self.a.channel is not None
+        stream = self.a.channel.open_stream()
+        self.a.channel.write(stream, data)
+        self.run(seconds)
+        assert self.b.channel is not None
+        return self.b.channel.read(stream)
+
 
 def connected_pair(mtu: int = 1500) -> Pair:
     pair = Pair(make_peer(B_KEY, A_KEY, 1), make_peer(A_KEY, B_KEY, 2), mtu=mtu)
@@ -255,11 +264,7 @@ def test_an_idle_direct_path_stays_direct_for_ten_minutes_without_a_repunch() ->
                     if isinstance(e, RegistrationWanted | IntroductionWanted)]
     assert pair.a.state(pair.now) == "direct" and pair.b.state(pair.now) == "direct"
     # The first byte after the idle spell goes out at once on the same path.
-    assert pair.a.channel is not None and pair.b.channel is not None
-    stream = pair.a.channel.open_stream()
-    pair.a.channel.write(stream, b"after idle")
-    pair.run(1.0)
-    assert pair.b.channel.read(stream) == b"after idle"
+    assert pair.a_to_b(b"after idle") == b"after idle"
 
 
 def test_a_peer_that_restarted_and_sends_nothing_is_found_through_its_announce() -> None:
@@ -273,11 +278,7 @@ def test_a_peer_that_restarted_and_sends_nothing_is_found_through_its_announce()
     pair.run(1.0)
     assert ChannelClosed("peer restarted", 0, by_peer=True) in pair.channel_events["a"]
     assert pair.a.channel is not old and pair.a.peer_incarnation == pair.b.incarnation
-    # New streams work on the new channels.
-    stream = pair.a.channel.open_stream()
-    pair.a.channel.write(stream, b"hello again")
-    pair.run(1.0)
-    assert pair.b.channel is not None and pair.b.channel.read(stream) == b"hello again"
+    assert pair.a_to_b(b"hello again") == b"hello again"  # new streams work on the new channels
 
 
 def test_state_says_reconnecting_then_unreachable_then_direct_again() -> None:
@@ -387,11 +388,7 @@ def test_a_replaced_channel_is_reset_once_on_the_other_side_never_in_a_loop() ->
     assert len(restarts["b"]) == 1 and restarts["a"] == [], restarts
     assert pair.a.peer_incarnation == pair.b.incarnation
     assert pair.b.peer_incarnation == pair.a.incarnation
-    assert pair.a.channel is not None and pair.b.channel is not None
-    stream = pair.a.channel.open_stream()
-    pair.a.channel.write(stream, b"on the new channels")
-    pair.run(1.0)
-    assert pair.b.channel.read(stream) == b"on the new channels"
+    assert pair.a_to_b(b"on the new channels") == b"on the new channels"
 
 
 def test_late_packets_of_a_replaced_channel_are_dropped() -> None:
