@@ -381,8 +381,10 @@ class Node:
         peer.on_introduced(event.public_endpoint, list(event.lan_candidates),
                            event.peer_name if event.initiated_by_us else None, now)
         lan = ", ".join(format_endpoint(a) for a in event.lan_candidates) or "none"
-        log.info("introduced to %s (%s): public %s, lan %s", event.peer_name,
-                 fingerprint(event.peer_static), format_endpoint(event.public_endpoint), lan)
+        who = fingerprint(event.peer_static)
+        who = f"{event.peer_name} ({who})" if event.peer_name else who  # a connector has no name
+        log.info("introduced to %s: public %s, lan %s", who,
+                 format_endpoint(event.public_endpoint), lan)
 
     def _drain_peer(self, peer: Peer, now: float) -> None:
         session = self.device.get_session(peer.static)
