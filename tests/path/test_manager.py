@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tunnel.path.manager import (
+    PUNCH_FAST_PROBES,
     PUNCH_INTERVAL,
     RELAY_FALLBACK_AFTER,
     SILENCE_TIMEOUT,
@@ -14,6 +15,7 @@ from tunnel.path.manager import (
 )
 
 LAN = ("10.0.0.5", 4000)
+OTHER_LAN = ("10.0.0.6", 4000)
 PUBLIC = ("203.0.113.7", 4000)
 OTHER_PUBLIC = ("198.51.100.9", 5000)
 
@@ -27,8 +29,7 @@ def events(manager: PathManager) -> list[PathEvent]:
 
 def test_probes_every_candidate_quickly_while_punching() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
-    manager.add_candidates([LAN], Kind.LAN, 0.0)
+    manager.introduce(PUBLIC, [LAN], 0.0)
     assert sorted(manager.probes_due(0.0)) == sorted([LAN, PUBLIC])
     assert manager.probes_due(0.1) == []
     assert manager.get_timer() == PUNCH_INTERVAL
@@ -37,8 +38,7 @@ def test_probes_every_candidate_quickly_while_punching() -> None:
 
 def test_lan_beats_public_whatever_the_order() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
-    manager.add_candidates([LAN], Kind.LAN, 0.0)
+    manager.introduce(PUBLIC, [LAN], 0.0)
     manager.on_probe_answered(PUBLIC, 0.010, 0.05)
     assert manager.path is not None and manager.path.addr == PUBLIC
     manager.on_probe_answered(LAN, 0.030, 0.06)
@@ -50,17 +50,19 @@ def test_lan_beats_public_whatever_the_order() -> None:
 def test_peer_reflexive_address_is_learned() -> None:
     """A symmetric NAT maps the peer to a port nobody announced: authenticated packets reveal it."""
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     surprise = ("203.0.113.7", 61234)
     manager.on_authenticated(surprise, 0.3)
     assert manager.path is not None and manager.path.addr == surprise
     assert manager.path.kind == Kind.REFLEXIVE
-    assert surprise in manager.probes_due(0.4)
+    # The peer proved it is there: the session may handshake with it, at no probe credit.
+    credit = manager.credit
+    assert manager.may_send_initiation(surprise, 0.4) and manager.credit == credit
 
 
 def test_relay_after_fallback_time_then_back_to_direct() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     now = 0.0
     while now < RELAY_FALLBACK_AFTER - 0.01:
         manager.probes_due(now)
@@ -81,20 +83,20 @@ def test_relay_after_fallback_time_then_back_to_direct() -> None:
 
 def test_direct_only_never_relays_and_reports_what_was_tried() -> None:
     manager = PathManager(started=0.0, relay_allowed=False)
-    manager.add_candidates([PUBLIC, OTHER_PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [LAN], 0.0)
     for step in range(100):
         now = step * 0.1
         manager.probes_due(now)
         manager.handle_timer(now)
     assert manager.path is None and not manager.use_relay(10.0)
     report = manager.report(10.0)
-    assert {r.addr for r in report} == {PUBLIC, OTHER_PUBLIC}
-    assert all(r.probes_sent >= 40 and not r.working for r in report)
+    assert {r.addr for r in report} == {PUBLIC, LAN}
+    assert all(r.probes_sent >= PUNCH_FAST_PROBES and not r.working for r in report)
 
 
 def test_silent_path_triggers_repunch() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     manager.on_probe_answered(PUBLIC, 0.02, 0.1)
     events(manager)
     manager.on_sent(1.0)
@@ -114,18 +116,18 @@ def test_silent_path_triggers_repunch() -> None:
 
 def test_rtt_hysteresis_between_direct_paths() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC, OTHER_PUBLIC], Kind.PUBLIC, 0.0)
-    manager.on_probe_answered(PUBLIC, 0.050, 0.1)
-    manager.on_probe_answered(OTHER_PUBLIC, 0.045, 0.2)
-    assert manager.path is not None and manager.path.addr == PUBLIC  # 10% better: stay
+    manager.introduce(PUBLIC, [LAN, OTHER_LAN], 0.0)
+    manager.on_probe_answered(LAN, 0.050, 0.1)
+    manager.on_probe_answered(OTHER_LAN, 0.045, 0.2)
+    assert manager.path is not None and manager.path.addr == LAN  # 10% better: stay
     for t in (0.4, 0.6, 0.8, 1.0):
-        manager.on_probe_answered(OTHER_PUBLIC, 0.010, t)
-    assert manager.path is not None and manager.path.addr == OTHER_PUBLIC
+        manager.on_probe_answered(OTHER_LAN, 0.010, t)
+    assert manager.path is not None and manager.path.addr == OTHER_LAN
 
 
 def test_an_idle_path_in_use_is_kept_however_quiet() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     manager.on_authenticated(PUBLIC, 0.1)
     for now in range(1, 3600, 7):  # an hour with nothing sent and nothing heard
         manager.handle_timer(float(now))
@@ -135,7 +137,7 @@ def test_an_idle_path_in_use_is_kept_however_quiet() -> None:
 
 def test_the_path_follows_the_peers_data_to_a_new_address() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     manager.on_authenticated(PUBLIC, 0.1)
     manager.on_data(PUBLIC, 0.2)
     # The peer restarted on another port: its data now comes from there.
@@ -146,7 +148,7 @@ def test_the_path_follows_the_peers_data_to_a_new_address() -> None:
 
 def test_data_from_another_address_does_not_move_a_path_that_is_still_heard() -> None:
     manager = PathManager(started=0.0)
-    manager.add_candidates([PUBLIC], Kind.PUBLIC, 0.0)
+    manager.introduce(PUBLIC, [], 0.0)
     manager.on_authenticated(PUBLIC, 4.9)
     manager.on_authenticated(OTHER_PUBLIC, 5.0)
     manager.on_data(OTHER_PUBLIC, 5.0)

@@ -39,7 +39,9 @@ from tunnel.node.peer import (
 from tunnel.node.prediction import PredictionSockets
 from tunnel.node.udp import Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
+from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.manager import PathManager
+from tunnel.path.probebudget import ProbeBudget
 from tunnel.session.device import Device
 from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
 from tunnel.session.session import SessionConfig
@@ -80,6 +82,9 @@ class Node:
             config=SessionConfig(persistent_keepalive=options.keepalive or None),
         )
         self.peers: dict[bytes, Peer] = {}
+        # What peers may be probed at, and how much, all peers together (issue 12, no aiming).
+        self.candidate_policy = CandidatePolicy.for_rendezvous(options.rendezvous)
+        self.probe_budget = ProbeBudget()
         self.rdv: rc.RendezvousClient | None = None
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
@@ -106,7 +111,8 @@ class Node:
 
     async def start(self) -> None:
         self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram)
-        lan = [(ip, self.udp.local_addr[1]) for ip in self._lan_addresses()]
+        lan = self.candidate_policy.announceable(
+            (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
         self.rdv = rc.RendezvousClient(
             self.options.network_secret, self.options.identity.public, self.options.names, lan,
             self.options.rendezvous, counter_start=int(time.time() * 1e6),
@@ -269,7 +275,8 @@ class Node:
         if peer is None:
             peer = Peer(
                 static=static,
-                path=PathManager(started=now, relay_allowed=not self.options.direct_only),
+                path=PathManager(started=now, relay_allowed=not self.options.direct_only,
+                                 policy=self.candidate_policy, budget=self.probe_budget),
                 is_client=self.options.identity.public < static,
                 congestion=self.options.congestion,
                 nat_randomizes=self.nat_mapping == "endpoint-dependent",
@@ -306,10 +313,15 @@ class Node:
             else:
                 self.udp.send_batch(batch, addr)
 
-    def _remember_initiation(self, data: bytes, addr: Addr) -> None:
+    def _initiation_allowed(self, data: bytes, addr: Addr, now: float) -> bool:
+        """Whether our handshake initiation may go to `addr`: the session retransmits to every
+        address it was ever given, so its peer's probe limits decide (`Peer.may_send_initiation`).
+        Remembers it for that peer's punching resends."""
         for peer in self.peers.values():
-            if addr in peer.path.candidates or addr == relay_addr(peer.static):
+            if peer.may_send_initiation(addr, now):
                 self._initiations[peer.static] = data
+                return True
+        return False
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -331,8 +343,8 @@ class Node:
         for peer in list(self.peers.values()):
             self._drain_peer(peer, now)
         for data, addr in self.device.datagrams_to_send():
-            if is_initiation(data):
-                self._remember_initiation(data, addr)
+            if is_initiation(data) and not self._initiation_allowed(data, addr, now):
+                continue
             self._send(data, addr)
         if self.rdv is not None:
             for data, addr in self.rdv.datagrams_to_send():

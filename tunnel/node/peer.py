@@ -34,6 +34,7 @@ from tunnel.keys.netkeys import fingerprint
 from tunnel.node import payloads as nw
 from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.path.pmtu import PathMtu
+from tunnel.path.prediction import COOLDOWN as PREDICTION_COOLDOWN
 from tunnel.path.prediction import SOCKETS, Opener, Prober
 from tunnel.session.wire import TRANSPORT_OVERHEAD
 
@@ -145,6 +146,9 @@ class Peer:
     opener: Opener | None = None
     prediction_targets: list[Addr] = field(default_factory=list)
     prober: Prober | None = None
+    # The other side of a prediction: one attempt per introduction, at most one per COOLDOWN.
+    prediction_allowed: bool = False
+    last_prediction: float = float("-inf")
     relay_candidate: bool = False
     reconnecting_since: float | None = None  # the path went silent or the session was lost
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
@@ -207,11 +211,20 @@ class Peer:
             self._events.append(PeerChanged())
 
     def on_introduced(self, public: Addr, lan: list[Addr], name: str | None, now: float) -> None:
-        """The rendezvous sent the peer's candidates; `name` when we asked for it by name."""
+        """The rendezvous sent the peer's candidates; `name` when we asked for it by name.
+        Only what the candidate policy accepts is probed, within the budget of one introduction
+        (`tunnel.path.manager`); it also allows the peer one port prediction."""
         if name is not None:
             self.name = name
-        self.path.add_candidates([public], Kind.PUBLIC, now)
-        self.path.add_candidates(lan, Kind.LAN, now)
+        self.path.introduce(public, lan, now)
+        self.prediction_allowed = True
+
+    def may_send_initiation(self, addr: Addr, now: float) -> bool:
+        """Whether the session's handshake initiation may go to `addr`: through the relay to
+        this peer, or where the path manager still punches or the peer answered."""
+        if is_relay(addr):
+            return addr == relay_addr(self.static)
+        return self.path.may_send_initiation(addr, now)
 
     def receive(self, payload: bytes, addr: Addr, now: float) -> None:
         """An authenticated payload from this peer's session, received from `addr`."""
@@ -489,12 +502,14 @@ class Peer:
                 self._end_opener()
             elif self.prediction_targets and self.opener.send_due(now):
                 for target in self.prediction_targets:
-                    self._ping(target, now)
+                    if self.path.budget.take(now):
+                        self._ping(target, now)
         if self.prober is not None:
             if direct:
                 self.prober.stop()
             for addr in self.prober.due(now):
-                self._ping(addr, now)
+                if self.path.budget.take(now):  # the spray counts against the node's budget
+                    self._ping(addr, now)
             if self.prober.stopped:
                 log.info("port prediction toward %s ended after %d pings (%s)",
                          fingerprint(self.static), self.prober.sent,
@@ -506,6 +521,14 @@ class Peer:
         public = self._peer_public()
         if self.prober is not None or public is None or self.nat_randomizes or self.direct:
             return  # already probing, nowhere to probe, or both sides randomize: no chance
+        if not self.prediction_allowed or now - self.last_prediction < PREDICTION_COOLDOWN:
+            # Each attempt sprays up to 1,750 pings: one per introduction (which the peer pays
+            # for with a request to the rendezvous) and at most one per cooldown.
+            log.debug("port prediction request from %s ignored: one per introduction and "
+                      "per %.0f s", fingerprint(self.static), PREDICTION_COOLDOWN)
+            return
+        self.prediction_allowed = False
+        self.last_prediction = now
         self.prober = Prober(public[0], now, self.rng)
         log.info("probing random ports of %s for %s (port prediction)", public[0],
                  fingerprint(self.static))

@@ -10,12 +10,35 @@ NAT reaches one behind a symmetric NAT, whose real port only shows up in the pac
 
 Preference: LAN, then a direct public or peer-reflexive path (lower RTT first), then the relay
 through the rendezvous. The relay is used only when no direct path has worked for
-`RELAY_FALLBACK_AFTER` seconds; probing continues in the background and the first direct path that
-answers replaces the relay. When the current path goes silent while we are sending, every candidate
-is probed again and the owner is asked to re-punch through the rendezvous.
+`RELAY_FALLBACK_AFTER` seconds. When the current path goes silent while we are sending, every
+candidate is probed again and the owner is asked to re-punch through the rendezvous.
 
-The manager never sends anything itself: the node asks `probes_due(now)` which addresses to probe,
-reports answers with `on_probe_answered` and every authenticated packet with `on_authenticated`.
+**No aiming** (issue 12). The candidates of an introduction are chosen by the peer (its LAN list)
+or by the rendezvous, so what a node probes because of one is bounded, and an attacker pays for
+every round with bytes to the rendezvous:
+
+- only candidates the policy accepts (`tunnel.path.candidates`), at most 8 per introduction; a new
+  introduction replaces the candidates of the last one that never answered;
+- each candidate is probed on a schedule that ends: every `PUNCH_INTERVAL` for `PUNCH_FAST_PROBES`
+  probes (the NATs on both sides must see packets close together), then after the gaps of
+  `PUNCH_BACKOFF`, then never again until the next introduction or silence re-arms it;
+- a probe to an address that has not answered yet costs one of `PROBES_PER_INTRODUCTION` credits,
+  which only an introduction restores (a silence re-arms the schedule, not the credit), and one
+  token of the node's `ProbeBudget` shared by every peer. A node's probes per introduction thus
+  stay below the bytes of the request that made the rendezvous introduce (the reflection ratio,
+  datagrams per attacker byte, stays under 1);
+- addresses that authenticated packets came from (the peer proved it is there) cost no credit:
+  the path in use, and alternatives or a path lost to an outage, probed every
+  `BACKGROUND_PROBE_INTERVAL` for `PROVEN_FOR` after the peer was last heard there.
+
+Recovery from a path that is gone is the rendezvous's job, not endless probing: a peer without a
+direct path asks for introductions again (`tunnel.node.peer`, `REPUNCH_*`), and every
+introduction starts a fresh schedule on both sides.
+
+The manager never sends anything itself: the node asks `probes_due(now)` which addresses to probe
+and `may_send_initiation(addr, now)` whether a handshake initiation of the session may go to
+`addr`, reports answers with `on_probe_answered` and every authenticated packet with
+`on_authenticated`.
 """
 
 from __future__ import annotations
@@ -25,12 +48,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tunnel.addresses import Addr
+from tunnel.path.candidates import CandidatePolicy
+from tunnel.path.probebudget import ProbeBudget
 
 # Protocol timing, in seconds, with the reasons.
 PUNCH_INTERVAL = 0.2  # while punching: NATs on both sides must see outbound packets close together
-PUNCH_DURATION = 10.0  # fast probing lasts this long after an introduction (then slows down)
+PUNCH_FAST_PROBES = 10  # fast probes per candidate (2 s): both sides start within a round trip
+# Then a few slower probes, in case the other side started late (its introduction was lost and
+# resent, its process was busy); the schedule ends 17 s after the introduction.
+PUNCH_BACKOFF = (1.0, 2.0, 4.0, 8.0)
 RELAY_FALLBACK_AFTER = 5.0  # no direct path by then: use the relay (issue: "within 5 s")
-BACKGROUND_PROBE_INTERVAL = 5.0  # on the relay or a worse path, keep trying direct candidates
+# Addresses the peer answered from lately, other than the path in use, are probed this often:
+# to keep alternatives' RTTs fresh, and to find a path again at once after an outage.
+BACKGROUND_PROBE_INTERVAL = 5.0
+PROVEN_FOR = 600.0  # ... for this long after the last authenticated packet from there
 CANDIDATE_TIMEOUT = 15.0  # a path with no authenticated packet for this long is not working
 SILENCE_TIMEOUT = 3.0  # sending but hearing nothing this long: the path (NAT mapping) is gone
 RTT_SWITCH_RATIO = 0.7  # switch between direct paths of one kind only for a clearly lower RTT
@@ -38,6 +69,14 @@ RTT_SWITCH_RATIO = 0.7  # switch between direct paths of one kind only for a cle
 # the peer moved (it restarted on a new port, or its NAT gave it a new mapping). Follow it, as
 # WireGuard follows the source of the latest authenticated packet.
 ROAM_AFTER = 1.0
+
+# Implementation limits.
+# Probe datagrams to unanswered addresses per introduction: a full schedule for the usual 2
+# candidates (2 x 14) with room for the session's own initiation retransmissions, and fewer than
+# the bytes of any request that makes the rendezvous introduce (a CONNECT is 174 bytes; no
+# rendezvous message is shorter than 64).
+PROBES_PER_INTRODUCTION = 48
+MAX_REFLEXIVE = 8  # peer-reflexive candidates kept; the least recently heard goes first
 
 
 class Kind(enum.IntEnum):
@@ -56,9 +95,35 @@ class Candidate:
     probes_sent: int = 0
     last_heard: float | None = None
     rtt: float | None = None
+    next_punch: float | None = None  # the next probe of its punching schedule; None: ended
+    punches: int = 0  # probes of the schedule so far
+    proven_at: float | None = None  # latest authenticated packet from here; silence keeps it
 
     def working(self, now: float) -> bool:
         return self.last_heard is not None and now - self.last_heard < CANDIDATE_TIMEOUT
+
+    @property
+    def answered(self) -> bool:
+        """An authenticated packet came from here (and no silence since): the peer is there."""
+        return self.last_heard is not None
+
+    def proven(self, now: float) -> bool:
+        """The peer answered from here lately: probing it aims at nobody else."""
+        return self.proven_at is not None and now - self.proven_at < PROVEN_FOR
+
+    def arm(self, now: float) -> None:
+        """Start the punching schedule afresh."""
+        self.next_punch, self.punches = now, 0
+
+    def punched(self, now: float) -> None:
+        """One probe of the schedule is done: when the next is due, if any."""
+        self.punches += 1
+        if self.punches < PUNCH_FAST_PROBES:
+            self.next_punch = now + PUNCH_INTERVAL
+        elif self.punches - PUNCH_FAST_PROBES < len(PUNCH_BACKOFF):
+            self.next_punch = now + PUNCH_BACKOFF[self.punches - PUNCH_FAST_PROBES]
+        else:
+            self.next_punch = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,35 +166,45 @@ PathEvent = PathChanged | RepunchNeeded
 
 @dataclass
 class PathManager:
-    """Candidate paths to one peer and the choice among them. All times are `now` seconds."""
+    """Candidate paths to one peer and the choice among them. All times are `now` seconds.
+
+    `budget` is the node's shared `ProbeBudget`; `policy` its `CandidatePolicy`."""
 
     started: float
     relay_allowed: bool = True
+    policy: CandidatePolicy = field(default_factory=CandidatePolicy)
+    budget: ProbeBudget = field(default_factory=ProbeBudget)
     candidates: dict[Addr, Candidate] = field(default_factory=dict)
     path: Path | None = None
-    punch_until: float = 0.0
-    next_probe: float = 0.0
+    credit: int = 0  # probes to unanswered addresses left until the next introduction
+    next_background: float = 0.0
     awaiting_since: float | None = None  # first send not yet followed by any authenticated packet
     last_heard: float | None = None
     relay_heard: float | None = None
     _events: list[PathEvent] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.punch_until = self.started + PUNCH_DURATION
-        self.next_probe = self.started
-
     # Inputs ---------------------------------------------------------------------------------
 
-    def add_candidates(self, addrs: Iterable[Addr], kind: Kind, now: float) -> None:
-        """New candidates from an introduction: start (or restart) fast probing."""
-        for addr in addrs:
+    def introduce(self, public: Addr, lan: Iterable[Addr], now: float) -> None:
+        """The rendezvous sent the peer's candidates: they replace those of the last
+        introduction that never answered, and punching starts with a fresh credit."""
+        kept_public, kept_lan = self.policy.introduced(public, lan)
+        announced = [(addr, Kind.LAN) for addr in kept_lan]
+        if kept_public is not None:
+            announced.insert(0, (kept_public, Kind.PUBLIC))
+        fresh = {addr for addr, _ in announced}
+        in_use = self.path.addr if self.path is not None else None
+        for addr, candidate in list(self.candidates.items()):
+            if addr not in fresh and addr != in_use and not candidate.working(now):
+                del self.candidates[addr]
+        for addr, kind in announced:
             known = self.candidates.get(addr)
             if known is None:
-                self.candidates[addr] = Candidate(addr, kind)
+                known = self.candidates[addr] = Candidate(addr, kind)
             elif kind < known.kind:
                 known.kind = kind
-        self.punch_until = now + PUNCH_DURATION
-        self.next_probe = now
+            known.arm(now)
+        self.credit = PROBES_PER_INTRODUCTION
 
     def on_authenticated(self, addr: Addr | None, now: float) -> None:
         """Any packet that passed authentication; `addr` None means it came through the relay."""
@@ -143,9 +218,10 @@ class PathManager:
         else:
             candidate = self.candidates.get(addr)
             if candidate is None:
+                self._make_room_for_reflexive()
                 candidate = self.candidates[addr] = Candidate(addr, Kind.REFLEXIVE)
             was_working = candidate.last_heard is not None and candidate.working(now)
-            candidate.last_heard = now
+            candidate.last_heard = candidate.proven_at = now
             if was_working and path is not None and path.addr == addr:
                 return  # a packet on the path in use changes no choice (hot path)
         self._choose(now)
@@ -177,20 +253,40 @@ class PathManager:
     # Outputs --------------------------------------------------------------------------------
 
     def probes_due(self, now: float) -> list[Addr]:
-        """Addresses to probe now; empty when it is not time yet or the best path is in use."""
-        if now < self.next_probe:
-            return []
-        punching = now < self.punch_until
-        self.next_probe = now + (PUNCH_INTERVAL if punching else BACKGROUND_PROBE_INTERVAL)
-        if not punching and self.path is not None and self.path.kind == Kind.LAN:
-            return []  # nothing beats a LAN path; keepalives hold it
+        """Addresses to probe now: candidates whose schedule is due, within the credit and the
+        node's budget, and every `BACKGROUND_PROBE_INTERVAL` the addresses the peer answered
+        from lately, except the path in use."""
+        background = now >= self.next_background
+        if background:
+            self.next_background = now + BACKGROUND_PROBE_INTERVAL
+        in_use = self.path.addr if self.path is not None else None
+        on_lan = self.path is not None and self.path.kind == Kind.LAN
         due = []
-        for candidate in self.candidates.values():
-            if self.path is not None and candidate.addr == self.path.addr and not punching:
-                continue  # the path in use is checked by the traffic on it
+        # Answered candidates first (they cost nothing), then the public endpoint, which the
+        # rendezvous saw the peer use, before the LAN addresses the peer only claims.
+        for candidate in sorted(self.candidates.values(), key=_probe_order):
+            if candidate.next_punch is not None and now >= candidate.next_punch:
+                candidate.punched(now)
+                if not self._charge(candidate, now):
+                    continue
+            elif not (background and not on_lan and candidate.addr != in_use
+                      and candidate.proven(now) and self._charge(candidate, now)):
+                continue  # nothing beats a LAN path; the path in use is checked by its traffic
             candidate.probes_sent += 1
             due.append(candidate.addr)
         return due
+
+    def may_send_initiation(self, addr: Addr, now: float) -> bool:
+        """Whether a handshake initiation of the session may go to `addr` now: an address that
+        answered, or a candidate still punching (charged like a probe). The session keeps every
+        address it was ever given and retransmits to all of them; this keeps it to the same
+        bounds as the probes."""
+        candidate = self.candidates.get(addr)
+        if candidate is None:
+            return False
+        if candidate.next_punch is None and not candidate.proven(now):
+            return False
+        return self._charge(candidate, now)
 
     def use_relay(self, now: float) -> bool:
         """Whether packets should go through the relay now (no direct path, fallback time over)."""
@@ -201,7 +297,12 @@ class PathManager:
         )
 
     def get_timer(self) -> float:
-        deadline = self.next_probe
+        punches = [c.next_punch for c in self.candidates.values() if c.next_punch is not None]
+        deadline = min(punches, default=float("inf"))
+        in_use = self.path.addr if self.path is not None else None
+        if (self.path is None or self.path.kind != Kind.LAN) and any(
+                c.proven_at is not None and c.addr != in_use for c in self.candidates.values()):
+            deadline = min(deadline, self.next_background)
         if self.path is not None and self.path.direct:
             deadline = min(deadline, self._silence_deadline())
         if self.path is None and self.relay_allowed:
@@ -238,9 +339,28 @@ class PathManager:
         if stale is not None:
             stale.last_heard = None
         self.awaiting_since = None
-        self.punch_until = now + PUNCH_DURATION
-        self.next_probe = now
+        for candidate in self.candidates.values():
+            candidate.arm(now)  # within what is left of the introduction's credit
         self._events.append(RepunchNeeded())
+
+    def _charge(self, candidate: Candidate, now: float) -> bool:
+        """Pay for one datagram to `candidate`: free where the peer answers, a token of the
+        node's budget where it answered lately, else also one credit of the introduction."""
+        if candidate.answered:
+            return True
+        if candidate.proven(now):
+            return self.budget.take(now)
+        if self.credit <= 0 or not self.budget.take(now):
+            return False
+        self.credit -= 1
+        return True
+
+    def _make_room_for_reflexive(self) -> None:
+        reflexive = [c for c in self.candidates.values() if c.kind == Kind.REFLEXIVE
+                     and (self.path is None or c.addr != self.path.addr)]
+        if len(reflexive) >= MAX_REFLEXIVE:
+            oldest = min(reflexive, key=lambda c: c.last_heard or float("-inf"))
+            del self.candidates[oldest.addr]
 
     def _choose(self, now: float) -> None:
         # The path in use stays usable however quiet it is: only unanswered sends (a silence,
@@ -271,3 +391,7 @@ class PathManager:
                                   or (best.kind, best.addr) != (self.path.kind, self.path.addr)):
             self._events.append(PathChanged(self.path, best))
         self.path = best
+
+
+def _probe_order(candidate: Candidate) -> tuple[bool, bool, Kind]:
+    return (not candidate.answered, candidate.kind != Kind.PUBLIC, candidate.kind)

@@ -13,6 +13,8 @@ cannot meet this way (each side's guess would need the other's), so that case is
 
 The two sides coordinate through the relay, which is why this runs only once a relayed session
 exists: the randomizing side asks with a `PAYLOAD_PREDICTION` message after opening its sockets.
+The probing side answers one request per introduction and per `COOLDOWN`, and every ping of
+either side takes a token of the node's probe budget (`tunnel.path.probebudget`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ DURATION = 35.0  # s; the whole attempt, after which the relay simply stays in u
 PORTS = (1024, 65535)  # where a randomizing NAT picks its ports (Linux's --random-fully range)
 REFRESH = 15.0  # s; resend from every extra socket, so mappings outlive DURATION (UDP: 30 s)
 MAX_BURST = 20  # pings sent in one go after a stall (a late timer must not flood)
+# s; the probing side runs at most one attempt per peer this often, and only after a fresh
+# introduction: an attempt is up to PROBE_RATE x DURATION = 1,750 pings, which a peer must not be
+# able to ask for again and again (issue 12, "No aiming").
+COOLDOWN = 120.0
 
 
 def random_port(rng: Callable[[int], bytes]) -> int:
