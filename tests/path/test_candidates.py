@@ -132,3 +132,14 @@ def test_peers_share_the_nodes_budget() -> None:
     sent = sum(len(m.probes_due(0.0)) for m in managers)
     assert sent == 20 and budget.refused == 0
     assert sum(len(m.probes_due(0.2)) for m in managers) == 0  # 10 peers x 2: nothing left
+
+
+def test_a_lan_candidate_that_is_the_public_endpoint_counts_once_as_lan() -> None:
+    """A rendezvous on the same LAN or host sees the peer at its LAN address."""
+    policy = CandidatePolicy.for_rendezvous(("127.0.0.1", 7000))
+    manager = PathManager(started=0.0, policy=policy)
+    same: Addr = ("127.0.0.1", 4000)
+    lan = [same] + [(f"10.0.0.{i}", 4000) for i in range(1, 20)]
+    manager.introduce(same, lan, 0.0)
+    assert len(manager.candidates) == MAX_CANDIDATES
+    assert manager.candidates[same].kind == Kind.LAN

@@ -108,13 +108,18 @@ class CandidatePolicy:
         kept_public = public if self.public_allowed(public) else None
         if kept_public is None:
             self._reject(public, "not a unicast address a peer can have")
+        # A LAN candidate may be the public endpoint itself (a rendezvous on the same LAN or
+        # host): it is kept, as LAN, and takes no second place.
         room = MAX_CANDIDATES - (kept_public is not None)
         kept: list[Addr] = []
         for addr in lan:
-            if addr in kept or addr == kept_public:
+            if addr in kept:
                 continue
             if not self.lan_allowed(addr):
                 self._reject(addr, "not a private, link-local, CGNAT or ULA address")
+            elif addr == kept_public:
+                kept.append(addr)
+                room += 1
             elif len(kept) >= room:
                 self._reject(addr, f"more than {MAX_CANDIDATES} candidates")
             else:
