@@ -17,8 +17,10 @@ A datagram is forwarded only when, in this order (the first failure drops and co
 
 1. relaying is on, and the envelope parses;
 2. its grant id names a live grant of an admitted network whose two members are registered.
-   An id not seen recently costs a store query, so those lookups are rate limited per source
-   IP first (`RELAY_SOURCE_RATE`, a fixed table: spoofed sources cost no memory);
+   An id this server has not issued or seen valid lately costs a store query, so those
+   lookups are rate limited per source IP first (`RELAY_SOURCE_RATE`, a fixed table: spoofed
+   sources cost no memory). Ids it issued or saw valid are exempt, so made-up ids sent from a
+   member's address cannot starve the member's own lookups;
 3. its tag is the MAC of the datagram under the grant's token: the sender holds the token.
    The source address plays no part, so a host spoofing A's IP:port gets nothing forwarded
    and spends none of A's budget, and A keeps relaying after its NAT moves it;
@@ -59,8 +61,9 @@ RELAY_SOURCE_BURST = 400.0  # lookups
 ROUTE_CACHE_TTL = 1.0  # seconds; how stale a relay permission may be
 ROUTE_CACHE_MAX = 16_384  # routes; cleared wholesale when full (only valid grants get in)
 # A route past its TTL is still remembered this long as "an id that was valid", which exempts
-# its next lookup from the per-source limit (see `forward`).
-ROUTE_KEEP = 60.0  # seconds
+# its next lookup from the per-source limit (see `forward`): a relayed session idle for up to
+# this long resumes even while someone floods made-up ids from its address.
+ROUTE_KEEP = 300.0  # seconds
 # Relay permission from one CONNECT; it also ends as soon as either side's registration does.
 INTRODUCTION_TTL = 24 * 3600.0  # seconds
 _TOTAL = "total"  # the key of the whole server's bucket
@@ -115,8 +118,12 @@ class RelayPolicy:
     def _grant_one(self, network: bytes, src: bytes, dest: bytes, until: float,
                    now: float) -> bytes:
         token = self._rng(p.RELAY_TOKEN_SIZE)
-        return self.store.grant_relay(network, src, dest, p.relay_grant_id(token), token, until,
-                                      now)
+        token = self.store.grant_relay(network, src, dest, p.relay_grant_id(token), token, until,
+                                       now)
+        # Known from the start, so a flood of made-up ids from the member's address (which
+        # exhausts that address's lookups) cannot keep its first relayed packet out.
+        self._lookup(p.relay_grant_id(token), now)
+        return token
 
     def forward(self, data: bytes, addr: Endpoint, now: float) -> tuple[bytes, Endpoint] | None:
         """The envelope to send and where, or None (dropped and counted)."""

@@ -304,7 +304,7 @@ def test_off_path_replies_are_ignored() -> None:
     forged = [
         p.encode_reply(p.Joined(b"\x00" * 8, fake)),
         p.encode_reply(p.RegisterReply(b"\x00" * 8, ("192.0.2.66", 1), 0, 1, (fake,))),
-        p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), ())),
+        p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), (), bytes(16))),
         p.encode_reply(p.CookieReply(b"\x00" * 8, b"\x00" * 20, ("192.0.2.66", 1))),
     ]
     for data in forged:
@@ -314,14 +314,27 @@ def test_off_path_replies_are_ignored() -> None:
     assert a.next_event() is None and a.dropped == len(forged)
 
 
-def test_relay_wrap_and_unwrap() -> None:
+def test_relay_envelopes_carry_the_token_of_the_introduction() -> None:
     h = Harness()
-    a = h.add(A, ("a",))
-    env = a.wrap_relay(b"\x01" * 32, b"payload")
-    assert env[0] == p.RELAY_TO
-    assert a.unwrap_relay(p.encode_relay_from(b"\x02" * 32, b"x")) == (b"\x02" * 32, b"x")
-    assert a.unwrap_relay(env) is None
-    assert not a.receive_datagram(env, SERVER, h.now)  # not a rendezvous type
+    a, b = h.add(A, ("a",)), h.add(B, ("b",))
+    assert a.wrap_relay(b.static, b"payload") is None  # no introduction, no token: not sent
+    a.start(h.now)
+    b.start(h.now)
+    h.run(1)
+    a.request_connect("b", h.now)
+    h.run(1)
+    to_b, to_a = a.wrap_relay(b.static, b"payload"), b.wrap_relay(a.static, b"back")
+    assert to_b is not None and to_a is not None and to_b[0] == p.RELAY_TO
+    assert to_b[1:17] != to_a[1:17]  # one grant per direction
+    # The server forwards each to the other side under the sender's key, same size.
+    (fwd,) = h.registry.handle(to_b, A, h.now)
+    assert fwd.addr == B and p.decode_relay_from(fwd.data) == (a.static, b"payload")
+    assert b.unwrap_relay(fwd.data) == (a.static, b"payload") and len(fwd.data) == len(to_b)
+    (back,) = h.registry.handle(to_a, B, h.now)
+    assert back.addr == A and a.unwrap_relay(back.data) == (b.static, b"back")
+    # Not toward anyone else, and a relay envelope is no rendezvous message.
+    assert a.wrap_relay(b"\x01" * 32, b"payload") is None
+    assert a.unwrap_relay(to_b) is None and not a.receive_datagram(to_b, SERVER, h.now)
 
 
 def _registered_client() -> tuple[Harness, rc.RendezvousClient]:
