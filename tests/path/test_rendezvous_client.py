@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous import protocol as p
+from rendezvous.admission import parse_networks
 from rendezvous.cookies import CookieJar
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry
 from rendezvous.store import SQLiteStore
-from tunnel.keys.netkeys import fingerprint
+from tunnel.keys.netkeys import fingerprint, network_id, short_network_id
 from tunnel.path import rendezvous as rc
 
 T0 = 1_800_000_000.0  # the harness runs one clock for both sides
@@ -477,3 +478,16 @@ def test_health_names_are_the_acknowledged_ones() -> None:
     h.run(1)
     assert a.health(h.now).names == () and not a.health(h.now).registered
     assert b.health(h.now).names == ("laptop",)
+
+
+def test_a_network_the_server_does_not_serve_is_told_so_with_its_id() -> None:
+    h = Harness()
+    h.registry = Registry(h.store, rng=h.rand.randbytes,
+                          admission=parse_networks(network_id(OTHER_NET).hex(), "networks"))
+    a = h.add(A, ("a",))
+    a.start(h.now)
+    h.run(30)
+    (refused,) = h.take(A, rc.RegistrationRefused)
+    assert isinstance(refused, rc.RegistrationRefused)
+    assert short_network_id(network_id(NET)) in refused.reason and "--networks" in refused.reason
+    assert not a.registered and a.get_timer() is None  # no retry storm

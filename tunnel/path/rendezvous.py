@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from rendezvous import protocol as p
 from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
-from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key
+from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key, short_network_id
 
 log = logging.getLogger(__name__)
 
@@ -372,14 +372,21 @@ class RendezvousClient:
                 fp = fingerprint(msg.holder)
                 reason = f"name {msg.name!r} is held by another node ({fp}) of this network"
                 self._events.append(RegistrationRefused(reason, fp))
+            elif msg.code == p.NETWORK_REFUSED:
+                self._events.append(RegistrationRefused(self._network_refused()))
             else:
                 self._events.append(RegistrationRefused(f"refused (code {msg.code})"))
         elif q.kind == p.CONNECT:
             reason = {
                 p.UNKNOWN_PEER: f"no active node named {q.name!r} in this network",
                 p.NOT_REGISTERED: "this node is not registered with the rendezvous yet",
+                p.NETWORK_REFUSED: self._network_refused(),
             }.get(msg.code, f"refused (code {msg.code})")
             self._events.append(ConnectRefused(q.name, reason))
+
+    def _network_refused(self) -> str:
+        return (f"this rendezvous does not serve network {short_network_id(self.network)}; "
+                "ask its operator to add that id to the server's --networks file")
 
     def _registration_done(self, q: _Pending, observed: Endpoint, now: float) -> None:
         peers = {peer.static: peer for peer in _join_pages(q.pages) if peer.static != self.static}
