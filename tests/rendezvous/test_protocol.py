@@ -68,7 +68,7 @@ def test_golden_refused_name_taken() -> None:
 
 # Regression goldens for the relay MAC (a change of person, key or size breaks every node).
 GOLDEN_GRANT_ID = "c92d915338014289d44d5333f05e8f43"
-GOLDEN_TAG = "140799c601ed2d33046c364159a7fb9a"
+GOLDEN_TAG = "2f7f638a18b892b48325d692a5d30a11"
 
 
 def test_golden_relay_envelopes_keep_size() -> None:
@@ -76,7 +76,8 @@ def test_golden_relay_envelopes_keep_size() -> None:
     to = p.encode_relay_to(token, b"hi")
     grant_id, tag = p.relay_grant_id(token), p.relay_tag(token, b"hi")
     assert to.hex() == "40" + grant_id.hex() + tag.hex() + "6869"
-    # Golden: BLAKE2s-128 with the persons "ptrly-id" / "ptrly-tg" (the tag keyed by the token).
+    # Golden: BLAKE2s-128 with the persons "ptrly-id" / "ptrly-tg" (the tag keyed by the token,
+    # over the length u32 and the first 64 bytes).
     assert grant_id.hex() == GOLDEN_GRANT_ID and tag.hex() == GOLDEN_TAG
     frm = p.encode_relay_from(b"\x08" * 32, b"hi")
     assert frm.hex() == "41" + "08" * 32 + "6869"
@@ -88,6 +89,16 @@ def test_golden_relay_envelopes_keep_size() -> None:
     assert p.decode_relay_from(frm) == (b"\x08" * 32, b"hi")
     assert p.decode_relay_from(to[:1] + b"x" * 31) is None
     assert p.decode_relay_to(b"\x40" + b"x" * 31) is None and p.decode_relay_to(frm) is None
+
+
+def test_the_tag_binds_the_length_and_the_session_header() -> None:
+    token, datagram = bytes(range(16)), bytes(range(256)) * 5
+    tag = p.relay_tag(token, datagram)
+    for i in (0, 8, 15, p.RELAY_TAG_COVERS - 1):  # type, receiver index, counter, ciphertext
+        changed = datagram[:i] + bytes([datagram[i] ^ 1]) + datagram[i + 1:]
+        assert not p.relay_tag_valid(token, changed, tag)
+    assert not p.relay_tag_valid(token, datagram + b"x", tag)
+    assert not p.relay_tag_valid(token, datagram[:-1], tag)
 
 
 def test_the_grant_id_does_not_reveal_the_token() -> None:

@@ -90,7 +90,7 @@ def test_an_on_path_observer_cannot_reuse_a_grant_id_for_its_own_datagrams() -> 
     grant_id, tag, _ = p.decode_relay_to(seen) or (b"", b"", b"")
     forged = [bytes([p.RELAY_TO]) + grant_id + tag + b"junk of the observer",
               bytes([p.RELAY_TO]) + grant_id + bytes(16) + JUNK,
-              seen[:-1] + bytes([seen[-1] ^ 1])]
+              seen[:-1] + bytes([seen[-1] ^ 1]), seen + JUNK]
     for data in forged:
         assert reg.handle(data, A_ADDR, T0 + 1) == []
     assert reg.relay.stats["relay_bad_tag"] == len(forged)
@@ -225,7 +225,7 @@ def test_the_stats_line_reports_the_relay() -> None:
     env = p.encode_relay_to(ab, JUNK)
     sent = forwarded([reg.handle(env, A_ADDR, T0 + 1) for _ in range(300)])
     reg.handle(bytes([p.RELAY_TO]) + b.static + JUNK, A_ADDR, T0 + 1)  # a spoofer
-    reg.handle(env[:-1] + b"!", A_ADDR, T0 + 1)  # a forger
+    reg.handle(env[:40] + b"!" + env[41:], A_ADDR, T0 + 1)  # a forger
     reg.handle(b"\x40short", A_ADDR, T0 + 1)
     line = stats_line(reg)
     assert f"relay: forwarded {sent} packets, {sent * len(env)} bytes" in line
