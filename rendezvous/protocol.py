@@ -535,6 +535,7 @@ _RELAY_ID_PERSON = b"ptrly-id"
 _RELAY_TAG_PERSON = b"ptrly-tg"
 
 
+@functools.lru_cache(maxsize=4096)  # a node wraps every relayed datagram with a few tokens
 def relay_grant_id(token: bytes) -> bytes:
     """The public name of the grant whose secret is `token` (what RELAY_TO carries)."""
     return hashlib.blake2s(token, digest_size=RELAY_ID_SIZE, person=_RELAY_ID_PERSON).digest()
