@@ -4,6 +4,7 @@ members, caps, admission and the stats that report them. Registry in memory, vir
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from rendezvous import protocol as p
@@ -232,3 +233,15 @@ def test_the_stats_line_reports_the_relay() -> None:
     assert "dropped malformed 1, unknown_grant 1, bad_tag 1" in line
     assert f"caps hit node {300 - sent}, network 0, total 0" in line
     assert line.startswith("stats accepted 3, introduced 1")
+
+
+def test_a_grant_from_one_server_holds_at_another_sharing_its_store(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    one, two = registry(SQLiteStore(db), seed=1), registry(SQLiteStore(db), seed=2)
+    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    _, ba = introduced_pair(one, a, b, T0)
+    (fwd,) = two.handle(p.encode_relay_to(ba, b"via two"), B_ADDR, T0 + 1)
+    assert fwd.addr == A_ADDR and p.decode_relay_from(fwd.data) == (b.static, b"via two")
+    # Revoked through the store: A leaves at server one, server two stops within its cache TTL.
+    one.handle(a.request(p.LEAVE), A_ADDR, T0 + 2)
+    assert two.handle(p.encode_relay_to(ba, b"x"), B_ADDR, T0 + 3.5) == []
