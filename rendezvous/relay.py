@@ -21,13 +21,15 @@ A datagram is forwarded only when, in this order (the first failure drops and co
    lookups are rate limited per source IP first (`RELAY_SOURCE_RATE`, a fixed table: spoofed
    sources cost no memory). Ids it issued or saw valid are exempt, so made-up ids sent from a
    member's address cannot starve the member's own lookups;
-3. its tag is the MAC of the datagram under the grant's token: the sender holds the token.
-   The source address plays no part, so a host spoofing A's IP:port gets nothing forwarded
-   and spends none of A's budget, and A keeps relaying after its NAT moves it;
+3. its tag is the MAC, under the grant's token, of the datagram's length and session header
+   (`protocol.relay_tag`): the sender holds the token. The source address plays no part, so
+   a host spoofing A's IP:port gets nothing forwarded and spends none of A's budget, and A
+   keeps relaying after its NAT moves it;
 4. the node's, the network's and the whole server's byte budgets (`relay_rate`,
    `relay_network_rate`, `relay_total_rate`) all have room; all three are charged, or none.
 
-Checks 2 read the store (~30 µs on SQLite), so a grant that passed is cached for
+Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
+in memory, measured with 1,000 grants), so a grant that passed is cached for
 `ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
 or moved) stops being honoured at most that much later.
 """
@@ -53,7 +55,7 @@ from rendezvous.ratelimit import (
 )
 from rendezvous.store import RelayGrant, Store
 
-# Before a store lookup of an unknown grant id: per source IP, packets. A node needs one lookup
+# Before a store lookup of an unknown grant id: per source IP, lookups. A node needs one lookup
 # per grant and `ROUTE_CACHE_TTL`; 200/s leaves room for many nodes behind one NAT while
 # bounding what a flood of made-up ids costs the store.
 RELAY_SOURCE_RATE = 200.0  # lookups per second
