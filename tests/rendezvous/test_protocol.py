@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from rendezvous import protocol as p
 from tunnel.keys.netkeys import network_id, network_signing_key
+from tunnel.node.peer import RELAY_OVERHEAD
 
 SECRET = bytes(range(32))
 KEY = network_signing_key(SECRET)
@@ -89,6 +90,12 @@ def test_golden_relay_envelopes_keep_size() -> None:
     assert p.decode_relay_from(frm) == (b"\x08" * 32, b"hi")
     assert p.decode_relay_from(to[:1] + b"x" * 31) is None
     assert p.decode_relay_to(b"\x40" + b"x" * 31) is None and p.decode_relay_to(frm) is None
+
+
+def test_the_nodes_relay_budget_matches_both_envelopes() -> None:
+    # The node sizes relayed channel packets with this constant: if RELAY_TO grew past it,
+    # relayed datagrams would exceed the path's size; if RELAY_FROM did, the server amplified.
+    assert RELAY_OVERHEAD == p.RELAY_TO_OVERHEAD == p.RELAY_FROM_OVERHEAD
 
 
 def test_the_tag_binds_the_length_and_the_session_header() -> None:
