@@ -39,25 +39,43 @@ Replies and pushes, server to node (sent only to proven addresses):
 | 0x25 | LISTED     | nonce 8, page u8, pages u8, PEER entries                             |
 | 0x27 | JOINED     | registration nonce 8, one PEER entry                                 |
 | 0x29 | LEFT       | registration nonce 8, static 32                                      |
-| 0x2B | INTRODUCED | nonce 8, static 32, public EP, [m u8][LAN EP]..., [n u8][names]     |
+| 0x2B | INTRODUCED | nonce 8, static 32, relay token 16, public EP, [m u8][LAN EP]...,    |
+|      |            | [n u8][names]                                                        |
 | 0x2D | REFUSED    | nonce 8, code u8, detail (code-specific, see `Refused`)              |
 
 INTRODUCED goes to both sides at once: to the requester with its request's nonce, to the
-target with the nonce of the target's latest registration.
+target with the nonce of the target's latest registration. Each side's relay token is its own
+secret for relaying *toward* the other (one per direction, see the relay envelopes below).
 
 PEER entry: ``[static 32][EP][seen_ago u32 seconds][n u8][names: len u8 + UTF-8]...``.
 
-Relay envelopes (same size in and out, so relaying never amplifies):
+Relay envelopes. RELAY_TO proves its sender holds the relay token of one introduction and one
+direction: the server finds the grant by its id and checks the tag before it spends anything,
+so an off-path host (even one spoofing a member's address) gets nothing forwarded. RELAY_FROM
+is exactly as large as the RELAY_TO it answers (33 bytes of envelope each): no amplification.
 
-| type | name      | layout                                      |
-|------|-----------|---------------------------------------------|
-| 0x40 | RELAY_TO  | node to server: dest static 32, datagram    |
-| 0x41 | RELAY_FROM| server to node: source static 32, datagram  |
+| type | name      | layout                                                                |
+|------|-----------|-----------------------------------------------------------------------|
+| 0x40 | RELAY_TO  | node to server: grant id 16, tag 16, datagram                         |
+| 0x41 | RELAY_FROM| server to node: source static 32, datagram                            |
+
+grant id = BLAKE2s-128(token, person "ptrly-id"): names the grant without revealing the token.
+tag = keyed BLAKE2s-128(key = token, person "ptrly-tg", [datagram length u32][its first
+`RELAY_TAG_COVERS` bytes]): only the token's holder (the node it was issued to, and the server)
+can make one, so a grant id seen on the wire is useless to a spoofer. The tag covers the
+length and the session header (type, receiver index and packet counter, or a handshake's
+ephemeral key), which makes it unique per packet; the rest is authenticated end to end by the
+nodes' Noise session, and MACing all 1,200 bytes would cost 4.5 µs more per packet on both
+sides for nothing the receiver does not check anyway. What an on-path observer can do with
+envelopes it captured: replay them (or vary their tail), each forwarded once more within the
+sender's budget and dropped by the receiving node; it can drop them just as well.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -114,6 +132,7 @@ STALE_COUNTER = 2  # detail: last accepted counter u64
 UNKNOWN_PEER = 3  # detail: [len u8][name]
 NOT_REGISTERED = 4  # detail: empty; CONNECT from a node that has not registered
 BAD_REQUEST = 5  # detail: empty; e.g. an invalid name
+NETWORK_REFUSED = 6  # detail: empty; this server does not admit the network (`--networks`)
 
 
 class DecodeError(Exception):
@@ -213,6 +232,7 @@ class Introduced:
     endpoint: Endpoint
     lan: tuple[Endpoint, ...]
     names: tuple[str, ...]
+    relay_token: bytes  # RELAY_TOKEN_SIZE; the receiver's secret for relaying to `static`
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,8 +460,9 @@ def encode_reply(msg: Reply) -> bytes:
     if isinstance(msg, Left):
         return bytes([LEFT]) + msg.nonce + msg.static
     if isinstance(msg, Introduced):
-        return (bytes([INTRODUCED]) + msg.nonce + msg.static + encode_endpoint(msg.endpoint)
-                + _encode_endpoints(msg.lan) + _encode_names(msg.names))
+        return (bytes([INTRODUCED]) + msg.nonce + msg.static + msg.relay_token
+                + encode_endpoint(msg.endpoint) + _encode_endpoints(msg.lan)
+                + _encode_names(msg.names))
     detail = b""
     if msg.code == NAME_TAKEN:
         detail = _encode_names((msg.name,))[1:] + msg.holder
@@ -481,7 +502,8 @@ def decode_reply(data: bytes) -> Reply | None:
         elif kind == LEFT:
             msg = Left(nonce, r.take(KEY_SIZE))
         elif kind == INTRODUCED:
-            msg = Introduced(nonce, r.take(KEY_SIZE), r.endpoint(), r.endpoints(), r.names())
+            static, token = r.take(KEY_SIZE), r.take(RELAY_TOKEN_SIZE)
+            msg = Introduced(nonce, static, r.endpoint(), r.endpoints(), r.names(), token)
         elif kind == REFUSED:
             code = r.u8()
             if code == NAME_TAKEN:
@@ -503,14 +525,43 @@ def decode_reply(data: bytes) -> Reply | None:
 
 
 # --- relay envelopes -----------------------------------------------------------------------
-def encode_relay_to(dest_static: bytes, datagram: bytes) -> bytes:
-    return bytes([RELAY_TO]) + dest_static + datagram
+RELAY_TOKEN_SIZE = 16  # bytes; a random secret per introduction and direction
+RELAY_ID_SIZE = 16  # bytes; names a grant (2^-128 to guess one)
+RELAY_TAG_SIZE = 16  # bytes; a 128-bit MAC of the datagram's length and header
+RELAY_TAG_COVERS = 64  # bytes of the datagram under the tag: its session header and then some
+RELAY_TO_OVERHEAD = 1 + RELAY_ID_SIZE + RELAY_TAG_SIZE  # 33 bytes
+RELAY_FROM_OVERHEAD = 1 + KEY_SIZE  # 33 bytes: never more than RELAY_TO's (no amplification)
+_RELAY_ID_PERSON = b"ptrly-id"
+_RELAY_TAG_PERSON = b"ptrly-tg"
 
 
-def decode_relay_to(data: bytes) -> tuple[bytes, bytes] | None:
-    if len(data) < 1 + KEY_SIZE or data[0] != RELAY_TO:
+@functools.lru_cache(maxsize=4096)  # a node wraps every relayed datagram with a few tokens
+def relay_grant_id(token: bytes) -> bytes:
+    """The public name of the grant whose secret is `token` (what RELAY_TO carries)."""
+    return hashlib.blake2s(token, digest_size=RELAY_ID_SIZE, person=_RELAY_ID_PERSON).digest()
+
+
+def relay_tag(token: bytes, datagram: bytes) -> bytes:
+    covered = len(datagram).to_bytes(4, "big") + datagram[:RELAY_TAG_COVERS]
+    return hashlib.blake2s(covered, digest_size=RELAY_TAG_SIZE, key=token,
+                           person=_RELAY_TAG_PERSON).digest()
+
+
+def relay_tag_valid(token: bytes, datagram: bytes, tag: bytes) -> bool:
+    return hmac.compare_digest(relay_tag(token, datagram), tag)
+
+
+def encode_relay_to(token: bytes, datagram: bytes) -> bytes:
+    """The envelope asking the server to forward `datagram` under the grant of `token`."""
+    return bytes([RELAY_TO]) + relay_grant_id(token) + relay_tag(token, datagram) + datagram
+
+
+def decode_relay_to(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(grant id, tag, datagram), unchecked: the server checks the tag with the grant's token."""
+    if len(data) < RELAY_TO_OVERHEAD or data[0] != RELAY_TO:
         return None
-    return data[1 : 1 + KEY_SIZE], data[1 + KEY_SIZE :]
+    tag_at = 1 + RELAY_ID_SIZE
+    return data[1:tag_at], data[tag_at:RELAY_TO_OVERHEAD], data[RELAY_TO_OVERHEAD:]
 
 
 def encode_relay_from(src_static: bytes, datagram: bytes) -> bytes:
@@ -518,6 +569,6 @@ def encode_relay_from(src_static: bytes, datagram: bytes) -> bytes:
 
 
 def decode_relay_from(data: bytes) -> tuple[bytes, bytes] | None:
-    if len(data) < 1 + KEY_SIZE or data[0] != RELAY_FROM:
+    if len(data) < RELAY_FROM_OVERHEAD or data[0] != RELAY_FROM:
         return None
-    return data[1 : 1 + KEY_SIZE], data[1 + KEY_SIZE :]
+    return data[1:RELAY_FROM_OVERHEAD], data[RELAY_FROM_OVERHEAD:]

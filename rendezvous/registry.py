@@ -9,15 +9,18 @@ Rules, in the order a datagram meets them (first failure drops it, or answers as
    than any signed request). Still no state: this is the return-routability proof.
 4. Signature must verify with the network id as Ed25519 key; else drop. The server never needs
    the network secret.
-5. The request counter must exceed the node's last one (kept in the store): else REFUSED
+5. The network must be admitted (`admission.Admission`, `--networks`): else REFUSED
+   NETWORK_REFUSED, before the store is touched.
+6. The request counter must exceed the node's last one (kept in the store): else REFUSED
    STALE_COUNTER. With the cookie this stops replays from other addresses (3) and from the same
-   address (5), so an eavesdropper can neither register, list, connect nor move a name.
-6. REGISTER: names held by another live key of the network are refused with NAME_TAKEN and the
+   address (6), so an eavesdropper can neither register, list, connect nor move a name.
+7. REGISTER: names held by another live key of the network are refused with NAME_TAKEN and the
    holder's key; otherwise the member is stored for `REGISTRATION_TTL`, answered with REGISTERED
    (its observed endpoint and the other live members), and, if new or moved, announced to the
-   others with JOINED. LIST answers LISTED. CONNECT sends INTRODUCED to both sides at once and
-   records the pair for the relay. LEAVE removes the member and announces LEFT.
-7. `handle_timer` expires silent members and announces LEFT.
+   others with JOINED. LIST answers LISTED. CONNECT sends INTRODUCED to both sides at once,
+   each with its relay token toward the other (`relay.RelayPolicy.grant`). LEAVE removes the
+   member and announces LEFT.
+8. `handle_timer` expires silent members and announces LEFT.
 
 `now` here is wall-clock seconds (`time.time()`), not the monotonic clock the node uses: the
 store is shared by several servers and survives restarts, so its timestamps need a common scale.
@@ -38,9 +41,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rendezvous import protocol as p
+from rendezvous.admission import OPEN, Admission
 from rendezvous.cookies import SECRET_SIZE, CookieJar
 from rendezvous.protocol import Endpoint
-from rendezvous.ratelimit import RELAY_RATE, SOURCE_BURST, SOURCE_RATE, SourceRateLimiter
+from rendezvous.ratelimit import (
+    RELAY_NETWORK_RATE,
+    RELAY_RATE,
+    RELAY_TOTAL_RATE,
+    SOURCE_BURST,
+    SOURCE_RATE,
+    SourceRateLimiter,
+)
 from rendezvous.relay import RelayPolicy
 from rendezvous.store import Member, Store
 
@@ -51,8 +62,6 @@ log = logging.getLogger(__name__)
 REGISTRATION_TTL = 90.0  # seconds
 # A replayed request needs a valid cookie (≤ 120 s old), so counters older than that are moot.
 COUNTER_KEEP = 300.0  # seconds
-# Relay permission from one CONNECT; it also ends as soon as either side's registration does.
-INTRODUCTION_TTL = 24 * 3600.0  # seconds
 SWEEP_INTERVAL = 5.0  # seconds; expiry is announced at most this late
 
 
@@ -72,12 +81,17 @@ class Registry:
         relay_enabled: bool = True,
         relay_rate: float = RELAY_RATE,
         registration_ttl: float = REGISTRATION_TTL,
+        relay_network_rate: float = RELAY_NETWORK_RATE,
+        relay_total_rate: float = RELAY_TOTAL_RATE,
+        admission: Admission = OPEN,
     ) -> None:
         """`registration_ttl` is shortened only by lab tests (to see expiry in seconds)."""
         self.store = store
         self.registration_ttl = registration_ttl
+        self.admission = admission
         self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
-        self.relay = RelayPolicy(store, relay_enabled, relay_rate, rng(32))
+        self.relay = RelayPolicy(store, relay_enabled, relay_rate, rng(32), relay_network_rate,
+                                 relay_total_rate, admission, rng)
         self.stats: Counter[str] = Counter()
         self._by_source = SourceRateLimiter(SOURCE_RATE, SOURCE_BURST, rng(32))
         self._next_sweep = 0.0
@@ -112,6 +126,9 @@ class Registry:
         if not p.verify_request(data, req.network):
             self.stats["bad_signature"] += 1
             return []
+        if not self.admission.admits(req.network):
+            self.stats["network_refused"] += 1
+            return [self._refuse(req.nonce, addr, p.NETWORK_REFUSED)]
         last = self.store.bump_counter(req.network, req.static, req.counter, now + COUNTER_KEEP)
         if last is not None:
             self.stats["stale_counter"] += 1
@@ -183,13 +200,13 @@ class Registry:
         target = self.store.member_by_name(req.network, req.names[0], now)
         if target is None or target.static == me.static:
             return [self._refuse(req.nonce, addr, p.UNKNOWN_PEER, name=req.names[0])]
-        self.store.introduce(req.network, me.static, target.static, now + INTRODUCTION_TTL)
+        to_target, to_me = self.relay.grant(req.network, me.static, target.static, now)
         self.stats["introduced"] += 1
         return [
             Send(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
-                                             target.lan, target.names)), addr),
+                                             target.lan, target.names, to_target)), addr),
             Send(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint, me.lan,
-                                             me.names)), target.endpoint),
+                                             me.names, to_me)), target.endpoint),
         ]
 
     def _handle_leave(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:

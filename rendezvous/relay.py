@@ -1,100 +1,194 @@
 """Relay policy (pure): which opaque datagrams the rendezvous forwards, and to whom.
 
 Relaying is the fallback when two nodes cannot punch a direct path. The datagrams stay
-end-to-end encrypted by the nodes' Noise session; the server only rewrites the envelope:
+end-to-end encrypted by the nodes' Noise session; the server only rewrites the envelope
+(`rendezvous/protocol.py` has the layout):
 
-    node A -> server: [0x40 RELAY_TO][B's static 32][datagram]
+    node A -> server: [0x40 RELAY_TO][grant id 16][tag 16][datagram]
     server -> node B: [0x41 RELAY_FROM][A's static 32][datagram]   (same size: no amplification)
 
-A datagram is forwarded only when (1) its source address is the registered endpoint of a live
-member A, (2) the destination B is a live member of the same network, (3) the server introduced
-A and B (CONNECT) and (4) A is within its byte rate. Anything else is dropped and counted.
+**Grants.** A CONNECT between A and B (`grant`) issues two random tokens, one per direction,
+and the INTRODUCED of each side carries its own. The store maps each token's id to (network,
+source, destination, expiry); the grant ends when the introduction does (`INTRODUCTION_TTL`)
+or with either side's registration. Introducing the same pair again extends the grants and
+keeps their tokens, so a lost INTRODUCED costs nothing.
 
-Checks (1)-(3) cost three store queries (~80 µs on SQLite), so a granted route is cached for
-`ROUTE_CACHE_TTL`: the store stays the source of truth, and a revoked permission (a member left
+A datagram is forwarded only when, in this order (the first failure drops and counts it):
+
+1. relaying is on, and the envelope parses;
+2. its grant id names a live grant of an admitted network whose two members are registered.
+   An id this server has not issued or seen valid lately costs a store query, so those
+   lookups are rate limited per source IP first (`RELAY_SOURCE_RATE`, a fixed table: spoofed
+   sources cost no memory). Ids it issued or saw valid are exempt, so made-up ids sent from a
+   member's address cannot starve the member's own lookups;
+3. its tag is the MAC, under the grant's token, of the datagram's length and session header
+   (`protocol.relay_tag`): the sender holds the token. The source address plays no part, so
+   a host spoofing A's IP:port gets nothing forwarded and spends none of A's budget, and A
+   keeps relaying after its NAT moves it;
+4. the node's, the network's and the whole server's byte budgets (`relay_rate`,
+   `relay_network_rate`, `relay_total_rate`) all have room; all three are charged, or none.
+
+Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
+in memory, measured with 1,000 grants), so a grant that passed is cached for
+`ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
 or moved) stops being honoured at most that much later.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from rendezvous.protocol import Endpoint, decode_relay_to, encode_relay_from
-from rendezvous.ratelimit import RELAY_BURST, RELAY_RATE, RateLimiter, SourceRateLimiter
-from rendezvous.store import Store
+from rendezvous import protocol as p
+from rendezvous.admission import OPEN, Admission
+from rendezvous.protocol import Endpoint
+from rendezvous.ratelimit import (
+    RELAY_BURST,
+    RELAY_NETWORK_RATE,
+    RELAY_RATE,
+    RELAY_TOTAL_RATE,
+    RateLimiter,
+    SourceRateLimiter,
+    spend_all,
+)
+from rendezvous.store import RelayGrant, Store
 
-# Before the lookup of the sender: per source IP, packets. A relayed bulk transfer at
-# `RELAY_RATE` in 1200-byte datagrams is ~10,400 packets/s, so 20,000/s leaves room.
-RELAY_SOURCE_RATE = 20_000.0  # packets per second
-RELAY_SOURCE_BURST = 40_000.0  # packets
+# Before a store lookup of an unknown grant id: per source IP, lookups. A node needs one lookup
+# per grant and `ROUTE_CACHE_TTL`; 200/s leaves room for many nodes behind one NAT while
+# bounding what a flood of made-up ids costs the store.
+RELAY_SOURCE_RATE = 200.0  # lookups per second
+RELAY_SOURCE_BURST = 400.0  # lookups
 ROUTE_CACHE_TTL = 1.0  # seconds; how stale a relay permission may be
-ROUTE_CACHE_MAX = 16_384  # routes; cleared wholesale when full (a flood cannot pin memory)
+ROUTE_CACHE_MAX = 16_384  # routes; cleared wholesale when full (only valid grants get in)
+# A route past its TTL is still remembered this long as "an id that was valid", which exempts
+# its next lookup from the per-source limit (see `forward`): a relayed session idle for up to
+# this long resumes even while someone floods made-up ids from its address.
+ROUTE_KEEP = 300.0  # seconds
+# Relay permission from one CONNECT; it also ends as soon as either side's registration does.
+INTRODUCTION_TTL = 24 * 3600.0  # seconds
+_TOTAL = "total"  # the key of the whole server's bucket
+
+# Why a RELAY_TO was dropped: the stats keys, in the order of the checks above.
+MALFORMED = "relay_malformed"
+DISABLED = "relay_disabled"
+SOURCE_LIMITED = "relay_source_limited"
+UNKNOWN_GRANT = "relay_unknown_grant"
+NETWORK_REFUSED = "relay_network_refused"
+BAD_TAG = "relay_bad_tag"
+NODE_LIMITED = "relay_node_limited"
+NETWORK_LIMITED = "relay_network_limited"
+TOTAL_LIMITED = "relay_total_limited"
+FORWARDED = "relay_forwarded"
+FORWARDED_BYTES = "relay_forwarded_bytes"
+_CAPS = (NODE_LIMITED, NETWORK_LIMITED, TOTAL_LIMITED)
 
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    network: bytes
-    src_static: bytes
-    dest: Endpoint
+    grant: RelayGrant
     until: float
 
 
 class RelayPolicy:
     def __init__(self, store: Store, enabled: bool = True, rate: float = RELAY_RATE,
-                 hash_key: bytes = b"") -> None:
-        """`rate`: relayed bytes per second per node; the burst is an eighth of a second's.
+                 hash_key: bytes = b"", network_rate: float = RELAY_NETWORK_RATE,
+                 total_rate: float = RELAY_TOTAL_RATE, admission: Admission = OPEN,
+                 rng: Callable[[int], bytes] = os.urandom) -> None:
+        """`rate`, `network_rate`, `total_rate`: relayed bytes per second per node, per network
+        and in all; each burst is an eighth of a second's worth (at least `RELAY_BURST`).
         `hash_key`: random bytes keying the per-source table (see `SourceRateLimiter`)."""
         self.store = store
         self.enabled = enabled
+        self.admission = admission
         self.stats: Counter[str] = Counter()
+        self._rng = rng
         self._by_source = SourceRateLimiter(RELAY_SOURCE_RATE, RELAY_SOURCE_BURST, hash_key)
         self._by_node = RateLimiter(rate, max(RELAY_BURST, rate / 8))
-        self._routes: dict[tuple[Endpoint, bytes], _Route] = {}
+        self._by_network = RateLimiter(network_rate, max(RELAY_BURST, network_rate / 8))
+        self._total = RateLimiter(total_rate, max(RELAY_BURST, total_rate / 8), max_keys=1)
+        self._routes: dict[bytes, _Route] = {}
+
+    def grant(self, network: bytes, a: bytes, b: bytes, now: float) -> tuple[bytes, bytes]:
+        """Permit relaying both ways between introduced members `a` and `b`: the tokens for
+        a→b (give it to `a`) and b→a (give it to `b`)."""
+        until = now + INTRODUCTION_TTL
+        return (self._grant_one(network, a, b, until, now),
+                self._grant_one(network, b, a, until, now))
+
+    def _grant_one(self, network: bytes, src: bytes, dest: bytes, until: float,
+                   now: float) -> bytes:
+        token = self._rng(p.RELAY_TOKEN_SIZE)
+        token = self.store.grant_relay(network, src, dest, p.relay_grant_id(token), token, until,
+                                       now)
+        # Known from the start, so a flood of made-up ids from the member's address (which
+        # exhausts that address's lookups) cannot keep its first relayed packet out.
+        self._lookup(p.relay_grant_id(token), now)
+        return token
 
     def forward(self, data: bytes, addr: Endpoint, now: float) -> tuple[bytes, Endpoint] | None:
         """The envelope to send and where, or None (dropped and counted)."""
-        parsed = decode_relay_to(data)
-        if parsed is None:
-            self.stats["relay_malformed"] += 1
-            return None
         if not self.enabled:
-            self.stats["relay_disabled"] += 1
+            self.stats[DISABLED] += 1
             return None
-        if not self._by_source.allow(addr[0], now):
-            self.stats["relay_source_limited"] += 1
+        parsed = p.decode_relay_to(data)
+        if parsed is None:
+            self.stats[MALFORMED] += 1
             return None
-        dest_static, datagram = parsed
-        route = self._routes.get((addr, dest_static))
+        grant_id, tag, datagram = parsed
+        route = self._routes.get(grant_id)
         if route is None or now >= route.until:
-            route = self._lookup(addr, dest_static, now)
+            # Only ids never seen valid are limited by source: a flood of made-up ids from A's
+            # address must not stop A's own grant from being looked up again.
+            if route is None and not self._by_source.allow(addr[0], now):
+                self.stats[SOURCE_LIMITED] += 1
+                return None
+            route = self._lookup(grant_id, now)
             if route is None:
                 return None
-        if not self._by_node.allow((route.network, route.src_static), now, len(data)):
-            self.stats["relay_node_limited"] += 1
+        grant = route.grant
+        if not p.relay_tag_valid(grant.token, datagram, tag):
+            self.stats[BAD_TAG] += 1
             return None
-        self.stats["relay_forwarded"] += 1
-        return encode_relay_from(route.src_static, datagram), route.dest
+        refused = spend_all(((self._by_node, (grant.network, grant.src)),
+                             (self._by_network, grant.network), (self._total, _TOTAL)),
+                            now, len(data))
+        if refused >= 0:
+            self.stats[_CAPS[refused]] += 1
+            return None
+        self.stats[FORWARDED] += 1
+        self.stats[FORWARDED_BYTES] += len(data)
+        return p.encode_relay_from(grant.src, datagram), grant.dest_endpoint
 
-    def _lookup(self, addr: Endpoint, dest_static: bytes, now: float) -> _Route | None:
-        src = self.store.member_by_endpoint(addr, now)
-        if src is None:
-            self.stats["relay_unknown_source"] += 1
+    def _lookup(self, grant_id: bytes, now: float) -> _Route | None:
+        self._routes.pop(grant_id, None)
+        grant = self.store.relay_grant(grant_id, now)
+        if grant is None:
+            self.stats[UNKNOWN_GRANT] += 1
             return None
-        dest = self.store.member(src.network, dest_static, now)
-        if dest is None or dest.static == src.static:
-            self.stats["relay_unknown_dest"] += 1
-            return None
-        if not self.store.introduced(src.network, src.static, dest.static, now):
-            self.stats["relay_not_introduced"] += 1
+        if not self.admission.admits(grant.network):
+            self.stats[NETWORK_REFUSED] += 1
             return None
         if len(self._routes) >= ROUTE_CACHE_MAX:
             self._routes.clear()
-        route = _Route(src.network, src.static, dest.endpoint, now + ROUTE_CACHE_TTL)
-        self._routes[(addr, dest_static)] = route
+        route = self._routes[grant_id] = _Route(grant, now + ROUTE_CACHE_TTL)
         return route
 
     def sweep(self, now: float) -> None:
-        self._routes = {k: r for k, r in self._routes.items() if now < r.until}
+        self._routes = {k: r for k, r in self._routes.items() if now < r.until + ROUTE_KEEP}
         self._by_source.sweep(now)
         self._by_node.sweep(now)
+        self._by_network.sweep(now)
+        self._total.sweep(now)
+
+    def summary(self) -> str:
+        """The relay's figures for the server's stats line."""
+        s = self.stats
+        dropped = ", ".join(f"{key.removeprefix('relay_')} {s[key]}"
+                            for key in (MALFORMED, DISABLED, SOURCE_LIMITED, UNKNOWN_GRANT,
+                                        NETWORK_REFUSED, BAD_TAG) if s[key])
+        caps = ", ".join(f"{key.removeprefix('relay_').removesuffix('_limited')} {s[key]}"
+                         for key in _CAPS)
+        return (f"relay: forwarded {s[FORWARDED]} packets, {s[FORWARDED_BYTES]} bytes; "
+                f"dropped {dropped or 'none'}; caps hit {caps}")

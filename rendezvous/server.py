@@ -4,7 +4,9 @@ It only feeds datagrams in, sends the effects out and re-arms one timer. Two UDP
 port (everything) and the netcheck port (PORT+1 by default; cookie requests only), so a node can
 compare the endpoints both ports observe and tell an endpoint-independent NAT mapping from a
 symmetric one. The registry's `now` is wall-clock time (`time.time()`): the SQLite store is shared
-across restarts and servers.
+across restarts and servers. Every `STATS_INTERVAL`, and once on the way out, it logs one line of
+counters (`stats_line`): requests by outcome, then the relay's forwarded packets and bytes,
+drops by reason and how often each relay cap was hit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from rendezvous.ratelimit import RELAY_RATE
+from rendezvous.admission import OPEN, Admission
+from rendezvous.ratelimit import RELAY_NETWORK_RATE, RELAY_RATE, RELAY_TOTAL_RATE
 from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore
 
@@ -107,20 +110,30 @@ class RendezvousServer:
             self.send(send)
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
-            stats = self.registry.stats + self.registry.relay.stats
-            log.info("stats %s", dict(sorted(stats.items())))
+            log.info("%s", stats_line(self.registry))
         self.rearm()
+
+
+def stats_line(registry: Registry) -> str:
+    """The counters so far: "stats accepted 12, cookie_retry 3; relay: forwarded ..."."""
+    requests = ", ".join(f"{k} {v}" for k, v in sorted(registry.stats.items())) or "none"
+    return f"stats {requests}; {registry.relay.summary()}"
 
 
 async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
                 ready: Callable[[], None] | None = None,
-                registration_ttl: float = REGISTRATION_TTL) -> None:
-    """Run until cancelled."""
+                registration_ttl: float = REGISTRATION_TTL,
+                relay_network_rate: float = RELAY_NETWORK_RATE,
+                relay_total_rate: float = RELAY_TOTAL_RATE,
+                admission: Admission = OPEN) -> None:
+    """Run until cancelled. Rates are bytes per second (per node, per network, in all);
+    `admission` is the `--networks` policy (open by default)."""
     loop = asyncio.get_running_loop()
     store = SQLiteStore(db)
     registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate,
-                        registration_ttl=registration_ttl)
+                        registration_ttl=registration_ttl, relay_network_rate=relay_network_rate,
+                        relay_total_rate=relay_total_rate, admission=admission)
     server = RendezvousServer(registry)
     host, port = listen
     nport = netcheck_port if netcheck_port is not None else port + 1
@@ -130,13 +143,16 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
         lambda: _Port(server, registry.handle_netcheck), local_addr=(host, nport))
     server.main, server.netcheck = main_p, nc_p
     server.rearm()
-    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s",
-             host, port, nport, db, "on" if relay else "off")
+    relay_text = (f"on ({relay_rate:.0f} B/s per node, {relay_network_rate:.0f} per network,"
+                  f" {relay_total_rate:.0f} in all)") if relay else "off"
+    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s, networks %s",
+             host, port, nport, db, relay_text, admission.describe())
     if ready is not None:
         ready()
     try:
         await asyncio.Event().wait()
     finally:
+        log.info("%s", stats_line(registry))
         main_t.close()
         nc_t.close()
         store.close()

@@ -2,9 +2,10 @@
 
 The store, not the process, is the source of truth for everything that must outlive a packet:
 members (names, static key, observed endpoint, LAN candidates, registration nonce, expiry), name
-ownership, each node's last request counter, who was introduced to whom (the relay's permission
-list) and the cookie secret. Several servers sharing one store (SQLite on one host now, Redis
-later) therefore serve one network, and a restarted server loses no live registration.
+ownership, each node's last request counter, the relay grants (who was introduced to whom, one
+secret token per direction) and the cookie secret. Several servers sharing one store (SQLite on
+one host now, Redis later) therefore serve one network, and a restarted server loses no live
+registration.
 
 All times are wall-clock seconds (`time.time()` scale), shared by every server. Each method is
 one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across processes.
@@ -33,6 +34,17 @@ class Member:
     nonce: bytes  # nonce of its latest REGISTER, echoed in pushes to it
     last_seen: float
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class RelayGrant:
+    """A live permission to relay from `src` to `dest`, proven by `token` (`Store.relay_grant`)."""
+
+    network: bytes
+    src: bytes
+    dest: bytes
+    token: bytes
+    dest_endpoint: Endpoint  # where `dest` is registered now
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +82,19 @@ class Store(Protocol):
     def members(self, network: bytes, now: float) -> list[Member]: ...
 
     def expire(self, now: float) -> list[Member]:
-        """Delete and return members whose registration ran out; drop stale counters/intros."""
+        """Delete and return members whose registration ran out; drop stale counters and the
+        relay grants that ran out or lost a side."""
         ...
 
-    def introduce(self, network: bytes, a: bytes, b: bytes, until: float) -> None: ...
+    def grant_relay(self, network: bytes, src: bytes, dest: bytes, grant_id: bytes,
+                    token: bytes, until: float, now: float) -> bytes:
+        """Permit relaying from `src` to `dest` until `until`; returns the token in force: the
+        live grant's own (its expiry extended), else `token` stored under `grant_id`."""
+        ...
 
-    def introduced(self, network: bytes, a: bytes, b: bytes, now: float) -> bool: ...
+    def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
+        """The live grant of that id while both its members are registered, else None."""
+        ...
 
 
 _SCHEMA = """
@@ -91,9 +110,10 @@ CREATE TABLE IF NOT EXISTS names (
 CREATE TABLE IF NOT EXISTS counters (
     network BLOB NOT NULL, static BLOB NOT NULL, counter INTEGER NOT NULL,
     keep_until REAL NOT NULL, PRIMARY KEY (network, static));
-CREATE TABLE IF NOT EXISTS intros (
-    network BLOB NOT NULL, a BLOB NOT NULL, b BLOB NOT NULL, until REAL NOT NULL,
-    PRIMARY KEY (network, a, b));
+DROP TABLE IF EXISTS intros;
+CREATE TABLE IF NOT EXISTS relay_grants (
+    id BLOB PRIMARY KEY, token BLOB NOT NULL, network BLOB NOT NULL, src BLOB NOT NULL,
+    dest BLOB NOT NULL, until REAL NOT NULL, UNIQUE (network, src, dest));
 """
 
 _MEMBER_COLS = "network, static, names, host, port, lan, nonce, last_seen, expires"
@@ -215,7 +235,7 @@ class SQLiteStore:
                             (network, static))
             db.execute("DELETE FROM members WHERE network=? AND static=?", (network, static))
             db.execute("DELETE FROM names WHERE network=? AND static=?", (network, static))
-            db.execute("DELETE FROM intros WHERE network=? AND (a=? OR b=?)",
+            db.execute("DELETE FROM relay_grants WHERE network=? AND (src=? OR dest=?)",
                        (network, static, static))
             return old
         finally:
@@ -263,26 +283,50 @@ class SQLiteStore:
                 db.execute("DELETE FROM names WHERE network=? AND static=?", (m.network, m.static))
             db.execute("DELETE FROM members WHERE expires<=?", (now,))
             db.execute("DELETE FROM counters WHERE keep_until<=?", (now,))
-            # An introduction (the relay's permission) ends with either side's registration.
+            # A relay grant ends with its introduction or either side's registration.
             db.execute(
-                "DELETE FROM intros WHERE until<=? OR NOT EXISTS (SELECT 1 FROM members m"
-                " WHERE m.network=intros.network AND m.static=intros.a) OR NOT EXISTS"
-                " (SELECT 1 FROM members m WHERE m.network=intros.network AND m.static=intros.b)",
+                "DELETE FROM relay_grants WHERE until<=? OR NOT EXISTS (SELECT 1 FROM members m"
+                " WHERE m.network=relay_grants.network AND m.static=relay_grants.src) OR NOT"
+                " EXISTS (SELECT 1 FROM members m WHERE m.network=relay_grants.network"
+                " AND m.static=relay_grants.dest)",
                 (now,),
             )
             return gone
         finally:
             db.execute("COMMIT")
 
-    def introduce(self, network: bytes, a: bytes, b: bytes, until: float) -> None:
-        a, b = sorted((a, b))
-        self._db.execute("INSERT OR REPLACE INTO intros VALUES (?, ?, ?, ?)",
-                         (network, a, b, until))
+    def grant_relay(self, network: bytes, src: bytes, dest: bytes, grant_id: bytes,
+                    token: bytes, until: float, now: float) -> bytes:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT token FROM relay_grants WHERE network=? AND src=? AND dest=? AND until>?",
+                (network, src, dest, now),
+            ).fetchone()
+            if row is not None:
+                # Keep the token: a node whose INTRODUCED was lost still holds the old one.
+                db.execute("UPDATE relay_grants SET until=max(until, ?) WHERE network=? AND"
+                           " src=? AND dest=?", (until, network, src, dest))
+                return bytes(row[0])
+            db.execute("DELETE FROM relay_grants WHERE network=? AND src=? AND dest=?",
+                       (network, src, dest))
+            db.execute("INSERT INTO relay_grants VALUES (?, ?, ?, ?, ?, ?)",
+                       (grant_id, token, network, src, dest, until))
+            return token
+        finally:
+            db.execute("COMMIT")
 
-    def introduced(self, network: bytes, a: bytes, b: bytes, now: float) -> bool:
-        a, b = sorted((a, b))
+    def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         row = self._db.execute(
-            "SELECT 1 FROM intros WHERE network=? AND a=? AND b=? AND until>?",
-            (network, a, b, now),
+            "SELECT g.network, g.src, g.dest, g.token, d.host, d.port FROM relay_grants g"
+            " JOIN members d ON d.network=g.network AND d.static=g.dest"
+            " JOIN members s ON s.network=g.network AND s.static=g.src"
+            " WHERE g.id=? AND g.until>? AND d.expires>? AND s.expires>?",
+            (grant_id, now, now, now),
         ).fetchone()
-        return row is not None
+        if row is None:
+            return None
+        network, src, dest, token, host, port = row
+        return RelayGrant(bytes(network), bytes(src), bytes(dest), bytes(token),
+                          (str(host), int(port)))

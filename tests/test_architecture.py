@@ -54,6 +54,7 @@ PURE = (
     "rendezvous.relay",
     "rendezvous.cookies",
     "rendezvous.ratelimit",
+    "rendezvous.admission",
 )
 
 # Layer ranks, bottom up. A module belongs to the longest unit here that is it or contains it;

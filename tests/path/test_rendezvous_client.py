@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous import protocol as p
+from rendezvous.admission import parse_networks
 from rendezvous.cookies import CookieJar
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry
 from rendezvous.store import SQLiteStore
-from tunnel.keys.netkeys import fingerprint
+from tunnel.keys.netkeys import fingerprint, network_id, short_network_id
 from tunnel.path import rendezvous as rc
 
 T0 = 1_800_000_000.0  # the harness runs one clock for both sides
@@ -304,7 +305,7 @@ def test_off_path_replies_are_ignored() -> None:
     forged = [
         p.encode_reply(p.Joined(b"\x00" * 8, fake)),
         p.encode_reply(p.RegisterReply(b"\x00" * 8, ("192.0.2.66", 1), 0, 1, (fake,))),
-        p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), ())),
+        p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), (), bytes(16))),
         p.encode_reply(p.CookieReply(b"\x00" * 8, b"\x00" * 20, ("192.0.2.66", 1))),
     ]
     for data in forged:
@@ -314,14 +315,27 @@ def test_off_path_replies_are_ignored() -> None:
     assert a.next_event() is None and a.dropped == len(forged)
 
 
-def test_relay_wrap_and_unwrap() -> None:
+def test_relay_envelopes_carry_the_token_of_the_introduction() -> None:
     h = Harness()
-    a = h.add(A, ("a",))
-    env = a.wrap_relay(b"\x01" * 32, b"payload")
-    assert env[0] == p.RELAY_TO
-    assert a.unwrap_relay(p.encode_relay_from(b"\x02" * 32, b"x")) == (b"\x02" * 32, b"x")
-    assert a.unwrap_relay(env) is None
-    assert not a.receive_datagram(env, SERVER, h.now)  # not a rendezvous type
+    a, b = h.add(A, ("a",)), h.add(B, ("b",))
+    assert a.wrap_relay(b.static, b"payload") is None  # no introduction, no token: not sent
+    a.start(h.now)
+    b.start(h.now)
+    h.run(1)
+    a.request_connect("b", h.now)
+    h.run(1)
+    to_b, to_a = a.wrap_relay(b.static, b"payload"), b.wrap_relay(a.static, b"back")
+    assert to_b is not None and to_a is not None and to_b[0] == p.RELAY_TO
+    assert to_b[1:17] != to_a[1:17]  # one grant per direction
+    # The server forwards each to the other side under the sender's key, same size.
+    (fwd,) = h.registry.handle(to_b, A, h.now)
+    assert fwd.addr == B and p.decode_relay_from(fwd.data) == (a.static, b"payload")
+    assert b.unwrap_relay(fwd.data) == (a.static, b"payload") and len(fwd.data) == len(to_b)
+    (back,) = h.registry.handle(to_a, B, h.now)
+    assert back.addr == A and a.unwrap_relay(back.data) == (b.static, b"back")
+    # Not toward anyone else, and a relay envelope is no rendezvous message.
+    assert a.wrap_relay(b"\x01" * 32, b"payload") is None
+    assert a.unwrap_relay(to_b) is None and not a.receive_datagram(to_b, SERVER, h.now)
 
 
 def _registered_client() -> tuple[Harness, rc.RendezvousClient]:
@@ -464,3 +478,16 @@ def test_health_names_are_the_acknowledged_ones() -> None:
     h.run(1)
     assert a.health(h.now).names == () and not a.health(h.now).registered
     assert b.health(h.now).names == ("laptop",)
+
+
+def test_a_network_the_server_does_not_serve_is_told_so_with_its_id() -> None:
+    h = Harness()
+    h.registry = Registry(h.store, rng=h.rand.randbytes,
+                          admission=parse_networks(network_id(OTHER_NET).hex(), "networks"))
+    a = h.add(A, ("a",))
+    a.start(h.now)
+    h.run(30)
+    (refused,) = h.take(A, rc.RegistrationRefused)
+    assert isinstance(refused, rc.RegistrationRefused)
+    assert short_network_id(network_id(NET)) in refused.reason and "--networks" in refused.reason
+    assert not a.registered and a.get_timer() is None  # no retry storm

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from rendezvous import protocol as p
 from tunnel.keys.netkeys import network_id, network_signing_key
+from tunnel.node.peer import RELAY_OVERHEAD
 
 SECRET = bytes(range(32))
 KEY = network_signing_key(SECRET)
@@ -66,15 +67,60 @@ def test_golden_refused_name_taken() -> None:
     assert p.decode_reply(data) == msg
 
 
+# Regression goldens for the relay MAC (a change of person, key or size breaks every node).
+GOLDEN_GRANT_ID = "c92d915338014289d44d5333f05e8f43"
+GOLDEN_TAG = "2f7f638a18b892b48325d692a5d30a11"
+
+
 def test_golden_relay_envelopes_keep_size() -> None:
-    to = p.encode_relay_to(b"\x07" * 32, b"hi")
-    assert to.hex() == "40" + "07" * 32 + "6869"
+    token = bytes(range(16))
+    to = p.encode_relay_to(token, b"hi")
+    grant_id, tag = p.relay_grant_id(token), p.relay_tag(token, b"hi")
+    assert to.hex() == "40" + grant_id.hex() + tag.hex() + "6869"
+    # Golden: BLAKE2s-128 with the persons "ptrly-id" / "ptrly-tg" (the tag keyed by the token,
+    # over the length u32 and the first 64 bytes).
+    assert grant_id.hex() == GOLDEN_GRANT_ID and tag.hex() == GOLDEN_TAG
     frm = p.encode_relay_from(b"\x08" * 32, b"hi")
     assert frm.hex() == "41" + "08" * 32 + "6869"
-    assert len(to) == len(frm)
-    assert p.decode_relay_to(to) == (b"\x07" * 32, b"hi")
+    # No amplification: what the server sends is never larger than what made it send.
+    assert len(to) == len(frm) and p.RELAY_TO_OVERHEAD == p.RELAY_FROM_OVERHEAD == 33
+    assert p.decode_relay_to(to) == (grant_id, tag, b"hi")
+    assert p.relay_tag_valid(token, b"hi", tag)
+    assert not p.relay_tag_valid(token, b"hI", tag) and not p.relay_tag_valid(bytes(16), b"hi", tag)
     assert p.decode_relay_from(frm) == (b"\x08" * 32, b"hi")
-    assert p.decode_relay_from(to) is None and p.decode_relay_to(b"\x40" + b"x" * 31) is None
+    assert p.decode_relay_from(to[:1] + b"x" * 31) is None
+    assert p.decode_relay_to(b"\x40" + b"x" * 31) is None and p.decode_relay_to(frm) is None
+
+
+def test_the_nodes_relay_budget_matches_both_envelopes() -> None:
+    # The node sizes relayed channel packets with this constant: if RELAY_TO grew past it,
+    # relayed datagrams would exceed the path's size; if RELAY_FROM did, the server amplified.
+    assert RELAY_OVERHEAD == p.RELAY_TO_OVERHEAD == p.RELAY_FROM_OVERHEAD
+
+
+def test_the_tag_binds_the_length_and_the_session_header() -> None:
+    token, datagram = bytes(range(16)), bytes(range(256)) * 5
+    tag = p.relay_tag(token, datagram)
+    for i in (0, 8, 15, p.RELAY_TAG_COVERS - 1):  # type, receiver index, counter, ciphertext
+        changed = datagram[:i] + bytes([datagram[i] ^ 1]) + datagram[i + 1:]
+        assert not p.relay_tag_valid(token, changed, tag)
+    assert not p.relay_tag_valid(token, datagram + b"x", tag)
+    assert not p.relay_tag_valid(token, datagram[:-1], tag)
+
+
+def test_the_grant_id_does_not_reveal_the_token() -> None:
+    token = bytes(range(16))
+    assert token not in p.encode_relay_to(token, b"x" * 100)
+    assert p.relay_grant_id(token) != p.relay_grant_id(bytes(16))
+
+
+def test_golden_introduced_carries_the_relay_token() -> None:
+    msg = p.Introduced(b"\x01" * 8, b"\x05" * 32, ("192.0.2.1", 7000), (), ("a",), b"\x09" * 16)
+    data = p.encode_reply(msg)
+    assert data.hex() == ("2b" + "01" * 8 + "05" * 32 + "09" * 16 + "04" + "c0000201" + "1b58"
+                          + "00" + "01" + "01" + b"a".hex())
+    assert p.decode_reply(data) == msg
+    assert p.decode_reply(data[:-1]) is None
 
 
 def test_signature_binds_every_byte_and_the_network() -> None:
@@ -149,7 +195,9 @@ replies = st.one_of(
     st.builds(p.Left, nonces, keys),
     st.builds(p.Introduced, nonces, keys, endpoints,
               st.lists(endpoints, max_size=p.MAX_LAN).map(tuple),
-              st.lists(names_st, max_size=p.MAX_NAMES).map(tuple)),
+              st.lists(names_st, max_size=p.MAX_NAMES).map(tuple),
+              st.binary(min_size=p.RELAY_TOKEN_SIZE, max_size=p.RELAY_TOKEN_SIZE)),
+    st.builds(lambda n: p.Refused(n, p.NETWORK_REFUSED), nonces),
     st.builds(lambda n, nm, h: p.Refused(n, p.NAME_TAKEN, name=nm, holder=h), nonces, names_st,
               keys),
     st.builds(lambda n, c: p.Refused(n, p.STALE_COUNTER, counter=c), nonces,

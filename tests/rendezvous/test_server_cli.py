@@ -148,3 +148,44 @@ def test_unusable_database_is_a_user_error(tmp_path: Path) -> None:
                                 "127.0.0.1:9", "--db", str(bad)])
     with pytest.raises(UserError, match="cannot use the database"):
         module.run(args, ctx)
+
+
+def test_relay_caps_and_networks_from_flags_and_file(tmp_path: Path) -> None:
+    nets = tmp_path / "networks"
+    nets.write_text("# the team\n" + "ab" * 32 + "\n0123456789abcdef  # a friend's\n")
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--relay-rate", "1000000",
+                        "--relay-network-rate", "2000000", "--relay-total-rate", "9000000",
+                        "--networks", str(nets)])
+    s = rendezvous_cmd.settings(ctx)
+    assert (s.relay_rate, s.relay_network_rate, s.relay_total_rate) == (1e6, 2e6, 9e6)
+    assert s.admission.admits(b"\xab" * 32)
+    assert s.admission.admits(bytes.fromhex("0123456789abcdef") + b"\x00" * 24)
+    assert not s.admission.admits(b"\xcd" * 32)
+    (tmp_path / "rendezvous.yaml").write_text("relay_total_rate: 5000000\n")
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path)])
+    s = rendezvous_cmd.settings(ctx)
+    assert s.relay_total_rate == 5e6 and s.relay_network_rate == 25e6 and s.admission.open
+
+
+@pytest.mark.parametrize(("content", "flags", "expected"), [
+    ("ab" * 32 + "\nnot-an-id\n", [], r"networks:2: 'not-an-id' is not a network id"),
+    (None, [], "cannot read the networks file"),
+    ("", ["--relay-network-rate", "0"], "relay_network_rate is 0; give --relay-network-rate"),
+])
+def test_bad_relay_settings_are_one_line_user_errors(tmp_path: Path, content: str | None,
+                                                      flags: list[str], expected: str) -> None:
+    nets = tmp_path / "networks"
+    if content is not None:
+        nets.write_text(content)
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--networks", str(nets), *flags])
+    with pytest.raises(UserError, match=expected) as caught:
+        rendezvous_cmd.settings(ctx)
+    assert "\n" not in str(caught.value)
+
+
+def test_rendezvous_help_documents_the_relay_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(MODULES).parse_args(["rendezvous", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--relay-rate", "--relay-network-rate", "--relay-total-rate", "--networks FILE"):
+        assert flag in text

@@ -10,7 +10,7 @@ import pytest
 
 from rendezvous import protocol as p
 from rendezvous.registry import Registry
-from rendezvous.store import Member, SQLiteStore, Store
+from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
 
 T = 1_800_000_000.0
@@ -70,30 +70,57 @@ def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Sto
     assert held is not None and held.static == KB
 
 
-def test_expire_removes_members_names_and_their_introductions(store: Store) -> None:
+def grant_rows(store: Store) -> int:
+    assert isinstance(store, SQLiteStore)
+    return int(store._db.execute("SELECT count(*) FROM relay_grants").fetchone()[0])
+
+
+def test_expire_removes_members_names_and_their_relay_grants(store: Store) -> None:
     store.register(member(KA, ("a",), expires=T + 10), T)
     store.register(member(KB, ("b",), expires=T + 100), T)
-    store.introduce(NET, KA, KB, T + 1000)
-    assert store.introduced(NET, KB, KA, T)  # symmetric
+    assert store.grant_relay(NET, KA, KB, b"i" * 16, b"t" * 16, T + 1000, T) == b"t" * 16
+    grant = store.relay_grant(b"i" * 16, T)
+    assert grant == RelayGrant(NET, KA, KB, b"t" * 16, ("203.0.113.1", 1000))
+    assert store.relay_grant(b"j" * 16, T) is None  # one direction only: b->a has no grant
     store.bump_counter(NET, KA, 5, T + 20)
     assert [m.static for m in store.members(NET, T)] == [KA, KB]
+    assert store.relay_grant(b"i" * 16, T + 11) is None  # A's registration ran out: at once
     gone = store.expire(T + 30)
     assert [m.static for m in gone] == [KA]
     assert store.member_by_name(NET, "a", T + 30) is None
-    assert not store.introduced(NET, KA, KB, T + 30)
+    assert grant_rows(store) == 0  # ... and the sweep deletes the grant
     assert store.bump_counter(NET, KA, 1, T + 400) is None  # its counter was dropped too
     assert store.expire(T + 30) == []
 
 
-def test_remove_drops_member_names_and_introductions(store: Store) -> None:
+def test_remove_drops_member_names_and_relay_grants(store: Store) -> None:
     store.register(member(KA, ("a",)), T)
     store.register(member(KB, ("b",)), T)
-    store.introduce(NET, KA, KB, T + 1000)
+    store.grant_relay(NET, KA, KB, b"i" * 16, b"t" * 16, T + 1000, T)
+    store.grant_relay(NET, KB, KA, b"j" * 16, b"u" * 16, T + 1000, T)
     removed = store.remove(NET, KA)
     assert removed is not None and removed.static == KA
     assert store.remove(NET, KA) is None
-    assert not store.introduced(NET, KA, KB, T)
+    assert store.relay_grant(b"i" * 16, T) is None and store.relay_grant(b"j" * 16, T) is None
+    assert grant_rows(store) == 0
     assert store.members(NET, T) == [store.member(NET, KB, T)]
+
+
+def test_a_grant_keeps_its_token_while_it_lives_and_ends_with_the_introduction(
+        store: Store) -> None:
+    store.register(member(KA, ("a",), expires=T + 10_000), T)
+    store.register(member(KB, ("b",), expires=T + 10_000), T)
+    assert store.grant_relay(NET, KA, KB, b"i" * 16, b"t" * 16, T + 100, T) == b"t" * 16
+    # Introduced again: same token (a lost INTRODUCED must not strand the old one), later end.
+    assert store.grant_relay(NET, KA, KB, b"k" * 16, b"v" * 16, T + 500, T + 50) == b"t" * 16
+    assert store.relay_grant(b"k" * 16, T + 50) is None
+    assert store.relay_grant(b"i" * 16, T + 400) is not None
+    assert store.relay_grant(b"i" * 16, T + 500) is None  # the introduction ran out
+    # After that a new introduction gets a new token; the old id is gone for good.
+    assert store.grant_relay(NET, KA, KB, b"k" * 16, b"v" * 16, T + 900, T + 600) == b"v" * 16
+    assert store.relay_grant(b"i" * 16, T + 600) is None
+    assert store.relay_grant(b"k" * 16, T + 600) == RelayGrant(NET, KA, KB, b"v" * 16,
+                                                               ("203.0.113.1", 1000))
 
 
 def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> None:

@@ -75,7 +75,11 @@ def command(line: str, client: rc.RendezvousClient, sock: socket.socket,
         client.request_connect(rest, now)
     elif cmd == "relay":
         dest_hex, _, text = rest.partition(" ")
-        sock.sendto(client.wrap_relay(bytes.fromhex(dest_hex), text.encode()), server)
+        envelope = client.wrap_relay(bytes.fromhex(dest_hex), text.encode())
+        if envelope is None:
+            emit({"event": "NoRelayToken", "static": dest_hex})
+        else:
+            sock.sendto(envelope, server)
     elif cmd == "leave":
         client.leave(now)
     elif cmd == "netcheck":

@@ -66,6 +66,9 @@ RENDEZVOUS_KEYS: dict[str, Key] = {
     "db": Key("str", None, "SQLite database path (default $PTUNNEL_HOME/rendezvous.db)"),
     "relay": Key("bool", True, "relay traffic between members that cannot punch"),
     "relay_rate": Key("int", 12_500_000, "relay budget per node in bytes per second"),
+    "relay_network_rate": Key("int", 25_000_000, "relay budget per network in bytes per second"),
+    "relay_total_rate": Key("int", 125_000_000, "relay budget of the server in bytes per second"),
+    "networks": Key("str", None, "file of the network ids served, one a line (default: all)"),
     "log_level": Key("choice", "info", "log level", choices=("debug", "info", "warning", "error")),
     "log_format": Key("choice", "text", "log line format", choices=("text", "json")),
 }

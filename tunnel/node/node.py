@@ -291,9 +291,10 @@ class Node:
     def _send(self, data: bytes, addr: Addr) -> None:
         """Queue a datagram; the flush hands each address's run to the socket in one batch."""
         if is_relay(addr):
-            if self.rdv is None:
-                return
-            data, addr = self.rdv.wrap_relay(relay_peer(addr), data), self.rdv.server
+            if self.rdv is None or (envelope := self.rdv.wrap_relay(relay_peer(addr),
+                                                                   data)) is None:
+                return  # no relay token toward that peer: the server would drop it anyway
+            data, addr = envelope, self.rdv.server
         batch = self._outbox.get(addr)
         if batch is None:
             self._outbox[addr] = [data]

@@ -41,7 +41,7 @@ from tunnel.session.wire import TRANSPORT_OVERHEAD
 log = logging.getLogger(__name__)
 
 CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
-RELAY_OVERHEAD = 33  # relay envelope: type (1) + static key (32)
+RELAY_OVERHEAD = 33  # RELAY_TO envelope: type (1) + grant id (16) + tag (16); RELAY_FROM's too
 NO_INCARNATION = bytes(4)  # "I do not know yours yet"
 MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
 # A channel packet for an incarnation of ours that is gone (we restarted) is answered with a bare

@@ -18,6 +18,9 @@ How it behaves:
 - Requests are retransmitted with exponential backoff; after `UNREACHABLE_AFTER` unanswered
   attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
   LIST/CONNECT until `GIVE_UP_AFTER`).
+- An INTRODUCED carries our relay token toward that peer; `wrap_relay` puts it (as the grant
+  id and a MAC of the datagram) on every datagram we relay to the peer. Without a token there
+  is nothing to relay with: the server forwards only what a token proves.
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
   names), when the server last answered anything, and how long it has left a request waiting.
   A registration the server acknowledged does not count once the server has been silent for
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 
 from rendezvous import protocol as p
 from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
-from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key
+from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key, short_network_id
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,10 @@ GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
 SILENT_AFTER = 5.0  # seconds
 RECENT_REGISTRATIONS = 3  # nonces of our latest REGISTERs that pushes may echo
 MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission timer
+# Relay tokens kept, one per peer we were introduced to; the oldest goes first. A token is kept
+# past its peer's PeerLeft: the server judges whether it still holds, and a re-registered peer
+# is introduced again anyway.
+MAX_RELAY_TOKENS = 4096
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -186,6 +193,7 @@ class RendezvousClient:
         self.public_endpoint: Endpoint | None = None
         self.peers: dict[bytes, Peer] = {}
         self.dropped = 0  # malformed or unsolicited datagrams from the server address
+        self._relay_tokens: dict[bytes, bytes] = {}  # peer static -> our token toward it
 
     # --- requests ------------------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -221,8 +229,11 @@ class RendezvousClient:
         self.registered = False
         self.registered_names = ()
 
-    def wrap_relay(self, dest_static: bytes, datagram: bytes) -> bytes:
-        return p.encode_relay_to(dest_static, datagram)
+    def wrap_relay(self, dest_static: bytes, datagram: bytes) -> bytes | None:
+        """The RELAY_TO envelope for `datagram` to that peer; None when the server never gave
+        us a relay token toward it (no introduction yet)."""
+        token = self._relay_tokens.get(dest_static)
+        return None if token is None else p.encode_relay_to(token, datagram)
 
     def unwrap_relay(self, data: bytes) -> tuple[bytes, bytes] | None:
         return p.decode_relay_from(data)
@@ -330,6 +341,7 @@ class RendezvousClient:
                 self._events.append(ListReceived(_join_pages(q.pages)))
         elif isinstance(msg, p.Introduced) and q.kind == p.CONNECT:
             del self._pending[q.nonce]
+            self._keep_relay_token(msg)
             self._events.append(Introduced(q.name, msg.static, msg.endpoint, msg.lan, True))
         elif isinstance(msg, p.Refused):
             self._on_refused(q, msg, now)
@@ -360,14 +372,21 @@ class RendezvousClient:
                 fp = fingerprint(msg.holder)
                 reason = f"name {msg.name!r} is held by another node ({fp}) of this network"
                 self._events.append(RegistrationRefused(reason, fp))
+            elif msg.code == p.NETWORK_REFUSED:
+                self._events.append(RegistrationRefused(self._network_refused()))
             else:
                 self._events.append(RegistrationRefused(f"refused (code {msg.code})"))
         elif q.kind == p.CONNECT:
             reason = {
                 p.UNKNOWN_PEER: f"no active node named {q.name!r} in this network",
                 p.NOT_REGISTERED: "this node is not registered with the rendezvous yet",
+                p.NETWORK_REFUSED: self._network_refused(),
             }.get(msg.code, f"refused (code {msg.code})")
             self._events.append(ConnectRefused(q.name, reason))
+
+    def _network_refused(self) -> str:
+        return (f"this rendezvous does not serve network {short_network_id(self.network)}; "
+                "ask its operator to add that id to the server's --networks file")
 
     def _registration_done(self, q: _Pending, observed: Endpoint, now: float) -> None:
         peers = {peer.static: peer for peer in _join_pages(q.pages) if peer.static != self.static}
@@ -408,7 +427,14 @@ class RendezvousClient:
                 self._events.append(PeerLeft(msg.static, old.names))
         else:
             name = msg.names[0] if msg.names else ""
+            self._keep_relay_token(msg)
             self._events.append(Introduced(name, msg.static, msg.endpoint, msg.lan, False))
+
+    def _keep_relay_token(self, msg: p.Introduced) -> None:
+        self._relay_tokens.pop(msg.static, None)  # re-inserted last: the newest is kept longest
+        if len(self._relay_tokens) >= MAX_RELAY_TOKENS:
+            del self._relay_tokens[next(iter(self._relay_tokens))]
+        self._relay_tokens[msg.static] = msg.relay_token
 
     # --- sending -------------------------------------------------------------------------------
     def _request(self, kind: int, now: float, name: str = "", explicit: bool = False) -> None:

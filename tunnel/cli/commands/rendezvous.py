@@ -1,4 +1,5 @@
-"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--no-relay]`: run a rendezvous server."""
+"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--networks FILE] [--no-relay]`: run a
+rendezvous server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rendezvous.admission import OPEN, Admission, parse_networks
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
@@ -22,6 +25,12 @@ Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on t
 learns only network ids (public keys), never a network secret: it can introduce and relay, but
 cannot read, alter or impersonate. Registrations live in SQLite, so a restart loses nothing.
 A second UDP port (PORT+1 unless --netcheck-port) answers `ptunnel netcheck` probes.
+
+Relayed traffic is capped per node, per network and in all (--relay-rate, --relay-network-rate,
+--relay-total-rate, in bytes per second); a node relays only with the token the server gave it
+when it introduced the two nodes. The server is open to every network unless --networks names a
+file of the network ids it serves (one a line, as `ptunnel id` prints them, `#` comments):
+other networks are then refused, and nothing is relayed for them.
 """
 CONFIG_KEYS = RENDEZVOUS_KEYS
 DEFAULT_CONFIG = "rendezvous.yaml"
@@ -38,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, help="never relay traffic between nodes")
     parser.add_argument("--relay-rate", type=int, metavar="BYTES_PER_S",
                         help="relay budget per node (default 12500000)")
+    parser.add_argument("--relay-network-rate", type=int, metavar="BYTES_PER_S",
+                        help="relay budget per network (default 25000000)")
+    parser.add_argument("--relay-total-rate", type=int, metavar="BYTES_PER_S",
+                        help="relay budget of the whole server (default 125000000)")
+    parser.add_argument("--networks", metavar="FILE",
+                        help="serve only the network ids listed in FILE (default: every network)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +62,9 @@ class ServerSettings:
     relay: bool
     netcheck_port: int | None
     relay_rate: float
+    relay_network_rate: float
+    relay_total_rate: float
+    admission: Admission
 
 
 def settings(ctx: Context) -> ServerSettings:
@@ -57,8 +75,34 @@ def settings(ctx: Context) -> ServerSettings:
         listen = parse_endpoint(listen)
     db = Path(config["db"]).expanduser() if config.get("db") else ctx.home / "rendezvous.db"
     nport = config.get("netcheck_port")
-    return ServerSettings((str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
-                          int(nport) if nport is not None else None, float(config["relay_rate"]))
+    networks = config.get("networks")
+    return ServerSettings(
+        (str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
+        int(nport) if nport is not None else None, _rate(config, "relay_rate"),
+        _rate(config, "relay_network_rate"), _rate(config, "relay_total_rate"),
+        _admission(Path(networks).expanduser()) if networks else OPEN)
+
+
+def _rate(config: dict[str, Any], key: str) -> float:
+    value = int(config[key])
+    if value <= 0:
+        flag = "--" + key.replace("_", "-")
+        raise UserError(f"{key} is {value}; give {flag} a number of bytes per second above 0 "
+                        "(--no-relay turns the relay off)")
+    return float(value)
+
+
+def _admission(path: Path) -> Admission:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise path_error(exc, f"read the networks file {path}", "check --networks") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file of network ids; check --networks") from None
+    try:
+        return parse_networks(text, str(path))
+    except ValueError as exc:
+        raise UserError(f"{exc}; fix the file given to --networks") from None
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -77,7 +121,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     try:
         # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
-        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate))
+        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate,
+                                relay_network_rate=s.relay_network_rate,
+                                relay_total_rate=s.relay_total_rate, admission=s.admission))
     except OSError as exc:
         raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None
