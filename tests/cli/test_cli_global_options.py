@@ -58,7 +58,6 @@ def test_log_options_before_and_after(tmp_path: Path, where: str) -> None:
     options = ["-v", "--log-format", "json"]
     argv = [*options, "id", "--home", str(home)] if where == "before" else \
         ["id", "--home", str(home), *options]
-    # `--log-level debug` works in either place as well; -q then takes one level back.
     done = ptunnel(*argv, "--log-level", "warning", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["network_id"]
