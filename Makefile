@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak clean
+.PHONY: demo test lint typecheck unit wheel-check bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The wheel as a user gets it: built, installed into a fresh venv, `ptunnel --version`, the
+# shipped samples and unit (checked by systemd-analyze where installed). Needs PyPI or a pip
+# cache for the dependencies; .ci/run runs it.
+wheel-check: $(STAMP)
+	.ci/wheel-check $(PY)
 
 # The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
 BENCH_PACKAGES := openssh-server openssh-client socat iperf3 wireguard-go wireguard-tools \
@@ -49,4 +55,4 @@ soak: $(STAMP)
 	$(PY) -m lab.soak --minutes $(MINUTES) --tunnels $(TUNNELS) --out $(SOAK_OUT)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build/wheel-check

@@ -35,7 +35,7 @@ from typing import Any
 
 from rendezvous.protocol import MAX_NAMES, normalize_name
 from tunnel.addresses import format_endpoint, parse_endpoint
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure, UserError
 from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService
 from tunnel.forward.forwarder import Forwarder
@@ -60,8 +60,17 @@ CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still 
 RENDEZVOUS_TIMEOUT = 5.0  # s
 
 
-class TunnelError(UserError):
+class TunnelError(RuntimeFailure):
     """Something the user can fix; the message says what and how."""
+
+
+class LocalPortError(TunnelError):
+    """The local port of a connect cannot be listened on; `problem` says why without the
+    CLI's advice, so that `ptunnel up` can name the config key to change instead."""
+
+    def __init__(self, problem: str, fix: str = "pick another with -L [BIND:]PORT") -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
 
 
 def _unknown_name(name: str) -> str:
@@ -182,15 +191,12 @@ class Connection:
                 self.server = await loop.create_server(self._new_bridge, host, port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise TunnelError(
-                    f"local port {host}:{port} is already in use; pick another with -L PORT"
-                ) from None
+                raise LocalPortError(f"local port {host}:{port} is already in use",
+                                     "pick another with -L PORT") from None
             if exc.errno == errno.EACCES and port < 1024:
-                raise TunnelError(
-                    f"cannot listen on {host}:{port}: ports below 1024 need root; pick a port "
-                    "above 1023 with -L PORT") from None
-            raise TunnelError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another "
-                              "address with -L [BIND:]PORT") from None
+                raise LocalPortError(f"cannot listen on {host}:{port}: ports below 1024 need "
+                                     "root", "pick a port above 1023 with -L PORT") from None
+            raise LocalPortError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         if isinstance(self.server, asyncio.Server) and port == 0:
             self.listen = self.server.sockets[0].getsockname()[:2]
 

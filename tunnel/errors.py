@@ -34,6 +34,14 @@ class UserError(Exception):
         return str(self.args[0])
 
 
+class RuntimeFailure(UserError):
+    """The command ran and failed on something outside its command line and files: the
+    rendezvous does not answer, no node has that name, a local port is taken. Running it again
+    later may work, so the CLI exits with 1, not the 2 of a mistake to fix first."""
+
+    exit_code = 1
+
+
 class ConfigError(UserError):
     """A config file is malformed; the message names the file, the line and what was expected."""
 

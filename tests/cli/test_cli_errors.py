@@ -1,4 +1,5 @@
-"""The errors users hit with expose/connect: one line on stderr, what to do, non-zero exit."""
+"""The errors users hit with expose/connect: one line on stderr, what to do, non-zero exit: 2 for
+a mistake to fix first (a flag, the set-up), 1 for a failure of the run (the README's table)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def ptunnel(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
                           text=True, timeout=timeout, env=ENV)
 
 
-def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stderr)
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str,
+                          code: int = 2) -> None:
+    assert done.returncode == code, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     errors = [line for line in lines if "error:" in line]
     assert len(errors) == 1, done.stderr
@@ -53,7 +55,7 @@ def test_unknown_name(tmp_path: Path, rendezvous: str) -> None:
     done = ptunnel("connect", "ssh-home", "-L", str(port), "--home", joined(tmp_path, "a"),
                    "--rendezvous", rendezvous)
     assert_one_line_error(done, "no node named 'ssh-home' in your network",
-                          "is `ptunnel expose` running there?")
+                          "is `ptunnel expose` running there?", code=1)
 
 
 def test_local_port_in_use(tmp_path: Path, rendezvous: str) -> None:
@@ -63,14 +65,16 @@ def test_local_port_in_use(tmp_path: Path, rendezvous: str) -> None:
         port = busy.getsockname()[1]
         done = ptunnel("connect", "ssh-home", "-L", str(port), "--home",
                        joined(tmp_path, "a"), "--rendezvous", rendezvous)
-    assert_one_line_error(done, f"local port 127.0.0.1:{port} is already in use")
+    assert_one_line_error(done, f"local port 127.0.0.1:{port} is already in use",
+                          "pick another with -L PORT", code=1)
 
 
 def test_rendezvous_not_answering(tmp_path: Path) -> None:
     silent = free_udp_pair()  # nothing listens there
     done = ptunnel("expose", "22", "--as", "ssh-home", "--home", joined(tmp_path, "a"),
                    "--rendezvous", f"127.0.0.1:{silent}", timeout=90)
-    assert_one_line_error(done, "no answer from the rendezvous", "is `ptunnel rendezvous`")
+    assert_one_line_error(done, "no answer from the rendezvous", "is `ptunnel rendezvous`",
+                          code=1)
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_an_unknown_name_in_capitals_is_a_one_line_error(tmp_path: Path, rendezv
     """The issue's `ptunnel ping SSH-Home` with nothing exposed: no traceback."""
     done = ptunnel("ping", "SSH-Home", "--home", str(init(tmp_path / "a")),
                    "--rendezvous", rendezvous)
-    assert done.returncode == 2
+    assert done.returncode == 1  # a failure of the run: the name may come up later
     assert done.stderr.splitlines()[-1] == (
         "ptunnel ping: error: no node named 'ssh-home' in your network; is `ptunnel expose` "
         "running there?")

@@ -12,7 +12,7 @@ from tunnel.cli.config import NODE_KEYS, RENDEZVOUS_KEYS, load_file, resolve
 from tunnel.cli.main import main
 from tunnel.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "tunnel" / "data"
 
 
 def write(tmp_path: Path, text: str) -> Path:

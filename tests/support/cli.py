@@ -63,9 +63,9 @@ class Stopped:
 class Background:
     """A running `ptunnel` command whose stdout and stderr lines are collected as they come."""
 
-    def __init__(self, *argv: str) -> None:
+    def __init__(self, *argv: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=ENV)
+                                     stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})})
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [self._collect(self.proc.stdout, self.stdout),

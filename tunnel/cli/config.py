@@ -1,8 +1,12 @@
 """YAML config files with documented keys, validated with the file and line of every mistake.
 
 Precedence, highest first: command-line flag > environment variable > config file > default.
-`configs/node.yaml` and `configs/rendezvous.yaml` are the commented references for the keys below;
-`tests/test_config.py` checks that every key documented here appears there.
+`tunnel/data/node.yaml` and `tunnel/data/rendezvous.yaml` (shipped in the package, printed by
+`ptunnel config example`) are the commented references for the keys below;
+`tests/cli/test_config.py` checks that every key documented here appears there.
+
+A file is checked whole: `check_file` returns every mistake with its line (`ptunnel config
+check`), `load_file` raises the first one, saying how many more there are.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from rendezvous.protocol import NAME_RULE, normalize_name
-from tunnel.addresses import parse_endpoint
+from rendezvous.protocol import MAX_NAMES, NAME_RULE, normalize_name
+from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.errors import ConfigError, os_reason
 
 
@@ -32,6 +36,9 @@ class Key:
     choices: tuple[str, ...] = ()
     items: Mapping[str, Key] = field(default_factory=dict)  # for kind == "list" of mappings
     required: bool = False
+    unique: bool = False  # an item key no two entries of its list may share
+    max_items: int | None = None  # for kind == "list"
+    too_many: str = ""  # completes "this file ..."; {n}: the entries found, {max}: max_items
 
 
 NODE_KEYS: dict[str, Key] = {
@@ -44,15 +51,19 @@ NODE_KEYS: dict[str, Key] = {
     "congestion": Key("choice", "bbr", "congestion controller",
                       choices=("bbr", "cubic", "newreno")),
     "allow": Key("keys", [], "public keys allowed to connect (empty = every network member)"),
-    "expose": Key("list", [], "services this node exposes", items={
+    "expose": Key("list", [], "services this node exposes", max_items=MAX_NAMES, too_many=(
+        "exposes {n} names; a node can hold at most {max}: split them over several configs, "
+        "each with its own PTUNNEL_HOME"), items={
         "port": Key("port", None, "[HOST:]PORT of the local service", required=True),
-        "as": Key("name", None, "name to register at the rendezvous", required=True),
+        "as": Key("name", None, "name to register at the rendezvous", required=True,
+                  unique=True),
         "udp": Key("bool", False, "forward UDP instead of TCP"),
         "allow": Key("keys", [], "public keys allowed for this service"),
     }),
     "connect": Key("list", [], "remote services to reach through local ports", items={
         "name": Key("name", None, "name the peer exposes", required=True),
-        "listen": Key("port", None, "[BIND:]PORT to listen on locally", required=True),
+        "listen": Key("port", None, "[BIND:]PORT to listen on locally", required=True,
+                      unique=True),
         "udp": Key("bool", False, "forward UDP instead of TCP"),
         "accept_new_key": Key("bool", False, "accept a changed key for this name once"),
     }),
@@ -74,18 +85,33 @@ RENDEZVOUS_KEYS: dict[str, Key] = {
 }
 
 
-def _where(path: Path, node: yaml.Node) -> str:
-    return f"{path}:{node.start_mark.line + 1}"
+class _Problems:
+    """Every mistake found in one file, each as `file:line: what is wrong; what to do`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.found: list[str] = []
+
+    def at(self, node: yaml.Node, text: str) -> _Invalid:
+        self.found.append(f"{self.path}:{node.start_mark.line + 1}: {text}")
+        return INVALID
 
 
-def _scalar(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
+class _Invalid:
+    """A value that was wrong (and reported): its key is left out of the result."""
+
+
+INVALID = _Invalid()
+
+
+def _scalar(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
     if not isinstance(node, yaml.ScalarNode):
-        raise ConfigError(f"{_where(path, node)}: '{name}' must be a single value ({spec.doc})")
+        return problems.at(node, f"'{name}' must be a single value ({spec.doc})")
     try:
         value = yaml.safe_load(yaml.serialize(node))
     except yaml.YAMLError:  # a tag such as `!!python/name:` that safe_load refuses
-        raise ConfigError(f"{_where(path, node)}: '{name}' has the tag {node.tag}, which a "
-                          "config file cannot use; remove the '!' part") from None
+        return problems.at(node, f"'{name}' has the tag {node.tag}, which a config file cannot "
+                                 "use; remove the '!' part")
     checks: dict[str, Callable[[Any], Any]] = {
         "str": lambda v: v if isinstance(v, str) else None,
         "name": lambda v: normalize_name(str(v))
@@ -111,53 +137,87 @@ def _scalar(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
     except ValueError:
         result = None
     if result is None:
-        raise ConfigError(f"{_where(path, node)}: '{name}' is {value!r}; expected {expected}")
+        return problems.at(node, f"'{name}' is {value!r}; expected {expected}")
     return result
 
 
-def _value(path: Path, node: yaml.Node, name: str, spec: Key) -> Any:
+def _value(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
     if spec.kind == "keys":
         from tunnel.keys.netkeys import decode_key
 
         if not isinstance(node, yaml.SequenceNode):
-            raise ConfigError(f"{_where(path, node)}: '{name}' must be a list of public keys")
+            return problems.at(node, f"'{name}' must be a list of public keys")
         keys = []
         for item in node.value:
-            text = _scalar(path, item, name, Key("str"))
+            text = _scalar(problems, item, name, Key("str"))
+            if text is INVALID:
+                continue
             try:
                 keys.append(decode_key(text))
             except ValueError as exc:
-                raise ConfigError(f"{_where(path, item)}: {exc}") from None
+                problems.at(item, str(exc))
         return keys
     if spec.kind == "list":
         if not isinstance(node, yaml.SequenceNode):
-            raise ConfigError(f"{_where(path, node)}: '{name}' must be a list of entries")
-        return [_mapping(path, item, spec.items, f"{name} entry") for item in node.value]
-    return _scalar(path, node, name, spec)
+            return problems.at(node, f"'{name}' must be a list of entries")
+        if spec.max_items is not None and len(node.value) > spec.max_items:
+            problems.at(node, "this file "
+                        + spec.too_many.format(n=len(node.value), max=spec.max_items))
+        entries = [(item, _mapping(problems, item, spec.items, f"{name} entry"))
+                   for item in node.value]
+        _check_unique(problems, name, spec, entries)
+        return [entry for _, entry in entries if entry is not INVALID]
+    return _scalar(problems, node, name, spec)
 
 
-def _mapping(path: Path, node: yaml.Node, keys: Mapping[str, Key], what: str) -> dict[str, Any]:
+def _check_unique(problems: _Problems, name: str, spec: Key,
+                  entries: list[tuple[yaml.Node, Any]]) -> None:
+    """Two entries of a list that would collide at run time (one name exposed twice, two
+    connects on one local port) are a mistake of the file, reported where the second is."""
+    for key, item_spec in spec.items.items():
+        if not item_spec.unique:
+            continue
+        first: dict[Any, int] = {}
+        for node, entry in entries:
+            if entry is INVALID or key not in entry:
+                continue
+            value = entry[key]
+            if value in first:
+                shown = format_endpoint(value) if isinstance(value, tuple) else value
+                problems.at(node, f"'{key}: {shown}' is already in the {name} entry of line "
+                                  f"{first[value]}; each {name} entry needs its own '{key}'")
+            else:
+                first[value] = node.start_mark.line + 1
+
+
+def _mapping(problems: _Problems, node: yaml.Node, keys: Mapping[str, Key],
+             what: str) -> dict[str, Any] | _Invalid:
     if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{_where(path, node)}: {what} must be a mapping of keys to values")
+        return problems.at(node, f"{what} must be a mapping of keys to values")
     result: dict[str, Any] = {}
+    seen: set[str] = set()
     for key_node, value_node in node.value:
         name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
         if name not in keys:
-            raise ConfigError(
-                f"{_where(path, key_node)}: unknown key '{name}' in {what}; "
-                f"expected one of: {', '.join(keys)}"
-            )
-        if name in result:
-            raise ConfigError(f"{_where(path, key_node)}: key '{name}' appears twice")
-        result[name] = _value(path, value_node, name, keys[name])
-    missing = [k for k, spec in keys.items() if spec.required and k not in result]
+            problems.at(key_node, f"unknown key '{name}' in {what}; "
+                                  f"expected one of: {', '.join(keys)}")
+            continue
+        if name in seen:
+            problems.at(key_node, f"key '{name}' appears twice")
+            continue
+        seen.add(name)
+        value = _value(problems, value_node, name, keys[name])
+        if value is not INVALID:
+            result[name] = value
+    missing = [k for k, spec in keys.items() if spec.required and k not in seen]
     if missing:
-        raise ConfigError(f"{_where(path, node)}: {what} lacks required key '{missing[0]}'")
+        problems.at(node, f"{what} lacks required key '{missing[0]}'")
     return result
 
 
-def load_file(path: Path, keys: Mapping[str, Key]) -> dict[str, Any]:
-    """Parse and validate one YAML file; every mistake names the file and the line."""
+def check_file(path: Path, keys: Mapping[str, Key]) -> tuple[dict[str, Any], list[str]]:
+    """Parse and validate one YAML file: its values, and every mistake found (`file:line: ...`).
+    A YAML syntax error stops the parse, so it is the only mistake reported then."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -167,16 +227,30 @@ def load_file(path: Path, keys: Mapping[str, Key]) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: this line is not UTF-8 text; save the file as UTF-8"
-                          ) from None
+        return {}, [f"{path}:{line}: this line is not UTF-8 text; save the file as UTF-8"]
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         line, problem = yaml_problem(exc, text)
-        raise ConfigError(f"{path}:{line}: {problem}") from None
+        return {}, [f"{path}:{line}: {problem}"]
     if root is None:
-        return {}
-    return _mapping(path, root, keys, "the config file")
+        return {}, []
+    problems = _Problems(path)
+    values = _mapping(problems, root, keys, "the config file")
+    return ({} if isinstance(values, _Invalid) else values), problems.found
+
+
+def load_file(path: Path, keys: Mapping[str, Key]) -> dict[str, Any]:
+    """Parse and validate one YAML file; the first mistake, naming the file and the line, is
+    raised as a ConfigError that says how many more `ptunnel config check` would list."""
+    values, problems = check_file(path, keys)
+    if problems:
+        more = len(problems) - 1
+        kind = "rendezvous " if keys is RENDEZVOUS_KEYS else ""
+        suffix = (f" (and {more} more problem{'s' if more > 1 else ''}: `ptunnel config check "
+                  f"{kind}-c {path}` lists them all)") if more else ""
+        raise ConfigError(problems[0] + suffix)
+    return values
 
 
 # What PyYAML reports, in the words of someone editing the file: (start of PyYAML's problem,

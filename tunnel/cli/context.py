@@ -28,9 +28,7 @@ class Context:
     def from_args(
         cls, args: argparse.Namespace, keys: Mapping[str, Key], default_config: str
     ) -> Context:
-        from tunnel.keys.identity import default_home
-
-        home = Path(args.home).expanduser() if getattr(args, "home", None) else default_home()
+        home = cls.home_of(args)
         path: Path | None = None
         if getattr(args, "config", None):
             path = Path(args.config).expanduser()
@@ -41,6 +39,17 @@ class Context:
         file_values = load_file(path, keys) if path is not None else {}
         flags = {name: getattr(args, name, None) for name in keys}
         return cls(home=home, keys=keys, config_path=path, config=resolve(keys, file_values, flags))
+
+    @classmethod
+    def without_config(cls, args: argparse.Namespace) -> Context:
+        """For a command that reads no config file itself (`-c` means something else there)."""
+        return cls(home=cls.home_of(args), keys={})
+
+    @staticmethod
+    def home_of(args: argparse.Namespace) -> Path:
+        from tunnel.keys.identity import default_home
+
+        return Path(args.home).expanduser() if getattr(args, "home", None) else default_home()
 
     def identity(self) -> Identity:
         identity = load_identity(self.home)

@@ -2,16 +2,27 @@
 
 Subcommands live in `tunnel/cli/commands/`, one module each, discovered at start-up. A module
 defines `NAME`, `HELP`, `ORDER`, `add_arguments(parser)` and `run(args, ctx) -> int`; optionally
-`CONFIG_KEYS` (default: the node's keys) and `DEFAULT_CONFIG` (default: `node.yaml`).
+`CONFIG_KEYS` (default: the node's keys), `DEFAULT_CONFIG` (default: `node.yaml`) and
+`LOADS_CONFIG = False` for a command that reads no config file itself (`config check` reads it
+its own way, `-c` of `service print` names the file the unit will use).
 
-Never a traceback; every way out is one line on stderr and an exit status:
+The global options (`--home`, `-c`, `-v`, `-q`, `--log-level`, `--log-format`) work before and
+after the subcommand: `ptunnel -q ping x` is `ptunnel ping x -q`.
+
+Never a traceback; every way out is one line on stderr and an exit status. The split between 1
+and 2 is whether running the same command again, unchanged, can succeed: systemd's
+`RestartPreventExitStatus=2` relies on it.
 
 | status   | when                                                                          |
 |----------|-------------------------------------------------------------------------------|
 | 0        | done                                                                          |
-| 1        | the command ran and failed (no answer to netcheck or ping); or an unexpected  |
-|          | exception: one line, "run with -v for details", the traceback in the -v log   |
-| 2        | a usage mistake or a `UserError`: what is wrong and what to do                |
+| 1        | the command ran and failed on something outside its command line and files   |
+|          | (a `RuntimeFailure`: the rendezvous does not answer, no node of that name, a  |
+|          | local port in use, no answer to netcheck or ping); or an unexpected exception:|
+|          | one line, "run with -v for details", the traceback in the -v log              |
+| 2        | a usage mistake or another `UserError` to fix before trying again: a wrong    |
+|          | flag or value, a bad config file, not joined, no rendezvous configured, a     |
+|          | path or permission problem                                                    |
 | 130, 143 | SIGINT, SIGTERM (128 + the signal number): "interrupted" or "stopped"         |
 """
 
@@ -30,7 +41,7 @@ import tunnel
 import tunnel.cli.commands
 from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
-from tunnel.cli.logs import DETAILS_HINT, exception_summary, setup_logging
+from tunnel.cli.logs import DETAILS_HINT, LEVELS, exception_summary, setup_logging
 from tunnel.cli.runtime import Interrupted, interruptible
 from tunnel.errors import UserError, os_reason
 
@@ -62,17 +73,47 @@ def discover_commands() -> list[ModuleType]:
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
+# Given before the subcommand, a global option lands under this prefix (argparse would let the
+# subcommand's default overwrite it otherwise) and `merge_global_options` folds it back in.
+BEFORE = "before_"
+COUNTED = ("verbose", "quiet")
+
+
+def add_global_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("--home", metavar="DIR", dest=f"{prefix}home",
+                       help="state directory (env PTUNNEL_HOME; default ~/.config/ptunnel)")
+    group.add_argument("-c", "--config", metavar="FILE", dest=f"{prefix}config",
+                       help="YAML config file (default: the one in the state directory)")
+    group.add_argument("-v", "--verbose", action="count", default=0, dest=f"{prefix}verbose",
+                       help="more log output, one level per -v")
+    group.add_argument("-q", "--quiet", action="count", default=0, dest=f"{prefix}quiet",
+                       help="less log output")
+    group.add_argument("--log-level", choices=levels_by_detail(), default=None,
+                       dest=f"{prefix}log_level",
+                       help="log level before -v/-q (env PTUNNEL_LOG_LEVEL, config `log_level`; "
+                            "default info)")
+    group.add_argument("--log-format", choices=("text", "json"), default=None,
+                       dest=f"{prefix}log_format", help="log line format on stderr")
+
+
+def merge_global_options(args: argparse.Namespace) -> None:
+    """Fold the global options given before the subcommand into its own: counts add up, and a
+    value given after the subcommand wins."""
+    for name, before in list(vars(args).items()):
+        if not name.startswith(BEFORE):
+            continue
+        delattr(args, name)
+        name = name.removeprefix(BEFORE)
+        if name in COUNTED:
+            setattr(args, name, getattr(args, name, 0) + before)
+        elif getattr(args, name, None) is None:
+            setattr(args, name, before)
+
+
 def common_options() -> OneLineParser:
     common = OneLineParser(add_help=False)  # a parent: it only lends its options
-    group = common.add_argument_group("common options")
-    group.add_argument("--home", metavar="DIR",
-                       help="state directory (env PTUNNEL_HOME; default ~/.config/ptunnel)")
-    group.add_argument("-c", "--config", metavar="FILE",
-                       help="YAML config file (default: the one in the state directory)")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    group.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    group.add_argument("--log-format", choices=("text", "json"), default=None,
-                       help="log line format on stderr")
+    add_global_options(common)
     return common
 
 
@@ -82,6 +123,7 @@ def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ptunnel {tunnel.__version__}")
+    add_global_options(parser, prefix=BEFORE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=OneLineParser)
     common = common_options()
@@ -95,8 +137,14 @@ def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+def levels_by_detail() -> list[str]:
+    """The log levels, most detailed first."""
+    return sorted(LEVELS, key=LEVELS.__getitem__)
+
+
 def log_level(args: argparse.Namespace, configured: str) -> str:
-    levels = ["debug", "info", "warning", "error"]
+    """`configured` moved one level per -v (more detail) or -q (less)."""
+    levels = levels_by_detail()
     index = levels.index(configured) - int(args.verbose) + int(args.quiet)
     return levels[max(0, min(index, len(levels) - 1))]
 
@@ -112,21 +160,25 @@ def _main(argv: list[str] | None) -> int:
         commands = discover_commands()
         parser = build_parser(commands)
         args = parser.parse_args(argv)
+        merge_global_options(args)
         if args.command is None:
             parser.print_help()
             return 2
         module: ModuleType = args.module
         prog = f"ptunnel {module.NAME}"
         # The flags' level until the config file is read: problems reading it are logged too.
-        setup_logging(log_level(args, "info"), args.log_format or "text")
-        ctx = Context.from_args(
-            args, getattr(module, "CONFIG_KEYS", NODE_KEYS),
-            getattr(module, "DEFAULT_CONFIG", "node.yaml"),
-        )
-        setup_logging(
-            log_level(args, ctx.config.get("log_level") or "info"),
-            args.log_format or ctx.config.get("log_format") or "text",
-        )
+        setup_logging(log_level(args, args.log_level or "info"), args.log_format or "text")
+        if getattr(module, "LOADS_CONFIG", True):
+            ctx = Context.from_args(
+                args, getattr(module, "CONFIG_KEYS", NODE_KEYS),
+                getattr(module, "DEFAULT_CONFIG", "node.yaml"),
+            )
+            setup_logging(
+                log_level(args, ctx.config.get("log_level") or "info"),
+                args.log_format or ctx.config.get("log_format") or "text",
+            )
+        else:
+            ctx = Context.without_config(args)
         return int(module.run(args, ctx))
     except UserError as exc:
         return _fail(f"{prog}: error: {exc.message}", exc.exit_code)

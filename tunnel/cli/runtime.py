@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
 from tunnel.api import Tunnel, TunnelError
+from tunnel.cli import sdnotify
 from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, running
@@ -237,6 +238,7 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
             # Before the set-up: `ptunnel status` shows a connect still waiting for its peer.
             await control.start()
             await body(tunnel)
+            sdnotify.ready(sdnotify.service_status(tunnel))  # systemd's Type=notify
             await asyncio.Event().wait()  # until a signal cancels this task
         finally:
             await control.close()

@@ -9,7 +9,7 @@ import time
 from tunnel.addresses import format_endpoint
 from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure
 from tunnel.keys.netkeys import encode_key, fingerprint
 from tunnel.node.netcheck import query, resolve
 from tunnel.path.rendezvous import ListReceived, RendezvousClient
@@ -49,7 +49,7 @@ def server_address(ctx: Context) -> tuple[str, int]:
     worker.join()
     if isinstance(outcome[0], OSError):
         exc = outcome[0]
-        raise UserError(f"cannot resolve rendezvous host {addr[0]!r}: {exc.strerror or exc}; "
+        raise RuntimeFailure(f"cannot resolve rendezvous host {addr[0]!r}: {exc.strerror or exc}; "
                         "check --rendezvous / PTUNNEL_RENDEZVOUS")
     return outcome[0]
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     events = query(client, lambda e: isinstance(e, ListReceived), args.timeout)
     listed = [e for e in events if isinstance(e, ListReceived)]
     if not listed:
-        raise UserError(
+        raise RuntimeFailure(
             f"no answer from the rendezvous at {format_endpoint(server)} within "
             f"{args.timeout:g} s; check the address, and try `ptunnel netcheck`"
         )

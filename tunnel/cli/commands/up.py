@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from rendezvous.protocol import MAX_NAMES
 from tunnel.addresses import format_endpoint
-from tunnel.api import Tunnel
+from tunnel.api import Connection, LocalPortError, Tunnel
+from tunnel.cli import sdnotify
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 from tunnel.errors import UserError
@@ -16,10 +16,11 @@ NAME = "up"
 ORDER = 22
 HELP = "run every expose and connect listed in a config file (daemon mode)"
 DESCRIPTION = """\
-Run every `expose:` and `connect:` entry of the config file (see configs/node.yaml) in one
-process with one node key and one UDP socket. Prints one line per service once it is ready, then
-runs until SIGINT/SIGTERM; `ptunnel status` shows what it is doing. configs/ptunnel.service is a
-systemd unit that runs it.
+Run every `expose:` and `connect:` entry of the config file (`ptunnel config example node`
+shows the format; `ptunnel config check` checks a file) in one process with one node key and
+one UDP socket. Prints one line per service once it is ready, then runs until SIGINT/SIGTERM;
+`ptunnel status` shows what it is doing. Under systemd (`ptunnel service print` writes the unit)
+it reports its readiness and progress to the service manager.
 """
 
 log = logging.getLogger(__name__)
@@ -32,20 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     exposes = ctx.config.get("expose") or []
     connects = ctx.config.get("connect") or []
+    where = ctx.config_path or ctx.home / "node.yaml"
+    if ctx.config_path is None:
+        raise UserError(f"{where} does not exist; start one with `ptunnel config example node > "
+                        f"{where}` and list what to expose and connect in it (or pass -c FILE)")
     if not exposes and not connects:
-        where = ctx.config_path or ctx.home / "node.yaml"
         raise UserError(f"{where} lists no `expose:` or `connect:` entries; "
-                        "see configs/node.yaml for the format")
-    if len(exposes) > MAX_NAMES:
-        where = ctx.config_path or ctx.home / "node.yaml"
-        raise UserError(f"{where} exposes {len(exposes)} names; a node can hold at most "
-                        f"{MAX_NAMES}: split them over several configs, each with its own "
-                        "PTUNNEL_HOME")
+                        "`ptunnel config example node` shows the format")
     tunnel = build_tunnel(ctx)
+
+    def on_ready(connection: Connection) -> None:
+        ctx.out(f"ready: {connection.describe()}")
+        sdnotify.status(sdnotify.service_status(tunnel))
 
     async def body(tunnel: Tunnel) -> None:
         for entry in exposes:
             host, port = entry["port"]
+            # systemd shows this while the rendezvous does not answer (the node keeps asking)
+            sdnotify.status(f"registering '{entry['as']}' at "
+                            f"{format_endpoint(ctx.rendezvous_addr())}")
             # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
             await tunnel.expose(port, entry["as"], host=host, udp=entry.get("udp", False),
                                 allow=entry.get("allow") or None, timeout=None)
@@ -53,9 +59,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         for entry in connects:
             # A daemon's peers may come up later: keep trying instead of failing.
             bind, port = entry["listen"]
-            await tunnel.connect(
-                entry["name"], port, bind=bind, udp=entry.get("udp", False),
-                accept_new_key=entry.get("accept_new_key", False), wait=True,
-                on_ready=lambda connection: ctx.out(f"ready: {connection.describe()}"))
+            try:
+                await tunnel.connect(
+                    entry["name"], port, bind=bind, udp=entry.get("udp", False),
+                    accept_new_key=entry.get("accept_new_key", False), wait=True,
+                    on_ready=on_ready)
+            except LocalPortError as exc:
+                # The port comes from the file, not from a -L flag: say which key to change.
+                raise LocalPortError(exc.problem, f"change `listen:` of the connect entry "
+                                     f"'{entry['name']}' in {where}") from None
 
     return run_tunnel(ctx, tunnel, body)
