@@ -1,0 +1,113 @@
+"""One-way Noise messages X and K (Noise spec rev 34, section 7.4), for the rendezvous link.
+
+    X:                          K:
+      <- s                        -> s
+      ...                         <- s
+      -> e, es, s, ss             ...
+                                  -> e, es, ss
+
+A one-way pattern is a single message from a sender to a recipient whose static key the sender
+knows: no reply, no session, no state kept on either side. The rendezvous link uses both:
+
+- **X**, node to server: the node knows the server's static key (pinned) and proves its own
+  static key (``ss``), which travels encrypted, so the request's sender is authenticated and
+  hidden from onlookers.
+- **K**, server to node: both statics are known; only the server can write it (``ss``) and only
+  that node can read it (``es`` with the node's static key).
+
+Both use the standard protocol names below (`Noise_X_25519_ChaChaPoly_BLAKE2s`,
+`Noise_K_25519_ChaChaPoly_BLAKE2s`), which differ from the sessions' IKpsk2, so a message of one
+kind never opens as another; the caller binds its clear header in through the prologue. The
+code reuses `noise.SymmetricState`; `tests/session/test_oneway.py` checks it against the
+independent `noiseprotocol` implementation.
+
+A one-way message has no replay protection of its own (there is no reply to carry a fresh
+ephemeral): the rendezvous protocol adds counters and nonces inside the payload.
+
+`open_*` return None for anything forged, damaged or truncated, and never raise.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+
+from tunnel.session import crypto
+from tunnel.session.noise import DHLEN, TAGLEN, NoiseError, SymmetricState
+
+X_PROTOCOL_NAME = b"Noise_X_25519_ChaChaPoly_BLAKE2s"
+K_PROTOCOL_NAME = b"Noise_K_25519_ChaChaPoly_BLAKE2s"
+X_OVERHEAD = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag: 96 bytes
+K_OVERHEAD = DHLEN + TAGLEN  # e, payload tag: 48 bytes
+
+
+def _dh(private: bytes, public: bytes) -> bytes:
+    shared = crypto.dh(private, public)
+    if shared is None:
+        raise NoiseError("low-order public key")
+    return shared
+
+
+def _start(name: bytes, prologue: bytes, *pre_message_keys: bytes) -> SymmetricState:
+    state = SymmetricState.initialize(name)
+    state.mix_hash(prologue)
+    for key in pre_message_keys:
+        state.mix_hash(key)
+    return state
+
+
+def seal_x(prologue: bytes, recipient_static: bytes, static_private: bytes,
+           ephemeral_private: bytes, payload: bytes) -> bytes:
+    """Noise X: `-> e, es, s, ss` + payload, to the holder of `recipient_static`."""
+    state = _start(X_PROTOCOL_NAME, prologue, recipient_static)
+    ephemeral_public = crypto.public_key(ephemeral_private)
+    state.mix_hash(ephemeral_public)
+    state.mix_key(_dh(ephemeral_private, recipient_static))
+    encrypted_static = state.encrypt_and_hash(crypto.public_key(static_private))
+    state.mix_key(_dh(static_private, recipient_static))
+    return ephemeral_public + encrypted_static + state.encrypt_and_hash(payload)
+
+
+def open_x(prologue: bytes, static_private: bytes, static_public: bytes,
+           message: bytes) -> tuple[bytes, bytes] | None:
+    """Read a Noise X message: (the sender's proven static key, payload), or None."""
+    if len(message) < X_OVERHEAD:
+        return None
+    state = _start(X_PROTOCOL_NAME, prologue, static_public)
+    ephemeral = message[:DHLEN]
+    try:
+        state.mix_hash(ephemeral)
+        state.mix_key(_dh(static_private, ephemeral))
+        sender_static = state.decrypt_and_hash(message[DHLEN : 2 * DHLEN + TAGLEN])
+        state.mix_key(_dh(static_private, sender_static))
+        payload = state.decrypt_and_hash(message[2 * DHLEN + TAGLEN :])
+    except (InvalidTag, NoiseError):
+        return None
+    return sender_static, payload
+
+
+def seal_k(prologue: bytes, static_private: bytes, recipient_static: bytes,
+           ephemeral_private: bytes, payload: bytes) -> bytes:
+    """Noise K: `-> e, es, ss` + payload, from our static key to the holder of
+    `recipient_static`."""
+    state = _start(K_PROTOCOL_NAME, prologue, crypto.public_key(static_private), recipient_static)
+    ephemeral_public = crypto.public_key(ephemeral_private)
+    state.mix_hash(ephemeral_public)
+    state.mix_key(_dh(ephemeral_private, recipient_static))
+    state.mix_key(_dh(static_private, recipient_static))
+    return ephemeral_public + state.encrypt_and_hash(payload)
+
+
+def open_k(prologue: bytes, static_private: bytes, static_public: bytes, sender_static: bytes,
+           message: bytes) -> bytes | None:
+    """Read a Noise K message that only the holder of `sender_static` can have written."""
+    if len(message) < K_OVERHEAD:
+        return None
+    state = _start(K_PROTOCOL_NAME, prologue, sender_static, static_public)
+    ephemeral = message[:DHLEN]
+    try:
+        state.mix_hash(ephemeral)
+        state.mix_key(_dh(static_private, ephemeral))
+        state.mix_key(_dh(static_private, sender_static))
+        return state.decrypt_and_hash(message[DHLEN:])
+    except (InvalidTag, NoiseError):
+        return None
