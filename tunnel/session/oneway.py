@@ -40,6 +40,15 @@ X_OVERHEAD = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag: 9
 K_OVERHEAD = DHLEN + TAGLEN  # e, payload tag: 48 bytes
 
 
+_PROBE_PRIVATE = bytes(range(1, 33))  # any scalar: X25519 clamps it to a multiple of 8
+
+
+def usable_static(key: bytes) -> bool:
+    """False for a 32-byte string no message can be sealed to: a point of small order (its
+    DH with every key is zero) or not 32 bytes. Check keys from the network before use."""
+    return len(key) == DHLEN and crypto.dh(_PROBE_PRIVATE, key) is not None
+
+
 def _dh(private: bytes, public: bytes) -> bytes:
     shared = crypto.dh(private, public)
     if shared is None:
