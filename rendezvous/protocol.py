@@ -64,7 +64,7 @@ INTRODUCED goes to both sides at once: to the requester with its request's nonce
 target with the nonce of the target's latest registration.
 
 PEER entry: ``[static 32][EP][seen_ago u32 seconds][n u8][names: len u8 + ASCII]...``, at most
-`MAX_PEER_ENTRY` (568) bytes. A page holds `MAX_PAGE_BYTES` = 2 × that, so every page but the
+`MAX_PEER_ENTRY` (568) bytes. A page holds `MAX_PAGE_BYTES` = twice that, so every page but the
 last holds at least two entries and `MAX_MEMBERS_LIMIT` (510) members fit in 255 pages; the
 largest sealed page is 1,214 bytes, under the 1,232 an IPv6 minimum-MTU path carries.
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from rendezvous import protocol as p
 from tunnel.keys.netkeys import network_id, network_signing_key
@@ -165,7 +164,8 @@ peers_st = st.builds(p.Peer, keys, endpoints, st.integers(0, 2**32 - 1),
 
 @settings(max_examples=150, deadline=None)
 @given(kind=st.sampled_from([p.REGISTER, p.LIST, p.CONNECT, p.LEAVE]), static=keys,
-       counter=st.integers(0, p.COUNTER_LIMIT - 1), nonce=nonces, cookie=st.binary(min_size=20, max_size=20),
+       counter=st.integers(0, p.COUNTER_LIMIT - 1), nonce=nonces,
+       cookie=st.binary(min_size=20, max_size=20),
        names=st.lists(names_st, min_size=1, max_size=p.MAX_NAMES).map(tuple),
        lan=st.lists(endpoints, max_size=p.MAX_LAN).map(tuple))
 def test_request_round_trip(kind: int, static: bytes, counter: int, nonce: bytes, cookie: bytes,

@@ -71,7 +71,8 @@ class Node:
         n = nonce or self.rng.randbytes(8)
         req = p.Request(kind, self.net, static or self.static, self.counter, n, self.cookie,
                         names, lan)
-        return seal_request(req, echo, self.key, self.private, self.server_key or b"\x09" + bytes(31),
+        server_key = self.server_key or b"\x09" + bytes(31)  # before any cookie: any key
+        return seal_request(req, echo, self.key, self.private, server_key,
                             self.rng.randbytes(32))
 
     def open(self, data: bytes) -> p.Reply | None:

@@ -24,10 +24,12 @@ from tunnel.keys.identity import load_or_create_identity, store_network_secret
 from tunnel.keys.netkeys import fingerprint
 from tunnel.node.netcheck import query
 from tunnel.path.rendezvous import Registered, RendezvousClient
+from tunnel.session.crypto import public_key
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = [list_cmd, netcheck_cmd, rendezvous_cmd]
 SECRET = bytes(range(32))
+PEER = public_key(b"\x05" * 32)  # the static key of the private key the peer uses
 
 
 def free_port_pair() -> int:
@@ -94,7 +96,7 @@ def test_rendezvous_settings_from_flags(tmp_path: Path) -> None:
 
 def test_list_shows_registered_nodes(home: Path, server: tuple[str, int],
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    peer = RendezvousClient(SECRET, b"\x05" * 32, ["ssh-home"], [], server)
+    peer = RendezvousClient(SECRET, b"\x05" * 32, ["ssh-home"], [], server)  # pins on first use
     peer.start(time.monotonic())
     assert any(isinstance(e, Registered) for e in query(peer, lambda e: isinstance(e, Registered),
                                                           5.0))
@@ -102,11 +104,11 @@ def test_list_shows_registered_nodes(home: Path, server: tuple[str, int],
     assert module.run(args, ctx) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["names"] for r in rows] == [["ssh-home"]]
-    assert rows[0]["fingerprint"] == fingerprint(b"\x05" * 32) and rows[0]["self"] is False
+    assert rows[0]["fingerprint"] == fingerprint(PEER) and rows[0]["self"] is False
     module, ctx, args = invoke(["list", "--rendezvous", f"{server[0]}:{server[1]}"])
     assert module.run(args, ctx) == 0
     text = capsys.readouterr().out
-    assert "ssh-home" in text and fingerprint(b"\x05" * 32) in text and "LAST SEEN" in text
+    assert "ssh-home" in text and fingerprint(PEER) in text and "LAST SEEN" in text
 
 
 def test_netcheck_on_loopback(home: Path, server: tuple[str, int],

@@ -1,12 +1,15 @@
-"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--no-relay]`: run a rendezvous server."""
+"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--no-relay] [--show-key]`: run a rendezvous
+server, or show its key."""
 
 from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rendezvous.protocol import MAX_MEMBERS_LIMIT
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
@@ -22,6 +25,10 @@ Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on t
 learns only network ids (public keys), never a network secret: it can introduce and relay, but
 cannot read, alter or impersonate. Registrations live in SQLite, so a restart loses nothing.
 A second UDP port (PORT+1 unless --netcheck-port) answers `ptunnel netcheck` probes.
+
+The server has a static key (`rendezvous.key` beside the database, created on first start):
+nodes seal every request to it and check that every reply comes from it. It is printed at start
+and by --show-key; nodes get it from a ptn2 join code, `rendezvous_key`, or pin it on first use.
 """
 CONFIG_KEYS = RENDEZVOUS_KEYS
 DEFAULT_CONFIG = "rendezvous.yaml"
@@ -38,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, help="never relay traffic between nodes")
     parser.add_argument("--relay-rate", type=int, metavar="BYTES_PER_S",
                         help="relay budget per node (default 12500000)")
+    parser.add_argument("--max-members", type=int, metavar="N",
+                        help="nodes one network may register at once (1-510, default 256)")
+    parser.add_argument("--show-key", action="store_true",
+                        help="print the server's public key (creating it if needed) and exit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,7 @@ class ServerSettings:
     relay: bool
     netcheck_port: int | None
     relay_rate: float
+    max_members: int
 
 
 def settings(ctx: Context) -> ServerSettings:
@@ -57,27 +69,53 @@ def settings(ctx: Context) -> ServerSettings:
         listen = parse_endpoint(listen)
     db = Path(config["db"]).expanduser() if config.get("db") else ctx.home / "rendezvous.db"
     nport = config.get("netcheck_port")
+    max_members = int(config["max_members"])
+    if not 1 <= max_members <= MAX_MEMBERS_LIMIT:
+        raise UserError(f"max_members is {max_members}; use 1-{MAX_MEMBERS_LIMIT} (a member list "
+                        "carries at most that many nodes)")
     return ServerSettings((str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
-                          int(nport) if nport is not None else None, float(config["relay_rate"]))
+                          int(nport) if nport is not None else None, float(config["relay_rate"]),
+                          max_members)
+
+
+def _key(db: Path) -> bytes:
+    from rendezvous.server import key_path, load_or_create_key
+
+    path = key_path(db)
+    try:
+        private, created = load_or_create_key(path)
+    except OSError as exc:
+        raise path_error(exc, f"create or read the rendezvous key {path}",
+                         "pass another --db (the key lives beside it)") from None
+    if created:
+        sys.stderr.write(f"created the rendezvous key {path}\n")
+    return private
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import serve
+    from rendezvous.server import describe_key, ensure_state_dir, serve
     from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
     try:
-        s.db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(s.db.parent)
     except OSError as exc:
         raise path_error(exc, f"create the directory of the database {s.db}",
                          "pass another --db") from None
+    private = _key(s.db)
+    if args.show_key:
+        ctx.out(f"rendezvous {describe_key(private)}")
+        return 0
     try:
         SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
-    except (ValueError, sqlite3.Error) as exc:
+    except (ValueError, sqlite3.Error, OSError) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
+    ctx.out(f"rendezvous {describe_key(private)}; nodes pin it on first contact, or take it from "
+            "`ptunnel invite` codes or `rendezvous_key`")
     try:
         # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
-        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate))
+        run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate,
+                                static_private=private, max_members=s.max_members))
     except OSError as exc:
         raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None
