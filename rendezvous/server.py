@@ -48,7 +48,7 @@ KEY_SIZE = 32  # bytes, X25519
 def ensure_state_dir(directory: Path) -> None:
     """Create the state directory 0700 (with its parents). An existing one is left as it is:
     it may be a shared place such as /var/lib; the files in it are 0600 anyway."""
-    if not directory.exists():
+    if not directory.is_dir():  # mkdir raises FileExistsError for a file in the way
         directory.mkdir(mode=0o700, parents=True)
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
 

@@ -116,7 +116,7 @@ def decode_join_code(text: str) -> JoinCode:
         raise JoinCodeError(
             f"the join code has {len(body)} letters after 'ptn1', expected {shortest}; {_AGAIN}"
         )
-    if len(body) <= shortest:
+    if prefix == PREFIX_V2 and len(body) <= shortest:
         raise JoinCodeError(f"the join code is too short; {_AGAIN}")
     try:
         raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
