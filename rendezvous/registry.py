@@ -53,6 +53,7 @@ from rendezvous.relay import RelayPolicy
 from rendezvous.store import Member, Store
 from tunnel.path.sealing import open_request, seal_reply
 from tunnel.session.crypto import public_key
+from tunnel.session.noise import NoiseError
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,13 @@ class Registry:
             return []
         if req.counter >= p.COUNTER_LIMIT:
             self.stats["bad_counter"] += 1
-            return [self._refuse(req, addr, p.BAD_REQUEST)]
+            return self._refuse(req, addr, p.BAD_REQUEST)
         last = self.store.bump_counter(req.network, req.static, req.counter, now + COUNTER_KEEP)
         if last is not None:
             self.stats["stale_counter"] += 1
             # A value stored before counters were bounded is reported as the bound.
-            return [self._refuse(req, addr, p.STALE_COUNTER,
-                                 counter=min(last, p.COUNTER_LIMIT - 1))]
+            return self._refuse(req, addr, p.STALE_COUNTER,
+                                counter=min(last, p.COUNTER_LIMIT - 1))
         self.stats["accepted"] += 1
         return self._handlers[req.kind](req, addr, now)
 
@@ -190,17 +191,17 @@ class Registry:
             len(self.store.members(req.network, now)) >= self.max_members
         ):
             self.stats["network_full"] += 1
-            return [self._refuse(req, addr, p.NETWORK_FULL, cap=self.max_members)]
+            return self._refuse(req, addr, p.NETWORK_FULL, cap=self.max_members)
         result = self.store.register(member, now)
         if result.conflict_holder:
             self.stats["name_taken"] += 1
-            return [self._refuse(req, addr, p.NAME_TAKEN, name=result.conflict_name,
-                                 holder=result.conflict_holder)]
+            return self._refuse(req, addr, p.NAME_TAKEN, name=result.conflict_name,
+                                holder=result.conflict_holder)
         others = [m for m in self.store.members(req.network, now) if m.static != req.static]
         pages = p.paginate([_peer(m, now) for m in others])
-        out = [self._sealed(p.encode_registered(req.nonce, addr, i, len(pages), entries),
-                            req.static, addr)
-               for i, entries in enumerate(pages)]
+        out = [send for i, entries in enumerate(pages)
+               for send in self._sealed(p.encode_registered(req.nonce, addr, i, len(pages),
+                                                            entries), req.static, addr)]
         prev = result.previous
         if prev is None or prev.endpoint != addr or prev.names != req.names:
             log.info("joined %s from %s", req.names, addr)
@@ -209,25 +210,26 @@ class Registry:
 
     def _handle_list(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         pages = p.paginate([_peer(m, now) for m in self.store.members(req.network, now)])
-        return [self._sealed(p.encode_listed(req.nonce, i, len(pages), entries), req.static, addr)
-                for i, entries in enumerate(pages)]
+        return [send for i, entries in enumerate(pages)
+                for send in self._sealed(p.encode_listed(req.nonce, i, len(pages), entries),
+                                         req.static, addr)]
 
     def _handle_connect(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         me = self.store.member(req.network, req.static, now)
         if me is None or me.endpoint != addr:
-            return [self._refuse(req, addr, p.NOT_REGISTERED)]
+            return self._refuse(req, addr, p.NOT_REGISTERED)
         target = self.store.member_by_name(req.network, req.names[0], now)
         if target is None or target.static == me.static:
-            return [self._refuse(req, addr, p.UNKNOWN_PEER, name=req.names[0])]
+            return self._refuse(req, addr, p.UNKNOWN_PEER, name=req.names[0])
         self.store.introduce(req.network, me.static, target.static, now + INTRODUCTION_TTL)
         self.stats["introduced"] += 1
-        return [
+        return (
             self._sealed(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
-                                                     target.lan, target.names)), me.static, addr),
-            self._sealed(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint,
-                                                     me.lan, me.names)),
-                         target.static, target.endpoint),
-        ]
+                                                     target.lan, target.names)), me.static, addr)
+            + self._sealed(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint,
+                                                       me.lan, me.names)),
+                           target.static, target.endpoint)
+        )
 
     def _handle_leave(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         gone = self.store.remove(req.network, req.static)
@@ -246,12 +248,18 @@ class Registry:
                 data = p.encode_reply(p.Joined(m.nonce, msg.peer))
             else:
                 data = p.encode_reply(p.Left(m.nonce, msg.static))
-            out.append(self._sealed(data, m.static, m.endpoint))
+            out += self._sealed(data, m.static, m.endpoint)
         return out
 
-    def _sealed(self, plain: bytes, node_key: bytes, addr: Endpoint) -> Send:
-        """`plain` sealed (Noise K) to the node whose proven static key is `node_key`."""
-        return Send(seal_reply(plain, self.static_private, node_key, self._rng(32)), addr)
+    def _sealed(self, plain: bytes, node_key: bytes, addr: Endpoint) -> list[Send]:
+        """`plain` sealed (Noise K) to the node whose proven static key is `node_key`; nothing
+        for a key no message can be sealed to (only a store written by an older version, whose
+        keys were not proven, can hold one)."""
+        try:
+            return [Send(seal_reply(plain, self.static_private, node_key, self._rng(32)), addr)]
+        except NoiseError:
+            self.stats["unsealable"] += 1
+            return []
 
     def _cookie_reply(self, nonce: bytes, addr: Endpoint, now: float) -> Send:
         cookie = self.cookies.make(addr, now)
@@ -259,7 +267,7 @@ class Registry:
         return Send(p.encode_cookie_reply(reply), addr)
 
     def _refuse(self, req: p.Request, addr: Endpoint, code: int, name: str = "",
-                holder: bytes = b"", counter: int = 0, cap: int = 0) -> Send:
+                holder: bytes = b"", counter: int = 0, cap: int = 0) -> list[Send]:
         refusal = p.Refused(req.nonce, code, name, holder, counter, cap)
         return self._sealed(p.encode_reply(refusal), req.static, addr)
 

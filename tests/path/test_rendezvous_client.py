@@ -36,6 +36,7 @@ class Harness:
         self.server_up = True
         self.now = T0
         self.sent_by: dict[p.Endpoint, list[bytes]] = {}
+        self.wire: list[bytes] = []  # every datagram, both ways: what an on-path observer sees
         self._inflight: list[tuple[float, str, bytes, p.Endpoint]] = []
 
     def add(self, addr: p.Endpoint, names: tuple[str, ...], secret: bytes = NET,
@@ -86,6 +87,7 @@ class Harness:
             due = [m for m in self._inflight if m[0] <= self.now]
             self._inflight = [m for m in self._inflight if m[0] > self.now]
             for _, direction, data, addr in due:
+                self.wire.append(data)
                 if direction == "up" and self.server_up:
                     for send in self.registry.handle(data, addr, self.now):
                         if not self._lost():

@@ -24,7 +24,8 @@ How it behaves:
   answer must echo the request's clear echo. Anything else is dropped.
 - Registration refreshes every `REFRESH_INTERVAL`; each REGISTERED carries the full member list,
   so a lost JOINED/LEFT push is repaired by the next refresh (diffed into PeerJoined/PeerLeft).
-- Requests are retransmitted with exponential backoff; after `UNREACHABLE_AFTER` unanswered
+- Requests are retransmitted with exponential backoff, each time with a cookie request beside
+  (its COOKIE shows the server's key: a changed key is noticed at the first retry); after `UNREACHABLE_AFTER` unanswered
   attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
   LIST/CONNECT until `GIVE_UP_AFTER`).
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
@@ -319,6 +320,10 @@ class RendezvousClient:
         for q in list(self._pending.values()):
             if now >= q.deadline and self._note_attempt(q):
                 self._send(q, now)
+                if self._cookie_req is None:
+                    # Silence: a server with another key drops our requests unanswered; a
+                    # COOKIE shows its key (and a fresh cookie, should ours be the problem).
+                    self._send_cookie_request(now)
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> bool:
         """Consume a rendezvous datagram; False when it is not ours (other types or senders)."""
