@@ -25,9 +25,9 @@ How it behaves:
 - Registration refreshes every `REFRESH_INTERVAL`; each REGISTERED carries the full member list,
   so a lost JOINED/LEFT push is repaired by the next refresh (diffed into PeerJoined/PeerLeft).
 - Requests are retransmitted with exponential backoff, each time with a cookie request beside
-  (its COOKIE shows the server's key: a changed key is noticed at the first retry); after `UNREACHABLE_AFTER` unanswered
-  attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
-  LIST/CONNECT until `GIVE_UP_AFTER`).
+  (its COOKIE shows the server's key: a changed key is noticed at the first retry); after
+  `UNREACHABLE_AFTER` unanswered attempts the client reports `ServerUnreachable` once and keeps
+  trying (the registration forever, LIST/CONNECT until `GIVE_UP_AFTER`).
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
   names), when the server last answered anything, and how long it has left a request waiting.
   A registration the server acknowledged does not count once the server has been silent for
