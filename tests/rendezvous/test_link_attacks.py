@@ -26,6 +26,7 @@ from tests.rendezvous.test_registry import (
 )
 from tunnel.path.sealing import seal_request
 from tunnel.session import oneway
+from tunnel.session.crypto import public_key
 
 EVE_ADDR = ("192.0.2.66", 6666)
 
@@ -102,7 +103,7 @@ def test_a_request_for_another_server_key_is_dropped_without_a_reply() -> None:
     reg = make_registry()
     eve = Node(b"\xee" * 32, EVE_ADDR)
     eve.get_cookie(reg, T0)
-    eve.server_key = oneway.crypto.public_key(b"\x33" * 32)  # a server Eve wishes it were
+    eve.server_key = public_key(b"\x33" * 32)  # a server Eve wishes it were
     assert reg.handle(eve.request(p.LIST), EVE_ADDR, T0) == []
     assert reg.stats["unopened"] == 1
 
