@@ -111,7 +111,7 @@ def test_server_restart_keeps_names_and_registrations(natlab: LabFactory, tmp_pa
     # The name comes back from the database: another key is refused, naming A's fingerprint.
     b = start_node(lab, lab.sites[1].host, "ssh-home", b"\x0b" * 32)
     refused = b.expect("RegistrationRefused")
-    assert refused["holder"] == fingerprint(b"\x0a" * 32)
+    assert refused["holder"] == fingerprint(public_key(b"\x0a" * 32))
     # A keeps refreshing (every 2 s here) against the restarted server without noticing.
     a.events(wait=3.0)
     c = start_node(lab, lab.sites[1].host, "laptop", b"\x0c" * 32)
@@ -312,6 +312,6 @@ def test_ptunnel_commands_across_nats(natlab: LabFactory, tmp_path: Path) -> Non
     node.expect("Registered")
     out = lab.run(lab.sites[1].host, sys.executable, "-m", "tunnel", "list", "--json", env=env)
     rows = json.loads(out.stdout)
-    assert [(r["names"], r["fingerprint"]) for r in rows] == [(["ssh-home"],
-                                                               fingerprint(b"\x0a" * 32))]
+    expected = [(["ssh-home"], fingerprint(public_key(b"\x0a" * 32)))]
+    assert [(r["names"], r["fingerprint"]) for r in rows] == expected
     assert rows[0]["endpoint"].startswith(lab.sites[0].public_ip + ":")
