@@ -24,7 +24,7 @@ from tests.rendezvous.test_registry import (
     rng_for,
     snapshot,
 )
-from tunnel.path.sealing import seal_request
+from tunnel.path.sealing import seal_reply, seal_request
 from tunnel.session import oneway
 from tunnel.session.crypto import public_key
 
@@ -178,3 +178,18 @@ def test_replies_are_sealed_to_the_proven_key_only() -> None:
     req = p.Request(p.LIST, NET, a.static, 99, b"n" * 8, a.cookie)
     good = seal_request(req, b"e" * 8, KEY, a.private, reg.static_public, b"\x01" * 32)
     assert replies_to(reg.handle(good, A_ADDR, T0 + 2), A_ADDR)
+
+
+def test_the_largest_sealed_datagrams_need_no_fragmentation() -> None:
+    reg = make_registry()
+    a = Node(b"\xaa" * 32, A_ADDR)
+    a.get_cookie(reg, T0)
+    names = tuple(f"{k}".ljust(p.MAX_NAME_LEN, "n") for k in range(p.MAX_NAMES))
+    lan = tuple(("fd00::1", 1000 + k) for k in range(p.MAX_LAN))
+    request = a.request(p.REGISTER, names, lan)
+    peer = p.Peer(b"\x01" * 32, ("2001:db8::1", 1), 0, names)
+    intro = p.encode_reply(p.Introduced(b"n" * 8, peer.static, peer.endpoint, lan, names))
+    joined = p.encode_reply(p.Joined(b"n" * 8, peer))
+    sealed = [seal_reply(x, reg.static_private, a.static, b"\x01" * 32) for x in (intro, joined)]
+    for datagram in (request, *sealed):
+        assert len(datagram) <= 1232  # IPv6 minimum MTU minus the IPv6 and UDP headers
