@@ -7,47 +7,71 @@ raise.
 
 Endpoint (``EP``), variable length: ``[family u8: 4|6][address 4|16 B][port u16]``.
 
-Unauthenticated, stateless (the server answers with its own bytes, never more than it received):
+Unauthenticated, stateless (the server answers with its own bytes, never more than it received,
+and does no Diffie-Hellman before a cookie proved the source address):
 
 | type | name           | layout after the type byte                                        |
 |------|----------------|-------------------------------------------------------------------|
-| 0x20 | COOKIE_REQUEST | nonce 8, zero padding to `COOKIE_REQUEST_SIZE` (64 B) in total    |
-| 0x21 | COOKIE         | nonce 8, cookie 20, observed EP (≤ 48 B in total)                 |
+| 0x20 | COOKIE_REQUEST | nonce 8, zero padding to `COOKIE_REQUEST_SIZE` (96 B) in total    |
+| 0x21 | COOKIE         | nonce 8, cookie 20, observed EP, server static key 32 (≤ 80 B)    |
 
-Signed requests, node to server (Ed25519 by the network signing key over `SIGN_CONTEXT` + every
-byte before the signature; the network id *is* the verifying key):
+The server's static key in COOKIE is unauthenticated: a node that has no key for this server
+(from its join code, its config or an earlier pin) pins it on first use, as ssh does; a node
+that has one refuses a different key (`tunnel/path/rendezvous.py`).
 
-| off | size | field                                                                  |
-|-----|------|------------------------------------------------------------------------|
-| 0   | 1    | type: 0x22 REGISTER, 0x24 LIST, 0x26 CONNECT, 0x28 LEAVE               |
-| 1   | 32   | network id                                                             |
-| 33  | 32   | node static public key (X25519, the Noise identity)                    |
-| 65  | 8    | counter u64, strictly increasing per (network, node) across all requests |
-| 73  | 8    | client nonce, echoed in every reply so off-path spoofers cannot answer  |
-| 81  | 20   | cookie from COOKIE: binds the source address and a time window          |
-| 101 | n    | body (below)                                                           |
-| -64 | 64   | signature                                                              |
+Requests, node to server: a clear header, then a one-shot Noise X message
+(`tunnel/session/oneway.py`, `-> e, es, s, ss`) to the server's static key, whose prologue is
+`LINK_CONTEXT` + the header. The `ss` DH proves the node's static key; the header cannot be
+changed without the message failing to open.
 
-Bodies: REGISTER ``[n u8][names: len u8 + UTF-8]...[m u8][LAN EP]...``; CONNECT ``[len u8][name]``;
-LIST and LEAVE empty.
+| off | size | field                                                                   |
+|-----|------|-------------------------------------------------------------------------|
+| 0   | 1    | type: 0x22 REGISTER, 0x24 LIST, 0x26 CONNECT, 0x28 LEAVE                |
+| 1   | 8    | echo: random per request; a COOKIE sent instead of an answer echoes it  |
+| 9   | 20   | cookie from COOKIE: binds the source address and a time window          |
+| 29  | 32   | Noise e (clear)                                                         |
+| 61  | 48   | Noise s: the node's static X25519 key, encrypted                        |
+| 109 | n+16 | the payload below, encrypted                                            |
 
-Replies and pushes, server to node (sent only to proven addresses):
+Request payload (plaintext inside the Noise message):
 
-| type | name       | layout after the type byte                                           |
-|------|------------|----------------------------------------------------------------------|
-| 0x23 | REGISTERED | nonce 8, observed EP, page u8, pages u8, PEER entries                |
-| 0x25 | LISTED     | nonce 8, page u8, pages u8, PEER entries                             |
-| 0x27 | JOINED     | registration nonce 8, one PEER entry                                 |
-| 0x29 | LEFT       | registration nonce 8, static 32                                      |
-| 0x2B | INTRODUCED | nonce 8, static 32, relay token 16, public EP, [m u8][LAN EP]...,    |
-|      |            | [n u8][names]                                                        |
-| 0x2D | REFUSED    | nonce 8, code u8, detail (code-specific, see `Refused`)              |
+| off | size | field                                                                   |
+|-----|------|-------------------------------------------------------------------------|
+| 0   | 32   | network id                                                              |
+| 32  | 8    | counter u64 < 2^63, strictly increasing per (network, node) key         |
+| 40  | 8    | nonce: secret, echoed inside every reply and push                       |
+| 48  | n    | body: REGISTER ``[n u8][names: len u8 + ASCII]...[m u8][LAN EP]...``;    |
+|     |      | CONNECT ``[len u8][name]``; LIST and LEAVE empty                        |
+| -64 | 64   | Ed25519 signature by the network signing key (the network id *is* its   |
+|     |      | verifying key) over `SIGN_CONTEXT` + type + node static + cookie +      |
+|     |      | every payload byte before it: the membership proof                      |
+
+Replies and pushes, server to node (sent only to proven addresses): the type byte in clear, then
+a one-shot Noise K message (`-> e, es, ss`) from the server's static key to the node's, whose
+prologue is `LINK_CONTEXT` + the type byte. Only the server can write it and only that node can
+read it. The plaintext inside is the layout after the type byte:
+
+| type | name       | plaintext after the type byte                                         |
+|------|------------|-----------------------------------------------------------------------|
+| 0x23 | REGISTERED | nonce 8, observed EP, page u8, pages u8, PEER entries                 |
+| 0x25 | LISTED     | nonce 8, page u8, pages u8, PEER entries                              |
+| 0x27 | JOINED     | registration nonce 8, one PEER entry                                  |
+| 0x29 | LEFT       | registration nonce 8, static 32                                       |
+| 0x2B | INTRODUCED | nonce 8, static 32, relay token 16, public EP, [m u8][LAN EP]...,     |
+|      |            | [n u8][names]                                                         |
+| 0x2D | REFUSED    | nonce 8, code u8, detail (code-specific, see `Refused`)               |
 
 INTRODUCED goes to both sides at once: to the requester with its request's nonce, to the
 target with the nonce of the target's latest registration. Each side's relay token is its own
 secret for relaying *toward* the other (one per direction, see the relay envelopes below).
 
-PEER entry: ``[static 32][EP][seen_ago u32 seconds][n u8][names: len u8 + UTF-8]...``.
+PEER entry: ``[static 32][EP][seen_ago u32 seconds][n u8][names: len u8 + ASCII]...``, at most
+`MAX_PEER_ENTRY` (568) bytes. A page holds `MAX_PAGE_BYTES` = twice that, so every page but the
+last holds at least two entries and `MAX_MEMBERS_LIMIT` (510) members fit in 255 pages; the
+largest sealed page is 1,214 bytes, under the 1,232 an IPv6 minimum-MTU path carries.
+
+What an on-path observer still reads: IP addresses and ports, sizes, timing, the type byte,
+the cookie and echo, the COOKIE exchange (observed endpoint, server key), Noise ephemerals.
 
 Relay envelopes. RELAY_TO proves its sender holds the relay token of one introduction and one
 direction: the server finds the grant by its id and checks the tag before it spends anything,
@@ -105,6 +129,7 @@ RENDEZVOUS_TYPES = range(0x20, 0x40)
 RELAY_TYPES = range(0x40, 0x50)
 
 NONCE_SIZE = 8  # bytes; 64 random bits: an off-path guess succeeds with p = 2^-64
+ECHO_SIZE = 8  # bytes; as NONCE_SIZE, but in clear (COOKIE replies to a request echo it)
 COOKIE_SIZE = 20  # bytes; u32 time window + 16-byte truncated HMAC-SHA256
 # A cookie is minted for the current window and accepted in the current and the previous one:
 # valid for 60-120 s. Nodes fetch a new one after `CLIENT_COOKIE_MAX_AGE`. Both sides rely on these
@@ -113,26 +138,40 @@ COOKIE_WINDOW = 60.0  # seconds
 CLIENT_COOKIE_MAX_AGE = 45.0  # seconds; < COOKIE_WINDOW, so a cached cookie is never stale
 KEY_SIZE = 32  # bytes; Ed25519 and X25519 public keys
 SIGNATURE_SIZE = 64  # bytes; Ed25519
-# Padding makes the request at least as large as the biggest COOKIE reply (48 B): no amplification.
-COOKIE_REQUEST_SIZE = 64  # bytes
-HEADER_SIZE = 1 + KEY_SIZE + KEY_SIZE + 8 + NONCE_SIZE + COOKIE_SIZE  # 101 bytes
-SIGN_CONTEXT = b"ptunnel rendezvous request v1\x00"
+# Padding makes the request at least as large as the biggest COOKIE reply (80 B): no amplification.
+COOKIE_REQUEST_SIZE = 96  # bytes
+REQUEST_HEADER_SIZE = 1 + ECHO_SIZE + COOKIE_SIZE  # 29 bytes, in clear
+PAYLOAD_HEADER_SIZE = KEY_SIZE + 8 + NONCE_SIZE  # network, counter, nonce: 48 bytes
+SIGN_CONTEXT = b"ptunnel rendezvous request v2\x00"
+# Prologue of every sealed message of the link (Noise X requests, Noise K replies).
+LINK_CONTEXT = b"ptunnel rendezvous link v2\x00"
+# Counters stay below 2^63: the server refuses larger ones (BAD_REQUEST), so a stale-counter
+# reply can never make a client count past what 8 bytes hold (nodes start from microseconds
+# since 1970, about 2^51).
+COUNTER_LIMIT = 1 << 63
 
 # --- implementation limits -----------------------------------------------------------------
 MAX_NAMES = 8  # names one node may hold
 MAX_LAN = 8  # LAN candidates one node may announce
 MAX_NAME_LEN = 63  # a DNS label's length: names end up in host-like places
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-# Keep every datagram under the IPv6 minimum MTU minus headers, so nothing fragments.
-MAX_PAGE_BYTES = 1150
+MAX_PEER_ENTRY = KEY_SIZE + 19 + 4 + 1 + MAX_NAMES * (1 + MAX_NAME_LEN)  # 568 bytes
+# Two of the largest entries per page: every full page holds ≥ 2 entries, so the page count of
+# n members is at most ceil(n / 2). A sealed page is then ≤ 1,214 bytes, under the 1,232 a
+# minimum-MTU IPv6 path carries (1,280 - 40 - 8), so nothing fragments.
+MAX_PAGE_BYTES = 2 * MAX_PEER_ENTRY  # 1,136 bytes of entries
+MAX_PAGES = 255  # the page fields are u8
+MAX_MEMBERS_LIMIT = 2 * MAX_PAGES  # 510: the most members a member list can carry
+DEFAULT_MAX_MEMBERS = 256  # per network; `max_members` of the server's config
 
 # Refusal codes.
 NAME_TAKEN = 1  # detail: [len u8][name][holder static 32]
 STALE_COUNTER = 2  # detail: last accepted counter u64
 UNKNOWN_PEER = 3  # detail: [len u8][name]
 NOT_REGISTERED = 4  # detail: empty; CONNECT from a node that has not registered
-BAD_REQUEST = 5  # detail: empty; e.g. an invalid name
+BAD_REQUEST = 5  # detail: empty; e.g. an invalid name, a counter ≥ COUNTER_LIMIT
 NETWORK_REFUSED = 6  # detail: empty; this server does not admit the network (`--networks`)
+NETWORK_FULL = 7  # detail: the cap u16; REGISTER of a new member of a network at its cap
 
 
 class DecodeError(Exception):
@@ -168,11 +207,13 @@ class CookieReply:
     nonce: bytes
     cookie: bytes
     observed: Endpoint
+    server_key: bytes  # the server's static X25519 key, unauthenticated (see the docstring)
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A signed node request; `body` is already parsed per `kind`."""
+    """A node request, opened: `static` is the key the Noise X message proved, the body is
+    already parsed per `kind`."""
 
     kind: int
     network: bytes
@@ -242,6 +283,7 @@ class Refused:
     name: str = ""  # NAME_TAKEN, UNKNOWN_PEER
     holder: bytes = b""  # NAME_TAKEN: static key of the current holder
     counter: int = 0  # STALE_COUNTER: the last counter the server accepted
+    cap: int = 0  # NETWORK_FULL: the server's member cap per network
 
 
 Reply = CookieReply | RegisterReply | Listed | Joined | Left | Introduced | Refused
@@ -361,14 +403,48 @@ def decode_cookie_request(data: bytes) -> CookieRequest | None:
 
 
 def encode_cookie_reply(msg: CookieReply) -> bytes:
-    return bytes([COOKIE]) + msg.nonce + msg.cookie + encode_endpoint(msg.observed)
+    return (bytes([COOKIE]) + msg.nonce + msg.cookie + encode_endpoint(msg.observed)
+            + msg.server_key)
 
 
-# --- signed requests -----------------------------------------------------------------------
-def encode_request(msg: Request, signer: Ed25519PrivateKey) -> bytes:
-    """Encode and sign. Raises ValueError on invalid names or too many names/candidates."""
+# --- requests ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestHeader:
+    """The clear part of a request; `sealed` is the Noise X message after it."""
+
+    kind: int
+    echo: bytes
+    cookie: bytes
+    sealed: bytes
+
+    @property
+    def prologue(self) -> bytes:
+        return LINK_CONTEXT + bytes([self.kind]) + self.echo + self.cookie
+
+
+def encode_request_header(kind: int, echo: bytes, cookie: bytes) -> bytes:
+    return bytes([kind]) + echo + cookie
+
+
+def decode_request_header(data: bytes) -> RequestHeader | None:
+    if len(data) < REQUEST_HEADER_SIZE or data[0] not in (REGISTER, LIST, CONNECT, LEAVE):
+        return None
+    return RequestHeader(data[0], data[1 : 1 + ECHO_SIZE],
+                         data[1 + ECHO_SIZE : REQUEST_HEADER_SIZE], data[REQUEST_HEADER_SIZE:])
+
+
+def request_prologue(header: bytes) -> bytes:
+    """The Noise prologue of a request whose clear header is `header`."""
+    return LINK_CONTEXT + header
+
+
+def encode_request_payload(msg: Request, signer: Ed25519PrivateKey) -> bytes:
+    """The plaintext the Noise X message carries, signed. Raises ValueError on invalid names,
+    too many names/candidates or a counter out of range."""
     if len(msg.names) > MAX_NAMES or len(msg.lan) > MAX_LAN:
         raise ValueError("too many names or LAN candidates")
+    if not 0 <= msg.counter < COUNTER_LIMIT:
+        raise ValueError(f"counter out of range: {msg.counter}")
     for name in msg.names:
         if not valid_name(name):
             raise ValueError(f"invalid name {name!r}: use a-z, 0-9, '.', '_', '-' (max 63)")
@@ -379,56 +455,64 @@ def encode_request(msg: Request, signer: Ed25519PrivateKey) -> bytes:
         body = _encode_names(msg.names)[1:]
     elif msg.kind not in (LIST, LEAVE):
         raise ValueError(f"not a request type: {msg.kind:#x}")
-    signed = (
-        bytes([msg.kind])
-        + msg.network
-        + msg.static
-        + msg.counter.to_bytes(8, "big")
-        + msg.nonce
-        + msg.cookie
-        + body
-    )
-    return signed + signer.sign(SIGN_CONTEXT + signed)
+    unsigned = msg.network + msg.counter.to_bytes(8, "big") + msg.nonce + body
+    return unsigned + signer.sign(_signed(msg.kind, msg.static, msg.cookie, unsigned))
 
 
-def decode_request(data: bytes) -> Request | None:
-    """Parse a signed request WITHOUT checking the signature (see `verify_request`)."""
-    if len(data) < HEADER_SIZE + SIGNATURE_SIZE or data[0] not in (REGISTER, LIST, CONNECT, LEAVE):
+def _signed(kind: int, static: bytes, cookie: bytes, unsigned: bytes) -> bytes:
+    return SIGN_CONTEXT + bytes([kind]) + static + cookie + unsigned
+
+
+def decode_request_payload(header: RequestHeader, static: bytes, plaintext: bytes,
+                           ) -> Request | None:
+    """Parse an opened request WITHOUT checking the signature (see `verify_request`).
+    `static` is the key the Noise message proved."""
+    if len(plaintext) < PAYLOAD_HEADER_SIZE + SIGNATURE_SIZE:
         return None
-    r = _Reader(data[: -SIGNATURE_SIZE], 1)
+    r = _Reader(plaintext[:-SIGNATURE_SIZE])
     try:
-        network, static = r.take(KEY_SIZE), r.take(KEY_SIZE)
-        counter, nonce, cookie = r.u64(), r.take(NONCE_SIZE), r.take(COOKIE_SIZE)
+        network, counter, nonce = r.take(KEY_SIZE), r.u64(), r.take(NONCE_SIZE)
         names: tuple[str, ...] = ()
         lan: tuple[Endpoint, ...] = ()
-        if data[0] == REGISTER:
+        if header.kind == REGISTER:
             names, lan = r.names(), r.endpoints()
-        elif data[0] == CONNECT:
+        elif header.kind == CONNECT:
             names = (r.name(),)
         r.end()
     except DecodeError:
         return None
-    return Request(data[0], network, static, counter, nonce, cookie, names, lan)
+    return Request(header.kind, network, static, counter, nonce, header.cookie, names, lan)
 
 
-def verify_request(data: bytes, network: bytes) -> bool:
-    """True when `data` carries a valid signature by the network whose id is `network`."""
+def verify_request(req: Request, plaintext: bytes) -> bool:
+    """True when `plaintext` (the opened payload of `req`) carries a valid signature by the
+    network whose id it names: the sender is a member."""
     try:
-        key = Ed25519PublicKey.from_public_bytes(network)
-        key.verify(data[-SIGNATURE_SIZE:], SIGN_CONTEXT + data[:-SIGNATURE_SIZE])
+        key = Ed25519PublicKey.from_public_bytes(req.network)
+        key.verify(plaintext[-SIGNATURE_SIZE:],
+                   _signed(req.kind, req.static, req.cookie, plaintext[:-SIGNATURE_SIZE]))
     except (InvalidSignature, ValueError):
         return False
     return True
 
 
 # --- replies -------------------------------------------------------------------------------
+def reply_prologue(kind: int) -> bytes:
+    """The Noise prologue of a sealed reply or push of type `kind`."""
+    return LINK_CONTEXT + bytes([kind])
+
+
 def paginate(peers: list[Peer], room: int = MAX_PAGE_BYTES) -> list[list[bytes]]:
-    """Split encoded peer entries into pages of at most `room` bytes (always ≥ 1 page)."""
+    """Split encoded peer entries into pages of at most `room` bytes (always ≥ 1 page, never
+    more than `MAX_PAGES`: a longer list is cut, which a member cap ≤ `MAX_MEMBERS_LIMIT`
+    never needs)."""
     pages: list[list[bytes]] = [[]]
     used = 0
     for peer in peers:
         entry = encode_peer(peer)
         if pages[-1] and used + len(entry) > room:
+            if len(pages) == MAX_PAGES:
+                break
             pages.append([])
             used = 0
         pages[-1].append(entry)
@@ -470,6 +554,8 @@ def encode_reply(msg: Reply) -> bytes:
         detail = msg.counter.to_bytes(8, "big")
     elif msg.code == UNKNOWN_PEER:
         detail = _encode_names((msg.name,))[1:]
+    elif msg.code == NETWORK_FULL:
+        detail = min(msg.cap, 0xFFFF).to_bytes(2, "big")
     return bytes([REFUSED]) + msg.nonce + bytes([msg.code]) + detail
 
 
@@ -490,7 +576,7 @@ def decode_reply(data: bytes) -> Reply | None:
         nonce = r.take(NONCE_SIZE)
         msg: Reply
         if kind == COOKIE:
-            msg = CookieReply(nonce, r.take(COOKIE_SIZE), r.endpoint())
+            msg = CookieReply(nonce, r.take(COOKIE_SIZE), r.endpoint(), r.take(KEY_SIZE))
         elif kind == REGISTERED:
             observed, page, pages = r.endpoint(), r.u8(), r.u8()
             msg = RegisterReply(nonce, observed, page, pages, _peers(r))
@@ -512,6 +598,8 @@ def decode_reply(data: bytes) -> Reply | None:
                 msg = Refused(nonce, code, counter=r.u64())
             elif code == UNKNOWN_PEER:
                 msg = Refused(nonce, code, name=r.name())
+            elif code == NETWORK_FULL:
+                msg = Refused(nonce, code, cap=r.u16())
             else:
                 msg = Refused(nonce, code)
         else:

@@ -4,23 +4,31 @@ Rules, in the order a datagram meets them (first failure drops it, or answers as
 
 1. Per-source-IP rate limit (`ratelimit.SOURCE_RATE`, a fixed table: no memory per source);
    relay envelopes go to `relay.RelayPolicy`.
-2. COOKIE_REQUEST: answer COOKIE (cookie + observed endpoint). Stateless, ≤ the request's size.
-3. Signed request with a missing/expired/foreign-address cookie: answer a fresh COOKIE (smaller
-   than any signed request). Still no state: this is the return-routability proof.
-4. Signature must verify with the network id as Ed25519 key; else drop. The server never needs
-   the network secret.
+2. COOKIE_REQUEST: answer COOKIE (cookie + observed endpoint + the server's static key).
+   Stateless, ≤ the request's size.
+3. Request with a missing/expired/foreign-address cookie (read from its clear header): answer a
+   fresh COOKIE echoing the header's echo (smaller than any request). Still no state and no
+   Diffie-Hellman: this is the return-routability proof.
+4. The Noise X message must open with the server's static key (`tunnel/path/sealing.py`); that
+   proves the sender's static key, so every request acts for its sender's own key only. Then
+   the network signature must verify with the network id as Ed25519 key (membership); else
+   drop. The server never needs the network secret.
 5. The network must be admitted (`admission.Admission`, `--networks`): else REFUSED
    NETWORK_REFUSED, before the store is touched.
-6. The request counter must exceed the node's last one (kept in the store): else REFUSED
-   STALE_COUNTER. With the cookie this stops replays from other addresses (3) and from the same
-   address (6), so an eavesdropper can neither register, list, connect nor move a name.
+6. A counter ≥ `protocol.COUNTER_LIMIT` is refused (BAD_REQUEST); otherwise it must exceed the
+   node's last one (kept in the store): else REFUSED STALE_COUNTER. With the cookie this stops
+   replays from other addresses (3) and from the same address (6).
 7. REGISTER: names held by another live key of the network are refused with NAME_TAKEN and the
-   holder's key; otherwise the member is stored for `REGISTRATION_TTL`, answered with REGISTERED
-   (its observed endpoint and the other live members), and, if new or moved, announced to the
-   others with JOINED. LIST answers LISTED. CONNECT sends INTRODUCED to both sides at once,
-   each with its relay token toward the other (`relay.RelayPolicy.grant`). LEAVE removes the
-   member and announces LEFT.
+   holder's key, and a new member of a network at `max_members` with NETWORK_FULL; otherwise
+   the member is stored for `REGISTRATION_TTL`, answered with REGISTERED (its observed endpoint
+   and the other live members), and, if new or moved, announced to the others with JOINED. LIST
+   answers LISTED. CONNECT sends INTRODUCED to both sides at once, each with its relay token
+   toward the other (`relay.RelayPolicy.grant`). LEAVE removes the sender's own registration and
+   announces LEFT.
 8. `handle_timer` expires silent members and announces LEFT.
+
+Every reply and push is a Noise K message from the server's static key to the recipient's
+proven key: only this server can write it, only that node can read it.
 
 `now` here is wall-clock seconds (`time.time()`), not the monotonic clock the node uses: the
 store is shared by several servers and survives restarts, so its timestamps need a common scale.
@@ -54,6 +62,9 @@ from rendezvous.ratelimit import (
 )
 from rendezvous.relay import RelayPolicy
 from rendezvous.store import Member, Store
+from tunnel.path.sealing import open_request, seal_reply
+from tunnel.session.crypto import public_key
+from tunnel.session.noise import NoiseError
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +95,21 @@ class Registry:
         relay_network_rate: float = RELAY_NETWORK_RATE,
         relay_total_rate: float = RELAY_TOTAL_RATE,
         admission: Admission = OPEN,
+        static_private: bytes | None = None,
+        max_members: int = p.DEFAULT_MAX_MEMBERS,
     ) -> None:
-        """`registration_ttl` is shortened only by lab tests (to see expiry in seconds)."""
+        """`static_private`: the server's X25519 key (`server.load_or_create_key`; tests may
+        leave it to `rng`). `registration_ttl` is shortened only by lab tests (to see expiry
+        in seconds). Raises ValueError for a `max_members` the member lists cannot carry."""
+        if not 1 <= max_members <= p.MAX_MEMBERS_LIMIT:
+            raise ValueError(f"max_members must be 1-{p.MAX_MEMBERS_LIMIT}, not {max_members}")
         self.store = store
         self.registration_ttl = registration_ttl
         self.admission = admission
+        self.max_members = max_members
+        self._rng = rng
+        self.static_private = static_private if static_private is not None else rng(32)
+        self.static_public = public_key(self.static_private)
         self.cookies = CookieJar(store.cookie_secret(rng(SECRET_SIZE)))
         self.relay = RelayPolicy(store, relay_enabled, relay_rate, rng(32), relay_network_rate,
                                  relay_total_rate, admission, rng)
@@ -116,23 +137,33 @@ class Registry:
             return []
         if data[0] == p.COOKIE_REQUEST:
             return self._handle_cookie_request(data, addr, now)
-        req = p.decode_request(data)
-        if req is None:
+        header = p.decode_request_header(data)
+        if header is None:
             self.stats["malformed"] += 1
             return []
-        if not self.cookies.check(req.cookie, addr, now):
+        if not self.cookies.check(header.cookie, addr, now):
             self.stats["cookie_retry"] += 1
-            return [self._cookie_reply(req.nonce, addr, now)]
-        if not p.verify_request(data, req.network):
+            return [self._cookie_reply(header.echo, addr, now)]
+        opened = open_request(header, self.static_private, self.static_public)
+        if opened is None:
+            self.stats["unopened"] += 1  # forged, damaged, or sealed to another server key
+            return []
+        req = opened.request
+        if not opened.signed:
             self.stats["bad_signature"] += 1
             return []
         if not self.admission.admits(req.network):
             self.stats["network_refused"] += 1
-            return [self._refuse(req.nonce, addr, p.NETWORK_REFUSED)]
+            return self._refuse(req, addr, p.NETWORK_REFUSED)
+        if req.counter >= p.COUNTER_LIMIT:
+            self.stats["bad_counter"] += 1
+            return self._refuse(req, addr, p.BAD_REQUEST)
         last = self.store.bump_counter(req.network, req.static, req.counter, now + COUNTER_KEEP)
         if last is not None:
             self.stats["stale_counter"] += 1
-            return [self._refuse(req.nonce, addr, p.STALE_COUNTER, counter=last)]
+            # A value stored before counters were bounded is reported as the bound.
+            return self._refuse(req, addr, p.STALE_COUNTER,
+                                counter=min(last, p.COUNTER_LIMIT - 1))
         self.stats["accepted"] += 1
         return self._handlers[req.kind](req, addr, now)
 
@@ -173,15 +204,21 @@ class Registry:
     def _handle_register(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         member = Member(req.network, req.static, req.names, addr, req.lan, req.nonce,
                         last_seen=now, expires=now + self.registration_ttl)
+        if self.store.member(req.network, req.static, now) is None and (
+            len(self.store.members(req.network, now)) >= self.max_members
+        ):
+            self.stats["network_full"] += 1
+            return self._refuse(req, addr, p.NETWORK_FULL, cap=self.max_members)
         result = self.store.register(member, now)
         if result.conflict_holder:
             self.stats["name_taken"] += 1
-            return [self._refuse(req.nonce, addr, p.NAME_TAKEN, name=result.conflict_name,
-                                 holder=result.conflict_holder)]
+            return self._refuse(req, addr, p.NAME_TAKEN, name=result.conflict_name,
+                                holder=result.conflict_holder)
         others = [m for m in self.store.members(req.network, now) if m.static != req.static]
         pages = p.paginate([_peer(m, now) for m in others])
-        out = [Send(p.encode_registered(req.nonce, addr, i, len(pages), entries), addr)
-               for i, entries in enumerate(pages)]
+        out = [send for i, entries in enumerate(pages)
+               for send in self._sealed(p.encode_registered(req.nonce, addr, i, len(pages),
+                                                            entries), req.static, addr)]
         prev = result.previous
         if prev is None or prev.endpoint != addr or prev.names != req.names:
             log.info("joined %s from %s", req.names, addr)
@@ -190,24 +227,27 @@ class Registry:
 
     def _handle_list(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         pages = p.paginate([_peer(m, now) for m in self.store.members(req.network, now)])
-        return [Send(p.encode_listed(req.nonce, i, len(pages), entries), addr)
-                for i, entries in enumerate(pages)]
+        return [send for i, entries in enumerate(pages)
+                for send in self._sealed(p.encode_listed(req.nonce, i, len(pages), entries),
+                                         req.static, addr)]
 
     def _handle_connect(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         me = self.store.member(req.network, req.static, now)
         if me is None or me.endpoint != addr:
-            return [self._refuse(req.nonce, addr, p.NOT_REGISTERED)]
+            return self._refuse(req, addr, p.NOT_REGISTERED)
         target = self.store.member_by_name(req.network, req.names[0], now)
         if target is None or target.static == me.static:
-            return [self._refuse(req.nonce, addr, p.UNKNOWN_PEER, name=req.names[0])]
+            return self._refuse(req, addr, p.UNKNOWN_PEER, name=req.names[0])
         to_target, to_me = self.relay.grant(req.network, me.static, target.static, now)
         self.stats["introduced"] += 1
-        return [
-            Send(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
-                                             target.lan, target.names, to_target)), addr),
-            Send(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint, me.lan,
-                                             me.names, to_me)), target.endpoint),
-        ]
+        return (
+            self._sealed(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
+                                                     target.lan, target.names, to_target)),
+                         me.static, addr)
+            + self._sealed(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint,
+                                                       me.lan, me.names, to_me)),
+                           target.static, target.endpoint)
+        )
 
     def _handle_leave(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         gone = self.store.remove(req.network, req.static)
@@ -226,17 +266,28 @@ class Registry:
                 data = p.encode_reply(p.Joined(m.nonce, msg.peer))
             else:
                 data = p.encode_reply(p.Left(m.nonce, msg.static))
-            out.append(Send(data, m.endpoint))
+            out += self._sealed(data, m.static, m.endpoint)
         return out
+
+    def _sealed(self, plain: bytes, node_key: bytes, addr: Endpoint) -> list[Send]:
+        """`plain` sealed (Noise K) to the node whose proven static key is `node_key`; nothing
+        for a key no message can be sealed to (only a store written by an older version, whose
+        keys were not proven, can hold one)."""
+        try:
+            return [Send(seal_reply(plain, self.static_private, node_key, self._rng(32)), addr)]
+        except NoiseError:
+            self.stats["unsealable"] += 1
+            return []
 
     def _cookie_reply(self, nonce: bytes, addr: Endpoint, now: float) -> Send:
         cookie = self.cookies.make(addr, now)
-        return Send(p.encode_cookie_reply(p.CookieReply(nonce, cookie, addr)), addr)
+        reply = p.CookieReply(nonce, cookie, addr, self.static_public)
+        return Send(p.encode_cookie_reply(reply), addr)
 
-    @staticmethod
-    def _refuse(nonce: bytes, addr: Endpoint, code: int, name: str = "", holder: bytes = b"",
-                counter: int = 0) -> Send:
-        return Send(p.encode_reply(p.Refused(nonce, code, name, holder, counter)), addr)
+    def _refuse(self, req: p.Request, addr: Endpoint, code: int, name: str = "",
+                holder: bytes = b"", counter: int = 0, cap: int = 0) -> list[Send]:
+        refusal = p.Refused(req.nonce, code, name, holder, counter, cap)
+        return self._sealed(p.encode_reply(refusal), req.static, addr)
 
 
 def _peer(m: Member, now: float) -> p.Peer:

@@ -7,13 +7,25 @@ symmetric one. The registry's `now` is wall-clock time (`time.time()`): the SQLi
 across restarts and servers. Every `STATS_INTERVAL`, and once on the way out, it logs one line of
 counters (`stats_line`): requests by outcome, then the relay's forwarded packets and bytes,
 drops by reason and how often each relay cap was hit.
+
+State directory (the database's directory; created 0700):
+
+| file                          | content                                         | mode |
+|-------------------------------|-------------------------------------------------|------|
+| `rendezvous.db` (-wal, -shm)  | registrations, counters, the cookie secret      | 0600 |
+| `rendezvous.key`              | the server's static X25519 private key, base64  | 0600 |
+
+The key is created once (O_EXCL) and loaded on every start; nodes pin its public half, so
+replacing it makes every node refuse this server until it is given the new key.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -21,13 +33,54 @@ from pathlib import Path
 from typing import Any, cast
 
 from rendezvous.admission import OPEN, Admission
+from rendezvous.protocol import DEFAULT_MAX_MEMBERS
 from rendezvous.ratelimit import RELAY_NETWORK_RATE, RELAY_RATE, RELAY_TOTAL_RATE
 from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore
+from tunnel.keys.identity import read_secret_file
+from tunnel.keys.netkeys import encode_key, fingerprint
+from tunnel.session.crypto import public_key
 
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 60.0  # seconds between counter lines in the log
+KEY_FILE = "rendezvous.key"
+KEY_SIZE = 32  # bytes, X25519
+
+
+def ensure_state_dir(directory: Path) -> None:
+    """Create the state directory 0700 (with its parents). An existing one is left as it is:
+    it may be a shared place such as /var/lib; the files in it are 0600 anyway."""
+    if not directory.is_dir():  # mkdir raises FileExistsError for a file in the way
+        directory.mkdir(mode=0o700, parents=True)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def key_path(db: Path | str) -> Path:
+    """The server's key file: `rendezvous.key` beside the database."""
+    return Path(db).parent / KEY_FILE
+
+
+def load_or_create_key(path: Path) -> tuple[bytes, bool]:
+    """The server's static private key from `path`, created (O_EXCL, mode 0600) if missing; the
+    flag says whether it is new. Raises OSError, or UserError for a key file others can read."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_secret_file(path, KEY_SIZE, "rendezvous key"), False
+    private = os.urandom(KEY_SIZE)
+    try:
+        os.write(fd, base64.b64encode(private) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return private, True
+
+
+def describe_key(private: bytes) -> str:
+    """`key <base64> (SHA256:...)`: what nodes need (`rendezvous_key`) and what they show."""
+    public = public_key(private)
+    return f"key {encode_key(public)} ({fingerprint(public)})"
 
 
 def _addr(addr: Any) -> tuple[str, int]:
@@ -126,14 +179,22 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 registration_ttl: float = REGISTRATION_TTL,
                 relay_network_rate: float = RELAY_NETWORK_RATE,
                 relay_total_rate: float = RELAY_TOTAL_RATE,
-                admission: Admission = OPEN) -> None:
+                admission: Admission = OPEN,
+                static_private: bytes | None = None,
+                max_members: int = DEFAULT_MAX_MEMBERS) -> None:
     """Run until cancelled. Rates are bytes per second (per node, per network, in all);
-    `admission` is the `--networks` policy (open by default)."""
+    `admission` is the `--networks` policy (open by default). `static_private`: the server's key
+    (default: loaded from, or created in, `rendezvous.key` beside the database)."""
     loop = asyncio.get_running_loop()
+    ensure_state_dir(Path(db).parent)
+    created = False
+    if static_private is None:
+        static_private, created = load_or_create_key(key_path(db))
     store = SQLiteStore(db)
     registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate,
                         registration_ttl=registration_ttl, relay_network_rate=relay_network_rate,
-                        relay_total_rate=relay_total_rate, admission=admission)
+                        relay_total_rate=relay_total_rate, admission=admission,
+                        static_private=static_private, max_members=max_members)
     server = RendezvousServer(registry)
     host, port = listen
     nport = netcheck_port if netcheck_port is not None else port + 1
@@ -145,8 +206,10 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     server.rearm()
     relay_text = (f"on ({relay_rate:.0f} B/s per node, {relay_network_rate:.0f} per network,"
                   f" {relay_total_rate:.0f} in all)") if relay else "off"
-    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s, networks %s",
-             host, port, nport, db, relay_text, admission.describe())
+    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s, networks %s, %s",
+             host, port, nport, db, relay_text, admission.describe(), describe_key(static_private))
+    if created:
+        log.info("created the rendezvous key %s", key_path(db))
     if ready is not None:
         ready()
     try:

@@ -9,10 +9,15 @@ registration.
 
 All times are wall-clock seconds (`time.time()` scale), shared by every server. Each method is
 one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across processes.
+
+The database holds the cookie secret: it and its `-wal`/`-shm` files are mode 0600. The file is
+created 0600 before SQLite opens it (SQLite gives the -wal and -shm files the database's mode),
+and files left looser by an older version are tightened at open.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +153,20 @@ def _row_to_member(row: Any) -> Member:
     )
 
 
+def _private_files(path: Path) -> None:
+    """Create the database file 0600 if missing, and make it and its -wal/-shm files 0600."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
+
+
 class SQLiteStore:
     """`Store` on SQLite. `path=":memory:"` for tests."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            _private_files(Path(path))
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -74,8 +74,9 @@ LAYERS = {
     "tunnel.node": 3,
     "tunnel.forward": 4,
     "tunnel.api": 5,
-    # The rendezvous server is an application beside the public API: it imports only the
-    # protocol, and only the CLI (`ptunnel rendezvous`) may import it, never the node.
+    # The rendezvous server is an application beside the public API: it imports the protocol
+    # and the link's sealing (`tunnel.path.sealing`), and only the CLI (`ptunnel rendezvous`)
+    # may import it, never the node.
     "rendezvous": 5,
     "tunnel.cli": 6,
     "tunnel.__main__": 7,

@@ -43,7 +43,7 @@ from tunnel.forward.udp_flows import UdpListener
 from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
-from tunnel.keys.pins import PinStore
+from tunnel.keys.pins import PinStore, ServerKeyMismatch, ServerPins, joined_rendezvous
 from tunnel.node.node import NO_ANSWER, NO_PATH, NO_SESSION, Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
@@ -202,6 +202,8 @@ class Connection:
 
     def _timeout_message(self) -> str:
         node = self.tunnel.node
+        if self.tunnel.server_key_error is not None:
+            return self.tunnel.server_key_error.message
         if not node.registered.is_set():
             return _no_answer(node.options.rendezvous)
         if self.link is None:
@@ -427,6 +429,7 @@ class Tunnel:
         *,
         home: Path | str | None = None,
         rendezvous: tuple[str, int] | str | None = None,
+        rendezvous_key: bytes | None = None,
         identity: Identity | None = None,
         network_secret: bytes | None = None,
         allow: list[bytes] | None = None,
@@ -442,10 +445,19 @@ class Tunnel:
             raise TunnelError("not joined to a network; run `ptunnel init` (new network) or "
                               "`ptunnel join CODE`")
         if rendezvous is None:
-            raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or set "
-                              "PTUNNEL_RENDEZVOUS")
+            joined = joined_rendezvous(self.home)  # a ptn2 join code names it
+            if not joined:
+                raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or "
+                                  "set PTUNNEL_RENDEZVOUS")
+            rendezvous = joined[0]
         addr = parse_endpoint(rendezvous) if isinstance(rendezvous, str) else rendezvous
+        # Server keys are pinned under the address as configured, before it is resolved.
+        self.server_name = format_endpoint(addr)
+        self.server_pins = ServerPins(self.home)
+        self.server_key_error: TunnelError | None = None
         self.options = NodeOptions(identity=identity, network_secret=secret, rendezvous=addr,
+                                   rendezvous_key=rendezvous_key
+                                   or self.server_pins.get(self.server_name),
                                    allow=allow, bind=bind, keepalive=keepalive,
                                    direct_only=direct_only, congestion=congestion)
         self.node = Node(self.options)
@@ -467,8 +479,21 @@ class Tunnel:
         if not self._started:
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
+            self.node.rdv_events.append(self._on_server_key)
             await self.node.start()
             self.forwarder.start()
+
+    def _on_server_key(self, event: rc.Event) -> None:
+        """Pin the rendezvous' key on first use; a changed key is an error nothing clears."""
+        try:
+            if isinstance(event, rc.ServerKeyLearned):
+                self.server_pins.check(self.server_name, event.key)
+            elif isinstance(event, rc.ServerKeyChanged):
+                raise ServerKeyMismatch(self.server_name, event.pinned, event.offered,
+                                        self.server_pins.path)
+        except UserError as exc:  # a mismatch, or known_rendezvous cannot be written
+            self.server_key_error = TunnelError(exc.message)
+            log.error("%s", exc.message)
 
     @staticmethod
     async def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
@@ -508,7 +533,7 @@ class Tunnel:
             if isinstance(event, rc.RegistrationRefused):
                 refused.append(event)
                 registered.set()
-            elif isinstance(event, rc.Registered):
+            elif isinstance(event, rc.Registered | rc.ServerKeyChanged):
                 registered.set()
 
         self.node.rdv_events.append(watch)
@@ -517,12 +542,16 @@ class Tunnel:
             await asyncio.wait_for(registered.wait(), timeout)
         except TimeoutError:
             self._unexpose(name)
-            raise TunnelError(_no_answer(self.options.rendezvous)) from None
+            raise (self.server_key_error or TunnelError(_no_answer(self.options.rendezvous))
+                   ) from None
         except asyncio.CancelledError:
             self._unexpose(name)  # a cancelled expose leaves no name behind
             raise
         finally:
             self.node.rdv_events.remove(watch)
+        if self.server_key_error is not None:
+            self._unexpose(name)
+            raise self.server_key_error
         if refused:
             self._unexpose(name)
             event = refused[0]

@@ -18,6 +18,7 @@ import pytest
 from lab.netns import RDV_IP, Lab, Proc
 from tests.conftest import LabFactory
 from tunnel.keys.netkeys import fingerprint
+from tunnel.session.crypto import public_key
 
 pytestmark = pytest.mark.natlab
 
@@ -27,6 +28,11 @@ ENV = {"PYTHONPATH": str(ROOT)}
 SERVER = f"{RDV_IP}:7000"
 NET = bytes(range(32))
 OTHER = bytes(range(100, 132))
+
+
+def pub(private: bytes) -> str:
+    """The static key (hex) of a node started with this private key, as events show it."""
+    return public_key(private).hex()
 
 
 def start_server(lab: Lab, db: Path, *extra: str) -> Proc:
@@ -39,7 +45,7 @@ def start_server(lab: Lab, db: Path, *extra: str) -> Proc:
 def start_node(lab: Lab, ns: str, names: str, static: bytes, secret: bytes = NET,
                register: bool = True) -> Proc:
     proc = lab.spawn(ns, sys.executable, NODE, "--server", SERVER, "--secret", secret.hex(),
-                     "--static", static.hex(), "--names", names, "--refresh", "2", env=ENV)
+                     "--private", static.hex(), "--names", names, "--refresh", "2", env=ENV)
     proc.expect("Ready")
     if register:
         proc.send("start")
@@ -67,14 +73,14 @@ def test_members_see_each_other_and_joins_and_leaves(natlab: LabFactory, tmp_pat
     b = start_node(lab, lab.sites[1].host, "laptop", b"\x0b" * 32)
     reg_b = b.expect("Registered")
     assert [p["names"] for p in reg_b["peers"]] == [["ssh-home"]]
-    joined = a.expect("PeerJoined", static=(b"\x0b" * 32).hex())
+    joined = a.expect("PeerJoined", static=pub(b"\x0b" * 32))
     assert joined["names"] == ["laptop"]
     assert joined["endpoint"].startswith(lab.sites[1].public_ip + ":")
     b.send("list")
     listed = b.expect("ListReceived")
     assert sorted(p["names"][0] for p in listed["peers"]) == ["laptop", "ssh-home"]
     b.send("leave")
-    left = a.expect("PeerLeft", static=(b"\x0b" * 32).hex())
+    left = a.expect("PeerLeft", static=pub(b"\x0b" * 32))
     assert left["names"] == ["laptop"]
 
 
@@ -86,10 +92,10 @@ def test_outsider_network_cannot_see_or_reach_members(natlab: LabFactory, tmp_pa
     x = start_node(lab, lab.sites[1].host, "ssh-home", b"\x0c" * 32, secret=OTHER)
     assert x.expect("Registered")["peers"] == []  # same name, other network: no conflict
     x.send("list")
-    assert [p["static"] for p in x.expect("ListReceived")["peers"]] == [(b"\x0c" * 32).hex()]
+    assert [p["static"] for p in x.expect("ListReceived")["peers"]] == [pub(b"\x0c" * 32)]
     x.send("connect ssh-home")  # resolves in its own network only: itself, refused
     x.expect("ConnectRefused")
-    x.send("relay " + (b"\x0a" * 32).hex() + " hello")
+    x.send("relay " + pub(b"\x0a" * 32) + " hello")
     assert [e for e in a.events(wait=1.0) if e["event"] in ("PeerJoined", "Introduced",
                                                              "Relayed")] == []
 
@@ -105,16 +111,16 @@ def test_server_restart_keeps_names_and_registrations(natlab: LabFactory, tmp_pa
     # The name comes back from the database: another key is refused, naming A's fingerprint.
     b = start_node(lab, lab.sites[1].host, "ssh-home", b"\x0b" * 32)
     refused = b.expect("RegistrationRefused")
-    assert refused["holder"] == fingerprint(b"\x0a" * 32)
+    assert refused["holder"] == fingerprint(public_key(b"\x0a" * 32))
     # A keeps refreshing (every 2 s here) against the restarted server without noticing.
     a.events(wait=3.0)
     c = start_node(lab, lab.sites[1].host, "laptop", b"\x0c" * 32)
     c.expect("Registered")
     c.send("list")
     peers = {p["static"]: p for p in c.expect("ListReceived")["peers"]}
-    assert peers[(b"\x0a" * 32).hex()]["seen_ago"] <= 3
+    assert peers[pub(b"\x0a" * 32)]["seen_ago"] <= 3
     assert not any(e["event"] in ("Registered", "ServerUnreachable") for e in a.events())
-    assert first["public"] == peers[(b"\x0a" * 32).hex()]["endpoint"]
+    assert first["public"] == peers[pub(b"\x0a" * 32)]["endpoint"]
 
 
 @pytest.mark.parametrize(("kind", "mapping"), [("cone", "endpoint-independent"),
@@ -150,23 +156,23 @@ def test_relay_forwards_only_between_introduced_members(natlab: LabFactory,
     c = start_node(lab, lab.sites[2].host, "other", kc)
     for node in (a, b, c):
         node.expect("Registered")
-    b.send(f"relay {ka.hex()} too-early")
+    b.send(f"relay {pub(ka)} too-early")
     b.send("connect ssh-home")
     intro_b = b.expect("Introduced", name="ssh-home")
-    assert intro_b["static"] == ka.hex() and host_of(intro_b) == lab.sites[0].public_ip
+    assert intro_b["static"] == pub(ka) and host_of(intro_b) == lab.sites[0].public_ip
     assert intro_b["lan"] == []
-    intro_a = a.expect("Introduced", static=kb.hex())
+    intro_a = a.expect("Introduced", static=pub(kb))
     assert host_of(intro_a) == lab.sites[1].public_ip
     rx0, tx0 = lab.link_bytes(lab.rdv, "eth0")
     for i in range(50):
-        b.send(f"relay {ka.hex()} hello-{i:03d}-" + "x" * 900)
+        b.send(f"relay {pub(ka)} hello-{i:03d}-" + "x" * 900)
     got = [a.expect("Relayed", timeout=5.0) for _ in range(50)]
-    assert {g["src"] for g in got} == {kb.hex()}
+    assert {g["src"] for g in got} == {pub(kb)}
     assert all(g["data"].startswith("hello-") for g in got)
     rx1, tx1 = lab.link_bytes(lab.rdv, "eth0")
     assert rx1 - rx0 >= 50 * 900 and tx1 - tx0 >= 50 * 900  # it really went via the server
     # C was never introduced to A: nothing arrives; nor did B's relay before the introduction.
-    c.send(f"relay {ka.hex()} from-c")
+    c.send(f"relay {pub(ka)} from-c")
     late = [e for e in a.events(wait=1.0) if e["event"] == "Relayed"]
     assert late == []
     assert not any("too-early" in line for line in a.seen)
@@ -182,7 +188,7 @@ def test_no_relay_server_forwards_nothing(natlab: LabFactory, tmp_path: Path) ->
     b.expect("Registered")
     b.send("connect ssh-home")
     b.expect("Introduced")
-    b.send(f"relay {ka.hex()} hi")
+    b.send(f"relay {pub(ka)} hi")
     assert [e for e in a.events(wait=1.0) if e["event"] == "Relayed"] == []
 
 
@@ -206,7 +212,7 @@ def test_nat_reboot_moves_the_registration(natlab: LabFactory, tmp_path: Path) -
     after = a.expect("Registered", timeout=15.0)  # next refresh comes from the new mapping
     port = int(str(after["public"]).rpartition(":")[2])
     assert after["public"] != before["public"] and 40000 <= port <= 40999
-    moved = b.expect("PeerJoined", static=ka.hex(), endpoint=after["public"], timeout=5.0)
+    moved = b.expect("PeerJoined", static=pub(ka), endpoint=after["public"], timeout=5.0)
     assert moved["names"] == ["ssh-home"]
 
 
@@ -242,7 +248,7 @@ def test_eavesdropper_replaying_a_registration_gets_only_a_cookie(natlab: LabFac
     start_server(lab, tmp_path / "rdv.db")
     ka, kb = b"\x0a" * 32, b"\x0b" * 32
     a = lab.spawn(lab.sites[0].host, sys.executable, NODE, "--server", SERVER, "--secret",
-                  NET.hex(), "--static", ka.hex(), "--names", "ssh-home", "--trace", env=ENV)
+                  NET.hex(), "--private", ka.hex(), "--names", "ssh-home", "--trace", env=ENV)
     a.expect("Ready")
     a.send("start")
     captured = a.expect("Sent", type=0x22)["hex"]
@@ -255,7 +261,7 @@ def test_eavesdropper_replaying_a_registration_gets_only_a_cookie(natlab: LabFac
     assert out.stdout.strip() == "21"  # COOKIE: prove you can receive here; nothing else
     b.send("list")
     peers = {p["static"]: p for p in b.expect("ListReceived")["peers"]}
-    assert peers[ka.hex()]["endpoint"] == registered["public"]  # the name did not move
+    assert peers[pub(ka)]["endpoint"] == registered["public"]  # the name did not move
     assert not any(e["event"] in ("PeerJoined", "PeerLeft") for e in b.events(wait=0.5))
 
 
@@ -276,12 +282,12 @@ def test_silent_node_expires_and_is_announced(natlab: LabFactory, tmp_path: Path
     a.expect("Registered")
     b = start_node(lab, lab.sites[1].host, "laptop", kb)
     b.expect("Registered")
-    a.expect("PeerJoined", static=kb.hex())
+    a.expect("PeerJoined", static=pub(kb))
     b.popen.kill()  # no LEAVE: the server must notice the silence
-    left = a.expect("PeerLeft", static=kb.hex(), timeout=6 + 5 + 3)  # TTL + sweep + slack
+    left = a.expect("PeerLeft", static=pub(kb), timeout=6 + 5 + 3)  # TTL + sweep + slack
     assert left["names"] == ["laptop"]
     a.send("list")
-    assert [p["static"] for p in a.expect("ListReceived")["peers"]] == [ka.hex()]
+    assert [p["static"] for p in a.expect("ListReceived")["peers"]] == [pub(ka)]
 
 
 def test_ptunnel_commands_across_nats(natlab: LabFactory, tmp_path: Path) -> None:
@@ -306,6 +312,6 @@ def test_ptunnel_commands_across_nats(natlab: LabFactory, tmp_path: Path) -> Non
     node.expect("Registered")
     out = lab.run(lab.sites[1].host, sys.executable, "-m", "tunnel", "list", "--json", env=env)
     rows = json.loads(out.stdout)
-    assert [(r["names"], r["fingerprint"]) for r in rows] == [(["ssh-home"],
-                                                               fingerprint(b"\x0a" * 32))]
+    expected = [(["ssh-home"], fingerprint(public_key(b"\x0a" * 32)))]
+    assert [(r["names"], r["fingerprint"]) for r in rows] == expected
     assert rows[0]["endpoint"].startswith(lab.sites[0].public_ip + ":")

@@ -37,13 +37,17 @@ class Harness:
         self.server_up = True
         self.now = T0
         self.sent_by: dict[p.Endpoint, list[bytes]] = {}
+        self.wire: list[bytes] = []  # every datagram, both ways: what an on-path observer sees
         self._inflight: list[tuple[float, str, bytes, p.Endpoint]] = []
 
     def add(self, addr: p.Endpoint, names: tuple[str, ...], secret: bytes = NET,
-            static: bytes | None = None, counter_start: int = 0) -> rc.RendezvousClient:
-        c = rc.RendezvousClient(secret, static or self.rand.randbytes(32), names,
-                                [("10.0.0.2", addr[1])], SERVER, rng=self.rand.randbytes,
-                                counter_start=counter_start)
+            private: bytes | None = None, counter_start: int = 0,
+            tofu: bool = False) -> rc.RendezvousClient:
+        """A client at `addr`; it knows the server's key unless `tofu` (trust on first use)."""
+        c = rc.RendezvousClient(secret, private or self.rand.randbytes(32), names,
+                                [("10.0.0.2", addr[1])], SERVER,
+                                server_key=None if tofu else self.registry.static_public,
+                                rng=self.rand.randbytes, counter_start=counter_start)
         self.clients[addr] = c
         self.events.setdefault(addr, [])
         self.sent_by.setdefault(addr, [])
@@ -84,6 +88,7 @@ class Harness:
             due = [m for m in self._inflight if m[0] <= self.now]
             self._inflight = [m for m in self._inflight if m[0] > self.now]
             for _, direction, data, addr in due:
+                self.wire.append(data)
                 if direction == "up" and self.server_up:
                     for send in self.registry.handle(data, addr, self.now):
                         if not self._lost():
@@ -271,10 +276,10 @@ def test_unreachable_server_is_reported_once_then_recovers() -> None:
 def test_restarted_node_recovers_from_stale_counter() -> None:
     h = Harness()
     static = b"\x42" * 32
-    a = h.add(A, ("a",), static=static)
+    a = h.add(A, ("a",), private=static)
     a.start(h.now)
     h.run(50)
-    a2 = h.add(A, ("a",), static=static)  # same key, counter from 0 again
+    a2 = h.add(A, ("a",), private=static)  # same key, counter from 0 again
     a2.start(h.now)
     h.run(2)
     assert a2.registered
@@ -287,7 +292,8 @@ def test_server_restart_on_same_store_is_invisible_to_nodes() -> None:
     a.start(h.now)
     b.start(h.now)
     h.run(5)
-    h.registry = Registry(h.store, rng=random.Random(1234).randbytes)
+    h.registry = Registry(h.store, rng=random.Random(1234).randbytes,
+                          static_private=h.registry.static_private)  # reloaded from its file
     h.run(200)
     for addr in (A, B):
         kinds = {type(e) for e in h.events[addr]}
@@ -306,7 +312,8 @@ def test_off_path_replies_are_ignored() -> None:
         p.encode_reply(p.Joined(b"\x00" * 8, fake)),
         p.encode_reply(p.RegisterReply(b"\x00" * 8, ("192.0.2.66", 1), 0, 1, (fake,))),
         p.encode_reply(p.Introduced(b"\x00" * 8, fake.static, fake.endpoint, (), (), bytes(16))),
-        p.encode_reply(p.CookieReply(b"\x00" * 8, b"\x00" * 20, ("192.0.2.66", 1))),
+        p.encode_reply(p.CookieReply(b"\x00" * 8, b"\x00" * 20, ("192.0.2.66", 1),
+                                     b"\x66" * 32)),
     ]
     for data in forged:
         assert a.receive_datagram(data, SERVER, h.now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,40 +15,49 @@ KEY = network_signing_key(SECRET)
 NET = network_id(SECRET)
 
 
-def test_golden_cookie_request_is_padded_to_64_bytes() -> None:
+def test_golden_cookie_request_is_padded_to_96_bytes() -> None:
     data = p.encode_cookie_request(p.CookieRequest(bytes.fromhex("0102030405060708")))
-    assert data.hex() == "20" + "0102030405060708" + "00" * 55
+    assert data.hex() == "20" + "0102030405060708" + "00" * 87
     assert len(data) == p.COOKIE_REQUEST_SIZE
 
 
-def test_golden_cookie_reply() -> None:
-    data = p.encode_cookie_reply(p.CookieReply(bytes(8), bytes(range(20)), ("203.0.113.7", 40000)))
+def test_golden_cookie_reply_carries_the_server_key() -> None:
+    reply = p.CookieReply(bytes(8), bytes(range(20)), ("203.0.113.7", 40000), b"\x09" * 32)
+    data = p.encode_cookie_reply(reply)
     assert data.hex() == (
         "21" + "00" * 8 + "000102030405060708090a0b0c0d0e0f10111213" + "04" + "cb007107" + "9c40"
+        + "09" * 32
     )
+    assert p.decode_reply(data) == reply
     assert len(data) <= p.COOKIE_REQUEST_SIZE
     # The largest possible reply (IPv6 endpoint) is still smaller than the request.
-    v6 = p.encode_cookie_reply(p.CookieReply(bytes(8), bytes(20), ("2001:db8::1", 1)))
+    v6 = p.encode_cookie_reply(p.CookieReply(bytes(8), bytes(20), ("2001:db8::1", 1), bytes(32)))
     assert len(v6) <= p.COOKIE_REQUEST_SIZE
 
 
-def test_golden_register_request() -> None:
+def test_golden_register_request_header_and_payload() -> None:
     req = p.Request(p.REGISTER, NET, b"\x11" * 32, 7, b"\x22" * 8, b"\x33" * 20, ("ssh-home",),
                     (("10.0.0.2", 5000),))
-    data = p.encode_request(req, KEY)
-    assert data[:1].hex() == "22"
-    assert data[1:33] == NET
-    assert data[33:65] == b"\x11" * 32
-    assert data[65:73].hex() == "0000000000000007"
-    assert data[73:81] == b"\x22" * 8 and data[81:101] == b"\x33" * 20
-    assert data[101:-64].hex() == "01" + "08" + b"ssh-home".hex() + "01" + "040a000002" + "1388"
-    # Ed25519 is deterministic: the whole datagram is a golden value.
-    assert data.hex().endswith(
-        "9d1a3a7bd692165cafccbcfc3389510661bb418a777818f071b6d81cd373e01a"
-        "0cbbf94f41fbf11d894965216d261ef10d08252e410e956e08c869e84e8ebe0e"
-    )
-    assert p.decode_request(data) == req
-    assert p.verify_request(data, NET)
+    header = p.encode_request_header(p.REGISTER, b"\x44" * 8, req.cookie)
+    assert header.hex() == "22" + "44" * 8 + "33" * 20
+    parsed = p.decode_request_header(header + b"sealed")
+    assert parsed == p.RequestHeader(p.REGISTER, b"\x44" * 8, b"\x33" * 20, b"sealed")
+    assert parsed.prologue == p.request_prologue(header)
+    payload = p.encode_request_payload(req, KEY)
+    assert payload[:32] == NET
+    assert payload[32:40].hex() == "0000000000000007"
+    assert payload[40:48] == b"\x22" * 8
+    assert payload[48:-64].hex() == "01" + "08" + b"ssh-home".hex() + "01" + "040a000002" + "1388"
+    # Ed25519 is deterministic: the whole payload is a golden value.
+    assert payload[-64:].hex() == GOLDEN_SIGNATURE
+    assert p.decode_request_payload(parsed, b"\x11" * 32, payload) == req
+    assert p.verify_request(req, payload)
+
+
+GOLDEN_SIGNATURE = (
+    "14c8e18a4ca0e5b577c6f1cb8a3e5edc5318df3a7c2882de655f65f6f9821805"
+    "f04b6a5fbc7615bc2b345818785ac4797bb7a7b8f2f64daeb8b2d32549388702"
+)
 
 
 def test_golden_joined_with_ipv6_peer() -> None:
@@ -123,27 +133,35 @@ def test_golden_introduced_carries_the_relay_token() -> None:
     assert p.decode_reply(data[:-1]) is None
 
 
-def test_signature_binds_every_byte_and_the_network() -> None:
+def test_signature_binds_every_byte_the_static_key_the_cookie_and_the_network() -> None:
     req = p.Request(p.LIST, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20)
-    data = p.encode_request(req, KEY)
-    assert p.verify_request(data, NET)
-    other = network_id(bytes(32))
-    assert not p.verify_request(data, other)
-    for i in range(len(data)):
-        flipped = bytearray(data)
+    payload = p.encode_request_payload(req, KEY)
+    assert p.verify_request(req, payload)
+    # The same signed payload cannot be sent for another key, cookie, type or network.
+    for other in (
+        p.Request(p.LIST, NET, b"\x12" * 32, 1, b"\x22" * 8, b"\x33" * 20),
+        p.Request(p.LIST, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x34" * 20),
+        p.Request(p.LEAVE, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20),
+        p.Request(p.LIST, network_id(bytes(32)), b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20),
+    ):
+        assert not p.verify_request(other, payload)
+    for i in range(len(payload)):
+        flipped = bytearray(payload)
         flipped[i] ^= 0x01
-        assert not p.verify_request(bytes(flipped), NET), i
-    assert not p.verify_request(data, b"\x00" * 5)  # not a key at all: False, no exception
+        assert not p.verify_request(req, bytes(flipped)), i
+    bad_key = p.Request(p.LIST, b"\x00" * 5, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20)
+    assert not p.verify_request(bad_key, payload)  # not a key at all: False, no exception
 
 
-def test_invalid_names_are_rejected_on_encode() -> None:
+def test_invalid_names_and_counters_are_rejected_on_encode() -> None:
     for bad in ("", "UPPER", "a" * 64, "sp ace", "-lead"):
         req = p.Request(p.REGISTER, NET, b"\x11" * 32, 1, b"\x22" * 8, b"\x33" * 20, (bad,))
-        try:
-            p.encode_request(req, KEY)
-        except ValueError:
-            continue
-        raise AssertionError(f"{bad!r} accepted")
+        with pytest.raises(ValueError):
+            p.encode_request_payload(req, KEY)
+    for counter in (-1, p.COUNTER_LIMIT, 2**64 - 1):
+        req = p.Request(p.LIST, NET, b"\x11" * 32, counter, b"\x22" * 8, b"\x33" * 20)
+        with pytest.raises(ValueError):
+            p.encode_request_payload(req, KEY)
 
 
 def test_paginate_keeps_pages_under_the_limit() -> None:
@@ -156,6 +174,27 @@ def test_paginate_keeps_pages_under_the_limit() -> None:
     decoded = [p.decode_reply(p.encode_listed(b"\x00" * 8, i, len(pages), e))
                for i, e in enumerate(pages)]
     assert [peer for d in decoded if isinstance(d, p.Listed) for peer in d.peers] == peers
+
+
+def _largest_peer(i: int) -> p.Peer:
+    names = tuple(f"{i:03d}{k}".ljust(p.MAX_NAME_LEN, "x") for k in range(p.MAX_NAMES))
+    return p.Peer(i.to_bytes(32, "big"), ("2001:db8::1", 65535), 2**32 - 1, names)
+
+
+def test_the_largest_member_list_fits_255_pages_of_unfragmented_datagrams() -> None:
+    # Before: 510 members with long names needed more than 255 pages and `bytes([page, pages])`
+    # raised ValueError in the server on every REGISTER and LIST of that network.
+    peers = [_largest_peer(i) for i in range(p.MAX_MEMBERS_LIMIT)]
+    assert len(p.encode_peer(peers[0])) == p.MAX_PEER_ENTRY
+    pages = p.paginate(peers)
+    assert len(pages) <= p.MAX_PAGES
+    assert sum(len(e) for e in pages) == len(peers)  # nobody cut
+    sealed_overhead = 32 + 16  # Noise K: ephemeral and tag
+    for i, entries in enumerate(pages):
+        data = p.encode_registered(b"\x00" * 8, ("2001:db8::2", 1), i, len(pages), entries)
+        assert len(data) + sealed_overhead <= 1232  # IPv6 minimum MTU - IPv6 and UDP headers
+    # A longer list (a cap above the limit) is cut at 255 pages, never raises.
+    assert len(p.paginate(peers * 2)) == p.MAX_PAGES
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -171,7 +210,8 @@ peers_st = st.builds(p.Peer, keys, endpoints, st.integers(0, 2**32 - 1),
 
 @settings(max_examples=150, deadline=None)
 @given(kind=st.sampled_from([p.REGISTER, p.LIST, p.CONNECT, p.LEAVE]), static=keys,
-       counter=st.integers(0, 2**64 - 1), nonce=nonces, cookie=st.binary(min_size=20, max_size=20),
+       counter=st.integers(0, p.COUNTER_LIMIT - 1), nonce=nonces,
+       cookie=st.binary(min_size=20, max_size=20),
        names=st.lists(names_st, min_size=1, max_size=p.MAX_NAMES).map(tuple),
        lan=st.lists(endpoints, max_size=p.MAX_LAN).map(tuple))
 def test_request_round_trip(kind: int, static: bytes, counter: int, nonce: bytes, cookie: bytes,
@@ -181,13 +221,15 @@ def test_request_round_trip(kind: int, static: bytes, counter: int, nonce: bytes
     elif kind != p.REGISTER:
         names, lan = (), ()
     req = p.Request(kind, NET, static, counter, nonce, cookie, names, lan)
-    data = p.encode_request(req, KEY)
-    assert p.decode_request(data) == req
-    assert p.verify_request(data, NET)
+    payload = p.encode_request_payload(req, KEY)
+    header = p.decode_request_header(p.encode_request_header(kind, b"e" * 8, cookie))
+    assert header is not None
+    assert p.decode_request_payload(header, static, payload) == req
+    assert p.verify_request(req, payload)
 
 
 replies = st.one_of(
-    st.builds(p.CookieReply, nonces, st.binary(min_size=20, max_size=20), endpoints),
+    st.builds(p.CookieReply, nonces, st.binary(min_size=20, max_size=20), endpoints, keys),
     st.builds(lambda n, o, ps: p.RegisterReply(n, o, 0, 1, tuple(ps)), nonces, endpoints,
               st.lists(peers_st, max_size=4)),
     st.builds(lambda n, ps: p.Listed(n, 0, 1, tuple(ps)), nonces, st.lists(peers_st, max_size=4)),
@@ -204,6 +246,7 @@ replies = st.one_of(
               st.integers(0, 2**64 - 1)),
     st.builds(lambda n, nm: p.Refused(n, p.UNKNOWN_PEER, name=nm), nonces, names_st),
     st.builds(lambda n: p.Refused(n, p.NOT_REGISTERED), nonces),
+    st.builds(lambda n, c: p.Refused(n, p.NETWORK_FULL, cap=c), nonces, st.integers(0, 0xFFFF)),
 )
 
 
@@ -217,11 +260,14 @@ def test_reply_round_trip(msg: p.Reply) -> None:
 @given(st.binary(max_size=400))
 def test_garbage_never_raises(data: bytes) -> None:
     p.decode_reply(data)
-    p.decode_request(data)
+    header = p.decode_request_header(data)
     p.decode_cookie_request(data)
     p.decode_relay_to(data)
     p.decode_relay_from(data)
-    p.verify_request(data, NET)
+    if header is not None:
+        req = p.decode_request_payload(header, b"\x11" * 32, data)
+        if req is not None:
+            p.verify_request(req, data)
 
 
 @settings(max_examples=300, deadline=None)

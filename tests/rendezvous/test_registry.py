@@ -13,6 +13,8 @@ from rendezvous.ratelimit import SOURCE_SLOTS, SourceRateLimiter
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry, Send
 from rendezvous.store import SQLiteStore
 from tunnel.keys.netkeys import network_id, network_signing_key
+from tunnel.path.sealing import open_reply, seal_request
+from tunnel.session.crypto import public_key
 
 T0 = 1_800_000_000.0  # wall-clock seconds; the registry's time scale
 NET_SECRET = bytes(range(32))
@@ -39,32 +41,47 @@ def snapshot(reg: Registry) -> list[str]:
     return list(reg.store._db.iterdump())
 
 
-class Node:
-    """A minimal hand-driven node: enough to build requests by hand."""
+NODES: dict[p.Endpoint, Node] = {}  # the latest node at each address: whose key opens replies
 
-    def __init__(self, static: bytes, addr: p.Endpoint, secret: bytes = NET_SECRET) -> None:
-        self.static, self.addr = static, addr
+
+class Node:
+    """A minimal hand-driven node: enough to build requests by hand, sealed as a node seals
+    them (`tunnel.path.sealing`), and to open what the server sends it."""
+
+    def __init__(self, private: bytes, addr: p.Endpoint, secret: bytes = NET_SECRET) -> None:
+        self.private, self.static, self.addr = private, public_key(private), addr
         self.key, self.net = network_signing_key(secret), network_id(secret)
         self.counter = 0
         self.cookie = b""
-        self.rng = rng_for(static[0])
+        self.server_key = b""
+        self.rng = rng_for(private[0])
+        NODES[addr] = self
 
     def get_cookie(self, reg: Registry, now: float) -> None:
         out = reg.handle(p.encode_cookie_request(p.CookieRequest(b"c" * 8)), self.addr, now)
         reply = p.decode_reply(out[0].data)
         assert isinstance(reply, p.CookieReply) and reply.observed == self.addr
-        self.cookie = reply.cookie
+        self.cookie, self.server_key = reply.cookie, reply.server_key
 
     def request(self, kind: int, names: tuple[str, ...] = (), lan: tuple[p.Endpoint, ...] = (),
-                nonce: bytes | None = None) -> bytes:
-        self.counter += 1
+                nonce: bytes | None = None, echo: bytes = b"e" * 8, counter: int | None = None,
+                static: bytes | None = None) -> bytes:
+        """`static`: the key the request claims to act for (only the sealing proves one)."""
+        self.counter = self.counter + 1 if counter is None else counter
         n = nonce or self.rng.randbytes(8)
-        req = p.Request(kind, self.net, self.static, self.counter, n, self.cookie, names, lan)
-        return p.encode_request(req, self.key)
+        req = p.Request(kind, self.net, static or self.static, self.counter, n, self.cookie,
+                        names, lan)
+        server_key = self.server_key or b"\x09" + bytes(31)  # before any cookie: any key
+        return seal_request(req, echo, self.key, self.private, server_key,
+                            self.rng.randbytes(32))
+
+    def open(self, data: bytes) -> p.Reply | None:
+        return open_reply(data, self.private, self.static, self.server_key)
 
 
 def replies_to(out: list[Send], addr: p.Endpoint) -> list[p.Reply]:
-    got = [p.decode_reply(s.data) for s in out if s.addr == addr]
+    got = [NODES[addr].open(s.data) if addr in NODES else p.decode_reply(s.data)
+           for s in out if s.addr == addr]
     assert all(g is not None for g in got)
     return [g for g in got if g is not None]
 
@@ -102,7 +119,7 @@ def test_signed_request_without_valid_cookie_gets_only_a_cookie() -> None:
     a = Node(b"\xaa" * 32, A_ADDR)
     a.cookie = b"\x00" * 20
     before = snapshot(reg)
-    data = a.request(p.REGISTER, ("ssh-home",), nonce=b"N" * 8)
+    data = a.request(p.REGISTER, ("ssh-home",), echo=b"N" * 8)
     out = reg.handle(data, A_ADDR, T0)
     (msg,) = replies_to(out, A_ADDR)
     assert isinstance(msg, p.CookieReply) and msg.nonce == b"N" * 8
@@ -261,7 +278,8 @@ def introduce(reg: Registry, src: Node, dest_name: str, now: float) -> tuple[byt
     """`src` asks to reach `dest_name`: the relay tokens (src->dest, dest->src) it grants."""
     out = reg.handle(src.request(p.CONNECT, (dest_name,)), src.addr, now)
     mine = [m for m in replies_to(out, src.addr) if isinstance(m, p.Introduced)]
-    theirs = [p.decode_reply(s.data) for s in out if s.addr != src.addr]
+    (dest_addr,) = {s.addr for s in out if s.addr != src.addr}
+    theirs = replies_to(out, dest_addr)
     assert len(mine) == 1 and len(theirs) == 1 and isinstance(theirs[0], p.Introduced)
     return mine[0].relay_token, theirs[0].relay_token
 
@@ -346,7 +364,8 @@ def test_restart_on_same_database_keeps_registrations_and_cookies(tmp_path: Path
     register(reg, b, ("laptop",), T0)
     assert isinstance(reg.store, SQLiteStore)
     reg.store.close()
-    reg2 = Registry(SQLiteStore(db), rng=rng_for(99).randbytes)  # new process, new rng
+    reg2 = Registry(SQLiteStore(db), rng=rng_for(99).randbytes,  # new process, new rng,
+                    static_private=reg.static_private)  # same key file
     # Names come back from the database.
     held = reg2.store.member_by_name(NET, "ssh-home", T0 + 5)
     assert held is not None and held.static == a.static
@@ -380,9 +399,9 @@ def test_unproven_signed_requests_never_amplify(kind: int, cookie: bytes, counte
                                                 tail: bytes) -> None:
     reg = FUZZ_REG
     before = snapshot(reg)
-    req = p.Request(kind, NET, b"\x77" * 32, counter, b"n" * 8, cookie,
+    req = p.Request(kind, NET, b"\x77" * 32, min(counter, p.COUNTER_LIMIT - 1), b"n" * 8, cookie,
                     ("x",) if kind in (p.REGISTER, p.CONNECT) else ())
-    data = p.encode_request(req, KEY)
+    data = seal_request(req, b"e" * 8, KEY, b"\x77" * 32, reg.static_public, b"\x55" * 32)
     for candidate in (data, data[:-1] + tail):
         for send in reg.handle(candidate, ("192.0.2.50", 5050), T0 + 1):
             assert len(send.data) <= len(candidate)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from types import ModuleType
 
 import pytest
 
+from rendezvous.store import SQLiteStore
 from tunnel.cli.commands import list as list_cmd
 from tunnel.cli.commands import netcheck as netcheck_cmd
 from tunnel.cli.commands import rendezvous as rendezvous_cmd
@@ -20,14 +23,17 @@ from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
 from tunnel.cli.main import build_parser
 from tunnel.errors import UserError
-from tunnel.keys.identity import load_or_create_identity, store_network_secret
-from tunnel.keys.netkeys import fingerprint
+from tunnel.keys.identity import load_or_create_identity, read_secret_file, store_network_secret
+from tunnel.keys.netkeys import encode_key, fingerprint
+from tunnel.keys.pins import ServerKeyMismatch, ServerPins
 from tunnel.node.netcheck import query
 from tunnel.path.rendezvous import Registered, RendezvousClient
+from tunnel.session.crypto import public_key
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = [list_cmd, netcheck_cmd, rendezvous_cmd]
 SECRET = bytes(range(32))
+PEER = public_key(b"\x05" * 32)  # the static key of the private key the peer uses
 
 
 def free_port_pair() -> int:
@@ -94,7 +100,7 @@ def test_rendezvous_settings_from_flags(tmp_path: Path) -> None:
 
 def test_list_shows_registered_nodes(home: Path, server: tuple[str, int],
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    peer = RendezvousClient(SECRET, b"\x05" * 32, ["ssh-home"], [], server)
+    peer = RendezvousClient(SECRET, b"\x05" * 32, ["ssh-home"], [], server)  # pins on first use
     peer.start(time.monotonic())
     assert any(isinstance(e, Registered) for e in query(peer, lambda e: isinstance(e, Registered),
                                                           5.0))
@@ -102,11 +108,11 @@ def test_list_shows_registered_nodes(home: Path, server: tuple[str, int],
     assert module.run(args, ctx) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["names"] for r in rows] == [["ssh-home"]]
-    assert rows[0]["fingerprint"] == fingerprint(b"\x05" * 32) and rows[0]["self"] is False
+    assert rows[0]["fingerprint"] == fingerprint(PEER) and rows[0]["self"] is False
     module, ctx, args = invoke(["list", "--rendezvous", f"{server[0]}:{server[1]}"])
     assert module.run(args, ctx) == 0
     text = capsys.readouterr().out
-    assert "ssh-home" in text and fingerprint(b"\x05" * 32) in text and "LAST SEEN" in text
+    assert "ssh-home" in text and fingerprint(PEER) in text and "LAST SEEN" in text
 
 
 def test_netcheck_on_loopback(home: Path, server: tuple[str, int],
@@ -189,3 +195,69 @@ def test_rendezvous_help_documents_the_relay_flags(capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     for flag in ("--relay-rate", "--relay-network-rate", "--relay-total-rate", "--networks FILE"):
         assert flag in text
+
+
+def test_list_pins_the_server_key_then_refuses_another(home: Path, server: tuple[str, int],
+                                                       tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    where = f"{server[0]}:{server[1]}"
+    module, ctx, args = invoke(["list", "--rendezvous", where])
+    assert module.run(args, ctx) == 0
+    real = ServerPins(home).get(where)
+    assert real is not None and real == public_key(
+        read_secret_file(tmp_path / "rendezvous.key", 32, "rendezvous key"))
+    capsys.readouterr()
+    # Someone (or a reinstall) now presents another key at that address.
+    other = public_key(b"\x44" * 32)
+    ServerPins(home).pin(where, other)
+    module, ctx, args = invoke(["list", "--rendezvous", where, "--timeout", "3"])
+    with pytest.raises(ServerKeyMismatch) as info:
+        module.run(args, ctx)
+    message = info.value.message
+    assert fingerprint(real) in message and fingerprint(other) in message and where in message
+    assert isinstance(info.value, UserError) and "\n" not in message
+
+
+def test_server_state_is_private_and_its_key_is_shown(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state" / "rdv"
+    db = state / "rendezvous.db"
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--db", str(db),
+                                "--show-key"])
+    assert module.run(args, ctx) == 0
+    shown = capsys.readouterr().out
+    key_file = state / "rendezvous.key"
+    public = public_key(read_secret_file(key_file, 32, "rendezvous key"))
+    assert encode_key(public) in shown and fingerprint(public) in shown
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The same key on every start.
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--db", str(db),
+                                "--show-key"])
+    module.run(args, ctx)
+    assert capsys.readouterr().out == shown
+    # The database and its WAL files, holding the cookie secret, are 0600 whatever the umask.
+    old = os.umask(0o022)
+    try:
+        store = SQLiteStore(db)
+        store.cookie_secret(b"s" * 32)
+        for name in ("rendezvous.db", "rendezvous.db-wal", "rendezvous.db-shm"):
+            assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+        store.close()
+        (state / "rendezvous.db").chmod(0o644)  # as an older version left it
+        SQLiteStore(db).close()
+        assert stat.S_IMODE((state / "rendezvous.db").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    # A key file others can read is refused in one line, as ssh refuses one.
+    key_file.chmod(0o644)
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--db", str(db),
+                                "--show-key"])
+    with pytest.raises(UserError, match="chmod 600"):
+        module.run(args, ctx)
+
+
+def test_max_members_out_of_range_is_a_user_error(tmp_path: Path) -> None:
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--max-members", "600"])
+    with pytest.raises(UserError, match="max_members"):
+        module.run(args, ctx)

@@ -12,10 +12,13 @@ from rendezvous import protocol as p
 from rendezvous.registry import Registry
 from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
+from tunnel.path.sealing import open_reply, seal_request
+from tunnel.session.crypto import public_key
 
 T = 1_800_000_000.0
 NET, NET2 = b"N" * 32, b"M" * 32
 KA, KB = b"a" * 32, b"b" * 32
+SERVER_KEY = b"\x5e" * 32
 
 
 def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
@@ -125,8 +128,9 @@ def test_a_grant_keeps_its_token_while_it_lives_and_ends_with_the_introduction(
 
 def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
-    one = Registry(SQLiteStore(db), rng=random.Random(1).randbytes)
-    two = Registry(SQLiteStore(db), rng=random.Random(2).randbytes)  # same secret from the store
+    one = Registry(SQLiteStore(db), rng=random.Random(1).randbytes, static_private=SERVER_KEY)
+    # Same cookie secret from the store; the same key as an operator would copy it.
+    two = Registry(SQLiteStore(db), rng=random.Random(2).randbytes, static_private=SERVER_KEY)
     secret = bytes(range(32))
     key, net = network_signing_key(secret), network_id(secret)
     addr = ("203.0.113.9", 4000)
@@ -134,17 +138,23 @@ def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> N
                                       addr, T)[0].data)
     assert isinstance(reply, p.CookieReply)
 
+    node_private = b"\x0a" * 32
+
     def req(kind: int, counter: int, names: tuple[str, ...] = ()) -> bytes:
-        return p.encode_request(p.Request(kind, net, KA, counter, b"n" * 8, reply.cookie, names),
-                                key)
+        request = p.Request(kind, net, public_key(node_private), counter, b"n" * 8, reply.cookie,
+                            names)
+        return seal_request(request, b"e" * 8, key, node_private, reply.server_key, b"\x0b" * 32)
+
+    def opened(data: bytes) -> p.Reply | None:
+        return open_reply(data, node_private, public_key(node_private), reply.server_key)
 
     registered = one.handle(req(p.REGISTER, 1, ("ssh-home",)), addr, T)
-    assert p.decode_reply(registered[0].data).__class__ is p.RegisterReply
+    assert opened(registered[0].data).__class__ is p.RegisterReply
     # The other server accepts the first one's cookie and knows the member.
-    listed = p.decode_reply(two.handle(req(p.LIST, 2), addr, T + 1)[0].data)
+    listed = opened(two.handle(req(p.LIST, 2), addr, T + 1)[0].data)
     assert isinstance(listed, p.Listed) and [m.names for m in listed.peers] == [("ssh-home",)]
     # A replay of counter 2 at the first server is refused: counters are shared too.
-    stale = p.decode_reply(one.handle(req(p.LIST, 2), addr, T + 2)[0].data)
+    stale = opened(one.handle(req(p.LIST, 2), addr, T + 2)[0].data)
     assert isinstance(stale, p.Refused) and stale.code == p.STALE_COUNTER and stale.counter == 2
 
 

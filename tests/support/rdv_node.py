@@ -1,11 +1,12 @@
 """Test-only node for the NAT lab: drives `RendezvousClient` over a real UDP socket.
 
-    python tests/support/rdv_node.py --server IP:PORT --secret HEX --static HEX \
-        [--names a,b] [--port N]
+    python tests/support/rdv_node.py --server IP:PORT --secret HEX --private HEX \
+        [--server-key HEX] [--names a,b] [--port N]
 
 Prints one JSON line per event on stdout; reads commands on stdin, one a line: `start`,
 `list`, `connect NAME`, `relay STATIC_HEX TEXT`, `leave`, `netcheck`, `quit`. Relayed datagrams
-that arrive are printed as {"event": "Relayed", ...}.
+that arrive are printed as {"event": "Relayed", ...}. Without --server-key the node pins the
+key the server's first COOKIE carries.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def event_json(event: rc.Event) -> dict[str, Any]:
         out.update(name=event.name, reason=event.reason)
     elif isinstance(event, rc.CookieReceived):
         out["public"] = f"{event.public_endpoint[0]}:{event.public_endpoint[1]}"
+    elif isinstance(event, rc.ServerKeyLearned):
+        out["key"] = event.key.hex()
+    elif isinstance(event, rc.ServerKeyChanged):
+        out.update(pinned=event.pinned.hex(), offered=event.offered.hex())
     return out
 
 
@@ -93,7 +98,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", type=ep, required=True)
     ap.add_argument("--secret", required=True)
-    ap.add_argument("--static", required=True)
+    ap.add_argument("--private", required=True, help="the node's X25519 private key (hex)")
+    ap.add_argument("--server-key", default=None, help="the server's public key (hex)")
     ap.add_argument("--names", default="")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--lan", default="")
@@ -106,8 +112,10 @@ def main() -> int:
     lan = tuple(ep(x) for x in args.lan.split(",") if x)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("0.0.0.0", args.port))
-    client = rc.RendezvousClient(bytes.fromhex(args.secret), bytes.fromhex(args.static), names,
-                                 lan, args.server, counter_start=time.time_ns() // 1000)
+    server_key = bytes.fromhex(args.server_key) if args.server_key else None
+    client = rc.RendezvousClient(bytes.fromhex(args.secret), bytes.fromhex(args.private), names,
+                                 lan, args.server, server_key=server_key,
+                                 counter_start=time.time_ns() // 1000)
     emit({"event": "Ready", "port": sock.getsockname()[1]})
     pending = b""
     while True:

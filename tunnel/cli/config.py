@@ -28,7 +28,7 @@ from tunnel.errors import ConfigError, os_reason
 class Key:
     """One documented config key: its kind, default, environment variable and meaning."""
 
-    # str | name | int | port_number | float | bool | endpoint | port | keys | list | choice
+    # str | name | int | port_number | float | bool | endpoint | port | key | keys | list | choice
     kind: str
     default: Any = None
     doc: str = ""
@@ -43,6 +43,8 @@ class Key:
 
 NODE_KEYS: dict[str, Key] = {
     "rendezvous": Key("endpoint", None, "rendezvous server HOST:PORT", env="PTUNNEL_RENDEZVOUS"),
+    "rendezvous_key": Key("key", None, "the rendezvous server's public key (base64)",
+                          env="PTUNNEL_RENDEZVOUS_KEY"),
     "log_level": Key("choice", "info", "log level", env="PTUNNEL_LOG_LEVEL",
                      choices=("debug", "info", "warning", "error")),
     "log_format": Key("choice", "text", "log line format", choices=("text", "json")),
@@ -80,6 +82,7 @@ RENDEZVOUS_KEYS: dict[str, Key] = {
     "relay_network_rate": Key("int", 25_000_000, "relay budget per network in bytes per second"),
     "relay_total_rate": Key("int", 125_000_000, "relay budget of the server in bytes per second"),
     "networks": Key("str", None, "file of the network ids served, one a line (default: all)"),
+    "max_members": Key("int", 256, "nodes one network may register at once (1-510)"),
     "log_level": Key("choice", "info", "log level", choices=("debug", "info", "warning", "error")),
     "log_format": Key("choice", "text", "log line format", choices=("text", "json")),
 }
@@ -95,6 +98,16 @@ class _Problems:
     def at(self, node: yaml.Node, text: str) -> _Invalid:
         self.found.append(f"{self.path}:{node.start_mark.line + 1}: {text}")
         return INVALID
+
+
+def _public_key(text: str) -> bytes:
+    from tunnel.keys.netkeys import decode_key
+
+    return decode_key(text)
+
+
+def _where(path: Path, node: yaml.Node) -> str:
+    return f"{path}:{node.start_mark.line + 1}"
 
 
 class _Invalid:
@@ -125,12 +138,14 @@ def _scalar(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
         "choice": lambda v: v if v in spec.choices else None,
         "endpoint": lambda v: parse_endpoint(v) if isinstance(v, str) else None,
         "port": lambda v: parse_endpoint(str(v), default_host="127.0.0.1"),
+        "key": lambda v: _public_key(v) if isinstance(v, str) else None,
     }
     expected = {
         "str": "a string", "name": f"a name: {NAME_RULE}",
         "int": "a whole number", "port_number": "a port number (1-65535)", "float": "a number",
         "bool": "true or false", "choice": "one of " + ", ".join(spec.choices),
         "endpoint": "HOST:PORT", "port": "[HOST:]PORT",
+        "key": "a base64 public key (as `ptunnel rendezvous --show-key` prints it)",
     }[spec.kind]
     try:
         result = checks[spec.kind](value)
@@ -312,7 +327,8 @@ def resolve(
         if spec.env and environ.get(spec.env):
             text = environ[spec.env]
             try:
-                value = parse_endpoint(text) if spec.kind == "endpoint" else text
+                value = (parse_endpoint(text) if spec.kind == "endpoint"
+                         else _public_key(text) if spec.kind == "key" else text)
             except ValueError as exc:
                 raise ConfigError(f"environment variable {spec.env}: {exc}") from None
             if spec.kind == "choice" and value not in spec.choices:

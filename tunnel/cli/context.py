@@ -64,14 +64,37 @@ class Context:
         return secret
 
     def rendezvous_addr(self) -> tuple[str, int]:
+        """The configured rendezvous, else the first one the join code named."""
+        from tunnel.addresses import parse_endpoint
+        from tunnel.keys.pins import joined_rendezvous
+
         addr = self.config.get("rendezvous")
         if addr is None:
-            raise UserError(
-                "no rendezvous server given; pass --rendezvous HOST:PORT, set PTUNNEL_RENDEZVOUS "
-                "or put `rendezvous: HOST:PORT` in node.yaml"
-            )
+            joined = joined_rendezvous(self.home)
+            if not joined:
+                raise UserError(
+                    "no rendezvous server given; pass --rendezvous HOST:PORT, set "
+                    "PTUNNEL_RENDEZVOUS, put `rendezvous: HOST:PORT` in node.yaml, or join with "
+                    "a ptn2 code (it names the rendezvous)"
+                )
+            try:
+                addr = parse_endpoint(joined[0])
+            except ValueError as exc:
+                raise UserError(f"{self.home / 'joined_rendezvous'}: {exc}; join again or "
+                                "pass --rendezvous HOST:PORT") from None
         host, port = addr
         return str(host), int(port)
+
+    def rendezvous_key(self, addr: tuple[str, int]) -> bytes | None:
+        """The rendezvous' key: configured (`rendezvous_key`), else pinned for `addr`, else
+        None (the node then pins the key the server shows on first contact)."""
+        from tunnel.addresses import format_endpoint
+        from tunnel.keys.pins import ServerPins
+
+        configured = self.config.get("rendezvous_key")
+        if configured is not None:
+            return bytes(configured)
+        return ServerPins(self.home).get(format_endpoint(addr))
 
     def out(self, text: str) -> None:
         """A command's result on stdout (logs go to stderr)."""

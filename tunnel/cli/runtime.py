@@ -191,11 +191,13 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
 def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
     config = ctx.config
     node_allow = list(config.get("allow") or []) + list(allow or [])
+    rendezvous = ctx.rendezvous_addr()
     return Tunnel(
         home=ctx.home,
         identity=ctx.identity(),
         network_secret=ctx.network_secret(),
-        rendezvous=ctx.rendezvous_addr(),
+        rendezvous=rendezvous,
+        rendezvous_key=ctx.rendezvous_key(rendezvous),
         allow=node_allow or None,
         direct_only=bool(config.get("direct_only")),
         keepalive=float(config.get("keepalive") or 0.0),

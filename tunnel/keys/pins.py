@@ -1,4 +1,5 @@
-"""Pinned peer keys per name: `$PTUNNEL_HOME/known_nodes`, like ssh's known_hosts.
+"""Pinned keys, like ssh's known_hosts: peers per name in `$PTUNNEL_HOME/known_nodes`, rendezvous
+servers per address in `$PTUNNEL_HOME/known_rendezvous`.
 
 The first connection to a name records the key the rendezvous introduced; later connections must
 see the same key. A changed key is refused with both fingerprints, unless the user accepts it
@@ -9,6 +10,12 @@ File format, one pin a line, `#` comments and blank lines ignored::
 
     # name  base64 X25519 public key
     ssh-home  q83vEjRWeJq8zN7wEjRWeJq8zN7wEjRWeJq8zN7wEjQ=
+
+A rendezvous server's key is pinned the same way under its `HOST:PORT` as configured (a join
+code's key, or the key its first COOKIE carried). A changed server key is refused with both
+fingerprints (`ServerKeyMismatch`); a new join code or deleting the line accepts it.
+`joined_rendezvous` lists the rendezvous addresses of the join code, the first being the one a
+node uses when no `--rendezvous`, `PTUNNEL_RENDEZVOUS` or `rendezvous:` names one.
 
 Lines that do not parse are kept as they are (and logged once), never silently dropped. Writes
 are atomic (temporary file + rename) with mode 0600. This module does file I/O, so it is
@@ -30,6 +37,8 @@ from tunnel.keys.netkeys import decode_key, encode_key, fingerprint
 log = logging.getLogger(__name__)
 
 KNOWN_NODES_FILE = "known_nodes"
+KNOWN_RENDEZVOUS_FILE = "known_rendezvous"
+JOINED_RENDEZVOUS_FILE = "joined_rendezvous"
 FILE_FIX = "fix its permissions, or move it out of the way (it holds the keys pinned so far)"
 
 
@@ -44,6 +53,19 @@ class PinMismatch(UserError):
             f"the key of {name!r} has changed: pinned {fingerprint(pinned)}, now offered "
             f"{fingerprint(offered)}. Someone may be impersonating it, or it was reinstalled; "
             f"if you know it was, connect with --accept-new-key (pins are in {path})"
+        )
+
+
+class ServerKeyMismatch(UserError):
+    """The rendezvous at an address presents another key than the one pinned for it."""
+
+    def __init__(self, server: str, pinned: bytes, offered: bytes, path: Path) -> None:
+        self.server, self.pinned, self.offered = server, pinned, offered
+        super().__init__(
+            f"the rendezvous at {server} presents the key {fingerprint(offered)}, but "
+            f"{fingerprint(pinned)} is pinned for it: someone on the way may be impersonating "
+            f"it. If its operator replaced the key (`ptunnel rendezvous --show-key` there), "
+            f"join with a new code from `ptunnel invite`, or delete its line in {path}"
         )
 
 
@@ -81,8 +103,8 @@ def _check_name(name: str) -> None:
 class PinStore:
     """The known_nodes file of one state directory."""
 
-    def __init__(self, home: Path) -> None:
-        self.path = Path(home) / KNOWN_NODES_FILE
+    def __init__(self, home: Path, filename: str = KNOWN_NODES_FILE) -> None:
+        self.path = Path(home) / filename
 
     def _read(self) -> list[_Line]:
         try:
@@ -126,6 +148,17 @@ class PinStore:
     def get(self, name: str) -> bytes | None:
         return self.entries().get(name)
 
+    def pin(self, name: str, key: bytes) -> None:
+        """Record `key` for `name`, replacing any pin it had (a join code's word is final)."""
+        _check_name(name)
+        lines = self._read()
+        new_line = _Line(f"{name} {encode_key(key)}", name, key)
+        if any(line.name == name for line in lines):
+            lines = [new_line if line.name == name else line for line in lines]
+        else:
+            lines.append(new_line)
+        self._write(lines)
+
     def check(self, name: str, key: bytes, accept_new_key: bool = False) -> PinResult:
         """Compare `key` with the pin of `name`; record it on first use.
 
@@ -158,3 +191,54 @@ class PinStore:
             return False
         self._write(kept)
         return True
+
+
+class ServerPins:
+    """`known_rendezvous`: the key of each rendezvous server, by `HOST:PORT` as configured."""
+
+    def __init__(self, home: Path) -> None:
+        self.store = PinStore(home, KNOWN_RENDEZVOUS_FILE)
+        self.path = self.store.path
+
+    def get(self, server: str) -> bytes | None:
+        return self.store.get(server)
+
+    def pin(self, server: str, key: bytes) -> None:
+        self.store.pin(server, key)
+
+    def check(self, server: str, key: bytes) -> None:
+        """Pin `key` on first use; raise `ServerKeyMismatch` if another key is pinned."""
+        pinned = self.store.get(server)
+        if pinned is None:
+            self.store.pin(server, key)
+            log.info("pinned the key of the rendezvous at %s: %s", server, fingerprint(key))
+        elif pinned != key:
+            raise ServerKeyMismatch(server, pinned, key, self.path)
+
+
+def joined_rendezvous(home: Path) -> list[str]:
+    """The rendezvous addresses (`HOST:PORT`) the join code named, first one first."""
+    path = Path(home) / JOINED_RENDEZVOUS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise path_error(exc, f"read {path}", FILE_FIX) from None
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def store_joined_rendezvous(home: Path, servers: list[str]) -> None:
+    """Remember the join code's rendezvous addresses (atomically, mode 0600)."""
+    path = Path(home) / JOINED_RENDEZVOUS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    with file_problem(f"write {path}", FILE_FIX):
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, "".join(server + "\n" for server in servers).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)

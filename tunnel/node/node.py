@@ -61,6 +61,7 @@ class NodeOptions:
     identity: Identity
     network_secret: bytes
     rendezvous: Addr
+    rendezvous_key: bytes | None = None  # None: pinned from the server's first COOKIE
     names: tuple[str, ...] = ()
     allow: list[bytes] | None = None
     bind: Addr = ("0.0.0.0", 0)
@@ -114,8 +115,9 @@ class Node:
         lan = self.candidate_policy.announceable(
             (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
         self.rdv = rc.RendezvousClient(
-            self.options.network_secret, self.options.identity.public, self.options.names, lan,
-            self.options.rendezvous, counter_start=int(time.time() * 1e6),
+            self.options.network_secret, self.options.identity.private, self.options.names, lan,
+            self.options.rendezvous, server_key=self.options.rendezvous_key,
+            counter_start=int(time.time() * 1e6),
         )
         self.rdv.start(monotonic())
         self.kick()

@@ -7,17 +7,27 @@ How it behaves:
 - Every signed request needs a cookie. The client fetches one (COOKIE_REQUEST), keeps it for
   `CLIENT_COOKIE_MAX_AGE`, and adopts any fresh cookie the server sends back instead of an answer
   (expired cookie, server restarted with another secret, address changed behind a NAT).
+- Every request is a Noise X message to the server's static key that proves ours, and every
+  reply or push must be a Noise K message from that key to ours (`tunnel/path/sealing.py`):
+  nobody else can write one, and nobody on the path can read names, keys or addresses.
+- The server's key comes from the caller (a join code, the config, or a pin). Without one the
+  client takes the key the first COOKIE carries and reports `ServerKeyLearned` so the shell pins
+  it; a COOKIE with any other key than the one in use is reported once as `ServerKeyChanged`
+  (requests sealed to the old key then go unanswered: the shell refuses to go on).
 - Each transmission is signed anew with the next counter, so a retransmission is never mistaken
   for a replay. If the server says the counter is stale (this node restarted), the client jumps
-  past the server's value and retries at once.
-- Each request has its own random nonce; replies must echo it. Pushes (JOINED, LEFT, an incoming
-  INTRODUCED) must echo the nonce of one of our recent registrations. Anything else is dropped:
-  an off-path spoofer cannot make us believe a forged reply.
+  past the server's value and retries at once, but never to `COUNTER_LIMIT` or beyond: such a
+  reply is dropped, whatever its value.
+- Each request has its own secret nonce, sealed inside; replies must carry it. Pushes (JOINED,
+  LEFT, an incoming INTRODUCED) must carry the nonce of one of our recent registrations, and a
+  push already seen (same Noise ephemeral) is dropped as a replay. A COOKIE sent instead of an
+  answer must echo the request's clear echo. Anything else is dropped.
 - Registration refreshes every `REFRESH_INTERVAL`; each REGISTERED carries the full member list,
   so a lost JOINED/LEFT push is repaired by the next refresh (diffed into PeerJoined/PeerLeft).
-- Requests are retransmitted with exponential backoff; after `UNREACHABLE_AFTER` unanswered
-  attempts the client reports `ServerUnreachable` once and keeps trying (the registration forever,
-  LIST/CONNECT until `GIVE_UP_AFTER`).
+- Requests are retransmitted with exponential backoff, each time with a cookie request beside
+  (its COOKIE shows the server's key: a changed key is noticed at the first retry); after
+  `UNREACHABLE_AFTER` unanswered attempts the client reports `ServerUnreachable` once and keeps
+  trying (the registration forever, LIST/CONNECT until `GIVE_UP_AFTER`).
 - An INTRODUCED carries our relay token toward that peer; `wrap_relay` puts it (as the grant
   id and a MAC of the datagram) on every datagram we relay to the peer. Without a token there
   is nothing to relay with: the server forwards only what a token proves.
@@ -39,6 +49,9 @@ from dataclasses import dataclass, field
 from rendezvous import protocol as p
 from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
 from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key, short_network_id
+from tunnel.path.sealing import open_reply, seal_request
+from tunnel.session.crypto import public_key
+from tunnel.session.oneway import usable_static
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +71,9 @@ MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission ti
 # past its peer's PeerLeft: the server judges whether it still holds, and a re-registered peer
 # is introduced again anyway.
 MAX_RELAY_TOKENS = 4096
+# Pushes remembered to drop replays: a registration nonce lives about 3 refreshes (60 s), and a
+# network's pushes in that time are a few per member.
+SEEN_PUSHES = 1024
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -110,6 +126,22 @@ class ServerUnreachable:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerKeyLearned:
+    """No key was given for this server: this one, from its first COOKIE, is now in use (trust
+    on first use). The shell pins it."""
+
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKeyChanged:
+    """The server offered another key than the one in use (pinned or configured)."""
+
+    pinned: bytes
+    offered: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class CookieReceived:
     """The server told us our public endpoint (also what netcheck uses)."""
 
@@ -127,13 +159,15 @@ class Health:
 
 
 Event = (Registered | PeerJoined | PeerLeft | Introduced | RegistrationRefused | ListReceived
-         | ConnectRefused | ServerUnreachable | CookieReceived)
+         | ConnectRefused | ServerUnreachable | CookieReceived | ServerKeyLearned
+         | ServerKeyChanged)
 
 
 @dataclass(slots=True)
 class _Pending:
     kind: int
     nonce: bytes
+    echo: bytes = b""  # in clear in every transmission; a COOKIE sent instead echoes it
     name: str = ""  # CONNECT target
     attempts: int = 0
     deadline: float = 0.0
@@ -151,18 +185,29 @@ class RendezvousClient:
     def __init__(
         self,
         network_secret: bytes,
-        static_public: bytes,
+        static_private: bytes,
         names: tuple[str, ...] | list[str],
         lan_candidates: tuple[Endpoint, ...] | list[Endpoint],
         server_addr: Endpoint,
+        server_key: bytes | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         counter_start: int = 0,
     ) -> None:
-        """`counter_start`: pass e.g. wall-clock microseconds so a restarted node does not
-        need a STALE_COUNTER round trip; any value works."""
+        """`static_private`: this node's X25519 key. `server_key`: the server's static key, or
+        None to take it from the server's first COOKIE (`ServerKeyLearned`). `counter_start`:
+        pass e.g. wall-clock microseconds so a restarted node does not need a STALE_COUNTER
+        round trip; any value below 2^62 works."""
+        if not 0 <= counter_start < p.COUNTER_LIMIT // 2:
+            raise ValueError(f"counter_start must be 0 to 2^62, not {counter_start}")
+        if server_key is not None and not usable_static(server_key):
+            raise ValueError("the rendezvous key is not a usable X25519 public key")
         self.network = network_id(network_secret)
         self._signer = network_signing_key(network_secret)
-        self.static = static_public
+        self._static_private = static_private
+        self.static = public_key(static_private)
+        self.server_key = server_key
+        self._key_changes_reported: set[bytes] = set()
+        self._seen_pushes: deque[bytes] = deque(maxlen=SEEN_PUSHES)
         self.names = tuple(names)
         for name in self.names:
             if not p.valid_name(name):
@@ -225,7 +270,7 @@ class RendezvousClient:
         self._next_refresh = None
         self._pending = {k: v for k, v in self._pending.items() if v.kind != p.REGISTER}
         if self.registered and self._cookie_valid(now):
-            self._transmit(_Pending(p.LEAVE, self._rng(p.NONCE_SIZE)), now)
+            self._transmit(_Pending(p.LEAVE, self._rng(p.NONCE_SIZE), self._rng(p.ECHO_SIZE)), now)
         self.registered = False
         self.registered_names = ()
 
@@ -286,12 +331,20 @@ class RendezvousClient:
         for q in list(self._pending.values()):
             if now >= q.deadline and self._note_attempt(q):
                 self._send(q, now)
+                if self._cookie_req is None:
+                    # Silence: a server with another key drops our requests unanswered; a
+                    # COOKIE shows its key (and a fresh cookie, should ours be the problem).
+                    self._send_cookie_request(now)
 
     def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> bool:
         """Consume a rendezvous datagram; False when it is not ours (other types or senders)."""
         if not data or data[0] not in p.RENDEZVOUS_TYPES or _norm(addr) != _norm(self.server):
             return False
-        msg = p.decode_reply(data)
+        msg: p.Reply | None = None
+        if data[0] == p.COOKIE:
+            msg = p.decode_reply(data)
+        elif self.server_key is not None:
+            msg = open_reply(data, self._static_private, self.static, self.server_key)
         if msg is None:
             self.dropped += 1
             return True
@@ -300,6 +353,11 @@ class RendezvousClient:
         elif isinstance(msg, p.Joined | p.Left) or (
             isinstance(msg, p.Introduced) and msg.nonce not in self._pending
         ):
+            ephemeral = data[1 : 1 + p.KEY_SIZE]
+            if ephemeral in self._seen_pushes:
+                self.dropped += 1  # a replayed push (only an on-path observer has one)
+                return True
+            self._seen_pushes.append(ephemeral)
             self._on_push(msg, now)
         else:
             q = self._pending.get(msg.nonce)
@@ -313,9 +371,22 @@ class RendezvousClient:
     # --- replies -------------------------------------------------------------------------------
     def _on_cookie(self, msg: p.CookieReply, now: float) -> None:
         ours = self._cookie_req is not None and msg.nonce == self._cookie_req.nonce
-        if not ours and msg.nonce not in self._pending:
+        if not ours and not any(q.echo == msg.nonce for q in self._pending.values()):
             self.dropped += 1
             return
+        if not usable_static(msg.server_key):
+            self.dropped += 1  # nothing could be sealed to it: not a server's key
+            return
+        if self.server_key is None:
+            self.server_key = msg.server_key
+            log.info("rendezvous %s:%d has key %s (first use)", *self.server,
+                     fingerprint(msg.server_key))
+            self._events.append(ServerKeyLearned(msg.server_key))
+        elif msg.server_key != self.server_key and (
+            msg.server_key not in self._key_changes_reported
+        ):
+            self._key_changes_reported.add(msg.server_key)
+            self._events.append(ServerKeyChanged(self.server_key, msg.server_key))
         self._reachable(now)
         self._cookie, self._cookie_at = msg.cookie, now
         self._cookie_req = None
@@ -350,6 +421,13 @@ class RendezvousClient:
 
     def _on_refused(self, q: _Pending, msg: p.Refused, now: float) -> None:
         if msg.code == p.STALE_COUNTER:
+            if msg.counter >= p.COUNTER_LIMIT - 1:
+                # No counter we may send is above it: a server that says so is broken (ours
+                # refuses such counters). Drop it; the retransmission timer tries again.
+                log.warning("rendezvous %s:%d reported a stale counter out of range; ignored",
+                            *self.server)
+                self.dropped += 1
+                return
             self._counter = max(self._counter, msg.counter)
             self._transmit(q, now)
             return
@@ -374,6 +452,10 @@ class RendezvousClient:
                 self._events.append(RegistrationRefused(reason, fp))
             elif msg.code == p.NETWORK_REFUSED:
                 self._events.append(RegistrationRefused(self._network_refused()))
+            elif msg.code == p.NETWORK_FULL:
+                self._events.append(RegistrationRefused(
+                    f"this network already has {msg.cap} nodes registered, the most this "
+                    "rendezvous allows; stop one, or ask its operator to raise max_members"))
             else:
                 self._events.append(RegistrationRefused(f"refused (code {msg.code})"))
         elif q.kind == p.CONNECT:
@@ -438,12 +520,13 @@ class RendezvousClient:
 
     # --- sending -------------------------------------------------------------------------------
     def _request(self, kind: int, now: float, name: str = "", explicit: bool = False) -> None:
-        q = _Pending(kind, self._rng(p.NONCE_SIZE), name, explicit=explicit, asked_at=now)
+        q = _Pending(kind, self._rng(p.NONCE_SIZE), self._rng(p.ECHO_SIZE), name,
+                     explicit=explicit, asked_at=now)
         self._pending[q.nonce] = q
         self._send(q, now)
 
     def _send(self, q: _Pending, now: float) -> None:
-        if self._cookie_valid(now):
+        if self._cookie_valid(now) and self.server_key is not None:
             self._transmit(q, now)
         else:
             # Wait for the cookie; the request goes out when it arrives (or on its own retry).
@@ -452,7 +535,7 @@ class RendezvousClient:
                 self._send_cookie_request(now)
 
     def _transmit(self, q: _Pending, now: float) -> None:
-        assert self._cookie is not None
+        assert self._cookie is not None and self.server_key is not None
         self._counter += 1
         names = (q.name,) if q.kind == p.CONNECT else self.names if q.kind == p.REGISTER else ()
         if q.kind == p.REGISTER:
@@ -460,7 +543,9 @@ class RendezvousClient:
         lan = self.lan if q.kind == p.REGISTER else ()
         req = p.Request(q.kind, self.network, self.static, self._counter, q.nonce, self._cookie,
                         names, lan)
-        self._outbox.append((p.encode_request(req, self._signer), self.server))
+        data = seal_request(req, q.echo, self._signer, self._static_private, self.server_key,
+                            self._rng(32))
+        self._outbox.append((data, self.server))
         q.deadline = now + self._backoff(q.attempts)
 
     def _send_cookie_request(self, now: float) -> None:

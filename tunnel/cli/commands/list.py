@@ -11,8 +11,14 @@ from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
 from tunnel.errors import RuntimeFailure
 from tunnel.keys.netkeys import encode_key, fingerprint
+from tunnel.keys.pins import ServerKeyMismatch, ServerPins
 from tunnel.node.netcheck import query, resolve
-from tunnel.path.rendezvous import ListReceived, RendezvousClient
+from tunnel.path.rendezvous import (
+    ListReceived,
+    RendezvousClient,
+    ServerKeyChanged,
+    ServerKeyLearned,
+)
 
 NAME = "list"
 ORDER = 30
@@ -32,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long to wait for the rendezvous (default 5)")
 
 
-def server_address(ctx: Context) -> tuple[str, int]:
-    addr = ctx.rendezvous_addr()
+def server_address(ctx: Context, addr: tuple[str, int] | None = None) -> tuple[str, int]:
+    """The rendezvous (`addr`, else the configured one) resolved to an IP address."""
+    addr = addr or ctx.rendezvous_addr()
     # getaddrinfo() cannot be interrupted, and a resolver that does not answer holds it for
     # seconds: it runs in a daemon thread, and waiting for that thread ends at Ctrl-C.
     outcome: list[tuple[str, int] | OSError] = []
@@ -56,13 +63,25 @@ def server_address(ctx: Context) -> tuple[str, int]:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     secret = ctx.network_secret()
-    me = ctx.identity().public
-    server = server_address(ctx)
+    identity = ctx.identity()
+    me = identity.public
+    configured = ctx.rendezvous_addr()
+    server = server_address(ctx, configured)
     # Counters are per key and this key is also the running node's: start from the clock, as
     # the node does, so the request is not refused as stale (the server would resync us anyway).
-    client = RendezvousClient(secret, me, (), (), server, counter_start=time.time_ns() // 1000)
+    client = RendezvousClient(secret, identity.private, (), (), server,
+                              server_key=ctx.rendezvous_key(configured),
+                              counter_start=time.time_ns() // 1000)
     client.request_list(time.monotonic())
-    events = query(client, lambda e: isinstance(e, ListReceived), args.timeout)
+    events = query(client, lambda e: isinstance(e, ListReceived | ServerKeyChanged),
+                   args.timeout)
+    pins = ServerPins(ctx.home)
+    for event in events:
+        if isinstance(event, ServerKeyLearned):
+            pins.check(format_endpoint(configured), event.key)
+        elif isinstance(event, ServerKeyChanged):
+            raise ServerKeyMismatch(format_endpoint(configured), event.pinned, event.offered,
+                                    pins.path)
     listed = [e for e in events if isinstance(e, ListReceived)]
     if not listed:
         raise RuntimeFailure(

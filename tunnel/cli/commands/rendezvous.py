@@ -1,15 +1,17 @@
-"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--networks FILE] [--no-relay]`: run a
-rendezvous server."""
+"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--networks FILE] [--no-relay] [--show-key]`:
+run a rendezvous server, or show its key."""
 
 from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rendezvous.admission import OPEN, Admission, parse_networks
+from rendezvous.protocol import MAX_MEMBERS_LIMIT
 from tunnel.addresses import format_endpoint, parse_endpoint
 from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
@@ -31,6 +33,10 @@ Relayed traffic is capped per node, per network and in all (--relay-rate, --rela
 when it introduced the two nodes. The server is open to every network unless --networks names a
 file of the network ids it serves (one a line, as `ptunnel id` prints them, `#` comments):
 other networks are then refused, and nothing is relayed for them.
+
+The server has a static key (`rendezvous.key` beside the database, created on first start):
+nodes seal every request to it and check that every reply comes from it. It is printed at start
+and by --show-key; nodes get it from a ptn2 join code, `rendezvous_key`, or pin it on first use.
 """
 CONFIG_KEYS = RENDEZVOUS_KEYS
 DEFAULT_CONFIG = "rendezvous.yaml"
@@ -53,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relay budget of the whole server (default 125000000)")
     parser.add_argument("--networks", metavar="FILE",
                         help="serve only the network ids listed in FILE (default: every network)")
+    parser.add_argument("--max-members", type=int, metavar="N",
+                        help="nodes one network may register at once (1-510, default 256)")
+    parser.add_argument("--show-key", action="store_true",
+                        help="print the server's public key (creating it if needed) and exit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,7 @@ class ServerSettings:
     relay_network_rate: float
     relay_total_rate: float
     admission: Admission
+    max_members: int
 
 
 def settings(ctx: Context) -> ServerSettings:
@@ -76,11 +87,15 @@ def settings(ctx: Context) -> ServerSettings:
     db = Path(config["db"]).expanduser() if config.get("db") else ctx.home / "rendezvous.db"
     nport = config.get("netcheck_port")
     networks = config.get("networks")
+    max_members = int(config["max_members"])
+    if not 1 <= max_members <= MAX_MEMBERS_LIMIT:
+        raise UserError(f"max_members is {max_members}; use 1-{MAX_MEMBERS_LIMIT} (a member list "
+                        "carries at most that many nodes)")
     return ServerSettings(
         (str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
         int(nport) if nport is not None else None, _rate(config, "relay_rate"),
         _rate(config, "relay_network_rate"), _rate(config, "relay_total_rate"),
-        _admission(Path(networks).expanduser()) if networks else OPEN)
+        _admission(Path(networks).expanduser()) if networks else OPEN, max_members)
 
 
 def _rate(config: dict[str, Any], key: str) -> float:
@@ -105,25 +120,46 @@ def _admission(path: Path) -> Admission:
         raise UserError(f"{exc}; fix the file given to --networks") from None
 
 
+def _key(db: Path) -> bytes:
+    from rendezvous.server import key_path, load_or_create_key
+
+    path = key_path(db)
+    try:
+        private, created = load_or_create_key(path)
+    except OSError as exc:
+        raise path_error(exc, f"create or read the rendezvous key {path}",
+                         "pass another --db (the key lives beside it)") from None
+    if created:
+        sys.stderr.write(f"created the rendezvous key {path}\n")
+    return private
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import serve
+    from rendezvous.server import describe_key, ensure_state_dir, serve
     from rendezvous.store import SQLiteStore
 
     s = settings(ctx)
     try:
-        s.db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(s.db.parent)
     except OSError as exc:
         raise path_error(exc, f"create the directory of the database {s.db}",
                          "pass another --db") from None
+    private = _key(s.db)
+    if args.show_key:
+        ctx.out(f"rendezvous {describe_key(private)}")
+        return 0
     try:
         SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
-    except (ValueError, sqlite3.Error) as exc:
+    except (ValueError, sqlite3.Error, OSError) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
+    ctx.out(f"rendezvous {describe_key(private)}; nodes pin it on first contact, or take it from "
+            "`ptunnel invite` codes or `rendezvous_key`")
     try:
         # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
         run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate,
                                 relay_network_rate=s.relay_network_rate,
-                                relay_total_rate=s.relay_total_rate, admission=s.admission))
+                                relay_total_rate=s.relay_total_rate, admission=s.admission,
+                                static_private=private, max_members=s.max_members))
     except OSError as exc:
         raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
                         f"{exc.strerror or exc}; choose another --listen") from None
