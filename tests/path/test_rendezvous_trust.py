@@ -44,7 +44,8 @@ def test_an_on_path_observer_cannot_forge_an_introduction() -> None:
     (pending,) = [q for q in b._pending.values() if q.kind == p.CONNECT]
     # Before, the observer read this nonce off the wire; grant it even that.
     nonce, fake = pending.nonce, b"\x66" * 32
-    forged = p.encode_reply(p.Introduced(nonce, fake, ("192.0.2.66", 1), (), ("ssh-home",), bytes(16)))
+    forged = p.encode_reply(p.Introduced(nonce, fake, ("192.0.2.66", 1), (), ("ssh-home",),
+                                         bytes(16)))
     eve_server_key = b"\x77" * 32
     sealed_by_eve = seal_reply(forged, eve_server_key, b.static, b"\x55" * 32)
     for datagram in (forged, sealed_by_eve):

@@ -188,7 +188,8 @@ def test_the_largest_sealed_datagrams_need_no_fragmentation() -> None:
     lan = tuple(("fd00::1", 1000 + k) for k in range(p.MAX_LAN))
     request = a.request(p.REGISTER, names, lan)
     peer = p.Peer(b"\x01" * 32, ("2001:db8::1", 1), 0, names)
-    intro = p.encode_reply(p.Introduced(b"n" * 8, peer.static, peer.endpoint, lan, names, bytes(16)))
+    intro = p.encode_reply(p.Introduced(b"n" * 8, peer.static, peer.endpoint, lan, names,
+                                        bytes(16)))
     joined = p.encode_reply(p.Joined(b"n" * 8, peer))
     sealed = [seal_reply(x, reg.static_private, a.static, b"\x01" * 32) for x in (intro, joined)]
     for datagram in (request, *sealed):

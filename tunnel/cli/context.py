@@ -72,6 +72,7 @@ class Context:
         if addr is None:
             joined = joined_rendezvous(self.home)
             if not joined:
+                self.network_secret()  # not joined at all: say that first, `join` names a server
                 raise UserError(
                     "no rendezvous server given; pass --rendezvous HOST:PORT, set "
                     "PTUNNEL_RENDEZVOUS, put `rendezvous: HOST:PORT` in node.yaml, or join with "
