@@ -81,7 +81,7 @@ def _populate(node: Node, count: int, secret: bytes) -> list[tuple[Session, Addr
     return sessions
 
 
-def _median_ms(job: Callable[[], None], rounds: int) -> float:
+def _median_ms(job: Callable[[], object], rounds: int) -> float:
     times = []
     for _ in range(rounds):
         started = time.perf_counter()

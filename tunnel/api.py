@@ -441,7 +441,8 @@ class Tunnel:
         addr = parse_endpoint(rendezvous) if isinstance(rendezvous, str) else rendezvous
         self.options = NodeOptions(identity=identity, network_secret=secret, rendezvous=addr,
                                    allow=allow, bind=bind, keepalive=keepalive,
-                                   direct_only=direct_only, congestion=congestion)
+                                   direct_only=direct_only, congestion=congestion,
+                                   state_dir=self.home)
         self.node = Node(self.options)
         self.forwarder = Forwarder(self.node)
         self.pins = PinStore(self.home)

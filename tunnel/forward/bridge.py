@@ -101,7 +101,7 @@ class StreamBridge(asyncio.Protocol):
                 self.pending += data[taken:]
         if self.pending and self.transport is not None:
             self.transport.pause_reading()
-        self.forwarder.node.kick()
+        self._kick()
 
     def eof_received(self) -> bool:
         self.tcp_eof = True
@@ -119,7 +119,7 @@ class StreamBridge(asyncio.Protocol):
                 # An abort (or a close before our FIN went out): abort the peer's end too.
                 channel.reset_stream(self.stream_id, wire.RESET_ABORTED)
             channel.stop_reading(self.stream_id, wire.RESET_ABORTED)
-            self.forwarder.node.kick()
+            self._kick()
         self._forget()
 
     def pause_writing(self) -> None:
@@ -145,7 +145,7 @@ class StreamBridge(asyncio.Protocol):
             if self.transport.can_write_eof() and not self.transport.is_closing():
                 self.transport.write_eof()
         self._maybe_close()
-        self.forwarder.node.kick()
+        self._kick()
 
     def on_writable(self) -> None:
         self._flush_pending()
@@ -177,7 +177,7 @@ class StreamBridge(asyncio.Protocol):
             return
         taken = channel.write(self.stream_id, self.pending)
         del self.pending[:taken]
-        self.forwarder.node.kick()
+        self._kick()
 
     def _maybe_fin(self) -> None:
         channel = self.channel()
@@ -185,13 +185,18 @@ class StreamBridge(asyncio.Protocol):
                 and channel is not None and self.stream_id is not None):
             self.fin_sent = True
             channel.shutdown_write(self.stream_id)
-            self.forwarder.node.kick()
+            self._kick()
 
     def _maybe_close(self) -> None:
         if self.tcp_eof and self.stream_eof and self.fin_sent and self.transport is not None:
             self.closed = True
             self.transport.close()
             self._forget()
+
+    def _kick(self) -> None:
+        """Ask the node to flush this bridge's peer (none yet: nothing to send)."""
+        if self.link is not None:
+            self.forwarder.node.kick(self.link)
 
     def _forget(self) -> None:
         if self.link is not None and self.stream_id is not None:

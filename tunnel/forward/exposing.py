@@ -161,7 +161,7 @@ class ExposingSide:
                 channel.stop_reading(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
             bridge.closed = True
             bridge._forget()
-            self.owner.node.kick()
+            self.owner.node.kick(bridge.link)
             return
         if rest and bridge.transport is not None:
             bridge.transport.write(rest)
@@ -176,7 +176,7 @@ class ExposingSide:
         if channel is not None:
             channel.reset_stream(incoming.stream_id, code)
             channel.stop_reading(incoming.stream_id, code)
-        self.owner.node.kick()
+        self.owner.node.kick(incoming.link)
 
     # --- datagrams ----------------------------------------------------------------------------
 
