@@ -13,7 +13,7 @@ thousands of peers pays for the few that are busy, not for all of them, on every
 
 Bounds (issue 12): at most `max_peers` links (peers), the same number as sessions; a link the
 node did not ask for by name goes with its session when that is removed for idleness. Initiation
-timestamps of the session layer are saved under the state directory (`replay_file`), so a
+timestamps of the session layer are saved under the state directory (`replayfile`), so a
 captured initiation cannot be replayed after a restart either.
 """
 
@@ -156,6 +156,7 @@ class Node:
         self.nat_mapping = result.mapping
         for peer in self.peers.values():
             peer.nat_randomizes = self.nat_mapping == "endpoint-dependent"
+        self.kick()  # port prediction may now be due for any of them
         log.info("this node's NAT mapping: %s", self.nat_mapping)
 
     def _lan_addresses(self) -> list[str]:
@@ -395,7 +396,7 @@ class Node:
         self._send_queued()
         self._arm_timer()
         if self._again:
-            self.kick()
+            self._request_flush()  # what was kicked meanwhile is marked already
 
     def _flush_machines(self, now: float) -> None:
         if (deadline := self.device.get_timer()) is not None and deadline <= now:
@@ -438,6 +439,7 @@ class Node:
             if isinstance(event, HandshakeCompleted):
                 peer = self._peer(event.peer_public, now)
                 if peer is not None:
+                    self._dirty.add(peer.static)
                     peer.on_handshake_completed(event.addr, now)
                 continue
             lost = self.peers.get(event.peer_public)
@@ -463,6 +465,7 @@ class Node:
                 self._introduced(event, now)
             elif isinstance(event, rc.PeerLeft):
                 if (left := self.peers.get(event.static)) is not None:
+                    self._dirty.add(left.static)
                     left.on_left(now)
             elif isinstance(event, rc.PeerJoined):
                 # A node we want came (back): ask for it at once rather than at the next retry.
