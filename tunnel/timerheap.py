@@ -52,8 +52,11 @@ class TimerHeap(Generic[K]):
             self._compact()
 
     def discard(self, key: K) -> None:
-        """Forget `key` (its machine is gone); its entries are skipped when they surface."""
+        """Forget `key` (its machine is gone); its entries are skipped when they surface, or
+        dropped sooner by a rebuild, so a heap of gone machines does not keep them alive."""
         self._scheduled.pop(key, None)
+        if len(self._heap) > 2 * len(self._scheduled) + _COMPACT_MIN:
+            self._compact()
 
     def earliest(self) -> float | None:
         """The earliest live deadline, or None."""
