@@ -14,7 +14,11 @@ import logging
 import resource
 import subprocess
 import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import uvloop
@@ -22,8 +26,11 @@ import uvloop
 from tests.support import cli
 from tests.support.loopback import free_port, start_tcp_echo, world
 from tunnel.forward import wire
+from tunnel.forward.bridge import StreamBridge
+from tunnel.forward.exposing import ExposedService, ExposingSide
 from tunnel.forward.sockets import SocketBudget, budget_for
 from tunnel.keys.identity import load_network_secret
+from tunnel.node.peer import Peer
 
 LIMIT = 160  # descriptors of the exposing process: a budget of 80 forwarded connections
 EXTRA = 40  # connections past the budget
@@ -128,3 +135,30 @@ def test_streams_past_the_descriptor_budget_are_refused_then_served_again(
     # One warning for the first burst; the re-opening rounds may start a second one.
     assert 1 <= log.count("refusing a stream") <= 2, log
     assert "Traceback" not in log
+
+
+@dataclass
+class _Owner:
+    """What `ExposingSide` needs of a forwarder, with a budget of two sockets."""
+
+    node: Any = None
+    bridges: dict[tuple[bytes, int], StreamBridge] = field(default_factory=dict)
+    sockets: SocketBudget = field(default_factory=lambda: SocketBudget(4))
+
+
+def test_udp_flows_past_the_budget_are_dropped_and_expiry_gives_sockets_back() -> None:
+    owner = _Owner()
+    jobs: list[Coroutine[Any, Any, None]] = []
+    side = ExposingSide(owner, jobs.append)
+    side.services["game"] = ExposedService("game", ("127.0.0.1", 9), udp=True)
+    link = cast(Peer, SimpleNamespace(static=b"p" * 32, channel=None))
+    for flow in range(5):
+        side.on_datagram(link, "game", flow, b"hello")
+    assert len(side.udp_flows) == 2 and owner.sockets.in_use == 2 and owner.sockets.refused == 3
+    for job in jobs:
+        job.close()  # never run: no socket was opened
+    side.expire_idle_flows(time.monotonic() + 3600)
+    assert not side.udp_flows and owner.sockets.in_use == 0
+    side.on_datagram(link, "game", 9, b"again")
+    assert len(side.udp_flows) == 1
+    jobs[-1].close()
