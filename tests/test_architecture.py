@@ -42,6 +42,7 @@ FORBIDDEN = frozenset(
 PURE = (
     "tunnel.errors",
     "tunnel.addresses",
+    "tunnel.timerheap",
     "tunnel.session",
     "tunnel.channel",
     "tunnel.path",
@@ -64,6 +65,7 @@ LAYERS = {
     "tunnel": 0,  # only the package's __init__ (the version); see EXACT_UNITS
     "tunnel.errors": 0,
     "tunnel.addresses": 0,
+    "tunnel.timerheap": 0,
     "tunnel.keys": 1,
     "tunnel.session": 1,
     "tunnel.channel": 1,

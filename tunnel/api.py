@@ -459,7 +459,8 @@ class Tunnel:
                                    rendezvous_key=rendezvous_key
                                    or self.server_pins.get(self.server_name),
                                    allow=allow, bind=bind, keepalive=keepalive,
-                                   direct_only=direct_only, congestion=congestion)
+                                   direct_only=direct_only, congestion=congestion,
+                                   state_dir=self.home)
         self.node = Node(self.options)
         self.forwarder = Forwarder(self.node)
         self.pins = PinStore(self.home)

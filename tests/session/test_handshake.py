@@ -53,7 +53,7 @@ def no_state(device: Device) -> bool:
         not device._sessions
         and not device.indices.keypairs
         and not device.indices.handshakes
-        and not device._timestamps
+        and not device.replay_table()
         and not device._outbox
     )
 

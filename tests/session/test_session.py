@@ -12,6 +12,7 @@ from tunnel.session.constants import (
     REKEY_ATTEMPT_TIME,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
+    SESSION_IDLE_LIMIT,
     ZERO_KEYS_AFTER,
 )
 from tunnel.session.device import Device
@@ -20,7 +21,7 @@ from tunnel.session.events import (
     HandshakeFailed,
     PayloadReceived,
     SessionEvent,
-    SessionExpired,
+    SessionRemoved,
 )
 from tunnel.session.replay import WINDOW_SIZE
 from tunnel.session.session import Session, SessionConfig
@@ -206,8 +207,13 @@ def test_keys_rejected_after_180s_then_fresh_handshake() -> None:
     net.advance(REJECT_AFTER_TIME + 1)
     net.filter = None
     assert old is not None
-    assert b.receive_transport(old, A_ADDR, net.now) is None and b.counters.stale == 1
-    assert a_session.seal(b"after expiry", net.now) is None  # staged; handshake started
+    # Idle as long as its keys live, each side's session is gone, its indices with it.
+    assert b.receive_transport(old, A_ADDR, net.now) is None and b.counters.unknown_index == 1
+    assert a.get_session(b.public_key) is None and b.get_session(a.public_key) is None
+    assert a_session.seal(b"from the removed session", net.now) is None  # inert: no handshake
+    assert not a.indices.handshakes and not a.datagrams_to_send()
+    session = a.connect(b.public_key, [B_ADDR], net.now, net.now)
+    assert session.seal(b"after expiry", net.now) is None  # staged; handshake started
     net.settle()
     assert payloads(drain_events(b)) == [b"after expiry"]
     assert a.counters.handshakes_completed == 2
@@ -232,12 +238,16 @@ def test_peer_silent_after_our_data_triggers_new_handshake() -> None:
     assert initiations and initiations[0] == start + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
 
 
-def test_keys_wiped_after_540s_of_silence() -> None:
+def test_silent_sessions_removed_with_their_keys_after_idle_limit() -> None:
     net, a, b, a_session, _ = connected(QUIET)
-    net.advance(ZERO_KEYS_AFTER + 1)
-    assert SessionExpired(b.public_key) in drain_events(a)
-    assert SessionExpired(a.public_key) in drain_events(b)
+    net.advance(SESSION_IDLE_LIMIT - 1)
+    assert a.get_session(b.public_key) is a_session and b.get_session(a.public_key) is not None
+    net.advance(2)
+    assert SessionRemoved(b.public_key) in drain_events(a)
+    assert SessionRemoved(a.public_key) in drain_events(b)
     assert not a_session.is_established and not a.indices.keypairs and not b.indices.keypairs
+    assert a.get_session(b.public_key) is None and b.get_session(a.public_key) is None
+    assert SESSION_IDLE_LIMIT < ZERO_KEYS_AFTER  # removal comes before WireGuard's key wipe
 
 
 def test_handshake_completed_events_name_peer_and_address() -> None:

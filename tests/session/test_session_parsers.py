@@ -59,7 +59,7 @@ def snapshot(device: Device) -> tuple[Any, ...]:
         dict(device._sessions),
         dict(device.indices.keypairs),
         dict(device.indices.handshakes),
-        dict(device._timestamps),
+        device.replay_table(),
         len(device._queue),
         list(device._outbox),
         list(device._events),

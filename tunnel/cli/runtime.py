@@ -15,6 +15,11 @@ How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any
 
 `main` prints one line for `Interrupted` and exits with 128 + the signal number, 130 for SIGINT
 and 143 for SIGTERM, the status a shell reports for a command a signal ended.
+
+Before a long-running command starts, the soft RLIMIT_NOFILE is raised to the hard limit
+(`raise_descriptor_limit`): every forwarded connection holds sockets, and the usual soft limit
+of 1,024 is far below what a peer may open. Forwarding then budgets its sockets under the limit
+it finds (`tunnel.forward.sockets`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import resource
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -175,6 +181,29 @@ async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         watcher.cancel()
 
 
+# --- descriptors -----------------------------------------------------------------------------
+# What "unlimited" becomes: Linux refuses a soft limit above fs.nr_open (1,048,576 by default).
+NOFILE_WHEN_UNLIMITED = 1 << 20
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the (soft, hard) limits in force after.
+
+    Never fails: a limit that cannot be raised stays, and forwarding budgets under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("descriptor limit stays %d (hard %d): %s", soft, hard, exc)
+            return soft, hard
+        log.debug("descriptor limit raised from %d to %d", soft, target)
+        return target, hard
+    log.debug("descriptor limit %d (hard %d)", soft, hard)
+    return soft, hard
+
+
 # --- the long-running commands ----------------------------------------------------------------
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("node options")
@@ -232,6 +261,7 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
             "or give this one its own PTUNNEL_HOME"
         )
 
+    raise_descriptor_limit()
     control = ControlServer(ctx.home, control_handlers(tunnel))
 
     async def main() -> int:

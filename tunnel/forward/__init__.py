@@ -7,6 +7,8 @@ Both start with a header naming the service, because one node may expose several
 |----------------|------------------------------------------------------------------------------|
 | `wire`         | sans-IO codecs: the stream open header, the UDP datagram framing with its    |
 |                | flow id, the `RESET_*` codes                                                 |
+| `sockets`      | `SocketBudget`: how many sockets forwarding may hold under the process's     |
+|                | descriptor limit; new streams and flows past it are refused                  |
 | `bridge`       | `StreamBridge`: one local TCP connection <-> one channel stream, with        |
 |                | backpressure, half-close and abort both ways (used by both sides)            |
 | `udp_flows`    | `UdpListener` (connecting side: a local UDP port, one flow per source) and   |

@@ -23,8 +23,10 @@ from typing import Protocol, cast
 
 from tunnel.channel.channel import Channel
 from tunnel.forward import wire
+from tunnel.forward.sockets import SocketBudget
 from tunnel.node.node import Node
 from tunnel.node.peer import Peer
+from tunnel.node.udp import monotonic
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class BridgeOwner(Protocol):
 
     node: Node  # kicked whenever the bridge gave the channel something to send
     bridges: dict[tuple[bytes, int], StreamBridge]  # (peer static key, stream id) -> bridge
+    sockets: SocketBudget  # the local socket of each bridge counts against it
 
 
 def reset_tcp(transport: asyncio.Transport) -> None:
@@ -65,6 +68,7 @@ class StreamBridge(asyncio.Protocol):
         self.stream_eof = False  # the peer's FIN was passed on to the local side
         self.paused_writing = False
         self.closed = False
+        self.holds_socket = False  # counted in the forwarder's socket budget
         self.on_attach: Callable[[StreamBridge], None] | None = None
 
     # --- joining a stream ---------------------------------------------------------------------
@@ -82,9 +86,27 @@ class StreamBridge(asyncio.Protocol):
 
     # --- the local TCP side -------------------------------------------------------------------
 
+    def take_socket(self, what: str) -> bool:
+        """Count this bridge's local socket in the budget; False (nothing taken) past it."""
+        if not self.holds_socket:
+            self.holds_socket = self.forwarder.sockets.acquire(monotonic(), what)
+        return self.holds_socket
+
+    def release_socket(self) -> None:
+        if self.holds_socket:
+            self.holds_socket = False
+            self.forwarder.sockets.release()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's: cast, don't check.
         tcp = self.transport = cast(asyncio.Transport, transport)
+        if self.closed:
+            reset_tcp(tcp)  # its stream ended while the service was being dialled
+            return
+        if not self.take_socket("a local connection"):  # accepted past the budget
+            self.closed = True
+            reset_tcp(tcp)
+            return
         tcp.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
         if self.stream_id is None:
             tcp.pause_reading()  # until a stream is attached
@@ -101,7 +123,7 @@ class StreamBridge(asyncio.Protocol):
                 self.pending += data[taken:]
         if self.pending and self.transport is not None:
             self.transport.pause_reading()
-        self.forwarder.node.kick()
+        self._kick()
 
     def eof_received(self) -> bool:
         self.tcp_eof = True
@@ -110,6 +132,7 @@ class StreamBridge(asyncio.Protocol):
         return True  # keep the writing half open: the reply may still be coming (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release_socket()
         if self.closed:
             return
         self.closed = True
@@ -119,7 +142,7 @@ class StreamBridge(asyncio.Protocol):
                 # An abort (or a close before our FIN went out): abort the peer's end too.
                 channel.reset_stream(self.stream_id, wire.RESET_ABORTED)
             channel.stop_reading(self.stream_id, wire.RESET_ABORTED)
-            self.forwarder.node.kick()
+            self._kick()
         self._forget()
 
     def pause_writing(self) -> None:
@@ -145,7 +168,7 @@ class StreamBridge(asyncio.Protocol):
             if self.transport.can_write_eof() and not self.transport.is_closing():
                 self.transport.write_eof()
         self._maybe_close()
-        self.forwarder.node.kick()
+        self._kick()
 
     def on_writable(self) -> None:
         self._flush_pending()
@@ -177,7 +200,7 @@ class StreamBridge(asyncio.Protocol):
             return
         taken = channel.write(self.stream_id, self.pending)
         del self.pending[:taken]
-        self.forwarder.node.kick()
+        self._kick()
 
     def _maybe_fin(self) -> None:
         channel = self.channel()
@@ -185,13 +208,18 @@ class StreamBridge(asyncio.Protocol):
                 and channel is not None and self.stream_id is not None):
             self.fin_sent = True
             channel.shutdown_write(self.stream_id)
-            self.forwarder.node.kick()
+            self._kick()
 
     def _maybe_close(self) -> None:
         if self.tcp_eof and self.stream_eof and self.fin_sent and self.transport is not None:
             self.closed = True
             self.transport.close()
             self._forget()
+
+    def _kick(self) -> None:
+        """Ask the node to flush this bridge's peer (none yet: nothing to send)."""
+        if self.link is not None:
+            self.forwarder.node.kick(self.link)
 
     def _forget(self) -> None:
         if self.link is not None and self.stream_id is not None:

@@ -23,6 +23,7 @@ from tunnel.forward.bridge import BridgeOwner, StreamBridge
 from tunnel.forward.udp_flows import MAX_UDP_FLOWS, UDP_IDLE_TIMEOUT, UdpFlowSocket
 from tunnel.keys.netkeys import fingerprint
 from tunnel.node.peer import Peer
+from tunnel.node.udp import monotonic
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class ExposingSide:
         if sock is None:
             if sum(1 for k in self.udp_flows if k[1] == name) >= MAX_UDP_FLOWS:
                 return
+            if not self.owner.sockets.acquire(
+                    monotonic(), f"a UDP flow from {fingerprint(link.static)} for {name}"):
+                return  # UDP has no reset: the datagram is dropped, as a full queue would
             sock = self.udp_flows[key] = UdpFlowSocket(self.owner, link, name, flow)
             self._spawn(self._open_flow(key, sock, service.target))
         sock.send(payload)
@@ -106,13 +110,16 @@ class ExposingSide:
         for key, sock in list(self.udp_flows.items()):
             if now - sock.last_used > UDP_IDLE_TIMEOUT:
                 del self.udp_flows[key]
+                self.owner.sockets.release()
                 if sock.transport is not None:
                     sock.transport.close()
 
     def close_flows(self) -> None:
         for flow in self.udp_flows.values():
+            self.owner.sockets.release()
             if flow.transport is not None:
                 flow.transport.close()
+        self.udp_flows.clear()
 
     # --- streams ------------------------------------------------------------------------------
 
@@ -141,8 +148,14 @@ class ExposingSide:
             service.refused += 1
             self._refuse(incoming, wire.RESET_NOT_ALLOWED, f"{name}: not on the allow list")
             return
-        service.streams += 1
         bridge = StreamBridge(self.owner)
+        if not bridge.take_socket(f"a stream from {fingerprint(incoming.link.static)} for "
+                                  f"{name}"):
+            service.refused += 1
+            self._refuse(incoming, wire.RESET_TOO_MANY_CONNECTIONS,
+                         f"{name}: too many connections", quiet=True)
+            return
+        service.streams += 1
         bridge.attach(incoming.link, incoming.stream_id)
         self._spawn(self._dial(service, bridge, rest))
 
@@ -160,8 +173,9 @@ class ExposingSide:
                 channel.reset_stream(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
                 channel.stop_reading(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
             bridge.closed = True
+            bridge.release_socket()
             bridge._forget()
-            self.owner.node.kick()
+            self.owner.node.kick(bridge.link)
             return
         if rest and bridge.transport is not None:
             bridge.transport.write(rest)
@@ -169,14 +183,16 @@ class ExposingSide:
         if bridge.transport is not None:
             bridge.transport.resume_reading()
 
-    def _refuse(self, incoming: _Incoming, code: int, why: str) -> None:
-        log.warning("refused a stream from %s: %s", fingerprint(incoming.link.static), why)
+    def _refuse(self, incoming: _Incoming, code: int, why: str, quiet: bool = False) -> None:
+        """Reset the stream with `code`; `quiet`: the caller logged it (once per burst)."""
+        if not quiet:
+            log.warning("refused a stream from %s: %s", fingerprint(incoming.link.static), why)
         self.incoming.pop((incoming.link.static, incoming.stream_id), None)
         channel = incoming.current()
         if channel is not None:
             channel.reset_stream(incoming.stream_id, code)
             channel.stop_reading(incoming.stream_id, code)
-        self.owner.node.kick()
+        self.owner.node.kick(incoming.link)
 
     # --- datagrams ----------------------------------------------------------------------------
 
@@ -188,4 +204,5 @@ class ExposingSide:
         except OSError as exc:
             log.warning("%s: cannot reach UDP service %s:%d: %s", sock.name, *target,
                         exc.strerror or exc)
-            self.udp_flows.pop(key, None)
+            if self.udp_flows.pop(key, None) is not None:
+                self.owner.sockets.release()

@@ -10,6 +10,7 @@ sweep) so they are kept alive while running and cancelled or closed with it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -26,10 +27,13 @@ from tunnel.channel.events import (
 from tunnel.forward import wire
 from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService, ExposingSide
+from tunnel.forward.sockets import SocketBudget, descriptor_limit
 from tunnel.forward.udp_flows import UDP_SWEEP_INTERVAL, UdpListener
 from tunnel.node.node import Node
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
+
+log = logging.getLogger(__name__)
 
 
 class Forwarder:
@@ -38,6 +42,7 @@ class Forwarder:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.bridges: dict[tuple[bytes, int], StreamBridge] = {}
+        self.sockets = SocketBudget(descriptor_limit())
         self.udp_listeners: dict[str, UdpListener] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.exposing = ExposingSide(self, self._spawn)
@@ -53,6 +58,10 @@ class Forwarder:
         link.on_event = self.dispatch
 
     def start(self) -> None:
+        # Again: the CLI raises the descriptor limit after the tunnel is made, before it starts.
+        self.sockets.set_limit(descriptor_limit())
+        log.debug("forwarding may hold %d sockets (descriptor limit %d)", self.sockets.budget,
+                  self.sockets.limit)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_udp())
 
     async def close(self) -> None:

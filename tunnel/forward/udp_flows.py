@@ -54,7 +54,7 @@ class UdpFlowSocket(asyncio.DatagramProtocol):
         channel = self.link.channel
         if channel is not None:
             channel.send_datagram(wire.encode_udp(self.name, self.flow, data))
-            self.forwarder.node.kick()
+            self.forwarder.node.kick(self.link)
 
     def send(self, payload: bytes) -> None:
         self.last_used = monotonic()
@@ -98,7 +98,7 @@ class UdpListener(asyncio.DatagramProtocol):
         if channel is None or not channel.send_datagram(wire.encode_udp(self.name, flow, data)):
             self.dropped += 1
             return
-        self.forwarder.node.kick()
+        self.forwarder.node.kick(self.link)
 
     def deliver(self, flow: int, payload: bytes) -> None:
         entry = self.sources.get(flow)

@@ -38,11 +38,14 @@ RESET_CONNECTION_REFUSED = 1
 RESET_UNKNOWN_SERVICE = 2
 RESET_NOT_ALLOWED = 3
 RESET_ABORTED = 4
+RESET_TOO_MANY_CONNECTIONS = 5
 RESET_REASONS = {
     RESET_CONNECTION_REFUSED: "the service refused the connection (is it running?)",
     RESET_UNKNOWN_SERVICE: "the peer exposes no service by that name",
     RESET_NOT_ALLOWED: "this node is not on the service's allow list",
     RESET_ABORTED: "the connection was aborted",
+    RESET_TOO_MANY_CONNECTIONS: "the peer holds as many connections as its descriptor limit "
+    "allows; try again when some close",
 }
 
 _FLOW = struct.Struct("!I")

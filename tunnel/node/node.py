@@ -3,8 +3,18 @@
 and time to them and does what they ask; every per-peer decision lives in `Peer`.
 
 Everything that arrives (a datagram, a timer, a local TCP write) only feeds a machine and asks for
-a *flush*; one flush per event-loop turn then drains every machine's events and outgoing
-datagrams and re-arms the single timer. That batches work per turn instead of per packet.
+a *flush*; one flush per event-loop turn then drains the machines that have work and re-arms the
+single timer. That batches work per turn instead of per packet.
+
+A flush touches only the peers that have work: those a datagram arrived for, whose deadline came
+(peer deadlines live in one heap, `tunnel.timerheap`, as the device's sessions do), or that a
+forwarder kicked by name (`kick(peer)`); a bare `kick()` still drains them all. So a node with
+thousands of peers pays for the few that are busy, not for all of them, on every packet.
+
+Bounds (issue 12): at most `max_peers` links (peers), the same number as sessions; a link the
+node did not ask for by name goes with its session when that is removed for idleness. Initiation
+timestamps of the session layer are saved under the state directory (`replayfile`), so a
+captured initiation cannot be replayed after a restart either.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rendezvous import protocol as rp
@@ -37,15 +48,23 @@ from tunnel.node.peer import (
     SocketsWanted,
 )
 from tunnel.node.prediction import PredictionSockets
+from tunnel.node.replayfile import ReplayFile
 from tunnel.node.udp import Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
 from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.manager import PathManager
 from tunnel.path.probebudget import ProbeBudget
-from tunnel.session.device import Device
-from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
+from tunnel.session.constants import LIMIT_LOG_INTERVAL, MAX_SESSIONS
+from tunnel.session.device import Device, SessionLimitReached
+from tunnel.session.events import (
+    HandshakeCompleted,
+    HandshakeFailed,
+    SessionExpired,
+    SessionRemoved,
+)
 from tunnel.session.session import SessionConfig
 from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
+from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +87,8 @@ class NodeOptions:
     keepalive: float = 25.0
     direct_only: bool = False
     congestion: str = "bbr"
+    max_peers: int = MAX_SESSIONS  # links, and sessions of the device
+    state_dir: Path | None = None  # where the initiation replay table is kept (None: memory)
 
 
 class Node:
@@ -81,11 +102,18 @@ class Node:
             handshake_psk(options.network_secret),
             allowed=options.allow,
             config=SessionConfig(persistent_keepalive=options.keepalive or None),
+            max_sessions=options.max_peers,
         )
         self.peers: dict[bytes, Peer] = {}
         # What peers may be probed at, and how much, all peers together (issue 12, no aiming).
         self.candidate_policy = CandidatePolicy.for_rendezvous(options.rendezvous)
         self.probe_budget = ProbeBudget()
+        self._peer_timers: TimerHeap[bytes] = TimerHeap()  # peer static -> earliest deadline
+        self._dirty: set[bytes] = set()  # peers with work for the next flush
+        self._flush_all = False  # a bare kick(): every peer may have work
+        self._delivering_to: bytes | None = None  # the peer whose channel events run now
+        self._refusing_links_since = float("-inf")
+        self._replay = None if options.state_dir is None else ReplayFile(options.state_dir)
         self.rdv: rc.RendezvousClient | None = None
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
@@ -111,6 +139,8 @@ class Node:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._replay is not None:
+            self._replay.load_into(self.device)
         self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram)
         lan = self.candidate_policy.announceable(
             (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
@@ -134,6 +164,7 @@ class Node:
         self.nat_mapping = result.mapping
         for peer in self.peers.values():
             peer.nat_randomizes = self.nat_mapping == "endpoint-dependent"
+        self.kick()  # port prediction may now be due for any of them
         log.info("this node's NAT mapping: %s", self.nat_mapping)
 
     def _lan_addresses(self) -> list[str]:
@@ -156,7 +187,10 @@ class Node:
             peer.close("node shutting down")
         if self.rdv is not None:
             self.rdv.leave(monotonic())
+        self._flush_all = True
         self._flush()
+        if self._replay is not None:
+            self._replay.save(self.device, monotonic(), force=True)
         # Give the CLOSE frames a moment to leave; they are best effort, as in QUIC.
         await asyncio.sleep(0.05)
         self._timer.cancel()
@@ -205,15 +239,26 @@ class Node:
         waiter = asyncio.get_running_loop().create_future()
         self._pongs[txid] = waiter
         waiter.add_done_callback(lambda _: self._pongs.pop(txid, None))
-        self.kick()
+        self.kick(peer)
         return waiter
 
-    def kick(self) -> None:
-        """Ask for a flush at the end of this event-loop turn (once, however often asked)."""
+    def kick(self, peer: Peer | None = None) -> None:
+        """Ask for a flush at the end of this event-loop turn (once, however often asked).
+
+        `peer`: only that peer has new work (a forwarder wrote to its channel); None: any peer
+        may have, so the flush drains them all.
+        """
+        if peer is None:
+            self._flush_all = True
+        elif peer.static != self._delivering_to:
+            self._dirty.add(peer.static)
+        self._request_flush(peer)
+
+    def _request_flush(self, peer: Peer | None = None) -> None:
         if self._in_flush:
             # A forwarder acted during the flush. While a peer's events are being delivered,
             # that peer's packets are built right after: no second flush is needed for it.
-            if not self._delivering:
+            if not self._delivering or (peer is not None and peer.static != self._delivering_to):
                 self._again = True
             return
         if not self._flush_scheduled and not self._closed:
@@ -247,7 +292,7 @@ class Node:
                     self._receive_session(inner, relay_addr(src), now)
             else:
                 self.rdv.receive_datagram(data, addr, now)
-        self.kick()
+        self._request_flush()
 
     def _receive_session(self, data: bytes, addr: Addr, now: float) -> None:
         result = self.device.receive(data, addr, now, time.time())
@@ -257,6 +302,9 @@ class Node:
         peer = self.peers.get(session.peer_public)
         if peer is None:
             peer = self._peer(session.peer_public, now)
+            if peer is None:
+                return
+        self._dirty.add(peer.static)
         peer.receive(payload, addr, now)
         if peer.replaced_channel:
             # The peer restarted: its old streams end now, before any local callback can
@@ -264,17 +312,28 @@ class Node:
             self._deliver_channel_events(peer)
 
     def _on_timer(self) -> None:
-        """Expired timers of every machine; the flush then handles the device's own."""
+        """Expired timers of the machines that have one due; the flush then handles the
+        device's own and drains those peers."""
         now = monotonic()
         if self.rdv is not None and (d := self.rdv.get_timer()) is not None and d <= now:
             self.rdv.handle_timer(now)
-        for peer in list(self.peers.values()):
-            peer.handle_timer(now)
+        for static in self._peer_timers.pop_due(now):
+            peer = self.peers.get(static)
+            if peer is not None:
+                peer.handle_timer(now)
+                self._dirty.add(static)
         self._flush()
 
-    def _peer(self, static: bytes, now: float) -> Peer:
+    def _peer(self, static: bytes, now: float) -> Peer | None:
+        """The link with `static`, made if there is none; None past `max_peers` links."""
         peer = self.peers.get(static)
         if peer is None:
+            if len(self.peers) >= self.options.max_peers:
+                if now - self._refusing_links_since >= LIMIT_LOG_INTERVAL:
+                    log.warning("refusing a link with %s: all %d links are in use",
+                                fingerprint(static), self.options.max_peers)
+                self._refusing_links_since = now
+                return None
             peer = Peer(
                 static=static,
                 path=PathManager(started=now, relay_allowed=not self.options.direct_only,
@@ -284,9 +343,25 @@ class Node:
                 nat_randomizes=self.nat_mapping == "endpoint-dependent",
             )
             self.peers[static] = peer
+            self._dirty.add(static)
             if self.on_new_peer is not None:
                 self.on_new_peer(peer)
         return peer
+
+    def _drop_peer(self, peer: Peer) -> None:
+        """Forget a link nobody asked for by name (its session was removed or refused)."""
+        if self.peers.get(peer.static) is not peer:
+            return
+        self._deliver_channel_events(peer)  # its streams end before it goes
+        del self.peers[peer.static]
+        self._peer_timers.discard(peer.static)
+        self._dirty.discard(peer.static)
+        self._initiations.pop(peer.static, None)
+        sockets = self._predictions.pop(peer.static, None)
+        if sockets is not None:
+            self.drop_routes(list(sockets.routes))
+            sockets.close()
+        log.debug("link with %s removed", fingerprint(peer.static))
 
     # --- output -------------------------------------------------------------------------------
 
@@ -303,7 +378,7 @@ class Node:
         else:
             batch.append(data)
         if not self._in_flush:
-            self.kick()
+            self._request_flush()
 
     def _send_queued(self) -> None:
         outbox, self._outbox = self._outbox, {}
@@ -336,15 +411,25 @@ class Node:
         self._send_queued()
         self._arm_timer()
         if self._again:
-            self.kick()
+            self._request_flush()  # what was kicked meanwhile is marked already
 
     def _flush_machines(self, now: float) -> None:
         if (deadline := self.device.get_timer()) is not None and deadline <= now:
             self.device.handle_timer(now, time.time())
         self._drain_device(now)
         self._drain_rendezvous(now)
-        for peer in list(self.peers.values()):
+        if self._flush_all:
+            self._flush_all = False
+            busy = list(self.peers.values())
+        else:
+            busy = [p for s in self._dirty if (p := self.peers.get(s)) is not None]
+        self._dirty = set()
+        for peer in busy:
             self._drain_peer(peer, now)
+            if self.peers.get(peer.static) is peer:  # not dropped meanwhile
+                self._peer_timers.schedule(peer.static, peer.get_timer())
+        if self._replay is not None:
+            self._replay.save(self.device, now)
         for data, addr in self.device.datagrams_to_send():
             if is_initiation(data) and not self._initiation_allowed(data, addr, now):
                 continue
@@ -354,10 +439,11 @@ class Node:
                 self._send(data, addr)
 
     def _arm_timer(self) -> None:
-        deadlines = [self.device.get_timer()]
+        deadlines = [self.device.get_timer(), self._peer_timers.earliest()]
         if self.rdv is not None:
             deadlines.append(self.rdv.get_timer())
-        deadlines += [peer.get_timer() for peer in self.peers.values()]
+        if self._replay is not None:
+            deadlines.append(self._replay.get_timer(self.device))
         armed = [d for d in deadlines if d is not None]
         self._timer.arm(min(armed) if armed else None)
 
@@ -366,11 +452,22 @@ class Node:
         # `Device.receive_transport` (the hot path), so there are no PayloadReceived events.
         while (event := self.device.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
-                self._peer(event.peer_public, now).on_handshake_completed(event.addr, now)
-            elif isinstance(event, HandshakeFailed | SessionExpired):
-                lost = self.peers.get(event.peer_public)
-                if lost is not None:
-                    lost.on_session_lost(getattr(event, "reason", "session expired"), now)
+                peer = self._peer(event.peer_public, now)
+                if peer is not None:
+                    self._dirty.add(peer.static)
+                    peer.on_handshake_completed(event.addr, now)
+                continue
+            lost = self.peers.get(event.peer_public)
+            if lost is None:
+                continue
+            self._dirty.add(lost.static)
+            if isinstance(event, HandshakeFailed | SessionExpired):
+                lost.on_session_lost(getattr(event, "reason", "session expired"), now)
+            elif isinstance(event, SessionRemoved):
+                if lost.name is None:
+                    self._drop_peer(lost)  # a link it opened, idle: nothing waits for it
+                elif lost.reconnecting_since is None:
+                    lost.on_session_lost("session idle", now)
 
     def _drain_rendezvous(self, now: float) -> None:
         if self.rdv is None:
@@ -383,6 +480,7 @@ class Node:
                 self._introduced(event, now)
             elif isinstance(event, rc.PeerLeft):
                 if (left := self.peers.get(event.static)) is not None:
+                    self._dirty.add(left.static)
                     left.on_left(now)
             elif isinstance(event, rc.PeerJoined):
                 # A node we want came (back): ask for it at once rather than at the next retry.
@@ -393,6 +491,9 @@ class Node:
 
     def _introduced(self, event: rc.Introduced, now: float) -> None:
         peer = self._peer(event.peer_static, now)
+        if peer is None:
+            return
+        self._dirty.add(peer.static)
         peer.on_introduced(event.public_endpoint, list(event.lan_candidates),
                            event.peer_name if event.initiated_by_us else None, now)
         lan = ", ".join(format_endpoint(a) for a in event.lan_candidates) or "none"
@@ -417,7 +518,7 @@ class Node:
                 self._send(datagram, addr)
 
     def _deliver_channel_events(self, peer: Peer) -> None:
-        self._delivering = True
+        self._delivering, self._delivering_to = True, peer.static
         try:
             while (channel_event := peer.next_channel_event()) is not None:
                 if peer.on_event is not None:
@@ -425,12 +526,18 @@ class Node:
                 if isinstance(channel_event, ChannelClosed):
                     self._notify(peer)
         finally:
-            self._delivering = False
+            self._delivering, self._delivering_to = False, None
 
     def _do(self, peer: Peer, event: PeerEvent, now: float) -> None:
         """What a peer asked for."""
         if isinstance(event, HandshakeWanted):
-            self.device.connect(peer.static, event.addrs, now, time.time())
+            try:
+                self.device.connect(peer.static, event.addrs, now, time.time())
+            except SessionLimitReached as exc:
+                log.debug("no session with %s: %s", fingerprint(peer.static), exc)
+                if peer.name is None:
+                    self._drop_peer(peer)
+                return
             initiation = self._initiations.get(peer.static) if event.resend else None
             if initiation:
                 # A copy of the running initiation is as good as a new one (a duplicate that

@@ -38,4 +38,22 @@ RATE_LIMIT_BURST = 5  # handshakes; bucket depth per source IP
 RATE_LIMIT_GC_AFTER = 1.0  # s; forget an idle source after this long
 RATE_LIMIT_MAX_SOURCES = 65536  # entries; bounds memory when a flood uses many source addresses
 MAX_STAGED_PACKETS = 128  # payloads held during a handshake (wireguard-go QueueStagedSize)
-MAX_REMEMBERED_PEERS = 65536  # per-peer initiation timestamps kept for replay protection
+
+# --- bounds of per-peer state (issue 12) --------------------------------------------------------
+# A member can mint static keys at will (the network psk is shared), so everything kept per key
+# is capped in total and idle state is reaped. Per key there is at most one session, holding at
+# most 3 keypairs and 1 pending handshake, so 4 indices (and one link in the node).
+# Sessions in all, and the node's links (peers) too: about 3.5 KB a session, and a link with a
+# channel much more; a node talks to a handful of peers, a busy exposing node to hundreds.
+MAX_SESSIONS = 1024
+# s; a session with no authenticated packet for this long and no handshake running is removed
+# with its indices. Every key it holds is older than REJECT_AFTER_TIME by then (keys are only
+# derived by an authenticated handshake message), so nothing usable is lost: a peer that comes
+# back handshakes anew, as after a restart. Also reaps a handshake that never completed.
+SESSION_IDLE_LIMIT = REJECT_AFTER_TIME
+# Newest initiation timestamps kept for replay protection: those of every session, and of peers
+# without one, oldest forgotten first (see `timestamps.py`); 44 bytes each, also on disk.
+MAX_INITIATION_TIMESTAMPS = 8 * MAX_SESSIONS
+# s; while sessions are refused for want of room, one WARNING a burst, a burst ending after this
+# long without a refusal.
+LIMIT_LOG_INTERVAL = 10.0

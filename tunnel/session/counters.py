@@ -31,3 +31,5 @@ class Counters:
     staged_dropped: int = 0  # payloads dropped while waiting for a handshake
     handshakes_completed: int = 0
     handshakes_failed: int = 0
+    session_limit: int = 0  # a new session refused: `max_sessions` in use, none idle
+    sessions_removed: int = 0  # idle sessions removed with their indices

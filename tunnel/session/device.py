@@ -16,6 +16,7 @@ for the TAI64N timestamp of initiations)::
     device.datagrams_to_send() -> [(datagram, addr), ...]   # `wire.is_initiation(datagram)`
     device.get_timer() -> deadline | None;  device.handle_timer(now, wall_time)
     device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeFailed | ... | None
+    device.replay_table() / load_replay_table(table) / replay_table_version  # for the shell
     device.counters  # why packets were dropped
 
 Receive path, in WireGuard's order:
@@ -31,8 +32,16 @@ Receive path, in WireGuard's order:
    rate limiter (20/s, burst 5).
 4. An initiation is decrypted (2 DH), then refused without reply if its initiator is not on the
    allow list (`not_allowed`), its timestamp is not newer than that peer's last (`replay`), or
-   it comes within 20 ms of the previous one (`flood`). Only then is any state created.
+   it comes within 20 ms of the previous one (`flood`), or it would be a session past
+   `max_sessions` (`session_limit`). Only then is any state created.
 5. Transport data: index lookup, key age, AEAD open (`bad_tag`), then the replay window.
+
+Bounds (issue 12; a member can mint static keys at will): at most `max_sessions` sessions, one
+per key with at most 4 indices; a session idle for SESSION_IDLE_LIMIT is removed with its
+indices (`SessionRemoved`); initiation timestamps are kept per key in a table no newcomer can
+flush (`timestamps.py`), which the shell may save and load across restarts (`replay_table`,
+`load_replay_table`). Session deadlines live in one heap (`tunnel.timerheap`): `get_timer` and
+`handle_timer` cost O(log n) per due session, not a walk over all of them.
 """
 
 from __future__ import annotations
@@ -49,17 +58,20 @@ from tunnel.session import crypto, handshake
 from tunnel.session.constants import (
     HANDSHAKE_INITIATION_RATE,
     HANDSHAKES_PER_TURN,
+    LIMIT_LOG_INTERVAL,
+    MAX_INITIATION_TIMESTAMPS,
     MAX_PENDING_HANDSHAKES,
-    MAX_REMEMBERED_PEERS,
+    MAX_SESSIONS,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_QUEUE_LENGTH,
 )
 from tunnel.session.cookie import CookieChecker
 from tunnel.session.counters import Counters
-from tunnel.session.events import PayloadReceived, SessionEvent
+from tunnel.session.events import PayloadReceived, SessionEvent, SessionRemoved
 from tunnel.session.indextable import IndexTable
 from tunnel.session.ratelimit import HandshakeRateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
+from tunnel.session.timestamps import InitiationTimestamps
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
     HEADER_COOKIE_REPLY,
@@ -73,10 +85,15 @@ from tunnel.session.wire import (
     RESPONSE_SIZE,
     TRANSPORT_MIN_SIZE,
 )
+from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
 
 _NONCE_PREFIX = crypto.NONCE_PREFIX
+
+
+class SessionLimitReached(Exception):
+    """`connect` to a new peer while `max_sessions` sessions are in use; none is idle yet."""
 
 
 class Device:
@@ -89,8 +106,10 @@ class Device:
         allowed: Iterable[bytes] | None = None,
         rng: crypto.Rng = os.urandom,
         config: SessionConfig | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.identity = handshake.Identity.create(static_private, psk)
+        self.max_sessions = max_sessions
         self.allowed: frozenset[bytes] | None = None if allowed is None else frozenset(allowed)
         self.rng = rng
         self.config = config or SessionConfig()
@@ -104,7 +123,10 @@ class Device:
         # The same live dict as `indices.keypairs`, bound once: the transport hot path then
         # looks keys up without a method call.
         self._keypairs = self.indices.keypairs
-        self._timestamps: dict[bytes, bytes] = {}  # peer -> newest accepted TAI64N
+        self._timestamps = InitiationTimestamps(
+            max(MAX_INITIATION_TIMESTAMPS, 8 * max_sessions))
+        self._timers: TimerHeap[Session] = TimerHeap()
+        self._refusing_since = float("-inf")  # last refusal for want of room (log bursts)
         self._queue: deque[tuple[bytes, Addr, float]] = deque()
         self._under_load_until = float("-inf")
         self._outbox: list[tuple[bytes, Addr]] = []
@@ -127,19 +149,68 @@ class Device:
         session is returned as is (new addresses are kept for later handshakes).
         """
         self._wall_offset = wall_time - now
-        session = self.session_for(peer_public)
+        session = self.session_for(peer_public, now)
         session.add_candidates(addrs)
         if not session.is_established:
             session.initiate(now)
         return session
 
-    def session_for(self, peer_public: bytes) -> Session:
-        """The session with a peer, created idle if there is none yet."""
+    def session_for(self, peer_public: bytes, now: float) -> Session:
+        """The session with a peer, created idle if there is none yet.
+
+        Raises `SessionLimitReached` when that would make more than `max_sessions`.
+        """
         session = self._sessions.get(peer_public)
         if session is None:
-            session = Session(self, peer_public, self.config, ())
-            self._sessions[peer_public] = session
+            if not self._has_room(now):
+                raise SessionLimitReached(
+                    f"{len(self._sessions)} sessions in use, none idle yet")
+            session = self._add_session(peer_public, now)
         return session
+
+    def _add_session(self, peer_public: bytes, now: float) -> Session:
+        session = Session(self, peer_public, self.config, (), now)
+        self._sessions[peer_public] = session
+        self._timers.schedule(session, session.get_timer())
+        return session
+
+    def _has_room(self, now: float) -> bool:
+        """Room for one more session; a refusal is logged once per burst."""
+        if len(self._sessions) < self.max_sessions:
+            return True
+        self.counters.session_limit += 1
+        if now - self._refusing_since >= LIMIT_LOG_INTERVAL:
+            log.warning("refusing new sessions: all %d are in use and none has been idle for "
+                        "long enough to be removed", self.max_sessions)
+        self._refusing_since = now
+        return False
+
+    def _remove(self, session: Session) -> None:
+        """Drop an idle session with its indices and keys; its timestamp stays (`timestamps`)."""
+        session.close()
+        del self._sessions[session.peer_public]
+        self._timers.discard(session)
+        self.counters.sessions_removed += 1
+        self._events.append(SessionRemoved(session.peer_public))
+
+    # --- replay protection across restarts (the shell saves and loads the table) ---------------
+
+    def replay_table(self) -> dict[bytes, bytes]:
+        """Peer static key -> newest accepted initiation timestamp (TAI64N), to save."""
+        return self._timestamps.snapshot()
+
+    def load_replay_table(self, table: dict[bytes, bytes]) -> None:
+        """Merge a saved table: initiations not newer than these are refused as replays."""
+        self._timestamps.load(table)
+
+    @property
+    def replay_table_version(self) -> int:
+        """Changes whenever the table does: the shell saves only then."""
+        return self._timestamps.version
+
+    def schedule(self, session: Session, deadline: float) -> None:
+        """A session armed a timer (`SessionHost`); only an earlier deadline costs a push."""
+        self._timers.schedule(session, deadline)
 
     def get_session(self, peer_public: bytes) -> Session | None:
         return self._sessions.get(peer_public)
@@ -226,11 +297,11 @@ class Device:
 
     def get_timer(self) -> float | None:
         """The earliest deadline: queued handshakes are due at once, then session timers."""
-        deadlines = [s.get_timer() for s in self._sessions.values()]
+        deadline = self._timers.earliest()
         if self._queue:
-            deadlines.append(self._queue[0][2])
-        armed = [d for d in deadlines if d is not None]
-        return min(armed) if armed else None
+            queued = self._queue[0][2]
+            return queued if deadline is None else min(queued, deadline)
+        return deadline
 
     def handle_timer(self, now: float, wall_time: float) -> None:
         """Work off queued handshakes (a bounded batch) and every expired session timer."""
@@ -244,10 +315,14 @@ class Device:
             data, addr, _received = self._queue.popleft()
             if self._process_handshake(data, addr, now):
                 dh_budget -= 1
-        for session in list(self._sessions.values()):
+        for session in self._timers.pop_due(now):
             deadline = session.get_timer()
             if deadline is not None and now >= deadline:
                 session.handle_timer(now)
+            if session.is_idle(now):
+                self._remove(session)
+            else:
+                self._timers.schedule(session, session.get_timer())
 
     @property
     def pending_handshakes(self) -> int:
@@ -327,8 +402,7 @@ class Device:
             self.counters.not_allowed += 1
             log.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
             return
-        last = self._timestamps.get(peer)
-        if last is not None and initiation.timestamp <= last:
+        if self._timestamps.is_replay(peer, initiation.timestamp):
             self.counters.replay += 1
             return
         session = self._sessions.get(peer)
@@ -339,18 +413,16 @@ class Device:
             self.counters.flood += 1
             return
         if session is None:
-            session = Session(self, peer, self.config, ())
+            if not self._has_room(now):
+                return
+            session = Session(self, peer, self.config, (), now)
         if not session.on_initiation(initiation, addr, now):
             self.counters.bad_handshake += 1
             return
-        self._sessions[peer] = session
-        self._remember_timestamp(peer, initiation.timestamp)
-
-    def _remember_timestamp(self, peer: bytes, timestamp: bytes) -> None:
-        self._timestamps.pop(peer, None)  # re-insert: dict order is then least recently used
-        self._timestamps[peer] = timestamp
-        if len(self._timestamps) > MAX_REMEMBERED_PEERS:
-            del self._timestamps[next(iter(self._timestamps))]
+        if peer not in self._sessions:
+            self._sessions[peer] = session
+            self._timers.schedule(session, session.get_timer())
+        self._timestamps.record(peer, initiation.timestamp, live=self._sessions)
 
     def _process_response(self, data: bytes, addr: Addr, now: float) -> None:
         session = self.indices.handshake(data[8:12])

@@ -43,4 +43,13 @@ class SessionExpired:
     peer_public: bytes
 
 
-SessionEvent = HandshakeCompleted | PayloadReceived | HandshakeFailed | SessionExpired
+@dataclass(frozen=True, slots=True)
+class SessionRemoved:
+    """The session with `peer_public` was idle past SESSION_IDLE_LIMIT and is gone, with its
+    keys and indices; the next handshake with that peer starts a new one."""
+
+    peer_public: bytes
+
+
+SessionEvent = (HandshakeCompleted | PayloadReceived | HandshakeFailed | SessionExpired
+                | SessionRemoved)

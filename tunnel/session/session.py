@@ -24,6 +24,13 @@ Timers (each a deadline, None when not armed; `get_timer` is their minimum):
 | new handshake | data sent, none pending            | peer silent 15 s after our data: handshake |
 | persistent    | any authenticated packet in or out | keepalive (holds NAT mappings open)        |
 | zero keys     | new keys derived                   | wipe all keys 540 s after the last ones    |
+| idle          | no handshake running               | the device removes the session 180 s after |
+|               |                                    | the last authenticated packet (`is_idle`)  |
+
+The device keeps every session's deadline in one heap (`tunnel.timerheap`): whenever a timer is
+armed earlier than before, the session tells it (`SessionHost.schedule`); a timer moved later
+needs nothing, as the heap's entry is a lower bound and the device asks `get_timer` again when
+it comes due.
 
 Rekey: the initiator of `current` starts a new handshake when sending with keys older than
 120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
@@ -58,6 +65,7 @@ from tunnel.session.constants import (
     REKEY_ON_RECEIVE_AGE,
     REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER_MAX,
+    SESSION_IDLE_LIMIT,
     ZERO_KEYS_AFTER,
 )
 from tunnel.session.cookie import CookieGenerator
@@ -132,6 +140,10 @@ class SessionHost(Protocol):
         """The wall clock at monotonic `now`, for the TAI64N timestamp of initiations."""
         ...
 
+    def schedule(self, session: Session, deadline: float) -> None:
+        """`session` armed a timer for `deadline`, perhaps earlier than any it had."""
+        ...
+
 
 class Keypair:
     """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
@@ -186,6 +198,7 @@ class Session:
     __slots__ = (
         "_attempt_started",
         "_attempts",
+        "_closed",
         "_current",
         "_host",
         "_keepalive_due",
@@ -204,6 +217,7 @@ class Session:
         "config",
         "cookies",
         "endpoint",
+        "last_active",
         "last_handshake",
         "last_initiation_consumed",
         "peer_public",
@@ -216,6 +230,7 @@ class Session:
         peer_public: bytes,
         config: SessionConfig,
         candidates: Iterable[Addr],
+        now: float,
     ) -> None:
         self.peer_public = peer_public
         self.config = config
@@ -236,8 +251,12 @@ class Session:
         self._last_initiation_sent = float("-inf")
         self.last_initiation_consumed = float("-inf")  # responder flood check
         self.last_handshake: float | None = None  # when the keys in use were derived (status)
+        # Last authenticated packet or accepted handshake message (creation until then): the
+        # idle reap counts from here.
+        self.last_active = now
         self._sent_last_minute_handshake = False
         self._staged: deque[bytes] = deque()
+        self._closed = False  # removed by the device (idle): never handshakes again
         self._retransmit_due: float | None = None
         self._keepalive_due: float | None = None
         self._new_handshake_due: float | None = None
@@ -274,8 +293,13 @@ class Session:
         self._keepalive_due = None
         if payload and self._new_handshake_due is None:
             self._new_handshake_due = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+            self._host.schedule(self, self._new_handshake_due)
         if self._persistent_keepalive is not None:
+            # Moved later: the heap's entry for the earlier deadline already covers it.
+            armed = self._persistent_due is not None
             self._persistent_due = now + self._persistent_keepalive
+            if not armed:
+                self._host.schedule(self, self._persistent_due)
         return datagram
 
     def send(self, payload: bytes, now: float) -> None:
@@ -307,6 +331,8 @@ class Session:
                 self._host.queue_datagram(self._pending_message, addr)
 
     def _stage(self, payload: bytes, now: float) -> None:
+        if self._closed:
+            return  # the device removed this session: whoever still holds it sends nothing
         if len(self._staged) >= MAX_STAGED_PACKETS:
             self._staged.popleft()  # keep the newest, as wireguard-go does
             self._host.counters.staged_dropped += 1
@@ -326,6 +352,8 @@ class Session:
         return targets
 
     def _send_initiation(self, now: float, is_retry: bool) -> None:
+        if self._closed:
+            return  # removed by the device: a fresh session handshakes instead
         if not is_retry:
             if self.pending is not None or now - self._last_initiation_sent < REKEY_TIMEOUT:
                 return  # the retransmit timer owns a running handshake
@@ -351,6 +379,7 @@ class Session:
         self._last_initiation_sent = now
         jitter = int.from_bytes(host.rng(2), "little") / 0xFFFF * REKEY_TIMEOUT_JITTER_MAX
         self._retransmit_due = now + REKEY_TIMEOUT + jitter
+        host.schedule(self, self._retransmit_due)
         for addr in targets:
             host.queue_datagram(message, addr)
 
@@ -373,10 +402,11 @@ class Session:
             host.indices.remove(local_index)
             return False
         message, keys = result
-        self.last_initiation_consumed = now
+        self.last_initiation_consumed = self.last_active = now
         self._replace_next(Keypair(keys, now, self, self.config))
         self.endpoint = addr
         self._zero_keys_due = now + ZERO_KEYS_AFTER
+        host.schedule(self, self._zero_keys_due)
         host.queue_datagram(message, addr)
         return True
 
@@ -410,11 +440,16 @@ class Session:
             self._confirm_next(addr, now)
         if addr != self.endpoint:
             self.endpoint = addr  # roaming: answer where authenticated packets come from
+        self.last_active = now
         self._new_handshake_due = None
         if self._persistent_keepalive is not None:
+            armed = self._persistent_due is not None
             self._persistent_due = now + self._persistent_keepalive
+            if not armed:
+                self._host.schedule(self, self._persistent_due)
         if payload and self._keepalive_due is None:
             self._keepalive_due = now + KEEPALIVE_TIMEOUT
+            self._host.schedule(self, self._keepalive_due)
         if (
             now >= keypair.rekey_on_receive
             and keypair is self._current
@@ -441,16 +476,18 @@ class Session:
 
     def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
         self.endpoint = addr
-        self.last_handshake = now
+        self.last_handshake = self.last_active = now
         self._sent_last_minute_handshake = False
         self._zero_keys_due = now + ZERO_KEYS_AFTER
+        self._host.schedule(self, self._zero_keys_due)
         self._host.counters.handshakes_completed += 1
         self._host.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
 
     # --- timers -------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        """The earliest armed deadline, or None."""
+        """The earliest armed deadline, or None (never None while the device keeps it: the idle
+        deadline stands whenever no handshake runs)."""
         deadlines = [
             d
             for d in (
@@ -459,10 +496,31 @@ class Session:
                 self._new_handshake_due,
                 self._persistent_due,
                 self._zero_keys_due,
+                None if self.pending is not None else self.last_active + SESSION_IDLE_LIMIT,
             )
             if d is not None
         ]
         return min(deadlines) if deadlines else None
+
+    def is_idle(self, now: float) -> bool:
+        """Nothing authenticated for SESSION_IDLE_LIMIT and no handshake running: the device
+        removes this session (`close`). Its keys have all expired by then."""
+        return self.pending is None and now - self.last_active >= SESSION_IDLE_LIMIT
+
+    def close(self) -> None:
+        """Free every index and key of this session and disarm its timers (being removed)."""
+        self._closed = True
+        indices = self._host.indices
+        for keypair in (self._previous, self._current, self._next):
+            if keypair is not None:
+                indices.remove(keypair.local_index)
+        if self.pending is not None:
+            indices.remove(self.pending.local_index)
+            self.pending = None
+        self._previous = self._current = self._next = None
+        self._staged.clear()
+        self._retransmit_due = self._keepalive_due = self._new_handshake_due = None
+        self._persistent_due = self._zero_keys_due = None
 
     def handle_timer(self, now: float) -> None:
         """Run every expired timer."""
