@@ -33,7 +33,8 @@ def test_check_lists_every_mistake_with_file_and_line(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == [
         f"{path}:1: 'keepalive' is 'soon'; expected a number",
         f"{path}:2: unknown key 'bogus' in the config file; expected one of: rendezvous, "
-        "rendezvous_key, log_level, log_format, keepalive, direct_only, congestion, allow, expose, connect",
+        "rendezvous_key, log_level, log_format, keepalive, direct_only, congestion, allow, "
+        "expose, connect",
         f"{path}:6: 'as: web' is already in the expose entry of line 4; each expose entry "
         "needs its own 'as'",
         f"{path}:9: connect entry lacks required key 'listen'",
