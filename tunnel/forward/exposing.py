@@ -61,6 +61,13 @@ class ExposingSide:
         self.services: dict[str, ExposedService] = {}
         self.incoming: dict[tuple[bytes, int], _Incoming] = {}
         self.udp_flows: dict[tuple[bytes, str, int], UdpFlowSocket] = {}
+        self._bridges: dict[str, set[StreamBridge]] = {}  # per service, for `live`
+
+    def live(self, name: str) -> int:
+        """Connections (TCP) or flows (UDP) open now to the service `name`."""
+        bridges = self._bridges.get(name, set())
+        bridges -= {bridge for bridge in bridges if bridge.closed}
+        return len(bridges) + sum(1 for key in self.udp_flows if key[1] == name)
 
     # --- events routed here by the forwarder --------------------------------------------------
 
@@ -144,6 +151,9 @@ class ExposingSide:
         service.streams += 1
         bridge = StreamBridge(self.owner)
         bridge.attach(incoming.link, incoming.stream_id)
+        live = self._bridges.setdefault(name, set())
+        live -= {other for other in live if other.closed}  # bounded by the open connections
+        live.add(bridge)
         self._spawn(self._dial(service, bridge, rest))
 
     async def _dial(self, service: ExposedService, bridge: StreamBridge, rest: bytes) -> None:

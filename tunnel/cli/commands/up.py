@@ -7,8 +7,9 @@ import logging
 
 from rendezvous.protocol import MAX_NAMES
 from tunnel.addresses import format_endpoint
-from tunnel.api import Tunnel
+from tunnel.api import Connection, Tunnel
 from tunnel.cli.context import Context
+from tunnel.cli.handoff import note
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 from tunnel.errors import UserError
 
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             host, port = entry["port"]
             # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
             await tunnel.expose(port, entry["as"], host=host, udp=entry.get("udp", False),
-                                allow=entry.get("allow") or None, timeout=None)
+                                allow=entry.get("allow") or None, timeout=None,
+                                origin="config")
             ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
             # A daemon's peers may come up later: keep trying instead of failing.
@@ -56,6 +58,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             await tunnel.connect(
                 entry["name"], port, bind=bind, udp=entry.get("udp", False),
                 accept_new_key=entry.get("accept_new_key", False), wait=True,
-                on_ready=lambda connection: ctx.out(f"ready: {connection.describe()}"))
+                on_ready=lambda connection: _ready(ctx, connection), origin="config")
 
     return run_tunnel(ctx, tunnel, body)
+
+
+def _ready(ctx: Context, connection: Connection) -> None:
+    if connection.pin_news is not None:
+        note(connection.pin_news)
+    ctx.out(f"ready: {connection.describe()}")
