@@ -77,7 +77,8 @@ def listen_arg(text: str) -> Listen:
         if len(fields) == 2:
             bind, port = parse_endpoint(text)
             return Listen(bind, port)
-        if len(fields) in (3, 4):
+        # ssh's [BIND:]LPORT:HOST:RPORT; an IPv6 address without brackets only looks like it.
+        if len(fields) in (3, 4) and fields[-3].isdigit() and all(fields):
             local = ":".join(fields[:-2])
             bind, port = parse_endpoint(local, default_host=LOCALHOST)
             return Listen(bind, port, ":".join(fields[-2:]))
