@@ -18,7 +18,7 @@ from tunnel.cli.handoff import ask, running_node
 from tunnel.errors import UserError
 
 NAME = "stop"
-ORDER = 32
+ORDER = 23
 HELP = "stop the running ptunnel, or remove one forward from it (NAME or PORT)"
 DESCRIPTION = """\
 Without an argument: stop the ptunnel that runs with this state directory (`up`, `expose` or
