@@ -112,6 +112,21 @@ class RendezvousServer:
         self.rearm()
 
 
+def _bound(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to host:port; on an IPv6 address it is dual-stack (`[::]` hears IPv4
+    nodes too, as ::ffff:a.b.c.d), whatever the system's default for IPV6_V6ONLY."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
                 ready: Callable[[], None] | None = None,
@@ -125,13 +140,14 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     host, port = listen
     nport = netcheck_port if netcheck_port is not None else port + 1
     main_t, main_p = await loop.create_datagram_endpoint(
-        lambda: _Port(server, registry.handle), local_addr=(host, port))
+        lambda: _Port(server, registry.handle), sock=_bound(host, port))
     nc_t, nc_p = await loop.create_datagram_endpoint(
-        lambda: _Port(server, registry.handle_netcheck), local_addr=(host, nport))
+        lambda: _Port(server, registry.handle_netcheck), sock=_bound(host, nport))
     server.main, server.netcheck = main_p, nc_p
     server.rearm()
-    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s",
-             host, port, nport, db, "on" if relay else "off")
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    log.info("rendezvous listening on %s (netcheck %d), db %s, relay %s",
+             shown, nport, db, "on" if relay else "off")
     if ready is not None:
         ready()
     try:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import socket
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
 from tunnel.keys.pins import PinResult, PinStore
+from tunnel.node.netcheck import resolve
 from tunnel.node.node import NO_ANSWER, NO_PATH, NO_SESSION, Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
@@ -58,6 +58,7 @@ CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still 
 # The rendezvous answers within a round trip; the client sends at 0, 1 and 3 s, so 5 s of
 # silence means it is down or UDP to it is blocked, not that one datagram was lost.
 RENDEZVOUS_TIMEOUT = 5.0  # s
+ANY_IPV4 = ("0.0.0.0", 0)  # the node's default bind; ("::", 0) instead for an IPv6 rendezvous
 
 
 class TunnelError(UserError):
@@ -467,7 +468,7 @@ class Tunnel:
         direct_only: bool = False,
         congestion: str = "bbr",
         keepalive: float = 25.0,
-        bind: tuple[str, int] = ("0.0.0.0", 0),
+        bind: tuple[str, int] = ANY_IPV4,
     ) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
         identity = identity or load_identity(self.home)
@@ -501,22 +502,22 @@ class Tunnel:
         if not self._started:
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
+            if self.options.bind == ANY_IPV4 and ":" in self.options.rendezvous[0]:
+                self.options.bind = ("::", 0)  # an IPv6 rendezvous: the node speaks IPv6
             await self.node.start()
             self.forwarder.start()
 
     @staticmethod
     async def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
-        """The rendezvous as an IPv4 address: replies are matched by their source address."""
+        """The rendezvous as an IP address (replies are matched by their source address):
+        IPv4 when the name has both kinds (see `tunnel.node.netcheck.resolve`), else IPv6."""
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(addr[0], addr[1], family=socket.AF_INET,
-                                           type=socket.SOCK_DGRAM)
+            return await loop.run_in_executor(None, resolve, addr)
         except OSError as exc:
             raise TunnelError(f"cannot resolve the rendezvous host {addr[0]!r}: "
                               f"{exc.strerror or exc}; check --rendezvous or PTUNNEL_RENDEZVOUS"
                               ) from None
-        host, port = infos[0][4][:2]
-        return str(host), int(port)
 
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None,

@@ -24,7 +24,7 @@ from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_
 from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
-from tunnel.node.netcheck import netcheck
+from tunnel.node.netcheck import family, netcheck
 from tunnel.node.peer import (
     HandshakeWanted,
     IntroductionWanted,
@@ -133,7 +133,7 @@ class Node:
         bound = self.options.bind[0]
         if bound not in ("0.0.0.0", "::", ""):
             return [bound]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        with socket.socket(family(self.options.rendezvous[0]), socket.SOCK_DGRAM) as probe:
             try:
                 probe.connect(self.options.rendezvous)
                 return [probe.getsockname()[0]]
