@@ -59,7 +59,7 @@ class _Port(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(data, addr)
         except OSError as exc:
-            log.debug("send to %s failed: %s", addr, exc)
+            log.debug("send to %s failed: %s", _shown(addr), exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         sends = self.handler(data, _addr(addr), time.time())
@@ -108,8 +108,13 @@ class RendezvousServer:
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
             stats = self.registry.stats + self.registry.relay.stats
-            log.info("stats %s", dict(sorted(stats.items())))
+            log.info("stats %s", " ".join(f"{key}={value}" for key, value in sorted(stats.items())))
         self.rearm()
+
+
+def _shown(addr: tuple[str, int]) -> str:
+    """`10.0.1.2:43540`, `[::]:7000`: an address in the log, never a Python tuple."""
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def _bound(host: str, port: int) -> socket.socket:
@@ -145,9 +150,8 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
         lambda: _Port(server, registry.handle_netcheck), sock=_bound(host, nport))
     server.main, server.netcheck = main_p, nc_p
     server.rearm()
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     log.info("rendezvous listening on %s (netcheck %d), db %s, relay %s",
-             shown, nport, db, "on" if relay else "off")
+             _shown((host, port)), nport, db, "on" if relay else "off")
     if ready is not None:
         ready()
     try:

@@ -126,6 +126,7 @@ def _main(argv: list[str] | None) -> int:
         setup_logging(
             log_level(args, ctx.config.get("log_level") or "info"),
             args.log_format or ctx.config.get("log_format") or "text",
+            packets=args.verbose >= 2,
         )
         return int(module.run(args, ctx))
     except UserError as exc:

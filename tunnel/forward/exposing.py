@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint
 from tunnel.channel.channel import Channel
 from tunnel.forward import wire
 from tunnel.forward.bridge import BridgeOwner, StreamBridge
@@ -163,8 +163,9 @@ class ExposingSide:
         except OSError as exc:
             service.refused += 1
             assert bridge.link is not None and bridge.stream_id is not None
-            log.warning("%s: cannot connect to %s:%d for %s: %s", service.name, *service.target,
-                        fingerprint(bridge.link.static), exc.strerror or exc)
+            log.warning("%s: cannot connect to %s for %s: %s", service.name,
+                        format_endpoint(service.target), fingerprint(bridge.link.static),
+                        exc.strerror or exc)
             channel = bridge.channel()
             if channel is not None:
                 channel.reset_stream(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
@@ -196,6 +197,6 @@ class ExposingSide:
         try:
             await loop.create_datagram_endpoint(lambda: sock, remote_addr=target)
         except OSError as exc:
-            log.warning("%s: cannot reach UDP service %s:%d: %s", sock.name, *target,
-                        exc.strerror or exc)
+            log.warning("%s: cannot reach UDP service %s: %s", sock.name,
+                        format_endpoint(target), exc.strerror or exc)
             self.udp_flows.pop(key, None)

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint
 from tunnel.session import crypto, handshake
 from tunnel.session.constants import (
     HANDSHAKE_INITIATION_RATE,
@@ -325,7 +325,8 @@ class Device:
         peer = initiation.peer_public
         if self.allowed is not None and peer not in self.allowed:
             self.counters.not_allowed += 1
-            log.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
+            log.info("refused initiation from %s at %s: not on the allow list", peer.hex()[:16],
+                     format_endpoint(addr))
             return
         last = self._timestamps.get(peer)
         if last is not None and initiation.timestamp <= last:
