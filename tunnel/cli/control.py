@@ -138,7 +138,16 @@ class ControlServer:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await work
                 log.debug("control client went away; request %s cancelled", request.get("cmd"))
-        return work.result() if not work.cancelled() else None
+        if work.cancelled():
+            return None
+        error = work.exception()
+        if isinstance(error, UserError):
+            return {"error": error.message}
+        if isinstance(error, ValueError | TypeError | KeyError):
+            # A request of the right kind with wrong fields: the client's mistake, one line.
+            log.debug("malformed %s request", request.get("cmd"), exc_info=error)
+            return {"error": f"malformed {request.get('cmd')} request: {error!s}"}
+        return work.result()  # anything else is a bug: raised, and logged with its traceback
 
 
 def query_all(home: Path) -> list[dict[str, Any]]:
