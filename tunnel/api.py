@@ -665,6 +665,7 @@ class Tunnel:
         status = self.node.status()
         status["exposed"] = [e.stats() for e in self.exposed]
         status["connections"] = [c.stats() for c in self.connections]
+        status["forwards"] = [forward.stats() for forward in self.forwards()]
         return status
 
     async def close(self) -> None:

@@ -124,6 +124,18 @@ def test_connect_and_expose_join_a_running_node(tmp_path: Path, rendezvous: str)
                                    f"{connect.proc.pid}) has no forward named or on port "
                                    "'nothing-here'; `ptunnel status` lists them\n")
 
+            # `up` does not join: its config is a node of its own.
+            config = tmp_path / "up.yaml"
+            config.write_text(f"rendezvous: {rendezvous}\nconnect:\n  - name: web\n"
+                              f"    listen: {free_port()}\n")
+            done = ptunnel("up", "-c", str(config), "--home", str(laptop))
+            assert done.returncode == 2
+            assert done.stderr == (
+                f"ptunnel up: error: another ptunnel (pid {connect.proc.pid}) already runs with "
+                f"{laptop}: two nodes with one key would fight over their peers; add tunnels to "
+                "it with `ptunnel connect` and `ptunnel expose`, stop it with `ptunnel stop`, or "
+                "give this one its own PTUNNEL_HOME\n")
+
             # `stop NAME` on the exposing side gives the name back.
             done = ptunnel("stop", "db", "--home", str(home))
             assert done.returncode == 0, done.stderr

@@ -47,6 +47,10 @@ def test_status_and_ping_through_the_control_socket(tmp_path: Path) -> None:
     uvloop.run(main())
 
 
+def ask(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    return query(path, request)
+
+
 def test_malformed_requests_get_one_line_errors_and_change_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         async with world(tmp_path) as w:
@@ -56,15 +60,16 @@ def test_malformed_requests_get_one_line_errors_and_change_nothing(tmp_path: Pat
             await control.start()
             loop = asyncio.get_running_loop()
             try:
-                for request in [{"cmd": "connect"}, {"cmd": "connect", "name": "x", "port": "1"},
-                                {"cmd": "expose", "name": "Bad Name", "host": "127.0.0.1",
-                                 "port": 1},
-                                {"cmd": "expose", "name": "web", "host": "127.0.0.1",
-                                 "port": 1, "allow": ["not a key"]},
-                                {"cmd": "remove", "what": 5}, {"cmd": "remove", "what": "nope"},
-                                {"cmd": "ping", "name": "x", "count": "many"},
-                                {"cmd": ["status"]}, {"cmd": "status", "x": 1}]:
-                    reply = await loop.run_in_executor(None, query, control.path, request)
+                requests: list[dict[str, Any]] = [
+                    {"cmd": "connect"}, {"cmd": "connect", "name": "x", "port": "1"},
+                    {"cmd": "expose", "name": "Bad Name", "host": "127.0.0.1", "port": 1},
+                    {"cmd": "expose", "name": "web", "host": "127.0.0.1", "port": 1,
+                     "allow": ["not a key"]},
+                    {"cmd": "remove", "what": 5}, {"cmd": "remove", "what": "nope"},
+                    {"cmd": "ping", "name": "x", "count": "many"},
+                    {"cmd": ["status"]}, {"cmd": "status", "x": 1}]
+                for request in requests:
+                    reply = await loop.run_in_executor(None, ask, control.path, request)
                     assert reply is not None, request
                     if request == {"cmd": "status", "x": 1}:
                         assert "error" not in reply

@@ -211,9 +211,7 @@ def control_handlers(tunnel: Tunnel,
     """What the control socket serves; `shutdown` only when `stop` is given (it sets it)."""
 
     async def status(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
-        status = tunnel.status()
-        status["forwards"] = [forward.stats() for forward in tunnel.forwards()]
-        return status
+        return tunnel.status()
 
     async def remote_ping(request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         def on_result(seq: int, result: PingResult) -> None:
