@@ -112,3 +112,33 @@ def test_a_client_that_goes_away_cancels_its_request(tmp_path: Path) -> None:
             await control.close()
 
     uvloop.run(main())
+
+
+def test_remove_by_name_or_port_and_an_ambiguous_name(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with world(tmp_path) as w:
+            _server, service_port = await start_tcp_echo()
+            exposer, connector = w.tunnel(), w.tunnel()
+            await exposer.expose(service_port, "echo")
+            first, second = free_port(), free_port()
+            await connector.connect("echo", first)
+            await connector.connect("echo", second)
+            control = ControlServer(connector.home, control_handlers(connector))
+            await control.start()
+            loop = asyncio.get_running_loop()
+            try:
+                reply = await loop.run_in_executor(None, ask, control.path,
+                                                   {"cmd": "remove", "what": "ECHO"})
+                assert reply == {"error": f"'ECHO' names 2 forwards (connect 'echo' on "
+                                          f"127.0.0.1:{first}, connect 'echo' on 127.0.0.1:"
+                                          f"{second}); stop one by its port"}
+                reply = await loop.run_in_executor(None, ask, control.path,
+                                                   {"cmd": "remove", "what": str(second)})
+                assert reply is not None and reply["removed"] == (
+                    f"connect 'echo' on 127.0.0.1:{second}")
+                (left,) = connector.status()["forwards"]
+                assert left["listen"] == f"127.0.0.1:{first}" and left["origin"] == "api"
+            finally:
+                await control.close()
+
+    uvloop.run(main())

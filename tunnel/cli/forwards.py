@@ -96,7 +96,8 @@ async def remove(tunnel: Tunnel, request: dict[str, Any]) -> dict[str, Any]:
                         f"port {what!r}; `ptunnel status` lists them")
     if len(found) > 1:
         ports = ", ".join(describe_forward(f.stats()) for f in found)
-        raise UserError(f"{what!r} names {len(found)} forwards ({ports}); stop one by its port")
+        other = "name" if what.isdigit() else "port"
+        raise UserError(f"{what!r} names {len(found)} forwards ({ports}); stop one by its {other}")
     forward: Exposed | Connection = found[0]
     described = describe_forward(forward.stats())
     await forward.close()
