@@ -131,7 +131,7 @@ def test_remove_by_name_or_port_and_an_ambiguous_name(tmp_path: Path) -> None:
                                                    {"cmd": "remove", "what": "ECHO"})
                 assert reply == {"error": f"'ECHO' names 2 forwards (connect 'echo' on "
                                           f"127.0.0.1:{first}, connect 'echo' on 127.0.0.1:"
-                                          f"{second}); stop one by its port"}
+                                          f"{second}); stop one by its port", "exit_code": 2}
                 reply = await loop.run_in_executor(None, ask, control.path,
                                                    {"cmd": "remove", "what": str(second)})
                 assert reply is not None and reply["removed"] == (

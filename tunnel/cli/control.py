@@ -142,12 +142,17 @@ class ControlServer:
             return None
         error = work.exception()
         if isinstance(error, UserError):
-            return {"error": error.message}
+            return error_reply(error)
         if isinstance(error, ValueError | TypeError | KeyError):
             # A request of the right kind with wrong fields: the client's mistake, one line.
             log.debug("malformed %s request", request.get("cmd"), exc_info=error)
             return {"error": f"malformed {request.get('cmd')} request: {error!s}"}
         return work.result()  # anything else is a bug: raised, and logged with its traceback
+
+
+def error_reply(error: UserError) -> dict[str, Any]:
+    """A UserError as a reply: its line, and the exit status the client's command ends with."""
+    return {"error": error.message, "exit_code": error.exit_code}
 
 
 def query_all(home: Path) -> list[dict[str, Any]]:

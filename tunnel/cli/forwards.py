@@ -19,7 +19,7 @@ from typing import Any
 
 from tunnel.addresses import format_endpoint
 from tunnel.api import Connection, Exposed, Tunnel
-from tunnel.cli.control import Emit, Handler
+from tunnel.cli.control import Emit, Handler, error_reply
 from tunnel.errors import UserError
 from tunnel.keys.netkeys import decode_key
 
@@ -113,7 +113,7 @@ def forward_handlers(tunnel: Tunnel) -> dict[str, Handler]:
             try:
                 reply: dict[str, Any] = await handler(tunnel, request)
             except UserError as exc:
-                return {"error": exc.message}
+                return error_reply(exc)
             except ValueError as exc:  # a malformed key in `allow`
                 return {"error": str(exc)}
             return reply

@@ -47,7 +47,11 @@ def ask(node: RunningNode, request: dict[str, Any], timeout: float,
                         f"`ptunnel status`, or stop it with `ptunnel stop` (or kill {node.pid})")
     error = reply.get("error")
     if error is not None:
-        raise UserError(str(error))
+        failure = UserError(str(error))
+        code = reply.get("exit_code")
+        if isinstance(code, int) and 0 < code < 128:
+            failure.exit_code = code  # as the command would have exited on its own node
+        raise failure
     return reply
 
 

@@ -35,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from tunnel.api import PingResult, Tunnel, TunnelError
 from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
-from tunnel.cli.control import ControlServer, Emit, running
+from tunnel.cli.control import ControlServer, Emit, error_reply, running
 from tunnel.cli.control import Handler as RequestHandler
 from tunnel.cli.forwards import forward_handlers
 from tunnel.errors import UserError
@@ -222,7 +222,7 @@ def control_handlers(tunnel: Tunnel,
                                      interval=float(request.get("interval", 0.5)),
                                      on_result=on_result)
         except UserError as exc:
-            return {"error": exc.message}
+            return error_reply(exc)
 
     async def shutdown(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
         assert stop is not None
