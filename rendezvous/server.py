@@ -108,7 +108,7 @@ class RendezvousServer:
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
             stats = self.registry.stats + self.registry.relay.stats
-            log.info("stats %s", " ".join(f"{key}={value}" for key, value in sorted(stats.items())))
+            log.info("stats %s", dict(sorted(stats.items())))
         self.rearm()
 
 
