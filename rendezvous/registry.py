@@ -188,7 +188,7 @@ class Registry:
         self.relay.sweep(now)
         out: list[Send] = []
         for gone in self.store.expire(now):
-            log.info("expired %s %s", gone.names, gone.endpoint)
+            log.info("expired %s at %s", _names(gone.names), _endpoint(gone.endpoint))
             self.stats["expired"] += 1
             out += self._announce(gone, p.Left(b"", gone.static), now)
         return out
@@ -221,7 +221,7 @@ class Registry:
                                                             entries), req.static, addr)]
         prev = result.previous
         if prev is None or prev.endpoint != addr or prev.names != req.names:
-            log.info("joined %s from %s", req.names, addr)
+            log.info("joined: %s from %s", _names(req.names), _endpoint(addr))
             out += self._announce(member, p.Joined(b"", _peer(member, now)), now)
         return out
 
@@ -292,3 +292,13 @@ class Registry:
 
 def _peer(m: Member, now: float) -> p.Peer:
     return p.Peer(m.static, m.endpoint, int(max(0.0, now - m.last_seen)), m.names)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    """Log words for a member's names: a node that only connects has none."""
+    return ", ".join(names) if names else "a node without names"
+
+
+def _endpoint(addr: Endpoint) -> str:
+    """`10.0.1.2:43540`, `[::1]:7000`: never a Python tuple in the log."""
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"

@@ -115,7 +115,7 @@ class _Port(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(data, addr)
         except OSError as exc:
-            log.debug("send to %s failed: %s", addr, exc)
+            log.debug("send to %s failed: %s", _shown(addr), exc)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         sends = self.handler(data, _addr(addr), time.time())
@@ -173,6 +173,26 @@ def stats_line(registry: Registry) -> str:
     return f"stats {requests}; {registry.relay.summary()}"
 
 
+def _shown(addr: tuple[str, int]) -> str:
+    """`10.0.1.2:43540`, `[::]:7000`: an address in the log, never a Python tuple."""
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to host:port; on an IPv6 address it is dual-stack (`[::]` hears IPv4
+    nodes too, as ::ffff:a.b.c.d), whatever the system's default for IPV6_V6ONLY."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
                 ready: Callable[[], None] | None = None,
@@ -199,15 +219,16 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     host, port = listen
     nport = netcheck_port if netcheck_port is not None else port + 1
     main_t, main_p = await loop.create_datagram_endpoint(
-        lambda: _Port(server, registry.handle), local_addr=(host, port))
+        lambda: _Port(server, registry.handle), sock=_bound(host, port))
     nc_t, nc_p = await loop.create_datagram_endpoint(
-        lambda: _Port(server, registry.handle_netcheck), local_addr=(host, nport))
+        lambda: _Port(server, registry.handle_netcheck), sock=_bound(host, nport))
     server.main, server.netcheck = main_p, nc_p
     server.rearm()
     relay_text = (f"on ({relay_rate:.0f} B/s per node, {relay_network_rate:.0f} per network,"
                   f" {relay_total_rate:.0f} in all)") if relay else "off"
-    log.info("rendezvous listening on %s:%d (netcheck %d), db %s, relay %s, networks %s, %s",
-             host, port, nport, db, relay_text, admission.describe(), describe_key(static_private))
+    log.info("rendezvous listening on %s (netcheck %d), db %s, relay %s, networks %s, %s",
+             _shown((host, port)), nport, db, relay_text, admission.describe(),
+             describe_key(static_private))
     if created:
         log.info("created the rendezvous key %s", key_path(db))
     if ready is not None:

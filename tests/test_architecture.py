@@ -50,6 +50,7 @@ PURE = (
     "tunnel.keys.joincode",
     "tunnel.node.peer",
     "tunnel.node.payloads",
+    "tunnel.node.pathlog",
     "rendezvous.protocol",
     "rendezvous.registry",
     "rendezvous.relay",

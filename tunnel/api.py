@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import socket
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,14 @@ from tunnel.forward.udp_flows import UdpListener
 from tunnel.forward.wire import encode_open
 from tunnel.keys.identity import Identity, default_home, load_identity, load_network_secret
 from tunnel.keys.netkeys import fingerprint
-from tunnel.keys.pins import PinStore, ServerKeyMismatch, ServerPins, joined_rendezvous
+from tunnel.keys.pins import (
+    PinResult,
+    PinStore,
+    ServerKeyMismatch,
+    ServerPins,
+    joined_rendezvous,
+)
+from tunnel.node.netcheck import resolve
 from tunnel.node.node import NO_ANSWER, NO_PATH, NO_SESSION, Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
@@ -58,6 +64,7 @@ CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still 
 # The rendezvous answers within a round trip; the client sends at 0, 1 and 3 s, so 5 s of
 # silence means it is down or UDP to it is blocked, not that one datagram was lost.
 RENDEZVOUS_TIMEOUT = 5.0  # s
+ANY_IPV4 = ("0.0.0.0", 0)  # the node's default bind; ("::", 0) instead for an IPv6 rendezvous
 
 
 class TunnelError(RuntimeFailure):
@@ -109,16 +116,32 @@ def check_name(name: str) -> str:
         raise TunnelError(str(exc)) from None
 
 
+# Where a forward came from, for `ptunnel status`: the program that embeds the API, `up`'s
+# config file, the command that started the node, or a command added to the running node.
+ORIGINS = ("api", "config", "command", "added")
+
+
 class Exposed:
     """A service registered under a name; close() stops exposing it."""
 
-    def __init__(self, tunnel: Tunnel, service: ExposedService) -> None:
-        self.tunnel, self.service = tunnel, service
+    def __init__(self, tunnel: Tunnel, service: ExposedService, origin: str = "api") -> None:
+        self.tunnel, self.service, self.origin = tunnel, service, origin
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def port(self) -> int:
+        """The port `ptunnel stop PORT` knows this forward by: the exposed service's."""
+        return self.service.target[1]
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.service.name, "target": format_endpoint(self.service.target),
+        return {"kind": "expose", "name": self.service.name,
+                "target": format_endpoint(self.service.target),
                 "udp": self.service.udp, "streams": self.service.streams,
-                "refused": self.service.refused}
+                "refused": self.service.refused, "origin": self.origin,
+                "live": self.tunnel.forwarder.exposing.live(self.service.name)}
 
     async def close(self) -> None:
         """Stop exposing: refuse new streams and give the name back at the rendezvous."""
@@ -132,9 +155,13 @@ class Connection:
     """A local port carrying connections to a remote service; close() stops listening."""
 
     def __init__(self, tunnel: Tunnel, name: str, listen: tuple[str, int] | None, udp: bool,
-                 accept_new_key: bool) -> None:
+                 accept_new_key: bool, origin: str = "api") -> None:
         self.tunnel, self.name, self.listen, self.udp = tunnel, name, listen, udp
-        self.accept_new_key = accept_new_key
+        self.accept_new_key, self.origin = accept_new_key, origin
+        # What this connect did to the pin of `name` ("pinned the key of 'web': SHA256:…"), for
+        # the terminal: a first pin is news the user should see, not only in the log.
+        self.pin_news: str | None = None
+        self._bridges: set[StreamBridge] = set()  # local TCP connections, for `live`
         self.link: Peer | None = None
         self.ready = asyncio.Event()
         self.error: TunnelError | None = None
@@ -232,12 +259,18 @@ class Connection:
     def _on_rendezvous(self, event: rc.Event) -> None:
         if isinstance(event, rc.Introduced) and event.peer_name == self.name:
             try:
-                self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
+                pinned = self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
             except UserError as exc:  # a changed key, or known_nodes cannot be written
                 self.error = TunnelError(exc.message)
                 self.refusal = exc.message
                 self.ready.set()
                 return
+            if pinned is PinResult.NEW:
+                self.pin_news = (f"pinned the key of '{self.name}': "
+                                 f"{fingerprint(event.peer_static)} (first contact)")
+            elif pinned is PinResult.REPLACED:
+                self.pin_news = (f"replaced the pinned key of '{self.name}' with "
+                                 f"{fingerprint(event.peer_static)} (--accept-new-key)")
             self.refusal = None
             link = self.tunnel.node.peers[event.peer_static]
             if self.link is not link:
@@ -265,7 +298,20 @@ class Connection:
     def _new_bridge(self) -> StreamBridge:
         bridge = StreamBridge(self.tunnel.forwarder)
         bridge.on_attach = self._attach
+        self._bridges = {b for b in self._bridges if not b.closed}
+        self._bridges.add(bridge)
         return bridge
+
+    @property
+    def port(self) -> int | None:
+        """The local port `ptunnel stop PORT` knows this forward by."""
+        return None if self.listen is None else self.listen[1]
+
+    def live(self) -> int:
+        """Local connections open now (TCP), or flows (UDP)."""
+        if self.udp_listener is not None:
+            return len(self.udp_listener.flows)
+        return sum(1 for bridge in self._bridges if not bridge.closed)
 
     def _attach(self, bridge: StreamBridge) -> None:
         """Give a local connection its stream, or let it wait (no path yet, or the peer's
@@ -395,6 +441,7 @@ class Connection:
         peer = self.link.status(now) if self.link is not None else {}
         reason = self.waiting_reason(now)
         return {
+            "kind": "connect", "origin": self.origin, "live": self.live(),
             "name": self.name, "udp": self.udp,
             "listen": None if self.listen is None else format_endpoint(self.listen),
             "state": peer.get("state", "connecting"), "ready": reason is None,
@@ -436,7 +483,7 @@ class Tunnel:
         direct_only: bool = False,
         congestion: str = "bbr",
         keepalive: float = 25.0,
-        bind: tuple[str, int] = ("0.0.0.0", 0),
+        bind: tuple[str, int] = ANY_IPV4,
     ) -> None:
         self.home = Path(home).expanduser() if home is not None else default_home()
         identity = identity or load_identity(self.home)
@@ -481,6 +528,8 @@ class Tunnel:
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
             self.node.rdv_events.append(self._on_server_key)
+            if self.options.bind == ANY_IPV4 and ":" in self.options.rendezvous[0]:
+                self.options.bind = ("::", 0)  # an IPv6 rendezvous: the node speaks IPv6
             await self.node.start()
             self.forwarder.start()
 
@@ -498,21 +547,19 @@ class Tunnel:
 
     @staticmethod
     async def _resolve(addr: tuple[str, int]) -> tuple[str, int]:
-        """The rendezvous as an IPv4 address: replies are matched by their source address."""
+        """The rendezvous as an IP address (replies are matched by their source address):
+        IPv4 when the name has both kinds (see `tunnel.node.netcheck.resolve`), else IPv6."""
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(addr[0], addr[1], family=socket.AF_INET,
-                                           type=socket.SOCK_DGRAM)
+            return await loop.run_in_executor(None, resolve, addr)
         except OSError as exc:
             raise TunnelError(f"cannot resolve the rendezvous host {addr[0]!r}: "
                               f"{exc.strerror or exc}; check --rendezvous or PTUNNEL_RENDEZVOUS"
                               ) from None
-        host, port = infos[0][4][:2]
-        return str(host), int(port)
 
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None,
-                     timeout: float | None = RENDEZVOUS_TIMEOUT) -> Exposed:
+                     timeout: float | None = RENDEZVOUS_TIMEOUT, origin: str = "api") -> Exposed:
         """Register `name` and forward every authorized peer's connections to host:port.
 
         Raises TunnelError if the rendezvous does not answer within `timeout` seconds (None:
@@ -558,7 +605,7 @@ class Tunnel:
             event = refused[0]
             holder = f" (held by {event.holder_fingerprint})" if event.holder_fingerprint else ""
             raise TunnelError(f"the rendezvous refused '{name}': {event.reason}{holder}")
-        exposed = Exposed(self, service)
+        exposed = Exposed(self, service, origin)
         self.exposed.append(exposed)
         log.info("exposing %s as '%s' (node %s)", format_endpoint((host, port)), name,
                  fingerprint(self.options.identity.public))
@@ -570,7 +617,8 @@ class Tunnel:
 
     async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
                       accept_new_key: bool = False, timeout: float = 30.0, wait: bool = False,
-                      on_ready: Callable[[Connection], None] | None = None) -> Connection:
+                      on_ready: Callable[[Connection], None] | None = None,
+                      origin: str = "api") -> Connection:
         """Listen on bind:port and carry every local connection to the peer named `name`.
 
         By default this returns once the path is up and raises `TunnelError` if it cannot come
@@ -579,7 +627,7 @@ class Tunnel:
         after RENDEZVOUS_TIMEOUT (or `timeout` if that is shorter)."""
         name = check_name(name)
         await self.start()
-        connection = Connection(self, name, (bind, port), udp, accept_new_key)
+        connection = Connection(self, name, (bind, port), udp, accept_new_key, origin)
         await self._open(connection, timeout, wait, on_ready)
         return connection
 
@@ -640,10 +688,26 @@ class Tunnel:
             "candidates": peer["candidates"],
         }
 
+    def forwards(self) -> list[Exposed | Connection]:
+        """Every expose and every connect with a local port (not the pings' connections)."""
+        return [*self.exposed, *(c for c in self.connections if c.listen is not None)]
+
+    def find_forwards(self, what: str) -> list[Exposed | Connection]:
+        """The forwards `what` names: a name, or a port (a connect's local port, an expose's
+        target port)."""
+        if what.isdigit():
+            return [f for f in self.forwards() if f.port == int(what)]
+        try:
+            name = normalize_name(what)
+        except ValueError:
+            return []
+        return [f for f in self.forwards() if f.name == name]
+
     def status(self) -> dict[str, Any]:
         status = self.node.status()
         status["exposed"] = [e.stats() for e in self.exposed]
         status["connections"] = [c.stats() for c in self.connections]
+        status["forwards"] = [forward.stats() for forward in self.forwards()]
         return status
 
     async def close(self) -> None:

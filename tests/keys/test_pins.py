@@ -3,6 +3,7 @@ fingerprints unless accepted; the file survives edits and junk."""
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def test_first_use_pins_then_matches(tmp_path: Path) -> None:
     assert store.check("ssh-home", KEY_1) is PinResult.MATCH
     assert PinStore(tmp_path).get("ssh-home") == KEY_1  # persisted
     path = tmp_path / KNOWN_NODES_FILE
-    assert path.read_text() == f"ssh-home {encode_key(KEY_1)}\n"
+    # name, key and when it was first seen, in UTC
+    assert re.fullmatch(f"ssh-home {re.escape(encode_key(KEY_1))} "
+                        r"\d{4}-\d\d-\d\dT\d\d:\d\dZ\n", path.read_text())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -58,7 +61,7 @@ def test_comments_and_junk_lines_are_kept(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# my nodes\n\nthis line is junk\n")
     assert "bad notbase64!" in text and "web " not in text
-    assert text.endswith(f"ssh-home {encode_key(KEY_1)}\n")
+    assert text.splitlines()[-1].startswith(f"ssh-home {encode_key(KEY_1)} ")
 
 
 def test_remove(tmp_path: Path) -> None:
@@ -95,4 +98,16 @@ def test_bytes_that_are_not_utf8_survive_a_rewrite(tmp_path: Path) -> None:
     path = tmp_path / KNOWN_NODES_FILE
     path.write_bytes(b"# caf\xe9\n")
     assert PinStore(tmp_path).check("a", KEY_1) is PinResult.NEW
-    assert path.read_bytes() == f"# caf\xe9\na {encode_key(KEY_1)}\n".encode("latin-1")
+    assert path.read_bytes().startswith(f"# caf\xe9\na {encode_key(KEY_1)} ".encode("latin-1"))
+
+
+def test_pins_lists_name_key_and_first_seen_old_lines_included(tmp_path: Path) -> None:
+    path = tmp_path / KNOWN_NODES_FILE
+    path.write_text(f"old {encode_key(KEY_2)}\n")  # written before pins had a date
+    store = PinStore(tmp_path)
+    store.check("new", KEY_1)
+    (old, new) = store.pins()
+    assert old == ("old", KEY_2, "")
+    assert new[:2] == ("new", KEY_1) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", new[2])
+    assert store.check("old", KEY_2) is PinResult.MATCH  # both layouts still match
+    assert store.check("new", KEY_1) is PinResult.MATCH

@@ -2,10 +2,24 @@
 
 Each running `expose`, `connect` or `up` listens on a Unix socket
 `$PTUNNEL_HOME/run/<pid>.sock` of mode 0600 (in a directory of mode 0700), so only the user who
-runs ptunnel can query it. The protocol is one JSON request line, one JSON reply line:
-``{"cmd": "status"}`` -> the instance's status object; ``{"cmd": "ping", "name": ..., "count":
-..., "interval": ...}`` -> the ping summary (so `ptunnel ping` uses the running node instead of
-starting a second node with the same key, which would fight it for the peer's session).
+runs ptunnel can query it. The protocol is one JSON request line, then any number of event
+lines ``{"event": {...}}`` (a ping's replies as they come), then one JSON reply line:
+
+| request `cmd` | what the running node does                    | reply                         |
+|---------------|-----------------------------------------------|-------------------------------|
+| `status`      |                                               | the instance's status object  |
+| `ping`        | pings `name` (`count`, `interval`); an event  | the ping summary              |
+|               | per reply                                     |                               |
+| `connect`     | adds a connect (`ptunnel connect` while a     | `ready` (its ready line) or   |
+|               | node runs)                                    | `error`                       |
+| `expose`      | adds an expose                                | `exposing` or `error`         |
+| `remove`      | removes the forward named by `what` (a name   | `removed` or `error`          |
+|               | or a port)                                    |                               |
+| `shutdown`    | stops the node, as SIGTERM would, exit 0      | `pid`                         |
+
+So `ptunnel ping`, `connect` and `expose` use the running node instead of starting a second node
+with the same key, which would fight it for the peer's session. A client that goes away (Ctrl-C)
+cancels its request: a connect it was waiting for is not left behind.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ RUN_DIR = "run"
 MAX_REQUEST = 4096  # bytes; a request is one small JSON line
 QUERY_TIMEOUT = 2.0  # seconds; a live instance answers status in milliseconds
 MAX_SOCKET_PATH = 107  # bytes; sockaddr_un's sun_path on Linux, less its terminating NUL
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# Sends one event line to the client while a request runs (a ping's replies; a few small lines,
+# so no backpressure is needed).
+Emit = Callable[[dict[str, Any]], None]
+Handler = Callable[[dict[str, Any], Emit], Awaitable[dict[str, Any]]]
 
 
 def run_dir(home: Path) -> Path:
@@ -84,16 +101,58 @@ class ControlServer:
             command = request.get("cmd") if isinstance(request, dict) else None
             handler = self._handlers.get(str(command))
             if handler is None:
-                reply: dict[str, Any] = {"error": f"unknown request; expected one of "
-                                                  f"{', '.join(sorted(self._handlers))}"}
+                reply: dict[str, Any] | None = {
+                    "error": f"unknown request; expected one of "
+                             f"{', '.join(sorted(self._handlers))}"}
             else:
-                reply = await handler(request)
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
+                reply = await self._run(handler, request, reader, writer)
+            if reply is not None:
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
         except (TimeoutError, ConnectionError) as exc:
             log.debug("control client went away: %s", exc)
         finally:
             writer.close()
+
+    @staticmethod
+    async def _run(handler: Handler, request: dict[str, Any], reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter) -> dict[str, Any] | None:
+        """The handler's reply; None if the client went away first (the handler is then
+        cancelled: nobody waits for what it was doing)."""
+
+        def emit(event: dict[str, Any]) -> None:
+            if not writer.is_closing():
+                writer.write(json.dumps({"event": event}).encode() + b"\n")
+
+        work = asyncio.ensure_future(handler(request, emit))
+        # A client sends nothing after its request: end of file means it has gone.
+        gone = asyncio.ensure_future(reader.read(1))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and not gone.exception() and gone.result():
+                await work  # a byte more than the request: odd, but not a departure
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await work
+                log.debug("control client went away; request %s cancelled", request.get("cmd"))
+        if work.cancelled():
+            return None
+        error = work.exception()
+        if isinstance(error, UserError):
+            return error_reply(error)
+        if isinstance(error, ValueError | TypeError | KeyError):
+            # A request of the right kind with wrong fields: the client's mistake, one line.
+            log.debug("malformed %s request", request.get("cmd"), exc_info=error)
+            return {"error": f"malformed {request.get('cmd')} request: {error!s}"}
+        return work.result()  # anything else is a bug: raised, and logged with its traceback
+
+
+def error_reply(error: UserError) -> dict[str, Any]:
+    """A UserError as a reply: its line, and the exit status the client's command ends with."""
+    return {"error": error.message, "exit_code": error.exit_code}
 
 
 def query_all(home: Path) -> list[dict[str, Any]]:
@@ -116,24 +175,33 @@ def running(home: Path) -> list[tuple[Path, dict[str, Any]]]:
     return results
 
 
-def query(path: Path, request: dict[str, Any] | None = None,
-          timeout: float = QUERY_TIMEOUT) -> dict[str, Any] | None:
-    """Send one request (status by default); None if nothing answers there."""
+def query(path: Path, request: dict[str, Any] | None = None, timeout: float = QUERY_TIMEOUT,
+          on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Send one request (status by default) and return the reply, calling `on_event` for each
+    event line before it; None if nothing answers there. `timeout`: the longest silence."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
             sock.sendall(json.dumps(request or {"cmd": "status"}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            with sock.makefile("rb") as lines:
+                for line in lines:
+                    message = _decode(line)
+                    if message is None:
+                        return None
+                    event = message.get("event")
+                    if not isinstance(event, dict):
+                        return message
+                    if on_event is not None:
+                        on_event(event)
     except OSError:
         return None
+    return None
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
     try:
-        reply = json.loads(data)
+        message = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return reply if isinstance(reply, dict) else None
+    return message if isinstance(message, dict) else None

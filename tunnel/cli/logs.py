@@ -16,6 +16,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 DETAILS_HINT = "run with -v for details"
+PACKETS_LOGGER = "ptunnel.packets"  # per-datagram detail (tunnel.node.node), shown at -vv only
 
 
 def one_line(text: str) -> str:
@@ -72,10 +73,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, packets: bool = False) -> None:
+    """Log `level` and up to stderr; `packets` (-vv) adds a line per datagram (PACKETS_LOGGER),
+    which debug level (-v) alone leaves out."""
     handler = logging.StreamHandler(sys.stderr)
     details = LEVELS[level] <= logging.DEBUG
     handler.setFormatter(JsonFormatter(details) if fmt == "json" else TextFormatter(details))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    logging.getLogger(PACKETS_LOGGER).setLevel(logging.DEBUG if packets else logging.INFO)

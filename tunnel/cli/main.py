@@ -176,6 +176,7 @@ def _main(argv: list[str] | None) -> int:
             setup_logging(
                 log_level(args, ctx.config.get("log_level") or "info"),
                 args.log_format or ctx.config.get("log_format") or "text",
+                packets=args.verbose >= 2,
             )
         else:
             ctx = Context.without_config(args)

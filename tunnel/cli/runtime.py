@@ -1,7 +1,8 @@
 """What the long-running commands share: node flags, the event loop, signals, the status socket.
 
-`expose`, `connect` and `up` build a `Tunnel` from the merged config, run until SIGINT/SIGTERM,
-and serve `ptunnel status` on the control socket meanwhile.
+`expose`, `connect` and `up` build a `Tunnel` from the merged config, run until SIGINT/SIGTERM
+(or `ptunnel stop`), and serve the control socket meanwhile: `status`, `ping`, forwards added
+and removed by later commands (`tunnel.cli.forwards`), and `shutdown`.
 
 How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any stage.
 
@@ -29,6 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import resource
 import signal
 import threading
@@ -36,11 +38,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
-from tunnel.api import Tunnel, TunnelError
+from tunnel.api import PingResult, Tunnel, TunnelError
 from tunnel.cli import sdnotify
 from tunnel.cli.arguments import endpoint_arg
 from tunnel.cli.context import Context
-from tunnel.cli.control import ControlServer, running
+from tunnel.cli.control import ControlServer, Emit, error_reply, running
+from tunnel.cli.control import Handler as RequestHandler
+from tunnel.cli.forwards import forward_handlers
 from tunnel.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -234,50 +238,86 @@ def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
     )
 
 
-def control_handlers(tunnel: Tunnel) -> dict[str, Any]:
-    async def status(_request: dict[str, Any]) -> dict[str, Any]:
+def control_handlers(tunnel: Tunnel,
+                     stop: asyncio.Event | None = None) -> dict[str, RequestHandler]:
+    """What the control socket serves; `shutdown` only when `stop` is given (it sets it)."""
+
+    async def status(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
         return tunnel.status()
 
-    async def remote_ping(request: dict[str, Any]) -> dict[str, Any]:
+    async def remote_ping(request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        def on_result(seq: int, result: PingResult) -> None:
+            emit({"reply": result.as_dict(seq)})  # the client prints each reply as it comes
+
         try:
             return await tunnel.ping(str(request["name"]), count=int(request.get("count", 5)),
-                                     interval=float(request.get("interval", 0.5)))
+                                     interval=float(request.get("interval", 0.5)),
+                                     on_result=on_result)
         except UserError as exc:
-            return {"error": exc.message}
+            return error_reply(exc)
 
-    return {"status": status, "ping": remote_ping}
+    async def shutdown(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+        assert stop is not None
+        log.info("stopping: asked by `ptunnel stop`")
+        # After this reply has been written: the stop ends the task that serves it.
+        asyncio.get_running_loop().call_soon(stop.set)
+        return {"pid": os.getpid()}
+
+    handlers: dict[str, RequestHandler] = {"status": status, "ping": remote_ping,
+                                    **forward_handlers(tunnel)}
+    if stop is not None:
+        handlers["shutdown"] = shutdown
+    return handlers
 
 
 def run_tunnel(ctx: Context, tunnel: Tunnel,
                body: Callable[[Tunnel], Awaitable[Any]]) -> int:
     """Run `body(tunnel)` (which sets up exposes/connects), then serve until a signal, which
-    raises `Interrupted` (during the set-up as well: nothing here waits out a timeout)."""
+    raises `Interrupted` (during the set-up as well: nothing here waits out a timeout), or
+    until `ptunnel stop`, which returns 0."""
     others = running(ctx.home)
     if others:
         pid = others[0][1].get("pid", "?")
         raise UserError(
             f"another ptunnel (pid {pid}) already runs with {ctx.home}: two nodes with one key "
-            "would fight over their peers; run several tunnels in one process with `ptunnel up`, "
-            "or give this one its own PTUNNEL_HOME"
+            "would fight over their peers; add tunnels to it with `ptunnel connect` and "
+            "`ptunnel expose`, stop it with `ptunnel stop`, or give this one its own PTUNNEL_HOME"
         )
 
     raise_descriptor_limit()
-    control = ControlServer(ctx.home, control_handlers(tunnel))
+    stop = asyncio.Event()
+    control = ControlServer(ctx.home, control_handlers(tunnel, stop))
 
     async def main() -> int:
         try:
             await tunnel.start()
             # Before the set-up: `ptunnel status` shows a connect still waiting for its peer.
             await control.start()
-            await body(tunnel)
+            await _unless_stopped(body(tunnel), stop)
             sdnotify.ready(sdnotify.service_status(tunnel))  # systemd's Type=notify
-            await asyncio.Event().wait()  # until a signal cancels this task
+            await stop.wait()  # until `ptunnel stop`, or a signal cancels this task
         finally:
             await control.close()
             await tunnel.close()
         return 0
 
     return run_async(main)
+
+
+async def _unless_stopped(work: Awaitable[Any], stop: asyncio.Event) -> None:
+    """Await `work`, unless `ptunnel stop` comes first (a set-up can wait for a long time)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()  # the set-up's own error, if any
 
 
 __all__ = ["Interrupted", "TunnelError", "add_node_options", "build_tunnel", "interruptible",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint
 from tunnel.channel.channel import Channel
 from tunnel.forward import wire
 from tunnel.forward.bridge import BridgeOwner, StreamBridge
@@ -62,6 +62,13 @@ class ExposingSide:
         self.services: dict[str, ExposedService] = {}
         self.incoming: dict[tuple[bytes, int], _Incoming] = {}
         self.udp_flows: dict[tuple[bytes, str, int], UdpFlowSocket] = {}
+        self._bridges: dict[str, set[StreamBridge]] = {}  # per service, for `live`
+
+    def live(self, name: str) -> int:
+        """Connections (TCP) or flows (UDP) open now to the service `name`."""
+        bridges = self._bridges.get(name, set())
+        bridges -= {bridge for bridge in bridges if bridge.closed}
+        return len(bridges) + sum(1 for key in self.udp_flows if key[1] == name)
 
     # --- events routed here by the forwarder --------------------------------------------------
 
@@ -157,6 +164,9 @@ class ExposingSide:
             return
         service.streams += 1
         bridge.attach(incoming.link, incoming.stream_id)
+        live = self._bridges.setdefault(name, set())
+        live -= {other for other in live if other.closed}  # bounded by the open connections
+        live.add(bridge)
         self._spawn(self._dial(service, bridge, rest))
 
     async def _dial(self, service: ExposedService, bridge: StreamBridge, rest: bytes) -> None:
@@ -166,8 +176,9 @@ class ExposingSide:
         except OSError as exc:
             service.refused += 1
             assert bridge.link is not None and bridge.stream_id is not None
-            log.warning("%s: cannot connect to %s:%d for %s: %s", service.name, *service.target,
-                        fingerprint(bridge.link.static), exc.strerror or exc)
+            log.warning("%s: cannot connect to %s for %s: %s", service.name,
+                        format_endpoint(service.target), fingerprint(bridge.link.static),
+                        exc.strerror or exc)
             channel = bridge.channel()
             if channel is not None:
                 channel.reset_stream(bridge.stream_id, wire.RESET_CONNECTION_REFUSED)
@@ -202,7 +213,7 @@ class ExposingSide:
         try:
             await loop.create_datagram_endpoint(lambda: sock, remote_addr=target)
         except OSError as exc:
-            log.warning("%s: cannot reach UDP service %s:%d: %s", sock.name, *target,
-                        exc.strerror or exc)
+            log.warning("%s: cannot reach UDP service %s: %s", sock.name,
+                        format_endpoint(target), exc.strerror or exc)
             if self.udp_flows.pop(key, None) is not None:
                 self.owner.sockets.release()

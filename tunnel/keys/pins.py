@@ -8,8 +8,10 @@ without the user noticing.
 
 File format, one pin a line, `#` comments and blank lines ignored::
 
-    # name  base64 X25519 public key
-    ssh-home  q83vEjRWeJq8zN7wEjRWeJq8zN7wEjRWeJq8zN7wEjQ=
+    # name  base64 X25519 public key                          [first seen, UTC]
+    ssh-home  q83vEjRWeJq8zN7wEjRWeJq8zN7wEjRWeJq8zN7wEjQ=  2026-12-02T01:20Z
+
+(The third field is written since `ptunnel pins list` shows it; older lines have none.)
 
 A rendezvous server's key is pinned the same way under its `HOST:PORT` as configured (a join
 code's key, or the key its first COOKIE carried). A changed server key is refused with both
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
@@ -80,6 +83,7 @@ class _Line:
     text: str  # the line as in the file (without newline)
     name: str | None = None  # None for comments, blanks and unparseable lines
     key: bytes = b""
+    seen: str = ""  # when the key was pinned (`2026-12-02T01:20Z`); "" on older lines
 
 
 def _parse_line(text: str) -> _Line:
@@ -87,10 +91,10 @@ def _parse_line(text: str) -> _Line:
     if not stripped or stripped.startswith("#"):
         return _Line(text)
     fields = stripped.split()
-    if len(fields) != 2:
+    if len(fields) not in (2, 3):
         return _Line(text)
     try:
-        return _Line(text, fields[0], decode_key(fields[1]))
+        return _Line(text, fields[0], decode_key(fields[1]), fields[2] if fields[2:] else "")
     except ValueError:
         return _Line(text)
 
@@ -170,7 +174,8 @@ class PinStore:
         pinned = next((line.key for line in lines if line.name == name), None)
         if pinned == key:
             return PinResult.MATCH
-        new_line = _Line(f"{name} {encode_key(key)}", name, key)
+        seen = datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
+        new_line = _Line(f"{name} {encode_key(key)} {seen}", name, key, seen)
         if pinned is None:
             self._write([*lines, new_line])
             log.info("pinned the key of %r: %s", name, fingerprint(key))
@@ -182,6 +187,16 @@ class PinStore:
             "replaced the key of %r: %s -> %s", name, fingerprint(pinned), fingerprint(key)
         )
         return PinResult.REPLACED
+
+    def pins(self) -> list[tuple[str, bytes, str]]:
+        """(name, key, first seen or "") of every pin, in file order (`ptunnel pins list`)."""
+        names: set[str] = set()
+        found = []
+        for line in self._read():
+            if line.name is not None and line.name not in names:  # the first line wins
+                names.add(line.name)
+                found.append((line.name, line.key, line.seen))
+        return found
 
     def remove(self, name: str) -> bool:
         """Forget the pin of `name`; False if there was none."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rendezvous import protocol as p
+from tunnel.addresses import format_endpoint
 from tunnel.path.rendezvous import Event, RendezvousClient
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class NetcheckResult:
 
     def as_dict(self) -> dict[str, object]:
         def fmt(ep: p.Endpoint | None) -> str | None:
-            return None if ep is None else f"{ep[0]}:{ep[1]}"
+            return None if ep is None else format_endpoint(ep)
 
         return {
             "udp": self.udp,
@@ -64,14 +65,29 @@ class NetcheckResult:
 
 
 def resolve(addr: tuple[str, int]) -> tuple[str, int]:
-    """HOST:PORT to an IPv4 literal and port (raises OSError when the name does not resolve)."""
-    infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_INET, socket.SOCK_DGRAM)
+    """HOST:PORT to an IP literal and port (raises OSError when the name does not resolve).
+
+    A name with both kinds of address resolves to its IPv4 one: a rendezvous listening on
+    0.0.0.0 is the common case, one on [::] (dual-stack) answers IPv4 too, and hole punching
+    is IPv4 (`localhost` is ::1 first on most systems, which a 0.0.0.0 server never hears)."""
+    infos = socket.getaddrinfo(addr[0], addr[1], socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     host, port = infos[0][4][:2]
     return str(host), int(port)
 
 
+def family(host: str) -> socket.AddressFamily:
+    """The address family of an IP literal (as `resolve` returns)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def any_address(server: tuple[str, int]) -> tuple[str, int]:
+    """The wildcard bind address of the family that reaches `server`."""
+    return ("::", 0) if family(server[0]) == socket.AF_INET6 else ("0.0.0.0", 0)
+
+
 def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
-             timeout: float = DEFAULT_TIMEOUT, bind: tuple[str, int] = ("0.0.0.0", 0),
+             timeout: float = DEFAULT_TIMEOUT, bind: tuple[str, int] | None = None,
              rng: Callable[[int], bytes] | None = None) -> NetcheckResult:
     import os
 
@@ -80,8 +96,8 @@ def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
     second = (main[0], netcheck_port if netcheck_port is not None else main[1] + 1)
     nonces = {main: rng(p.NONCE_SIZE), second: rng(p.NONCE_SIZE)}
     seen: dict[tuple[str, int], p.Endpoint] = {}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(bind)
+    with socket.socket(family(main[0]), socket.SOCK_DGRAM) as sock:
+        sock.bind(bind or any_address(main))
         local_port = int(sock.getsockname()[1])
         deadline = time.monotonic() + timeout
         next_probe = 0.0
@@ -105,15 +121,15 @@ def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
 
 
 def query(client: RendezvousClient, done: Callable[[Event], bool], timeout: float,
-          bind: tuple[str, int] = ("0.0.0.0", 0)) -> list[Event]:
+          bind: tuple[str, int] | None = None) -> list[Event]:
     """Drive `client` over a fresh socket until an event satisfies `done`, or `timeout`.
 
     Issue the requests first with ``now=time.monotonic()`` (e.g. ``client.request_list(now)``).
     Returns every event seen; the last one satisfied `done` unless the timeout came first.
     """
     events: list[Event] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(bind)
+    with socket.socket(family(client.server[0]), socket.SOCK_DGRAM) as sock:
+        sock.bind(bind or any_address(client.server))
         start = time.monotonic()
         deadline = start + timeout
         while True:
@@ -142,4 +158,4 @@ def _sendto(sock: socket.socket, data: bytes, dest: tuple[str, int]) -> None:
     try:
         sock.sendto(data, dest)
     except OSError as exc:  # unreachable network etc.: the probe simply gets no answer
-        log.debug("send to %s failed: %s", dest, exc)
+        log.debug("send to %s failed: %s", format_endpoint(dest), exc)

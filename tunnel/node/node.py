@@ -35,7 +35,8 @@ from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_
 from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
-from tunnel.node.netcheck import netcheck
+from tunnel.node.netcheck import family, netcheck
+from tunnel.node.pathlog import address_words, peer_label
 from tunnel.node.peer import (
     HandshakeWanted,
     IntroductionWanted,
@@ -67,6 +68,9 @@ from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
 from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
+# Per-datagram detail, for `-vv` only: the CLI keeps this logger at INFO otherwise, so `-v`
+# shows events, not a line per packet.
+packets = logging.getLogger("ptunnel.packets")  # = tunnel.cli.logs.PACKETS_LOGGER
 
 # Where a ping went missing (`Node.ping`, `ptunnel ping`): never sent for want of a session or
 # of a path, or sent and not answered in time.
@@ -120,6 +124,7 @@ class Node:
         self.nat_mapping = "unknown"  # from a netcheck at start: how our NAT maps ports
         self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
+        self._registered_as: tuple[tuple[str, ...], Addr] | None = None  # names, endpoint
         self.rdv_events: list[Callable[[rc.Event], None]] = []
         self.on_new_peer: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
@@ -172,7 +177,7 @@ class Node:
         bound = self.options.bind[0]
         if bound not in ("0.0.0.0", "::", ""):
             return [bound]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        with socket.socket(family(self.options.rendezvous[0]), socket.SOCK_DGRAM) as probe:
             try:
                 probe.connect(self.options.rendezvous)
                 return [probe.getsockname()[0]]
@@ -282,6 +287,9 @@ class Node:
             return
         now = monotonic()
         kind = data[0]
+        if packets.isEnabledFor(logging.DEBUG):
+            packets.debug("received %d bytes (type %d) from %s", len(data), kind,
+                          format_endpoint(addr))
         if kind in SESSION_MESSAGE_TYPES:
             self._receive_session(data, addr, now)
         elif self.rdv is not None and addr == self.rdv.server:
@@ -385,6 +393,10 @@ class Node:
         if self.udp is None:
             return
         for addr, batch in outbox.items():
+            if packets.isEnabledFor(logging.DEBUG):
+                packets.debug("sending %d datagram%s (%d bytes) to %s", len(batch),
+                              "" if len(batch) == 1 else "s", sum(map(len, batch)),
+                              format_endpoint(addr))
             route = self._routes.get(addr) if self._routes else None
             if route is not None:
                 route[0].send_batch(batch, route[1])  # an extra socket of a port prediction
@@ -455,6 +467,9 @@ class Node:
                 peer = self._peer(event.peer_public, now)
                 if peer is not None:
                     self._dirty.add(peer.static)
+                    log.debug("handshake with %s completed %s", peer_label(peer.name, peer.static),
+                              "through the relay" if is_relay(event.addr)
+                              else f"at {format_endpoint(event.addr)}")
                     peer.on_handshake_completed(event.addr, now)
                 continue
             lost = self.peers.get(event.peer_public)
@@ -474,6 +489,13 @@ class Node:
             return
         while (event := self.rdv.next_event()) is not None:
             if isinstance(event, rc.Registered):
+                registered_as = (self.options.names, event.public_endpoint)
+                if registered_as != self._registered_as:  # news, not every refresh
+                    self._registered_as = registered_as
+                    log.info("registered at the rendezvous %s as %s; public endpoint %s",
+                             format_endpoint(self.rdv.server),
+                             ", ".join(self.options.names) or "(no names)",
+                             format_endpoint(event.public_endpoint))
                 self.public_endpoint = event.public_endpoint
                 self.registered.set()
             elif isinstance(event, rc.Introduced):
@@ -531,6 +553,9 @@ class Node:
     def _do(self, peer: Peer, event: PeerEvent, now: float) -> None:
         """What a peer asked for."""
         if isinstance(event, HandshakeWanted):
+            if packets.isEnabledFor(logging.DEBUG):
+                packets.debug("handshake initiation to %s: %s", peer_label(peer.name, peer.static),
+                              ", ".join(address_words(a) for a in event.addrs))
             try:
                 self.device.connect(peer.static, event.addrs, now, time.time())
             except SessionLimitReached as exc:

@@ -32,6 +32,7 @@ from tunnel.channel.channel import Channel
 from tunnel.channel.events import ChannelClosed, ChannelEvent
 from tunnel.keys.netkeys import fingerprint
 from tunnel.node import payloads as nw
+from tunnel.node.pathlog import path_change, peer_label
 from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.path.pmtu import PathMtu
 from tunnel.path.prediction import COOLDOWN as PREDICTION_COOLDOWN
@@ -195,7 +196,7 @@ class Peer:
 
     def on_session_lost(self, reason: str, now: float) -> None:
         """The session failed or expired: the channel on it is gone."""
-        log.warning("lost %s: %s", fingerprint(self.static), reason)
+        log.warning("lost %s: %s", peer_label(self.name, self.static), reason)
         if self.reconnecting_since is None:
             self.reconnecting_since = now
         if self.channel is not None and self.channel.is_open:
@@ -232,7 +233,7 @@ class Peer:
             return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
         if self.reconnecting_since is not None and self.path.path is not None:
-            log.info("%s is back: %s", fingerprint(self.static), self.describe_path())
+            log.info("%s is back: %s", peer_label(self.name, self.static), self.describe_path())
             self.reconnecting_since = None
             self._events.append(PeerChanged())
         if not payload:
@@ -282,7 +283,8 @@ class Peer:
             self.path.on_probe_answered(sent.to, rtt, now)
         if sent.size and self.mtu.on_probe_answered(sent.size) and self.channel is not None:
             self.channel.set_max_packet_size(channel_budget(sent.size, relayed=False))
-            log.info("path to %s carries %d-byte datagrams", fingerprint(self.static), sent.size)
+            log.info("path to %s carries %d-byte datagrams (PMTU probe answered)",
+                     peer_label(self.name, self.static), sent.size)
         self._events.append(PongReceived(txid, rtt, sent.to))
 
     def sockets_opened(self, targets: list[Addr]) -> None:
@@ -348,6 +350,8 @@ class Peer:
                 self._events.append(HandshakeWanted(probes, resend=True))
         if self.path.use_relay(now) and not established and not self.relay_candidate:
             self.relay_candidate = True
+            log.info("no direct handshake with %s yet; trying one through the relay",
+                     peer_label(self.name, self.static))
             self._events.append(HandshakeWanted([relay_addr(self.static)], resend=False))
         while (event := self.path.next_event()) is not None:
             if isinstance(event, RepunchNeeded):
@@ -369,7 +373,8 @@ class Peer:
             self._drive_prediction(now)
 
     def _on_path_silent(self, now: float) -> None:
-        log.info("path to %s went silent; punching again", fingerprint(self.static))
+        log.info("path to %s went silent (data unanswered); punching again",
+                 peer_label(self.name, self.static))
         if self.reconnecting_since is None:
             self.reconnecting_since = now
         self._events.append(RegistrationWanted())
@@ -382,7 +387,8 @@ class Peer:
         self._events.append(PeerChanged())
 
     def _on_path_changed(self, event: PathChanged, now: float) -> None:
-        log.info("path to %s: %s", fingerprint(self.static), self.describe_path())
+        log.info("path to %s: %s", peer_label(self.name, self.static),
+                 path_change(event.old, event.new, self.path.report(now)))
         direct = event.new is not None and event.new.direct
         if direct:
             self.mtu.restart(now)  # a new path has proved nothing yet
@@ -423,6 +429,8 @@ class Peer:
             out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
                         addr))
         if self.direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
+            log.debug("path to %s: PMTU probe of %d bytes", peer_label(self.name, self.static),
+                      probe)
             self._ping(addr, now, size=probe)
             out += self._out
             self._out = []
@@ -448,7 +456,7 @@ class Peer:
             self.incarnation = self.rng(4)
         self.connected_at = now
         self._announce_due = True  # the peer learns the new incarnation without waiting for data
-        log.info("channel open with %s", fingerprint(self.static))
+        log.info("channel open with %s", peer_label(self.name, self.static))
 
     def _peer_restarted(self, incarnation: bytes, now: float) -> None:
         """The peer's channel has a new incarnation: it restarted, or replaced a channel that
@@ -460,7 +468,7 @@ class Peer:
             self._retired = [*self._retired[-(MAX_RETIRED - 1):], old]
             if self.channel is not None:
                 log.info("peer %s restarted or replaced its channel: resetting its streams",
-                         fingerprint(self.static))
+                         peer_label(self.name, self.static))
                 self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
                 self._open_channel(now, keep_incarnation=True)
         self.peer_incarnation = incarnation

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DO = 2
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
@@ -86,11 +88,13 @@ class UdpEndpoint:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
             except OSError as exc:  # a sysctl cap is not fatal: the default still works
                 log.debug("cannot raise socket buffer: %s", exc)
-        if family == socket.AF_INET:
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-            except OSError as exc:
-                log.debug("cannot set don't-fragment: %s", exc)
+        level, option, value = ((socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+                                if family == socket.AF_INET
+                                else (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO))
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError as exc:
+            log.debug("cannot set don't-fragment: %s", exc)
         try:
             sock.bind(bind)
         except OSError:
@@ -183,7 +187,7 @@ class UdpEndpoint:
                 self._send(data[offset:offset + segment], addr, 0)
             return
         self.send_errors += 1
-        log.debug("udp send to %s failed: %s", addr, exc)
+        log.debug("udp send to %s failed: %s", format_endpoint(addr), exc)
 
     def _enqueue(self, data: bytes, addr: Addr, segment: int) -> None:
         if len(self._queue) >= MAX_QUEUED:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 from rendezvous import protocol as p
 from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
+from tunnel.addresses import format_endpoint
 from tunnel.keys.netkeys import fingerprint, network_id, network_signing_key, short_network_id
 from tunnel.path.sealing import open_reply, seal_request
 from tunnel.session.crypto import public_key
@@ -563,7 +564,7 @@ class RendezvousClient:
         q.attempts += 1
         if q.attempts >= UNREACHABLE_AFTER and not self._reported_unreachable:
             self._reported_unreachable = True
-            log.info("rendezvous %s:%d does not answer", *self.server)
+            log.info("rendezvous %s does not answer", format_endpoint(self.server))
             self._events.append(ServerUnreachable(q.attempts))
         if q.kind in (p.LIST, p.CONNECT) and q.attempts >= GIVE_UP_AFTER:
             self._pending.pop(q.nonce, None)

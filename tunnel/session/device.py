@@ -53,7 +53,7 @@ from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 
-from tunnel.addresses import Addr
+from tunnel.addresses import Addr, format_endpoint
 from tunnel.session import crypto, handshake
 from tunnel.session.constants import (
     HANDSHAKE_INITIATION_RATE,
@@ -400,7 +400,8 @@ class Device:
         peer = initiation.peer_public
         if self.allowed is not None and peer not in self.allowed:
             self.counters.not_allowed += 1
-            log.info("refused initiation from %s at %s: not on the allow list", peer.hex(), addr)
+            log.info("refused initiation from %s at %s: not on the allow list", peer.hex()[:16],
+                     format_endpoint(addr))
             return
         if self._timestamps.is_replay(peer, initiation.timestamp):
             self.counters.replay += 1

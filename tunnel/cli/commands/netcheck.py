@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tunnel.addresses import format_endpoint
 from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.commands.list import server_address
 from tunnel.cli.context import Context
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         ctx.out_json(result.as_dict())
     elif not result.udp:
-        ctx.out(f"UDP:             no answer from {server[0]}:{server[1]} (blocked or down)")
+        ctx.out(f"UDP:             no answer from {format_endpoint(server)} (blocked or down)")
     else:
         info = result.as_dict()
         ctx.out("UDP:             works")

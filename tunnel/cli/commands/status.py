@@ -7,6 +7,7 @@ from typing import Any
 
 from tunnel.cli.context import Context
 from tunnel.cli.control import query_all
+from tunnel.cli.forwards import forward_line
 
 NAME = "status"
 ORDER = 30
@@ -14,7 +15,9 @@ HELP = "show running tunnels: rendezvous, peers and their state, waiting connect
 DESCRIPTION = """\
 Ask every running `ptunnel expose`, `connect` and `up` of this user (through their control
 sockets under $PTUNNEL_HOME/run) for the rendezvous (registered or not, under which names, when it
-last answered), each peer's state (connecting, direct, relay, reconnecting, unreachable) with its
+last answered), each forward (connect or expose, its port or target, where it came from: the
+config file, the command that started the node, or a command added later; and its live
+connections), each peer's state (connecting, direct, relay, reconnecting, unreachable) with its
 path (and for a relayed peer which candidates were tried), RTT, bytes each way, open streams and
 uptime, and every connect still waiting for its peer, with why.
 """
@@ -67,6 +70,8 @@ def _describe(instance: dict[str, Any]) -> list[str]:
              f"public {instance.get('public_endpoint') or '?'}  up {instance['uptime_s']:.0f} s"]
     if instance.get("rendezvous"):
         lines.append(f"  {_rendezvous(instance['rendezvous'])}")
+    for forward in instance.get("forwards", []):
+        lines.append(f"  {forward_line(forward)}")
     for connection in instance.get("connections", []):
         if connection.get("ready", True):
             continue

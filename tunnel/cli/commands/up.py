@@ -9,6 +9,7 @@ from tunnel.addresses import format_endpoint
 from tunnel.api import Connection, LocalPortError, Tunnel
 from tunnel.cli import sdnotify
 from tunnel.cli.context import Context
+from tunnel.cli.handoff import note
 from tunnel.cli.runtime import add_node_options, build_tunnel, run_tunnel
 from tunnel.errors import UserError
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     tunnel = build_tunnel(ctx)
 
     def on_ready(connection: Connection) -> None:
-        ctx.out(f"ready: {connection.describe()}")
+        _ready(ctx, connection)
         sdnotify.status(sdnotify.service_status(tunnel))
 
     async def body(tunnel: Tunnel) -> None:
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                             f"{format_endpoint(ctx.rendezvous_addr())}")
             # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
             await tunnel.expose(port, entry["as"], host=host, udp=entry.get("udp", False),
-                                allow=entry.get("allow") or None, timeout=None)
+                                allow=entry.get("allow") or None, timeout=None,
+                                origin="config")
             ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
             # A daemon's peers may come up later: keep trying instead of failing.
@@ -63,10 +65,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 await tunnel.connect(
                     entry["name"], port, bind=bind, udp=entry.get("udp", False),
                     accept_new_key=entry.get("accept_new_key", False), wait=True,
-                    on_ready=on_ready)
+                    on_ready=on_ready, origin="config")
             except LocalPortError as exc:
                 # The port comes from the file, not from a -L flag: say which key to change.
                 raise LocalPortError(exc.problem, f"change `listen:` of the connect entry "
                                      f"'{entry['name']}' in {where}") from None
 
     return run_tunnel(ctx, tunnel, body)
+
+
+def _ready(ctx: Context, connection: Connection) -> None:
+    if connection.pin_news is not None:
+        note(connection.pin_news)
+    ctx.out(f"ready: {connection.describe()}")
