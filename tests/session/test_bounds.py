@@ -29,7 +29,7 @@ from tests.support.session_harness import (
 from tunnel.addresses import Addr
 from tunnel.node.replayfile import REPLAY_FILE, ReplayFile
 from tunnel.session import crypto, handshake
-from tunnel.session.constants import MAX_SESSIONS, SESSION_IDLE_LIMIT
+from tunnel.session.constants import MAX_CANDIDATES, MAX_SESSIONS, SESSION_IDLE_LIMIT
 from tunnel.session.cookie import CookieGenerator
 from tunnel.session.device import Device
 from tunnel.session.events import SessionRemoved
@@ -175,3 +175,20 @@ def test_the_table_forgets_only_peers_without_a_session() -> None:
     assert len(table) == 4 and table.get(b"v" * 32) == b"\x01" * 12
     assert table.is_replay(b"v" * 32, b"\x01" * 12)
     assert not table.is_replay(b"v" * 32, b"\x01" * 11 + b"\x02")
+
+
+def test_addresses_one_session_tries_stay_bounded_and_the_newest_win() -> None:
+    """A member re-introducing itself with fresh candidates (8 per introduction, at the
+    rendezvous' rate) grew the victim's candidate list for ever; now the newest are kept."""
+    net = Net()
+    victim = net.add(VICTIM_ADDR, make_device(1))
+    b = net.add(B_ADDR, make_device(2))
+    rounds = [[(f"10.9.{r}.{k}", 4000 + k) for k in range(8)] for r in range(200)]
+    for addrs in rounds:
+        session = victim.connect(b.public_key, addrs, net.now, WALL_EPOCH)
+    assert len(session.candidates) == MAX_CANDIDATES
+    assert session.candidates == [a for addrs in rounds[-2:] for a in addrs]
+    victim.connect(b.public_key, [B_ADDR], net.now, WALL_EPOCH)  # a real introduction at last
+    net.settle()
+    assert session.is_established and session.endpoint == B_ADDR
+    assert len(session.candidates) == MAX_CANDIDATES

@@ -38,6 +38,10 @@ RATE_LIMIT_BURST = 5  # handshakes; bucket depth per source IP
 RATE_LIMIT_GC_AFTER = 1.0  # s; forget an idle source after this long
 RATE_LIMIT_MAX_SOURCES = 65536  # entries; bounds memory when a flood uses many source addresses
 MAX_STAGED_PACKETS = 128  # payloads held during a handshake (wireguard-go QueueStagedSize)
+# Addresses one session tries its initiations at; the newest are kept. Each introduction brings
+# at most 8 (`tunnel.path.candidates`), so 16 holds the current and the previous introduction
+# while a member re-introducing at the rendezvous' rate cannot grow the list without bound.
+MAX_CANDIDATES = 16
 
 # --- bounds of per-peer state (issue 12) --------------------------------------------------------
 # A member can mint static keys at will (the network psk is shared), so everything kept per key

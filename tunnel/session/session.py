@@ -55,6 +55,7 @@ from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.constants import (
     KEEPALIVE_TIMEOUT,
+    MAX_CANDIDATES,
     MAX_STAGED_PACKETS,
     PERSISTENT_KEEPALIVE_DEFAULT,
     REJECT_AFTER_MESSAGES,
@@ -238,7 +239,7 @@ class Session:
         # Where authenticated packets last came from (roaming); None before any handshake.
         self.endpoint: Addr | None = None
         # Addresses to try for an initiation (hole punching sends to all of them at once).
-        self.candidates: list[Addr] = list(candidates)
+        self.candidates: list[Addr] = list(candidates)[-MAX_CANDIDATES:]
         self.cookies = CookieGenerator(peer_public, host.identity.psk)
         self._host = host
         self._current: Keypair | None = None
@@ -326,6 +327,8 @@ class Session:
         for addr in addrs:
             if addr in self.candidates:
                 continue
+            if len(self.candidates) >= MAX_CANDIDATES:
+                del self.candidates[0]  # the oldest: a later introduction superseded it
             self.candidates.append(addr)
             if self.pending is not None and addr != self.endpoint:
                 self._host.queue_datagram(self._pending_message, addr)
