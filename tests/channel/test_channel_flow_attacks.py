@@ -151,22 +151,23 @@ def test_one_byte_segments_over_many_streams_hit_the_channel_limit() -> None:
     assert held < 4 * 1024 * 1024
 
 
-def test_one_byte_in_order_frames_for_a_stalled_reader_stay_compact() -> None:
-    """In-order data the application has not read yet is held too: a million one-byte frames
-    (many to a packet) must cost about a byte each, not a Python object each."""
+def test_tiny_in_order_frames_for_a_stalled_reader_stay_compact() -> None:
+    """In-order data the application has not read yet is held too: 30,000 two-byte frames
+    (a thousand to a packet) must cost about their bytes, not a Python object each."""
     receiver = Channel(False)
     per_packet = 1000
-    count = INITIAL_STREAM_WINDOW // 2
+    count = 30_000
 
     def batches() -> Iterator[bytes]:
         for pn, start in enumerate(range(0, count, per_packet)):
             frames: list[fr.Frame] = [
-                fr.StreamFrame(0, offset, b"y", False)
+                fr.StreamFrame(0, 2 * offset, b"yz", False)
                 for offset in range(start, min(count, start + per_packet))
             ]
             yield fr.encode_packet(pn, frames)
 
     held, _ = held_while_receiving(receiver, batches())
     assert receiver.is_open
-    assert held < 3 * count, f"{held / 1e6:.1f} MB held for {count / 1e6:.1f} MB of stream"
-    assert receiver.read(0) == b"y" * count
+    print(f"two-byte in-order frames: {2 * count} B of stream, held {held / 1e6:.2f} MB")
+    assert held < 2 * 2 * count, f"{held / 1e6:.1f} MB held for {2 * count / 1e6:.1f} MB of stream"
+    assert receiver.read(0) == b"yz" * count
