@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak clean
+.PHONY: demo test lint typecheck unit fuzz bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Fuzz every parser of outside input for SECONDS with a random seed (`make test` runs a short,
+# seeded run). Crashing inputs go to tests/fuzz/crashes/ with the command that reproduces them.
+SECONDS ?= 60
+
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.runner --seconds $(SECONDS)
 
 # The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
 BENCH_PACKAGES := openssh-server openssh-client socat iperf3 wireguard-go wireguard-tools \

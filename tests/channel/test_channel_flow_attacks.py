@@ -29,6 +29,9 @@ from tunnel.channel.constants import (
 )
 from tunnel.channel.events import ChannelClosed, ChannelEvent
 
+# the figures each attack leaves behind (`pytest -o log_cli=true --log-cli-level=INFO` shows them)
+log = logging.getLogger(__name__)
+
 #: stream bytes a full packet carries at the base datagram size
 FULL_SEGMENT = 1140
 #: the issue's figures: 3 streams, ~20,000 shifted segments each (highest offset ~21 KB)
@@ -91,7 +94,7 @@ def test_segments_shifted_by_one_byte_hold_each_byte_once() -> None:
         receiver, packets(shifted_segments(ATTACK_STREAMS, SHIFTS_PER_STREAM))
     )
     highest = max(s.recv.highest for s in receiver._streams.values())
-    print(f"shift attack: {fed} packets, highest offset {highest} B, held {held / 1e6:.2f} MB")
+    log.info(f"shift attack: {fed} packets, highest offset {highest} B, held {held / 1e6:.2f} MB")
     assert held < MEMORY_BOUND, f"{held / 1e6:.1f} MB held for a highest offset of {highest} B"
     for stream in receiver._streams.values():
         # bytes 1 .. highest, each once: what the credit counts
@@ -118,7 +121,7 @@ def test_one_byte_segments_with_gaps_close_the_channel(caplog: pytest.LogCapture
     frames = (fr.StreamFrame(0, 2 * i + 1, b"x", False) for i in range(INITIAL_STREAM_WINDOW // 2))
     with caplog.at_level(logging.WARNING, logger="tunnel.channel.channel"):
         held, fed = held_while_receiving(receiver, packets(frames))
-    print(f"one-byte segments: closed after {fed} packets, held {held / 1e6:.2f} MB")
+    log.info(f"one-byte segments: closed after {fed} packets, held {held / 1e6:.2f} MB")
     closed = closed_with(receiver)
     assert closed is not None and closed.error_code == FLOW_CONTROL_ERROR
     assert fed < INITIAL_STREAM_WINDOW // 2  # closed long before the credit ran out
@@ -168,6 +171,6 @@ def test_tiny_in_order_frames_for_a_stalled_reader_stay_compact() -> None:
 
     held, _ = held_while_receiving(receiver, batches())
     assert receiver.is_open
-    print(f"two-byte in-order frames: {2 * count} B of stream, held {held / 1e6:.2f} MB")
-    assert held < 2 * 2 * count, f"{held / 1e6:.1f} MB held for {2 * count / 1e6:.1f} MB of stream"
+    log.info(f"two-byte in-order frames: {2 * count} B of stream, held {held / 1e6:.2f} MB")
+    assert held < 2 * 2 * count, f"{held / 1e6:.2f} MB held for {2 * count} B of stream"
     assert receiver.read(0) == b"yz" * count
