@@ -174,3 +174,32 @@ def test_tiny_in_order_frames_for_a_stalled_reader_stay_compact() -> None:
     log.info(f"two-byte in-order frames: {2 * count} B of stream, held {held / 1e6:.2f} MB")
     assert held < 2 * 2 * count, f"{held / 1e6:.2f} MB held for {2 * count} B of stream"
     assert receiver.read(0) == b"yz" * count
+
+
+def test_a_full_window_behind_one_lost_packet_stays_open() -> None:
+    """The honest worst case: the first packet of each stream is lost and the sender fills the
+    rest of the connection credit with full packets before the retransmission arrives."""
+    receiver = Channel(False)
+    half = INITIAL_CONNECTION_WINDOW // 2  # two streams share the connection credit
+
+    offsets = range(FULL_SEGMENT, half - FULL_SEGMENT, FULL_SEGMENT)
+
+    def frames() -> Iterator[fr.StreamFrame]:
+        for offset in offsets:
+            for sid in (0, 2):
+                yield fr.StreamFrame(sid, offset, bytes(FULL_SEGMENT), False)
+
+    for datagram in packets(frames()):
+        receiver.receive_packet(datagram, 1.0)
+    assert receiver.is_open
+    held = sum(s.recv.held_segments for s in receiver._streams.values())
+    assert held > 2500  # nearly the whole credit waits behind the two holes
+    for pn, sid in enumerate((0, 2), start=10_000):  # the retransmissions
+        receiver.receive_packet(
+            fr.encode_packet(pn, [fr.StreamFrame(sid, 0, bytes(FULL_SEGMENT), False)]), 1.1
+        )
+    assert receiver.is_open
+    for sid in (0, 2):
+        data = receiver.read(sid)
+        assert len(data) == offsets[-1] + FULL_SEGMENT
+    assert not any(s.recv.held_segments for s in receiver._streams.values())

@@ -24,10 +24,11 @@ CI_SEED = 20261202
 
 @pytest.mark.parametrize("target", TARGETS, ids=[t.name for t in TARGETS])
 def test_bounded_fuzz_run_finds_no_crash(target: Target) -> None:
-    result = fuzz(target, CI_SEED, iterations=CI_INPUTS.get(target.name, DEFAULT_CI_INPUTS))
-    assert result.inputs >= min(100, CI_INPUTS.get(target.name, DEFAULT_CI_INPUTS))
+    inputs = CI_INPUTS.get(target.name, DEFAULT_CI_INPUTS)
+    result = fuzz(target, CI_SEED, iterations=inputs)
     details = "\n".join(f"{c.error}: input {c.data.hex()}\n{c.trace}" for c in result.crashes)
     assert not result.crashes, f"{target.name} crashed:\n{details}"
+    assert result.inputs == inputs
 
 
 def test_inputs_that_once_crashed_pass() -> None:
