@@ -14,9 +14,14 @@ Stream API: `open_stream`, `write` (returns bytes accepted: backpressure), `read
 `shutdown_write` (FIN), `reset_stream`, `stop_reading`; `send_datagram`; `close`; `stats`.
 Specs: RFC 9000 (streams, flow control, frames, closing), RFC 9002 (recovery, congestion),
 RFC 9221 (datagrams). Stream ids: the client opens even ids, the server odd ids; all are
-bidirectional. Around it: `frames.py` (wire layouts), `channel_acks.py` (what to acknowledge),
-`channel_streams.py` (stream table and limits), `streams.py` (the halves of a stream and flow
-control), `recovery.py` (RFC 9002), `congestion.py` / `bbr.py`, `pacing.py`.
+bidirectional. Around it: `frames.py` (wire layouts), `acks.py` (what to acknowledge),
+`control.py` (control frames to send), `streamtable.py` (stream table and limits), `stream.py`
+(the halves of a stream and flow control), `reassembly.py` (early segments, each byte held once),
+`recovery.py` (RFC 9002), `congestion/` (BBR, CUBIC, NewReno), `pacing.py`.
+
+A peer that breaks the protocol (beyond its credit, too many out-of-order segments, an impossible
+stream id or final size) has the channel closed with the RFC 9000 error code and a reason in the
+CLOSE frame, and one WARNING line naming the peer (`peer=`, the node passes its fingerprint).
 
 Lifecycle: OPEN -> CLOSING (we sent CLOSE; repeat it to any packet for three PTOs) or DRAINING
 (the peer sent CLOSE; stay silent for three PTOs) -> CLOSED. `ChannelClosed` is reported on

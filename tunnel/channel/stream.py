@@ -394,15 +394,20 @@ class ReceiveStream:
         it is: bound their number per stream and per channel, or tiny segments would make the
         credit's bytes cost a hundred times more memory."""
         budget = self.budget
-        stream_limit = held_segment_limit(self.window.window)
-        room = min(stream_limit - len(self._pending), budget.limit - budget.held)
-        added = self._pending.insert(offset, data, room)
+        pending = self._pending
+        # held_segment_limit, inlined: this runs for every segment behind a loss
+        room = max(MIN_HELD_SEGMENTS, self.window.window // WINDOW_PER_HELD_SEGMENT) - len(pending)
+        channel_room = (
+            max(MIN_HELD_SEGMENTS, budget.window.window // WINDOW_PER_HELD_SEGMENT) - budget.held
+        )
+        added = pending.insert(offset, data, room if room < channel_room else channel_room)
         if added is None:
-            if budget.limit - budget.held < 1:
+            if channel_room < 1:
                 raise FlowControlError(
                     f"more than {budget.limit} out-of-order segments on the channel"
                 )
-            raise FlowControlError(f"more than {stream_limit} out-of-order segments")
+            limit = held_segment_limit(self.window.window)
+            raise FlowControlError(f"more than {limit} out-of-order segments")
         budget.held += added
 
     def _drain_pending(self) -> None:
