@@ -9,7 +9,8 @@ Each target gets an equal share of the time. Inputs are its seeds and their muta
 (`mutate.py`); a seed reproduces a run input for input (a run by time stops at a different input
 on a faster machine, a run by `iterations` does not). An input whose check raises is a crash: it
 is written to `tests/fuzz/crashes/<target>-<sha256 prefix>.bin` with the command that reproduces
-it. Checked in, the file becomes a regression test: `test_fuzz.py` replays every file there.
+it; so is an input that takes longer than `SLOW_INPUT`. Checked in, the file becomes a regression
+test: `test_fuzz.py` replays every file there.
 Exit status: 0 without crashes, 1 with, 2 for a usage mistake.
 """
 
@@ -32,6 +33,9 @@ from tests.fuzz.target import Check, Target
 from tests.fuzz.targets import TARGETS
 
 CRASH_DIR = Path(__file__).resolve().parent / "crashes"
+#: seconds; a longer input is reported as a crash by `make fuzz` (not in CI, where a loaded
+#: machine could make a fast parser look slow)
+SLOW_INPUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +57,20 @@ class RunResult:
     crashes: list[Crash]
 
 
-def execute(target: Target, check: Check, data: bytes) -> Crash | None:
+def execute(
+    target: Target, check: Check, data: bytes, slow_after: float | None = None
+) -> Crash | None:
     """Run one input; a crash is any exception out of the check (which catches the parser's
-    documented error itself), so this catches them all by design."""
+    documented error itself), so this catches them all by design. With `slow_after`, an input
+    that takes longer than that many seconds is a crash too (a parser an attacker can stall)."""
+    start = time.monotonic()
     try:
         check(data)
     except Exception as error:  # noqa: BLE001 - finding undocumented exceptions is the point
         return Crash(target.name, data, f"{type(error).__name__}: {error}", traceback.format_exc())
+    took = time.monotonic() - start
+    if slow_after is not None and took > slow_after:
+        return Crash(target.name, data, f"slow input: {took:.1f} s", "")
     return None
 
 
@@ -70,6 +81,7 @@ def fuzz(
     iterations: int | None = None,
     seconds: float | None = None,
     max_crashes: int = 5,
+    slow_after: float | None = None,
 ) -> RunResult:
     """Seeds first, then mutants until `iterations` inputs or `seconds` have passed."""
     rng = random.Random(f"{target.name}:{seed}")
@@ -86,7 +98,7 @@ def fuzz(
             crashes.append(crash)
 
     for data in corpus:
-        record(execute(target, check, data))
+        record(execute(target, check, data, slow_after))
         count += 1
     while len(crashes) < max_crashes:
         if iterations is not None and count >= iterations:
@@ -94,7 +106,7 @@ def fuzz(
         if deadline is not None and time.monotonic() >= deadline:
             break
         data = mutate(rng.choice(corpus), rng, corpus, target.max_size)
-        record(execute(target, check, data))
+        record(execute(target, check, data, slow_after))
         count += 1
     return RunResult(target.name, count, crashes)
 
@@ -158,7 +170,7 @@ def main(argv: Sequence[str] | None = None, targets: Sequence[Target] = TARGETS)
     print(f"fuzzing {len(chosen)} targets for {args.seconds:g} s with seed {seed}")
     crashed = 0
     for target in chosen:
-        result = fuzz(target, seed, seconds=share)
+        result = fuzz(target, seed, seconds=share, slow_after=SLOW_INPUT)
         print(f"{target.name}: {result.inputs} inputs, {len(result.crashes)} crashes")
         for crash in result.crashes:
             crashed += 1
