@@ -208,3 +208,25 @@ def test_a_full_window_behind_one_lost_packet_stays_open() -> None:
         data = receiver.read(sid)
         assert len(data) == offsets[-1] + FULL_SEGMENT
     assert not any(s.recv.held_segments for s in receiver._streams.values())
+
+
+def test_small_writes_of_many_streams_behind_lost_packets_stay_open() -> None:
+    """Honest small segments: 1,000 interactive streams each lose their first frame and send 20
+    more small writes before it is retransmitted. 20,000 waiting segments, over the channel's
+    limit if each counted; they continue one another, so each stream holds one piece."""
+    receiver = Channel(False)
+    streams = range(0, 2000, 2)
+
+    def frames() -> Iterator[fr.StreamFrame]:
+        for write in range(1, 21):
+            for sid in streams:
+                yield fr.StreamFrame(sid, 50 * write, bytes(50), False)
+
+    for datagram in packets(frames()):
+        receiver.receive_packet(datagram, 1.0)
+    assert receiver.is_open
+    assert sum(s.recv.held_segments for s in receiver._streams.values()) == len(streams)
+    for pn, sid in enumerate(streams, start=100_000):  # the retransmissions
+        receiver.receive_packet(fr.encode_packet(pn, [fr.StreamFrame(sid, 0, bytes(50), False)]), 2)
+    assert receiver.is_open
+    assert all(len(receiver.read(sid)) == 21 * 50 for sid in streams)

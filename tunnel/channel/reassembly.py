@@ -8,12 +8,17 @@ trimmed to the bytes no piece holds yet and replaces the pieces it covers whole.
 are then a subset of `[read offset, highest offset)`, which is what the stream and channel credit
 already count, and one segment adds at most one piece: the caller bounds the number of pieces
 (every piece costs ~100 bytes of bookkeeping however small it is) by passing how many more it may
-hold. Arrival in ascending order, the common case under loss, appends in O(1); the rest bisects.
+hold. A small segment that continues the piece before it is copied onto that piece (up to
+`COALESCED_CHUNK`), so the small writes of an interactive stream waiting behind one lost packet
+count as one piece, not as one each. Arrival in ascending order, the common case under loss,
+appends in O(1); the rest bisects.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+
+from tunnel.channel.constants import COALESCED_CHUNK, SMALL_CHUNK
 
 
 class Reassembly:
@@ -43,6 +48,8 @@ class Reassembly:
         starts, pieces = self._starts, self._pieces
         end = offset + len(data)
         if not starts or offset >= starts[-1] + len(pieces[-1]):
+            if self._extends(len(starts) - 1, offset, data):
+                return 0
             if room < 1:
                 return None
             starts.append(offset)
@@ -66,6 +73,8 @@ class Reassembly:
             data = data[: starts[hi] - offset]
             if not data:
                 return 0
+        if lo == hi and self._extends(before, offset, data):
+            return 0
         change = 1 - (hi - lo)
         if change > room:
             return None
@@ -73,6 +82,18 @@ class Reassembly:
         starts[lo:hi] = [offset]
         pieces[lo:hi] = [data]
         return change
+
+    def _extends(self, index: int, offset: int, data: bytes) -> bool:
+        """Copy a small `data` onto piece `index` if it continues that piece and the result stays
+        small; the copy is then at most `COALESCED_CHUNK` bytes."""
+        if index < 0 or len(data) >= SMALL_CHUNK:
+            return False
+        piece = self._pieces[index]
+        if self._starts[index] + len(piece) != offset or len(piece) + len(data) > COALESCED_CHUNK:
+            return False
+        self._pieces[index] = piece + data
+        self.size += len(data)
+        return True
 
     def take_from(self, offset: int) -> tuple[list[bytes], int]:
         """Remove every piece that starts at or below `offset` (the stream's contiguous end);
