@@ -86,9 +86,10 @@ MAX_SEND_BUFFER = 2 * MAX_STREAM_WINDOW
 WINDOW_PER_HELD_SEGMENT = 512
 #: out-of-order segments a stream may always hold, however small its window (tests use a few KB).
 MIN_HELD_SEGMENTS = 64
-#: bytes; an in-order chunk smaller than this is copied onto the chunk before it (while that
-#: stays within COALESCED_CHUNK), so one-byte frames waiting for a stalled reader cost about a
-#: byte each, not a Python object each. Full packets are larger and are kept without a copy.
+#: bytes; a segment smaller than this is copied onto the in-order chunk or the early piece it
+#: continues (while that stays within COALESCED_CHUNK), so one-byte frames waiting for a stalled
+#: reader cost about a byte each, not a Python object each, and small writes behind a lost packet
+#: count as one held segment. Full packets are larger and are kept without a copy.
 SMALL_CHUNK = 512
 #: bytes; the largest chunk small chunks are coalesced into.
 COALESCED_CHUNK = 4096

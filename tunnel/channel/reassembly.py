@@ -37,10 +37,6 @@ class Reassembly:
     def __bool__(self) -> bool:
         return bool(self._starts)
 
-    @property
-    def first_offset(self) -> int | None:
-        return self._starts[0] if self._starts else None
-
     def insert(self, offset: int, data: bytes, room: int) -> int | None:
         """Hold the bytes of `data` (at `offset`) that no piece holds yet; return the change in
         the number of pieces (1 at most). None, with nothing changed, when that change would
