@@ -35,10 +35,12 @@ def setup_join_code() -> tuple[Check, list[bytes]]:
 
 
 def _config(keys: Mapping[str, Key], example: str) -> Check:
-    directory = Path(tempfile.mkdtemp(prefix="ptunnel-fuzz-"))
-    path = directory / example
+    # removed when the check is garbage-collected: the closure holds the only reference
+    directory = tempfile.TemporaryDirectory(prefix="ptunnel-fuzz-")
+    path = Path(directory.name) / example
 
     def check(data: bytes) -> None:
+        assert directory.name  # keeps the directory alive as long as the check
         path.write_bytes(data)
         try:
             values = load_file(path, keys)
