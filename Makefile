@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit wheel-check bench soak clean
+.PHONY: demo test lint typecheck unit wheel-check fuzz bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: lint typecheck unit
 # cache for the dependencies; .ci/run runs it.
 wheel-check: $(STAMP)
 	.ci/wheel-check $(PY)
+
+# Fuzz every parser of outside input for SECONDS with a random seed (`make test` runs a short,
+# seeded run). Crashing inputs go to tests/fuzz/crashes/ with the command that reproduces them.
+SECONDS ?= 60
+
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.runner --seconds $(SECONDS)
 
 # The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
 BENCH_PACKAGES := openssh-server openssh-client socat iperf3 wireguard-go wireguard-tools \

@@ -10,6 +10,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tunnel.channel.reassembly import Reassembly
 from tunnel.channel.stream import ReceiveStream, ReceiveWindow, SendStream
 
 
@@ -67,3 +68,47 @@ def test_sender_keeps_exactly_what_is_unacknowledged(size: int, seed: int) -> No
     for offset, data in delivered.items():
         covered[offset : offset + len(data)] = b"\x01" * len(data)
     assert all(covered)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(1, 120)), min_size=1, max_size=60),
+    st.integers(0, 2**32),
+)
+def test_reassembly_holds_each_received_byte_once_and_correctly(
+    segments: list[tuple[int, int]], seed: int
+) -> None:
+    """Any overlap of segments: the pieces stay sorted and disjoint, hold exactly the bytes
+    received (each once, with the right value), and `size` and the piece count add up."""
+    payload = random.Random(seed).randbytes(500)
+    held = Reassembly()
+    covered: set[int] = set()
+    pieces = 0
+    for offset, length in segments:
+        change = held.insert(offset, payload[offset : offset + length], room=1)
+        assert change is not None and change <= 1
+        pieces += change
+        covered.update(range(offset, offset + length))
+        starts, chunks = held._starts, held._pieces
+        assert len(starts) == pieces and held.size == sum(len(c) for c in chunks)
+        assert all(a + len(c) <= b for a, c, b in zip(starts, chunks, starts[1:], strict=False))
+        assert {i for a, c in zip(starts, chunks, strict=True) for i in range(a, a + len(c))} == (
+            covered
+        )
+        assert all(c == payload[a : a + len(c)] for a, c in zip(starts, chunks, strict=True))
+    # the contiguous run from the lowest byte comes out in order; the rest stays
+    first = run_end = min(covered)
+    while run_end in covered:
+        run_end += 1
+    out, count = held.take_from(first)
+    assert b"".join(out) == payload[first:run_end]
+    assert held.size == len(covered) - (run_end - first) and len(held) == pieces - count
+
+
+def test_reassembly_refuses_a_new_piece_without_room_and_changes_nothing() -> None:
+    held = Reassembly()
+    assert held.insert(10, b"abc", room=1) == 1
+    assert held.insert(20, b"def", room=0) is None  # a second piece: no room
+    assert held.insert(11, b"bc", room=0) == 0  # already held: no room needed
+    assert held.insert(13, b"d", room=0) == 0  # continues the piece: coalesced, no new piece
+    assert held._starts == [10] and held._pieces == [b"abcd"] and held.size == 4

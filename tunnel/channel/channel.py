@@ -14,9 +14,14 @@ Stream API: `open_stream`, `write` (returns bytes accepted: backpressure), `read
 `shutdown_write` (FIN), `reset_stream`, `stop_reading`; `send_datagram`; `close`; `stats`.
 Specs: RFC 9000 (streams, flow control, frames, closing), RFC 9002 (recovery, congestion),
 RFC 9221 (datagrams). Stream ids: the client opens even ids, the server odd ids; all are
-bidirectional. Around it: `frames.py` (wire layouts), `channel_acks.py` (what to acknowledge),
-`channel_streams.py` (stream table and limits), `streams.py` (the halves of a stream and flow
-control), `recovery.py` (RFC 9002), `congestion.py` / `bbr.py`, `pacing.py`.
+bidirectional. Around it: `frames.py` (wire layouts), `acks.py` (what to acknowledge),
+`control.py` (control frames to send), `streamtable.py` (stream table and limits), `stream.py`
+(the halves of a stream and flow control), `reassembly.py` (early segments, each byte held once),
+`recovery.py` (RFC 9002), `congestion/` (BBR, CUBIC, NewReno), `pacing.py`.
+
+A peer that breaks the protocol (beyond its credit, too many out-of-order segments, an impossible
+stream id or final size) has the channel closed with the RFC 9000 error code and a reason in the
+CLOSE frame, and one WARNING line naming the peer (`peer=`, the node passes its fingerprint).
 
 Lifecycle: OPEN -> CLOSING (we sent CLOSE; repeat it to any packet for three PTOs) or DRAINING
 (the peer sent CLOSE; stay silent for three PTOs) -> CLOSED. `ChannelClosed` is reported on
@@ -36,6 +41,7 @@ from tunnel.channel.congestion import create_controller
 from tunnel.channel.constants import (
     CLOSING_PTOS,
     DEFAULT_MAX_PACKET_SIZE,
+    ERROR_NAMES,
     FINAL_SIZE_ERROR,
     FLOW_CONTROL_ERROR,
     IDLE_TIMEOUT,
@@ -75,6 +81,7 @@ from tunnel.channel.stream import (
     FinalSizeError,
     FlowControlError,
     ReceiveWindow,
+    SegmentBudget,
 )
 from tunnel.channel.streamtable import ChannelError as ChannelError  # re-exported for callers
 from tunnel.channel.streamtable import PeerError, Stream, StreamTable
@@ -126,10 +133,12 @@ class Channel:
         connection_window: int = INITIAL_CONNECTION_WINDOW,
         max_connection_window: int = MAX_CONNECTION_WINDOW,
         max_streams: int = INITIAL_MAX_STREAMS,
+        peer: str = "",
     ) -> None:
         if max_packet_size < 64:
             raise ValueError("max_packet_size too small")
         self.is_client = is_client
+        self._peer = peer or "the peer"  # for logs: who broke the protocol
         self.max_packet_size = max_packet_size
         self._base_packet_size = max_packet_size  # the size the path was known to carry first
         self._packet_limit = max_packet_size  # size of the packet being built
@@ -154,15 +163,20 @@ class Channel:
         self._close_packet_frame = b""  # the CLOSE frame, repeated while CLOSING
         self._close_pending = False
         self._close_resend: float | None = None  # CLOSING: when to repeat the CLOSE unasked
-        self._table = StreamTable(
-            is_client, stream_send_buffer, stream_window, max_stream_window, max_streams
-        )
-        self._streams = self._table.streams
-        self._sendable = self._table.sendable
         # connection flow control
         self._conn_send_max = connection_window  # the peer's credit to us
         self._conn_sent = 0  # new stream bytes sent (retransmissions do not count)
         self._conn_window = ReceiveWindow(connection_window, max_connection_window)
+        self._table = StreamTable(
+            is_client,
+            stream_send_buffer,
+            stream_window,
+            max_stream_window,
+            max_streams,
+            SegmentBudget(self._conn_window),
+        )
+        self._streams = self._table.streams
+        self._sendable = self._table.sendable
         self._conn_received = 0  # sum of highest offsets received
         self._conn_consumed = 0  # bytes read by the application or discarded
         self._control = ControlFrames()
@@ -402,7 +416,12 @@ class Channel:
                 if kind is not fr.AckFrame and kind is not fr.PaddingFrame:
                     ack_eliciting = True
         except PeerError as error:
-            log.warning("peer protocol error %#x: %s", error.code, error.reason)
+            log.warning(
+                "closing the channel with %s: %s (%s)",
+                self._peer,
+                error.reason,
+                ERROR_NAMES.get(error.code, f"error {error.code:#x}"),
+            )
             self._enter_closing(error.code, error.reason, by_peer=False)
             return
         if ack_eliciting and self._state == OPEN:
@@ -417,9 +436,9 @@ class Channel:
         try:
             grown, news = recv.on_frame(frame.offset, frame.data, frame.fin)
         except FlowControlError as error:
-            raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
+            raise PeerError(FLOW_CONTROL_ERROR, f"stream {frame.stream_id}: {error}") from error
         except FinalSizeError as error:
-            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
+            raise PeerError(FINAL_SIZE_ERROR, f"stream {frame.stream_id}: {error}") from error
         if grown:
             self._conn_received += grown
             if self._conn_received > self._conn_window.max_data:

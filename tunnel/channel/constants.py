@@ -77,6 +77,22 @@ PACING_MAX_BURST_PACKETS = 16
 STREAM_SEND_BUFFER = 2 * 1024 * 1024
 #: bytes; ... and never more than this: twice the largest stream window.
 MAX_SEND_BUFFER = 2 * MAX_STREAM_WINDOW
+#: bytes of receive window per out-of-order segment a stream, or all streams of a channel
+#: together, may hold. A held segment costs ~100 bytes of bookkeeping however small it is, so
+#: without a count a peer sending one-byte segments within its credit made us hold 100x that
+#: credit. Full packets carry ~1,140 stream bytes: a sender that fills the whole window behind a
+#: lost packet uses less than half of this allowance; a peer that exceeds it is closed with
+#: FLOW_CONTROL_ERROR (quic-go bounds its gaps the same way, MaxStreamFrameSorterGaps).
+WINDOW_PER_HELD_SEGMENT = 512
+#: out-of-order segments a stream may always hold, however small its window (tests use a few KB).
+MIN_HELD_SEGMENTS = 64
+#: bytes; a segment smaller than this is copied onto the in-order chunk or the early piece it
+#: continues (while that stays within COALESCED_CHUNK), so one-byte frames waiting for a stalled
+#: reader cost about a byte each, not a Python object each, and small writes behind a lost packet
+#: count as one held segment. Full packets are larger and are kept without a copy.
+SMALL_CHUNK = 512
+#: bytes; the largest chunk small chunks are coalesced into.
+COALESCED_CHUNK = 4096
 #: datagrams queued for sending; more are refused (they are unreliable anyway).
 MAX_QUEUED_DATAGRAMS = 256
 #: seconds; without any packet from the peer for this long the channel closes.
@@ -101,3 +117,14 @@ STREAM_STATE_ERROR = 0x5
 FINAL_SIZE_ERROR = 0x6
 PROTOCOL_VIOLATION = 0xA
 IDLE_TIMEOUT_ERROR = 0x100  # local only: never sent
+
+#: how logs name the codes a peer is closed with
+ERROR_NAMES = {
+    NO_ERROR: "NO_ERROR",
+    INTERNAL_ERROR: "INTERNAL_ERROR",
+    FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR",
+    STREAM_LIMIT_ERROR: "STREAM_LIMIT_ERROR",
+    STREAM_STATE_ERROR: "STREAM_STATE_ERROR",
+    FINAL_SIZE_ERROR: "FINAL_SIZE_ERROR",
+    PROTOCOL_VIOLATION: "PROTOCOL_VIOLATION",
+}

@@ -6,9 +6,12 @@ bytes to retransmit. Lost frames re-queue exactly their own range (per-frame ret
 loss never resends more than was lost. The application's writes are bounded by `buffer_limit`:
 that is the backpressure the forwarder sees.
 
-`ReceiveStream` reassembles by offset: in-order bytes go straight into a bytearray the application
-reads from; early segments wait in a heap. Everything it buffers lies below the credit it gave the
-peer (`max_data`), so a reader that stops reading bounds the memory the sender can make it use.
+`ReceiveStream` reassembles by offset: in-order bytes go straight into a queue of chunks the
+application reads from (small ones coalesced); early segments wait in a `Reassembly`, which holds
+each byte once however the segments overlap. Everything it buffers lies below the credit it gave
+the peer (`max_data`), so a reader that stops reading bounds the memory the sender can make it use;
+and the early segments it holds are counted against a limit per stream and a `SegmentBudget` per
+channel (both in proportion to the window), so tiny segments cannot multiply that memory either.
 
 `ReceiveWindow` auto-tunes a credit like quic-go: credit is renewed each time a quarter of the
 window was consumed, and when renewals come less than four RTTs apart the window doubles (up to a
@@ -19,15 +22,18 @@ reader drains per RTT, while an idle or slow stream keeps its initial window.
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_right
 from collections import deque
 
-from tunnel.channel.constants import MAX_SEND_BUFFER
+from tunnel.channel.constants import (
+    COALESCED_CHUNK,
+    MAX_SEND_BUFFER,
+    MIN_HELD_SEGMENTS,
+    SMALL_CHUNK,
+    WINDOW_PER_HELD_SEGMENT,
+)
 from tunnel.channel.rangeset import RangeSet
-
-#: bytes of window one waiting out-of-order segment is counted as (a full packet carries ~1140)
-SEGMENT_ACCOUNTING = 256
+from tunnel.channel.reassembly import Reassembly
 
 
 class FlowControlError(Exception):
@@ -60,6 +66,25 @@ class ReceiveWindow:
         self.last_update = now
         self.max_data = max(self.max_data, consumed + self.window)
         return self.max_data
+
+
+def held_segment_limit(window: int) -> int:
+    """Out-of-order segments a receive window of `window` bytes may hold."""
+    return max(MIN_HELD_SEGMENTS, window // WINDOW_PER_HELD_SEGMENT)
+
+
+class SegmentBudget:
+    """Out-of-order segments held by all the streams of one channel, bounded by its window."""
+
+    __slots__ = ("held", "window")
+
+    def __init__(self, window: ReceiveWindow) -> None:
+        self.window = window
+        self.held = 0
+
+    @property
+    def limit(self) -> int:
+        return held_segment_limit(self.window.window)
 
 
 class ChunkBuffer:
@@ -285,7 +310,6 @@ class ReceiveStream:
 
     __slots__ = (
         "_pending",
-        "_pending_ranges",
         "_ready",
         "_ready_size",
         "eof_delivered",
@@ -295,14 +319,16 @@ class ReceiveStream:
         "readable_signalled",
         "reset_code",
         "stopped",
+        "budget",
         "window",
     )
 
-    def __init__(self, window: ReceiveWindow) -> None:
+    def __init__(self, window: ReceiveWindow, budget: SegmentBudget | None = None) -> None:
         self._ready: deque[bytes] = deque()  # in-order chunks from read_offset on
         self._ready_size = 0
-        self._pending: list[tuple[int, bytes]] = []  # early segments, a heap by offset
-        self._pending_ranges = RangeSet()
+        self._pending = Reassembly()  # early segments
+        # the channel's count of early segments over all its streams (a stream alone: its own)
+        self.budget = budget if budget is not None else SegmentBudget(window)
         self.read_offset = 0
         self.highest = 0  # highest offset received: what counts against connection credit
         self.final_size: int | None = None
@@ -318,10 +344,19 @@ class ReceiveStream:
 
     @property
     def buffered(self) -> int:
-        return self._ready_size + sum(len(d) for _, d in self._pending)
+        return self._ready_size + self._pending.size
+
+    @property
+    def held_segments(self) -> int:
+        return len(self._pending)
 
     def _append(self, data: bytes) -> None:
-        self._ready.append(data)
+        ready = self._ready
+        if len(data) < SMALL_CHUNK and ready and len(ready[-1]) + len(data) <= COALESCED_CHUNK:
+            # so each chunk is either large or at least ~3.5 KB together with the one before
+            ready[-1] += data
+        else:
+            ready.append(data)
         self._ready_size += len(data)
 
     def on_frame(self, offset: int, data: bytes, fin: bool) -> tuple[int, bool]:
@@ -337,40 +372,49 @@ class ReceiveStream:
         if fin and end < self.highest:
             raise FinalSizeError("final size below received data")
         grown = max(0, end - self.highest)
+        news = fin and self.final_size is None
+        if self.reset_code is None and not self.stopped:
+            contiguous = self.contiguous_end
+            if offset <= contiguous < end:
+                self._append(data[contiguous - offset :] if offset < contiguous else data)
+                if self._pending:
+                    self._drain_pending()
+                news = True
+            elif offset > contiguous:
+                self._hold(offset, data)  # raises before changing anything
+        else:
+            news = False
         self.highest += grown
-        news = False
         if fin and self.final_size is None:
             self.final_size = end
-            news = True
-        if self.reset_code is not None or self.stopped:
-            return grown, False
-        contiguous = self.contiguous_end
-        if end <= contiguous:
-            return grown, news
-        if offset <= contiguous:
-            self._append(data[contiguous - offset :] if offset < contiguous else data)
-            if self._pending:
-                self._drain_pending()
-            return grown, True
-        if not self._pending_ranges.covers(offset, end):
-            # Early segments cost ~100 bytes of bookkeeping each: bound their number too, or
-            # tiny segments could make the window's bytes cost a hundred times more memory.
-            if len(self._pending) >= self.window.max_window // SEGMENT_ACCOUNTING:
-                raise FlowControlError("too many out-of-order segments")
-            self._pending_ranges.add(offset, end)
-            heapq.heappush(self._pending, (offset, data))
         return grown, news
 
-    def _drain_pending(self) -> None:
+    def _hold(self, offset: int, data: bytes) -> None:
+        """Keep an early segment. Each held segment costs ~100 bytes of bookkeeping however small
+        it is: bound their number per stream and per channel, or tiny segments would make the
+        credit's bytes cost a hundred times more memory."""
+        budget = self.budget
         pending = self._pending
-        contiguous = self.contiguous_end
-        while pending and pending[0][0] <= contiguous:
-            offset, data = heapq.heappop(pending)
-            end = offset + len(data)
-            if end > contiguous:
-                self._append(data[contiguous - offset :])
-                contiguous = end
-        self._pending_ranges.remove(0, contiguous)
+        # held_segment_limit, inlined: this runs for every segment behind a loss
+        room = max(MIN_HELD_SEGMENTS, self.window.window // WINDOW_PER_HELD_SEGMENT) - len(pending)
+        channel_room = (
+            max(MIN_HELD_SEGMENTS, budget.window.window // WINDOW_PER_HELD_SEGMENT) - budget.held
+        )
+        added = pending.insert(offset, data, room if room < channel_room else channel_room)
+        if added is None:
+            if channel_room < 1:
+                raise FlowControlError(
+                    f"more than {budget.limit} out-of-order segments on the channel"
+                )
+            limit = held_segment_limit(self.window.window)
+            raise FlowControlError(f"more than {limit} out-of-order segments")
+        budget.held += added
+
+    def _drain_pending(self) -> None:
+        chunks, count = self._pending.take_from(self.contiguous_end)
+        self.budget.held -= count
+        for chunk in chunks:
+            self._append(chunk)
 
     def read(self, max_bytes: int | None) -> bytes:
         ready = self._ready
@@ -400,8 +444,7 @@ class ReceiveStream:
         """Drop everything buffered (stop or reset); return bytes newly counted as consumed."""
         self._ready.clear()
         self._ready_size = 0
-        self._pending.clear()
-        self._pending_ranges = RangeSet()
+        self.budget.held -= self._pending.clear()
         target = self.final_size if self.final_size is not None else self.highest
         freed = max(0, target - self.read_offset)
         self.read_offset += freed

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from tunnel.channel.constants import STREAM_LIMIT_ERROR, STREAM_STATE_ERROR
-from tunnel.channel.stream import ReceiveStream, ReceiveWindow, SendStream
+from tunnel.channel.stream import ReceiveStream, ReceiveWindow, SegmentBudget, SendStream
 
 
 class ChannelError(Exception):
@@ -44,8 +44,10 @@ class StreamTable:
         window: int,
         max_window: int,
         max_streams: int,
+        segments: SegmentBudget,
     ) -> None:
         self.streams: dict[int, Stream] = {}
+        self._segments = segments  # out-of-order segments held over all streams
         self.local_parity = 0 if is_client else 1
         self._send_buffer = send_buffer
         self._window = (window, max_window)
@@ -73,7 +75,7 @@ class StreamTable:
         window = ReceiveWindow(*self._window)
         # both ends use the same initial stream window, so the peer's credit starts there too
         send = SendStream(self._send_buffer, self._window[0])
-        stream = Stream(stream_id, send, ReceiveStream(window))
+        stream = Stream(stream_id, send, ReceiveStream(window, self._segments))
         self.streams[stream_id] = stream
         return stream
 

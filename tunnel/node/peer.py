@@ -451,6 +451,7 @@ class Peer:
             is_client=self.is_client,
             max_packet_size=channel_budget(self.mtu.size, not self.direct),
             congestion=self.congestion,
+            peer=fingerprint(self.static),
         )
         if not (keep_incarnation and self.incarnation):
             self.incarnation = self.rng(4)
