@@ -120,10 +120,27 @@ static PyObject *window_accept_method(WindowObject *self, PyObject *args, PyObje
     return PyBool_FromLong(window_update(self, counter));
 }
 
+static PyObject *window_state(WindowObject *self, PyObject *unused) {
+    (void)unused;
+    PyObject *ring = PyTuple_New(RING_BLOCKS);
+    if (ring == NULL) return NULL;
+    for (int i = 0; i < RING_BLOCKS; i++) {
+        PyObject *block = PyLong_FromUnsignedLongLong(self->ring[i]);
+        if (block == NULL) {
+            Py_DECREF(ring);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ring, i, block);
+    }
+    return Py_BuildValue("(KN)", (unsigned long long)self->last, ring);
+}
+
 static PyMethodDef window_methods[] = {
     {"accept", (PyCFunction)(void (*)(void))window_accept_method, METH_VARARGS | METH_KEYWORDS,
      "accept(counter, limit=REJECT_AFTER_MESSAGES) -> bool: record counter; False if it is a "
      "replay, too old, or at/over limit."},
+    {"state", (PyCFunction)window_state, METH_NOARGS,
+     "state() -> (top, ring): everything the window holds (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -216,6 +233,34 @@ static int seal_into(SealerObject *self, const unsigned char *payload, Py_ssize_
                                out + HEADER_SIZE + len) == 1;
 }
 
+static PyObject *sealer_seal(SealerObject *self, PyObject *args) {
+    Py_buffer payload;
+    PyObject *counter_obj;
+    if (!PyArg_ParseTuple(args, "y*O!:seal", &payload, &PyLong_Type, &counter_obj)) return NULL;
+    PyObject *result = NULL;
+    int ok;
+    uint64_t counter = as_counter(counter_obj, &ok);
+    if (PyErr_Occurred()) goto done;
+    if (!ok || counter == UINT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "counter out of range");
+        goto done;
+    }
+    if (payload.len > MAX_DATAGRAM - OVERHEAD) {
+        PyErr_SetString(PyExc_ValueError, "payload longer than a datagram carries");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, payload.len + OVERHEAD);
+    if (result == NULL) goto done;
+    if (!seal_into(self, payload.buf, payload.len, counter,
+                   (unsigned char *)PyBytes_AS_STRING(result))) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+    }
+done:
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 static PyObject *sealer_seal_batch(SealerObject *self, PyObject *args) {
     PyObject *payloads, *counter_obj;
     if (!PyArg_ParseTuple(args, "OO!:seal_batch", &payloads, &PyLong_Type, &counter_obj))
@@ -266,6 +311,8 @@ done:
 }
 
 static PyMethodDef sealer_methods[] = {
+    {"seal", (PyCFunction)sealer_seal, METH_VARARGS,
+     "seal(payload, counter) -> bytes: the transport datagram of payload under counter."},
     {"seal_batch", (PyCFunction)sealer_seal_batch, METH_VARARGS,
      "seal_batch(payloads, counter) -> bytes: the datagrams of payloads[i] under counter + i, "
      "back to back (one GSO send when their sizes allow)."},

@@ -23,13 +23,12 @@ A dropped segment changes no state: the window is updated only after the tag che
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from tunnel.session.constants import REJECT_AFTER_MESSAGES
 from tunnel.session.replay import WINDOW_SIZE, ReplayWindow
 from tunnel.session.wire import (
     HEADER_TRANSPORT,
@@ -60,6 +59,16 @@ class Sealer:
             raise ValueError("a transport header is 8 bytes")
         self._aead = ChaCha20Poly1305(bytes(key))
         self._header = bytes(header)
+
+    def seal(self, payload: bytes, counter: int) -> bytes:
+        """The transport datagram of `payload` under `counter`."""
+        if not 0 <= counter < 2**64 - 1:
+            raise ValueError("counter out of range")
+        if len(payload) > MAX_PAYLOAD_SIZE:
+            raise ValueError("payload longer than a datagram carries")
+        counter_bytes = counter.to_bytes(8, "little")
+        return self._header + counter_bytes + self._aead.encrypt(
+            _NONCE_PREFIX + counter_bytes, payload, None)
 
     def seal_batch(self, payloads: Sequence[bytes], counter: int) -> bytes:
         """The datagrams of `payloads[i]` under `counter + i`, back to back."""
@@ -111,10 +120,12 @@ class HasOpener(Protocol):
 
 
 def open_batch(
-    table: dict[bytes, HasOpener], data: bytes, segment: int, now: float
+    table: Mapping[bytes, HasOpener], data: bytes, segment: int, now: float
 ) -> list[tuple[int, HasOpener | None, bytes]]:
     """Split `data` into segments of `segment` bytes (the last may be shorter; 0: one datagram)
-    and judge each: `(verdict, owner or None, plaintext or raw segment or b"")`."""
+    and judge each: `(verdict, owner or None, plaintext or raw segment or b"")`.
+
+    `table` maps receiver indices to keypairs; it must be a dict (the C twin reads it as one)."""
     total = len(data)
     if segment <= 0 or segment > total:
         segment = total

@@ -59,3 +59,7 @@ class ReplayWindow:
             return False
         ring[index] = old | bit
         return True
+
+    def state(self) -> tuple[int, tuple[int, ...]]:
+        """(top, ring): everything the window holds (for tests)."""
+        return self._last, tuple(self._ring)
