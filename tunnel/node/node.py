@@ -3,8 +3,17 @@
 and time to them and does what they ask; every per-peer decision lives in `Peer`.
 
 Everything that arrives (a datagram, a timer, a local TCP write) only feeds a machine and asks for
-a *flush*; one flush per event-loop turn then drains every machine's events and outgoing
-datagrams and re-arms the single timer. That batches work per turn instead of per packet.
+a *flush*; one flush then drains the machines' events and outgoing datagrams and re-arms the
+single timer. That batches work per event instead of per packet:
+
+- a readiness event of the socket is one drain (`UdpEndpoint`), then one flush in the same
+  callback (`_on_drained`); a timer is one flush; anything else asks with `kick()` for one flush
+  at the end of the event-loop turn;
+- a flush drains only the peers that changed: those that received datagrams, or all of them
+  after a timer, a `kick()` (a forwarder or the API acted) or an event of the device or the
+  rendezvous client; the deadlines of the others are kept from their last drain, so re-arming
+  the timer does not ask every machine again;
+- a peer's payloads are sealed in runs (`Session.seal_batch`) that go out as one GSO send each.
 """
 
 from __future__ import annotations
@@ -37,15 +46,15 @@ from tunnel.node.peer import (
     SocketsWanted,
 )
 from tunnel.node.prediction import PredictionSockets
-from tunnel.node.udp import Timer, UdpEndpoint, monotonic
+from tunnel.node.udp import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
 from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.manager import PathManager
 from tunnel.path.probebudget import ProbeBudget
 from tunnel.session.device import Device
 from tunnel.session.events import HandshakeCompleted, HandshakeFailed, SessionExpired
-from tunnel.session.session import SessionConfig
-from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
+from tunnel.session.session import Session, SessionConfig
+from tunnel.session.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD, is_initiation
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +104,18 @@ class Node:
         self.on_new_peer: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
+        self._runs: list[tuple[bytes, int, Addr]] = []  # sealed GSO runs: (data, segment, addr)
         # Pseudo addresses of port-prediction sockets -> (socket, real address).
         self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}
         self._predictions: dict[bytes, PredictionSockets] = {}
         self._initiations: dict[bytes, bytes] = {}  # peer -> our pending handshake initiation
         self._pongs: dict[bytes, asyncio.Future[float]] = {}  # ping txid -> its answer
         self._wanted: set[str] = set()  # names asked for: re-asked when they (re)join
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_wanted = False  # datagrams arrived: the end of the socket's drain flushes
+        self._dirty: set[bytes] = set()  # (static keys of) peers to drain at the next flush...
+        self._all_dirty = True  # ...or all of them
+        self._deadlines: dict[bytes, float | None] = {}  # each peer's timer at its last drain
         self._in_flush = False
         self._delivering = False
         self._again = False
@@ -110,7 +124,7 @@ class Node:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram)
+        self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram, self._on_drained)
         lan = self.candidate_policy.announceable(
             (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
         self.rdv = rc.RendezvousClient(
@@ -154,6 +168,7 @@ class Node:
             peer.close("node shutting down")
         if self.rdv is not None:
             self.rdv.leave(monotonic())
+        self._all_dirty = True
         self._flush()
         # Give the CLOSE frames a moment to leave; they are best effort, as in QUIC.
         await asyncio.sleep(0.05)
@@ -207,16 +222,17 @@ class Node:
         return waiter
 
     def kick(self) -> None:
-        """Ask for a flush at the end of this event-loop turn (once, however often asked)."""
+        """Ask for a flush of every peer at the end of this event-loop turn (once, however often
+        asked)."""
+        self._all_dirty = True
         if self._in_flush:
             # A forwarder acted during the flush. While a peer's events are being delivered,
             # that peer's packets are built right after: no second flush is needed for it.
             if not self._delivering:
                 self._again = True
             return
-        if not self._flush_scheduled and not self._closed:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._flush_handle is None and not self._closed:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     # --- routes of port-prediction sockets ----------------------------------------------------
 
@@ -230,32 +246,58 @@ class Node:
 
     # --- input --------------------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+    def _on_datagram(self, data: bytes, addr: Addr, segment: int = 0) -> None:
+        """A datagram, or a GRO buffer of datagrams of `segment` bytes each, from `addr`."""
         if not data:
             return
+        self._flush_wanted = True  # `_on_drained` flushes once the socket is drained
         now = monotonic()
-        kind = data[0]
-        if kind in SESSION_MESSAGE_TYPES:
-            self._receive_session(data, addr, now)
-        elif self.rdv is not None and addr == self.rdv.server:
-            if kind == rp.RELAY_FROM:
-                unwrapped = self.rdv.unwrap_relay(data)
-                if unwrapped is not None:
-                    src, inner = unwrapped
-                    self._receive_session(inner, relay_addr(src), now)
-            else:
-                self.rdv.receive_datagram(data, addr, now)
-        self.kick()
+        if data[0] in SESSION_MESSAGE_TYPES:
+            for session, payload in self.device.receive_batch(data, segment, addr, now,
+                                                              time.time()):
+                if session is None:  # another layer's datagram, coalesced with ours
+                    self._on_other(payload, addr, now)
+                else:
+                    self._deliver(session, payload, addr, now)
+        elif 0 < segment < len(data):
+            for offset in range(0, len(data), segment):
+                self._on_datagram(data[offset:offset + segment], addr)
+        else:
+            self._on_other(data, addr, now)
+
+    def _on_drained(self) -> None:
+        """The socket was drained: one flush for everything it brought."""
+        if self._flush_wanted:
+            self._flush_wanted = False
+            self._flush()
+
+    def _on_other(self, data: bytes, addr: Addr, now: float) -> None:
+        """A datagram of the rendezvous protocol (or a relay envelope) from `addr`."""
+        if not data or self.rdv is None or addr != self.rdv.server:
+            return
+        if data[0] == rp.RELAY_FROM:
+            unwrapped = self.rdv.unwrap_relay(data)
+            if unwrapped is not None:
+                src, inner = unwrapped
+                self._receive_session(inner, relay_addr(src), now)
+        else:
+            self.rdv.receive_datagram(data, addr, now)
+            self._all_dirty = True  # its events may concern any peer
 
     def _receive_session(self, data: bytes, addr: Addr, now: float) -> None:
         result = self.device.receive(data, addr, now, time.time())
         if result is None:
+            self._all_dirty = True  # a handshake message: its events may concern any peer
             return
-        session, payload = result
+        self._deliver(result[0], result[1], addr, now)
+
+    def _deliver(self, session: Session, payload: bytes, addr: Addr, now: float) -> None:
+        """An authenticated payload to its peer."""
         peer = self.peers.get(session.peer_public)
         if peer is None:
             peer = self._peer(session.peer_public, now)
         peer.receive(payload, addr, now)
+        self._dirty.add(peer.static)
         if peer.replaced_channel:
             # The peer restarted: its old streams end now, before any local callback can
             # attach a connection to the new channel (whose stream ids start again at 0).
@@ -268,6 +310,7 @@ class Node:
             self.rdv.handle_timer(now)
         for peer in list(self.peers.values()):
             peer.handle_timer(now)
+        self._all_dirty = True
         self._flush()
 
     def _peer(self, static: bytes, now: float) -> Peer:
@@ -282,6 +325,7 @@ class Node:
                 nat_randomizes=self.nat_mapping == "endpoint-dependent",
             )
             self.peers[static] = peer
+            self._dirty.add(static)
             if self.on_new_peer is not None:
                 self.on_new_peer(peer)
         return peer
@@ -302,8 +346,19 @@ class Node:
         if not self._in_flush:
             self.kick()
 
+    def _send_run(self, data: bytes, segment: int, addr: Addr) -> None:
+        """Queue sealed datagrams of `segment` bytes back to back for one GSO send."""
+        if is_relay(addr):  # each datagram gets its own relay envelope
+            for offset in range(0, len(data), segment):
+                self._send(data[offset:offset + segment], addr)
+            return
+        self._runs.append((data, segment, addr))
+        if not self._in_flush:
+            self.kick()
+
     def _send_queued(self) -> None:
         outbox, self._outbox = self._outbox, {}
+        runs, self._runs = self._runs, []
         if self.udp is None:
             return
         for addr, batch in outbox.items():
@@ -312,6 +367,12 @@ class Node:
                 route[0].send_batch(batch, route[1])  # an extra socket of a port prediction
             else:
                 self.udp.send_batch(batch, addr)
+        for data, segment, addr in runs:
+            route = self._routes.get(addr) if self._routes else None
+            if route is not None:
+                route[0].send_segments(data, segment, route[1])
+            else:
+                self.udp.send_segments(data, segment, addr)
 
     def _initiation_allowed(self, data: bytes, addr: Addr, now: float) -> bool:
         """Whether our handshake initiation may go to `addr`: the session retransmits to every
@@ -324,7 +385,9 @@ class Node:
         return False
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        if self._flush_handle is not None:  # this flush does what a scheduled one would
+            self._flush_handle.cancel()
+            self._flush_handle = None
         self._in_flush, self._again = True, False
         try:
             self._flush_machines(monotonic())
@@ -340,8 +403,17 @@ class Node:
             self.device.handle_timer(now, time.time())
         self._drain_device(now)
         self._drain_rendezvous(now)
-        for peer in list(self.peers.values()):
+        # Taken after the events above, which may touch any peer; kicks from here on are for
+        # the next flush.
+        if self._all_dirty:
+            peers = list(self.peers.values())
+            self._deadlines = {}
+        else:
+            peers = [p for static in self._dirty if (p := self.peers.get(static)) is not None]
+        self._all_dirty, self._dirty = False, set()
+        for peer in peers:
             self._drain_peer(peer, now)
+            self._deadlines[peer.static] = peer.get_timer()
         for data, addr in self.device.datagrams_to_send():
             if is_initiation(data) and not self._initiation_allowed(data, addr, now):
                 continue
@@ -354,7 +426,7 @@ class Node:
         deadlines = [self.device.get_timer()]
         if self.rdv is not None:
             deadlines.append(self.rdv.get_timer())
-        deadlines += [peer.get_timer() for peer in self.peers.values()]
+        deadlines += self._deadlines.values()  # every peer's, as of its last drain
         armed = [d for d in deadlines if d is not None]
         self._timer.arm(min(armed) if armed else None)
 
@@ -362,6 +434,7 @@ class Node:
         # Transport data never comes this way: `_receive_session` takes it straight from
         # `Device.receive_transport` (the hot path), so there are no PayloadReceived events.
         while (event := self.device.next_event()) is not None:
+            self._all_dirty = True
             if isinstance(event, HandshakeCompleted):
                 self._peer(event.peer_public, now).on_handshake_completed(event.addr, now)
             elif isinstance(event, HandshakeFailed | SessionExpired):
@@ -373,6 +446,7 @@ class Node:
         if self.rdv is None:
             return
         while (event := self.rdv.next_event()) is not None:
+            self._all_dirty = True
             if isinstance(event, rc.Registered):
                 self.public_endpoint = event.public_endpoint
                 self.registered.set()
@@ -408,10 +482,31 @@ class Node:
         datagrams = peer.datagrams_to_send(now, established)
         if not datagrams or session is None or not established:
             return
-        for payload, addr in datagrams:
-            datagram = session.seal(payload, now)
-            if datagram is not None:
-                self._send(datagram, addr)
+        self._seal(session, datagrams, now)
+
+    def _seal(self, session: Session, datagrams: list[tuple[bytes, Addr]], now: float) -> None:
+        """Seal a peer's payloads in runs: consecutive payloads to one address of one size (the
+        last may be shorter), as many as one GSO send carries, in one call and one send."""
+        count, index = len(datagrams), 0
+        while index < count:
+            payload, addr = datagrams[index]
+            size = len(payload)
+            limit = min(count, index + MAX_GSO_SEGMENTS,
+                        index + max(1, MAX_GSO_BYTES // (size + TRANSPORT_OVERHEAD)))
+            end = index + 1
+            while end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) == size:
+                end += 1
+            if end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) < size:
+                end += 1  # GSO allows a shorter last segment
+            if end - index == 1:
+                datagram = session.seal(payload, now)
+                if datagram is not None:
+                    self._send(datagram, addr)
+            else:
+                run = session.seal_batch([p for p, _ in datagrams[index:end]], now)
+                if run is not None:
+                    self._send_run(run, size + TRANSPORT_OVERHEAD, addr)
+            index = end
 
     def _deliver_channel_events(self, peer: Peer) -> None:
         self._delivering = True
@@ -447,7 +542,8 @@ class Node:
             if self.rdv is not None:
                 self.rdv.request_connect(event.name, now)
         elif isinstance(event, SocketsWanted):
-            sockets = PredictionSockets(event.count, event.target, self._on_datagram)
+            sockets = PredictionSockets(event.count, event.target, self._on_datagram,
+                                        self._on_drained)
             self._predictions[peer.static] = sockets
             self.add_routes(sockets.routes)
             peer.sockets_opened(sockets.targets())
