@@ -24,7 +24,7 @@ A dropped segment changes no state: the window is updated only after the tag che
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -98,19 +98,6 @@ class Opener:
         self.expires = expires  # from this `now` on, nothing is accepted under this key
         self.replay = ReplayWindow()
 
-    def judge(self, datagram: bytes | memoryview, now: float) -> tuple[int, bytes]:
-        """The verdict on one transport datagram (already found under its index)."""
-        if now >= self.expires:
-            return STALE, b""
-        try:
-            payload = self._aead.decrypt(
-                _NONCE_PREFIX + bytes(datagram[8:16]), datagram[16:], None)
-        except InvalidTag:
-            return BAD_TAG, b""
-        if not self.replay.accept(int.from_bytes(datagram[8:16], "little")):
-            return REPLAY, b""
-        return OK, payload
-
 
 class HasOpener(Protocol):
     """What `open_batch`'s table maps a receiver index to (a session's `Keypair`)."""
@@ -119,29 +106,48 @@ class HasOpener(Protocol):
     def receive(self) -> Opener: ...
 
 
+Owner = TypeVar("Owner", bound=HasOpener)
+
+
 def open_batch(
-    table: Mapping[bytes, HasOpener], data: bytes, segment: int, now: float
-) -> list[tuple[int, HasOpener | None, bytes]]:
+    table: Mapping[bytes, Owner], data: bytes, segment: int, now: float
+) -> list[tuple[int, Owner | None, bytes]]:
     """Split `data` into segments of `segment` bytes (the last may be shorter; 0: one datagram)
     and judge each: `(verdict, owner or None, plaintext or raw segment or b"")`.
 
-    `table` maps receiver indices to keypairs; it must be a dict (the C twin reads it as one)."""
+    `table` maps receiver indices to keypairs; it must be a dict (the C twin reads it as one).
+    """
     total = len(data)
-    if segment <= 0 or segment > total:
-        segment = total
-    view = memoryview(data)
-    results: list[tuple[int, HasOpener | None, bytes]] = []
-    for offset in range(0, total, segment) if total else (0,):
-        datagram = view[offset:offset + segment]
+    if segment <= 0 or segment >= total:
+        segments = [data]
+    else:
+        segments = [data[offset:offset + segment] for offset in range(0, total, segment)]
+    lookup = table.get
+    results: list[tuple[int, Owner | None, bytes]] = []
+    append = results.append
+    # `Opener.judge`, written out: this runs once per packet.
+    for datagram in segments:
         size = len(datagram)
         if size == 0 or datagram[0] != MESSAGE_TRANSPORT:
-            results.append((NOT_TRANSPORT, None, bytes(datagram)))
+            append((NOT_TRANSPORT, None, bytes(datagram)))
         elif (size < TRANSPORT_MIN_SIZE or size > MAX_DATAGRAM_SIZE
               or datagram[:4] != HEADER_TRANSPORT):
-            results.append((MALFORMED, None, b""))
-        elif (owner := table.get(bytes(datagram[4:8]))) is None:
-            results.append((UNKNOWN_INDEX, None, b""))
+            append((MALFORMED, None, b""))
+        elif (owner := lookup(datagram[4:8])) is None:
+            append((UNKNOWN_INDEX, None, b""))
         else:
-            verdict, payload = owner.receive.judge(datagram, now)
-            results.append((verdict, owner, payload))
+            opener = owner.receive
+            if now >= opener.expires:
+                append((STALE, owner, b""))
+                continue
+            counter_bytes = datagram[8:16]
+            try:
+                payload = opener._aead.decrypt(_NONCE_PREFIX + counter_bytes, datagram[16:], None)
+            except InvalidTag:
+                append((BAD_TAG, owner, b""))
+                continue
+            if opener.replay.accept(int.from_bytes(counter_bytes, "little")):
+                append((OK, owner, payload))
+            else:
+                append((REPLAY, owner, b""))
     return results

@@ -44,7 +44,6 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable
-from typing import cast
 
 from tunnel.addresses import Addr
 from tunnel.session import crypto, datapath, handshake
@@ -202,9 +201,9 @@ class Device:
         if verdict != _OK:
             self._count_drop(verdict)
             return None
-        keys = cast(Keypair, keypair)  # the table holds only keypairs
-        session = keys.session
-        session.on_transport(keys, payload, addr, now)
+        assert keypair is not None  # OK names the keypair
+        session = keypair.session
+        session.on_transport(keypair, payload, addr, now)
         return session, payload
 
     def receive_batch(
@@ -222,9 +221,9 @@ class Device:
         out: list[tuple[Session | None, bytes]] = []
         for verdict, keypair, payload in datapath.open_batch(self._keypairs, data, segment, now):
             if verdict == _OK:
-                keys = cast(Keypair, keypair)  # the table holds only keypairs
-                session = keys.session
-                session.on_transport(keys, payload, addr, now)
+                assert keypair is not None  # OK names the keypair
+                session = keypair.session
+                session.on_transport(keypair, payload, addr, now)
                 out.append((session, payload))
             elif verdict == _NOT_TRANSPORT:
                 if payload and payload[0] in SESSION_MESSAGE_TYPES:
