@@ -23,7 +23,11 @@
 #define SOL_UDP_LEVEL 17
 #define UDP_GRO_OPTION 104
 
-static unsigned char (*buffers)[DATAGRAM_SPACE]; /* MAX_BATCH of them, allocated once */
+/* Large datagrams (GRO buffers, path-MTU datagrams) are read straight into bytes objects of
+ * DATAGRAM_SPACE that are then shrunk to size and handed over, so they are never copied; a
+ * small one is copied out and its buffer kept for the next call. */
+#define COPY_BELOW 4096
+static PyObject *pool[MAX_BATCH];
 
 /* A (host, port) tuple like socket.recvmsg's first two fields. */
 static PyObject *address(const struct sockaddr_storage *storage) {
@@ -63,9 +67,9 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
     if (fd < 0) return NULL;
     if (count > MAX_BATCH) count = MAX_BATCH;
     if (count < 1) return PyList_New(0);
-    if (buffers == NULL) {
-        buffers = PyMem_RawMalloc((size_t)MAX_BATCH * DATAGRAM_SPACE);
-        if (buffers == NULL) return PyErr_NoMemory();
+    for (int i = 0; i < count; i++) {
+        if (pool[i] == NULL && (pool[i] = PyBytes_FromStringAndSize(NULL, DATAGRAM_SPACE)) == NULL)
+            return NULL;
     }
     struct mmsghdr messages[MAX_BATCH];
     struct iovec vectors[MAX_BATCH];
@@ -76,7 +80,7 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
     } controls[MAX_BATCH];
     memset(messages, 0, sizeof(struct mmsghdr) * (size_t)count);
     for (int i = 0; i < count; i++) {
-        vectors[i].iov_base = buffers[i];
+        vectors[i].iov_base = PyBytes_AS_STRING(pool[i]);
         vectors[i].iov_len = DATAGRAM_SPACE;
         messages[i].msg_hdr.msg_iov = &vectors[i];
         messages[i].msg_hdr.msg_iovlen = 1;
@@ -106,9 +110,22 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
         } else {
             addr = address(&addresses[i]);
         }
-        PyObject *item = addr == NULL ? NULL : Py_BuildValue(
-            "(y#Ni)", (const char *)buffers[i], (Py_ssize_t)messages[i].msg_len, addr,
-            gro_segment(header));
+        Py_ssize_t size = (Py_ssize_t)messages[i].msg_len;
+        PyObject *data;
+        if (size < COPY_BELOW) {
+            data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(pool[i]), size);
+        } else {
+            data = pool[i]; /* handed over; refilled at the next call */
+            pool[i] = NULL;
+            if (_PyBytes_Resize(&data, size) < 0) data = NULL;
+        }
+        PyObject *item = NULL;
+        if (addr != NULL && data != NULL)
+            item = Py_BuildValue("(NNi)", data, addr, gro_segment(header));
+        else {
+            Py_XDECREF(addr);
+            Py_XDECREF(data);
+        }
         if (item == NULL) {
             Py_DECREF(result);
             return NULL;
