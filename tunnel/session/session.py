@@ -60,7 +60,7 @@ from tunnel.session.constants import (
 )
 from tunnel.session.cookie import CookieGenerator
 from tunnel.session.counters import Counters
-from tunnel.session.datapath import Opener, Sealer
+from tunnel.session.datapath import new_opener, new_sealer
 from tunnel.session.events import (
     HandshakeCompleted,
     HandshakeFailed,
@@ -156,8 +156,8 @@ class Keypair:
     ) -> None:
         self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
         # The first 8 bytes of every packet we send name the peer's index for these keys.
-        self.send = Sealer(keys.send_key, HEADER_TRANSPORT + keys.remote_index)
-        self.receive = Opener(keys.receive_key, self.expires)
+        self.send = new_sealer(keys.send_key, HEADER_TRANSPORT + keys.remote_index)
+        self.receive = new_opener(keys.receive_key, self.expires)
         self.send_counter = 0
         self.local_index = keys.local_index
         self.is_initiator = keys.is_initiator
