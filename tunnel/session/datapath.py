@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeVar, cast
 
+from tunnel.session.constants import REJECT_AFTER_MESSAGES
 from tunnel.session.datapath_pure import (
     BAD_TAG,
     MALFORMED,
@@ -53,7 +54,7 @@ class Sealer(Protocol):
 class ReplayWindow(Protocol):
     """Which counters of one receiving key have been seen."""
 
-    def accept(self, counter: int, limit: int = ...) -> bool: ...
+    def accept(self, counter: int, limit: int = REJECT_AFTER_MESSAGES) -> bool: ...
 
     def state(self) -> tuple[int, tuple[int, ...]]: ...
 
