@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit wheel-check fuzz bench soak clean
 
-$(STAMP): pyproject.toml
+# The C data plane (tunnel/session/_datapath.c) needs a compiler and libcrypto's headers; the
+# install builds it, or falls back to its pure-Python twin, and says so.
+$(STAMP): pyproject.toml setup.py build_datapath.py tunnel/session/_datapath.c
+	.ci/apt-install gcc python3-dev libssl-dev
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

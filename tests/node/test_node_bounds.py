@@ -29,6 +29,10 @@ class Wire:
     def send_batch(self, batch: list[bytes], addr: Addr) -> None:
         self.sent.extend((data, addr) for data in batch)
 
+    def send_segments(self, data: bytes, segment: int, addr: Addr) -> None:
+        """A GSO run: the datagrams it carries, one by one."""
+        self.sent.extend((data[i:i + segment], addr) for i in range(0, len(data), segment))
+
 
 def handshake_with(node: Node, secret: bytes, count: int) -> None:
     """`count` fresh keys each complete a handshake with the node (initiation, response,

@@ -1,35 +1,49 @@
-"""The anti-replay window: duplicates never pass, reordering inside the window does."""
+"""The anti-replay window: duplicates never pass, reordering inside the window does.
+
+Every test runs against both windows: `replay.py` (the Python twin's) and the C data plane's.
+"""
 
 from __future__ import annotations
 
 import random
+from types import ModuleType
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunnel.session.replay import WINDOW_SIZE, ReplayWindow
+from tests.support.datapaths import IMPLEMENTATIONS, datapath, datapath_module
+from tunnel.session.replay import WINDOW_SIZE
+
+__all__ = ["datapath"]  # the fixture: every test below runs once per implementation
 
 
-def test_window_is_at_least_8128() -> None:
+def windows() -> list[ModuleType]:
+    """Both implementations, for a hypothesis test (fixtures do not mix with @given)."""
+    return [datapath_module(name) for name in IMPLEMENTATIONS]
+
+
+def test_window_is_at_least_8128(datapath: ModuleType) -> None:
     assert WINDOW_SIZE >= 8128
+    assert datapath.WINDOW_SIZE == WINDOW_SIZE
 
 
-def test_in_order_then_replay() -> None:
-    window = ReplayWindow()
+def test_in_order_then_replay(datapath: ModuleType) -> None:
+    window = datapath.ReplayWindow()
     assert all(window.accept(n) for n in range(20_000))
     assert not any(window.accept(n) for n in range(20_000))
 
 
-def test_reordering_inside_window_accepted() -> None:
-    window = ReplayWindow()
+def test_reordering_inside_window_accepted(datapath: ModuleType) -> None:
+    window = datapath.ReplayWindow()
     counters = list(range(WINDOW_SIZE))
     random.Random(7).shuffle(counters)
     assert all(window.accept(n) for n in counters)
     assert not any(window.accept(n) for n in counters)
 
 
-def test_window_edges() -> None:
-    window = ReplayWindow()
+def test_window_edges(datapath: ModuleType) -> None:
+    window = datapath.ReplayWindow()
     top = 100_000
     assert window.accept(top)
     assert window.accept(top - WINDOW_SIZE)  # oldest still inside
@@ -37,8 +51,8 @@ def test_window_edges() -> None:
     assert not window.accept(top - WINDOW_SIZE)  # seen
 
 
-def test_big_jump_clears_ring() -> None:
-    window = ReplayWindow()
+def test_big_jump_clears_ring(datapath: ModuleType) -> None:
+    window = datapath.ReplayWindow()
     for n in range(0, 300):
         window.accept(n)
     assert window.accept(10**9)
@@ -46,8 +60,8 @@ def test_big_jump_clears_ring() -> None:
     assert not window.accept(299)
 
 
-def test_limit() -> None:
-    window = ReplayWindow()
+def test_limit(datapath: ModuleType) -> None:
+    window = datapath.ReplayWindow()
     assert not window.accept(50, limit=50)
     assert window.accept(49, limit=50)
 
@@ -55,12 +69,17 @@ def test_limit() -> None:
 @settings(max_examples=2_000, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=3 * WINDOW_SIZE), max_size=300))
 def test_never_accepts_duplicate_and_matches_model(counters: list[int]) -> None:
-    window = ReplayWindow()
+    for implementation in windows():
+        check_against_model(implementation.ReplayWindow(), counters)
+
+
+def check_against_model(window: object, counters: list[int]) -> None:
+    accept = window.accept  # type: ignore[attr-defined]
     seen: set[int] = set()
     top = -1
     for n in counters:
         expected = n not in seen and (n > top or top - n <= WINDOW_SIZE)
-        got = window.accept(n)
+        got = accept(n)
         if got:
             assert n not in seen
             seen.add(n)
@@ -68,3 +87,23 @@ def test_never_accepts_duplicate_and_matches_model(counters: list[int]) -> None:
         # Inside the guaranteed window the model and the ring agree exactly.
         if n > top - WINDOW_SIZE:
             assert got == expected
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(st.lists(st.one_of(st.integers(min_value=0, max_value=3 * WINDOW_SIZE),
+                          st.integers(min_value=-5, max_value=2**64 + 5)), max_size=200),
+       st.integers(min_value=-1, max_value=2**65))
+def test_c_and_python_windows_agree(counters: list[int], limit: int) -> None:
+    """Same answers and the same state after every counter, including nonsense ones."""
+    c_window, py_window = (m.ReplayWindow() for m in windows())
+    for n in counters:
+        assert c_window.accept(n, limit=limit) == py_window.accept(n, limit=limit)
+        assert c_window.accept(n) == py_window.accept(n)
+        assert c_window.state() == py_window.state()
+
+
+@pytest.mark.parametrize("counter", [-1, 2**64, 2**64 + 1])
+def test_not_a_u64_is_refused(datapath: ModuleType, counter: int) -> None:
+    window = datapath.ReplayWindow()
+    assert not window.accept(counter, limit=2**70)
+    assert window.state() == datapath.ReplayWindow().state()

@@ -64,7 +64,7 @@ def snapshot(device: Device) -> tuple[Any, ...]:
         list(device._outbox),
         list(device._events),
         [
-            (k.replay._last, list(k.replay._ring), k.send_counter)
+            (k.receive.replay.state(), k.send_counter)
             for k in device.indices.keypairs.values()
         ],
         [(s.endpoint, s.pending) for s in device._sessions.values()],

@@ -3,13 +3,17 @@
 and time to them and does what they ask; every per-peer decision lives in `Peer`.
 
 Everything that arrives (a datagram, a timer, a local TCP write) only feeds a machine and asks for
-a *flush*; one flush per event-loop turn then drains the machines that have work and re-arms the
-single timer. That batches work per turn instead of per packet.
+a *flush*; one flush then drains the machines that have work and re-arms the single timer. That
+batches work per event instead of per packet:
 
-A flush touches only the peers that have work: those a datagram arrived for, whose deadline came
-(peer deadlines live in one heap, `tunnel.timerheap`, as the device's sessions do), or that a
-forwarder kicked by name (`kick(peer)`); a bare `kick()` still drains them all. So a node with
-thousands of peers pays for the few that are busy, not for all of them, on every packet.
+- a readiness event of the socket is one drain (`UdpEndpoint`), then one flush in the same
+  callback (`_on_drained`); a timer is one flush; anything else asks with `kick()` for one flush
+  at the end of the event-loop turn;
+- a flush touches only the peers that have work: those a datagram arrived for, whose deadline came
+  (peer deadlines live in one heap, `tunnel.timerheap`, as the device's sessions do), or that a
+  forwarder kicked by name (`kick(peer)`); a bare `kick()` still drains them all. So a node with
+  thousands of peers pays for the few that are busy, not for all of them, on every packet;
+- a peer's payloads are sealed in runs (`Session.seal_batch`) that go out as one GSO send each.
 
 Bounds (issue 12): at most `max_peers` links (peers), the same number as sessions; a link the
 node did not ask for by name goes with its session when that is removed for idleness. Initiation
@@ -50,7 +54,7 @@ from tunnel.node.peer import (
 )
 from tunnel.node.prediction import PredictionSockets
 from tunnel.node.replayfile import ReplayFile
-from tunnel.node.udp import Timer, UdpEndpoint, monotonic
+from tunnel.node.udp import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Timer, UdpEndpoint, monotonic
 from tunnel.path import rendezvous as rc
 from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.manager import PathManager
@@ -63,8 +67,8 @@ from tunnel.session.events import (
     SessionExpired,
     SessionRemoved,
 )
-from tunnel.session.session import SessionConfig
-from tunnel.session.wire import SESSION_MESSAGE_TYPES, is_initiation
+from tunnel.session.session import Session, SessionConfig
+from tunnel.session.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD, is_initiation
 from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
@@ -129,13 +133,15 @@ class Node:
         self.on_new_peer: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
         self._outbox: dict[Addr, list[bytes]] = {}
+        self._runs: list[tuple[bytes, int, Addr]] = []  # sealed GSO runs: (data, segment, addr)
         # Pseudo addresses of port-prediction sockets -> (socket, real address).
         self._routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}
         self._predictions: dict[bytes, PredictionSockets] = {}
         self._initiations: dict[bytes, bytes] = {}  # peer -> our pending handshake initiation
         self._pongs: dict[bytes, asyncio.Future[float]] = {}  # ping txid -> its answer
         self._wanted: set[str] = set()  # names asked for: re-asked when they (re)join
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_wanted = False  # datagrams arrived: the end of the socket's drain flushes
         self._in_flush = False
         self._delivering = False
         self._again = False
@@ -146,7 +152,7 @@ class Node:
     async def start(self) -> None:
         if self._replay is not None:
             self._replay.load_into(self.device)
-        self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram)
+        self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram, self._on_drained)
         lan = self.candidate_policy.announceable(
             (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
         self.rdv = rc.RendezvousClient(
@@ -266,9 +272,8 @@ class Node:
             if not self._delivering or (peer is not None and peer.static != self._delivering_to):
                 self._again = True
             return
-        if not self._flush_scheduled and not self._closed:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._flush_handle is None and not self._closed:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     # --- routes of port-prediction sockets ----------------------------------------------------
 
@@ -282,31 +287,54 @@ class Node:
 
     # --- input --------------------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+    def _on_datagram(self, data: bytes, addr: Addr, segment: int = 0) -> None:
+        """A datagram, or a GRO buffer of datagrams of `segment` bytes each, from `addr`."""
         if not data:
             return
+        self._flush_wanted = True  # `_on_drained` flushes once the socket is drained
         now = monotonic()
-        kind = data[0]
         if packets.isEnabledFor(logging.DEBUG):
-            packets.debug("received %d bytes (type %d) from %s", len(data), kind,
-                          format_endpoint(addr))
-        if kind in SESSION_MESSAGE_TYPES:
-            self._receive_session(data, addr, now)
-        elif self.rdv is not None and addr == self.rdv.server:
-            if kind == rp.RELAY_FROM:
-                unwrapped = self.rdv.unwrap_relay(data)
-                if unwrapped is not None:
-                    src, inner = unwrapped
-                    self._receive_session(inner, relay_addr(src), now)
-            else:
-                self.rdv.receive_datagram(data, addr, now)
-        self._request_flush()
+            packets.debug("received %d bytes (type %d%s) from %s", len(data), data[0],
+                          f", segments of {segment}" if segment else "", format_endpoint(addr))
+        if data[0] in SESSION_MESSAGE_TYPES:
+            for session, payload in self.device.receive_batch(data, segment, addr, now,
+                                                              time.time()):
+                if session is None:  # another layer's datagram, coalesced with ours
+                    self._on_other(payload, addr, now)
+                else:
+                    self._deliver(session, payload, addr, now)
+        elif 0 < segment < len(data):
+            for offset in range(0, len(data), segment):
+                self._on_datagram(data[offset:offset + segment], addr)
+        else:
+            self._on_other(data, addr, now)
+
+    def _on_drained(self) -> None:
+        """The socket was drained: one flush for everything it brought."""
+        if self._flush_wanted:
+            self._flush_wanted = False
+            self._flush()
+
+    def _on_other(self, data: bytes, addr: Addr, now: float) -> None:
+        """A datagram of the rendezvous protocol (or a relay envelope) from `addr`."""
+        if not data or self.rdv is None or addr != self.rdv.server:
+            return
+        if data[0] == rp.RELAY_FROM:
+            unwrapped = self.rdv.unwrap_relay(data)
+            if unwrapped is not None:
+                src, inner = unwrapped
+                self._receive_session(inner, relay_addr(src), now)
+        else:
+            self.rdv.receive_datagram(data, addr, now)  # its events mark their peers
 
     def _receive_session(self, data: bytes, addr: Addr, now: float) -> None:
         result = self.device.receive(data, addr, now, time.time())
         if result is None:
-            return
-        session, payload = result
+            return  # a handshake message: the flush works it off and marks its peer
+        self._deliver(result[0], result[1], addr, now)
+
+    def _deliver(self, session: Session, payload: bytes, addr: Addr, now: float) -> None:
+        """An authenticated payload to its peer."""
         peer = self.peers.get(session.peer_public)
         if peer is None:
             peer = self._peer(session.peer_public, now)
@@ -388,8 +416,19 @@ class Node:
         if not self._in_flush:
             self._request_flush()
 
+    def _send_run(self, data: bytes, segment: int, addr: Addr) -> None:
+        """Queue sealed datagrams of `segment` bytes back to back for one GSO send."""
+        if is_relay(addr):  # each datagram gets its own relay envelope
+            for offset in range(0, len(data), segment):
+                self._send(data[offset:offset + segment], addr)
+            return
+        self._runs.append((data, segment, addr))
+        if not self._in_flush:
+            self.kick()
+
     def _send_queued(self) -> None:
         outbox, self._outbox = self._outbox, {}
+        runs, self._runs = self._runs, []
         if self.udp is None:
             return
         for addr, batch in outbox.items():
@@ -402,6 +441,15 @@ class Node:
                 route[0].send_batch(batch, route[1])  # an extra socket of a port prediction
             else:
                 self.udp.send_batch(batch, addr)
+        for data, segment, addr in runs:
+            if packets.isEnabledFor(logging.DEBUG):
+                packets.debug("sending %d datagrams (%d bytes) to %s as one GSO run",
+                              -(-len(data) // segment), len(data), format_endpoint(addr))
+            route = self._routes.get(addr) if self._routes else None
+            if route is not None:
+                route[0].send_segments(data, segment, route[1])
+            else:
+                self.udp.send_segments(data, segment, addr)
 
     def _initiation_allowed(self, data: bytes, addr: Addr, now: float) -> bool:
         """Whether our handshake initiation may go to `addr`: the session retransmits to every
@@ -414,7 +462,9 @@ class Node:
         return False
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        if self._flush_handle is not None:  # this flush does what a scheduled one would
+            self._flush_handle.cancel()
+            self._flush_handle = None
         self._in_flush, self._again = True, False
         try:
             self._flush_machines(monotonic())
@@ -534,10 +584,31 @@ class Node:
         datagrams = peer.datagrams_to_send(now, established)
         if not datagrams or session is None or not established:
             return
-        for payload, addr in datagrams:
-            datagram = session.seal(payload, now)
-            if datagram is not None:
-                self._send(datagram, addr)
+        self._seal(session, datagrams, now)
+
+    def _seal(self, session: Session, datagrams: list[tuple[bytes, Addr]], now: float) -> None:
+        """Seal a peer's payloads in runs: consecutive payloads to one address of one size (the
+        last may be shorter), as many as one GSO send carries, in one call and one send."""
+        count, index = len(datagrams), 0
+        while index < count:
+            payload, addr = datagrams[index]
+            size = len(payload)
+            limit = min(count, index + MAX_GSO_SEGMENTS,
+                        index + max(1, MAX_GSO_BYTES // (size + TRANSPORT_OVERHEAD)))
+            end = index + 1
+            while end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) == size:
+                end += 1
+            if end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) < size:
+                end += 1  # GSO allows a shorter last segment
+            if end - index == 1:
+                datagram = session.seal(payload, now)
+                if datagram is not None:
+                    self._send(datagram, addr)
+            else:
+                run = session.seal_batch([p for p, _ in datagrams[index:end]], now)
+                if run is not None:
+                    self._send_run(run, size + TRANSPORT_OVERHEAD, addr)
+            index = end
 
     def _deliver_channel_events(self, peer: Peer) -> None:
         self._delivering, self._delivering_to = True, peer.static
@@ -582,7 +653,8 @@ class Node:
             if self.rdv is not None:
                 self.rdv.request_connect(event.name, now)
         elif isinstance(event, SocketsWanted):
-            sockets = PredictionSockets(event.count, event.target, self._on_datagram)
+            sockets = PredictionSockets(event.count, event.target, self._on_datagram,
+                                        self._on_drained)
             self._predictions[peer.static] = sockets
             self.add_routes(sockets.routes)
             peer.sockets_opened(sockets.targets())

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from tunnel.addresses import Addr, via_socket
-from tunnel.node.udp import UdpEndpoint
+from tunnel.node.udp import OnDatagram, UdpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -20,24 +20,24 @@ log = logging.getLogger(__name__)
 class PredictionSockets:
     """`count` extra UDP sockets toward `target`, and the routes of their pseudo addresses."""
 
-    def __init__(self, count: int, target: Addr,
-                 deliver: Callable[[bytes, Addr], None]) -> None:
+    def __init__(self, count: int, target: Addr, deliver: OnDatagram,
+                 on_drained: Callable[[], None] | None = None) -> None:
         self.target = target
         self.routes: dict[Addr, tuple[UdpEndpoint, Addr]] = {}
         self.sockets: list[UdpEndpoint] = []
         for index in range(count):
             try:
-                endpoint = UdpEndpoint.bind(("0.0.0.0", 0), self._receiver(index, deliver))
+                endpoint = UdpEndpoint.bind(("0.0.0.0", 0), self._receiver(index, deliver),
+                                            on_drained)
             except OSError as exc:  # out of file descriptors or ports: use what we have
                 log.info("port prediction: opened %d of %d sockets (%s)", index, count, exc)
                 break
             self.sockets.append(endpoint)
             self.routes[self._pseudo(index, target)] = (endpoint, target)
 
-    def _receiver(self, index: int,
-                  deliver: Callable[[bytes, Addr], None]) -> Callable[[bytes, Addr], None]:
-        def receive(data: bytes, addr: Addr) -> None:
-            deliver(data, self._pseudo(index, addr))
+    def _receiver(self, index: int, deliver: OnDatagram) -> OnDatagram:
+        def receive(data: bytes, addr: Addr, segment: int) -> None:
+            deliver(data, self._pseudo(index, addr), segment)
 
         return receive
 

@@ -1,14 +1,19 @@
 """The UDP socket and the one timer of a node: the only place the protocol meets the event loop.
 
-Reading: the socket is drained in one reader callback (up to `READ_BATCH` datagrams), and only
-then does the node flush its machines: work is batched per event-loop turn, not per packet. With
-UDP GRO (`UDP_GRO`, Linux) one read may return many coalesced datagrams; the segment size comes
-in a control message, which asyncio's `DatagramProtocol` never shows, hence `add_reader` and
-`recvmsg` here (asyncio reads datagrams with a 256 KiB buffer each, and never shows GRO).
+Reading: one drain per readiness event. The reader callback reads the socket with
+`udpio.recv_batch` (recvmmsg in C where built: up to 32 datagrams a system call, and a short
+batch, not an exception, says the socket is empty), up to `READ_BATCH` datagrams, hands each to
+`on_datagram(data, addr, segment)` and then calls `on_drained()` once: the node flushes its
+machines there, in the same callback, not once per datagram. With UDP GRO (`UDP_GRO`, Linux)
+one datagram may be many coalesced ones of `segment` bytes each (the last may be shorter; 0:
+not coalesced); the receiver opens them in one call (`Device.receive_batch`). The segment size
+comes in a control message, which asyncio's `DatagramProtocol` never shows, hence `add_reader`
+here (asyncio also reads datagrams with a 256 KiB buffer each).
 
-Writing: `send_batch` hands runs of equal-sized datagrams to one address to the kernel in one
-`sendmsg` with UDP GSO (`UDP_SEGMENT`) when the kernel has it, else one `sendto` each. A full
-socket buffer queues the rest and waits for writability, never blocks.
+Writing: `send_segments` hands a buffer of equal-sized datagrams (a sealed run; the last may be
+shorter) to the kernel in one `sendmsg` with UDP GSO (`UDP_SEGMENT`); `send_batch` does the same
+for a list, coalescing runs. Without GSO, one `sendto` each. A full socket buffer queues the
+rest and waits for writability, never blocks.
 
 Path MTU: the socket sets "don't fragment" (`IP_PMTUDISC_DO`), so an oversized probe fails
 instead of being fragmented, which is what lets the node learn how large a datagram a path
@@ -30,13 +35,13 @@ from collections import deque
 from collections.abc import Callable
 
 from tunnel.addresses import Addr, format_endpoint
+from tunnel.node.udpio import MAX_BATCH, recv_batch
 
 log = logging.getLogger(__name__)
 
 SOCKET_BUFFER = 4 * 1024 * 1024  # bytes; absorbs bursts while Python is busy elsewhere
 READ_BATCH = 256  # datagrams (or GRO super-datagrams) per reader callback
-RECV_SIZE = 65535  # bytes: the largest UDP payload, and what GRO may coalesce into
-MAX_GSO_SEGMENTS = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS) per send
+MAX_GSO_SEGMENTS = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS; 128 from 6.x) per send
 MAX_GSO_BYTES = 65000  # bytes per GSO send: the total must fit one UDP length field
 TIMER_SLACK = 0.0005  # s; re-arming for a deadline this much later is not worth a new handle
 MAX_QUEUED = 4096  # datagrams waiting for a full socket buffer to drain, then drop (as UDP does)
@@ -49,20 +54,29 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 IPV6_MTU_DISCOVER = 23
 IPV6_PMTUDISC_DO = 2
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
 def monotonic() -> float:
     return time.monotonic()
 
 
-class UdpEndpoint:
-    """A bound, non-blocking UDP socket calling `on_datagram(data, addr)` per datagram. The
-    owner flushes its machines once per event-loop turn (`call_soon`), after the whole batch."""
+# What a socket hands its owner: a datagram, where from, and its GRO segment size (0: one).
+OnDatagram = Callable[[bytes, Addr, int], None]
 
-    def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, Addr], None]) -> None:
+
+class UdpEndpoint:
+    """A bound, non-blocking UDP socket calling `on_datagram(data, addr, segment)` per datagram
+    (or GRO super-datagram) and `on_drained()` once after each drain."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagram: OnDatagram,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
         self.sock = sock
         self._on_datagram = on_datagram
+        self._on_drained = on_drained
         self._loop = asyncio.get_running_loop()
         self._queue: deque[tuple[bytes, Addr, int]] = deque()  # (data, addr, gso segment size)
         self._writing = False
@@ -74,11 +88,15 @@ class UdpEndpoint:
         self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def open(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None]) -> UdpEndpoint:
-        return cls.bind(bind, on_datagram)
+    async def open(
+        cls, bind: Addr, on_datagram: OnDatagram, on_drained: Callable[[], None] | None = None
+    ) -> UdpEndpoint:
+        return cls.bind(bind, on_datagram, on_drained)
 
     @classmethod
-    def bind(cls, bind: Addr, on_datagram: Callable[[bytes, Addr], None]) -> UdpEndpoint:
+    def bind(
+        cls, bind: Addr, on_datagram: OnDatagram, on_drained: Callable[[], None] | None = None
+    ) -> UdpEndpoint:
         """Bind a socket now (inside a running loop) and start reading it."""
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -100,7 +118,7 @@ class UdpEndpoint:
         except OSError:
             sock.close()
             raise
-        return cls(sock, on_datagram)
+        return cls(sock, on_datagram, on_drained)
 
     def _enable(self, level: int, option: int, value: int) -> bool:
         try:
@@ -117,28 +135,37 @@ class UdpEndpoint:
 
     def _readable(self) -> None:
         sock, deliver = self.sock, self._on_datagram
-        cmsg_space = _GRO_CMSG_SPACE if self.gro else 0
-        for _ in range(READ_BATCH):
-            try:
-                data, ancillary, _flags, raw_addr = sock.recvmsg(RECV_SIZE, cmsg_space)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # ICMP errors of earlier sends surface here; not fatal
-                log.debug("udp receive: %s", exc)
-                continue
-            addr = (raw_addr[0], raw_addr[1])
-            segment = 0
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    segment = int.from_bytes(value[:4], "little")
-            if segment and segment < len(data):
-                view = memoryview(data)
-                for offset in range(0, len(data), segment):
-                    deliver(bytes(view[offset:offset + segment]), addr)
-            else:
-                deliver(data, addr)
+        budget = READ_BATCH
+        try:
+            while budget > 0:
+                try:
+                    batch = recv_batch(sock, min(budget, MAX_BATCH))
+                except OSError as exc:  # ICMP errors of earlier sends surface here; not fatal
+                    log.debug("udp receive: %s", exc)
+                    budget -= 1
+                    continue
+                for data, addr, segment in batch:
+                    deliver(data, addr, segment)
+                if len(batch) < min(budget, MAX_BATCH):
+                    break  # drained: the next datagram wakes us again
+                budget -= len(batch)
+        finally:
+            # Even if a delivery raised: what the earlier ones fed the machines goes out.
+            if self._on_drained is not None:
+                self._on_drained()
 
     # --- writing ------------------------------------------------------------------------------
+
+    def send_segments(self, data: bytes, segment: int, addr: Addr) -> None:
+        """Send `data`, datagrams of `segment` bytes back to back (the last may be shorter),
+        in one GSO send; one `sendto` each without GSO."""
+        if len(data) <= segment:
+            self._send(data, addr, 0)
+        elif self.gso:
+            self._send(data, addr, segment)
+        else:
+            for offset in range(0, len(data), segment):
+                self._send(data[offset:offset + segment], addr, 0)
 
     def send_batch(self, datagrams: list[bytes], addr: Addr) -> None:
         """Send datagrams to one address, coalescing equal-sized runs with GSO."""

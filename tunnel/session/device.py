@@ -11,6 +11,7 @@ for the TAI64N timestamp of initiations)::
     session = device.connect(peer_public, [addr, ...], now, wall_time)  # initiator
     device.receive(data, addr, now, wall_time) -> (session, payload) | None  # types 1-4
     device.receive_transport(data, addr, now) -> (session, payload) | None   # type 4 only
+    device.receive_batch(data, segment, addr, now, wall_time)  # a GRO buffer, see below
     device.receive_datagram(data, addr, now, wall_time)  # payloads as events (tests, benchmarks)
     session.seal(payload, now) -> bytes | None     # hot path: send to session.endpoint
     device.datagrams_to_send() -> [(datagram, addr), ...]   # `wire.is_initiation(datagram)`
@@ -35,6 +36,8 @@ Receive path, in WireGuard's order:
    it comes within 20 ms of the previous one (`flood`), or it would be a session past
    `max_sessions` (`session_limit`). Only then is any state created.
 5. Transport data: index lookup, key age, AEAD open (`bad_tag`), then the replay window.
+   `datapath.open_batch` does all of it for a whole GRO buffer in one call (in C when built);
+   `receive_batch` then applies the results in order.
 
 Bounds (issue 12; a member can mint static keys at will): at most `max_sessions` sessions, one
 per key with at most 4 indices; a session idle for SESSION_IDLE_LIMIT is removed with its
@@ -51,10 +54,8 @@ import os
 from collections import deque
 from collections.abc import Iterable
 
-from cryptography.exceptions import InvalidTag
-
 from tunnel.addresses import Addr, format_endpoint
-from tunnel.session import crypto, handshake
+from tunnel.session import crypto, datapath, handshake
 from tunnel.session.constants import (
     HANDSHAKE_INITIATION_RATE,
     HANDSHAKES_PER_TURN,
@@ -75,21 +76,28 @@ from tunnel.session.timestamps import InitiationTimestamps
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
     HEADER_COOKIE_REPLY,
-    HEADER_TRANSPORT,
     INITIATION_SIZE,
-    MAX_DATAGRAM_SIZE,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     MESSAGE_TRANSPORT,
     RESPONSE_SIZE,
-    TRANSPORT_MIN_SIZE,
+    SESSION_MESSAGE_TYPES,
 )
 from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
 
-_NONCE_PREFIX = crypto.NONCE_PREFIX
+_OK = datapath.OK
+_NOT_TRANSPORT = datapath.NOT_TRANSPORT
+# Counters.<name> of each drop verdict of `datapath.open_batch`.
+_DROPS = {
+    datapath.MALFORMED: "malformed",
+    datapath.UNKNOWN_INDEX: "unknown_index",
+    datapath.STALE: "stale",
+    datapath.BAD_TAG: "bad_tag",
+    datapath.REPLAY: "replay",
+}
 
 
 class SessionLimitReached(Exception):
@@ -260,32 +268,47 @@ class Device:
 
         An empty payload is a keepalive. Does not queue a `PayloadReceived` event.
         """
-        if (
-            len(data) < TRANSPORT_MIN_SIZE
-            or len(data) > MAX_DATAGRAM_SIZE
-            or data[:4] != HEADER_TRANSPORT
-        ):
-            self.counters.malformed += 1
+        ((verdict, keypair, payload),) = datapath.open_batch(self._keypairs, data, 0, now)
+        if verdict != _OK:
+            self._count_drop(verdict)
             return None
-        keypair = self._keypairs.get(data[4:8])
-        if keypair is None:
-            self.counters.unknown_index += 1
-            return None
-        if now >= keypair.expires:
-            self.counters.stale += 1
-            return None
-        counter_bytes = data[8:16]
-        try:
-            payload = keypair.receive.decrypt(_NONCE_PREFIX + counter_bytes, data[16:], None)
-        except InvalidTag:
-            self.counters.bad_tag += 1
-            return None
-        if not keypair.replay.accept(int.from_bytes(counter_bytes, "little")):
-            self.counters.replay += 1
-            return None
+        assert keypair is not None  # OK names the keypair
         session = keypair.session
         session.on_transport(keypair, payload, addr, now)
         return session, payload
+
+    def receive_batch(
+        self, data: bytes, segment: int, addr: Addr, now: float, wall_time: float
+    ) -> list[tuple[Session | None, bytes]]:
+        """Every datagram of a GRO buffer from `addr` (`segment` bytes each, the last may be
+        shorter; 0: `data` is one datagram), in order, as `receive` would take them one by one.
+
+        Returns `(session, payload)` for authenticated transport data, `(None, datagram)` for a
+        datagram of another layer (types other than 1-4) for the caller to route; handshake
+        messages are handled inside and dropped datagrams counted, and neither is returned.
+        All transport datagrams are opened before any is applied: a datagram under a keypair
+        that an earlier one in the same buffer retires is still accepted (it was authentic).
+        """
+        out: list[tuple[Session | None, bytes]] = []
+        for verdict, keypair, payload in datapath.open_batch(self._keypairs, data, segment, now):
+            if verdict == _OK:
+                assert keypair is not None  # OK names the keypair
+                session = keypair.session
+                session.on_transport(keypair, payload, addr, now)
+                out.append((session, payload))
+            elif verdict == _NOT_TRANSPORT:
+                if payload and payload[0] in SESSION_MESSAGE_TYPES:
+                    self._wall_offset = wall_time - now
+                    self._receive_control(payload, addr, now)
+                else:
+                    out.append((None, payload))
+            else:
+                self._count_drop(verdict)
+        return out
+
+    def _count_drop(self, verdict: int) -> None:
+        name = _DROPS[verdict]
+        setattr(self.counters, name, getattr(self.counters, name) + 1)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         """Everything queued for sending since the last call, oldest first."""

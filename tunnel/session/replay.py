@@ -19,6 +19,7 @@ _BLOCK_MASK = _RING_BLOCKS - 1
 _BIT_MASK = _BLOCK_BITS - 1
 WINDOW_SIZE = (_RING_BLOCKS - 1) * _BLOCK_BITS  # = 8128 counters
 _EMPTY_RING = [0] * _RING_BLOCKS
+_MAX_COUNTER = 2**64 - 1  # counters are u64 on the wire; the C twin cannot hold more
 
 
 class ReplayWindow:
@@ -31,8 +32,11 @@ class ReplayWindow:
         self._ring = list(_EMPTY_RING)
 
     def accept(self, counter: int, limit: int = REJECT_AFTER_MESSAGES) -> bool:
-        """Record `counter`; False if it is a replay, too old, or at/over `limit`."""
-        if counter >= limit:
+        """Record `counter`; False if it is a replay, too old, or at/over `limit` (or not a u64).
+
+        The C twin (`_datapath.c`) has the same semantics; tests/session/test_replay.py runs both.
+        """
+        if counter >= limit or counter < 0 or counter > _MAX_COUNTER:
             return False
         ring = self._ring
         last = self._last
@@ -55,3 +59,7 @@ class ReplayWindow:
             return False
         ring[index] = old | bit
         return True
+
+    def state(self) -> tuple[int, tuple[int, ...]]:
+        """(top, ring): everything the window holds (for tests)."""
+        return self._last, tuple(self._ring)

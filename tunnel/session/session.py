@@ -49,8 +49,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.constants import (
@@ -71,6 +69,7 @@ from tunnel.session.constants import (
 )
 from tunnel.session.cookie import CookieGenerator
 from tunnel.session.counters import Counters
+from tunnel.session.datapath import new_opener, new_sealer
 from tunnel.session.events import (
     HandshakeCompleted,
     HandshakeFailed,
@@ -86,12 +85,9 @@ from tunnel.session.handshake import (
     create_response,
 )
 from tunnel.session.indextable import IndexTable
-from tunnel.session.replay import ReplayWindow
 from tunnel.session.wire import HEADER_TRANSPORT
 
 log = logging.getLogger(__name__)
-
-_NONCE_PREFIX = crypto.NONCE_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,20 +145,20 @@ class SessionHost(Protocol):
 class Keypair:
     """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
 
+    `send` and `receive` come from `datapath` (the C data plane or its Python twin); `receive`
+    holds the replay window and the expiry, so one `open_batch` call judges a whole GRO buffer.
     Its limits are precomputed as absolute values so the hot paths compare once per rule.
     """
 
     __slots__ = (
         "created",
         "expires",
-        "header",
         "is_initiator",
         "local_index",
         "receive",
         "rekey_counter",
         "rekey_on_receive",
         "rekey_time",
-        "replay",
         "send",
         "send_counter",
         "session",
@@ -171,15 +167,14 @@ class Keypair:
     def __init__(
         self, keys: SessionKeys, created: float, session: Session, config: SessionConfig
     ) -> None:
-        self.send = ChaCha20Poly1305(keys.send_key)
-        self.receive = ChaCha20Poly1305(keys.receive_key)
+        self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
+        # The first 8 bytes of every packet we send name the peer's index for these keys.
+        self.send = new_sealer(keys.send_key, HEADER_TRANSPORT + keys.remote_index)
+        self.receive = new_opener(keys.receive_key, self.expires)
         self.send_counter = 0
-        self.replay = ReplayWindow()
         self.local_index = keys.local_index
-        self.header = HEADER_TRANSPORT + keys.remote_index  # first 8 bytes of every packet we send
         self.is_initiator = keys.is_initiator
         self.created = created
-        self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
         self.session = session
         never = float("inf")
         # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
@@ -285,12 +280,8 @@ class Session:
         elif now >= keypair.rekey_time:
             self._send_initiation(now, is_retry=False)
         keypair.send_counter = counter + 1
-        counter_bytes = counter.to_bytes(8, "little")
-        datagram = (
-            keypair.header
-            + counter_bytes
-            + keypair.send.encrypt(_NONCE_PREFIX + counter_bytes, payload, None)
-        )
+        datagram = keypair.send.seal(payload, counter)
+        # `_on_sent`, written out: this runs once per packet.
         self._keepalive_due = None
         if payload and self._new_handshake_due is None:
             self._new_handshake_due = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
@@ -302,6 +293,40 @@ class Session:
             if not armed:
                 self._host.schedule(self, self._persistent_due)
         return datagram
+
+    def seal_batch(self, payloads: list[bytes], now: float) -> bytes | None:
+        """The datagrams of `payloads` back to back, under consecutive counters of one key.
+
+        For one GSO send: the caller chose payloads of one size (the last may be shorter), so
+        the datagrams are all `size + 32` bytes. None if the keys cannot seal all of them (none
+        yet, expired, or out of counters): every payload is then staged, as `seal` stages one.
+        Timers and rekeying are exactly as if each payload had been sealed alone.
+        """
+        count = len(payloads)
+        keypair = self._current
+        if (
+            keypair is None
+            or now >= keypair.expires
+            or keypair.send_counter + count > REJECT_AFTER_MESSAGES
+        ):
+            for payload in payloads:
+                self._stage(payload, now)
+            return None
+        counter = keypair.send_counter
+        if counter + count > keypair.rekey_counter or now >= keypair.rekey_time:
+            self._send_initiation(now, is_retry=False)
+        keypair.send_counter = counter + count
+        datagrams = keypair.send.seal_batch(payloads, counter)
+        self._on_sent(any(payloads), now)
+        return datagrams
+
+    def _on_sent(self, carried_data: bool, now: float) -> None:
+        """Timers after sending: no keepalive needed, expect an answer to data."""
+        self._keepalive_due = None
+        if carried_data and self._new_handshake_due is None:
+            self._new_handshake_due = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        if self._persistent_keepalive is not None:
+            self._persistent_due = now + self._persistent_keepalive
 
     def send(self, payload: bytes, now: float) -> None:
         """Like `seal`, but queue the datagram on the host's outbox."""

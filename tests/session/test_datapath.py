@@ -1,0 +1,207 @@
+"""The C data plane and its Python twin: byte-identical datagrams, the same verdicts, the same
+window state, for valid, forged, truncated, replayed, stale and misaddressed segments.
+
+Each datagram is built by hand from the wire layout (wire.py), so both implementations are also
+checked against the specification, not only against each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.datapaths import IMPLEMENTATIONS, datapath, datapath_module
+from tunnel.session import datapath_pure as verdicts
+from tunnel.session.wire import HEADER_TRANSPORT, MAX_PAYLOAD_SIZE
+
+__all__ = ["datapath"]
+
+KEY = bytes(range(32))
+INDEX = b"\x11\x22\x33\x44"
+OTHER_INDEX = b"\x55\x66\x77\x88"
+HEADER = HEADER_TRANSPORT + INDEX
+EXPIRES = 100.0
+MANY = settings(max_examples=500, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+def by_hand(payload: bytes, counter: int, key: bytes = KEY, header: bytes = HEADER) -> bytes:
+    """The transport datagram of `payload`, straight from the layout in wire.py."""
+    counter_bytes = counter.to_bytes(8, "little")
+    nonce = b"\x00" * 4 + counter_bytes
+    return header + counter_bytes + ChaCha20Poly1305(key).encrypt(nonce, payload, None)
+
+
+@dataclass
+class Keys:
+    """What a session's index table holds: an object whose `receive` is an Opener."""
+
+    receive: Any
+
+
+def table(module: ModuleType, expires: float = EXPIRES) -> dict[bytes, Keys]:
+    return {INDEX: Keys(module.Opener(KEY, expires))}
+
+
+def both() -> list[ModuleType]:
+    return [datapath_module(name) for name in IMPLEMENTATIONS]
+
+
+# --- sealing ---------------------------------------------------------------------------------
+
+
+def test_seal_matches_the_layout(datapath: ModuleType) -> None:
+    sealer = datapath.Sealer(KEY, HEADER)
+    assert sealer.seal(b"hello", 7) == by_hand(b"hello", 7)
+    assert sealer.seal(b"", 0) == by_hand(b"", 0)  # a keepalive: 32 bytes
+    payloads = [bytes([i]) * 1440 for i in range(5)] + [b"short"]
+    assert sealer.seal_batch(payloads, 2**40) == b"".join(
+        by_hand(p, 2**40 + i) for i, p in enumerate(payloads))
+    assert sealer.seal_batch([], 3) == b""
+
+
+@MANY
+@given(st.lists(st.binary(max_size=1600), max_size=20),
+       st.integers(min_value=0, max_value=2**64 - 64), st.binary(min_size=32, max_size=32),
+       st.binary(min_size=4, max_size=4))
+def test_c_and_python_seal_byte_identical(
+    payloads: list[bytes], counter: int, key: bytes, index: bytes
+) -> None:
+    c, python = (m.Sealer(key, HEADER_TRANSPORT + index) for m in both())
+    assert c.seal_batch(payloads, counter) == python.seal_batch(payloads, counter)
+    if payloads:
+        assert c.seal(payloads[0], counter) == python.seal(payloads[0], counter)
+
+
+@pytest.mark.parametrize("counter", [-1, 2**64 - 1, 2**64])
+def test_seal_refuses_counters_out_of_range(datapath: ModuleType, counter: int) -> None:
+    sealer = datapath.Sealer(KEY, HEADER)
+    with pytest.raises(ValueError):
+        sealer.seal(b"x", counter)
+    with pytest.raises(ValueError):
+        sealer.seal_batch([b"x"], counter)
+
+
+def test_seal_refuses_bad_keys_and_oversized_payloads(datapath: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        datapath.Sealer(KEY[:31], HEADER)
+    with pytest.raises(ValueError):
+        datapath.Sealer(KEY, HEADER[:7])
+    with pytest.raises(ValueError):
+        datapath.Opener(KEY + b"x", EXPIRES)
+    with pytest.raises(ValueError):
+        datapath.Sealer(KEY, HEADER).seal_batch([bytes(MAX_PAYLOAD_SIZE + 1)], 0)
+    assert len(datapath.Sealer(KEY, HEADER).seal(bytes(MAX_PAYLOAD_SIZE), 0)) == 65507
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def test_open_a_gro_buffer(datapath: ModuleType) -> None:
+    keys = table(datapath)
+    payloads = [bytes([i]) * 1000 for i in range(4)] + [b"last, shorter"]
+    data = b"".join(by_hand(p, i) for i, p in enumerate(payloads))
+    results = datapath.open_batch(keys, data, 1032, 1.0)
+    assert results == [(verdicts.OK, keys[INDEX], p) for p in payloads]
+    # The same buffer again: every segment is a replay, and nothing else changed.
+    state = keys[INDEX].receive.replay.state()
+    assert [v for v, _, _ in datapath.open_batch(keys, data, 1032, 1.0)] == [verdicts.REPLAY] * 5
+    assert keys[INDEX].receive.replay.state() == state
+
+
+def test_every_kind_of_bad_segment(datapath: ModuleType) -> None:
+    keys = table(datapath)
+    good = by_hand(b"a" * 50, 5)
+    forged = bytearray(good)
+    forged[40] ^= 1
+    wrong_counter = good[:8] + (6).to_bytes(8, "little") + good[16:]  # the tag covers the nonce
+    cases = [
+        (good, verdicts.OK),
+        (good, verdicts.REPLAY),
+        (bytes(forged), verdicts.BAD_TAG),
+        (wrong_counter, verdicts.BAD_TAG),
+        (good[:31], verdicts.MALFORMED),  # truncated below header + tag
+        (good[:-1], verdicts.BAD_TAG),  # truncated inside the ciphertext
+        (b"\x04\x01\x00\x00" + good[4:], verdicts.MALFORMED),  # reserved byte set
+        (HEADER_TRANSPORT + OTHER_INDEX + good[8:], verdicts.UNKNOWN_INDEX),
+        (b"\x01" + good[1:], verdicts.NOT_TRANSPORT),  # another type: handed back raw
+        (b"\x21rendezvous", verdicts.NOT_TRANSPORT),
+        (by_hand(b"", 9), verdicts.OK),  # a keepalive
+        (by_hand(b"x", 9 + 9000), verdicts.OK),  # far ahead: moves the window
+        (by_hand(b"x", 9), verdicts.REPLAY),  # now too old
+        (by_hand(b"x", 2**64 - 8192), verdicts.REPLAY),  # at REJECT_AFTER_MESSAGES
+    ]
+    for datagram, expected in cases:
+        ((verdict, owner, payload),) = datapath.open_batch(keys, datagram, 0, 1.0)
+        assert verdict == expected, datagram[:20].hex()
+        if expected == verdicts.NOT_TRANSPORT:
+            assert (owner, payload) == (None, datagram)
+        elif expected != verdicts.OK:
+            assert payload == b""
+    assert datapath.open_batch(keys, b"", 0, 1.0) == [(verdicts.NOT_TRANSPORT, None, b"")]
+
+
+def test_stale_keys_open_nothing_and_keep_their_window(datapath: ModuleType) -> None:
+    keys = table(datapath, expires=10.0)
+    state = keys[INDEX].receive.replay.state()
+    ((verdict, owner, payload),) = datapath.open_batch(keys, by_hand(b"x", 1), 0, 10.0)
+    assert (verdict, owner, payload) == (verdicts.STALE, keys[INDEX], b"")
+    assert keys[INDEX].receive.replay.state() == state
+    assert datapath.open_batch(keys, by_hand(b"x", 1), 0, 9.99)[0][0] == verdicts.OK
+
+
+def test_a_forged_segment_does_not_move_the_window(datapath: ModuleType) -> None:
+    """A forger who sends a huge counter must not push real packets out of the window."""
+    keys = table(datapath)
+    forged = bytearray(by_hand(b"x", 10**12))
+    forged[-1] ^= 0x80
+    results = datapath.open_batch(keys, bytes(forged) + by_hand(b"y", 3), len(forged), 1.0)
+    assert [v for v, _, _ in results] == [verdicts.BAD_TAG, verdicts.OK]
+    assert datapath.open_batch(keys, by_hand(b"z", 1), 0, 1.0)[0][0] == verdicts.OK
+
+
+def test_table_values_without_an_opener_are_an_error(datapath: ModuleType) -> None:
+    with pytest.raises((TypeError, AttributeError)):
+        datapath.open_batch({INDEX: Keys(object())}, by_hand(b"x", 1), 0, 1.0)
+
+
+# --- the twins agree on anything ---------------------------------------------------------------
+
+SEGMENT = st.one_of(
+    st.builds(by_hand, st.binary(max_size=64), st.integers(min_value=0, max_value=20_000)),
+    st.builds(lambda b, i, c: bytearray(by_hand(b, c)) if i < 0 else _flip(by_hand(b, c), i),
+              st.binary(max_size=64), st.integers(min_value=-1, max_value=95),
+              st.integers(min_value=0, max_value=50)),
+    st.binary(max_size=100),
+    st.binary(max_size=40).map(lambda rest: HEADER + rest),
+)
+
+
+def _flip(datagram: bytes, position: int) -> bytes:
+    flipped = bytearray(datagram)
+    flipped[position % len(flipped)] ^= 0x01
+    return bytes(flipped)
+
+
+@MANY
+@given(st.lists(SEGMENT, max_size=12), st.integers(min_value=0, max_value=120),
+       st.floats(min_value=0.0, max_value=2 * EXPIRES))
+def test_c_and_python_open_alike(segments: list[bytes], segment: int, now: float) -> None:
+    """Any buffer and any segment size, valid, forged, truncated, replayed or garbage: the
+    same verdicts, payloads and window states, call after call."""
+    data = b"".join(bytes(s) for s in segments)
+    c_keys, py_keys = (table(m) for m in both())
+    c_module, py_module = both()
+    for _ in range(2):  # the second pass sees every accepted segment as a replay
+        c_results = c_module.open_batch(c_keys, data, segment, now)
+        py_results = py_module.open_batch(py_keys, data, segment, now)
+        assert [(v, p) for v, _, p in c_results] == [(v, p) for v, _, p in py_results]
+        assert [o is c_keys.get(INDEX) for _, o, _ in c_results] == [
+            o is py_keys.get(INDEX) for _, o, _ in py_results]
+        assert c_keys[INDEX].receive.replay.state() == py_keys[INDEX].receive.replay.state()

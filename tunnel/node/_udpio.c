@@ -1,0 +1,160 @@
+/* tunnel.node._udpio: read many UDP datagrams in one system call (optional; the shell's I/O).
+ *
+ * The same API as its pure-Python twin, tunnel/node/udpio_pure.py; tunnel/node/udpio.py chooses
+ * one at import. `recv_batch(sock, count)` reads up to `count` datagrams (or GRO super-datagrams)
+ * with one recvmmsg(MSG_DONTWAIT) and returns [(data, (host, port), segment size or 0), ...].
+ *
+ * Why: Python's socket has no recvmmsg, so a drain is one recvmsg per datagram and ends with an
+ * exception (BlockingIOError, about 3.5 us; PERF.md, issue 13). Here an empty socket returns an
+ * empty list and a short list says the socket is drained: no exception per drain. An error with
+ * nothing read (an ICMP error of an earlier send) raises OSError, as recvmsg would.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define MAX_BATCH 32
+#define DATAGRAM_SPACE 65536 /* the largest UDP payload, and what GRO coalesces into */
+#define SOL_UDP_LEVEL 17
+#define UDP_GRO_OPTION 104
+
+/* Large datagrams (GRO buffers, path-MTU datagrams) are read straight into bytes objects of
+ * DATAGRAM_SPACE that are then shrunk to size and handed over, so they are never copied; a
+ * small one is copied out and its buffer kept for the next call. */
+#define COPY_BELOW 4096
+static PyObject *pool[MAX_BATCH];
+
+/* A (host, port) tuple like socket.recvmsg's first two fields. */
+static PyObject *address(const struct sockaddr_storage *storage) {
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    if (storage->ss_family == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)storage;
+        inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
+        port = ntohs(in4->sin_port);
+    } else if (storage->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)storage;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+    } else {
+        return Py_BuildValue("(si)", "", 0);
+    }
+    return Py_BuildValue("(si)", host, port);
+}
+
+static int gro_segment(struct msghdr *header) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(header); c != NULL; c = CMSG_NXTHDR(header, c)) {
+        if (c->cmsg_level == SOL_UDP_LEVEL && c->cmsg_type == UDP_GRO_OPTION) {
+            int segment;
+            memcpy(&segment, CMSG_DATA(c), sizeof segment);
+            return segment;
+        }
+    }
+    return 0;
+}
+
+static PyObject *recv_batch(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *sock;
+    int count;
+    if (!PyArg_ParseTuple(args, "Oi:recv_batch", &sock, &count)) return NULL;
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) return NULL;
+    if (count > MAX_BATCH) count = MAX_BATCH;
+    if (count < 1) return PyList_New(0);
+    for (int i = 0; i < count; i++) {
+        if (pool[i] == NULL && (pool[i] = PyBytes_FromStringAndSize(NULL, DATAGRAM_SPACE)) == NULL)
+            return NULL;
+    }
+    struct mmsghdr messages[MAX_BATCH];
+    struct iovec vectors[MAX_BATCH];
+    struct sockaddr_storage addresses[MAX_BATCH];
+    union {
+        char space[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } controls[MAX_BATCH];
+    memset(messages, 0, sizeof(struct mmsghdr) * (size_t)count);
+    for (int i = 0; i < count; i++) {
+        vectors[i].iov_base = PyBytes_AS_STRING(pool[i]);
+        vectors[i].iov_len = DATAGRAM_SPACE;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_name = &addresses[i];
+        messages[i].msg_hdr.msg_namelen = sizeof addresses[i];
+        messages[i].msg_hdr.msg_control = controls[i].space;
+        messages[i].msg_hdr.msg_controllen = sizeof controls[i].space;
+    }
+    int got;
+    do {
+        got = recvmmsg(fd, messages, (unsigned int)count, MSG_DONTWAIT, NULL);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return PyList_New(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *result = PyList_New(got);
+    if (result == NULL) return NULL;
+    PyObject *last_address = NULL;
+    for (int i = 0; i < got; i++) {
+        struct msghdr *header = &messages[i].msg_hdr;
+        PyObject *addr;
+        /* Most batches come from one peer: build its address once. */
+        if (last_address != NULL && header->msg_namelen == messages[i - 1].msg_hdr.msg_namelen &&
+            memcmp(&addresses[i], &addresses[i - 1], header->msg_namelen) == 0) {
+            addr = Py_NewRef(last_address);
+        } else {
+            addr = address(&addresses[i]);
+        }
+        Py_ssize_t size = (Py_ssize_t)messages[i].msg_len;
+        PyObject *data;
+        if (size < COPY_BELOW) {
+            data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(pool[i]), size);
+        } else {
+            data = pool[i]; /* handed over; refilled at the next call */
+            pool[i] = NULL;
+            if (_PyBytes_Resize(&data, size) < 0) data = NULL;
+        }
+        PyObject *item = NULL;
+        if (addr != NULL && data != NULL)
+            item = Py_BuildValue("(NNi)", data, addr, gro_segment(header));
+        else {
+            Py_XDECREF(addr);
+            Py_XDECREF(data);
+        }
+        if (item == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        last_address = PyTuple_GET_ITEM(item, 1);
+        PyList_SET_ITEM(result, i, item);
+    }
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"recv_batch", recv_batch, METH_VARARGS,
+     "recv_batch(sock, count) -> [(data, (host, port), segment), ...]: up to count datagrams "
+     "(at most 32) in one recvmmsg without blocking; [] when there is none."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "tunnel.node._udpio",
+    "Many UDP datagrams in one system call (see tunnel/node/udpio.py).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__udpio(void) {
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) return NULL;
+    if (PyModule_AddIntConstant(module, "MAX_BATCH", MAX_BATCH) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,104 @@
+"""The batched transport data plane: the C extension where it was built, else its Python twin.
+
+`_datapath.c` (built by `build_datapath.py` where a C compiler and libcrypto were present at
+install time) and `datapath_pure.py` have the same API and produce the same bytes and verdicts:
+
+    Sealer(key, header).seal(payload, counter) / .seal_batch(payloads, counter)  # one GSO run
+    Opener(key, expires)          # .replay is its ReplayWindow, .expires its deadline
+    open_batch(table, data, segment, now) -> [(verdict, owner, payload), ...]  # one GRO buffer
+    ReplayWindow().accept(counter, limit=REJECT_AFTER_MESSAGES) -> bool     # RFC 6479
+
+`PTUNNEL_PURE=1` forces the twin (the switch that also forces the pure build of the rest).
+`IMPLEMENTATION` says which one runs ("c" or "python"), for `ptunnel --version` and the tests.
+
+The rest of the session layer sees the objects only through the protocols below and makes them
+with `new_sealer`, `new_opener` and `new_window`: a class of one implementation is never a
+static type, so code compiled with mypyc accepts the objects of either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar, cast
+
+from tunnel.session.constants import REJECT_AFTER_MESSAGES
+from tunnel.session.datapath_pure import (
+    BAD_TAG,
+    MALFORMED,
+    NOT_TRANSPORT,
+    OK,
+    REPLAY,
+    STALE,
+    UNKNOWN_INDEX,
+)
+
+__all__ = [
+    "BAD_TAG", "IMPLEMENTATION", "MALFORMED", "NOT_TRANSPORT", "OK", "REPLAY", "STALE",
+    "UNKNOWN_INDEX", "HasOpener", "Opener", "ReplayWindow", "Sealer", "new_opener", "new_sealer",
+    "new_window", "open_batch",
+]
+
+PURE_ENV: Final = "PTUNNEL_PURE"
+
+
+class Sealer(Protocol):
+    """The sending half of a keypair."""
+
+    def seal(self, payload: bytes, counter: int) -> bytes: ...
+
+    def seal_batch(self, payloads: Sequence[bytes], counter: int) -> bytes: ...
+
+
+class ReplayWindow(Protocol):
+    """Which counters of one receiving key have been seen."""
+
+    def accept(self, counter: int, limit: int = REJECT_AFTER_MESSAGES) -> bool: ...
+
+    def state(self) -> tuple[int, tuple[int, ...]]: ...
+
+
+class Opener(Protocol):
+    """The receiving half of a keypair and its replay window."""
+
+    @property
+    def replay(self) -> ReplayWindow: ...
+
+    @property
+    def expires(self) -> float: ...
+
+
+class HasOpener(Protocol):
+    """What `open_batch`'s table maps a receiver index to (a session's `Keypair`)."""
+
+    @property
+    def receive(self) -> Opener: ...
+
+
+Owner = TypeVar("Owner", bound=HasOpener)
+
+
+def _select() -> tuple[str, Any]:
+    if os.environ.get(PURE_ENV) != "1":
+        try:
+            return "c", importlib.import_module("tunnel.session._datapath")
+        except ImportError:  # not built here (no compiler or no libcrypto headers at install)
+            pass
+    return "python", importlib.import_module("tunnel.session.datapath_pure")
+
+
+IMPLEMENTATION, _implementation = _select()
+new_sealer: Final[Callable[[bytes, bytes], Sealer]] = _implementation.Sealer
+new_opener: Final[Callable[[bytes, float], Opener]] = _implementation.Opener
+new_window: Final[Callable[[], ReplayWindow]] = _implementation.ReplayWindow
+_open_batch: Final[Callable[..., list[tuple[int, Any, bytes]]]] = _implementation.open_batch
+
+
+def open_batch(
+    table: Mapping[bytes, Owner], data: bytes, segment: int, now: float
+) -> list[tuple[int, Owner | None, bytes]]:
+    """Split `data` into datagrams of `segment` bytes (the last may be shorter; 0: one) and
+    judge each: `(verdict, owner or None, plaintext, or the raw datagram for NOT_TRANSPORT)`.
+    `table` must be a dict of receiver index -> keypair (the C twin reads it as one)."""
+    return cast(list[tuple[int, Owner | None, bytes]], _open_batch(table, data, segment, now))
