@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunnel.cli.context import Context
 from tunnel.cli.handoff import ask, running_node
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure
 
 NAME = "stop"
 ORDER = 23
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     node = running_node(ctx.home)
     if node is None:
-        raise UserError(f"no ptunnel runs with {ctx.home}; `ptunnel status` shows what runs "
+        raise RuntimeFailure(f"no ptunnel runs with {ctx.home}; `ptunnel status` shows what runs "
                         "(with --home or PTUNNEL_HOME for another state directory)")
     if args.what is not None:
         reply = ask(node, {"cmd": "remove", "what": args.what}, timeout=10)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     deadline = time.monotonic() + EXIT_WAIT
     while _alive(node.pid):
         if time.monotonic() > deadline:
-            raise UserError(f"ptunnel (pid {node.pid}) was asked to stop but still runs after "
+            raise RuntimeFailure(f"ptunnel (pid {node.pid}) was asked to stop but still runs after "
                             f"{EXIT_WAIT:.0f} s; end it with `kill {node.pid}`")
         time.sleep(0.05)
     ctx.out(f"stopped ptunnel (pid {node.pid})")
