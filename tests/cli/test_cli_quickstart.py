@@ -85,7 +85,7 @@ def test_the_readme_quick_start_on_two_state_directories(tmp_path: Path) -> None
                     connector.kill()
                 exposer.kill()
         assert [s.code for s in stopped] == [130, 130]
-        for output in [*stopped, server]:
-            assert not any("Traceback" in line for line in output.stderr)
+        for lines in [*(s.stderr for s in stopped), server.stderr]:
+            assert not any("Traceback" in line for line in lines)
     finally:
         server.kill()

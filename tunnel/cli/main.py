@@ -41,6 +41,7 @@ import tunnel
 import tunnel.cli.commands
 from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
+from tunnel.cli.helpformat import CommandHelpFormatter, mark_global
 from tunnel.cli.logs import DETAILS_HINT, LEVELS, exception_summary, setup_logging
 from tunnel.cli.runtime import Interrupted, interruptible
 from tunnel.errors import UserError, os_reason
@@ -54,7 +55,17 @@ Reach a machine behind a NAT without opening a port and without a VPN.
   on the laptop:     ptunnel connect ssh-home -L 2222
                      ssh -p 2222 localhost
 """
-EPILOG = "Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."
+EPILOG = """\
+set up, once (a server both machines reach over UDP runs the rendezvous):
+  on the server:     ptunnel rendezvous --listen 0.0.0.0:7000
+  on the home box:   ptunnel init --rendezvous SERVER:7000 && ptunnel invite
+  on the laptop:     ptunnel join -            (paste the code invite printed)
+
+exit status: 0 done; 1 failed, and running it again later may work (no answer, no such
+name, a port in use); 2 a mistake to fix first (a flag, a file, not joined); 130 or 143
+interrupted (Ctrl-C, SIGTERM).
+
+Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -95,6 +106,7 @@ def add_global_options(parser: argparse.ArgumentParser, prefix: str = "") -> Non
                             "default info)")
     group.add_argument("--log-format", choices=("text", "json"), default=None,
                        dest=f"{prefix}log_format", help="log line format on stderr")
+    mark_global(group._group_actions)
 
 
 def merge_global_options(args: argparse.Namespace) -> None:
@@ -130,7 +142,7 @@ def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
     for module in commands:
         child = sub.add_parser(
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-            parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common], formatter_class=CommandHelpFormatter,
         )
         module.add_arguments(child)
         child.set_defaults(module=module)

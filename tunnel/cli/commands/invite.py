@@ -14,7 +14,7 @@ from tunnel.keys.joincode import encode_join_code, encode_join_code_v2
 
 NAME = "invite"
 ORDER = 11
-HELP = "print a join code that lets another machine join this network"
+HELP = "print a join code for another machine"
 DESCRIPTION = """\
 Print this network's join code on one line of standard output, and nothing else there.
 

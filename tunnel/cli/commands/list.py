@@ -23,11 +23,15 @@ from tunnel.path.rendezvous import (
 
 NAME = "list"
 ORDER = 30
-HELP = "list the active nodes of my network (names, fingerprints, endpoints)"
+HELP = "list the active nodes of my network"
 DESCRIPTION = """\
 Ask the rendezvous for the nodes of your network that are registered now: their names, key
 fingerprints, public endpoints (as the rendezvous sees them) and when it last heard from them.
-Only members of your network can ask, and only your network's nodes are shown.
+Only members of your network can ask, and only your network's nodes are shown. Exits 1 when
+the rendezvous does not answer or refuses this network.
+
+  ptunnel list
+  ptunnel list --json --rendezvous vps.example.org:7000
 """
 
 

@@ -22,7 +22,7 @@ from tunnel.errors import RuntimeFailure, UserError, os_reason, path_error
 
 NAME = "rendezvous"
 ORDER = 40
-HELP = "run a rendezvous server: introduces nodes, relays when punching fails"
+HELP = "run a rendezvous server (introduces and relays)"
 DESCRIPTION = """\
 Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on the nodes). It
 learns only network ids (public keys), never a network secret: it can introduce and relay, but
@@ -38,6 +38,10 @@ other networks are then refused, and nothing is relayed for them.
 The server has a static key (`rendezvous.key` beside the database, created on first start):
 nodes seal every request to it and check that every reply comes from it. It is printed at start
 and by --show-key; nodes get it from a ptn2 join code, `rendezvous_key`, or pin it on first use.
+
+  ptunnel rendezvous --listen 0.0.0.0:7000
+  ptunnel rendezvous --listen [::]:7000 --networks /etc/ptunnel/networks
+  ptunnel rendezvous --show-key
 """
 CONFIG_KEYS = RENDEZVOUS_KEYS
 DEFAULT_CONFIG = "rendezvous.yaml"

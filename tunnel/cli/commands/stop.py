@@ -19,7 +19,7 @@ from tunnel.errors import RuntimeFailure
 
 NAME = "stop"
 ORDER = 23
-HELP = "stop the running ptunnel, or remove one forward from it (NAME or PORT)"
+HELP = "stop the running node, or one forward of it"
 DESCRIPTION = """\
 Without an argument: stop the ptunnel that runs with this state directory (`up`, `expose` or
 `connect`) and wait until it has exited. With NAME or PORT: remove that one forward from it (a
