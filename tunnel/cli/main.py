@@ -17,8 +17,10 @@ and 2 is whether running the same command again, unchanged, can succeed: systemd
 |----------|-------------------------------------------------------------------------------|
 | 0        | done                                                                          |
 | 1        | the command ran and failed on something outside its command line and files   |
-|          | (a `RuntimeFailure`: the rendezvous does not answer, no node of that name, a  |
-|          | local port in use, no answer to netcheck or ping); or an unexpected exception:|
+|          | (a `RuntimeFailure`: the rendezvous does not answer or refuses the network, no|
+|          | node of that name, a port in use, another ptunnel runs on this state          |
+|          | directory, nothing to `stop`, no answer to netcheck or ping); or an unexpected|
+|          | exception:                                                                    |
 |          | one line, "run with -v for details", the traceback in the -v log              |
 | 2        | a usage mistake or another `UserError` to fix before trying again: a wrong    |
 |          | flag or value, a bad config file, not joined, no rendezvous configured, a     |
