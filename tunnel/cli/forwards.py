@@ -93,8 +93,8 @@ async def remove(tunnel: Tunnel, request: dict[str, Any]) -> dict[str, Any]:
     found = tunnel.find_forwards(what)
     if not found:
         # Exit 1: what runs changes; the same `stop` works once that forward is there.
-        raise RuntimeFailure(f"the running ptunnel (pid {os.getpid()}) has no forward named or on "
-                        f"port {what!r}; `ptunnel status` lists them")
+        raise RuntimeFailure(f"the running ptunnel (pid {os.getpid()}) has no forward named "
+                             f"or on port {what!r}; `ptunnel status` lists them")
     if len(found) > 1:
         ports = ", ".join(describe_forward(f.stats()) for f in found)
         other = "name" if what.isdigit() else "port"

@@ -44,7 +44,8 @@ def ask(node: RunningNode, request: dict[str, Any], timeout: float,
     reply = query(node.socket, request, timeout=timeout, on_event=on_event)
     if reply is None:
         raise RuntimeFailure(f"the running ptunnel (pid {node.pid}) did not answer; see "
-                        f"`ptunnel status`, or stop it with `ptunnel stop` (or kill {node.pid})")
+                             f"`ptunnel status`, or stop it with `ptunnel stop` (or kill "
+                             f"{node.pid})")
     error = reply.get("error")
     if error is not None:
         failure = UserError(str(error))
