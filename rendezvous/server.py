@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from rendezvous.admission import OPEN, Admission
-from rendezvous.protocol import DEFAULT_MAX_MEMBERS
+from rendezvous.protocol import DEFAULT_MAX_MEMBERS, MAX_MEMBERS_LIMIT
 from rendezvous.ratelimit import RELAY_NETWORK_RATE, RELAY_RATE, RELAY_TOTAL_RATE
 from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore
@@ -244,9 +244,11 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
 
 def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
         netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
-        registration_ttl: float = REGISTRATION_TTL) -> None:
+        registration_ttl: float = REGISTRATION_TTL,
+        max_members: int = DEFAULT_MAX_MEMBERS) -> None:
     """Blocking entry point: installs uvloop when available."""
-    main = serve(listen, db, relay, netcheck_port, relay_rate, None, registration_ttl)
+    main = serve(listen, db, relay, netcheck_port, relay_rate, None, registration_ttl,
+                 max_members=max_members)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
@@ -256,12 +258,16 @@ def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rendezvous.server --listen HOST:PORT --db PATH [--no-relay]` (tests, labs)."""
+    """`python -m rendezvous.server --listen HOST:PORT --db PATH [--no-relay] [--max-members N]`
+    (tests, labs)."""
     parser = argparse.ArgumentParser(prog="rendezvous.server")
     parser.add_argument("--listen", default="0.0.0.0:7000")
     parser.add_argument("--db", default="rendezvous.db")
     parser.add_argument("--netcheck-port", type=int, default=None)
     parser.add_argument("--no-relay", action="store_true")
+    parser.add_argument("--max-members", type=_max_members, default=DEFAULT_MAX_MEMBERS,
+                        metavar="N", help="nodes one network may register at once "
+                        f"(1-{MAX_MEMBERS_LIMIT}, default {DEFAULT_MAX_MEMBERS})")
     parser.add_argument("--registration-ttl", type=float, default=REGISTRATION_TTL,
                         help=argparse.SUPPRESS)  # labs shorten it to watch expiry
     args = parser.parse_args(argv)
@@ -269,10 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port,
-            registration_ttl=args.registration_ttl)
+            registration_ttl=args.registration_ttl, max_members=args.max_members)
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _max_members(text: str) -> int:
+    """`--max-members`: a member list carries at most MAX_MEMBERS_LIMIT nodes."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_MEMBERS_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a member cap; use 1-{MAX_MEMBERS_LIMIT}")
+    return int(text)
 
 
 if __name__ == "__main__":

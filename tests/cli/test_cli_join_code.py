@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import silent_rendezvous
 from tunnel.cli.context import Context
 from tunnel.cli.main import main
 from tunnel.keys.joincode import decode_join_code
@@ -56,7 +57,7 @@ def test_join_reads_nothing_from_an_empty_stdin(tmp_path: Path,
     assert code == 2 and out == "" and err.count("\n") == 1 and "standard input" in err
 
 
-def test_invite_without_a_known_rendezvous_prints_a_ptn1_code_and_says_why(
+def test_invite_without_a_rendezvous_or_its_key_says_why(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PTUNNEL_RENDEZVOUS", raising=False)
@@ -64,8 +65,14 @@ def test_invite_without_a_known_rendezvous_prints_a_ptn1_code_and_says_why(
     run(capsys, home, "init")
     code, out, err = run(capsys, home, "invite")
     assert code == 0 and out.startswith("ptn1-") and "no rendezvous is configured" in err
-    code, out, err = run(capsys, home, "invite", "--rendezvous", SERVER)
-    assert code == 0 and out.startswith("ptn1-") and "no key is known" in err
+    # A rendezvous whose key is neither configured nor pinned is asked for it; one that does
+    # not answer gets no code that would leave the other machine to trust on first use.
+    with silent_rendezvous() as silent:
+        code, out, err = run(capsys, home, "invite", "--rendezvous", silent.address)
+        assert silent.wait_for_datagram(timeout=0)  # it did ask
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert f"no answer from the rendezvous at {silent.address}" in err
+    assert "`rendezvous_key: KEY`" in err
     # A configured key is as good as a pin.
     monkeypatch.setenv("PTUNNEL_RENDEZVOUS_KEY", encode_key(SERVER_KEY))
     code, out, _ = run(capsys, home, "invite", "--rendezvous", SERVER)

@@ -119,7 +119,7 @@ def test_connect_and_expose_join_a_running_node(tmp_path: Path, rendezvous: str)
             assert echoes(first)
 
             done = ptunnel("stop", "nothing-here", "--home", str(laptop))
-            assert done.returncode == 2
+            assert done.returncode == 1  # the same stop works once that forward is there
             assert done.stderr == (f"ptunnel stop: error: the running ptunnel (pid "
                                    f"{connect.proc.pid}) has no forward named or on port "
                                    "'nothing-here'; `ptunnel status` lists them\n")
@@ -129,7 +129,7 @@ def test_connect_and_expose_join_a_running_node(tmp_path: Path, rendezvous: str)
             config.write_text(f"rendezvous: {rendezvous}\nconnect:\n  - name: web\n"
                               f"    listen: {free_port()}\n")
             done = ptunnel("up", "-c", str(config), "--home", str(laptop))
-            assert done.returncode == 2
+            assert done.returncode == 1  # it works once the running one stops
             assert done.stderr == (
                 f"ptunnel up: error: another ptunnel (pid {connect.proc.pid}) already runs with "
                 f"{laptop}: two nodes with one key would fight over their peers; add tunnels to "
@@ -148,7 +148,7 @@ def test_connect_and_expose_join_a_running_node(tmp_path: Path, rendezvous: str)
             assert connect.proc.wait(5) == 0
             assert not any("Traceback" in line for line in connect.stderr)
     done = ptunnel("stop", "--home", str(laptop))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.startswith(f"ptunnel stop: error: no ptunnel runs with {laptop}; ")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from tunnel.addresses import format_endpoint
 from tunnel.api import Connection, Exposed, Tunnel
 from tunnel.cli.control import Emit, Handler, error_reply
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure, UserError
 from tunnel.keys.netkeys import decode_key
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ async def remove(tunnel: Tunnel, request: dict[str, Any]) -> dict[str, Any]:
     what = _text(request, "what")
     found = tunnel.find_forwards(what)
     if not found:
-        raise UserError(f"the running ptunnel (pid {os.getpid()}) has no forward named or on "
-                        f"port {what!r}; `ptunnel status` lists them")
+        # Exit 1: what runs changes; the same `stop` works once that forward is there.
+        raise RuntimeFailure(f"the running ptunnel (pid {os.getpid()}) has no forward named "
+                             f"or on port {what!r}; `ptunnel status` lists them")
     if len(found) > 1:
         ports = ", ".join(describe_forward(f.stats()) for f in found)
         other = "name" if what.isdigit() else "port"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunnel.cli.control import query, running
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure, UserError
 
 # The node options a command that hands its forward over cannot change in the running node.
 NODE_OPTIONS = {"rendezvous": "--rendezvous", "direct_only": "--direct-only",
@@ -43,8 +43,9 @@ def ask(node: RunningNode, request: dict[str, Any], timeout: float,
     """The running node's reply to `request`; UserError with its one-line error, if any."""
     reply = query(node.socket, request, timeout=timeout, on_event=on_event)
     if reply is None:
-        raise UserError(f"the running ptunnel (pid {node.pid}) did not answer; see "
-                        f"`ptunnel status`, or stop it with `ptunnel stop` (or kill {node.pid})")
+        raise RuntimeFailure(f"the running ptunnel (pid {node.pid}) did not answer; see "
+                             f"`ptunnel status`, or stop it with `ptunnel stop` (or kill "
+                             f"{node.pid})")
     error = reply.get("error")
     if error is not None:
         failure = UserError(str(error))

@@ -17,8 +17,10 @@ and 2 is whether running the same command again, unchanged, can succeed: systemd
 |----------|-------------------------------------------------------------------------------|
 | 0        | done                                                                          |
 | 1        | the command ran and failed on something outside its command line and files   |
-|          | (a `RuntimeFailure`: the rendezvous does not answer, no node of that name, a  |
-|          | local port in use, no answer to netcheck or ping); or an unexpected exception:|
+|          | (a `RuntimeFailure`: the rendezvous does not answer or refuses the network, no|
+|          | node of that name, a port in use, another ptunnel runs on this state          |
+|          | directory, nothing to `stop`, no answer to netcheck or ping); or an unexpected|
+|          | exception:                                                                    |
 |          | one line, "run with -v for details", the traceback in the -v log              |
 | 2        | a usage mistake or another `UserError` to fix before trying again: a wrong    |
 |          | flag or value, a bad config file, not joined, no rendezvous configured, a     |
@@ -41,6 +43,7 @@ import tunnel
 import tunnel.cli.commands
 from tunnel.cli.config import NODE_KEYS
 from tunnel.cli.context import Context
+from tunnel.cli.helpformat import CommandHelpFormatter, mark_global
 from tunnel.cli.logs import DETAILS_HINT, LEVELS, exception_summary, setup_logging
 from tunnel.cli.runtime import Interrupted, interruptible
 from tunnel.errors import UserError, os_reason
@@ -54,7 +57,17 @@ Reach a machine behind a NAT without opening a port and without a VPN.
   on the laptop:     ptunnel connect ssh-home -L 2222
                      ssh -p 2222 localhost
 """
-EPILOG = "Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."
+EPILOG = """\
+set up, once (a server both machines reach over UDP runs the rendezvous):
+  on the server:     ptunnel rendezvous --listen 0.0.0.0:7000
+  on the home box:   ptunnel init --rendezvous SERVER:7000 && ptunnel invite
+  on the laptop:     ptunnel join -            (paste the code invite printed)
+
+exit status: 0 done; 1 failed, and running it again later may work (no answer, no such
+name, a port in use); 2 a mistake to fix first (a flag, a file, not joined); 130 or 143
+interrupted (Ctrl-C, SIGTERM).
+
+Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -95,6 +108,7 @@ def add_global_options(parser: argparse.ArgumentParser, prefix: str = "") -> Non
                             "default info)")
     group.add_argument("--log-format", choices=("text", "json"), default=None,
                        dest=f"{prefix}log_format", help="log line format on stderr")
+    mark_global(group._group_actions)
 
 
 def merge_global_options(args: argparse.Namespace) -> None:
@@ -130,7 +144,7 @@ def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
     for module in commands:
         child = sub.add_parser(
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
-            parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common], formatter_class=CommandHelpFormatter,
         )
         module.add_arguments(child)
         child.set_defaults(module=module)

@@ -16,7 +16,8 @@ SUMMARY = "reach a machine behind a NAT without opening a port and without a VPN
 EXIT_STATUS = [
     ("0", "done"),
     ("1", "the command ran and failed on something outside its command line and files: the "
-          "rendezvous does not answer, no node has that name, a local port is in use, no answer "
+          "rendezvous does not answer or refuses the network, no node has that name, a port is "
+          "in use, another ptunnel runs with this state directory, nothing to stop, no answer "
           "to netcheck or ping; or an unexpected error. Running it again later may work."),
     ("2", "a usage mistake or another error to fix before trying again: a wrong flag or value, "
           "a bad config file, not joined to a network, no rendezvous configured, a path or "

@@ -45,7 +45,7 @@ from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, Emit, error_reply, running
 from tunnel.cli.control import Handler as RequestHandler
 from tunnel.cli.forwards import forward_handlers
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure, UserError
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,8 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
     others = running(ctx.home)
     if others:
         pid = others[0][1].get("pid", "?")
-        raise UserError(
+        # Exit 1: the same command works once that one stops.
+        raise RuntimeFailure(
             f"another ptunnel (pid {pid}) already runs with {ctx.home}: two nodes with one key "
             "would fight over their peers; add tunnels to it with `ptunnel connect` and "
             "`ptunnel expose`, stop it with `ptunnel stop`, or give this one its own PTUNNEL_HOME"

@@ -116,6 +116,13 @@ class ListReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ListRefused:
+    """The server refused a LIST (a network it does not serve); `reason` in words."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectRefused:
     name: str
     reason: str
@@ -160,7 +167,7 @@ class Health:
 
 
 Event = (Registered | PeerJoined | PeerLeft | Introduced | RegistrationRefused | ListReceived
-         | ConnectRefused | ServerUnreachable | CookieReceived | ServerKeyLearned
+         | ListRefused | ConnectRefused | ServerUnreachable | CookieReceived | ServerKeyLearned
          | ServerKeyChanged)
 
 
@@ -466,6 +473,10 @@ class RendezvousClient:
                 p.NETWORK_REFUSED: self._network_refused(),
             }.get(msg.code, f"refused (code {msg.code})")
             self._events.append(ConnectRefused(q.name, reason))
+        elif q.kind == p.LIST:
+            self._events.append(ListRefused(
+                self._network_refused() if msg.code == p.NETWORK_REFUSED
+                else f"refused (code {msg.code})"))
 
     def _network_refused(self) -> str:
         return (f"this rendezvous does not serve network {short_network_id(self.network)}; "

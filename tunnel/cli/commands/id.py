@@ -10,7 +10,7 @@ from tunnel.keys.netkeys import encode_key, fingerprint, network_id, short_netwo
 
 NAME = "id"
 ORDER = 13
-HELP = "show this node's public key, fingerprint and network id"
+HELP = "show this node's key, fingerprint and network id"
 DESCRIPTION = """\
 Show this node's public key (give it to peers for their allow lists), its short fingerprint (what
 pins and error messages show) and the id of its network (a one-way derivation: the network secret

@@ -27,6 +27,9 @@ other or connect. Bring other machines in with `ptunnel invite` here and `ptunne
 --rendezvous HOST:PORT saves the server in node.yaml of the state directory (or the -c FILE), so
 that no command needs PTUNNEL_RENDEZVOUS. On a node that is already in a network,
 `ptunnel init --rendezvous HOST:PORT` only saves the server and keeps the network.
+
+  ptunnel init --rendezvous vps.example.org:7000
+  ptunnel invite                   then on the other machine: ptunnel join -
 """
 
 

@@ -16,7 +16,7 @@ from tunnel.keys.pins import ServerPins, store_joined_rendezvous
 
 NAME = "join"
 ORDER = 12
-HELP = "join the network of a code printed by `ptunnel invite`"
+HELP = "join the network of a code from `ptunnel invite`"
 DESCRIPTION = """\
 Join the network of a code printed by `ptunnel invite`. Pass `-` to read the code from
 standard input (`ptunnel join - < code.txt`), which keeps it out of the shell history and the
@@ -24,6 +24,9 @@ process list: the code is the network secret.
 
 A ptn2 code also names the rendezvous and its key: the address is remembered (no --rendezvous
 needed afterwards) and the key pinned in $PTUNNEL_HOME/known_rendezvous.
+
+  ptunnel join -                   paste the code, then Ctrl-D
+  ptunnel join - < code.txt
 """
 
 

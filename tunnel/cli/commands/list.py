@@ -15,6 +15,7 @@ from tunnel.keys.pins import ServerKeyMismatch, ServerPins
 from tunnel.node.netcheck import query, resolve
 from tunnel.path.rendezvous import (
     ListReceived,
+    ListRefused,
     RendezvousClient,
     ServerKeyChanged,
     ServerKeyLearned,
@@ -22,11 +23,15 @@ from tunnel.path.rendezvous import (
 
 NAME = "list"
 ORDER = 30
-HELP = "list the active nodes of my network (names, fingerprints, endpoints)"
+HELP = "list the active nodes of my network"
 DESCRIPTION = """\
 Ask the rendezvous for the nodes of your network that are registered now: their names, key
 fingerprints, public endpoints (as the rendezvous sees them) and when it last heard from them.
-Only members of your network can ask, and only your network's nodes are shown.
+Only members of your network can ask, and only your network's nodes are shown. Exits 1 when
+the rendezvous does not answer or refuses this network.
+
+  ptunnel list
+  ptunnel list --json --rendezvous vps.example.org:7000
 """
 
 
@@ -73,7 +78,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                               server_key=ctx.rendezvous_key(configured),
                               counter_start=time.time_ns() // 1000)
     client.request_list(time.monotonic())
-    events = query(client, lambda e: isinstance(e, ListReceived | ServerKeyChanged),
+    events = query(client,
+                   lambda e: isinstance(e, ListReceived | ListRefused | ServerKeyChanged),
                    args.timeout)
     pins = ServerPins(ctx.home)
     for event in events:
@@ -82,6 +88,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         elif isinstance(event, ServerKeyChanged):
             raise ServerKeyMismatch(format_endpoint(configured), event.pinned, event.offered,
                                     pins.path)
+        elif isinstance(event, ListRefused):
+            # Exit 1: the operator can admit the network, and the same command then works.
+            raise RuntimeFailure(f"the rendezvous at {format_endpoint(configured)} refused the "
+                                 f"list: {event.reason}")
     listed = [e for e in events if isinstance(e, ListReceived)]
     if not listed:
         raise RuntimeFailure(

@@ -12,12 +12,15 @@ from tunnel.node.netcheck import DEFAULT_TIMEOUT, netcheck
 
 NAME = "netcheck"
 ORDER = 31
-HELP = "check UDP, my public endpoint and my NAT's mapping behaviour"
+HELP = "check UDP, my public endpoint and my NAT's type"
 DESCRIPTION = """\
 Send a probe from one UDP socket to two ports of the rendezvous and compare the source endpoints
 they saw. The same endpoint means an endpoint-independent mapping (direct paths will usually
 open); different endpoints mean a symmetric NAT (expect the relay unless the peer's NAT is
 friendlier). No answer means UDP to the rendezvous is blocked here. Exit status 1 when no answer.
+
+  ptunnel netcheck
+  ptunnel netcheck --rendezvous vps.example.org:7000 --json
 """
 
 MAPPING_TEXT = {

@@ -21,7 +21,7 @@ from tunnel.cli.runtime import Interrupted, add_node_options, build_tunnel, run_
 
 NAME = "ping"
 ORDER = 31
-HELP = "measure round trips to a peer, show the path and where lost pings were lost"
+HELP = "round trips to a peer, and the path they take"
 DESCRIPTION = """\
 Ping NAME through the tunnel (through the running `expose`, `connect` or `up` of this user if
 there is one, else from a node of its own) and print each reply with the path it took and its
@@ -31,6 +31,9 @@ Ctrl-C ends it early with the statistics so far. A ping with no reply says where
 it on) or `no answer` (sent on the path shown, not answered in time). With --json, `lost` counts
 each reason (`no_session`, `no_path`, `no_answer`) and `replies` has one entry per ping. Exits 1
 when no ping was answered.
+
+  ptunnel ping ssh-home
+  ptunnel ping ssh-home -n 100 -i 0.2
 """
 
 
@@ -40,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # ping(8) says -c N, but -c is every command's --config here: -n N, as Windows' ping.
     parser.add_argument("-n", "--count", dest="count", type=_count, default=5,
                         metavar="N", help="pings to send (default 5); Ctrl-C ends early")
-    parser.add_argument("-i", "--interval", type=float, default=0.5,
+    parser.add_argument("-i", "--interval", type=float, default=0.5, metavar="SECONDS",
                         help="seconds between pings (default 0.5)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     add_node_options(parser)

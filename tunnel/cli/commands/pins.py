@@ -17,7 +17,7 @@ from tunnel.keys.pins import PinStore
 
 NAME = "pins"
 ORDER = 14
-HELP = "list or forget the peer keys pinned by `connect` (like ssh's known_hosts)"
+HELP = "list or forget pinned peer keys (as known_hosts)"
 DESCRIPTION = """\
 The first `ptunnel connect NAME` pins the key behind NAME in $PTUNNEL_HOME/known_nodes; later
 connects refuse another key. `pins list` shows each pinned name, its key's fingerprint and when

@@ -4,6 +4,7 @@ run a rendezvous server, or show its key."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from tunnel.cli.arguments import endpoint_arg, port_number_arg
 from tunnel.cli.config import RENDEZVOUS_KEYS
 from tunnel.cli.context import Context
 from tunnel.cli.runtime import run_async
-from tunnel.errors import UserError, path_error
+from tunnel.errors import RuntimeFailure, UserError, os_reason, path_error
 
 NAME = "rendezvous"
 ORDER = 40
-HELP = "run a rendezvous server: introduces nodes, relays when punching fails"
+HELP = "run a rendezvous server (introduces and relays)"
 DESCRIPTION = """\
 Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on the nodes). It
 learns only network ids (public keys), never a network secret: it can introduce and relay, but
@@ -37,6 +38,10 @@ other networks are then refused, and nothing is relayed for them.
 The server has a static key (`rendezvous.key` beside the database, created on first start):
 nodes seal every request to it and check that every reply comes from it. It is printed at start
 and by --show-key; nodes get it from a ptn2 join code, `rendezvous_key`, or pin it on first use.
+
+  ptunnel rendezvous --listen 0.0.0.0:7000
+  ptunnel rendezvous --listen [::]:7000 --networks /etc/ptunnel/networks
+  ptunnel rendezvous --show-key
 """
 CONFIG_KEYS = RENDEZVOUS_KEYS
 DEFAULT_CONFIG = "rendezvous.yaml"
@@ -161,6 +166,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                                 relay_total_rate=s.relay_total_rate, admission=s.admission,
                                 static_private=private, max_members=s.max_members))
     except OSError as exc:
-        raise UserError(f"cannot listen on {format_endpoint(s.listen)} (or its netcheck port): "
-                        f"{exc.strerror or exc}; choose another --listen") from None
+        raise listen_error(s.listen, exc) from None
     return 0
+
+
+def listen_error(listen: tuple[str, int], exc: OSError) -> UserError:
+    """A port in use is a failure of this run (exit 1: it works once the other server stops);
+    an address this machine does not have, or a port it may not bind, is a mistake to fix."""
+    line = (f"cannot listen on {format_endpoint(listen)} (or its netcheck port): "
+            f"{os_reason(exc)}; choose another --listen")
+    if exc.errno == errno.EADDRINUSE:
+        return RuntimeFailure(line.replace("; choose", "; stop the server that holds it, or "
+                                           "choose", 1))
+    return UserError(line)

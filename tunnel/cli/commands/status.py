@@ -11,7 +11,7 @@ from tunnel.cli.forwards import forward_line
 
 NAME = "status"
 ORDER = 30
-HELP = "show running tunnels: rendezvous, peers and their state, waiting connects"
+HELP = "show the running node: forwards, peers, paths"
 DESCRIPTION = """\
 Ask every running `ptunnel expose`, `connect` and `up` of this user (through their control
 sockets under $PTUNNEL_HOME/run) for the rendezvous (registered or not, under which names, when it
@@ -20,6 +20,9 @@ config file, the command that started the node, or a command added later; and it
 connections), each peer's state (connecting, direct, relay, reconnecting, unreachable) with its
 path (and for a relayed peer which candidates were tried), RTT, bytes each way, open streams and
 uptime, and every connect still waiting for its peer, with why.
+
+  ptunnel status
+  ptunnel status --json            the same, for scripts
 """
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tunnel.cli.context import Context
 from tunnel.cli.handoff import ask, running_node
-from tunnel.errors import UserError
+from tunnel.errors import RuntimeFailure
 
 NAME = "stop"
 ORDER = 23
-HELP = "stop the running ptunnel, or remove one forward from it (NAME or PORT)"
+HELP = "stop the running node, or one forward of it"
 DESCRIPTION = """\
 Without an argument: stop the ptunnel that runs with this state directory (`up`, `expose` or
 `connect`) and wait until it has exited. With NAME or PORT: remove that one forward from it (a
@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     node = running_node(ctx.home)
     if node is None:
-        raise UserError(f"no ptunnel runs with {ctx.home}; `ptunnel status` shows what runs "
-                        "(with --home or PTUNNEL_HOME for another state directory)")
+        # Exit 1, as every failure of `stop` is: the same command works once a node runs.
+        raise RuntimeFailure(f"no ptunnel runs with {ctx.home}; `ptunnel status` shows what "
+                             "runs (with --home or PTUNNEL_HOME for another state directory)")
     if args.what is not None:
         reply = ask(node, {"cmd": "remove", "what": args.what}, timeout=10)
         ctx.out(f"removed {reply.get('removed')} from the running ptunnel (pid {node.pid})")
@@ -51,8 +52,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     deadline = time.monotonic() + EXIT_WAIT
     while _alive(node.pid):
         if time.monotonic() > deadline:
-            raise UserError(f"ptunnel (pid {node.pid}) was asked to stop but still runs after "
-                            f"{EXIT_WAIT:.0f} s; end it with `kill {node.pid}`")
+            raise RuntimeFailure(f"ptunnel (pid {node.pid}) was asked to stop but still runs "
+                                 f"after {EXIT_WAIT:.0f} s; end it with `kill {node.pid}`")
         time.sleep(0.05)
     ctx.out(f"stopped ptunnel (pid {node.pid})")
     return 0
