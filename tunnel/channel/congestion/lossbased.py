@@ -73,7 +73,7 @@ class NewReno:
             return
         self.recovery_start = now
         self._cwnd = max(int(self._cwnd * LOSS_REDUCTION_FACTOR), self._minimum)
-        self.ssthresh = self._cwnd
+        self.ssthresh = float(self._cwnd)  # float attribute: mypyc stores no int in it
         self._acked_in_ca = 0
 
     @property
@@ -112,9 +112,9 @@ class Cubic(NewReno):
             return
         if self.epoch_start is None:
             self.epoch_start = now
-            self.w_est = self._cwnd
+            self.w_est = float(self._cwnd)
             if self.w_max < self._cwnd:
-                self.w_max = self._cwnd
+                self.w_max = float(self._cwnd)
                 self.k = 0.0
             else:
                 self.k = ((self.w_max - self._cwnd) / self.mss / CUBIC_C) ** (1 / 3)
@@ -135,9 +135,9 @@ class Cubic(NewReno):
         if self._cwnd < self.w_max:
             self.w_max = self._cwnd * (1 + CUBIC_BETA) / 2
         else:
-            self.w_max = self._cwnd
+            self.w_max = float(self._cwnd)
         self._cwnd = max(int(self._cwnd * CUBIC_BETA), self._minimum)
-        self.ssthresh = self._cwnd
+        self.ssthresh = float(self._cwnd)
         self.epoch_start = None
 
     def on_persistent_congestion(self, now: float) -> None:
