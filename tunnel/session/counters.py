@@ -29,5 +29,6 @@ class Counters:
     bad_cookie: int = 0  # cookie reply that does not answer our last message
     cookie_received: int = 0
     staged_dropped: int = 0  # payloads dropped while waiting for a handshake
+    initiations_worked: int = 0  # initiations given Diffie-Hellman work (consumed)
     handshakes_completed: int = 0
     handshakes_failed: int = 0
