@@ -4,9 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak clean
+.PHONY: demo test lint typecheck unit unit-pure bench soak clean
 
-$(STAMP): pyproject.toml
+# setup.py compiles these with mypyc in place: an edit reinstalls, so the build never runs stale
+# code (tunnel/__init__.py would fall back to the pure build, and say so, if it did).
+COMPILED_SOURCES := $(wildcard tunnel/session/*.py tunnel/channel/*.py tunnel/channel/*/*.py)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED_SOURCES)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -21,10 +25,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# The default build (compiled where a C compiler was found), NAT lab included.
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit
+# The same unit tests against the pure-Python build; the NAT lab runs once, in `unit`.
+unit-pure: $(STAMP)
+	PTUNNEL_PURE=1 $(PY) -m pytest --ignore=tests/lab $(PYTEST_ARGS)
+
+test: lint typecheck unit unit-pure
 
 # The peers need system tools: ssh/sshd, socat, node/npm (hyperdht), wireguard-go (NAT lab).
 BENCH_PACKAGES := openssh-server openssh-client socat iperf3 wireguard-go wireguard-tools \
