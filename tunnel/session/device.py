@@ -41,6 +41,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 
@@ -76,7 +77,7 @@ from tunnel.session.wire import (
 
 log = logging.getLogger(__name__)
 
-_NONCE_PREFIX = crypto.NONCE_PREFIX
+_NONCE_PREFIX: Final = crypto.NONCE_PREFIX
 
 
 class Device:

@@ -40,7 +40,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -82,7 +82,7 @@ from tunnel.session.wire import HEADER_TRANSPORT
 
 log = logging.getLogger(__name__)
 
-_NONCE_PREFIX = crypto.NONCE_PREFIX
+_NONCE_PREFIX: Final = crypto.NONCE_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
