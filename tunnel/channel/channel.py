@@ -30,6 +30,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from tunnel.channel.acks import AckState
 from tunnel.channel.congestion import create_controller
@@ -86,7 +87,7 @@ log = logging.getLogger(__name__)
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
 
 OPEN, CLOSING, DRAINING, CLOSED = "open", "closing", "draining", "closed"
-PROBE_PACKETS = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
+PROBE_PACKETS: Final = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections import deque
+from typing import Final
 
 from tunnel.channel.constants import MAX_SEND_BUFFER
 from tunnel.channel.rangeset import RangeSet
 
 #: bytes of window one waiting out-of-order segment is counted as (a full packet carries ~1140)
-SEGMENT_ACCOUNTING = 256
+SEGMENT_ACCOUNTING: Final = 256
 
 
 class FlowControlError(Exception):

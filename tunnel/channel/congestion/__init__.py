@@ -4,12 +4,13 @@ BBR (model-based, the default) and the loss-based NewReno and CUBIC."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from tunnel.channel.congestion.bbr import Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.recovery import CongestionController
 
-CONTROLLERS = ("bbr", "cubic", "newreno")
+CONTROLLERS: Final = ("bbr", "cubic", "newreno")
 
 
 def create_controller(

@@ -9,6 +9,8 @@ Windowed controllers pace at 1.25 x cwnd / srtt (RFC 9002 §7.7).
 
 from __future__ import annotations
 
+from typing import Final
+
 from tunnel.channel.constants import (
     INITIAL_WINDOW_PACKETS,
     LOSS_REDUCTION_FACTOR,
@@ -17,8 +19,8 @@ from tunnel.channel.constants import (
 )
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
-CUBIC_C = 0.4  # RFC 9438 §5.1, in segments / s^3
-CUBIC_BETA = 0.7  # RFC 9438 §4.6: multiplicative decrease
+CUBIC_C: Final = 0.4  # RFC 9438 §5.1, in segments / s^3
+CUBIC_BETA: Final = 0.7  # RFC 9438 §4.6: multiplicative decrease
 
 
 class NewReno:
