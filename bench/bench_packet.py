@@ -9,8 +9,10 @@ loop: this is the cost the compiled core (mypyc) changes, apart from the UDP and
 - receive: the receiver's `Device.receive` (open, replay check), `receive_packet`, `read`, and
   the sealing of its acknowledgements.
 
-Each figure is CPU microseconds (`process_time`, so other processes on a busy machine count
-less than in wall time) per data packet of that side's work, best of `--repeat` runs.
+Each figure is CPU microseconds per data packet of that side's work, best of `--repeat` runs:
+the run's CPU time (`process_time`, so other processes on a busy machine count less than in wall
+time) split between the sides as the cheap wall clock (`perf_counter`) divides it. Reading the
+CPU clock around every step would cost about a fifth of what it measures (a system call).
 `PTUNNEL_PURE=1 python -m bench.bench_packet` measures the pure-Python build; the first output
 line says which build ran.
 """
@@ -81,7 +83,8 @@ def measure(total_bytes: int) -> Cost:
     send_s = receive_s = 0.0
     to_b: deque[tuple[float, bytes]] = deque()
     to_a: deque[tuple[float, bytes]] = deque()
-    clock = time.process_time
+    clock = time.perf_counter
+    cpu_started = time.process_time()
     while received < total_bytes:
         started = clock()
         while to_a and to_a[0][0] <= now:
@@ -118,7 +121,9 @@ def measure(total_bytes: int) -> Cost:
         pending = [t for t in (a.get_timer(), b.get_timer()) if t is not None]
         pending += [q[0][0] for q in (to_a, to_b) if q]
         now = max(now, min(pending))
-    return Cost(send_s / packets * 1e6, receive_s / packets * 1e6, packets)
+    cpu_us = (time.process_time() - cpu_started) * 1e6
+    send_share = send_s / (send_s + receive_s)
+    return Cost(cpu_us * send_share / packets, cpu_us * (1 - send_share) / packets, packets)
 
 
 def main(argv: list[str] | None = None) -> int:
