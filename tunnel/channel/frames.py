@@ -162,7 +162,7 @@ def varint_size(value: int) -> int:
     return 8
 
 
-_MASKS: Final = (0x3F, 0x3FFF, 0x3FFFFFFF, 0x3FFFFFFFFFFFFFFF)
+_MASKS = (0x3F, 0x3FFF, 0x3FFFFFFF, 0x3FFFFFFFFFFFFFFF)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

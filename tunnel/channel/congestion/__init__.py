@@ -4,13 +4,12 @@ BBR (model-based, the default) and the loss-based NewReno and CUBIC."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from tunnel.channel.congestion.bbr import Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.recovery import CongestionController
 
-CONTROLLERS: Final = ("bbr", "cubic", "newreno")
+CONTROLLERS = ("bbr", "cubic", "newreno")
 
 
 def create_controller(

@@ -21,7 +21,7 @@ from tunnel.channel.constants import INITIAL_WINDOW_PACKETS
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
 HIGH_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
-PROBE_BW_GAINS: Final = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 CWND_GAIN: Final = 2.0  # cwnd = 2 x BDP absorbs delayed and stretched ACKs
 BW_WINDOW_ROUNDS: Final = 10  # bandwidth max-filter length in round trips
 MIN_RTT_WINDOW: Final = 10.0  # seconds; min-RTT filter length
