@@ -419,8 +419,8 @@ class Channel:
             grown, news = recv.on_frame(frame.offset, frame.data, frame.fin)
         except FlowControlError as error:
             raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
-        except FinalSizeError as error:
-            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
+        except FinalSizeError as size_error:  # its own name: mypyc types `error` by the first
+            raise PeerError(FINAL_SIZE_ERROR, str(size_error)) from size_error
         if grown:
             self._conn_received += grown
             if self._conn_received > self._conn_window.max_data:
@@ -473,8 +473,8 @@ class Channel:
             grown = recv.on_reset(frame.error_code, frame.final_size)
         except FlowControlError as error:
             raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
-        except FinalSizeError as error:
-            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
+        except FinalSizeError as size_error:  # its own name: mypyc types `error` by the first
+            raise PeerError(FINAL_SIZE_ERROR, str(size_error)) from size_error
         self._conn_received += grown
         if self._conn_received > self._conn_window.max_data:
             raise PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")
