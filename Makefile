@@ -58,4 +58,5 @@ soak: $(STAMP)
 	$(PY) -m lab.soak --minutes $(MINUTES) --tunnels $(TUNNELS) --out $(SOAK_OUT)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
+	find tunnel -name '*.so' -delete  # the in-place compiled modules (setup.py)
