@@ -288,7 +288,7 @@ def test_final_size_violations_close_with_final_size_error() -> None:
     # not by a reset below the bytes already received. (The compiled build once raised a
     # TypeError here instead of closing the channel.)
     fin_at_5 = fr.StreamFrame(0, 0, b"hello", True)
-    violations = [
+    violations: list[fr.Frame] = [
         fr.StreamFrame(0, 0, b"hello, world", True),  # final size changed
         fr.ResetStreamFrame(0, 7, 2),  # final size below received data
     ]
