@@ -23,7 +23,8 @@ from bench.table import MISSING, Row, SpanRow, fmt_number, fmt_rate, fmt_ratio, 
 
 MIB_PER_KIB = 1 / 1024
 PTUNNEL = "ptunnel"
-PEERS_FOR_RATIOS = ("ssh -L", "aioquic", "hyperdht")
+# The last is ptunnel's pure-Python build: "ptunnel/ptunnel pure" is what compiling gains.
+PEERS_FOR_RATIOS = ("ssh -L", "aioquic", "hyperdht", "ptunnel pure")
 
 
 def _version(argv: Sequence[str]) -> str | None:
@@ -196,7 +197,8 @@ def process_rows(summaries: Sequence[dict[str, Any]]) -> list[Row]:
 
 
 def ratios(summaries: Sequence[dict[str, Any]]) -> dict[str, float | None]:
-    """ptunnel / peer for throughput (above 1 is better) and latency p50 (below 1 is better)."""
+    """ptunnel / peer for throughput (above 1 is better), latency p50 and CPU s/GiB (below 1 is
+    better)."""
     by_name = {s["name"]: s for s in summaries if "unavailable" not in s}
     out: dict[str, float | None] = {}
     mine = by_name.get(PTUNNEL)
@@ -209,6 +211,9 @@ def ratios(summaries: Sequence[dict[str, Any]]) -> dict[str, float | None]:
         out[f"ptunnel/{peer} p50 latency"] = ratio(
             (mine["latency_us"] or {}).get("p50") if mine else None,
             (other["latency_us"] or {}).get("p50") if other else None)
+        out[f"ptunnel/{peer} CPU s/GiB"] = ratio(
+            mine.get("cpu_s_per_gib_total") if mine else None,
+            other.get("cpu_s_per_gib_total") if other else None)
     return out
 
 
@@ -220,25 +225,14 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
-    """bench/results/README.md: the latest full run on this machine."""
-    m = doc["machine"]
-    tools = ", ".join(v if v.lower().startswith(k) else f"{k} {v}"
-                      for k, v in m["tools"].items() if v)
-    summaries = doc["paths"]
-    parts = [
-        "# Benchmark results: latest full run",
-        "",
-        f"Run {doc['date']} with `python -m bench` ({doc['settings']['rounds']} alternating "
-        f"rounds, {doc['settings']['bulk_seconds']} s a bulk run, "
-        f"{doc['settings']['round_trips']} round trips a latency run) on {m['cpus']} vCPUs "
-        f"({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
-        f"{tools}. Everything on 127.0.0.1. MB/s are 10^6 bytes/s (median over rounds); "
-        "latency is a 64-byte request/response with TCP_NODELAY, pooled over rounds. "
-        f"1-minute load average {doc['loadavg_1m']['before']:.1f} before the run and "
-        f"{doc['loadavg_1m']['after']:.1f} after it (the suite itself adds about 2): absolute "
-        "numbers move with whatever else the machine runs; the ratios, from alternating rounds, "
-        "much less.",
+def _table_section(table: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """One loopback table of the results README: paths, per process, ratios."""
+    heading = f"## {table['label'][:1].upper()}{table['label'][1:]}"
+    if "unavailable" in table:
+        return [heading, "", f"Unavailable: {table['unavailable']}.", ""]
+    summaries = table["paths"]
+    return [
+        heading,
         "",
         format_table(MAIN_HEADERS, main_rows(summaries), markdown=True),
         "",
@@ -246,20 +240,48 @@ def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
         "(median); `cold ms`: launching a fresh tunnel client to the first echoed byte. "
         "`CPU s/GiB`: CPU seconds of the path's processes per GiB moved in the bulk runs. "
         "`idle MiB`: memory (PSS, so socat's forks do not count shared pages "
-        f"1,000 times) of the path's processes with {doc['settings']['idle_streams']:,} idle "
+        f"1,000 times) of the path's processes with {settings['idle_streams']:,} idle "
         "streams open.",
         "",
         *[f"- {line}" for line in notes(summaries)],
         "",
-        "## Per process",
+        "### Per process",
         "",
         format_table(PROCESS_HEADERS, process_rows(summaries), markdown=True),
         "",
-        "## Ratios (ptunnel / peer)",
+        "### Ratios (ptunnel / peer)",
         "",
-        *[f"- {line}" for line in ratio_lines(doc["ratios"])],
+        *[f"- {line}" for line in ratio_lines(table["ratios"])],
         "",
     ]
+
+
+def results_readme(doc: dict[str, Any], natlab_table: str | None) -> str:
+    """bench/results/README.md: the latest full run on this machine."""
+    m = doc["machine"]
+    tools = ", ".join(v if v.lower().startswith(k) else f"{k} {v}"
+                      for k, v in m["tools"].items() if v)
+    tables = doc.get("tables") or [
+        {"label": "loopback", "paths": doc["paths"], "ratios": doc["ratios"]}]
+    parts = [
+        "# Benchmark results: latest full run",
+        "",
+        f"Run {doc['date']} with `python -m bench` ({doc['settings']['rounds']} alternating "
+        f"rounds, {doc['settings']['bulk_seconds']} s a bulk run, "
+        f"{doc['settings']['round_trips']} round trips a latency run) on {m['cpus']} vCPUs "
+        f"({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"{tools}. Everything on 127.0.0.1, each table in a network namespace of its own whose "
+        "loopback has that table's MTU, every path alike. MB/s are 10^6 bytes/s (median over "
+        "rounds); latency is a 64-byte request/response with TCP_NODELAY, pooled over rounds. "
+        f"1-minute load average {doc['loadavg_1m']['before']:.1f} before the run and "
+        f"{doc['loadavg_1m']['after']:.1f} after it (the suite itself adds about 2): absolute "
+        "numbers move with whatever else the machine runs; the ratios, from alternating rounds, "
+        "much less. `ptunnel` is the default build (its description names it: mypyc-compiled "
+        "where it was built), `ptunnel pure` the pure-Python build (PTUNNEL_PURE=1).",
+        "",
+    ]
+    for table in tables:
+        parts += _table_section(table, doc["settings"])
     if natlab_table:
         rounds = doc["settings"].get("natlab_rounds")
         parts += [

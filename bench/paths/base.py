@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -79,14 +79,14 @@ def free_port() -> int:
 
 
 def cold_start_of(label: str, argv_for_port: Callable[[int], list[str]],
-                  timeout: float) -> float | None:
+                  timeout: float, env: Mapping[str, str] | None = None) -> float | None:
     """Launch a fresh client listening on a free port; seconds to the first byte echoed
     through it (None if none within `timeout`)."""
     from bench.load import first_byte_since
 
     port = free_port()
     started = time.perf_counter()
-    child = Child(label, argv_for_port(port))
+    child = Child(label, argv_for_port(port), env=env)
     try:
         return first_byte_since(port, started, timeout)
     finally:

@@ -7,6 +7,10 @@
 
 Until `ptunnel --help` lists rendezvous, expose and connect, the path reports itself unavailable.
 The rendezvous server is infrastructure: it is kept out of the per-GiB CPU and memory figures.
+
+Each build has its own row: `Ptunnel()` runs the default build (the mypyc-compiled core where it
+was built), `Ptunnel(pure=True)` sets PTUNNEL_PURE=1 for every ptunnel process it starts. The
+description quotes `ptunnel --version`, which names the build that ran.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bench.paths.base import (
 from bench.procs import Child, Unavailable, run_ok
 
 PTUNNEL = [sys.executable, "-m", "tunnel"]
+PURE_ENV = {"PTUNNEL_PURE": "1"}
 NEEDED = ("rendezvous", "expose", "connect")
 SERVICE = "bench"
 RENDEZVOUS_SETTLE_S = 1.0  # the server may print nothing; alive after this long counts as up
@@ -58,10 +63,15 @@ class Ptunnel(ChildrenMixin):
     description = "ptunnel connect -> expose via a local rendezvous, separate processes"
 
     def __init__(self, placement: Placement = LOOPBACK, rendezvous_ns: str | None = None,
-                 rendezvous_hosts: tuple[str, str, str] | None = None) -> None:
+                 rendezvous_hosts: tuple[str, str, str] | None = None,
+                 pure: bool = False) -> None:
         """`rendezvous_hosts`: (listen on, reached from the expose side, from the connect side);
-        all 127.0.0.1 by default. The NAT lab puts the server in the router namespace."""
+        all 127.0.0.1 by default. The NAT lab puts the server in the router namespace.
+        `pure`: run the pure-Python build (PTUNNEL_PURE=1)."""
         super().__init__()
+        self._env = PURE_ENV if pure else None
+        if pure:
+            self.name = "ptunnel pure"
         self.placement = placement
         self._rdv_ns = rendezvous_ns
         self._rdv_hosts = rendezvous_hosts or ("127.0.0.1", "127.0.0.1", "127.0.0.1")
@@ -73,6 +83,8 @@ class Ptunnel(ChildrenMixin):
         missing = missing_commands(run_ok([*PTUNNEL, "--help"]))
         if missing:
             raise Unavailable(f"this ptunnel has no `{'`/`'.join(missing)}` command yet")
+        version = run_ok([*PTUNNEL, "--version"], env=self._env).strip()
+        self.description = f"{type(self).description}; {version}"
         self._dir = Path(tempfile.mkdtemp(prefix="ptunnel-bench-"))
         home_a, home_b = self._dir / "expose-home", self._dir / "connect-home"
         run_ok([*PTUNNEL, "init", "--home", str(home_a)])
@@ -88,16 +100,17 @@ class Ptunnel(ChildrenMixin):
         self._rendezvous = Child("ptunnel rendezvous", in_ns(self._rdv_ns, [
             *PTUNNEL, "rendezvous", "--listen", f"{listen}:{self._rdv_port}",
             "--db", str(self._dir / "rendezvous.db"),
-        ]))
+        ]), env=self._env)
         self._rendezvous.wait_started(RENDEZVOUS_SETTLE_S)
         expose = self.spawn("expose", Child("ptunnel expose", in_ns(self.placement.server_ns, [
             *PTUNNEL, "expose", f"{target.host}:{target.port}", "--as", SERVICE,
             "--rendezvous", f"{from_server}:{self._rdv_port}", "--home", str(home_a),
-        ])))
+        ]), env=self._env))
         expose.wait_line(lambda line: line or None, READY_TIMEOUT_S)
         port = free_port()
         connect = self.spawn("connect", Child("ptunnel connect",
-                                              self._connect_argv(port, "connect-home")))
+                                              self._connect_argv(port, "connect-home"),
+                                              env=self._env))
         connect.wait_line(lambda line: line or None, READY_TIMEOUT_S)
         connect.wait_listening(port, READY_TIMEOUT_S)
         return port
@@ -113,7 +126,8 @@ class Ptunnel(ChildrenMixin):
     def cold_start(self, timeout: float) -> float | None:
         """From launching `ptunnel connect` to the first byte echoed through its port."""
         return cold_start_of("ptunnel connect (cold)",
-                             lambda port: self._connect_argv(port, "cold-home"), timeout)
+                             lambda port: self._connect_argv(port, "cold-home"), timeout,
+                             env=self._env)
 
     def stop(self) -> None:
         super().stop()

@@ -85,3 +85,35 @@ def test_failures_are_shown_not_hidden() -> None:
     r.cold_starts = [None, None]
     row = main_rows([summarize(r)])[0]
     assert not isinstance(row, SpanRow) and row[8] == "failed 0/2"
+
+
+def test_the_compiled_build_is_compared_with_the_pure_one_cpu_included() -> None:
+    summaries = [summarize(measured("ptunnel", 300e6, 260.0)),
+                 summarize(measured("ptunnel pure", 100e6, 520.0))]
+    summaries[1]["cpu_s_per_gib_total"] = 8.0  # the compiled one spends 2.0
+    r = ratios(summaries)
+    assert r["ptunnel/ptunnel pure x1 throughput"] == 3.0
+    assert r["ptunnel/ptunnel pure p50 latency"] == 0.5
+    assert r["ptunnel/ptunnel pure CPU s/GiB"] == 0.25
+
+
+def test_readme_has_the_mtu_1500_table_first_and_says_why_one_is_missing() -> None:
+    doc = {
+        "date": "2026-12-02 02:00 UTC",
+        "machine": {"cpu": "Test CPU", "cpus": 2, "memory_gib": 24.0, "kernel": "6.18",
+                    "python": "3.11.7", "tools": {}},
+        "loadavg_1m": {"before": 0.5, "after": 2.0},
+        "settings": {"rounds": 5, "bulk_seconds": 2.0, "round_trips": 3000, "idle_streams": 1000},
+        "paths": [], "ratios": {},
+        "tables": [
+            {"mtu": 1500, "label": "loopback at MTU 1,500", "paths": [],
+             "unavailable": "needs root (network namespaces)", "ratios": {}},
+            {"mtu": 65536, "label": "loopback at MTU 65,536",
+             "paths": [summarize(measured("ptunnel", 300e6, 260.0))], "ratios": {}},
+        ],
+    }
+    text = results_readme(doc, None)
+    first, second = text.index("## Loopback at MTU 1,500"), text.index("## Loopback at MTU 65,536")
+    assert first < second
+    assert "Unavailable: needs root (network namespaces)." in text[first:second]
+    assert "| ptunnel" in text[second:]

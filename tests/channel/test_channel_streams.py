@@ -11,6 +11,7 @@ from lab.netsim import BulkApp, ChannelEndpoint, FlowApp, LinkConfig, Simulator,
 from tunnel.channel import frames as fr
 from tunnel.channel.channel import Channel, ChannelError
 from tunnel.channel.constants import (
+    FINAL_SIZE_ERROR,
     FLOW_CONTROL_ERROR,
     INITIAL_CONNECTION_WINDOW,
     INITIAL_MAX_STREAMS,
@@ -280,6 +281,23 @@ def test_flow_control_violation_closes_with_error() -> None:
     b.receive_packet(fr.encode_packet(0, [frame]), 0.0)
     closed = [e for e in events(b) if isinstance(e, ChannelClosed)]
     assert closed and closed[0].error_code == FLOW_CONTROL_ERROR
+
+
+def test_final_size_violations_close_with_final_size_error() -> None:
+    # A stream's final size, once known, never changes (RFC 9000 §4.5): not by a later FIN,
+    # not by a reset below the bytes already received. (The compiled build once raised a
+    # TypeError here instead of closing the channel.)
+    fin_at_5 = fr.StreamFrame(0, 0, b"hello", True)
+    violations: list[fr.Frame] = [
+        fr.StreamFrame(0, 0, b"hello, world", True),  # final size changed
+        fr.ResetStreamFrame(0, 7, 2),  # final size below received data
+    ]
+    for violation in violations:
+        b = channel(False)
+        b.receive_packet(fr.encode_packet(0, [fin_at_5]), 0.0)
+        b.receive_packet(fr.encode_packet(1, [violation]), 0.0)
+        closed = [e for e in events(b) if isinstance(e, ChannelClosed)]
+        assert closed and closed[0].error_code == FINAL_SIZE_ERROR, violation
     packets = b.packets_to_send(0.0)
     decoded = fr.decode_packet(packets[0])
     assert decoded is not None and isinstance(decoded[1][0], fr.CloseFrame)

@@ -35,6 +35,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from tunnel.channel.acks import AckState
 from tunnel.channel.congestion import create_controller
@@ -93,7 +94,7 @@ log = logging.getLogger(__name__)
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
 
 OPEN, CLOSING, DRAINING, CLOSED = "open", "closing", "draining", "closed"
-PROBE_PACKETS = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
+PROBE_PACKETS: Final = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,8 +438,9 @@ class Channel:
             grown, news = recv.on_frame(frame.offset, frame.data, frame.fin)
         except FlowControlError as error:
             raise PeerError(FLOW_CONTROL_ERROR, f"stream {frame.stream_id}: {error}") from error
-        except FinalSizeError as error:
-            raise PeerError(FINAL_SIZE_ERROR, f"stream {frame.stream_id}: {error}") from error
+        except FinalSizeError as size_error:  # its own name: mypyc types `error` by the first
+            raise PeerError(FINAL_SIZE_ERROR,
+                            f"stream {frame.stream_id}: {size_error}") from size_error
         if grown:
             self._conn_received += grown
             if self._conn_received > self._conn_window.max_data:
@@ -491,8 +493,8 @@ class Channel:
             grown = recv.on_reset(frame.error_code, frame.final_size)
         except FlowControlError as error:
             raise PeerError(FLOW_CONTROL_ERROR, str(error)) from error
-        except FinalSizeError as error:
-            raise PeerError(FINAL_SIZE_ERROR, str(error)) from error
+        except FinalSizeError as size_error:  # its own name: mypyc types `error` by the first
+            raise PeerError(FINAL_SIZE_ERROR, str(size_error)) from size_error
         self._conn_received += grown
         if self._conn_received > self._conn_window.max_data:
             raise PeerError(FLOW_CONTROL_ERROR, "connection credit exceeded")

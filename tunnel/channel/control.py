@@ -8,6 +8,8 @@ its frames as `SentFrame` tuples `(kind, stream id, a, b, c)` with the kinds bel
 
 from __future__ import annotations
 
+from typing import Final
+
 from tunnel.channel.recovery import SentFrame
 from tunnel.channel.stream import ReceiveWindow
 from tunnel.channel.streamtable import StreamTable
@@ -16,7 +18,7 @@ from . import frames as fr
 
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
 F_STREAM, F_MAX_DATA, F_MAX_STREAM_DATA, F_RESET, F_STOP, F_MAX_STREAMS, F_PING = range(7)
-F_ACK = 7  # an ACK whose arrival lets us stop repeating the ranges it carried
+F_ACK: Final = 7  # an ACK whose arrival lets us stop repeating the ranges it carried
 
 
 class ControlFrames:

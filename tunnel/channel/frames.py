@@ -30,24 +30,25 @@ drops the whole packet before any frame is applied (all-or-nothing, so no state 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-VARINT_MAX = (1 << 62) - 1
+VARINT_MAX: Final = (1 << 62) - 1
 
-PADDING = 0x00
-PING = 0x01
-ACK = 0x02
-RESET_STREAM = 0x04
-STOP_SENDING = 0x05
-STREAM = 0x08
-STREAM_FIN = 0x09
-MAX_DATA = 0x10
-MAX_STREAM_DATA = 0x11
-MAX_STREAMS = 0x12
-CLOSE = 0x1C
-DATAGRAM = 0x30
+PADDING: Final = 0x00
+PING: Final = 0x01
+ACK: Final = 0x02
+RESET_STREAM: Final = 0x04
+STOP_SENDING: Final = 0x05
+STREAM: Final = 0x08
+STREAM_FIN: Final = 0x09
+MAX_DATA: Final = 0x10
+MAX_STREAM_DATA: Final = 0x11
+MAX_STREAMS: Final = 0x12
+CLOSE: Final = 0x1C
+DATAGRAM: Final = 0x30
 
 #: bytes; worst-case STREAM frame header: type + three 8-byte varints.
-STREAM_HEADER_MAX = 1 + 8 + 8 + 8
+STREAM_HEADER_MAX: Final = 1 + 8 + 8 + 8
 
 
 class DecodeError(ValueError):

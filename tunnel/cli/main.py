@@ -136,7 +136,8 @@ def build_parser(commands: list[ModuleType]) -> argparse.ArgumentParser:
         prog="ptunnel", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"ptunnel {tunnel.__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"ptunnel {tunnel.__version__} ({tunnel.BUILD})")
     add_global_options(parser, prefix=BEFORE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                 parser_class=OneLineParser)

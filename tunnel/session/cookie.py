@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Hashable
+from typing import Final
 
 from tunnel.session import crypto
 from tunnel.session.constants import COOKIE_REFRESH_TIME
 from tunnel.session.wire import COOKIE_NONCE_SIZE, COOKIE_REPLY_SIZE, HEADER_COOKIE_REPLY, MAC_SIZE
 
-LABEL_MAC1 = b"mac1----"
-LABEL_COOKIE = b"cookie--"
-_ZERO_MAC = bytes(MAC_SIZE)
-_NEVER = float("-inf")
+LABEL_MAC1: Final = b"mac1----"
+LABEL_COOKIE: Final = b"cookie--"
+_ZERO_MAC: Final = bytes(MAC_SIZE)
+_NEVER: Final = float("-inf")
 
 
 def mac1_key(public: bytes, psk: bytes) -> bytes:

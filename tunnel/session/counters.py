@@ -29,6 +29,7 @@ class Counters:
     bad_cookie: int = 0  # cookie reply that does not answer our last message
     cookie_received: int = 0
     staged_dropped: int = 0  # payloads dropped while waiting for a handshake
+    initiations_worked: int = 0  # initiations given Diffie-Hellman work (consumed)
     handshakes_completed: int = 0
     handshakes_failed: int = 0
     session_limit: int = 0  # a new session refused: `max_sessions` in use, none idle

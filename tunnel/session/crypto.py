@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -34,16 +35,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 Rng = Callable[[int], bytes]
 
-HASH_SIZE = 32
-KEY_SIZE = 32
-MAC_SIZE = 16
-NONCE_PREFIX = b"\x00\x00\x00\x00"  # ChaCha20-Poly1305 nonce = 4 zero bytes + u64 LE counter
-_XAEAD_PERSON = b"ptn-xae1"  # BLAKE2s personalisation of the cookie-subkey derivation
+HASH_SIZE: Final = 32
+KEY_SIZE: Final = 32
+MAC_SIZE: Final = 16
+NONCE_PREFIX: Final = b"\x00\x00\x00\x00"  # ChaCha20-Poly1305 nonce = 4 zero bytes + u64 LE counter
+_XAEAD_PERSON: Final = b"ptn-xae1"  # BLAKE2s personalisation of the cookie-subkey derivation
 # TAI64N label of 1970-01-01 00:00:10 TAI: 2^62 + 10 (cr.yp.to/libtai/tai64.html; as WireGuard)
-_TAI64_BASE = 0x400000000000000A
+_TAI64_BASE: Final = 0x400000000000000A
 # Timestamps are rounded down to 2^24 ns (~16.8 ms) so they don't reveal the sender's clock
 # precisely (wireguard-go tai64n.go "whitener").
-_WHITENER_MASK = 0x1000000 - 1
+_WHITENER_MASK: Final = 0x1000000 - 1
 
 
 def hash_(*parts: bytes) -> bytes:

@@ -416,6 +416,7 @@ class Device:
         return True
 
     def _process_initiation(self, data: bytes, addr: Addr, now: float) -> None:
+        self.counters.initiations_worked += 1
         initiation = handshake.consume_initiation(self.identity, data)
         if initiation is None:
             self.counters.bad_handshake += 1

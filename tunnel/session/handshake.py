@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 
@@ -36,7 +37,7 @@ from tunnel.session.wire import (
 
 log = logging.getLogger(__name__)
 
-PROLOGUE = b"ptunnel v1"
+PROLOGUE: Final = b"ptunnel v1"
 
 
 @dataclass(frozen=True, slots=True)

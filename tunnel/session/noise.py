@@ -17,15 +17,17 @@ failed read never changes the state the caller kept.
 
 from __future__ import annotations
 
+from typing import Final
+
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from tunnel.session import crypto
 
-PROTOCOL_NAME = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
-DHLEN = 32
-TAGLEN = 16
-MESSAGE_1_OVERHEAD = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag = 96 B
-MESSAGE_2_OVERHEAD = DHLEN + TAGLEN  # e, payload tag = 48 B
+PROTOCOL_NAME: Final = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
+DHLEN: Final = 32
+TAGLEN: Final = 16
+MESSAGE_1_OVERHEAD: Final = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag = 96 B
+MESSAGE_2_OVERHEAD: Final = DHLEN + TAGLEN  # e, payload tag = 48 B
 
 
 class NoiseError(Exception):

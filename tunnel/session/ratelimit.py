@@ -11,6 +11,7 @@ bytes.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Final
 
 from tunnel.session.constants import (
     RATE_LIMIT_BURST,
@@ -19,8 +20,8 @@ from tunnel.session.constants import (
     RATE_LIMIT_PER_SECOND,
 )
 
-_COST = 1.0 / RATE_LIMIT_PER_SECOND  # seconds of credit one handshake costs
-_MAX_CREDIT = _COST * RATE_LIMIT_BURST
+_COST: Final = 1.0 / RATE_LIMIT_PER_SECOND  # seconds of credit one handshake costs
+_MAX_CREDIT: Final = _COST * RATE_LIMIT_BURST
 
 
 class HandshakeRateLimiter:

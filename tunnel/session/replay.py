@@ -10,14 +10,16 @@ Call `accept` only for packets that already passed authentication, or a forger c
 
 from __future__ import annotations
 
+from typing import Final
+
 from tunnel.session.constants import REJECT_AFTER_MESSAGES
 
-_BLOCK_BITS_LOG = 6
-_BLOCK_BITS = 1 << _BLOCK_BITS_LOG  # 64 bits in a block
-_RING_BLOCKS = 1 << 7  # 128 blocks; a power of two so the ring index is a mask
-_BLOCK_MASK = _RING_BLOCKS - 1
-_BIT_MASK = _BLOCK_BITS - 1
-WINDOW_SIZE = (_RING_BLOCKS - 1) * _BLOCK_BITS  # = 8128 counters
+_BLOCK_BITS_LOG: Final = 6
+_BLOCK_BITS: Final = 1 << _BLOCK_BITS_LOG  # 64 bits in a block
+_RING_BLOCKS: Final = 1 << 7  # 128 blocks; a power of two so the ring index is a mask
+_BLOCK_MASK: Final = _RING_BLOCKS - 1
+_BIT_MASK: Final = _BLOCK_BITS - 1
+WINDOW_SIZE: Final = (_RING_BLOCKS - 1) * _BLOCK_BITS  # = 8128 counters
 _EMPTY_RING = [0] * _RING_BLOCKS
 _MAX_COUNTER = 2**64 - 1  # counters are u64 on the wire; the C twin cannot hold more
 

@@ -38,10 +38,12 @@ Transport data (32 B + payload)::
 
 from __future__ import annotations
 
-MESSAGE_INITIATION = 1
-MESSAGE_RESPONSE = 2
-MESSAGE_COOKIE_REPLY = 3
-MESSAGE_TRANSPORT = 4
+from typing import Final
+
+MESSAGE_INITIATION: Final = 1
+MESSAGE_RESPONSE: Final = 2
+MESSAGE_COOKIE_REPLY: Final = 3
+MESSAGE_TRANSPORT: Final = 4
 SESSION_MESSAGE_TYPES = frozenset(
     {MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, MESSAGE_TRANSPORT}
 )
@@ -50,31 +52,31 @@ RENDEZVOUS_TYPES = range(0x20, 0x40)
 RELAY_TYPES = range(0x40, 0x50)
 
 # The 4-byte headers as they appear on the wire (type byte + 3 reserved zero bytes).
-HEADER_INITIATION = bytes((MESSAGE_INITIATION, 0, 0, 0))
-HEADER_RESPONSE = bytes((MESSAGE_RESPONSE, 0, 0, 0))
-HEADER_COOKIE_REPLY = bytes((MESSAGE_COOKIE_REPLY, 0, 0, 0))
-HEADER_TRANSPORT = bytes((MESSAGE_TRANSPORT, 0, 0, 0))
+HEADER_INITIATION: Final = bytes((MESSAGE_INITIATION, 0, 0, 0))
+HEADER_RESPONSE: Final = bytes((MESSAGE_RESPONSE, 0, 0, 0))
+HEADER_COOKIE_REPLY: Final = bytes((MESSAGE_COOKIE_REPLY, 0, 0, 0))
+HEADER_TRANSPORT: Final = bytes((MESSAGE_TRANSPORT, 0, 0, 0))
 
-KEY_SIZE = 32  # X25519 keys, BLAKE2s hashes, ChaCha20 keys
-TAG_SIZE = 16  # Poly1305 tag
-MAC_SIZE = 16  # mac1, mac2, cookie
-TIMESTAMP_SIZE = 12  # TAI64N
-INDEX_SIZE = 4  # sender and receiver indices (random, see `indextable.py`)
-COOKIE_NONCE_SIZE = 24
+KEY_SIZE: Final = 32  # X25519 keys, BLAKE2s hashes, ChaCha20 keys
+TAG_SIZE: Final = 16  # Poly1305 tag
+MAC_SIZE: Final = 16  # mac1, mac2, cookie
+TIMESTAMP_SIZE: Final = 12  # TAI64N
+INDEX_SIZE: Final = 4  # sender and receiver indices (random, see `indextable.py`)
+COOKIE_NONCE_SIZE: Final = 24
 
-INITIATION_SIZE = 148
-RESPONSE_SIZE = 92
-COOKIE_REPLY_SIZE = 64
-TRANSPORT_HEADER_SIZE = 16
-TRANSPORT_OVERHEAD = TRANSPORT_HEADER_SIZE + TAG_SIZE  # = 32 bytes added to every payload
-TRANSPORT_MIN_SIZE = TRANSPORT_OVERHEAD  # an empty payload is a keepalive
+INITIATION_SIZE: Final = 148
+RESPONSE_SIZE: Final = 92
+COOKIE_REPLY_SIZE: Final = 64
+TRANSPORT_HEADER_SIZE: Final = 16
+TRANSPORT_OVERHEAD: Final = TRANSPORT_HEADER_SIZE + TAG_SIZE  # = 32 bytes added to every payload
+TRANSPORT_MIN_SIZE: Final = TRANSPORT_OVERHEAD  # an empty payload is a keepalive
 # Largest UDP payload over IPv4; anything longer cannot have come from a peer.
-MAX_DATAGRAM_SIZE = 65507
-MAX_PAYLOAD_SIZE = MAX_DATAGRAM_SIZE - TRANSPORT_OVERHEAD
+MAX_DATAGRAM_SIZE: Final = 65507
+MAX_PAYLOAD_SIZE: Final = MAX_DATAGRAM_SIZE - TRANSPORT_OVERHEAD
 
 # Offsets of the macs: mac1 covers everything before it, mac2 everything before mac2.
-INITIATION_MAC1_OFFSET = INITIATION_SIZE - 2 * MAC_SIZE
-RESPONSE_MAC1_OFFSET = RESPONSE_SIZE - 2 * MAC_SIZE
+INITIATION_MAC1_OFFSET: Final = INITIATION_SIZE - 2 * MAC_SIZE
+RESPONSE_MAC1_OFFSET: Final = RESPONSE_SIZE - 2 * MAC_SIZE
 
 
 def is_session_message(datagram: bytes) -> bool:

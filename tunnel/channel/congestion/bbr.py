@@ -15,30 +15,31 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from tunnel.channel.constants import INITIAL_WINDOW_PACKETS
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
-HIGH_GAIN = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
+HIGH_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-CWND_GAIN = 2.0  # cwnd = 2 x BDP absorbs delayed and stretched ACKs
-BW_WINDOW_ROUNDS = 10  # bandwidth max-filter length in round trips
-MIN_RTT_WINDOW = 10.0  # seconds; min-RTT filter length
-PROBE_RTT_DURATION = 0.2  # seconds spent at the minimum window
-MIN_PIPE_PACKETS = 4  # the minimum window, in packets
-FULL_BW_GROWTH = 1.25  # bandwidth growth per round that means "still in STARTUP"
-FULL_BW_ROUNDS = 3  # rounds without such growth before the pipe counts as full
+CWND_GAIN: Final = 2.0  # cwnd = 2 x BDP absorbs delayed and stretched ACKs
+BW_WINDOW_ROUNDS: Final = 10  # bandwidth max-filter length in round trips
+MIN_RTT_WINDOW: Final = 10.0  # seconds; min-RTT filter length
+PROBE_RTT_DURATION: Final = 0.2  # seconds spent at the minimum window
+MIN_PIPE_PACKETS: Final = 4  # the minimum window, in packets
+FULL_BW_GROWTH: Final = 1.25  # bandwidth growth per round that means "still in STARTUP"
+FULL_BW_ROUNDS: Final = 3  # rounds without such growth before the pipe counts as full
 # STARTUP also ends after a round that lost more than this fraction of what it delivered while
 # even its smallest RTT sample stood STARTUP_QUEUE_RTT above the minimum: loss with a standing
 # queue is the bottleneck overflowing. (BBR v2 exits on loss alone, which random loss on a
 # wireless hop would trigger at once; the round's minimum ignores delayed ACKs.)
-STARTUP_LOSS_RATE = 0.02
-STARTUP_QUEUE_RTT = 1.25
+STARTUP_LOSS_RATE: Final = 0.02
+STARTUP_QUEUE_RTT: Final = 1.25
 # ... and only when the round lost at least this many packets (the BBR v3 draft's
 # BBRStartupFullLossCnt, which counts discontiguous lost ranges): a round of interactive traffic
 # carries a packet or two, its minimum RTT is then a delayed ACK, and one loss would end STARTUP
 # with btl_bw at a few KB/s, which the pacing rate follows once the pipe counts as filled.
-STARTUP_FULL_LOSS_COUNT = 6
+STARTUP_FULL_LOSS_COUNT: Final = 6
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 

@@ -9,6 +9,8 @@ Windowed controllers pace at 1.25 x cwnd / srtt (RFC 9002 §7.7).
 
 from __future__ import annotations
 
+from typing import Final
+
 from tunnel.channel.constants import (
     INITIAL_WINDOW_PACKETS,
     LOSS_REDUCTION_FACTOR,
@@ -17,8 +19,8 @@ from tunnel.channel.constants import (
 )
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
-CUBIC_C = 0.4  # RFC 9438 §5.1, in segments / s^3
-CUBIC_BETA = 0.7  # RFC 9438 §4.6: multiplicative decrease
+CUBIC_C: Final = 0.4  # RFC 9438 §5.1, in segments / s^3
+CUBIC_BETA: Final = 0.7  # RFC 9438 §4.6: multiplicative decrease
 
 
 class NewReno:
@@ -73,7 +75,7 @@ class NewReno:
             return
         self.recovery_start = now
         self._cwnd = max(int(self._cwnd * LOSS_REDUCTION_FACTOR), self._minimum)
-        self.ssthresh = self._cwnd
+        self.ssthresh = float(self._cwnd)  # float attribute: mypyc stores no int in it
         self._acked_in_ca = 0
 
     @property
@@ -112,9 +114,9 @@ class Cubic(NewReno):
             return
         if self.epoch_start is None:
             self.epoch_start = now
-            self.w_est = self._cwnd
+            self.w_est = float(self._cwnd)
             if self.w_max < self._cwnd:
-                self.w_max = self._cwnd
+                self.w_max = float(self._cwnd)
                 self.k = 0.0
             else:
                 self.k = ((self.w_max - self._cwnd) / self.mss / CUBIC_C) ** (1 / 3)
@@ -135,9 +137,9 @@ class Cubic(NewReno):
         if self._cwnd < self.w_max:
             self.w_max = self._cwnd * (1 + CUBIC_BETA) / 2
         else:
-            self.w_max = self._cwnd
+            self.w_max = float(self._cwnd)
         self._cwnd = max(int(self._cwnd * CUBIC_BETA), self._minimum)
-        self.ssthresh = self._cwnd
+        self.ssthresh = float(self._cwnd)
         self.epoch_start = None
 
     def on_persistent_congestion(self, now: float) -> None:
