@@ -1,4 +1,5 @@
-"""The `Store` contract (every backend must pass these), and two servers sharing one store."""
+"""The `Store` contract, run against every backend (SQLite in memory and in a file, Redis), and
+two servers sharing one store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from rendezvous import protocol as p
 from rendezvous.registry import Registry
+from rendezvous.redisstore import RedisStore
 from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
 from tunnel.path.sealing import open_reply, seal_request
@@ -27,9 +29,15 @@ def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
                   b"n" * 8, T, expires)
 
 
-@pytest.fixture(params=["memory", "file"])
+def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> SQLiteStore | RedisStore:
+    if kind == "redis":
+        return RedisStore(request.getfixturevalue("redis_url"))
+    return SQLiteStore(":memory:" if kind == "memory" else tmp_path / "r.db")
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = SQLiteStore(":memory:" if request.param == "memory" else tmp_path / "r.db")
+    s = open_store(request.param, tmp_path, request)
     yield s
     s.close()
 
@@ -74,6 +82,9 @@ def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Sto
 
 
 def grant_rows(store: Store) -> int:
+    """How many relay grants the backend still holds, live or not."""
+    if isinstance(store, RedisStore):
+        return len(list(store._redis.scan_iter(match=store._p + "g:*")))
     assert isinstance(store, SQLiteStore)
     return int(store._db.execute("SELECT count(*) FROM relay_grants").fetchone()[0])
 

@@ -1,0 +1,504 @@
+"""`Store` on Redis, for several rendezvous servers serving one deployment (`--store redis://...`).
+
+Why a synchronous client. The registry is pure and synchronous (`registry.py`): it calls the
+store inline while it handles one datagram. The issue asked for redis-py's asyncio client; the
+ways to use it (the registry yielding store calls as effects, or an in-process cache kept in
+sync by pub/sub) would turn every handler into a resumable state machine, or serve stale data
+that the name race must never see. A blocking call on the event-loop thread costs one round
+trip: measured on this machine against a local redis-server (`bench/` not needed: see the
+report of `tests/rendezvous/test_redis_store.py::test_round_trips_are_short`), 0.05-0.1 ms per
+script, and a REGISTER makes five (counter, member, members, register, members), so about
+0.4 ms of loop time per registration. That is below the cost of the Noise X and K operations
+each request costs anyway; a Redis on another host (a LAN round trip of 0.2-0.5 ms) multiplies
+it and caps one server at some hundreds of requests a second, the point at which the effects
+design pays off. Two bounds keep a sick Redis from stalling the loop: every socket operation
+times out after `SOCKET_TIMEOUT`, and after a failure the store answers `StoreUnavailable` at
+once for `RETRY_AFTER` without touching the network (the registry then refuses with
+TRY_LATER), so a flood of requests during an outage costs nothing but the refusals.
+
+Reconnection: redis-py's pool drops a broken connection; the next call opens a new one, and one
+immediate retry covers the stale pooled connection after a Redis restart. Scripts are cached
+by SHA1 and re-sent when a restarted Redis has forgotten them.
+
+Atomicity: every method that checks and then writes is one Lua script, which Redis runs alone.
+Two servers asking for one name at the same moment therefore meet in one script each, and the
+second sees the first's claim (`tests/rendezvous/test_redis_store.py`, the name race). The
+scripts compute their key names, so this needs one Redis (with replicas or Sentinel if
+wanted), not Redis Cluster.
+
+Layout (prefix `ptn:`; ids in hex; `N` network, `S` static key; every time is the float text
+the registry passed, compared with `tonumber`, never re-formatted by Lua):
+
+| key               | type | content                                        | Redis TTL                 |
+|-------------------|------|------------------------------------------------|---------------------------|
+| `cookie`          | str  | the shared cookie secret                       | none                      |
+| `c:N:S`           | hash | `c` counter (20 decimal digits), `keep` until  | keep until + `GRACE`      |
+| `cexp`            | zset | counter keys by keep-until (for `expire`)      | none                      |
+| `m:N:S`           | hash | names, host, port, lan, nonce, last_seen, expires | expires + `GRACE`      |
+| `n:N:NAME`        | str  | S, the holder of NAME                          | as its member             |
+| `net:N`           | zset | S by expires: the network's members            | the longest member's      |
+| `ep:HOST/PORT`    | set  | `N:S` registered from that endpoint            | the longest member's      |
+| `exp`             | zset | `N:S` by expires (for `expire`)                | none                      |
+| `g:ID`            | hash | relay grant: token, network, src, dest, until  | until + `GRACE`           |
+| `gp:N:SRC:DEST`   | str  | ID of the pair's grant                         | as its grant              |
+| `mg:N:S`          | set  | IDs of the grants S is a side of               | as its member             |
+| `gexp`            | zset | IDs by until (for `expire`)                    | none                      |
+
+The registry decides liveness by comparing the stored expiry with its `now`, as on SQLite;
+Redis' own TTLs (`GRACE` later) only collect what no sweep reached, so the `expire` sweep still
+finds an expired member and announces LEFT. Redis must persist (`appendonly yes`): a Redis that
+restarts empty forgets who holds which name, and until each owner's next refresh (20 s) another
+key could claim it; counters forgotten too would let a recorded request be replayed within its
+cookie's life (120 s).
+
+Adding push routing between servers (JOINED, LEFT, INTRODUCED for a node registered at another
+server) fits here without changing the registry's contract: `register` stores the id of the
+server a member registered at, and a server publishes each `Send` whose member is not its own
+on that server's channel; each server's shell subscribes to its channel with the asyncio client
+and sends what arrives. Nothing else in this layout changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+from redis import exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rendezvous.protocol import Endpoint
+from rendezvous.store import Member, RelayGrant, Registration, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+PREFIX = "ptn:"
+GRACE = 300  # seconds Redis keeps a record past its expiry: the sweep (every 5 s) comes first
+SOCKET_TIMEOUT = 0.25  # seconds; a local Redis answers in 0.1 ms, a LAN one in about 1 ms
+RETRY_AFTER = 0.5  # seconds of instant StoreUnavailable after a failure (no loop stalls)
+DEFAULT_PORT = 6379
+_COUNTER_DIGITS = 20  # u64 in decimal; fixed width so Lua compares them as strings
+# Errors that mean "Redis cannot serve now" (down, restarting, loading its file, a replica, out
+# of disk); anything else is a bug and is raised as it is.
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError,
+                rexc.MasterDownError, rexc.TryAgainError)
+_UNAVAILABLE_REPLIES = ("MISCONF", "LOADING")
+_FIELDS = ("names", "host", "port", "lan", "nonce", "last_seen", "expires")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUrl:
+    """`redis://[:PASSWORD@]HOST[:PORT][/DB]`, checked."""
+
+    url: str
+    host: str
+    port: int
+    db: int
+
+    def describe(self) -> str:
+        """The URL without its password, for logs and messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
+
+
+def parse_store_url(text: str) -> StoreUrl:
+    """Raises ValueError saying what is wrong with `text`."""
+    parts = urlsplit(text)
+    if parts.scheme != "redis":
+        raise ValueError(f"store {text!r} is not a redis:// URL; use redis://HOST:PORT/DB")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"store {text!r} has a bad port; use redis://HOST:PORT/DB") from None
+    if not parts.hostname:
+        raise ValueError(f"store {text!r} names no host; use redis://HOST:PORT/DB")
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit() or parts.query or parts.fragment:
+        raise ValueError(f"store {text!r}: the database must be a number, as in "
+                         "redis://HOST:PORT/0")
+    return StoreUrl(text, parts.hostname, port, int(path))
+
+
+_LIVE = """
+local function live(key, now)
+  local e = redis.call('HGET', key, 'expires')
+  return e and tonumber(e) > now
+end
+local function longer_ttl(key, ttl)
+  local t = redis.call('TTL', key)
+  if t < ttl then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
+# Drop every trace of member N:S (names still pointing at it, its endpoint entry, its grants);
+# returns its record's fields (empty when there was none).
+_FORGET = """
+local function forget_grant(P, id)
+  local g = redis.call('HMGET', P..'g:'..id, 'network', 'src', 'dest')
+  if g[1] then
+    redis.call('DEL', P..'gp:'..g[1]..':'..g[2]..':'..g[3])
+    redis.call('SREM', P..'mg:'..g[1]..':'..g[2], id)
+    redis.call('SREM', P..'mg:'..g[1]..':'..g[3], id)
+  end
+  redis.call('DEL', P..'g:'..id)
+  redis.call('ZREM', P..'gexp', id)
+end
+local function forget(P, net, me)
+  local mkey = P..'m:'..net..':'..me
+  local rec = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
+                         'expires')
+  if rec[1] then
+    for name in string.gmatch(rec[1], '[^,]+') do
+      local k = P..'n:'..net..':'..name
+      if redis.call('GET', k) == me then redis.call('DEL', k) end
+    end
+    redis.call('SREM', P..'ep:'..rec[2]..'/'..rec[3], net..':'..me)
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', P..'mg:'..net..':'..me)) do
+    forget_grant(P, id)
+  end
+  redis.call('DEL', mkey, P..'mg:'..net..':'..me)
+  redis.call('ZREM', P..'net:'..net, me)
+  redis.call('ZREM', P..'exp', net..':'..me)
+  if rec[1] then return rec end
+  return {}
+end
+"""
+
+# ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires
+_REGISTER = _LIVE + """
+local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local names = {}
+for name in string.gmatch(ARGV[6], '[^,]+') do table.insert(names, name) end
+for _, name in ipairs(names) do
+  local holder = redis.call('GET', P..'n:'..net..':'..name)
+  if holder and holder ~= me and live(P..'m:'..net..':'..holder, now) then
+    return {'conflict', name, holder}
+  end
+end
+local mkey = P..'m:'..net..':'..me
+local prev = {}
+local old = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
+                       'expires')
+if old[1] then
+  if tonumber(old[7]) > now then prev = old end
+  for name in string.gmatch(old[1], '[^,]+') do
+    local k = P..'n:'..net..':'..name
+    if redis.call('GET', k) == me then redis.call('DEL', k) end
+  end
+  redis.call('SREM', P..'ep:'..old[2]..'/'..old[3], net..':'..me)
+end
+for _, name in ipairs(names) do
+  redis.call('SET', P..'n:'..net..':'..name, me, 'EX', ttl)
+end
+redis.call('HSET', mkey, 'names', ARGV[6], 'host', ARGV[7], 'port', ARGV[8], 'lan', ARGV[9],
+           'nonce', ARGV[10], 'last_seen', ARGV[11], 'expires', ARGV[12])
+redis.call('EXPIRE', mkey, ttl)
+local ep = P..'ep:'..ARGV[7]..'/'..ARGV[8]
+redis.call('SADD', ep, net..':'..me)
+longer_ttl(ep, ttl)
+redis.call('ZADD', P..'net:'..net, ARGV[12], me)
+longer_ttl(P..'net:'..net, ttl)
+redis.call('ZADD', P..'exp', ARGV[12], net..':'..me)
+if redis.call('EXISTS', P..'mg:'..net..':'..me) == 1 then
+  longer_ttl(P..'mg:'..net..':'..me, ttl)
+end
+return {'ok', prev}
+"""
+
+# ARGV: prefix, network, static
+_REMOVE = _FORGET + """
+return forget(ARGV[1], ARGV[2], ARGV[3])
+"""
+
+# ARGV: prefix, now; returns the records of the expired members, each as network, static, fields
+_EXPIRE = _FORGET + """
+local P, now = ARGV[1], ARGV[2]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'exp', '-inf', now)) do
+  local sep = string.find(id, ':', 1, true)
+  local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
+  local rec = forget(P, net, me)
+  if rec[1] then table.insert(out, {net, me, rec}) end
+end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', P..'cexp', '-inf', now)) do
+  redis.call('DEL', key)
+end
+redis.call('ZREMRANGEBYSCORE', P..'cexp', '-inf', now)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'gexp', '-inf', now)) do
+  forget_grant(P, id)
+end
+return out
+"""
+
+# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl
+_BUMP = """
+local cur = redis.call('HGET', KEYS[1], 'c')
+if cur and cur >= ARGV[2] then return cur end
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'keep', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', ARGV[1]..'cexp', ARGV[3], KEYS[1])
+return false
+"""
+
+# ARGV: prefix, network, src, dest, id, token, until, now, ttl
+_GRANT = _LIVE + """
+local P, net, src, dest, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
+local pair = P..'gp:'..net..':'..src..':'..dest
+local id = redis.call('GET', pair)
+if id then
+  local g = P..'g:'..id
+  local g_until = redis.call('HGET', g, 'until')
+  if g_until and tonumber(g_until) > now then
+    if tonumber(ARGV[7]) > tonumber(g_until) then
+      redis.call('HSET', g, 'until', ARGV[7])
+      redis.call('ZADD', P..'gexp', ARGV[7], id)
+      longer_ttl(g, tonumber(ARGV[9]))
+      longer_ttl(pair, tonumber(ARGV[9]))
+    end
+    return redis.call('HGET', g, 'token')
+  end
+  redis.call('DEL', g)
+  redis.call('ZREM', P..'gexp', id)
+  redis.call('SREM', P..'mg:'..net..':'..src, id)
+  redis.call('SREM', P..'mg:'..net..':'..dest, id)
+end
+local g = P..'g:'..ARGV[5]
+redis.call('HSET', g, 'token', ARGV[6], 'network', net, 'src', src, 'dest', dest,
+           'until', ARGV[7])
+redis.call('EXPIRE', g, ARGV[9])
+redis.call('SET', pair, ARGV[5], 'EX', ARGV[9])
+redis.call('ZADD', P..'gexp', ARGV[7], ARGV[5])
+for _, side in ipairs({src, dest}) do
+  local set = P..'mg:'..net..':'..side
+  redis.call('SADD', set, ARGV[5])
+  longer_ttl(set, tonumber(ARGV[9]))
+end
+return ARGV[6]
+"""
+
+# ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port (or nil)
+_GRANT_LOOKUP = """
+local P, now = ARGV[1], tonumber(ARGV[3])
+local g = redis.call('HMGET', P..'g:'..ARGV[2], 'token', 'network', 'src', 'dest', 'until')
+if not g[1] or tonumber(g[5]) <= now then return false end
+local s = redis.call('HGET', P..'m:'..g[2]..':'..g[3], 'expires')
+local d = redis.call('HMGET', P..'m:'..g[2]..':'..g[4], 'expires', 'host', 'port')
+if not s or tonumber(s) <= now or not d[1] or tonumber(d[1]) <= now then return false end
+return {g[1], g[2], g[3], g[4], d[2], d[3]}
+"""
+
+# ARGV: prefix, network, now; the live members' statics and fields, by static
+_MEMBERS = """
+local P, net = ARGV[1], ARGV[2]
+local out = {}
+for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
+  local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan', 'nonce',
+                         'last_seen', 'expires')
+  if rec[1] then table.insert(out, {me, rec}) end
+end
+return out
+"""
+
+# ARGV: prefix, endpoint text; the records registered from it, each as network, static, fields
+_AT_ENDPOINT = """
+local P = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P..'ep:'..ARGV[2])) do
+  local sep = string.find(id, ':', 1, true)
+  local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
+  local rec = redis.call('HMGET', P..'m:'..id, 'names', 'host', 'port', 'lan', 'nonce',
+                         'last_seen', 'expires')
+  if rec[1] then table.insert(out, {net, me, rec}) end
+end
+return out
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(now: float) -> str:
+    """A float as text that round-trips exactly (`repr`), for Lua's `tonumber` and for us."""
+    return repr(float(now))
+
+
+def _ttl(until: float, now: float) -> int:
+    return max(1, math.ceil(until - now)) + GRACE
+
+
+def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
+    names, host, port, lan, nonce, last_seen, expires = fields
+    lan_text = _text(lan)
+    return Member(
+        network=network,
+        static=static,
+        names=tuple(_text(names).split(",")) if _text(names) else (),
+        endpoint=(_text(host), int(port)),
+        lan=tuple(_split_endpoint(x) for x in lan_text.split(" ")) if lan_text else (),
+        nonce=bytes(nonce),
+        last_seen=float(last_seen),
+        expires=float(expires),
+    )
+
+
+def _split_endpoint(text: str) -> Endpoint:
+    host, _, port = text.rpartition("/")
+    return host, int(port)
+
+
+def _join_endpoints(eps: tuple[Endpoint, ...]) -> str:
+    return " ".join(f"{host}/{port}" for host, port in eps)
+
+
+class RedisStore:
+    """`Store` on one Redis database; see the module docstring for the layout and the trade-offs.
+    Several instances (servers) may share one database; `prefix` separates deployments in one."""
+
+    def __init__(self, url: StoreUrl | str, prefix: str = PREFIX,
+                 socket_timeout: float = SOCKET_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url if isinstance(url, StoreUrl) else parse_store_url(url)
+        self._p = prefix
+        self._clock = clock
+        self._down_until = 0.0
+        self._down = False
+        self.round_trips = 0
+        self._redis = redis.Redis.from_url(
+            self.url.url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1), health_check_interval=0)
+        self._register = self._redis.register_script(_REGISTER)
+        self._remove = self._redis.register_script(_REMOVE)
+        self._expire = self._redis.register_script(_EXPIRE)
+        self._bump = self._redis.register_script(_BUMP)
+        self._grant = self._redis.register_script(_GRANT)
+        self._grant_lookup = self._redis.register_script(_GRANT_LOOKUP)
+        self._members = self._redis.register_script(_MEMBERS)
+        self._at_endpoint = self._redis.register_script(_AT_ENDPOINT)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _call(self, what: Callable[[], T]) -> T:
+        """Run one Redis round trip; StoreUnavailable while Redis cannot serve."""
+        if self._down and self._clock() < self._down_until:
+            raise StoreUnavailable(f"{self.url.describe()} is unavailable")
+        try:
+            result = what()
+        except _UNAVAILABLE as exc:
+            self._failed(exc)
+            raise StoreUnavailable(f"{self.url.describe()}: {exc}") from None
+        except rexc.ResponseError as exc:
+            if not str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise
+            self._failed(exc)
+            raise StoreUnavailable(f"{self.url.describe()}: {exc}") from None
+        self.round_trips += 1
+        if self._down:
+            self._down = False
+            log.warning("store %s is back", self.url.describe())
+        return result
+
+    def _failed(self, exc: Exception) -> None:
+        self._down_until = self._clock() + RETRY_AFTER
+        if not self._down:
+            self._down = True
+            log.warning("store %s is unavailable (%s); refusing requests with TRY_LATER until "
+                        "it answers again", self.url.describe(), exc)
+
+    def _key(self, kind: str, network: bytes, static: bytes) -> str:
+        return f"{self._p}{kind}:{network.hex()}:{static.hex()}"
+
+    # --- Store -------------------------------------------------------------------------------
+    def cookie_secret(self, candidate: bytes) -> bytes:
+        key = self._p + "cookie"
+
+        def run() -> Any:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.setnx(key, candidate)
+            pipe.get(key)
+            return pipe.execute()[1]
+
+        return bytes(self._call(run))
+
+    def bump_counter(
+        self, network: bytes, static: bytes, counter: int, keep_until: float
+    ) -> int | None:
+        text = str(counter).zfill(_COUNTER_DIGITS)
+        # No `now` here: the backstop TTL counts from the wall clock the registry's times use.
+        ttl = _ttl(keep_until, time.time())
+        last = self._call(lambda: self._bump(keys=[self._key("c", network, static)],
+                                             args=[self._p, text, _number(keep_until), ttl]))
+        return None if last is None else int(last)
+
+    def register(self, member: Member, now: float) -> Registration:
+        args = [self._p, member.network.hex(), member.static.hex(), _number(now),
+                _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
+                member.endpoint[1], _join_endpoints(member.lan), member.nonce,
+                _number(member.last_seen), _number(member.expires)]
+        result = self._call(lambda: self._register(args=args))
+        if _text(result[0]) == "conflict":
+            return Registration(conflict_name=_text(result[1]),
+                                conflict_holder=bytes.fromhex(_text(result[2])))
+        prev = result[1]
+        return Registration(previous=_member(member.network, member.static, prev) if prev
+                            else None)
+
+    def remove(self, network: bytes, static: bytes) -> Member | None:
+        rec = self._call(lambda: self._remove(args=[self._p, network.hex(), static.hex()]))
+        return _member(network, static, rec) if rec else None
+
+    def member(self, network: bytes, static: bytes, now: float) -> Member | None:
+        rec = self._call(lambda: self._redis.hmget(self._key("m", network, static), _FIELDS))
+        if rec[0] is None or float(rec[6]) <= now:
+            return None
+        return _member(network, static, rec)
+
+    def member_by_name(self, network: bytes, name: str, now: float) -> Member | None:
+        holder = self._call(lambda: self._redis.get(f"{self._p}n:{network.hex()}:{name}"))
+        if holder is None:
+            return None
+        m = self.member(network, bytes.fromhex(_text(holder)), now)
+        return m if m is not None and name in m.names else None
+
+    def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None:
+        rows = self._call(lambda: self._at_endpoint(
+            args=[self._p, f"{endpoint[0]}/{endpoint[1]}"]))
+        found = [_member(bytes.fromhex(_text(net)), bytes.fromhex(_text(me)), rec)
+                 for net, me, rec in rows]
+        live = [m for m in found if m.expires > now and m.endpoint == endpoint]
+        return max(live, key=lambda m: m.last_seen, default=None)
+
+    def members(self, network: bytes, now: float) -> list[Member]:
+        rows = self._call(lambda: self._members(args=[self._p, network.hex(), _number(now)]))
+        found = [_member(network, bytes.fromhex(_text(me)), rec) for me, rec in rows]
+        return sorted((m for m in found if m.expires > now), key=lambda m: m.static)
+
+    def expire(self, now: float) -> list[Member]:
+        rows = self._call(lambda: self._expire(args=[self._p, _number(now)]))
+        return [_member(bytes.fromhex(_text(net)), bytes.fromhex(_text(me)), rec)
+                for net, me, rec in rows]
+
+    def grant_relay(self, network: bytes, src: bytes, dest: bytes, grant_id: bytes,
+                    token: bytes, until: float, now: float) -> bytes:
+        args = [self._p, network.hex(), src.hex(), dest.hex(), grant_id.hex(), token,
+                _number(until), _number(now), _ttl(until, now)]
+        return bytes(self._call(lambda: self._grant(args=args)))
+
+    def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
+        row = self._call(lambda: self._grant_lookup(args=[self._p, grant_id.hex(),
+                                                          _number(now)]))
+        if not row:
+            return None
+        token, network, src, dest, host, port = row
+        return RelayGrant(bytes.fromhex(_text(network)), bytes.fromhex(_text(src)),
+                          bytes.fromhex(_text(dest)), bytes(token), (_text(host), int(port)))
