@@ -29,20 +29,20 @@ wanted), not Redis Cluster.
 Layout (prefix `ptn:`; ids in hex; `N` network, `S` static key; every time is the float text
 the registry passed, compared with `tonumber`, never re-formatted by Lua):
 
-| key               | type | content                                        | Redis TTL                 |
-|-------------------|------|------------------------------------------------|---------------------------|
-| `cookie`          | str  | the shared cookie secret                       | none                      |
-| `c:N:S`           | hash | `c` counter (20 decimal digits), `keep` until  | keep until + `GRACE`      |
-| `cexp`            | zset | counter keys by keep-until (for `expire`)      | none                      |
-| `m:N:S`           | hash | names, host, port, lan, nonce, last_seen, expires | expires + `GRACE`      |
-| `n:N:NAME`        | str  | S, the holder of NAME                          | as its member             |
-| `net:N`           | zset | S by expires: the network's members            | the longest member's      |
-| `ep:HOST/PORT`    | set  | `N:S` registered from that endpoint            | the longest member's      |
-| `exp`             | zset | `N:S` by expires (for `expire`)                | none                      |
-| `g:ID`            | hash | relay grant: token, network, src, dest, until  | until + `GRACE`           |
-| `gp:N:SRC:DEST`   | str  | ID of the pair's grant                         | as its grant              |
-| `mg:N:S`          | set  | IDs of the grants S is a side of               | as its member             |
-| `gexp`            | zset | IDs by until (for `expire`)                    | none                      |
+| key             | type | content                                          | Redis TTL      |
+|-----------------|------|--------------------------------------------------|----------------|
+| `cookie`        | str  | the shared cookie secret                         | none           |
+| `c:N:S`         | hash | `c` counter (20 decimal digits), `keep` until    | keep + GRACE   |
+| `cexp`          | zset | counter keys by keep-until (for `expire`)        | none           |
+| `m:N:S`         | hash | names, host, port, lan, nonce, last_seen, expires | expires + GRACE |
+| `n:N:NAME`      | str  | S, the holder of NAME                            | as its member  |
+| `net:N`         | zset | S by expires: the network's members              | longest member |
+| `ep:HOST/PORT`  | set  | `N:S` registered from that endpoint              | longest member |
+| `exp`           | zset | `N:S` by expires (for `expire`)                  | none           |
+| `g:ID`          | hash | relay grant: token, network, src, dest, until    | until + GRACE  |
+| `gp:N:SRC:DEST` | str  | ID of the pair's grant                           | as its grant   |
+| `mg:N:S`        | set  | IDs of the grants S is a side of                 | longest grant  |
+| `gexp`          | zset | IDs by until (for `expire`)                      | none           |
 
 The registry decides liveness by comparing the stored expiry with its `now`, as on SQLite;
 Redis' own TTLs (`GRACE` later) only collect what no sweep reached, so the `expire` sweep still
@@ -74,7 +74,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rendezvous.protocol import Endpoint
-from rendezvous.store import Member, RelayGrant, Registration, StoreUnavailable
+from rendezvous.store import Member, Registration, RelayGrant, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ _UNAVAILABLE_REPLIES = ("MISCONF", "LOADING")
 _FIELDS = ("names", "host", "port", "lan", "nonce", "last_seen", "expires")
 
 T = TypeVar("T")
+ScriptArg = str | int | float | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,10 +442,11 @@ class RedisStore:
         return None if last is None else int(last)
 
     def register(self, member: Member, now: float) -> Registration:
-        args = [self._p, member.network.hex(), member.static.hex(), _number(now),
-                _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
-                member.endpoint[1], _join_endpoints(member.lan), member.nonce,
-                _number(member.last_seen), _number(member.expires)]
+        args: list[ScriptArg] = [
+            self._p, member.network.hex(), member.static.hex(), _number(now),
+            _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
+            member.endpoint[1], _join_endpoints(member.lan), member.nonce,
+            _number(member.last_seen), _number(member.expires)]
         result = self._call(lambda: self._register(args=args))
         if _text(result[0]) == "conflict":
             return Registration(conflict_name=_text(result[1]),
@@ -459,7 +461,7 @@ class RedisStore:
 
     def member(self, network: bytes, static: bytes, now: float) -> Member | None:
         rec = self._call(lambda: self._redis.hmget(self._key("m", network, static), _FIELDS))
-        if rec[0] is None or float(rec[6]) <= now:
+        if rec[0] is None or float(_text(rec[6])) <= now:
             return None
         return _member(network, static, rec)
 
@@ -490,8 +492,8 @@ class RedisStore:
 
     def grant_relay(self, network: bytes, src: bytes, dest: bytes, grant_id: bytes,
                     token: bytes, until: float, now: float) -> bytes:
-        args = [self._p, network.hex(), src.hex(), dest.hex(), grant_id.hex(), token,
-                _number(until), _number(now), _ttl(until, now)]
+        args: list[ScriptArg] = [self._p, network.hex(), src.hex(), dest.hex(), grant_id.hex(),
+                                 token, _number(until), _number(now), _ttl(until, now)]
         return bytes(self._call(lambda: self._grant(args=args)))
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:

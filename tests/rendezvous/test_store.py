@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rendezvous import protocol as p
-from rendezvous.registry import Registry
 from rendezvous.redisstore import RedisStore
+from rendezvous.registry import Registry
 from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
 from tunnel.path.sealing import open_reply, seal_request
@@ -29,7 +29,8 @@ def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
                   b"n" * 8, T, expires)
 
 
-def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> SQLiteStore | RedisStore:
+def open_store(kind: str, tmp_path: Path,
+               request: pytest.FixtureRequest) -> SQLiteStore | RedisStore:
     if kind == "redis":
         return RedisStore(request.getfixturevalue("redis_url"))
     return SQLiteStore(":memory:" if kind == "memory" else tmp_path / "r.db")
