@@ -406,7 +406,7 @@ class RedisStore:
         self.round_trips += 1
         if self._down:
             self._down = False
-            log.warning("store %s is back", self.url.describe())
+            log.info("store %s is back", self.url.describe())
         return result
 
     def _failed(self, exc: Exception) -> None:
