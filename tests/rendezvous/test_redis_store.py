@@ -6,7 +6,10 @@ The store contract itself runs on Redis in `test_store.py` and `test_registry.py
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,12 @@ from rendezvous.redisstore import RETRY_AFTER, RedisStore, parse_store_url
 from rendezvous.registry import Registry, Send
 from rendezvous.store import StoreUnavailable
 from tests.rendezvous.test_registry import NET, Node, register, replies_to
+from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
+from tests.support.loopback import free_port
 from tests.support.redisserver import RedisServer
+from tunnel.cli.commands import rendezvous as rendezvous_cmd
+from tunnel.errors import UserError
+from tunnel.node.netcheck import query
 from tunnel.path import rendezvous as rc
 from tunnel.path.rendezvous import REFRESH_INTERVAL, RendezvousClient
 
@@ -245,3 +253,71 @@ def test_a_node_keeps_its_name_through_a_redis_restart(own_redis: RedisServer,
     laptop.client.request_connect("ssh-home", start + REFRESH_INTERVAL)
     laptop.run(start + REFRESH_INTERVAL, start + REFRESH_INTERVAL + 1)
     assert any(isinstance(e, rc.Introduced) and e.peer_name == "ssh-home" for e in laptop.take())
+
+
+# --- the server process and its command line -------------------------------------------------
+@pytest.fixture
+def redis_server_process(own_redis: RedisServer, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """`python -m rendezvous.server --store redis://...` on a free loopback port pair."""
+    port = free_port_pair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rendezvous.server", "--listen", f"127.0.0.1:{port}", "--db",
+         str(tmp_path / "state" / "rdv.db"), "--store", own_redis.url], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "rendezvous listening" in line and f"store {own_redis.url}" in line, line
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_the_server_refuses_for_now_while_redis_is_down_and_serves_again_after(
+        own_redis: RedisServer, redis_server_process: tuple[str, int]) -> None:
+    home = RendezvousClient(SECRET, b"\xaa" * 32, ["ssh-home"], [], redis_server_process)
+    home.start(time.monotonic())
+    assert isinstance(query(home, _answered, 5.0)[-1], rc.Registered)
+    own_redis.kill()
+    other = RendezvousClient(SECRET, b"\xcc" * 32, ["web"], [], redis_server_process)
+    other.start(time.monotonic())
+    refused = query(other, _answered, 5.0)[-1]  # an answer at once, not silence
+    assert isinstance(refused, rc.RegistrationRefused)
+    assert refused.reason == rc.TRY_LATER_REASON
+    own_redis.start()
+    # The same client keeps asking (its registration never ended) and gets in: the server
+    # reconnected to the restarted Redis by itself.
+    assert isinstance(query(other, _registered, 10.0)[-1], rc.Registered)
+    thief = RendezvousClient(SECRET, b"\xdd" * 32, ["ssh-home"], [], redis_server_process)
+    thief.start(time.monotonic())
+    taken = query(thief, _answered, 5.0)[-1]
+    assert isinstance(taken, rc.RegistrationRefused) and "held by another node" in taken.reason
+
+
+def _answered(event: rc.Event) -> bool:
+    return isinstance(event, rc.Registered | rc.RegistrationRefused)
+
+
+def _registered(event: rc.Event) -> bool:
+    return isinstance(event, rc.Registered)
+
+
+def test_store_mistakes_are_one_line_user_errors(tmp_path: Path) -> None:
+    for url, words in (("redis://x:99999/0", "bad port"), ("mysql://x/0", "not a redis://")):
+        module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--store", url])
+        with pytest.raises(UserError, match=words):
+            module.run(args, ctx)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--listen", "127.0.0.1:9",
+                                "--store", dead])
+    with pytest.raises(UserError, match="cannot reach the store .*; start Redis"):
+        module.run(args, ctx)
+
+
+def test_the_store_comes_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "rendezvous.yaml").write_text("store: redis://10.0.0.5:6380/3\n")
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path)])
+    assert rendezvous_cmd.settings(ctx).store == "redis://10.0.0.5:6380/3"
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--store", "redis://h/1"])
+    assert rendezvous_cmd.settings(ctx).store == "redis://h/1"  # the flag wins
