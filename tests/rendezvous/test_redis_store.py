@@ -311,7 +311,7 @@ def test_store_mistakes_are_one_line_user_errors(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     module, ctx, args = invoke(["rendezvous", "--home", str(tmp_path), "--listen", "127.0.0.1:9",
                                 "--store", dead])
-    with pytest.raises(UserError, match="cannot reach the store .*; start Redis"):
+    with pytest.raises(UserError, match=r"cannot reach the store .*; start Redis"):
         module.run(args, ctx)
 
 
