@@ -18,7 +18,7 @@ import redis
 
 from rendezvous import protocol as p
 from rendezvous.ratelimit import SourceRateLimiter
-from rendezvous.redisstore import RETRY_AFTER, RedisStore, parse_store_url
+from rendezvous.redisstore import RETRY_AFTER, SOCKET_TIMEOUT, RedisStore, parse_store_url
 from rendezvous.registry import Registry, Send
 from rendezvous.store import StoreUnavailable
 from tests.rendezvous.test_registry import NET, Node, register, replies_to
@@ -321,3 +321,22 @@ def test_the_store_comes_from_the_config_file(tmp_path: Path) -> None:
     assert rendezvous_cmd.settings(ctx).store == "redis://10.0.0.5:6380/3"
     _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--store", "redis://h/1"])
     assert rendezvous_cmd.settings(ctx).store == "redis://h/1"  # the flag wins
+
+
+def test_an_unreachable_redis_is_tried_less_and_less_often() -> None:
+    """A Redis host that drops packets costs a socket timeout per try: the pauses between tries
+    double up to RETRY_AFTER_MAX, so the loop is blocked a small, bounded share of the time."""
+    clock = FakeClock()
+    store = RedisStore("redis://192.0.2.1:6379/0", clock=clock)  # TEST-NET-1: nothing answers
+    pauses = []
+    for _ in range(6):
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.member(NET, b"k" * 32, T0)
+        assert time.monotonic() - start < 4 * SOCKET_TIMEOUT  # the call and its one retry
+        pauses.append(store._down_until - clock.now)
+        with pytest.raises(StoreUnavailable):  # within the pause: no network at all
+            store.member(NET, b"k" * 32, T0)
+        clock.now = store._down_until
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    store.close()
