@@ -40,7 +40,8 @@ Networks are isolated because every lookup is keyed by the network id that signe
 Several servers may share one store. Limitation: pushes (JOINED, LEFT, the target's INTRODUCED)
 leave from the server that handled the triggering request, and a node accepts rendezvous
 messages only from its own server. Refreshes repair JOINED/LEFT within 20 s, but an introduction
-of a node registered at another server needs push routing between servers (with Redis, later).
+of a node registered at another server needs push routing between servers (through Redis
+pub/sub; `redisstore.py` says how it fits).
 """
 
 from __future__ import annotations

@@ -138,11 +138,14 @@ def test_a_grant_keeps_its_token_while_it_lives_and_ends_with_the_introduction(
                                                                ("203.0.113.1", 1000))
 
 
-def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    one = Registry(SQLiteStore(db), rng=random.Random(1).randbytes, static_private=SERVER_KEY)
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_two_servers_sharing_one_store_serve_one_network(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    one = Registry(open_store(kind, tmp_path, request), rng=random.Random(1).randbytes,
+                   static_private=SERVER_KEY)
     # Same cookie secret from the store; the same key as an operator would copy it.
-    two = Registry(SQLiteStore(db), rng=random.Random(2).randbytes, static_private=SERVER_KEY)
+    two = Registry(open_store(kind, tmp_path, request), rng=random.Random(2).randbytes,
+                   static_private=SERVER_KEY)
     secret = bytes(range(32))
     key, net = network_signing_key(secret), network_id(secret)
     addr = ("203.0.113.9", 4000)
