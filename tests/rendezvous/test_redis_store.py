@@ -5,6 +5,9 @@ The store contract itself runs on Redis in `test_store.py` and `test_registry.py
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import random
 import subprocess
 import sys
@@ -15,16 +18,20 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 
 from rendezvous import protocol as p
 from rendezvous.ratelimit import SourceRateLimiter
 from rendezvous.redisstore import RETRY_AFTER, SOCKET_TIMEOUT, RedisStore, parse_store_url
 from rendezvous.registry import Registry, Send
+from rendezvous.server import serve
 from rendezvous.store import StoreUnavailable
+from tests.forward.test_forward_loopback import exchange
 from tests.rendezvous.test_registry import NET, Node, register, replies_to
 from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
-from tests.support.loopback import free_port
+from tests.support.loopback import World, free_port, free_udp_pair, start_tcp_echo
 from tests.support.redisserver import RedisServer
+from tunnel.api import TunnelError
 from tunnel.cli.commands import rendezvous as rendezvous_cmd
 from tunnel.errors import UserError
 from tunnel.node.netcheck import query
@@ -340,3 +347,51 @@ def test_an_unreachable_redis_is_tried_less_and_less_often() -> None:
         clock.now = store._down_until
     assert pauses == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     store.close()
+
+
+# --- end to end ------------------------------------------------------------------------------
+def test_tunnels_through_a_redis_backed_rendezvous_survive_a_redis_restart(
+        own_redis: RedisServer, tmp_path: Path) -> None:
+    """expose and connect on 127.0.0.1 through a server on Redis; Redis killed: the tunnel's
+    data keeps flowing, a new expose is told why it cannot register; Redis back: it can."""
+
+    async def main() -> None:
+        port = free_udp_pair()
+        ready = asyncio.Event()
+        server = asyncio.create_task(serve(("127.0.0.1", port), tmp_path / "state" / "r.db",
+                                           ready=ready.set, store_url=own_redis.url))
+        await asyncio.wait_for(ready.wait(), 5)
+        w = World(tmp_path, port)
+        try:
+            echo, service_port = await start_tcp_echo()
+            await w.tunnel().expose(service_port, "echo")
+            local = free_port()
+            await w.tunnel().connect("echo", local)
+            payload = os.urandom(256 * 1024)
+            assert await exchange(local, payload) == payload
+            own_redis.kill()
+            with pytest.raises(TunnelError, match="cannot reach its database right now"):
+                await w.tunnel().expose(service_port, "later")
+            assert await exchange(local, payload) == payload  # the path needs no rendezvous
+            own_redis.start()
+            late = w.tunnel()
+            for _ in range(20):  # the server tries Redis again within its back-off
+                try:
+                    await late.expose(service_port, "later")
+                    break
+                except TunnelError:
+                    await asyncio.sleep(0.5)
+            else:
+                pytest.fail("no registration after Redis came back")
+            local2 = free_port()
+            await w.tunnel().connect("later", local2)
+            assert await exchange(local2, payload) == payload
+            echo.close()
+        finally:
+            for tunnel in w.tunnels:
+                await tunnel.close()
+            server.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    uvloop.run(asyncio.wait_for(main(), 60))
