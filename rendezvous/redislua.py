@@ -101,24 +101,29 @@ REMOVE = FORGET + """
 return forget(ARGV[1], ARGV[2], ARGV[3])
 """
 
-# ARGV: prefix, now; returns the records of the expired members, each as network, static, fields
+# ARGV: prefix, now, limit; at most `limit` each of members, counters and grants that ran out:
+# returns {the members' records, each as network, static, fields; 1 if there may be more}
 EXPIRE = FORGET + """
-local P, now = ARGV[1], ARGV[2]
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'exp', '-inf', now)) do
+local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out, more = {}, 0
+local ids = redis.call('ZRANGEBYSCORE', P..'exp', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
   local sep = string.find(id, ':', 1, true)
   local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
   local rec = forget(P, net, me)
   if rec[1] then table.insert(out, {net, me, rec}) end
 end
-for _, key in ipairs(redis.call('ZRANGEBYSCORE', P..'cexp', '-inf', now)) do
+local keys = redis.call('ZRANGEBYSCORE', P..'cexp', '-inf', now, 'LIMIT', 0, limit)
+for _, key in ipairs(keys) do
   redis.call('DEL', key)
+  redis.call('ZREM', P..'cexp', key)
 end
-redis.call('ZREMRANGEBYSCORE', P..'cexp', '-inf', now)
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P..'gexp', '-inf', now)) do
+local grants = redis.call('ZRANGEBYSCORE', P..'gexp', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(grants) do
   forget_grant(P, id)
 end
-return out
+if #ids == limit or #keys == limit or #grants == limit then more = 1 end
+return {out, more}
 """
 
 # KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl

@@ -102,6 +102,9 @@ SOCKET_TIMEOUT = 0.1  # seconds
 RETRY_AFTER = 0.5  # seconds
 RETRY_AFTER_MAX = 4.0  # seconds
 DEFAULT_PORT = 6379
+# Members (and counters, and grants) one expiry script removes: 9.9 ms of Redis time measured
+# for 256 members with a relay grant each, a tenth of SOCKET_TIMEOUT.
+EXPIRE_BATCH = 256
 _COUNTER_DIGITS = 20  # u64 in decimal; fixed width so Lua compares them as strings
 # Errors that mean "Redis cannot serve now" (down, restarting, loading its file, a replica, out
 # of disk); anything else is a bug and is raised as it is.
@@ -313,9 +316,23 @@ class RedisStore:
         return sorted((m for m in found if m.expires > now), key=lambda m: m.static)
 
     def expire(self, now: float) -> list[Member]:
-        rows = self._call(lambda: self._expire(args=[self._p, _number(now)]))
-        return [_member(bytes.fromhex(_text(net)), bytes.fromhex(_text(me)), rec)
-                for net, me, rec in rows]
+        """In batches of `EXPIRE_BATCH`: one script stays well inside `SOCKET_TIMEOUT` even
+        when thousands of registrations run out at once. A batch already done is returned (so
+        its members are announced) even if a later one meets an outage."""
+        gone: list[Member] = []
+        more = True
+        while more:
+            try:
+                rows, flag = self._call(lambda: self._expire(
+                    args=[self._p, _number(now), EXPIRE_BATCH]))
+            except StoreUnavailable:
+                if not gone:
+                    raise
+                break
+            gone += [_member(bytes.fromhex(_text(net)), bytes.fromhex(_text(me)), rec)
+                     for net, me, rec in rows]
+            more = bool(flag)
+        return gone
 
     def grant_relay(self, network: bytes, src: bytes, dest: bytes, grant_id: bytes,
                     token: bytes, until: float, now: float) -> bytes:

@@ -22,10 +22,16 @@ import uvloop
 
 from rendezvous import protocol as p
 from rendezvous.ratelimit import SourceRateLimiter
-from rendezvous.redisstore import RETRY_AFTER, SOCKET_TIMEOUT, RedisStore, parse_store_url
+from rendezvous.redisstore import (
+    EXPIRE_BATCH,
+    RETRY_AFTER,
+    SOCKET_TIMEOUT,
+    RedisStore,
+    parse_store_url,
+)
 from rendezvous.registry import Registry, Send
 from rendezvous.server import serve
-from rendezvous.store import StoreUnavailable
+from rendezvous.store import Member, StoreUnavailable
 from tests.forward.test_forward_loopback import exchange
 from tests.rendezvous.test_registry import NET, Node, register, replies_to
 from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
@@ -395,3 +401,18 @@ def test_tunnels_through_a_redis_backed_rendezvous_survive_a_redis_restart(
                 await server
 
     uvloop.run(asyncio.wait_for(main(), 60))
+
+
+def test_many_registrations_running_out_at_once_expire_in_batches(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    count = 2 * EXPIRE_BATCH + 10
+    for i in range(count):
+        static = i.to_bytes(32, "big")
+        store.register(Member(NET, static, (f"n{i}",), ("203.0.113.1", 1000 + i), (), b"n" * 8,
+                              T0, T0 + 90), T0)
+        store.bump_counter(NET, static, 7, T0 + 50)
+    gone = store.expire(T0 + 100)
+    assert sorted(m.static for m in gone) == [i.to_bytes(32, "big") for i in range(count)]
+    assert store.members(NET, T0) == [] and store.expire(T0 + 100) == []
+    assert store.bump_counter(NET, (0).to_bytes(32, "big"), 1, T0 + 400) is None  # dropped
+    store.close()

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netcheck-port", type=port_number_arg, metavar="PORT",
                         help="second UDP port for NAT mapping checks (default PORT+1)")
     parser.add_argument("--db", metavar="PATH",
-                        help="SQLite database (default $PTUNNEL_HOME/rendezvous.db)")
+                        help="SQLite database (default $PTUNNEL_HOME/rendezvous.db); its "
+                        "directory holds the server's key, with --store too")
     parser.add_argument("--store", metavar="redis://HOST:PORT/DB",
                         help="keep the state in Redis (several servers may share it) instead "
                         "of --db; the key file stays beside --db")
