@@ -32,7 +32,9 @@ How it behaves:
   id and a MAC of the datagram) on every datagram we relay to the peer. Without a token there
   is nothing to relay with: the server forwards only what a token proves.
 - REFUSED TRY_LATER (the server cannot reach its store, e.g. Redis restarting) is temporary:
-  the registration goes on (sent again after a backoff), a CONNECT is refused with that reason.
+  the registration goes on (sent again after a backoff; the first answer to `start()` is also
+  reported as `RegistrationRefused`, so a caller waiting on it can say why), and a CONNECT is
+  refused with that reason (its caller asks again).
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
   names), when the server last answered anything, and how long it has left a request waiting.
   A registration the server acknowledged does not count once the server has been silent for

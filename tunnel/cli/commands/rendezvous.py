@@ -155,13 +155,7 @@ def _key(db: Path) -> bytes:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import (
-        describe_key,
-        describe_store,
-        ensure_state_dir,
-        open_store,
-        serve,
-    )
+    from rendezvous.server import describe_key, ensure_state_dir, open_store, serve
     from rendezvous.store import StoreUnavailable
 
     s = settings(ctx)
@@ -176,9 +170,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return 0
     try:
         open_store(s.db, s.store).close()  # fail here, in one line, on an unusable store
-    except StoreUnavailable:
-        raise UserError(f"cannot reach the store {describe_store(s.db, s.store)}; start Redis "
-                        "there or check --store") from None
+    except StoreUnavailable as exc:
+        raise UserError(f"cannot reach the store {str(exc).rstrip('.')}; start Redis there or "
+                        "check --store (host, port, password)") from None
     except (ValueError, sqlite3.Error, OSError) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     ctx.out(f"rendezvous {describe_key(private)}; nodes pin it on first contact, or take it from "
