@@ -13,8 +13,9 @@ secret token per direction) and the cookie secret. Several servers sharing one s
 one host, Redis across hosts) therefore serve one network, and a restarted server loses no live
 registration.
 
-All times are wall-clock seconds (`time.time()` scale), shared by every server. Each method is
-one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across processes.
+All times are wall-clock seconds (`time.time()` scale), shared by every server. On SQLite each
+method is one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across
+processes (on Redis, one Lua script does).
 
 The database holds the cookie secret: it and its `-wal`/`-shm` files are mode 0600. The file is
 created 0600 before SQLite opens it (SQLite gives the -wal and -shm files the database's mode),
