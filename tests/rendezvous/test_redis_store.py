@@ -416,3 +416,29 @@ def test_many_registrations_running_out_at_once_expire_in_batches(redis_url: str
     assert store.members(NET, T0) == [] and store.expire(T0 + 100) == []
     assert store.bump_counter(NET, (0).to_bytes(32, "big"), 1, T0 + 400) is None  # dropped
     store.close()
+
+
+def test_after_redis_lost_everything_nodes_register_again_on_their_next_refresh(
+        redis_url: str) -> None:
+    """A Redis that restarts empty (no append-only file): each node's next refresh registers
+    it again under its names, and connects work again within one refresh interval."""
+    reg = registry(redis_url, 1)
+    home = Link(reg, b"\xaa" * 32, ("ssh-home",), ("203.0.113.10", 40001))
+    laptop = Link(reg, b"\xbb" * 32, (), ("198.51.100.20", 40002))
+    for node in (home, laptop):
+        node.client.start(0.0)
+        node.run(0.0, 1.0)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.flushall()
+    finally:
+        admin.close()
+    assert reg.store.member_by_name(NET, "ssh-home", T0 + 2) is None
+    for node in (home, laptop):
+        node.run(1.25, REFRESH_INTERVAL + 1.5)
+        node.take()
+    held = reg.store.member_by_name(NET, "ssh-home", T0 + REFRESH_INTERVAL + 2)
+    assert held is not None and held.static == home.client.static
+    laptop.client.request_connect("ssh-home", REFRESH_INTERVAL + 2)
+    laptop.run(REFRESH_INTERVAL + 2, REFRESH_INTERVAL + 3)
+    assert any(isinstance(e, rc.Introduced) and e.peer_name == "ssh-home" for e in laptop.take())
