@@ -442,3 +442,20 @@ def test_after_redis_lost_everything_nodes_register_again_on_their_next_refresh(
     laptop.client.request_connect("ssh-home", REFRESH_INTERVAL + 2)
     laptop.run(REFRESH_INTERVAL + 2, REFRESH_INTERVAL + 3)
     assert any(isinstance(e, rc.Introduced) and e.peer_name == "ssh-home" for e in laptop.take())
+
+
+def test_a_relayed_session_keeps_its_route_while_redis_is_down(own_redis: RedisServer) -> None:
+    reg = registry(own_redis.url, 1)
+    a, b = Node(b"\xaa" * 32, ("203.0.113.10", 40001)), Node(b"\xbb" * 32, ("198.51.100.2", 2))
+    register(reg, a, ("a",), T0)
+    register(reg, b, ("b",), T0)
+    out = reg.handle(a.request(p.CONNECT, ("b",)), a.addr, T0 + 1)
+    (intro,) = [m for m in replies_to(out, a.addr) if isinstance(m, p.Introduced)]
+    envelope = p.encode_relay_to(intro.relay_token, b"opaque")
+    assert [s.addr for s in reg.handle(envelope, a.addr, T0 + 2)] == [b.addr]
+    own_redis.kill()
+    # Past the route cache's life the store is asked again and cannot answer: the route this
+    # server saw valid still carries the session; an id it never saw valid gets nothing.
+    assert [s.addr for s in reg.handle(envelope, a.addr, T0 + 10)] == [b.addr]
+    assert reg.handle(p.encode_relay_to(b"\x01" * 16, b"x"), a.addr, T0 + 10) == []
+    assert reg.relay.stats["relay_store_unavailable"] == 2
