@@ -172,6 +172,7 @@ NOT_REGISTERED = 4  # detail: empty; CONNECT from a node that has not registered
 BAD_REQUEST = 5  # detail: empty; e.g. an invalid name, a counter ≥ COUNTER_LIMIT
 NETWORK_REFUSED = 6  # detail: empty; this server does not admit the network (`--networks`)
 NETWORK_FULL = 7  # detail: the cap u16; REGISTER of a new member of a network at its cap
+TRY_LATER = 8  # detail: empty; the server cannot reach its store (Redis) now: nothing was done
 
 
 class DecodeError(Exception):

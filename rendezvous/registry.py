@@ -26,6 +26,9 @@ Rules, in the order a datagram meets them (first failure drops it, or answers as
    toward the other (`relay.RelayPolicy.grant`). LEAVE removes the sender's own registration and
    announces LEFT.
 8. `handle_timer` expires silent members and announces LEFT.
+9. A store that cannot be reached (`store.StoreUnavailable`, e.g. Redis down) turns any
+   request that passed 1-6 into REFUSED TRY_LATER: not silence, and never an answer from data
+   the server cannot check. A sweep it interrupts is done by the next one.
 
 Every reply and push is a Noise K message from the server's static key to the recipient's
 proven key: only this server can write it, only that node can read it.
@@ -37,7 +40,8 @@ Networks are isolated because every lookup is keyed by the network id that signe
 Several servers may share one store. Limitation: pushes (JOINED, LEFT, the target's INTRODUCED)
 leave from the server that handled the triggering request, and a node accepts rendezvous
 messages only from its own server. Refreshes repair JOINED/LEFT within 20 s, but an introduction
-of a node registered at another server needs push routing between servers (with Redis, later).
+of a node registered at another server needs push routing between servers (through Redis
+pub/sub; `redisstore.py` says how it fits).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from rendezvous.ratelimit import (
     SourceRateLimiter,
 )
 from rendezvous.relay import RelayPolicy
-from rendezvous.store import Member, Store
+from rendezvous.store import Member, Store, StoreUnavailable
 from tunnel.path.sealing import open_request, seal_reply
 from tunnel.session.crypto import public_key
 from tunnel.session.noise import NoiseError
@@ -158,14 +162,21 @@ class Registry:
         if req.counter >= p.COUNTER_LIMIT:
             self.stats["bad_counter"] += 1
             return self._refuse(req, addr, p.BAD_REQUEST)
-        last = self.store.bump_counter(req.network, req.static, req.counter, now + COUNTER_KEEP)
-        if last is not None:
-            self.stats["stale_counter"] += 1
-            # A value stored before counters were bounded is reported as the bound.
-            return self._refuse(req, addr, p.STALE_COUNTER,
-                                counter=min(last, p.COUNTER_LIMIT - 1))
-        self.stats["accepted"] += 1
-        return self._handlers[req.kind](req, addr, now)
+        try:
+            last = self.store.bump_counter(req.network, req.static, req.counter,
+                                           now + COUNTER_KEEP)
+            if last is not None:
+                self.stats["stale_counter"] += 1
+                # A value stored before counters were bounded is reported as the bound.
+                return self._refuse(req, addr, p.STALE_COUNTER,
+                                    counter=min(last, p.COUNTER_LIMIT - 1))
+            self.stats["accepted"] += 1
+            return self._handlers[req.kind](req, addr, now)
+        except StoreUnavailable:
+            # Neither silence (the node would think us gone) nor an answer from what we last
+            # knew (stale): a proven member learns that we cannot serve it now.
+            self.stats["store_unavailable"] += 1
+            return self._refuse(req, addr, p.TRY_LATER)
 
     def handle_netcheck(self, data: bytes, addr: Endpoint, now: float) -> list[Send]:
         """One datagram on the netcheck port: only cookie requests (they echo the source)."""
@@ -187,10 +198,13 @@ class Registry:
         self._by_source.sweep(now)
         self.relay.sweep(now)
         out: list[Send] = []
-        for gone in self.store.expire(now):
-            log.info("expired %s at %s", _names(gone.names), _endpoint(gone.endpoint))
-            self.stats["expired"] += 1
-            out += self._announce(gone, p.Left(b"", gone.static), now)
+        try:
+            for gone in self.store.expire(now):
+                log.info("expired %s at %s", _names(gone.names), _endpoint(gone.endpoint))
+                self.stats["expired"] += 1
+                out += self._announce(gone, p.Left(b"", gone.static), now)
+        except StoreUnavailable:
+            self.stats["store_unavailable"] += 1  # the next sweep finds what this one missed
         return out
 
     # --- handlers --------------------------------------------------------------------------

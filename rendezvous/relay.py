@@ -28,6 +28,10 @@ A datagram is forwarded only when, in this order (the first failure drops and co
 4. the node's, the network's and the whole server's byte budgets (`relay_rate`,
    `relay_network_rate`, `relay_total_rate`) all have room; all three are charged, or none.
 
+While the store cannot be reached (Redis down), check 2 falls back to the route this server
+last saw valid for that id, if any: no server can end a grant then either, and a relayed
+session survives the outage; an id never seen valid is dropped.
+
 Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
 in memory, measured with 1,000 grants), so a grant that passed is cached for
 `ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
@@ -53,7 +57,7 @@ from rendezvous.ratelimit import (
     SourceRateLimiter,
     spend_all,
 )
-from rendezvous.store import RelayGrant, Store
+from rendezvous.store import RelayGrant, Store, StoreUnavailable
 
 # Before a store lookup of an unknown grant id: per source IP, lookups. A node needs one lookup
 # per grant and `ROUTE_CACHE_TTL`; 200/s leaves room for many nodes behind one NAT while
@@ -80,6 +84,7 @@ BAD_TAG = "relay_bad_tag"
 NODE_LIMITED = "relay_node_limited"
 NETWORK_LIMITED = "relay_network_limited"
 TOTAL_LIMITED = "relay_total_limited"
+STORE_UNAVAILABLE = "relay_store_unavailable"  # a lookup the store could not answer
 FORWARDED = "relay_forwarded"
 FORWARDED_BYTES = "relay_forwarded_bytes"
 _CAPS = (NODE_LIMITED, NETWORK_LIMITED, TOTAL_LIMITED)
@@ -144,7 +149,12 @@ class RelayPolicy:
             if route is None and not self._by_source.allow(addr[0], now):
                 self.stats[SOURCE_LIMITED] += 1
                 return None
-            route = self._lookup(grant_id, now)
+            try:
+                route = self._lookup(grant_id, now)
+            except StoreUnavailable:
+                # No server can end a grant while the store is down either: the route this
+                # server last saw valid (still in `route`) keeps a relayed session going.
+                self.stats[STORE_UNAVAILABLE] += 1
             if route is None:
                 return None
         grant = route.grant
@@ -162,8 +172,9 @@ class RelayPolicy:
         return p.encode_relay_from(grant.src, datagram), grant.dest_endpoint
 
     def _lookup(self, grant_id: bytes, now: float) -> _Route | None:
-        self._routes.pop(grant_id, None)
+        """Raises StoreUnavailable (the route cache unchanged) when the store cannot answer."""
         grant = self.store.relay_grant(grant_id, now)
+        self._routes.pop(grant_id, None)
         if grant is None:
             self.stats[UNKNOWN_GRANT] += 1
             return None
@@ -187,7 +198,7 @@ class RelayPolicy:
         s = self.stats
         dropped = ", ".join(f"{key.removeprefix('relay_')} {s[key]}"
                             for key in (MALFORMED, DISABLED, SOURCE_LIMITED, UNKNOWN_GRANT,
-                                        NETWORK_REFUSED, BAD_TAG) if s[key])
+                                        NETWORK_REFUSED, BAD_TAG, STORE_UNAVAILABLE) if s[key])
         caps = ", ".join(f"{key.removeprefix('relay_').removesuffix('_limited')} {s[key]}"
                          for key in _CAPS)
         return (f"relay: forwarded {s[FORWARDED]} packets, {s[FORWARDED_BYTES]} bytes; "

@@ -15,6 +15,11 @@ State directory (the database's directory; created 0700):
 | `rendezvous.db` (-wal, -shm)  | registrations, counters, the cookie secret      | 0600 |
 | `rendezvous.key`              | the server's static X25519 private key, base64  | 0600 |
 
+With `--store redis://HOST:PORT/DB` the registrations, counters and cookie secret live in Redis
+(`redisstore.py`) and no database file is written; the key file stays here. Servers sharing one
+Redis are one deployment and must share one key: copy `rendezvous.key` to each of them (nodes
+pin one key per server address, and pushes from any of them must open with it).
+
 The key is created once (O_EXCL) and loaded on every start; nodes pin its public half, so
 replacing it makes every node refuse this server until it is given the new key.
 """
@@ -36,7 +41,7 @@ from rendezvous.admission import OPEN, Admission
 from rendezvous.protocol import DEFAULT_MAX_MEMBERS, MAX_MEMBERS_LIMIT
 from rendezvous.ratelimit import RELAY_NETWORK_RATE, RELAY_RATE, RELAY_TOTAL_RATE
 from rendezvous.registry import REGISTRATION_TTL, Registry, Send
-from rendezvous.store import SQLiteStore
+from rendezvous.store import SQLiteStore, Store
 from tunnel.keys.identity import read_secret_file
 from tunnel.keys.netkeys import encode_key, fingerprint
 from tunnel.session.crypto import public_key
@@ -81,6 +86,15 @@ def describe_key(private: bytes) -> str:
     """`key <base64> (SHA256:...)`: what nodes need (`rendezvous_key`) and what they show."""
     public = public_key(private)
     return f"key {encode_key(public)} ({fingerprint(public)})"
+
+
+def describe_store(db: Path | str, store_url: str | None) -> str:
+    """`sqlite PATH` or `redis://HOST:PORT/DB` (never the URL's password)."""
+    if store_url is None:
+        return f"sqlite {db}"
+    from rendezvous.redisstore import parse_store_url
+
+    return parse_store_url(store_url).describe()
 
 
 def _addr(addr: Any) -> tuple[str, int]:
@@ -193,6 +207,22 @@ def _bound(host: str, port: int) -> socket.socket:
     return sock
 
 
+def open_store(db: Path | str, store_url: str | None) -> Store:
+    """The SQLite database `db`, or the Redis at `store_url` (`redis://HOST:PORT/DB`). Raises
+    ValueError for a bad URL, StoreUnavailable, sqlite3.Error or OSError."""
+    if store_url is None:
+        return SQLiteStore(db)
+    from rendezvous.redisstore import RedisStore  # only a server on Redis needs the package
+
+    store = RedisStore(store_url)
+    try:
+        store.cookie_secret(os.urandom(32))  # one round trip now: fail at start, not later
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
                 ready: Callable[[], None] | None = None,
@@ -201,16 +231,18 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 relay_total_rate: float = RELAY_TOTAL_RATE,
                 admission: Admission = OPEN,
                 static_private: bytes | None = None,
-                max_members: int = DEFAULT_MAX_MEMBERS) -> None:
+                max_members: int = DEFAULT_MAX_MEMBERS,
+                store_url: str | None = None) -> None:
     """Run until cancelled. Rates are bytes per second (per node, per network, in all);
     `admission` is the `--networks` policy (open by default). `static_private`: the server's key
-    (default: loaded from, or created in, `rendezvous.key` beside the database)."""
+    (default: loaded from, or created in, `rendezvous.key` beside the database). `store_url`:
+    `redis://HOST:PORT/DB` to keep the state in Redis instead of the SQLite file `db`."""
     loop = asyncio.get_running_loop()
     ensure_state_dir(Path(db).parent)
     created = False
     if static_private is None:
         static_private, created = load_or_create_key(key_path(db))
-    store = SQLiteStore(db)
+    store = open_store(db, store_url)
     registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate,
                         registration_ttl=registration_ttl, relay_network_rate=relay_network_rate,
                         relay_total_rate=relay_total_rate, admission=admission,
@@ -226,9 +258,9 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     server.rearm()
     relay_text = (f"on ({relay_rate:.0f} B/s per node, {relay_network_rate:.0f} per network,"
                   f" {relay_total_rate:.0f} in all)") if relay else "off"
-    log.info("rendezvous listening on %s (netcheck %d), db %s, relay %s, networks %s, %s",
-             _shown((host, port)), nport, db, relay_text, admission.describe(),
-             describe_key(static_private))
+    log.info("rendezvous listening on %s (netcheck %d), store %s, relay %s, networks %s, %s",
+             _shown((host, port)), nport, describe_store(db, store_url), relay_text,
+             admission.describe(), describe_key(static_private))
     if created:
         log.info("created the rendezvous key %s", key_path(db))
     if ready is not None:
@@ -245,10 +277,10 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
 def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
         netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
         registration_ttl: float = REGISTRATION_TTL,
-        max_members: int = DEFAULT_MAX_MEMBERS) -> None:
+        max_members: int = DEFAULT_MAX_MEMBERS, store_url: str | None = None) -> None:
     """Blocking entry point: installs uvloop when available."""
     main = serve(listen, db, relay, netcheck_port, relay_rate, None, registration_ttl,
-                 max_members=max_members)
+                 max_members=max_members, store_url=store_url)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
@@ -263,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rendezvous.server")
     parser.add_argument("--listen", default="0.0.0.0:7000")
     parser.add_argument("--db", default="rendezvous.db")
+    parser.add_argument("--store", default=None, help="redis://HOST:PORT/DB instead of --db")
     parser.add_argument("--netcheck-port", type=int, default=None)
     parser.add_argument("--no-relay", action="store_true")
     parser.add_argument("--max-members", type=_max_members, default=DEFAULT_MAX_MEMBERS,
@@ -275,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port,
-            registration_ttl=args.registration_ttl, max_members=args.max_members)
+            registration_ttl=args.registration_ttl, max_members=args.max_members,
+            store_url=args.store)
     except KeyboardInterrupt:
         return 130
     return 0

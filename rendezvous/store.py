@@ -1,14 +1,21 @@
 """Rendezvous state behind a small synchronous interface: `Store`, and its SQLite implementation.
 
+Backends: `SQLiteStore` here (one host, the default) and `rendezvous.redisstore.RedisStore`
+(several servers on one Redis). Both pass one contract suite (`tests/rendezvous/test_store.py`);
+the registry never learns which one it runs on. A backend whose service cannot be reached raises
+`StoreUnavailable` from any method, having changed nothing it reports; the registry answers the
+request with REFUSED TRY_LATER and the next call tries the service again.
+
 The store, not the process, is the source of truth for everything that must outlive a packet:
 members (names, static key, observed endpoint, LAN candidates, registration nonce, expiry), name
 ownership, each node's last request counter, the relay grants (who was introduced to whom, one
 secret token per direction) and the cookie secret. Several servers sharing one store (SQLite on
-one host now, Redis later) therefore serve one network, and a restarted server loses no live
+one host, Redis across hosts) therefore serve one network, and a restarted server loses no live
 registration.
 
-All times are wall-clock seconds (`time.time()` scale), shared by every server. Each method is
-one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across processes.
+All times are wall-clock seconds (`time.time()` scale), shared by every server. On SQLite each
+method is one short transaction; `BEGIN IMMEDIATE` makes check-then-write steps atomic across
+processes (on Redis, one Lua script does).
 
 The database holds the cookie secret: it and its `-wal`/`-shm` files are mode 0600. The file is
 created 0600 before SQLite opens it (SQLite gives the -wal and -shm files the database's mode),
@@ -61,6 +68,10 @@ class Registration:
     conflict_holder: bytes = b""
 
 
+class StoreUnavailable(Exception):
+    """The store's service (Redis) cannot be reached now; the caller may retry later."""
+
+
 class Store(Protocol):
     def cookie_secret(self, candidate: bytes) -> bytes:
         """The shared cookie secret; stores `candidate` if there is none yet."""
@@ -100,6 +111,8 @@ class Store(Protocol):
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         """The live grant of that id while both its members are registered, else None."""
         ...
+
+    def close(self) -> None: ...
 
 
 _SCHEMA = """

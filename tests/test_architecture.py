@@ -57,6 +57,7 @@ PURE = (
     "rendezvous.cookies",
     "rendezvous.ratelimit",
     "rendezvous.admission",
+    "rendezvous.redislua",
 )
 
 # Layer ranks, bottom up. A module belongs to the longest unit here that is it or contains it;

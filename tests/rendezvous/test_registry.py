@@ -1,17 +1,24 @@
-"""Registry (pure server logic) driven with raw datagrams in virtual time: no sockets."""
+"""Registry (pure server logic) driven with raw datagrams in virtual time: no sockets.
+
+Every test runs on both store backends (SQLite in memory, and Redis: a throw-away redis-server,
+flushed per test), except those in SQLITE_ONLY: the fuzzers (one shared registry) and the one
+that reopens a database file."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rendezvous import protocol as p
 from rendezvous.ratelimit import SOURCE_SLOTS, SourceRateLimiter
+from rendezvous.redisstore import RedisStore
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry, Send
-from rendezvous.store import SQLiteStore
+from rendezvous.store import SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
 from tunnel.path.sealing import open_reply, seal_request
 from tunnel.session.crypto import public_key
@@ -29,14 +36,51 @@ def rng_for(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def make_registry(store: SQLiteStore | None = None, relay: bool = True,
+SQLITE_ONLY = frozenset({
+    "test_restart_on_same_database_keeps_registrations_and_cookies",
+    "test_garbage_costs_no_state_and_never_amplifies",
+    "test_unproven_signed_requests_never_amplify",
+})
+NEW_STORE: list[Callable[[], Store]] = [SQLiteStore]  # the backend of the running test
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        kinds = ["sqlite"] if metafunc.function.__name__ in SQLITE_ONLY else ["sqlite", "redis"]
+        metafunc.parametrize("backend", kinds, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    opened: list[Store] = []
+
+    def new_store() -> Store:
+        store: Store = (RedisStore(url) if request.param == "redis" else SQLiteStore())
+        opened.append(store)
+        return store
+
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    NEW_STORE[:] = [new_store]
+    try:
+        yield str(request.param)
+    finally:
+        NEW_STORE[:] = [SQLiteStore]
+        for store in opened:
+            store.close()
+
+
+def make_registry(store: Store | None = None, relay: bool = True,
                   relay_rate: float = 12_500_000) -> Registry:
     r = rng_for(1)
-    return Registry(store or SQLiteStore(), rng=r.randbytes, relay_enabled=relay,
+    return Registry(store or NEW_STORE[0](), rng=r.randbytes, relay_enabled=relay,
                     relay_rate=relay_rate)
 
 
 def snapshot(reg: Registry) -> list[str]:
+    """Everything the store holds, to show that a request changed nothing."""
+    if isinstance(reg.store, RedisStore):
+        client = reg.store._redis
+        return sorted(f"{key!r}={client.dump(key)!r}" for key in client.scan_iter())
     assert isinstance(reg.store, SQLiteStore)
     return list(reg.store._db.iterdump())
 
@@ -381,7 +425,8 @@ def test_restart_on_same_database_keeps_registrations_and_cookies(tmp_path: Path
     assert isinstance(refused, p.Refused) and refused.holder == a.static
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.sampled_from([A_ADDR, B_ADDR, ("2001:db8::5", 1)]))
 def test_garbage_costs_no_state_and_never_amplifies(data: bytes, addr: p.Endpoint) -> None:
     reg = FUZZ_REG
@@ -392,7 +437,8 @@ def test_garbage_costs_no_state_and_never_amplifies(data: bytes, addr: p.Endpoin
     assert snapshot(reg) == before
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from([p.REGISTER, p.LIST, p.CONNECT, p.LEAVE]), st.binary(min_size=20,
        max_size=20), st.integers(0, 2**64 - 1), st.binary(max_size=40))
 def test_unproven_signed_requests_never_amplify(kind: int, cookie: bytes, counter: int,

@@ -1,4 +1,5 @@
-"""The `Store` contract (every backend must pass these), and two servers sharing one store."""
+"""The `Store` contract, run against every backend (SQLite in memory and in a file, Redis), and
+two servers sharing one store."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rendezvous import protocol as p
+from rendezvous.redisstore import RedisStore
 from rendezvous.registry import Registry
 from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
@@ -27,9 +29,16 @@ def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
                   b"n" * 8, T, expires)
 
 
-@pytest.fixture(params=["memory", "file"])
+def open_store(kind: str, tmp_path: Path,
+               request: pytest.FixtureRequest) -> SQLiteStore | RedisStore:
+    if kind == "redis":
+        return RedisStore(request.getfixturevalue("redis_url"))
+    return SQLiteStore(":memory:" if kind == "memory" else tmp_path / "r.db")
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s = SQLiteStore(":memory:" if request.param == "memory" else tmp_path / "r.db")
+    s = open_store(request.param, tmp_path, request)
     yield s
     s.close()
 
@@ -74,6 +83,9 @@ def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Sto
 
 
 def grant_rows(store: Store) -> int:
+    """How many relay grants the backend still holds, live or not."""
+    if isinstance(store, RedisStore):
+        return len(list(store._redis.scan_iter(match=store._p + "g:*")))
     assert isinstance(store, SQLiteStore)
     return int(store._db.execute("SELECT count(*) FROM relay_grants").fetchone()[0])
 
@@ -126,11 +138,14 @@ def test_a_grant_keeps_its_token_while_it_lives_and_ends_with_the_introduction(
                                                                ("203.0.113.1", 1000))
 
 
-def test_two_servers_sharing_one_database_serve_one_network(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    one = Registry(SQLiteStore(db), rng=random.Random(1).randbytes, static_private=SERVER_KEY)
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_two_servers_sharing_one_store_serve_one_network(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    one = Registry(open_store(kind, tmp_path, request), rng=random.Random(1).randbytes,
+                   static_private=SERVER_KEY)
     # Same cookie secret from the store; the same key as an operator would copy it.
-    two = Registry(SQLiteStore(db), rng=random.Random(2).randbytes, static_private=SERVER_KEY)
+    two = Registry(open_store(kind, tmp_path, request), rng=random.Random(2).randbytes,
+                   static_private=SERVER_KEY)
     secret = bytes(range(32))
     key, net = network_signing_key(secret), network_id(secret)
     addr = ("203.0.113.9", 4000)

@@ -31,6 +31,10 @@ How it behaves:
 - An INTRODUCED carries our relay token toward that peer; `wrap_relay` puts it (as the grant
   id and a MAC of the datagram) on every datagram we relay to the peer. Without a token there
   is nothing to relay with: the server forwards only what a token proves.
+- REFUSED TRY_LATER (the server cannot reach its store, e.g. Redis restarting) is temporary:
+  the registration goes on (sent again after a backoff; the first answer to `start()` is also
+  reported as `RegistrationRefused`, so a caller waiting on it can say why), and a CONNECT is
+  refused with that reason (its caller asks again).
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
   names), when the server last answered anything, and how long it has left a request waiting.
   A registration the server acknowledged does not count once the server has been silent for
@@ -75,6 +79,8 @@ MAX_RELAY_TOKENS = 4096
 # Pushes remembered to drop replays: a registration nonce lives about 3 refreshes (60 s), and a
 # network's pushes in that time are a few per member.
 SEEN_PUSHES = 1024
+TRY_LATER_REASON = ("the rendezvous cannot reach its database right now (nothing was changed); "
+                    "try again in a minute, or ask its operator if this lasts")
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -187,6 +193,7 @@ class _Pending:
     explicit: bool = False  # REGISTER asked for by start(): always answered with `Registered`
     asked_at: float = 0.0  # when the request was made (its first transmission, or cookie wait)
     names: tuple[str, ...] = ()  # REGISTER: the names its latest transmission carried
+    later: int = 0  # TRY_LATER answers so far (they set the backoff: answers reset `attempts`)
 
 
 class RendezvousClient:
@@ -240,6 +247,7 @@ class RendezvousClient:
         self._next_refresh: float | None = None
         self._recent: deque[bytes] = deque(maxlen=RECENT_REGISTRATIONS)
         self._reported_unreachable = False
+        self._store_down = False  # TRY_LATER seen and logged since the last registration
         self.registered = False
         self.registered_names: tuple[str, ...] = ()  # of the last acknowledged registration
         self.last_answer: float | None = None  # `now` of the latest valid reply or push
@@ -428,6 +436,9 @@ class RendezvousClient:
             self.dropped += 1
 
     def _on_refused(self, q: _Pending, msg: p.Refused, now: float) -> None:
+        if msg.code == p.TRY_LATER:
+            self._on_try_later(q, now)
+            return
         if msg.code == p.STALE_COUNTER:
             if msg.counter >= p.COUNTER_LIMIT - 1:
                 # No counter we may send is above it: a server that says so is broken (ours
@@ -478,11 +489,29 @@ class RendezvousClient:
                 self._network_refused() if msg.code == p.NETWORK_REFUSED
                 else f"refused (code {msg.code})"))
 
+    def _on_try_later(self, q: _Pending, now: float) -> None:
+        """The server cannot reach its store and did nothing. A CONNECT is refused with that
+        reason (its caller asks again); a REGISTER or LIST is sent again after a backoff, and
+        the registration goes on: an outage of the server's store never ends it."""
+        q.later += 1
+        if not self._store_down:
+            self._store_down = True
+            log.warning("rendezvous %s: %s", format_endpoint(self.server), TRY_LATER_REASON)
+        if q.kind == p.CONNECT or (q.kind == p.LIST and q.later >= GIVE_UP_AFTER):
+            del self._pending[q.nonce]
+            if q.kind == p.CONNECT:
+                self._events.append(ConnectRefused(q.name, TRY_LATER_REASON))
+            return
+        if q.kind == p.REGISTER and q.explicit and q.later == 1:
+            self._events.append(RegistrationRefused(TRY_LATER_REASON))
+        q.deadline = now + self._backoff(q.later)
+
     def _network_refused(self) -> str:
         return (f"this rendezvous does not serve network {short_network_id(self.network)}; "
                 "ask its operator to add that id to the server's --networks file")
 
     def _registration_done(self, q: _Pending, observed: Endpoint, now: float) -> None:
+        self._store_down = False
         peers = {peer.static: peer for peer in _join_pages(q.pages) if peer.static != self.static}
         self._recent.append(q.nonce)
         first = q.explicit or not self.registered or observed != self.public_endpoint

@@ -1,5 +1,5 @@
-"""`ptunnel rendezvous --listen HOST:PORT [--db PATH] [--networks FILE] [--no-relay] [--show-key]`:
-run a rendezvous server, or show its key."""
+"""`ptunnel rendezvous --listen HOST:PORT [--db PATH | --store redis://HOST:PORT/DB]
+[--networks FILE] [--no-relay] [--show-key]`: run a rendezvous server, or show its key."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ HELP = "run a rendezvous server (introduces and relays)"
 DESCRIPTION = """\
 Run the small UDP server that nodes register with (`--rendezvous HOST:PORT` on the nodes). It
 learns only network ids (public keys), never a network secret: it can introduce and relay, but
-cannot read, alter or impersonate. Registrations live in SQLite, so a restart loses nothing.
+cannot read, alter or impersonate. Registrations live in SQLite, so a restart loses nothing;
+with --store redis://HOST:PORT/DB they live in Redis instead, and several servers sharing that
+Redis (and one `rendezvous.key`, copied to each) serve the same networks. While Redis cannot be
+reached the server answers every request with a temporary refusal.
 A second UDP port (PORT+1 unless --netcheck-port) answers `ptunnel netcheck` probes.
 
 Relayed traffic is capped per node, per network and in all (--relay-rate, --relay-network-rate,
@@ -53,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netcheck-port", type=port_number_arg, metavar="PORT",
                         help="second UDP port for NAT mapping checks (default PORT+1)")
     parser.add_argument("--db", metavar="PATH",
-                        help="SQLite database (default $PTUNNEL_HOME/rendezvous.db)")
+                        help="SQLite database (default $PTUNNEL_HOME/rendezvous.db); its "
+                        "directory holds the server's key, with --store too")
+    parser.add_argument("--store", metavar="redis://HOST:PORT/DB",
+                        help="keep the state in Redis (several servers may share it) instead "
+                        "of --db; the key file stays beside --db")
     parser.add_argument("--no-relay", dest="relay", action="store_const", const=False,
                         default=None, help="never relay traffic between nodes")
     parser.add_argument("--relay-rate", type=int, metavar="BYTES_PER_S",
@@ -81,6 +88,7 @@ class ServerSettings:
     relay_total_rate: float
     admission: Admission
     max_members: int
+    store: str | None  # redis://HOST:PORT/DB, or None for the SQLite file `db`
 
 
 def settings(ctx: Context) -> ServerSettings:
@@ -100,7 +108,19 @@ def settings(ctx: Context) -> ServerSettings:
         (str(listen[0]), int(listen[1])), db, bool(config.get("relay", True)),
         int(nport) if nport is not None else None, _rate(config, "relay_rate"),
         _rate(config, "relay_network_rate"), _rate(config, "relay_total_rate"),
-        _admission(Path(networks).expanduser()) if networks else OPEN, max_members)
+        _admission(Path(networks).expanduser()) if networks else OPEN, max_members,
+        _store_url(config.get("store")))
+
+
+def _store_url(value: Any) -> str | None:
+    if not value:
+        return None
+    from rendezvous.redisstore import parse_store_url
+
+    try:
+        return parse_store_url(str(value)).url
+    except ValueError as exc:
+        raise UserError(f"{exc} (--store or `store:`)") from None
 
 
 def _rate(config: dict[str, Any], key: str) -> float:
@@ -140,8 +160,8 @@ def _key(db: Path) -> bytes:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from rendezvous.server import describe_key, ensure_state_dir, serve
-    from rendezvous.store import SQLiteStore
+    from rendezvous.server import describe_key, ensure_state_dir, open_store, serve
+    from rendezvous.store import StoreUnavailable
 
     s = settings(ctx)
     try:
@@ -154,7 +174,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out(f"rendezvous {describe_key(private)}")
         return 0
     try:
-        SQLiteStore(s.db).close()  # fail here, in one line, on an unusable database
+        open_store(s.db, s.store).close()  # fail here, in one line, on an unusable store
+    except StoreUnavailable as exc:
+        raise UserError(f"cannot reach the store {str(exc).rstrip('.')}; start Redis there or "
+                        "check --store (host, port, password)") from None
     except (ValueError, sqlite3.Error, OSError) as exc:
         raise UserError(f"cannot use the database {s.db}: {exc}; pass another --db") from None
     ctx.out(f"rendezvous {describe_key(private)}; nodes pin it on first contact, or take it from "
@@ -164,7 +187,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate,
                                 relay_network_rate=s.relay_network_rate,
                                 relay_total_rate=s.relay_total_rate, admission=s.admission,
-                                static_private=private, max_members=s.max_members))
+                                static_private=private, max_members=s.max_members,
+                                store_url=s.store))
     except OSError as exc:
         raise listen_error(s.listen, exc) from None
     return 0

@@ -1,0 +1,210 @@
+"""The Lua scripts of `redisstore.RedisStore`: each check-then-write step of the store is one
+script, which Redis runs alone, so two servers never interleave inside one (the name race).
+
+Scripts build their key names from the prefix in ARGV[1] (see the layout in `redisstore`), so
+they need one Redis, not Redis Cluster. Times arrive as exact float text and are compared with
+`tonumber`; Lua never formats a float back (its `%.14g` would round it).
+"""
+
+from __future__ import annotations
+
+# Helpers: is the member record at `key` live at `now`; raise a key's TTL to at least `ttl`.
+LIVE = """
+local function live(key, now)
+  local e = redis.call('HGET', key, 'expires')
+  return e and tonumber(e) > now
+end
+local function longer_ttl(key, ttl)
+  local t = redis.call('TTL', key)
+  if t < ttl then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
+# Drop every trace of member N:S (names still pointing at it, its endpoint entry, its grants);
+# returns its record's fields (empty when there was none).
+FORGET = """
+local function forget_grant(P, id)
+  local g = redis.call('HMGET', P..'g:'..id, 'network', 'src', 'dest')
+  if g[1] then
+    redis.call('DEL', P..'gp:'..g[1]..':'..g[2]..':'..g[3])
+    redis.call('SREM', P..'mg:'..g[1]..':'..g[2], id)
+    redis.call('SREM', P..'mg:'..g[1]..':'..g[3], id)
+  end
+  redis.call('DEL', P..'g:'..id)
+  redis.call('ZREM', P..'gexp', id)
+end
+local function forget(P, net, me)
+  local mkey = P..'m:'..net..':'..me
+  local rec = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
+                         'expires')
+  if rec[1] then
+    for name in string.gmatch(rec[1], '[^,]+') do
+      local k = P..'n:'..net..':'..name
+      if redis.call('GET', k) == me then redis.call('DEL', k) end
+    end
+    redis.call('SREM', P..'ep:'..rec[2]..'/'..rec[3], net..':'..me)
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', P..'mg:'..net..':'..me)) do
+    forget_grant(P, id)
+  end
+  redis.call('DEL', mkey, P..'mg:'..net..':'..me)
+  redis.call('ZREM', P..'net:'..net, me)
+  redis.call('ZREM', P..'exp', net..':'..me)
+  if rec[1] then return rec end
+  return {}
+end
+"""
+
+# ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires
+REGISTER = LIVE + """
+local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local names = {}
+for name in string.gmatch(ARGV[6], '[^,]+') do table.insert(names, name) end
+for _, name in ipairs(names) do
+  local holder = redis.call('GET', P..'n:'..net..':'..name)
+  if holder and holder ~= me and live(P..'m:'..net..':'..holder, now) then
+    return {'conflict', name, holder}
+  end
+end
+local mkey = P..'m:'..net..':'..me
+local prev = {}
+local old = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
+                       'expires')
+if old[1] then
+  if tonumber(old[7]) > now then prev = old end
+  for name in string.gmatch(old[1], '[^,]+') do
+    local k = P..'n:'..net..':'..name
+    if redis.call('GET', k) == me then redis.call('DEL', k) end
+  end
+  redis.call('SREM', P..'ep:'..old[2]..'/'..old[3], net..':'..me)
+end
+for _, name in ipairs(names) do
+  redis.call('SET', P..'n:'..net..':'..name, me, 'EX', ttl)
+end
+redis.call('HSET', mkey, 'names', ARGV[6], 'host', ARGV[7], 'port', ARGV[8], 'lan', ARGV[9],
+           'nonce', ARGV[10], 'last_seen', ARGV[11], 'expires', ARGV[12])
+redis.call('EXPIRE', mkey, ttl)
+local ep = P..'ep:'..ARGV[7]..'/'..ARGV[8]
+redis.call('SADD', ep, net..':'..me)
+longer_ttl(ep, ttl)
+redis.call('ZADD', P..'net:'..net, ARGV[12], me)
+longer_ttl(P..'net:'..net, ttl)
+redis.call('ZADD', P..'exp', ARGV[12], net..':'..me)
+if redis.call('EXISTS', P..'mg:'..net..':'..me) == 1 then
+  longer_ttl(P..'mg:'..net..':'..me, ttl)
+end
+return {'ok', prev}
+"""
+
+# ARGV: prefix, network, static
+REMOVE = FORGET + """
+return forget(ARGV[1], ARGV[2], ARGV[3])
+"""
+
+# ARGV: prefix, now, limit; at most `limit` each of members, counters and grants that ran out:
+# returns {the members' records, each as network, static, fields; 1 if there may be more}
+EXPIRE = FORGET + """
+local P, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out, more = {}, 0
+local ids = redis.call('ZRANGEBYSCORE', P..'exp', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  local sep = string.find(id, ':', 1, true)
+  local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
+  local rec = forget(P, net, me)
+  if rec[1] then table.insert(out, {net, me, rec}) end
+end
+local keys = redis.call('ZRANGEBYSCORE', P..'cexp', '-inf', now, 'LIMIT', 0, limit)
+for _, key in ipairs(keys) do
+  redis.call('DEL', key)
+  redis.call('ZREM', P..'cexp', key)
+end
+local grants = redis.call('ZRANGEBYSCORE', P..'gexp', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(grants) do
+  forget_grant(P, id)
+end
+if #ids == limit or #keys == limit or #grants == limit then more = 1 end
+return {out, more}
+"""
+
+# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl
+BUMP = """
+local cur = redis.call('HGET', KEYS[1], 'c')
+if cur and cur >= ARGV[2] then return cur end
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'keep', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', ARGV[1]..'cexp', ARGV[3], KEYS[1])
+return false
+"""
+
+# ARGV: prefix, network, src, dest, id, token, until, now, ttl
+GRANT = LIVE + """
+local P, net, src, dest, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
+local pair = P..'gp:'..net..':'..src..':'..dest
+local id = redis.call('GET', pair)
+if id then
+  local g = P..'g:'..id
+  local g_until = redis.call('HGET', g, 'until')
+  if g_until and tonumber(g_until) > now then
+    if tonumber(ARGV[7]) > tonumber(g_until) then
+      redis.call('HSET', g, 'until', ARGV[7])
+      redis.call('ZADD', P..'gexp', ARGV[7], id)
+      longer_ttl(g, tonumber(ARGV[9]))
+      longer_ttl(pair, tonumber(ARGV[9]))
+    end
+    return redis.call('HGET', g, 'token')
+  end
+  redis.call('DEL', g)
+  redis.call('ZREM', P..'gexp', id)
+  redis.call('SREM', P..'mg:'..net..':'..src, id)
+  redis.call('SREM', P..'mg:'..net..':'..dest, id)
+end
+local g = P..'g:'..ARGV[5]
+redis.call('HSET', g, 'token', ARGV[6], 'network', net, 'src', src, 'dest', dest,
+           'until', ARGV[7])
+redis.call('EXPIRE', g, ARGV[9])
+redis.call('SET', pair, ARGV[5], 'EX', ARGV[9])
+redis.call('ZADD', P..'gexp', ARGV[7], ARGV[5])
+for _, side in ipairs({src, dest}) do
+  local set = P..'mg:'..net..':'..side
+  redis.call('SADD', set, ARGV[5])
+  longer_ttl(set, tonumber(ARGV[9]))
+end
+return ARGV[6]
+"""
+
+# ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port (or nil)
+GRANT_LOOKUP = """
+local P, now = ARGV[1], tonumber(ARGV[3])
+local g = redis.call('HMGET', P..'g:'..ARGV[2], 'token', 'network', 'src', 'dest', 'until')
+if not g[1] or tonumber(g[5]) <= now then return false end
+local s = redis.call('HGET', P..'m:'..g[2]..':'..g[3], 'expires')
+local d = redis.call('HMGET', P..'m:'..g[2]..':'..g[4], 'expires', 'host', 'port')
+if not s or tonumber(s) <= now or not d[1] or tonumber(d[1]) <= now then return false end
+return {g[1], g[2], g[3], g[4], d[2], d[3]}
+"""
+
+# ARGV: prefix, network, now; the live members' statics and fields, by static
+MEMBERS = """
+local P, net = ARGV[1], ARGV[2]
+local out = {}
+for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
+  local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan', 'nonce',
+                         'last_seen', 'expires')
+  if rec[1] then table.insert(out, {me, rec}) end
+end
+return out
+"""
+
+# ARGV: prefix, endpoint text; the records registered from it, each as network, static, fields
+AT_ENDPOINT = """
+local P = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', P..'ep:'..ARGV[2])) do
+  local sep = string.find(id, ':', 1, true)
+  local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
+  local rec = redis.call('HMGET', P..'m:'..id, 'names', 'host', 'port', 'lan', 'nonce',
+                         'last_seen', 'expires')
+  if rec[1] then table.insert(out, {net, me, rec}) end
+end
+return out
+"""
