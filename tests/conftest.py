@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,20 @@ import pytest
 
 from lab.netns import Lab, reap_stale_labs, require_netns
 from tests.support.loopback import free_udp_pair
+
+# --- logging --------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in-process sets up logging for the whole process (`setup_logging`: root
+    handlers and levels, e.g. `-q` raising the root level to error); undo it after each test, so
+    a later test's `caplog` sees its records whatever ran before it."""
+    root, packets = logging.getLogger(), logging.getLogger("ptunnel.packets")
+    saved = (root.level, root.handlers[:], packets.level)
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    packets.setLevel(saved[2])
+
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------
 LabFactory = Callable[[Sequence[str]], Lab]
