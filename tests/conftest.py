@@ -16,6 +16,7 @@ import pytest
 from lab.netns import Lab, reap_stale_labs, require_netns
 from tests.support.loopback import free_udp_pair
 
+
 # --- logging --------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
