@@ -5,7 +5,6 @@ forward with where it came from; `stop NAME|PORT` removes one and `stop` ends th
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import socketserver
@@ -15,9 +14,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from tests.support.cli import ENV, command, init, join, ptunnel, running
+from tests.support.cli import ENV, command, init, join, ptunnel, running, status
 from tests.support.loopback import free_port
 
 
@@ -55,13 +53,6 @@ def echoes(port: int, host: str = "127.0.0.1", payload: bytes = b"hello through 
             received += chunk
     return received == payload
 
-
-def status(home: Path) -> dict[str, Any]:
-    done = ptunnel("status", "--json", "--home", str(home))
-    assert done.returncode == 0, done.stderr
-    (instance,) = json.loads(done.stdout)
-    assert isinstance(instance, dict)
-    return instance
 
 
 def test_connect_and_expose_join_a_running_node(tmp_path: Path, rendezvous: str) -> None:

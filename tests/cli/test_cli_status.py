@@ -13,17 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.cli import Background, init, join, ptunnel, running, silent_rendezvous
+from tests.support.cli import (
+    Background,
+    init,
+    join,
+    ptunnel,
+    running,
+    silent_rendezvous,
+    status,
+)
 from tests.support.loopback import free_port, free_udp_pair
-
-
-def status(home: Path) -> dict[str, Any]:
-    """The one running instance's status, as `ptunnel status --json` prints it."""
-    done = ptunnel("status", "--json", "--home", str(home))
-    assert done.returncode == 0, done.stderr
-    (instance,) = json.loads(done.stdout)
-    assert isinstance(instance, dict)
-    return instance
 
 
 def status_text(home: Path) -> list[str]:

@@ -9,6 +9,7 @@ datagram arrives (the command is then waiting for the rendezvous).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -158,3 +159,12 @@ def silent_rendezvous() -> Iterator[SilentRendezvous]:
         yield server
     finally:
         server.close()
+
+
+def status(home: Path) -> dict[str, Any]:
+    """The one running instance's status, as `ptunnel status --json` prints it."""
+    done = ptunnel("status", "--json", "--home", str(home))
+    assert done.returncode == 0, done.stderr
+    (instance,) = json.loads(done.stdout)
+    assert isinstance(instance, dict)
+    return instance
