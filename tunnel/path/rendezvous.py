@@ -395,8 +395,9 @@ class RendezvousClient:
             return
         if self.server_key is None:
             self.server_key = msg.server_key
-            log.info("rendezvous %s:%d has key %s (first use)", *self.server,
-                     fingerprint(msg.server_key))
+            # The pin store logs the pin itself (INFO): this is the detail of where it came from.
+            log.debug("rendezvous %s has key %s (first use)", format_endpoint(self.server),
+                      fingerprint(msg.server_key))
             self._events.append(ServerKeyLearned(msg.server_key))
         elif msg.server_key != self.server_key and (
             msg.server_key not in self._key_changes_reported
