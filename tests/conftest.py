@@ -21,14 +21,16 @@ from tests.support.loopback import free_udp_pair
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
     """A command run in-process sets up logging for the whole process (`setup_logging`: root
-    handlers and levels, e.g. `-q` raising the root level to error); undo it after each test, so
-    a later test's `caplog` sees its records whatever ran before it."""
+    handlers and levels, e.g. `-q` raising the root level to error; the fuzz runner's
+    `logging.disable`); undo it after each test, so a later test's `caplog` sees its records
+    whatever ran before it."""
     root, packets = logging.getLogger(), logging.getLogger("ptunnel.packets")
-    saved = (root.level, root.handlers[:], packets.level)
+    saved = (root.level, root.handlers[:], packets.level, logging.root.manager.disable)
     yield
     root.setLevel(saved[0])
     root.handlers[:] = saved[1]
     packets.setLevel(saved[2])
+    logging.disable(saved[3])  # the fuzz runner silences every logger while it runs
 
 
 # --- NAT lab (tests/natlab.py) ----------------------------------------------------------------

@@ -55,7 +55,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     opened: list[Store] = []
 
     def new_store() -> Store:
-        store: Store = (RedisStore(url) if request.param == "redis" else SQLiteStore())
+        store: Store = (RedisStore(url, socket_timeout=2.0) if request.param == "redis" else SQLiteStore())
         opened.append(store)
         return store
 

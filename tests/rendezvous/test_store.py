@@ -32,7 +32,7 @@ def member(static: bytes, names: tuple[str, ...], expires: float = T + 90,
 def open_store(kind: str, tmp_path: Path,
                request: pytest.FixtureRequest) -> SQLiteStore | RedisStore:
     if kind == "redis":
-        return RedisStore(request.getfixturevalue("redis_url"))
+        return RedisStore(request.getfixturevalue("redis_url"), socket_timeout=2.0)
     return SQLiteStore(":memory:" if kind == "memory" else tmp_path / "r.db")
 
 
