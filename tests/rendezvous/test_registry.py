@@ -55,7 +55,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     opened: list[Store] = []
 
     def new_store() -> Store:
-        store: Store = (RedisStore(url, socket_timeout=2.0) if request.param == "redis" else SQLiteStore())
+        # 2 s: a loaded CI machine can stall longer than the production timeout (0.1 s)
+        store: Store = (RedisStore(url, socket_timeout=2.0) if request.param == "redis"
+                        else SQLiteStore())
         opened.append(store)
         return store
 
