@@ -63,6 +63,9 @@ class StreamBridge(asyncio.Protocol):
         self.stream_id: int | None = None
         self._attached_to: Channel | None = None  # the channel `stream_id` belongs to
         self.pending = bytearray()  # from TCP, not yet taken by the stream
+        # From the stream, read before the local connection existed (the exposing side reads the
+        # service's name first): written the moment it connects, ahead of anything else.
+        self.early = b""
         self.tcp_eof = False  # the local side shut down its writing half
         self.fin_sent = False
         self.stream_eof = False  # the peer's FIN was passed on to the local side
@@ -108,6 +111,11 @@ class StreamBridge(asyncio.Protocol):
             reset_tcp(tcp)
             return
         tcp.set_write_buffer_limits(high=TCP_WRITE_HIGH_WATER)
+        if self.early:
+            # Now, in connection_made: the stream's next bytes (and its FIN) may be delivered to
+            # `on_readable` before the dialling coroutine resumes, and must follow these.
+            tcp.write(self.early)
+            self.early = b""
         if self.stream_id is None:
             tcp.pause_reading()  # until a stream is attached
         if self.on_attach is not None:

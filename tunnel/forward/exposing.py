@@ -167,9 +167,10 @@ class ExposingSide:
         live = self._bridges.setdefault(name, set())
         live -= {other for other in live if other.closed}  # bounded by the open connections
         live.add(bridge)
-        self._spawn(self._dial(service, bridge, rest))
+        bridge.early = rest
+        self._spawn(self._dial(service, bridge))
 
-    async def _dial(self, service: ExposedService, bridge: StreamBridge, rest: bytes) -> None:
+    async def _dial(self, service: ExposedService, bridge: StreamBridge) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.create_connection(lambda: bridge, *service.target)
@@ -188,8 +189,6 @@ class ExposingSide:
             bridge._forget()
             self.owner.node.kick(bridge.link)
             return
-        if rest and bridge.transport is not None:
-            bridge.transport.write(rest)
         bridge.on_readable()
         if bridge.transport is not None:
             bridge.transport.resume_reading()
