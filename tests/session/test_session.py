@@ -5,7 +5,14 @@ from __future__ import annotations
 import itertools
 import random
 
-from tests.support.session_harness import Net, Sent, drain_events, make_device
+from tests.support.session_harness import (
+    INITIATOR_PARAMS,
+    RESPONDER_PARAMS,
+    Net,
+    Sent,
+    drain_events,
+    make_device,
+)
 from tunnel.session.constants import (
     KEEPALIVE_TIMEOUT,
     REJECT_AFTER_TIME,
@@ -256,8 +263,8 @@ def test_handshake_completed_events_name_peer_and_address() -> None:
     b = net.add(B_ADDR, make_device(2))
     a.connect(b.public_key, [B_ADDR], net.now, net.now)
     net.settle()
-    assert drain_events(a) == [HandshakeCompleted(b.public_key, B_ADDR, True)]
-    assert drain_events(b) == [HandshakeCompleted(a.public_key, A_ADDR, False)]
+    assert drain_events(a) == [HandshakeCompleted(b.public_key, B_ADDR, True, RESPONDER_PARAMS)]
+    assert drain_events(b) == [HandshakeCompleted(a.public_key, A_ADDR, False, INITIATOR_PARAMS)]
 
 
 def test_lossy_duplicating_network_still_handshakes_and_never_duplicates() -> None:

@@ -49,11 +49,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.constants import (
+    AES_GCM_REJECT_AFTER_MESSAGES,
+    AES_GCM_REKEY_AFTER_MESSAGES,
     KEEPALIVE_TIMEOUT,
     MAX_STAGED_PACKETS,
     PERSISTENT_KEEPALIVE_DEFAULT,
@@ -85,6 +87,7 @@ from tunnel.session.handshake import (
     create_response,
 )
 from tunnel.session.indextable import IndexTable
+from tunnel.session.params import AES_256_GCM, TransportParams
 from tunnel.session.replay import ReplayWindow
 from tunnel.session.wire import HEADER_TRANSPORT
 
@@ -148,16 +151,21 @@ class SessionHost(Protocol):
 class Keypair:
     """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
 
-    Its limits are precomputed as absolute values so the hot paths compare once per rule.
+    Its limits are precomputed as absolute values so the hot paths compare once per rule. The
+    cipher is the one the handshake negotiated (`params.py`): ChaCha20-Poly1305 or AES-256-GCM,
+    both with the same 12-byte counter nonce and 16-byte tag, so the wire layout is the same.
     """
 
     __slots__ = (
+        "cipher",
         "created",
         "expires",
         "header",
         "is_initiator",
         "local_index",
+        "peer_params",
         "receive",
+        "reject_counter",
         "rekey_counter",
         "rekey_on_receive",
         "rekey_time",
@@ -170,8 +178,11 @@ class Keypair:
     def __init__(
         self, keys: SessionKeys, created: float, session: Session, config: SessionConfig
     ) -> None:
-        self.send = ChaCha20Poly1305(keys.send_key)
-        self.receive = ChaCha20Poly1305(keys.receive_key)
+        aead = AESGCM if keys.cipher == AES_256_GCM else ChaCha20Poly1305
+        self.cipher = keys.cipher
+        self.peer_params = keys.peer_params
+        self.send = aead(keys.send_key)
+        self.receive = aead(keys.receive_key)
         self.send_counter = 0
         self.replay = ReplayWindow()
         self.local_index = keys.local_index
@@ -181,14 +192,19 @@ class Keypair:
         self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
         self.session = session
         never = float("inf")
+        rekey_after = config.rekey_after_messages
+        self.reject_counter = REJECT_AFTER_MESSAGES
+        if keys.cipher == AES_256_GCM:
+            self.reject_counter = AES_GCM_REJECT_AFTER_MESSAGES
+            rekey_after = min(rekey_after, AES_GCM_REKEY_AFTER_MESSAGES)
         # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
-        # not start handshakes at once.
+        # not start handshakes at once; a responder reaching the reject limit initiates one.
         if keys.is_initiator:
-            self.rekey_counter = min(config.rekey_after_messages, REJECT_AFTER_MESSAGES)
+            self.rekey_counter = min(rekey_after, self.reject_counter)
             self.rekey_time = created + config.rekey_after_time
             self.rekey_on_receive = created + REKEY_ON_RECEIVE_AGE
         else:
-            self.rekey_counter = REJECT_AFTER_MESSAGES
+            self.rekey_counter = self.reject_counter
             self.rekey_time = self.rekey_on_receive = never
 
 
@@ -277,7 +293,7 @@ class Session:
             return None
         counter = keypair.send_counter
         if counter >= keypair.rekey_counter:
-            if counter >= REJECT_AFTER_MESSAGES:
+            if counter >= keypair.reject_counter:
                 self._stage(payload, now)
                 return None
             self._send_initiation(now, is_retry=False)
@@ -307,6 +323,16 @@ class Session:
         datagram = self.seal(payload, now)
         if datagram is not None and self.endpoint is not None:
             self._host.queue_datagram(datagram, self.endpoint)
+
+    @property
+    def peer_params(self) -> TransportParams | None:
+        """The peer's transport parameters from the newest handshake whose keys are in use."""
+        return None if self._current is None else self._current.peer_params
+
+    @property
+    def cipher(self) -> int | None:
+        """The transport cipher of the keys in use (`params.CHACHA20_POLY1305`, ...)."""
+        return None if self._current is None else self._current.cipher
 
     @property
     def is_established(self) -> bool:
@@ -429,7 +455,7 @@ class Session:
         if dropped is not None:
             indices.remove(dropped.local_index)
         self._current = keypair
-        self._on_keys_derived(addr, now, is_initiator=True)
+        self._on_keys_derived(keypair, addr, now)
         if not self._staged:
             self._staged.append(b"")  # a keepalive confirms the keys to the responder at once
         self._flush_staged(now)
@@ -465,7 +491,7 @@ class Session:
             self._host.indices.remove(self._previous.local_index)
         self._previous, self._current, self._next = self._current, keypair, None
         self.endpoint = addr
-        self._on_keys_derived(addr, now, is_initiator=False)
+        self._on_keys_derived(keypair, addr, now)
         self._flush_staged(now)
 
     def _replace_next(self, keypair: Keypair) -> None:
@@ -474,14 +500,16 @@ class Session:
         self._next = keypair
         self._host.indices.add_keypair(keypair.local_index, keypair)
 
-    def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
+    def _on_keys_derived(self, keypair: Keypair, addr: Addr, now: float) -> None:
         self.endpoint = addr
         self.last_handshake = self.last_active = now
         self._sent_last_minute_handshake = False
         self._zero_keys_due = now + ZERO_KEYS_AFTER
         self._host.schedule(self, self._zero_keys_due)
         self._host.counters.handshakes_completed += 1
-        self._host.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
+        self._host.emit(
+            HandshakeCompleted(self.peer_public, addr, keypair.is_initiator, keypair.peer_params)
+        )
 
     # --- timers -------------------------------------------------------------------------------
 
