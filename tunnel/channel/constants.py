@@ -2,7 +2,8 @@
 
 "Protocol" values are seen by the peer (changing them changes behaviour on the wire); the
 windows and the stream limit are this end's own, announced to the peer in the handshake's
-transport parameters, so the two ends may differ. The "implementation" values are local choices. Every value carries its unit and the reason for it.
+transport parameters, so the two ends may differ. The "implementation" values are local
+choices. Every value carries its unit and the reason for it.
 Specs: RFC 9000 (streams, flow control), RFC 9002 (recovery), RFC 9221 (datagrams).
 """
 

@@ -158,10 +158,10 @@ def decode_params(data: bytes, response: bool) -> TransportParams | None:
             continue
         if not 1 <= len(raw) <= 8:
             return None
-        value = int.from_bytes(raw, "big")
-        if not low <= value <= high:
+        number = int.from_bytes(raw, "big")
+        if not low <= number <= high:
             return None
-        values[kind] = value
+        values[kind] = number
     if T_VERSION not in values:
         return None
     if response:
