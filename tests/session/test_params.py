@@ -36,7 +36,6 @@ from tunnel.session.params import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_STREAM_WINDOW,
     DEFAULT_UDP_FLOWS,
-    MAX_DATAGRAM,
     T_CIPHER,
     T_CIPHERS,
     T_MAX_DATAGRAM,
