@@ -61,6 +61,9 @@ REPUNCH_FIRST = 3.0
 REPUNCH_MAX = 60.0
 
 
+_DEFAULT_PARAMS = TransportParams()
+
+
 def _no_params() -> TransportParams | None:
     return None
 
@@ -190,6 +193,11 @@ class Peer:
     def direct(self) -> bool:
         path = self.path.path
         return path is not None and path.direct
+
+    @property
+    def peer_params(self) -> TransportParams:
+        """The limits the peer announced in its handshake (the defaults before one)."""
+        return self.session_params() or _DEFAULT_PARAMS
 
     def send_addr(self) -> Addr | None:
         """Where packets for this peer go now: the direct path, the relay, or nowhere yet."""
@@ -473,7 +481,7 @@ class Peer:
     def _open_channel(self, now: float, keep_incarnation: bool = False) -> None:
         own = self.params
         # Read at every open: a peer that restarted may have come back with other limits.
-        peer = self.session_params() or TransportParams()
+        peer = self.peer_params
         self.mtu.set_limit(peer.max_datagram)
         self.channel = Channel(
             is_client=self.is_client,
