@@ -35,6 +35,7 @@ from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_
 from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
+from tunnel.node.ciphers import local_ciphers
 from tunnel.node.netcheck import family, netcheck
 from tunnel.node.pathlog import address_words, peer_label
 from tunnel.node.peer import (
@@ -97,7 +98,8 @@ class NodeOptions:
     state_dir: Path | None = None  # where the initiation replay table is kept (None: memory)
     # What this node accepts (windows, streams, datagram size) and its transport ciphers; sent
     # to every peer in the handshake, which then sends within them.
-    transport: TransportParams = field(default_factory=TransportParams)
+    transport: TransportParams = field(
+        default_factory=lambda: TransportParams(ciphers=local_ciphers()))
 
 
 class Node:
