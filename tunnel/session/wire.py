@@ -37,7 +37,10 @@ Cookie reply (64 B)::
 
 Transport data (32 B + payload)::
 
-    | 0 type=4 | 1-3 zero | 4 receiver index | 8 counter (u64) | 16 ChaCha20-Poly1305(payload) |
+    | 0 type=4 | 1-3 zero | 4 receiver index | 8 counter (u64) | 16 AEAD(payload) |
+
+The AEAD is the transport cipher the handshake negotiated (`params.py`): ChaCha20-Poly1305 or
+AES-256-GCM, both with a 12-byte nonce of 4 zero bytes and the counter, and a 16-byte tag.
 """
 
 from __future__ import annotations
