@@ -36,6 +36,9 @@ from tunnel.session.params import (
     DEFAULT_MAX_STREAMS,
     DEFAULT_STREAM_WINDOW,
     DEFAULT_UDP_FLOWS,
+    MAX_DATAGRAM,
+    MAX_STREAM_LIMIT,
+    MAX_WINDOW,
     T_CIPHER,
     T_CIPHERS,
     T_MAX_DATAGRAM,
@@ -47,7 +50,13 @@ from tunnel.session.params import (
     encode_params,
 )
 from tunnel.session.session import Keypair
-from tunnel.session.wire import HEADER_INITIATION, HEADER_RESPONSE, MAX_PARAMS_SIZE
+from tunnel.session.wire import (
+    HEADER_INITIATION,
+    HEADER_RESPONSE,
+    INITIATION_BASE_SIZE,
+    MAX_PARAMS_SIZE,
+    RESPONSE_BASE_SIZE,
+)
 
 A_ADDR = ("10.0.0.1", 40001)
 B_ADDR = ("10.0.0.2", 51820)
@@ -321,3 +330,13 @@ def test_a_response_with_bad_parameters_leaves_the_handshake_open(payload: bytes
     assert a.counters.bad_handshake == 1
     assert session.pending is pending and not session.is_established
     assert not a.indices.keypairs and not drain_events(a)
+
+
+def test_a_response_is_smaller_than_any_initiation_that_gets_one() -> None:
+    """No amplification: the largest response we can send is shorter than the shortest
+    initiation with parameters (a version-1 initiation gets no response at all)."""
+    largest = TransportParams(stream_window=MAX_WINDOW, connection_window=MAX_WINDOW,
+                              max_streams=MAX_STREAM_LIMIT, max_udp_flows=MAX_STREAM_LIMIT,
+                              max_datagram=MAX_DATAGRAM)
+    response = RESPONSE_BASE_SIZE + len(encode_params(largest, chosen=AES_256_GCM))
+    assert response < INITIATION_BASE_SIZE + len(VERSION)

@@ -33,8 +33,12 @@ needs nothing, as the heap's entry is a lower bound and the device asks `get_tim
 it comes due.
 
 Rekey: the initiator of `current` starts a new handshake when sending with keys older than
-120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
-than 180 s are neither used to send nor accepted.
+120 s or after `rekey_after_messages` (2^22 with AES-256-GCM keys, which no side uses past 2^23),
+and when receiving with keys older than 165 s; keys older than 180 s are neither used to send
+nor accepted.
+
+Each keypair keeps what its handshake negotiated (`params.py`): the transport cipher and the
+peer's transport parameters (`Session.peer_params`, the limits to send within).
 
 Hot path: `seal` (the shell sends the result to `session.endpoint`) and `Device.receive` of
 transport data. Everything else may queue datagrams on the device: after any call, the shell
