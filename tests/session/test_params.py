@@ -210,6 +210,11 @@ def test_aes_gcm_keys_rekey_and_stop_before_its_confidentiality_limit() -> None:
     initiator, responder = current_keypair(a, b), current_keypair(b, a)
     assert initiator.rekey_counter == 2**22 and initiator.reject_counter == 2**23
     assert responder.reject_counter == 2**23
+    # the responder, which never rekeys on volume, stops at the limit and starts a handshake
+    responder.send_counter = 2**23
+    session = b.get_session(a.public_key)
+    assert session is not None and session.seal(b"one too many", _net.now) is None
+    assert session.pending is not None and b.counters.handshakes_completed == 1
     _net, a, b = handshake_pair(TransportParams(ciphers=(CHACHA20_POLY1305,)), TransportParams())
     assert current_keypair(a, b).reject_counter == 2**64 - 2**13 - 1
 
