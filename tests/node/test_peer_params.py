@@ -103,3 +103,13 @@ def test_path_mtu_probes_no_size_past_the_limit() -> None:
     assert mtu.size == 1400 and mtu.pending == []
     mtu.set_limit(100)  # never below the base size every path carries
     assert mtu.limit == BASE_SIZE
+
+
+def test_a_limit_learnt_while_probing_caps_the_sizes_left() -> None:
+    mtu = PathMtu()
+    mtu.restart(0.0)  # the path changed before the handshake told the peer's limit
+    assert mtu.probe_due(0.0) == 65000
+    mtu.set_limit(4000)
+    assert mtu.pending == [4000, 1472]
+    assert not mtu.on_probe_answered(65000)  # the probe in flight cannot raise the size
+    assert mtu.size == BASE_SIZE

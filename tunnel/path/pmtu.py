@@ -40,7 +40,8 @@ class PathMtu:
         """The peer reads datagrams of at most `limit` bytes: never probe or send larger."""
         self.limit = max(limit, BASE_SIZE)
         self.size = min(self.size, self.limit)  # a path that carried more carries this
-        self.pending = [s for s in self.pending if s <= self.limit]
+        if self.pending or self.probing is not None:  # probing already: the sizes left, capped
+            self.pending = [s for s in self._sizes() if s > self.size]
 
     def _sizes(self) -> list[int]:
         """Probe sizes, largest first, none past the peer's limit (the limit itself instead)."""
@@ -69,7 +70,7 @@ class PathMtu:
 
     def on_probe_answered(self, size: int) -> bool:
         """A probe of `size` bytes came through; True if the path's size grew."""
-        if size <= self.size:
+        if size <= self.size or size > self.limit:  # a probe sent before the limit was known
             return False
         self.size = size
         self.pending = [s for s in self.pending if s > size]  # larger ones already failed
