@@ -1,7 +1,9 @@
 """Micro-benchmark of the data plane at 1,472-byte datagrams: CPU per packet to send and receive.
 
-Run: `python -m bench.bench_datapath [--seconds 1.0]`; `PTUNNEL_PURE=1` measures the Python
-twins instead of the C extensions. Prints medians of 5 rounds; not a test.
+Run: `python -m bench.bench_datapath [--seconds 1.0] [--cipher NAME]`; `PTUNNEL_PURE=1` measures
+the Python twins instead of the C extensions. Prints medians of 5 rounds; not a test. The session
+and socket rows run once per transport cipher a handshake can negotiate (ChaCha20-Poly1305,
+AES-256-GCM), or only for `--cipher`.
 
 Each row is one way of doing the same work, so old and new compare in one run:
 
@@ -33,6 +35,7 @@ from tunnel.node import udpio
 from tunnel.node.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT
 from tunnel.session import datapath
 from tunnel.session.device import Device
+from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305, CIPHER_NAMES
 from tunnel.session.session import Session
 
 DATAGRAM = 1472  # bytes: the largest UDP payload of a 1,500-byte Ethernet MTU
@@ -53,13 +56,15 @@ def _per_packet(run: Callable[[], int], seconds: float) -> float:
     return statistics.median(medians)
 
 
-def _established() -> tuple[Session, Device]:
-    a, b = _pair(1)
-    return _handshake(a, b, 0.0), b
+def _established(cipher: int) -> tuple[Session, Device]:
+    a, b = _pair(1, cipher)
+    session = _handshake(a, b, 0.0)
+    assert session.cipher == cipher
+    return session, b
 
 
-def bench_session(seconds: float) -> dict[str, float]:
-    session, receiver = _established()
+def bench_session(seconds: float, cipher: int) -> dict[str, float]:
+    session, receiver = _established(cipher)
     payloads = [bytes(PAYLOAD)] * RUN
 
     def seal_one_by_one() -> int:
@@ -110,8 +115,8 @@ def _socket_pair() -> tuple[socket.socket, socket.socket, tuple[str, int]]:
     return sender, receiver, receiver.getsockname()
 
 
-def bench_sockets(seconds: float) -> dict[str, float]:
-    session, device = _established()
+def bench_sockets(seconds: float, cipher: int) -> dict[str, float]:
+    session, device = _established(cipher)
     sender, receiver, addr = _socket_pair()
     payloads = [bytes(PAYLOAD)] * RUN
     gso = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", DATAGRAM))]
@@ -206,12 +211,19 @@ def bench_drain_end(seconds: float) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="rough time per row")
+    names = {name: cipher for cipher, name in CIPHER_NAMES.items()}
+    parser.add_argument("--cipher", choices=sorted(names), help="only this transport cipher")
     args = parser.parse_args(argv)
+    ciphers = [names[args.cipher]] if args.cipher else [CHACHA20_POLY1305, AES_256_GCM]
     print(f"data plane at {DATAGRAM}-byte datagrams, CPU us per packet, medians of {ROUNDS} "
           f"rounds; datapath: {datapath.IMPLEMENTATION}, udpio: {udpio.IMPLEMENTATION}")
-    for title, rows in (("session layer", bench_session(args.seconds)),
-                        ("loopback sockets", bench_sockets(args.seconds)),
-                        ("end of a drain, us per drain", bench_drain_end(args.seconds))):
+    sections: list[tuple[str, dict[str, float]]] = []
+    for cipher in ciphers:
+        name = CIPHER_NAMES[cipher]
+        sections.append((f"session layer, {name}", bench_session(args.seconds, cipher)))
+        sections.append((f"loopback sockets, {name}", bench_sockets(args.seconds, cipher)))
+    sections.append(("end of a drain, us per drain", bench_drain_end(args.seconds)))
+    for title, rows in sections:
         print(f"  {title}")
         for name, cost in rows.items():
             print(f"    {name:<42} {cost:6.2f}")

@@ -1,5 +1,5 @@
 """Fuzz targets of the secure session: the device's datagram entry (outer packets), handshake
-messages and cookie replies.
+messages, the transport parameters they carry, and cookie replies.
 
 The device drops anything whose mac1 or AEAD tag does not verify, which mutants almost never
 pass; so the handshake decoders and the cookie reply are fuzzed behind that check too. The
@@ -15,14 +15,22 @@ from tunnel.addresses import Addr
 from tunnel.session import crypto, handshake
 from tunnel.session.cookie import CookieChecker, CookieGenerator, mac1_key
 from tunnel.session.device import Device
+from tunnel.session.params import (
+    AES_256_GCM,
+    CIPHER_NAMES,
+    TransportParams,
+    decode_params,
+    encode_params,
+)
 from tunnel.session.wire import (
-    INITIATION_MAC1_OFFSET,
-    INITIATION_SIZE,
+    INITIATION_BASE_SIZE,
+    INITIATION_MAX_SIZE,
     MAC_SIZE,
+    MACS_SIZE,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
-    RESPONSE_MAC1_OFFSET,
-    RESPONSE_SIZE,
+    RESPONSE_BASE_SIZE,
+    RESPONSE_MAX_SIZE,
     is_initiation,
 )
 
@@ -86,8 +94,11 @@ def setup_device() -> tuple[Check, list[bytes]]:
 
 
 def with_valid_mac1(data: bytes, key: bytes) -> bytes:
-    sizes = {MESSAGE_INITIATION: INITIATION_SIZE, MESSAGE_RESPONSE: RESPONSE_SIZE}
-    if not data or sizes.get(data[0]) != len(data):
+    # handshake messages carry transport parameters: any size the device reads
+    sizes = {MESSAGE_INITIATION: (INITIATION_BASE_SIZE, INITIATION_MAX_SIZE),
+             MESSAGE_RESPONSE: (RESPONSE_BASE_SIZE, RESPONSE_MAX_SIZE)}
+    low, high = sizes.get(data[0], (1, 0)) if data else (1, 0)
+    if not low <= len(data) <= high:
         return data
     at = len(data) - 2 * MAC_SIZE
     return data[:at] + crypto.mac(key, data[:at]) + data[at + MAC_SIZE :]
@@ -120,7 +131,7 @@ def setup_initiation() -> tuple[Check, list[bytes]]:
         if consumed is not None:
             # the sender index and the macs are not the handshake's to check
             assert data[:4] == initiation[:4]
-            assert data[8:INITIATION_MAC1_OFFSET] == initiation[8:INITIATION_MAC1_OFFSET]
+            assert data[8:-MACS_SIZE] == initiation[8:-MACS_SIZE]
 
     return check, [initiation]
 
@@ -132,7 +143,7 @@ def setup_response() -> tuple[Check, list[bytes]]:
         keys = handshake.consume_response(initiator, pending, data)
         if keys is not None:
             assert data[:4] == response[:4]
-            assert data[8:RESPONSE_MAC1_OFFSET] == response[8:RESPONSE_MAC1_OFFSET]
+            assert data[8:-MACS_SIZE] == response[8:-MACS_SIZE]
 
     return check, [response]
 
@@ -156,9 +167,31 @@ def setup_cookie_reply() -> tuple[Check, list[bytes]]:
     return check, [reply]
 
 
+def setup_params() -> tuple[Check, list[bytes]]:
+    """The TLVs inside an authenticated handshake payload (a member's build may send anything
+    there): the first byte picks offer or choice, the rest is the block."""
+
+    def check(data: bytes) -> None:
+        response, block = bool(data[:1] and data[0] & 1), data[1:]
+        params = decode_params(block, response)
+        if params is None:
+            return
+        assert isinstance(params, TransportParams) and params.ciphers
+        assert all(cipher in CIPHER_NAMES for cipher in params.ciphers)
+        assert not response or len(params.ciphers) == 1
+        # what was read encodes to a block that reads back the same
+        chosen = params.cipher if response else None
+        assert decode_params(encode_params(params, chosen), response) == params
+
+    offer = encode_params(TransportParams())
+    choice = encode_params(TransportParams(), chosen=AES_256_GCM)
+    return check, [b"\x00" + offer, b"\x01" + choice, b"\x00", b"\x01\x01\x01\x02"]
+
+
 TARGETS = (
     Target("session-device", setup_device),
     Target("handshake-initiation", setup_initiation, max_size=300),
     Target("handshake-response", setup_response, max_size=200),
+    Target("transport-params", setup_params, max_size=200),
     Target("cookie-reply", setup_cookie_reply, max_size=150),
 )

@@ -11,7 +11,11 @@ from __future__ import annotations
 import random
 
 from tests.support.session_harness import (
+    INITIATION_MAC1_OFFSET,
+    INITIATION_SIZE,
+    INITIATOR_PARAMS,
     NETWORK_SECRET_PSK,
+    RESPONDER_PARAMS,
     WALL_EPOCH,
     Net,
     drain_events,
@@ -25,8 +29,6 @@ from tunnel.session.events import HandshakeCompleted
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
     HEADER_INITIATION,
-    INITIATION_MAC1_OFFSET,
-    INITIATION_SIZE,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
 )
@@ -83,8 +85,8 @@ def test_flood_stops_dh_work_and_legitimate_peer_gets_through() -> None:
     assert b.counters.cookie_sent > 1_000
     assert a.counters.cookie_received == 1
     assert session.is_established
-    assert HandshakeCompleted(b.public_key, B_ADDR, True) in drain_events(a)
-    assert HandshakeCompleted(a.public_key, A_ADDR, False) in drain_events(b)
+    assert HandshakeCompleted(b.public_key, B_ADDR, True, RESPONDER_PARAMS) in drain_events(a)
+    assert HandshakeCompleted(a.public_key, A_ADDR, False, INITIATOR_PARAMS) in drain_events(b)
     # No reply larger than its trigger: every cookie reply is 64 bytes, initiations 148.
     replies = [s for s in net.captured if s.data[0] == MESSAGE_COOKIE_REPLY]
     assert replies and all(len(s.data) == COOKIE_REPLY_SIZE < INITIATION_SIZE for s in replies)

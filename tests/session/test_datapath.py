@@ -1,7 +1,9 @@
 """The C data plane and its Python twin: byte-identical datagrams, the same verdicts, the same
-window state, for valid, forged, truncated, replayed, stale and misaddressed segments.
+window state, for valid, forged, truncated, replayed, stale and misaddressed segments, under each
+transport cipher a handshake may negotiate (ChaCha20-Poly1305 and AES-256-GCM).
 
-Each datagram is built by hand from the wire layout (wire.py), so both implementations are also
+Each datagram is built by hand from the wire layout (wire.py) with `cryptography`'s AEAD, as the
+session layer sealed it before the C data plane existed, so both implementations are also
 checked against the specification, not only against each other.
 """
 
@@ -12,12 +14,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.datapaths import IMPLEMENTATIONS, datapath, datapath_module
 from tunnel.session import datapath_pure as verdicts
+from tunnel.session.constants import AES_GCM_REJECT_AFTER_MESSAGES, REJECT_AFTER_MESSAGES
+from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305
 from tunnel.session.wire import HEADER_TRANSPORT, MAX_PAYLOAD_SIZE
 
 __all__ = ["datapath"]
@@ -29,13 +33,19 @@ HEADER = HEADER_TRANSPORT + INDEX
 EXPIRES = 100.0
 MANY = settings(max_examples=500, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
+CIPHERS = (CHACHA20_POLY1305, AES_256_GCM)
+# Every test below runs under each transport cipher.
+pytestmark = pytest.mark.parametrize("cipher", CIPHERS, ids=("chacha20-poly1305", "aes-256-gcm"))
 
 
-def by_hand(payload: bytes, counter: int, key: bytes = KEY, header: bytes = HEADER) -> bytes:
-    """The transport datagram of `payload`, straight from the layout in wire.py."""
+def by_hand(payload: bytes, counter: int, cipher: int = CHACHA20_POLY1305, key: bytes = KEY,
+            header: bytes = HEADER) -> bytes:
+    """The transport datagram of `payload`, straight from the layout in wire.py: 4 zero bytes
+    and the counter as the nonce, the 16-byte tag after the ciphertext, either cipher."""
     counter_bytes = counter.to_bytes(8, "little")
     nonce = b"\x00" * 4 + counter_bytes
-    return header + counter_bytes + ChaCha20Poly1305(key).encrypt(nonce, payload, None)
+    aead = AESGCM(key) if cipher == AES_256_GCM else ChaCha20Poly1305(key)
+    return header + counter_bytes + aead.encrypt(nonce, payload, None)
 
 
 @dataclass
@@ -45,8 +55,9 @@ class Keys:
     receive: Any
 
 
-def table(module: ModuleType, expires: float = EXPIRES) -> dict[bytes, Keys]:
-    return {INDEX: Keys(module.Opener(KEY, expires))}
+def table(module: ModuleType, cipher: int, expires: float = EXPIRES,
+          limit: int = REJECT_AFTER_MESSAGES) -> dict[bytes, Keys]:
+    return {INDEX: Keys(module.Opener(KEY, expires, cipher, limit))}
 
 
 def both() -> list[ModuleType]:
@@ -56,14 +67,26 @@ def both() -> list[ModuleType]:
 # --- sealing ---------------------------------------------------------------------------------
 
 
-def test_seal_matches_the_layout(datapath: ModuleType) -> None:
-    sealer = datapath.Sealer(KEY, HEADER)
-    assert sealer.seal(b"hello", 7) == by_hand(b"hello", 7)
-    assert sealer.seal(b"", 0) == by_hand(b"", 0)  # a keepalive: 32 bytes
+def test_seal_matches_the_layout(datapath: ModuleType, cipher: int) -> None:
+    sealer = datapath.Sealer(KEY, HEADER, cipher)
+    assert sealer.seal(b"hello", 7) == by_hand(b"hello", 7, cipher)
+    assert sealer.seal(b"", 0) == by_hand(b"", 0, cipher)  # a keepalive: 32 bytes
     payloads = [bytes([i]) * 1440 for i in range(5)] + [b"short"]
     assert sealer.seal_batch(payloads, 2**40) == b"".join(
-        by_hand(p, 2**40 + i) for i, p in enumerate(payloads))
+        by_hand(p, 2**40 + i, cipher) for i, p in enumerate(payloads))
     assert sealer.seal_batch([], 3) == b""
+
+
+def test_the_ciphers_are_the_negotiated_ones(datapath: ModuleType, cipher: int) -> None:
+    """The numbers a handshake negotiates (params.py) pick the same cipher in both twins, and
+    the two ciphers never open each other's datagrams."""
+    assert (datapath.CHACHA20_POLY1305, datapath.AES_256_GCM) == CIPHERS
+    other = AES_256_GCM if cipher == CHACHA20_POLY1305 else CHACHA20_POLY1305
+    assert datapath.Sealer(KEY, HEADER, cipher).seal(b"x", 1) != by_hand(b"x", 1, other)
+    keys = table(datapath, cipher)
+    ((verdict, _, _),) = datapath.open_batch(keys, by_hand(b"x", 1, other), 0, 1.0)
+    assert verdict == verdicts.BAD_TAG
+    assert keys[INDEX].receive.replay.state() == datapath.ReplayWindow().state()
 
 
 @MANY
@@ -71,42 +94,57 @@ def test_seal_matches_the_layout(datapath: ModuleType) -> None:
        st.integers(min_value=0, max_value=2**64 - 64), st.binary(min_size=32, max_size=32),
        st.binary(min_size=4, max_size=4))
 def test_c_and_python_seal_byte_identical(
-    payloads: list[bytes], counter: int, key: bytes, index: bytes
+    cipher: int, payloads: list[bytes], counter: int, key: bytes, index: bytes
 ) -> None:
-    c, python = (m.Sealer(key, HEADER_TRANSPORT + index) for m in both())
+    c, python = (m.Sealer(key, HEADER_TRANSPORT + index, cipher) for m in both())
     assert c.seal_batch(payloads, counter) == python.seal_batch(payloads, counter)
     if payloads:
         assert c.seal(payloads[0], counter) == python.seal(payloads[0], counter)
 
 
 @pytest.mark.parametrize("counter", [-1, 2**64 - 1, 2**64])
-def test_seal_refuses_counters_out_of_range(datapath: ModuleType, counter: int) -> None:
-    sealer = datapath.Sealer(KEY, HEADER)
+def test_seal_refuses_counters_out_of_range(
+    datapath: ModuleType, cipher: int, counter: int
+) -> None:
+    sealer = datapath.Sealer(KEY, HEADER, cipher)
     with pytest.raises(ValueError):
         sealer.seal(b"x", counter)
     with pytest.raises(ValueError):
         sealer.seal_batch([b"x"], counter)
 
 
-def test_seal_refuses_bad_keys_and_oversized_payloads(datapath: ModuleType) -> None:
+def test_seal_refuses_bad_keys_and_oversized_payloads(datapath: ModuleType, cipher: int) -> None:
     with pytest.raises(ValueError):
-        datapath.Sealer(KEY[:31], HEADER)
+        datapath.Sealer(KEY[:31], HEADER, cipher)
     with pytest.raises(ValueError):
-        datapath.Sealer(KEY, HEADER[:7])
+        datapath.Sealer(KEY, HEADER[:7], cipher)
     with pytest.raises(ValueError):
-        datapath.Opener(KEY + b"x", EXPIRES)
+        datapath.Opener(KEY + b"x", EXPIRES, cipher)
     with pytest.raises(ValueError):
-        datapath.Sealer(KEY, HEADER).seal_batch([bytes(MAX_PAYLOAD_SIZE + 1)], 0)
-    assert len(datapath.Sealer(KEY, HEADER).seal(bytes(MAX_PAYLOAD_SIZE), 0)) == 65507
+        datapath.Sealer(KEY, HEADER, cipher).seal_batch([bytes(MAX_PAYLOAD_SIZE + 1)], 0)
+    assert len(datapath.Sealer(KEY, HEADER, cipher).seal(bytes(MAX_PAYLOAD_SIZE), 0)) == 65507
+
+
+@pytest.mark.parametrize("unknown", [0, 3, 255, -1])
+def test_unknown_ciphers_and_limits_are_refused(
+    datapath: ModuleType, cipher: int, unknown: int
+) -> None:
+    with pytest.raises(ValueError):
+        datapath.Sealer(KEY, HEADER, unknown)
+    with pytest.raises(ValueError):
+        datapath.Opener(KEY, EXPIRES, unknown)
+    for limit in (-1, 2**64):
+        with pytest.raises(ValueError):
+            datapath.Opener(KEY, EXPIRES, cipher, limit)
 
 
 # --- opening ---------------------------------------------------------------------------------
 
 
-def test_open_a_gro_buffer(datapath: ModuleType) -> None:
-    keys = table(datapath)
+def test_open_a_gro_buffer(datapath: ModuleType, cipher: int) -> None:
+    keys = table(datapath, cipher)
     payloads = [bytes([i]) * 1000 for i in range(4)] + [b"last, shorter"]
-    data = b"".join(by_hand(p, i) for i, p in enumerate(payloads))
+    data = b"".join(by_hand(p, i, cipher) for i, p in enumerate(payloads))
     results = datapath.open_batch(keys, data, 1032, 1.0)
     assert results == [(verdicts.OK, keys[INDEX], p) for p in payloads]
     # The same buffer again: every segment is a replay, and nothing else changed.
@@ -115,9 +153,9 @@ def test_open_a_gro_buffer(datapath: ModuleType) -> None:
     assert keys[INDEX].receive.replay.state() == state
 
 
-def test_every_kind_of_bad_segment(datapath: ModuleType) -> None:
-    keys = table(datapath)
-    good = by_hand(b"a" * 50, 5)
+def test_every_kind_of_bad_segment(datapath: ModuleType, cipher: int) -> None:
+    keys = table(datapath, cipher)
+    good = by_hand(b"a" * 50, 5, cipher)
     forged = bytearray(good)
     forged[40] ^= 1
     wrong_counter = good[:8] + (6).to_bytes(8, "little") + good[16:]  # the tag covers the nonce
@@ -132,10 +170,10 @@ def test_every_kind_of_bad_segment(datapath: ModuleType) -> None:
         (HEADER_TRANSPORT + OTHER_INDEX + good[8:], verdicts.UNKNOWN_INDEX),
         (b"\x01" + good[1:], verdicts.NOT_TRANSPORT),  # another type: handed back raw
         (b"\x21rendezvous", verdicts.NOT_TRANSPORT),
-        (by_hand(b"", 9), verdicts.OK),  # a keepalive
-        (by_hand(b"x", 9 + 9000), verdicts.OK),  # far ahead: moves the window
-        (by_hand(b"x", 9), verdicts.REPLAY),  # now too old
-        (by_hand(b"x", 2**64 - 8192), verdicts.REPLAY),  # at REJECT_AFTER_MESSAGES
+        (by_hand(b"", 9, cipher), verdicts.OK),  # a keepalive
+        (by_hand(b"x", 9 + 9000, cipher), verdicts.OK),  # far ahead: moves the window
+        (by_hand(b"x", 9, cipher), verdicts.REPLAY),  # now too old
+        (by_hand(b"x", 2**64 - 8192, cipher), verdicts.REPLAY),  # at REJECT_AFTER_MESSAGES
     ]
     for datagram, expected in cases:
         ((verdict, owner, payload),) = datapath.open_batch(keys, datagram, 0, 1.0)
@@ -147,37 +185,66 @@ def test_every_kind_of_bad_segment(datapath: ModuleType) -> None:
     assert datapath.open_batch(keys, b"", 0, 1.0) == [(verdicts.NOT_TRANSPORT, None, b"")]
 
 
-def test_stale_keys_open_nothing_and_keep_their_window(datapath: ModuleType) -> None:
-    keys = table(datapath, expires=10.0)
+def test_stale_keys_open_nothing_and_keep_their_window(datapath: ModuleType, cipher: int) -> None:
+    keys = table(datapath, cipher, expires=10.0)
     state = keys[INDEX].receive.replay.state()
-    ((verdict, owner, payload),) = datapath.open_batch(keys, by_hand(b"x", 1), 0, 10.0)
+    ((verdict, owner, payload),) = datapath.open_batch(keys, by_hand(b"x", 1, cipher), 0, 10.0)
     assert (verdict, owner, payload) == (verdicts.STALE, keys[INDEX], b"")
     assert keys[INDEX].receive.replay.state() == state
-    assert datapath.open_batch(keys, by_hand(b"x", 1), 0, 9.99)[0][0] == verdicts.OK
+    assert datapath.open_batch(keys, by_hand(b"x", 1, cipher), 0, 9.99)[0][0] == verdicts.OK
 
 
-def test_a_forged_segment_does_not_move_the_window(datapath: ModuleType) -> None:
+def test_no_counter_at_or_past_the_keys_limit_is_accepted(
+    datapath: ModuleType, cipher: int
+) -> None:
+    """AES-256-GCM keys stop at 2^23 packets (constants.py): an authentic datagram at the limit
+    is refused like a replay and leaves the window as it was; the one before it is accepted."""
+    limit = AES_GCM_REJECT_AFTER_MESSAGES
+    keys = table(datapath, cipher, limit=limit)
+    assert keys[INDEX].receive.limit == limit
+    state = keys[INDEX].receive.replay.state()
+    for counter in (limit, limit + 1, 2**63):
+        ((verdict, _, _),) = datapath.open_batch(keys, by_hand(b"x", counter, cipher), 0, 1.0)
+        assert verdict == verdicts.REPLAY
+    assert keys[INDEX].receive.replay.state() == state
+    ((verdict, _, payload),) = datapath.open_batch(keys, by_hand(b"y", limit - 1, cipher), 0, 1.0)
+    assert (verdict, payload) == (verdicts.OK, b"y")
+    # Without a limit of its own, a key takes counters up to REJECT_AFTER_MESSAGES.
+    unlimited = table(datapath, cipher)
+    assert datapath.open_batch(unlimited, by_hand(b"x", limit, cipher), 0, 1.0)[0][0] == verdicts.OK
+
+
+def test_a_forged_segment_does_not_move_the_window(datapath: ModuleType, cipher: int) -> None:
     """A forger who sends a huge counter must not push real packets out of the window."""
-    keys = table(datapath)
-    forged = bytearray(by_hand(b"x", 10**12))
+    keys = table(datapath, cipher)
+    forged = bytearray(by_hand(b"x", 10**12, cipher))
     forged[-1] ^= 0x80
-    results = datapath.open_batch(keys, bytes(forged) + by_hand(b"y", 3), len(forged), 1.0)
+    data = bytes(forged) + by_hand(b"y", 3, cipher)
+    results = datapath.open_batch(keys, data, len(forged), 1.0)
     assert [v for v, _, _ in results] == [verdicts.BAD_TAG, verdicts.OK]
-    assert datapath.open_batch(keys, by_hand(b"z", 1), 0, 1.0)[0][0] == verdicts.OK
+    assert datapath.open_batch(keys, by_hand(b"z", 1, cipher), 0, 1.0)[0][0] == verdicts.OK
 
 
-def test_table_values_without_an_opener_are_an_error(datapath: ModuleType) -> None:
+def test_table_values_without_an_opener_are_an_error(datapath: ModuleType, cipher: int) -> None:
     with pytest.raises((TypeError, AttributeError)):
-        datapath.open_batch({INDEX: Keys(object())}, by_hand(b"x", 1), 0, 1.0)
+        datapath.open_batch({INDEX: Keys(object())}, by_hand(b"x", 1, cipher), 0, 1.0)
 
 
 # --- the twins agree on anything ---------------------------------------------------------------
 
+# Segments sealed under either cipher: the keys under test must open their own cipher's and
+# refuse the other's. Counters around the AES-256-GCM limit test the opener's `limit`.
 SEGMENT = st.one_of(
-    st.builds(by_hand, st.binary(max_size=64), st.integers(min_value=0, max_value=20_000)),
-    st.builds(lambda b, i, c: bytearray(by_hand(b, c)) if i < 0 else _flip(by_hand(b, c), i),
+    st.builds(by_hand, st.binary(max_size=64), st.integers(min_value=0, max_value=20_000),
+              st.sampled_from(CIPHERS)),
+    st.builds(lambda b, i, c, k: bytearray(by_hand(b, c, k)) if i < 0
+              else _flip(by_hand(b, c, k), i),
               st.binary(max_size=64), st.integers(min_value=-1, max_value=95),
-              st.integers(min_value=0, max_value=50)),
+              st.integers(min_value=0, max_value=50), st.sampled_from(CIPHERS)),
+    st.builds(by_hand, st.binary(max_size=16),
+              st.integers(min_value=AES_GCM_REJECT_AFTER_MESSAGES - 3,
+                          max_value=AES_GCM_REJECT_AFTER_MESSAGES + 3),
+              st.sampled_from(CIPHERS)),
     st.binary(max_size=100),
     st.binary(max_size=40).map(lambda rest: HEADER + rest),
 )
@@ -191,12 +258,16 @@ def _flip(datagram: bytes, position: int) -> bytes:
 
 @MANY
 @given(st.lists(SEGMENT, max_size=12), st.integers(min_value=0, max_value=120),
-       st.floats(min_value=0.0, max_value=2 * EXPIRES))
-def test_c_and_python_open_alike(segments: list[bytes], segment: int, now: float) -> None:
-    """Any buffer and any segment size, valid, forged, truncated, replayed or garbage: the
-    same verdicts, payloads and window states, call after call."""
+       st.floats(min_value=0.0, max_value=2 * EXPIRES),
+       st.sampled_from((REJECT_AFTER_MESSAGES, AES_GCM_REJECT_AFTER_MESSAGES)))
+def test_c_and_python_open_alike(
+    cipher: int, segments: list[bytes], segment: int, now: float, limit: int
+) -> None:
+    """Any buffer and any segment size, valid, forged, truncated, replayed, past the key's
+    limit, under the other cipher or garbage: the same verdicts, payloads and window states,
+    call after call."""
     data = b"".join(bytes(s) for s in segments)
-    c_keys, py_keys = (table(m) for m in both())
+    c_keys, py_keys = (table(m, cipher, limit=limit) for m in both())
     c_module, py_module = both()
     for _ in range(2):  # the second pass sees every accepted segment as a replay
         c_results = c_module.open_batch(c_keys, data, segment, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.support.session_harness import (
+    INITIATION_SIZE,
     NETWORK_SECRET_PSK,
     WALL_EPOCH,
     Net,
@@ -25,7 +26,6 @@ from tunnel.session.session import Session
 from tunnel.session.wire import (
     HEADER_RESPONSE,
     HEADER_TRANSPORT,
-    INITIATION_SIZE,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,

@@ -13,9 +13,19 @@ from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
-from tunnel.session import crypto, noise
+from tunnel.session import crypto, handshake, noise
+from tunnel.session.cookie import CookieGenerator
+from tunnel.session.params import (
+    AES_256_GCM,
+    CHACHA20_POLY1305,
+    TransportParams,
+    decode_params,
+    encode_params,
+)
+from tunnel.session.wire import HEADER_INITIATION, HEADER_RESPONSE, MACS_SIZE, TIMESTAMP_SIZE
 
 # noiseprotocol warns when given a fixed ephemeral key, which is exactly what a cross-check needs.
 pytestmark = pytest.mark.filterwarnings("ignore:One of ephemeral keypairs:UserWarning")
@@ -136,3 +146,53 @@ def test_wrong_psk_fails_at_message_2() -> None:
     msg2 = bytes(theirs.write_message(b""))
     with pytest.raises(InvalidTag):
         noise.read_message_2(ours, I_STATIC, I_EPH, bytes(32), msg2)
+
+
+# --- the handshake messages as ptunnel sends them, parameters and all ---------------------------
+
+WALL = 1_700_000_000.0
+
+
+def test_our_initiation_and_its_parameters_read_by_noiseprotocol() -> None:
+    """ptunnel's whole initiation (timestamp + transport parameters as the payload) and a
+    response carrying the responder's parameters, across the independent implementation."""
+    theirs = their_side(initiator=False)
+    identity = handshake.Identity.create(I_STATIC, PSK)
+    r_public = crypto.public_key(R_STATIC)
+    message, pending = handshake.create_initiation(
+        identity, r_public, bytes(4), I_EPH, WALL, CookieGenerator(r_public, PSK), 0.0)
+    payload = bytes(theirs.read_message(message[8:-MACS_SIZE]))
+    assert payload[:TIMESTAMP_SIZE] == crypto.tai64n(WALL)
+    assert decode_params(payload[TIMESTAMP_SIZE:], response=False) == identity.params
+    chosen = encode_params(TransportParams(max_datagram=1400), chosen=CHACHA20_POLY1305)
+    body = bytes(theirs.write_message(chosen))
+    response = CookieGenerator(crypto.public_key(I_STATIC), PSK).add_macs(
+        HEADER_RESPONSE + bytes(4) + bytes(4) + body, 0.0)
+    keys = handshake.consume_response(identity, pending, response)
+    assert keys is not None and keys.cipher == CHACHA20_POLY1305
+    assert keys.peer_params.max_datagram == 1400
+    ciphertext = bytes(theirs.encrypt(b"data r->i"))
+    assert ChaCha20Poly1305(keys.receive_key).decrypt(crypto.nonce(0), ciphertext, b"") \
+        == b"data r->i"
+
+
+def test_noiseprotocol_initiation_with_parameters_answered_by_ours() -> None:
+    theirs = their_side(initiator=True)
+    offer = encode_params(TransportParams(stream_window=65536))
+    initiation = CookieGenerator(crypto.public_key(R_STATIC), PSK).add_macs(
+        HEADER_INITIATION + bytes(4) + bytes(theirs.write_message(crypto.tai64n(WALL) + offer)),
+        0.0)
+    identity = handshake.Identity.create(R_STATIC, PSK)
+    consumed = handshake.consume_initiation(identity, initiation)
+    assert consumed is not None and consumed.params is not None
+    assert consumed.params.stream_window == 65536
+    result = handshake.create_response(identity, consumed, bytes(4), R_EPH,
+                                       CookieGenerator(crypto.public_key(I_STATIC), PSK), 0.0)
+    assert result is not None
+    response, keys = result
+    answer = decode_params(bytes(theirs.read_message(response[12:-MACS_SIZE])), response=True)
+    assert answer is not None and answer.ciphers == (keys.cipher,) == (AES_256_GCM,)
+    # the split keys agree (noiseprotocol's transport is ChaCha20-Poly1305 whatever we chose)
+    ciphertext = bytes(theirs.encrypt(b"data i->r"))
+    assert ChaCha20Poly1305(keys.receive_key).decrypt(crypto.nonce(0), ciphertext, b"") \
+        == b"data i->r"

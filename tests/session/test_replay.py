@@ -1,19 +1,26 @@
 """The anti-replay window: duplicates never pass, reordering inside the window does.
 
 Every test runs against both windows: `replay.py` (the Python twin's) and the C data plane's.
+The last one judges sealed datagrams through `open_batch`, once per transport cipher.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.datapaths import IMPLEMENTATIONS, datapath, datapath_module
+from tunnel.session import datapath_pure as verdicts
+from tunnel.session.constants import AES_GCM_REJECT_AFTER_MESSAGES
+from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305
 from tunnel.session.replay import WINDOW_SIZE
+from tunnel.session.wire import HEADER_TRANSPORT
 
 __all__ = ["datapath"]  # the fixture: every test below runs once per implementation
 
@@ -107,3 +114,41 @@ def test_not_a_u64_is_refused(datapath: ModuleType, counter: int) -> None:
     window = datapath.ReplayWindow()
     assert not window.accept(counter, limit=2**70)
     assert window.state() == datapath.ReplayWindow().state()
+
+
+@dataclass
+class Keys:
+    """A table value of `open_batch`: what a session's index table holds."""
+
+    receive: Any
+
+
+@pytest.mark.parametrize("cipher", [CHACHA20_POLY1305, AES_256_GCM],
+                         ids=["chacha20-poly1305", "aes-256-gcm"])
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(min_value=0, max_value=3 * WINDOW_SIZE),
+                          st.integers(min_value=AES_GCM_REJECT_AFTER_MESSAGES - 2,
+                                      max_value=AES_GCM_REJECT_AFTER_MESSAGES + 1)),
+                min_size=1, max_size=60),
+       st.booleans())
+def test_sealed_datagrams_are_judged_by_the_window_under_each_cipher(
+    cipher: int, counters: list[int], limited: bool
+) -> None:
+    """Datagrams sealed under `counters` (repeats, reordering, jumps, counters at the AES-GCM
+    limit), opened as one GRO buffer: each twin says OK exactly where a bare window with the
+    key's limit accepts, REPLAY elsewhere, and both end in the same state."""
+    key, index = bytes(range(32)), b"\x01\x02\x03\x04"
+    limit = AES_GCM_REJECT_AFTER_MESSAGES if limited else 2**64 - 2**13 - 1
+    size = 16 + 32  # all payloads 16 bytes: one GRO segment size
+    for implementation in windows():
+        sealer = implementation.Sealer(key, HEADER_TRANSPORT + index, cipher)
+        data = b"".join(sealer.seal(n.to_bytes(16, "little"), n) for n in counters)
+        table = {index: Keys(implementation.Opener(key, 100.0, cipher, limit))}
+        model = implementation.ReplayWindow()
+        expected = [verdicts.OK if model.accept(n, limit) else verdicts.REPLAY for n in counters]
+        results = implementation.open_batch(table, data, size, 1.0)
+        assert [v for v, _, _ in results] == expected
+        assert [p for v, _, p in results if v == verdicts.OK] == [
+            n.to_bytes(16, "little") for n, v in zip(counters, expected, strict=True)
+            if v == verdicts.OK]
+        assert table[index].receive.replay.state() == model.state()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import itertools
 import random
 
-from tests.support.session_harness import Net, Sent, drain_events, make_device
+import pytest
+
+from tests.support.session_harness import (
+    INITIATOR_PARAMS,
+    RESPONDER_PARAMS,
+    Net,
+    Sent,
+    drain_events,
+    make_device,
+)
 from tunnel.session.constants import (
     KEEPALIVE_TIMEOUT,
     REJECT_AFTER_TIME,
@@ -23,6 +32,7 @@ from tunnel.session.events import (
     SessionEvent,
     SessionRemoved,
 )
+from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305, TransportParams
 from tunnel.session.replay import WINDOW_SIZE
 from tunnel.session.session import Session, SessionConfig
 from tunnel.session.wire import MESSAGE_INITIATION, MESSAGE_TRANSPORT, TRANSPORT_OVERHEAD
@@ -30,17 +40,26 @@ from tunnel.session.wire import MESSAGE_INITIATION, MESSAGE_TRANSPORT, TRANSPORT
 A_ADDR = ("10.0.0.1", 40001)
 B_ADDR = ("10.0.0.2", 51820)
 QUIET = SessionConfig(persistent_keepalive=None)
+# The replay tests run under each transport cipher a handshake may negotiate.
+EACH_CIPHER = pytest.mark.parametrize("cipher", [CHACHA20_POLY1305, AES_256_GCM],
+                                      ids=["chacha20-poly1305", "aes-256-gcm"])
 
 
-def connected(config: SessionConfig | None = None) -> tuple[Net, Device, Device, Session, Session]:
+def connected(
+    config: SessionConfig | None = None, cipher: int | None = None
+) -> tuple[Net, Device, Device, Session, Session]:
+    """Two devices with established keys; `cipher`: the only one both offer (default: both
+    offer both, so AES-256-GCM is chosen)."""
+    params = None if cipher is None else TransportParams(ciphers=(cipher,))
     net = Net()
-    a = net.add(A_ADDR, make_device(1, config=config))
-    b = net.add(B_ADDR, make_device(2, config=config))
+    a = net.add(A_ADDR, make_device(1, config=config, params=params))
+    b = net.add(B_ADDR, make_device(2, config=config, params=params))
     a.connect(b.public_key, [B_ADDR], net.now, net.now)
     net.settle()
     a_session, b_session = a.get_session(b.public_key), b.get_session(a.public_key)
     assert a_session is not None and b_session is not None
     assert a_session.is_established and b_session.is_established
+    assert cipher is None or a_session.cipher == b_session.cipher == cipher
     drain_events(a), drain_events(b)
     return net, a, b, a_session, b_session
 
@@ -92,8 +111,9 @@ def test_rekey_after_message_limit() -> None:
     assert a.counters.handshakes_completed >= 4
 
 
-def test_reordering_inside_the_window_is_accepted_duplicates_are_not() -> None:
-    net, _a, b, a_session, _ = connected(QUIET)
+@EACH_CIPHER
+def test_reordering_inside_the_window_is_accepted_duplicates_are_not(cipher: int) -> None:
+    net, _a, b, a_session, _ = connected(QUIET, cipher)
     datagrams = [a_session.seal(i.to_bytes(4, "big"), net.now) for i in range(WINDOW_SIZE)]
     order = list(range(WINDOW_SIZE))
     random.Random(11).shuffle(order)
@@ -107,8 +127,9 @@ def test_reordering_inside_the_window_is_accepted_duplicates_are_not() -> None:
     assert b.counters.replay == WINDOW_SIZE
 
 
-def test_packets_older_than_the_window_are_rejected() -> None:
-    _net, _a, b, a_session, _ = connected(QUIET)
+@EACH_CIPHER
+def test_packets_older_than_the_window_are_rejected(cipher: int) -> None:
+    _net, _a, b, a_session, _ = connected(QUIET, cipher)
     first = a_session.seal(b"old", 0.0)
     for _ in range(WINDOW_SIZE + 1):
         later = a_session.seal(b"new", 0.0)
@@ -256,8 +277,8 @@ def test_handshake_completed_events_name_peer_and_address() -> None:
     b = net.add(B_ADDR, make_device(2))
     a.connect(b.public_key, [B_ADDR], net.now, net.now)
     net.settle()
-    assert drain_events(a) == [HandshakeCompleted(b.public_key, B_ADDR, True)]
-    assert drain_events(b) == [HandshakeCompleted(a.public_key, A_ADDR, False)]
+    assert drain_events(a) == [HandshakeCompleted(b.public_key, B_ADDR, True, RESPONDER_PARAMS)]
+    assert drain_events(b) == [HandshakeCompleted(a.public_key, A_ADDR, False, INITIATOR_PARAMS)]
 
 
 def test_lossy_duplicating_network_still_handshakes_and_never_duplicates() -> None:

@@ -11,7 +11,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.session_harness import NETWORK_SECRET_PSK, WALL_EPOCH, Net, make_device
+from tests.support.session_harness import (
+    INITIATION_SIZE,
+    NETWORK_SECRET_PSK,
+    RESPONSE_SIZE,
+    WALL_EPOCH,
+    Net,
+    make_device,
+)
 from tunnel.session import handshake
 from tunnel.session.cookie import CookieChecker, CookieGenerator
 from tunnel.session.device import Device
@@ -21,8 +28,6 @@ from tunnel.session.wire import (
     HEADER_INITIATION,
     HEADER_RESPONSE,
     HEADER_TRANSPORT,
-    INITIATION_SIZE,
-    RESPONSE_SIZE,
 )
 
 MANY = settings(

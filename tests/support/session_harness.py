@@ -15,10 +15,19 @@ from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.device import Device
 from tunnel.session.events import SessionEvent
+from tunnel.session.params import AES_256_GCM, TransportParams, encode_params
 from tunnel.session.session import SessionConfig
+from tunnel.session.wire import INITIATION_BASE_SIZE, MAC_SIZE, RESPONSE_BASE_SIZE
 
 WALL_EPOCH = 1_700_000_000.0  # wall clock at virtual time 0
 NETWORK_SECRET_PSK = bytes(range(32))  # stands in for netkeys.handshake_psk(secret)
+# Sizes of the handshake messages of two devices with default transport parameters.
+INITIATION_SIZE = INITIATION_BASE_SIZE + len(encode_params(TransportParams()))
+RESPONSE_SIZE = RESPONSE_BASE_SIZE + len(encode_params(TransportParams(), chosen=AES_256_GCM))
+INITIATION_MAC1_OFFSET = INITIATION_SIZE - 2 * MAC_SIZE
+# What each side of a default handshake learns of the other: the offer, and the choice.
+INITIATOR_PARAMS = TransportParams()
+RESPONDER_PARAMS = TransportParams(ciphers=(AES_256_GCM,))
 
 
 class SeededRng:
@@ -36,9 +45,11 @@ def make_device(
     psk: bytes = NETWORK_SECRET_PSK,
     allowed: list[bytes] | None = None,
     config: SessionConfig | None = None,
+    params: TransportParams | None = None,
 ) -> Device:
     rng = SeededRng(seed)
-    return Device(crypto.generate_private_key(rng), psk, allowed=allowed, rng=rng, config=config)
+    return Device(crypto.generate_private_key(rng), psk, allowed=allowed, rng=rng, config=config,
+                  params=params)
 
 
 @dataclass

@@ -120,6 +120,10 @@ class ChannelStats:
 
 
 class Channel:
+    """Our limits (`stream_window`, `connection_window`, `max_streams`) bound what we receive;
+    the peer's, from the handshake's transport parameters (`peer_*`, ours when None), bound what
+    we send: the first credit on each stream and on the channel, and the streams we may open."""
+
     def __init__(
         self,
         is_client: bool,
@@ -135,6 +139,9 @@ class Channel:
         max_connection_window: int = MAX_CONNECTION_WINDOW,
         max_streams: int = INITIAL_MAX_STREAMS,
         peer: str = "",
+        peer_stream_window: int | None = None,
+        peer_connection_window: int | None = None,
+        peer_max_streams: int | None = None,
     ) -> None:
         if max_packet_size < 64:
             raise ValueError("max_packet_size too small")
@@ -165,7 +172,10 @@ class Channel:
         self._close_pending = False
         self._close_resend: float | None = None  # CLOSING: when to repeat the CLOSE unasked
         # connection flow control
-        self._conn_send_max = connection_window  # the peer's credit to us
+        # the peer's credit to us, first as its transport parameters announced
+        self._conn_send_max = (
+            connection_window if peer_connection_window is None else peer_connection_window
+        )
         self._conn_sent = 0  # new stream bytes sent (retransmissions do not count)
         self._conn_window = ReceiveWindow(connection_window, max_connection_window)
         self._table = StreamTable(
@@ -174,6 +184,8 @@ class Channel:
             stream_window,
             max_stream_window,
             max_streams,
+            stream_window if peer_stream_window is None else peer_stream_window,
+            max_streams if peer_max_streams is None else peer_max_streams,
             SegmentBudget(self._conn_window),
         )
         self._streams = self._table.streams

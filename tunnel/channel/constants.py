@@ -1,7 +1,9 @@
 """Constants of the reliable multiplexed channel, grouped like wireguard-go's `constants.go`.
 
 "Protocol" values are seen by the peer (changing them changes behaviour on the wire); the
-"implementation" values are local choices. Every value carries its unit and the reason for it.
+windows and the stream limit are this end's own, announced to the peer in the handshake's
+transport parameters, so the two ends may differ. The "implementation" values are local
+choices. Every value carries its unit and the reason for it.
 Specs: RFC 9000 (streams, flow control), RFC 9002 (recovery), RFC 9221 (datagrams).
 """
 
@@ -37,7 +39,8 @@ INITIAL_CONNECTION_WINDOW: Final = 3 * 1024 * 1024
 MAX_CONNECTION_WINDOW: Final = 24 * 1024 * 1024
 #: concurrent streams the peer may open; raised as streams finish (RFC 9000 §4.6). A stream
 #: costs nothing until used; 4,096 lets a busy forwarder (a browser, a build farm) keep many
-#: idle connections open. Both ends must agree: there is no transport-parameter exchange.
+#: idle connections open. Each end announces its own in the handshake's transport parameters
+#: (`tunnel/session/params.py`), and the other opens no more than that.
 INITIAL_MAX_STREAMS: Final = 4096
 
 # --- recovery (RFC 9002 §6, appendix A.2) ---------------------------------------------------

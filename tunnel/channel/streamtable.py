@@ -44,6 +44,8 @@ class StreamTable:
         window: int,
         max_window: int,
         max_streams: int,
+        peer_window: int,
+        peer_max_streams: int,
         segments: SegmentBudget,
     ) -> None:
         self.streams: dict[int, Stream] = {}
@@ -53,9 +55,10 @@ class StreamTable:
         self._window = (window, max_window)
         self.next_local_index = 0
         self.peer_opened = 0  # peer stream indices below this were opened
-        # No transport parameters are exchanged (the session did the handshake), so the initial
-        # limits and windows are shared settings: both ends must be built with the same values.
-        self.peer_max_streams = max_streams  # how many we may open (their credit)
+        # Our limits bound what the peer sends; its own, from the transport parameters of the
+        # handshake (`tunnel/session/params.py`), bound what we send: each end keeps its own.
+        self._peer_window = peer_window  # the first credit the peer gives each stream
+        self.peer_max_streams = peer_max_streams  # how many we may open (their credit)
         self.local_max_streams = max_streams  # how many the peer may open (our credit)
         self.send_max_streams = False  # our credit grew: tell the peer
         self.sendable: deque[int] = deque()  # round-robin of streams with frames to send
@@ -73,8 +76,8 @@ class StreamTable:
 
     def _create(self, stream_id: int) -> Stream:
         window = ReceiveWindow(*self._window)
-        # both ends use the same initial stream window, so the peer's credit starts there too
-        send = SendStream(self._send_buffer, self._window[0])
+        # the peer's credit on a new stream is the stream window it announced
+        send = SendStream(self._send_buffer, self._peer_window)
         stream = Stream(stream_id, send, ReceiveStream(window, self._segments))
         self.streams[stream_id] = stream
         return stream

@@ -88,7 +88,9 @@ class UdpListener(asyncio.DatagramProtocol):
         source = (addr[0], addr[1])
         flow = self.flows.get(source)
         if flow is None:
-            if len(self.flows) >= MAX_UDP_FLOWS:
+            # the exposing side takes no more flows per service than it announced
+            limit = MAX_UDP_FLOWS if self.link is None else self.link.peer_params.max_udp_flows
+            if len(self.flows) >= min(MAX_UDP_FLOWS, limit):
                 self.dropped += 1
                 return
             flow = self.flows[source] = self.next_flow

@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_
 from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
+from tunnel.node.ciphers import local_ciphers
 from tunnel.node.netcheck import family, netcheck
 from tunnel.node.pathlog import address_words, peer_label
 from tunnel.node.peer import (
@@ -64,9 +65,11 @@ from tunnel.session.device import Device, SessionLimitReached
 from tunnel.session.events import (
     HandshakeCompleted,
     HandshakeFailed,
+    HandshakeRefused,
     SessionExpired,
     SessionRemoved,
 )
+from tunnel.session.params import TransportParams
 from tunnel.session.session import Session, SessionConfig
 from tunnel.session.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD, is_initiation
 from tunnel.timerheap import TimerHeap
@@ -97,6 +100,10 @@ class NodeOptions:
     congestion: str = "bbr"
     max_peers: int = MAX_SESSIONS  # links, and sessions of the device
     state_dir: Path | None = None  # where the initiation replay table is kept (None: memory)
+    # What this node accepts (windows, streams, datagram size) and its transport ciphers; sent
+    # to every peer in the handshake, which then sends within them.
+    transport: TransportParams = field(
+        default_factory=lambda: TransportParams(ciphers=local_ciphers()))
 
 
 class Node:
@@ -111,6 +118,7 @@ class Node:
             allowed=options.allow,
             config=SessionConfig(persistent_keepalive=options.keepalive or None),
             max_sessions=options.max_peers,
+            params=options.transport,
         )
         self.peers: dict[bytes, Peer] = {}
         # What peers may be probed at, and how much, all peers together (issue 12, no aiming).
@@ -376,6 +384,8 @@ class Node:
                                  policy=self.candidate_policy, budget=self.probe_budget),
                 is_client=self.options.identity.public < static,
                 congestion=self.options.congestion,
+                params=self.options.transport,
+                session_params=lambda: self._session_params(static),
                 nat_randomizes=self.nat_mapping == "endpoint-dependent",
             )
             self.peers[static] = peer
@@ -383,6 +393,11 @@ class Node:
             if self.on_new_peer is not None:
                 self.on_new_peer(peer)
         return peer
+
+    def _session_params(self, static: bytes) -> TransportParams | None:
+        """The transport parameters `static` announced in the handshake of the keys in use."""
+        session = self.device.get_session(static)
+        return None if session is None else session.peer_params
 
     def _drop_peer(self, peer: Peer) -> None:
         """Forget a link nobody asked for by name (its session was removed or refused)."""
@@ -526,7 +541,9 @@ class Node:
             if lost is None:
                 continue
             self._dirty.add(lost.static)
-            if isinstance(event, HandshakeFailed | SessionExpired):
+            if isinstance(event, HandshakeRefused):
+                lost.on_refused(event.reason)
+            elif isinstance(event, HandshakeFailed | SessionExpired):
                 lost.on_session_lost(getattr(event, "reason", "session expired"), now)
             elif isinstance(event, SessionRemoved):
                 if lost.name is None:

@@ -14,6 +14,10 @@ It follows the one interface of the project's state machines: inputs are calls w
   this peer replaced;
 - `get_timer()`: the earliest deadline of everything above.
 
+**Transport parameters.** The channel receives within this node's own limits (`params`) and
+sends within the peer's, which its handshake announced (`session_params`, read from the session
+whenever a channel opens): first credits, the streams it may open, the largest datagram it reads.
+
 **Incarnations.** Every channel packet carries the sender's incarnation (random per channel) and
 the one it believes the receiver has, so a peer that restarted is noticed at once and packets of
 a dead channel never reach a new one.
@@ -37,6 +41,7 @@ from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.path.pmtu import PathMtu
 from tunnel.path.prediction import COOLDOWN as PREDICTION_COOLDOWN
 from tunnel.path.prediction import SOCKETS, Opener, Prober
+from tunnel.session.params import TransportParams
 from tunnel.session.wire import TRANSPORT_OVERHEAD
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,13 @@ UNREACHABLE_AFTER = 30.0  # s without an authenticated packet, while reconnectin
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
 REPUNCH_FIRST = 3.0
 REPUNCH_MAX = 60.0
+
+
+_DEFAULT_PARAMS = TransportParams()
+
+
+def _no_params() -> TransportParams | None:
+    return None
 
 
 def channel_budget(datagram_size: int, relayed: bool) -> int:
@@ -133,6 +145,10 @@ class Peer:
     is_client: bool  # the channel's role: the node with the lower static key is the client
     congestion: str = "bbr"
     rng: Callable[[int], bytes] = os.urandom
+    # Ours: what this node's channels accept (sent to the peer in every handshake).
+    params: TransportParams = field(default_factory=TransportParams)
+    # The peer's, from the session's keys in use (the shell's lookup; None before a handshake).
+    session_params: Callable[[], TransportParams | None] = _no_params
     name: str | None = None
     channel: Channel | None = None
     incarnation: bytes = b""
@@ -152,6 +168,7 @@ class Peer:
     last_prediction: float = float("-inf")
     relay_candidate: bool = False
     reconnecting_since: float | None = None  # the path went silent or the session was lost
+    refused: str | None = None  # why the peer's handshakes are refused (an old version)
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
@@ -177,6 +194,11 @@ class Peer:
         path = self.path.path
         return path is not None and path.direct
 
+    @property
+    def peer_params(self) -> TransportParams:
+        """The limits the peer announced in its handshake (the defaults before one)."""
+        return self.session_params() or _DEFAULT_PARAMS
+
     def send_addr(self) -> Addr | None:
         """Where packets for this peer go now: the direct path, the relay, or nowhere yet."""
         path = self.path.path
@@ -187,7 +209,10 @@ class Peer:
     # --- inputs -------------------------------------------------------------------------------
 
     def on_handshake_completed(self, addr: Addr, now: float) -> None:
+        self.refused = None
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
+        if (peer := self.session_params()) is not None:
+            self.mtu.set_limit(peer.max_datagram)  # before any probe of the path
         if self.channel is None:
             self._open_channel(now)
         else:
@@ -204,6 +229,13 @@ class Peer:
             self._channel_events.append(ChannelClosed(reason, 0, by_peer=False))
         self.channel = None
         self._events.append(PeerChanged())
+
+    def on_refused(self, reason: str) -> None:
+        """The session layer refused the peer's handshake (it runs an older version): say so in
+        `status` until a handshake completes."""
+        if self.refused != reason:
+            self.refused = reason
+            self._events.append(PeerChanged())
 
     def on_left(self, now: float) -> None:
         """The rendezvous says the peer left (a clean stop): wait for it to come back."""
@@ -447,11 +479,21 @@ class Peer:
     # --- channel ------------------------------------------------------------------------------
 
     def _open_channel(self, now: float, keep_incarnation: bool = False) -> None:
+        own = self.params
+        # Read at every open: a peer that restarted may have come back with other limits.
+        peer = self.peer_params
+        self.mtu.set_limit(peer.max_datagram)
         self.channel = Channel(
             is_client=self.is_client,
             max_packet_size=channel_budget(self.mtu.size, not self.direct),
             congestion=self.congestion,
             peer=fingerprint(self.static),
+            stream_window=own.stream_window,
+            connection_window=own.connection_window,
+            max_streams=own.max_streams,
+            peer_stream_window=peer.stream_window,
+            peer_connection_window=peer.connection_window,
+            peer_max_streams=peer.max_streams,
         )
         if not (keep_incarnation and self.incarnation):
             self.incarnation = self.rng(4)
@@ -556,9 +598,12 @@ class Peer:
     # --- reporting ----------------------------------------------------------------------------
 
     def state(self, now: float) -> str:
-        """`connecting`, `direct`, `relay`, `reconnecting since …` or `unreachable (…)`:
-        a path is up only while authenticated packets arrive on it."""
+        """`connecting`, `direct`, `relay`, `reconnecting since …`, `unreachable (…)` or
+        `refused: …` (it runs an older ptunnel): a path is up only while authenticated packets
+        arrive on it."""
         path = self.path.path
+        if self.refused is not None and (self.channel is None or not self.channel.is_open):
+            return f"refused: {self.refused}"
         if self.reconnecting_since is not None:
             heard = self.path.last_heard
             if heard is not None and now - heard >= UNREACHABLE_AFTER:

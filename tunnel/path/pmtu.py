@@ -6,7 +6,8 @@ largest first, with "don't fragment" set on the socket; the first size that is a
 the path's datagram size. Loopback carries 65,000-byte datagrams and a 1500-byte-MTU LAN 1472, so
 each datagram's fixed Python cost is spread over up to 54 times more bytes. A path change (or a
 path that went silent) starts again from `BASE_SIZE`: the new path has not proved anything yet.
-The relay always uses `BASE_SIZE`.
+The relay always uses `BASE_SIZE`. `limit` is the largest datagram the peer reads (its transport
+parameters): no probe and no datagram is larger, whatever the path carries.
 """
 
 from __future__ import annotations
@@ -26,13 +27,26 @@ class PathMtu:
     pending: list[int] = field(default_factory=list)  # sizes still to try, largest first
     probing: int | None = None  # the size of the probe in flight
     deadline: float | None = None
+    limit: int = 65507  # bytes; the peer reads no larger UDP payload (at least BASE_SIZE)
 
     def restart(self, now: float) -> None:
         """A new path: back to the base size, and probe for more."""
         self.size = BASE_SIZE
-        self.pending = list(PROBE_SIZES)
+        self.pending = self._sizes()
         self.probing = None
         self.deadline = now
+
+    def set_limit(self, limit: int) -> None:
+        """The peer reads datagrams of at most `limit` bytes: never probe or send larger."""
+        self.limit = max(limit, BASE_SIZE)
+        self.size = min(self.size, self.limit)  # a path that carried more carries this
+        if self.pending or self.probing is not None:  # probing already: the sizes left, capped
+            self.pending = [s for s in self._sizes() if s > self.size]
+
+    def _sizes(self) -> list[int]:
+        """Probe sizes, largest first, none past the peer's limit (the limit itself instead)."""
+        sizes = {min(size, self.limit) for size in PROBE_SIZES}
+        return sorted((s for s in sizes if s > BASE_SIZE), reverse=True)
 
     def stop(self) -> None:
         """No probing (the relay): base size only."""
@@ -56,7 +70,7 @@ class PathMtu:
 
     def on_probe_answered(self, size: int) -> bool:
         """A probe of `size` bytes came through; True if the path's size grew."""
-        if size <= self.size:
+        if size <= self.size or size > self.limit:  # a probe sent before the limit was known
             return False
         self.size = size
         self.pending = [s for s in self.pending if s > size]  # larger ones already failed

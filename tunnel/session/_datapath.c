@@ -2,7 +2,9 @@
  *
  * The same API as its pure-Python twin, tunnel/session/datapath_pure.py; tunnel/session/datapath.py
  * chooses one at import. Nothing here does I/O: it turns payloads into datagrams and datagrams
- * into payloads, with the ChaCha20-Poly1305 of OpenSSL's libcrypto (no cipher is written here).
+ * into payloads, with the ChaCha20-Poly1305 or AES-256-GCM of OpenSSL's libcrypto (no cipher is
+ * written here): each key uses the transport cipher its handshake negotiated
+ * (tunnel/session/params.py; 1 = ChaCha20-Poly1305, 2 = AES-256-GCM).
  *
  * Why it exists: through `cryptography`, every seal or open costs about 1 us of call overhead on
  * top of the cipher, plus the Python of slicing headers and checking the replay window. Here one
@@ -13,7 +15,8 @@
  *
  *   | 0 type=4 | 1-3 zero | 4 receiver index (u32) | 8 counter (u64 LE) | 16 AEAD(payload) |
  *
- *   AEAD = ChaCha20-Poly1305(key, nonce = 4 zero bytes || counter LE, no associated data).
+ *   AEAD = ChaCha20-Poly1305 or AES-256-GCM (key, nonce = 4 zero bytes || counter LE, no
+ *   associated data), 16-byte tag: the same layout for both ciphers.
  *
  * ReplayWindow is RFC 6479 exactly as tunnel/session/replay.py: a ring of 128 64-bit blocks,
  * window (128 - 1) * 64 = 8128 counters.
@@ -25,7 +28,8 @@
  *   3 UNKNOWN_INDEX  no key under that receiver index
  *   4 STALE          the key expired (now >= expires)
  *   5 BAD_TAG        forged or damaged
- *   6 REPLAY         authentic, but a replay, too old, or at the counter limit
+ *   6 REPLAY         authentic, but a replay, too old, or at the key's counter limit (lower
+ *                    for AES-256-GCM keys: tunnel/session/constants.py)
  * A dropped segment leaves every window untouched: the window is updated only after the tag.
  */
 #define PY_SSIZE_T_CLEAN
@@ -50,6 +54,9 @@
 #define WINDOW_SIZE ((RING_BLOCKS - 1) * BLOCK_BITS)
 /* tunnel/session/constants.py REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1 */
 #define REJECT_AFTER_MESSAGES (UINT64_MAX - 8192ULL)
+/* tunnel/session/params.py: the transport ciphers a handshake may choose */
+#define CHACHA20_POLY1305 1
+#define AES_256_GCM 2
 
 enum { V_OK, V_NOT_TRANSPORT, V_MALFORMED, V_UNKNOWN_INDEX, V_STALE, V_BAD_TAG, V_REPLAY };
 
@@ -163,22 +170,33 @@ static PyTypeObject WindowType = {
 
 /* --- keys ---------------------------------------------------------------------------------- */
 
-static EVP_CIPHER_CTX *new_context(const unsigned char *key, int encrypt) {
+/* Both ciphers take a 12-byte IV by default in OpenSSL, which is the nonce of the layout. */
+static EVP_CIPHER_CTX *new_context(const unsigned char *key, int encrypt, int cipher) {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     if (ctx == NULL) return NULL;
-    if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, NULL, encrypt) != 1) {
+    const EVP_CIPHER *kind = cipher == AES_256_GCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
+    if (EVP_CipherInit_ex(ctx, kind, NULL, key, NULL, encrypt) != 1) {
         EVP_CIPHER_CTX_free(ctx);
         return NULL;
     }
     return ctx;
 }
 
-static int key_argument(Py_buffer *key) {
+static int key_argument(Py_buffer *key, int cipher) {
     if (key->len != KEY_SIZE) {
-        PyErr_SetString(PyExc_ValueError, "a ChaCha20-Poly1305 key is 32 bytes");
+        PyErr_SetString(PyExc_ValueError, "a transport key is 32 bytes");
+        return 0;
+    }
+    if (cipher != CHACHA20_POLY1305 && cipher != AES_256_GCM) {
+        PyErr_SetString(PyExc_ValueError, "unknown transport cipher");
         return 0;
     }
     return 1;
+}
+
+static void context_failed(void) {
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto refused a transport cipher context");
 }
 
 typedef struct {
@@ -188,12 +206,14 @@ typedef struct {
 } SealerObject;
 
 static PyObject *sealer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"key", "header", NULL};
+    static char *names[] = {"key", "header", "cipher", NULL};
     Py_buffer key, header;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*y*:Sealer", names, &key, &header))
+    int cipher;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*y*i:Sealer", names, &key, &header,
+                                     &cipher))
         return NULL;
     SealerObject *self = NULL;
-    if (!key_argument(&key)) goto done;
+    if (!key_argument(&key, cipher)) goto done;
     if (header.len != 8) {
         PyErr_SetString(PyExc_ValueError, "a transport header is 8 bytes");
         goto done;
@@ -201,10 +221,10 @@ static PyObject *sealer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self = (SealerObject *)type->tp_alloc(type, 0);
     if (self == NULL) goto done;
     memcpy(self->header, header.buf, 8);
-    self->ctx = new_context(key.buf, 1);
+    self->ctx = new_context(key.buf, 1, cipher);
     if (self->ctx == NULL) {
         Py_CLEAR(self);
-        PyErr_SetString(PyExc_RuntimeError, "libcrypto refused a ChaCha20-Poly1305 context");
+        context_failed();
     }
 done:
     PyBuffer_Release(&key);
@@ -322,7 +342,8 @@ static PyMethodDef sealer_methods[] = {
 static PyTypeObject SealerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tunnel.session._datapath.Sealer",
-    .tp_doc = "Sealer(key, header): the sending half of a keypair, one EVP context made once.",
+    .tp_doc = "Sealer(key, header, cipher): the sending half of a keypair, one EVP context made "
+              "once.",
     .tp_basicsize = sizeof(SealerObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = sealer_new,
@@ -335,25 +356,39 @@ typedef struct {
     EVP_CIPHER_CTX *ctx;
     WindowObject *replay;
     double expires;
+    uint64_t limit; /* counters at or past this are refused (the keypair's reject_counter) */
 } OpenerObject;
 
 static PyObject *opener_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *names[] = {"key", "expires", NULL};
+    static char *names[] = {"key", "expires", "cipher", "limit", NULL};
     Py_buffer key;
     double expires;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*d:Opener", names, &key, &expires))
+    int cipher;
+    PyObject *limit_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*di|O!:Opener", names, &key, &expires,
+                                     &cipher, &PyLong_Type, &limit_obj))
         return NULL;
     OpenerObject *self = NULL;
-    if (!key_argument(&key)) goto done;
+    uint64_t limit = REJECT_AFTER_MESSAGES;
+    if (!key_argument(&key, cipher)) goto done;
+    if (limit_obj != NULL) {
+        int ok;
+        limit = as_counter(limit_obj, &ok);
+        if (PyErr_Occurred()) goto done;
+        if (!ok) {
+            PyErr_SetString(PyExc_ValueError, "limit out of range");
+            goto done;
+        }
+    }
     self = (OpenerObject *)type->tp_alloc(type, 0);
     if (self == NULL) goto done;
     self->expires = expires;
+    self->limit = limit;
     self->replay = (WindowObject *)WindowType.tp_alloc(&WindowType, 0);
-    self->ctx = self->replay == NULL ? NULL : new_context(key.buf, 0);
+    self->ctx = self->replay == NULL ? NULL : new_context(key.buf, 0, cipher);
     if (self->ctx == NULL) {
         Py_CLEAR(self);
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "libcrypto refused a ChaCha20-Poly1305 context");
+        context_failed();
     }
 done:
     PyBuffer_Release(&key);
@@ -388,13 +423,16 @@ static PyMemberDef opener_members[] = {
      "the replay window of this key (shared with every open_batch)"},
     {"expires", T_DOUBLE, offsetof(OpenerObject, expires), READONLY,
      "from this `now` on, nothing is accepted under this key"},
+    {"limit", T_ULONGLONG, offsetof(OpenerObject, limit), READONLY,
+     "counters at or past this are refused (the keypair's reject_counter)"},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject OpenerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tunnel.session._datapath.Opener",
-    .tp_doc = "Opener(key, expires): the receiving half of a keypair and its replay window.",
+    .tp_doc = "Opener(key, expires, cipher, limit=REJECT_AFTER_MESSAGES): the receiving half of "
+              "a keypair, its replay window and its counter limit.",
     .tp_basicsize = sizeof(OpenerObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = opener_new,
@@ -457,7 +495,7 @@ static PyObject *open_segment(PyObject *table, const unsigned char *data, Py_ssi
     }
     uint64_t counter = 0;
     for (int i = 7; i >= 0; i--) counter = (counter << 8) | data[8 + i];
-    if (!window_accept(key->replay, counter, REJECT_AFTER_MESSAGES)) {
+    if (!window_accept(key->replay, counter, key->limit)) {
         Py_DECREF(plain);
         result = verdict(V_REPLAY, owner, Py_NewRef(empty_bytes));
         goto done;
@@ -525,7 +563,9 @@ PyMODINIT_FUNC PyInit__datapath(void) {
     if (PyModule_AddObjectRef(module, "ReplayWindow", (PyObject *)&WindowType) < 0 ||
         PyModule_AddObjectRef(module, "Sealer", (PyObject *)&SealerType) < 0 ||
         PyModule_AddObjectRef(module, "Opener", (PyObject *)&OpenerType) < 0 ||
-        PyModule_AddIntConstant(module, "WINDOW_SIZE", WINDOW_SIZE) < 0) {
+        PyModule_AddIntConstant(module, "WINDOW_SIZE", WINDOW_SIZE) < 0 ||
+        PyModule_AddIntConstant(module, "CHACHA20_POLY1305", CHACHA20_POLY1305) < 0 ||
+        PyModule_AddIntConstant(module, "AES_256_GCM", AES_256_GCM) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -25,6 +25,12 @@ COOKIE_REFRESH_TIME: Final = 120.0
 # s; accept at most one initiation per peer per 20 ms (50/s)
 HANDSHAKE_INITIATION_RATE: Final = 0.02
 MAX_TIMER_HANDSHAKES: Final = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)  # = 18 retries, then give up
+# AES-256-GCM transport keys (when both sides negotiate it, `params.py`) protect fewer packets:
+# QUIC's confidentiality limit for AES-GCM (RFC 9001 §6.6, packets of up to 64 KiB) is 2^23.
+# Its initiator rekeys at half of that; no keypair sends or accepts a counter past it (ChaCha20-
+# Poly1305 has no such limit below REJECT_AFTER_MESSAGES).
+AES_GCM_REJECT_AFTER_MESSAGES: Final = 2**23  # messages
+AES_GCM_REKEY_AFTER_MESSAGES: Final = 2**22  # messages
 # Receiving with a keypair this old makes its initiator rekey now, so the next keypair is ready
 # before this one hits REJECT_AFTER_TIME (165 s).
 REKEY_ON_RECEIVE_AGE: Final = REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT

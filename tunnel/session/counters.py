@@ -21,6 +21,7 @@ class Counters:
     rate_limited: int = 0  # under load, source over 20 handshakes/s
     bad_handshake: int = 0  # handshake message failed to decrypt or authenticate
     not_allowed: int = 0  # initiator not on the allow list: no reply
+    old_version: int = 0  # initiation without transport parameters (ptunnel version 1)
     replay: int = 0  # replayed initiation (old timestamp) or transport counter
     flood: int = 0  # initiation within 20 ms of the same peer's previous one
     unknown_index: int = 0  # response, cookie reply or data for no handshake/keys of ours

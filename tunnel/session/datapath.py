@@ -3,10 +3,14 @@
 `_datapath.c` (built by `build_datapath.py` where a C compiler and libcrypto were present at
 install time) and `datapath_pure.py` have the same API and produce the same bytes and verdicts:
 
-    Sealer(key, header).seal(payload, counter) / .seal_batch(payloads, counter)  # one GSO run
-    Opener(key, expires)          # .replay is its ReplayWindow, .expires its deadline
+    Sealer(key, header, cipher).seal(payload, counter) / .seal_batch(payloads, counter)  # GSO
+    Opener(key, expires, cipher, limit)  # .replay: its ReplayWindow, .expires, .limit
     open_batch(table, data, segment, now) -> [(verdict, owner, payload), ...]  # one GRO buffer
     ReplayWindow().accept(counter, limit=REJECT_AFTER_MESSAGES) -> bool     # RFC 6479
+
+`cipher` is the transport cipher the keys' handshake negotiated (`params.CHACHA20_POLY1305` or
+`params.AES_256_GCM`; the datagrams' layout is the same), `limit` the first counter refused
+(`Keypair.reject_counter`: lower for AES-256-GCM keys).
 
 `PTUNNEL_PURE=1` forces the twin (the switch that also forces the pure build of the rest).
 `IMPLEMENTATION` says which one runs ("c" or "python"), for `ptunnel --version` and the tests.
@@ -68,6 +72,9 @@ class Opener(Protocol):
     @property
     def expires(self) -> float: ...
 
+    @property
+    def limit(self) -> int: ...
+
 
 class HasOpener(Protocol):
     """What `open_batch`'s table maps a receiver index to (a session's `Keypair`)."""
@@ -89,8 +96,8 @@ def _select() -> tuple[str, Any]:
 
 
 IMPLEMENTATION, _implementation = _select()
-new_sealer: Final[Callable[[bytes, bytes], Sealer]] = _implementation.Sealer
-new_opener: Final[Callable[[bytes, float], Opener]] = _implementation.Opener
+new_sealer: Final[Callable[[bytes, bytes, int], Sealer]] = _implementation.Sealer
+new_opener: Final[Callable[[bytes, float, int, int], Opener]] = _implementation.Opener
 new_window: Final[Callable[[], ReplayWindow]] = _implementation.ReplayWindow
 _open_batch: Final[Callable[..., list[tuple[int, Any, bytes]]]] = _implementation.open_batch
 

@@ -5,8 +5,9 @@ chooses one at import. Layout of transport data (`wire.py`, WireGuard's)::
 
     | 0 type=4 | 1-3 zero | 4 receiver index (u32) | 8 counter (u64 LE) | 16 AEAD(payload) |
 
-AEAD is ChaCha20-Poly1305 (`cryptography`) with nonce = 4 zero bytes || counter LE, no
-associated data. `open_batch` splits a GRO buffer into segments and judges each one:
+AEAD is the transport cipher the keys' handshake negotiated (`params.py`): ChaCha20-Poly1305 or
+AES-256-GCM (`cryptography`), both with nonce = 4 zero bytes || counter LE, no associated data
+and a 16-byte tag. `open_batch` splits a GRO buffer into segments and judges each one:
 
 | verdict       | meaning                                                                        |
 |---------------|--------------------------------------------------------------------------------|
@@ -16,7 +17,8 @@ associated data. `open_batch` splits a GRO buffer into segments and judges each 
 | UNKNOWN_INDEX | no key under that receiver index                                               |
 | STALE         | the key expired (`now >= expires`)                                             |
 | BAD_TAG       | forged or damaged                                                              |
-| REPLAY        | authentic, but a replay, too old, or at the counter limit (`replay.py`)        |
+| REPLAY        | authentic, but a replay, too old, or at the key's counter limit (`replay.py`;  |
+|               | `Opener.limit`, lower for AES-256-GCM keys: `constants.py`)                    |
 
 A dropped segment changes no state: the window is updated only after the tag checked out.
 """
@@ -27,8 +29,10 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from tunnel.session.constants import REJECT_AFTER_MESSAGES
+from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305
 from tunnel.session.replay import WINDOW_SIZE, ReplayWindow
 from tunnel.session.wire import (
     HEADER_TRANSPORT,
@@ -39,7 +43,10 @@ from tunnel.session.wire import (
     TRANSPORT_MIN_SIZE,
 )
 
-__all__ = ["WINDOW_SIZE", "Opener", "ReplayWindow", "Sealer", "open_batch"]
+__all__ = [
+    "AES_256_GCM", "CHACHA20_POLY1305", "WINDOW_SIZE", "Opener", "ReplayWindow", "Sealer",
+    "open_batch",
+]
 
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
 _HEADER_SIZE = 8  # type, 3 zero bytes, receiver index: what a Sealer puts before the counter
@@ -47,17 +54,27 @@ _HEADER_SIZE = 8  # type, 3 zero bytes, receiver index: what a Sealer puts befor
 OK, NOT_TRANSPORT, MALFORMED, UNKNOWN_INDEX, STALE, BAD_TAG, REPLAY = range(7)
 
 
+def _aead(key: bytes, cipher: int) -> ChaCha20Poly1305 | AESGCM:
+    """The AEAD object of one key: both kinds seal and open with the same calls and layout."""
+    if len(key) != KEY_SIZE:
+        raise ValueError("a transport key is 32 bytes")
+    if cipher == AES_256_GCM:
+        return AESGCM(bytes(key))  # a 32-byte key: AES-256
+    if cipher == CHACHA20_POLY1305:
+        return ChaCha20Poly1305(bytes(key))
+    raise ValueError("unknown transport cipher")
+
+
 class Sealer:
     """The sending half of a keypair: its AEAD object is made once."""
 
     __slots__ = ("_aead", "_header")
 
-    def __init__(self, key: bytes, header: bytes) -> None:
-        if len(key) != KEY_SIZE:
-            raise ValueError("a ChaCha20-Poly1305 key is 32 bytes")
+    def __init__(self, key: bytes, header: bytes, cipher: int) -> None:
+        aead = _aead(key, cipher)
         if len(header) != _HEADER_SIZE:
             raise ValueError("a transport header is 8 bytes")
-        self._aead = ChaCha20Poly1305(bytes(key))
+        self._aead = aead
         self._header = bytes(header)
 
     def seal(self, payload: bytes, counter: int) -> bytes:
@@ -87,15 +104,18 @@ class Sealer:
 
 
 class Opener:
-    """The receiving half of a keypair and its replay window."""
+    """The receiving half of a keypair, its replay window and its counter limit."""
 
-    __slots__ = ("_aead", "expires", "replay")
+    __slots__ = ("_aead", "expires", "limit", "replay")
 
-    def __init__(self, key: bytes, expires: float) -> None:
-        if len(key) != KEY_SIZE:
-            raise ValueError("a ChaCha20-Poly1305 key is 32 bytes")
-        self._aead = ChaCha20Poly1305(bytes(key))
+    def __init__(
+        self, key: bytes, expires: float, cipher: int, limit: int = REJECT_AFTER_MESSAGES
+    ) -> None:
+        self._aead = _aead(key, cipher)
+        if not 0 <= limit < 2**64:
+            raise ValueError("limit out of range")
         self.expires = expires  # from this `now` on, nothing is accepted under this key
+        self.limit = limit  # counters at or past this are refused (the keypair's reject_counter)
         self.replay = ReplayWindow()
 
 
@@ -146,7 +166,7 @@ def open_batch(
             except InvalidTag:
                 append((BAD_TAG, owner, b""))
                 continue
-            if opener.replay.accept(int.from_bytes(counter_bytes, "little")):
+            if opener.replay.accept(int.from_bytes(counter_bytes, "little"), opener.limit):
                 append((OK, owner, payload))
             else:
                 append((REPLAY, owner, b""))

@@ -7,7 +7,7 @@ the per-source rate limiter and the queue of handshake messages waiting for Diff
 Interface (bytes and `now` in, bytes and deadlines out; `wall_time` is `time.time()`, used only
 for the TAI64N timestamp of initiations)::
 
-    device = Device(static_private, psk, allowed=None, rng=os.urandom)
+    device = Device(static_private, psk, allowed=None, rng=os.urandom, params=TransportParams())
     session = device.connect(peer_public, [addr, ...], now, wall_time)  # initiator
     device.receive(data, addr, now, wall_time) -> (session, payload) | None  # types 1-4
     device.receive_transport(data, addr, now) -> (session, payload) | None   # type 4 only
@@ -16,7 +16,7 @@ for the TAI64N timestamp of initiations)::
     session.seal(payload, now) -> bytes | None     # hot path: send to session.endpoint
     device.datagrams_to_send() -> [(datagram, addr), ...]   # `wire.is_initiation(datagram)`
     device.get_timer() -> deadline | None;  device.handle_timer(now, wall_time)
-    device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeFailed | ... | None
+    device.next_event() -> HandshakeCompleted | PayloadReceived | HandshakeRefused | ... | None
     device.replay_table() / load_replay_table(table) / replay_table_version  # for the shell
     device.counters  # why packets were dropped
 
@@ -34,8 +34,11 @@ Receive path, in WireGuard's order:
 4. An initiation is decrypted (2 DH), then refused without reply if its initiator is not on the
    allow list (`not_allowed`), its timestamp is not newer than that peer's last (`replay`), or
    it comes within 20 ms of the previous one (`flood`), or it would be a session past
-   `max_sessions` (`session_limit`). Only then is any state created.
-5. Transport data: index lookup, key age, AEAD open (`bad_tag`), then the replay window.
+   `max_sessions` (`session_limit`). A version-1 initiation (no transport parameters, from
+   ptunnel before them) is refused too (`old_version`), with a WARNING and `HandshakeRefused`
+   so the user learns to upgrade that node. Only then is any state created.
+5. Transport data: index lookup, key age, AEAD open (`bad_tag`), then the replay window and
+   the keypair's counter limit (lower for AES-256-GCM keys, `constants.py`).
    `datapath.open_batch` does all of it for a whole GRO buffer in one call (in C when built);
    `receive_batch` then applies the results in order.
 
@@ -68,20 +71,23 @@ from tunnel.session.constants import (
 )
 from tunnel.session.cookie import CookieChecker
 from tunnel.session.counters import Counters
-from tunnel.session.events import PayloadReceived, SessionEvent, SessionRemoved
+from tunnel.session.events import HandshakeRefused, PayloadReceived, SessionEvent, SessionRemoved
 from tunnel.session.indextable import IndexTable
+from tunnel.session.params import TransportParams
 from tunnel.session.ratelimit import HandshakeRateLimiter
 from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.timestamps import InitiationTimestamps
 from tunnel.session.wire import (
     COOKIE_REPLY_SIZE,
     HEADER_COOKIE_REPLY,
-    INITIATION_SIZE,
+    INITIATION_BASE_SIZE,
+    INITIATION_MAX_SIZE,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
     MESSAGE_RESPONSE,
     MESSAGE_TRANSPORT,
-    RESPONSE_SIZE,
+    RESPONSE_BASE_SIZE,
+    RESPONSE_MAX_SIZE,
     SESSION_MESSAGE_TYPES,
 )
 from tunnel.timerheap import TimerHeap
@@ -98,6 +104,9 @@ _DROPS = {
     datapath.BAD_TAG: "bad_tag",
     datapath.REPLAY: "replay",
 }
+OLD_VERSION_REASON = (
+    "peer runs an older ptunnel without transport parameters; upgrade both ends"
+)
 
 
 class SessionLimitReached(Exception):
@@ -115,8 +124,10 @@ class Device:
         rng: crypto.Rng = os.urandom,
         config: SessionConfig | None = None,
         max_sessions: int = MAX_SESSIONS,
+        params: TransportParams | None = None,
     ) -> None:
-        self.identity = handshake.Identity.create(static_private, psk)
+        # `params`: our limits and ciphers, sent in every handshake message (`params.py`)
+        self.identity = handshake.Identity.create(static_private, psk, params)
         self.max_sessions = max_sessions
         self.allowed: frozenset[bytes] | None = None if allowed is None else frozenset(allowed)
         self.rng = rng
@@ -135,6 +146,7 @@ class Device:
             max(MAX_INITIATION_TIMESTAMPS, 8 * max_sessions))
         self._timers: TimerHeap[Session] = TimerHeap()
         self._refusing_since = float("-inf")  # last refusal for want of room (log bursts)
+        self._old_version_logged = float("-inf")  # last WARNING about a version-1 peer
         self._queue: deque[tuple[bytes, Addr, float]] = deque()
         self._under_load_until = float("-inf")
         self._outbox: list[tuple[bytes, Addr]] = []
@@ -385,8 +397,11 @@ class Device:
             self.counters.not_ours += 1
 
     def _receive_handshake(self, data: bytes, addr: Addr, now: float) -> None:
-        expected = INITIATION_SIZE if data[0] == MESSAGE_INITIATION else RESPONSE_SIZE
-        if len(data) != expected or data[1:4] != b"\x00\x00\x00":
+        if data[0] == MESSAGE_INITIATION:
+            low, high = INITIATION_BASE_SIZE, INITIATION_MAX_SIZE
+        else:
+            low, high = RESPONSE_BASE_SIZE, RESPONSE_MAX_SIZE
+        if not low <= len(data) <= high or data[1:4] != b"\x00\x00\x00":
             self.counters.malformed += 1
             return
         if not self._checker.check_mac1(data):
@@ -427,6 +442,9 @@ class Device:
             log.info("refused initiation from %s at %s: not on the allow list", peer.hex()[:16],
                      format_endpoint(addr))
             return
+        if initiation.params is None:
+            self._refuse_old_version(peer, addr, now)
+            return
         if self._timestamps.is_replay(peer, initiation.timestamp):
             self.counters.replay += 1
             return
@@ -448,6 +466,16 @@ class Device:
             self._sessions[peer] = session
             self._timers.schedule(session, session.get_timer())
         self._timestamps.record(peer, initiation.timestamp, live=self._sessions)
+
+    def _refuse_old_version(self, peer: bytes, addr: Addr, now: float) -> None:
+        """An authenticated member speaks version 1: no handshake (an old node would refuse our
+        longer messages anyway), but a clear reason for the log and `status`."""
+        self.counters.old_version += 1
+        if now - self._old_version_logged >= LIMIT_LOG_INTERVAL:  # it retries every 5 s
+            self._old_version_logged = now
+            log.warning("refused a handshake from %s at %s: %s", peer.hex()[:16],
+                        format_endpoint(addr), OLD_VERSION_REASON)
+        self._events.append(HandshakeRefused(peer, OLD_VERSION_REASON))
 
     def _process_response(self, data: bytes, addr: Addr, now: float) -> None:
         session = self.indices.handshake(data[8:12])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunnel.addresses import Addr
+from tunnel.session.params import TransportParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,8 @@ class HandshakeCompleted:
     peer_public: bytes
     addr: Addr
     is_initiator: bool
+    #: the peer's limits (send within them) and the transport cipher of the new keys
+    params: TransportParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,15 @@ class HandshakeFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class HandshakeRefused:
+    """An authenticated initiation from `peer_public` was refused for `reason` (today only:
+    it runs ptunnel version 1, without transport parameters); nothing was created."""
+
+    peer_public: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionExpired:
     """All keys with `peer_public` were wiped after a long silence."""
 
@@ -51,5 +63,5 @@ class SessionRemoved:
     peer_public: bytes
 
 
-SessionEvent = (HandshakeCompleted | PayloadReceived | HandshakeFailed | SessionExpired
-                | SessionRemoved)
+SessionEvent = (HandshakeCompleted | PayloadReceived | HandshakeFailed | HandshakeRefused
+                | SessionExpired | SessionRemoved)

@@ -33,8 +33,12 @@ needs nothing, as the heap's entry is a lower bound and the device asks `get_tim
 it comes due.
 
 Rekey: the initiator of `current` starts a new handshake when sending with keys older than
-120 s or after `rekey_after_messages`, and when receiving with keys older than 165 s; keys older
-than 180 s are neither used to send nor accepted.
+120 s or after `rekey_after_messages` (2^22 with AES-256-GCM keys, which no side uses past 2^23),
+and when receiving with keys older than 165 s; keys older than 180 s are neither used to send
+nor accepted.
+
+Each keypair keeps what its handshake negotiated (`params.py`): the transport cipher and the
+peer's transport parameters (`Session.peer_params`, the limits to send within).
 
 Hot path: `seal` (the shell sends the result to `session.endpoint`) and `Device.receive` of
 transport data. Everything else may queue datagrams on the device: after any call, the shell
@@ -52,6 +56,8 @@ from typing import Protocol
 from tunnel.addresses import Addr
 from tunnel.session import crypto
 from tunnel.session.constants import (
+    AES_GCM_REJECT_AFTER_MESSAGES,
+    AES_GCM_REKEY_AFTER_MESSAGES,
     KEEPALIVE_TIMEOUT,
     MAX_CANDIDATES,
     MAX_STAGED_PACKETS,
@@ -85,6 +91,7 @@ from tunnel.session.handshake import (
     create_response,
 )
 from tunnel.session.indextable import IndexTable
+from tunnel.session.params import AES_256_GCM, TransportParams
 from tunnel.session.wire import HEADER_TRANSPORT
 
 log = logging.getLogger(__name__)
@@ -146,16 +153,22 @@ class Keypair:
     """Transport keys of one handshake: AEAD objects are made once, here, not per packet.
 
     `send` and `receive` come from `datapath` (the C data plane or its Python twin); `receive`
-    holds the replay window and the expiry, so one `open_batch` call judges a whole GRO buffer.
-    Its limits are precomputed as absolute values so the hot paths compare once per rule.
+    holds the replay window, the expiry and the counter limit, so one `open_batch` call judges a
+    whole GRO buffer. Its limits are precomputed as absolute values so the hot paths compare
+    once per rule. The cipher is the one the handshake negotiated (`params.py`):
+    ChaCha20-Poly1305 or AES-256-GCM, both with the same 12-byte counter nonce and 16-byte tag,
+    so the wire layout is the same.
     """
 
     __slots__ = (
+        "cipher",
         "created",
         "expires",
         "is_initiator",
         "local_index",
+        "peer_params",
         "receive",
+        "reject_counter",
         "rekey_counter",
         "rekey_on_receive",
         "rekey_time",
@@ -167,10 +180,18 @@ class Keypair:
     def __init__(
         self, keys: SessionKeys, created: float, session: Session, config: SessionConfig
     ) -> None:
+        self.cipher = keys.cipher
+        self.peer_params = keys.peer_params
         self.expires = created + REJECT_AFTER_TIME  # neither send nor accept from then on
+        rekey_after = config.rekey_after_messages
+        # No counter at or past this is sent or accepted under these keys.
+        self.reject_counter = REJECT_AFTER_MESSAGES
+        if keys.cipher == AES_256_GCM:
+            self.reject_counter = AES_GCM_REJECT_AFTER_MESSAGES
+            rekey_after = min(rekey_after, AES_GCM_REKEY_AFTER_MESSAGES)
         # The first 8 bytes of every packet we send name the peer's index for these keys.
-        self.send = new_sealer(keys.send_key, HEADER_TRANSPORT + keys.remote_index)
-        self.receive = new_opener(keys.receive_key, self.expires)
+        self.send = new_sealer(keys.send_key, HEADER_TRANSPORT + keys.remote_index, keys.cipher)
+        self.receive = new_opener(keys.receive_key, self.expires, keys.cipher, self.reject_counter)
         self.send_counter = 0
         self.local_index = keys.local_index
         self.is_initiator = keys.is_initiator
@@ -178,13 +199,13 @@ class Keypair:
         self.session = session
         never = float("inf")
         # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
-        # not start handshakes at once.
+        # not start handshakes at once; a responder reaching the reject limit initiates one.
         if keys.is_initiator:
-            self.rekey_counter = min(config.rekey_after_messages, REJECT_AFTER_MESSAGES)
+            self.rekey_counter = min(rekey_after, self.reject_counter)
             self.rekey_time = created + config.rekey_after_time
             self.rekey_on_receive = created + REKEY_ON_RECEIVE_AGE
         else:
-            self.rekey_counter = REJECT_AFTER_MESSAGES
+            self.rekey_counter = self.reject_counter
             self.rekey_time = self.rekey_on_receive = never
 
 
@@ -273,7 +294,7 @@ class Session:
             return None
         counter = keypair.send_counter
         if counter >= keypair.rekey_counter:
-            if counter >= REJECT_AFTER_MESSAGES:
+            if counter >= keypair.reject_counter:
                 self._stage(payload, now)
                 return None
             self._send_initiation(now, is_retry=False)
@@ -307,7 +328,7 @@ class Session:
         if (
             keypair is None
             or now >= keypair.expires
-            or keypair.send_counter + count > REJECT_AFTER_MESSAGES
+            or keypair.send_counter + count > keypair.reject_counter
         ):
             for payload in payloads:
                 self._stage(payload, now)
@@ -333,6 +354,16 @@ class Session:
         datagram = self.seal(payload, now)
         if datagram is not None and self.endpoint is not None:
             self._host.queue_datagram(datagram, self.endpoint)
+
+    @property
+    def peer_params(self) -> TransportParams | None:
+        """The peer's transport parameters from the newest handshake whose keys are in use."""
+        return None if self._current is None else self._current.peer_params
+
+    @property
+    def cipher(self) -> int | None:
+        """The transport cipher of the keys in use (`params.CHACHA20_POLY1305`, ...)."""
+        return None if self._current is None else self._current.cipher
 
     @property
     def is_established(self) -> bool:
@@ -457,7 +488,7 @@ class Session:
         if dropped is not None:
             indices.remove(dropped.local_index)
         self._current = keypair
-        self._on_keys_derived(addr, now, is_initiator=True)
+        self._on_keys_derived(keypair, addr, now)
         if not self._staged:
             self._staged.append(b"")  # a keepalive confirms the keys to the responder at once
         self._flush_staged(now)
@@ -493,7 +524,7 @@ class Session:
             self._host.indices.remove(self._previous.local_index)
         self._previous, self._current, self._next = self._current, keypair, None
         self.endpoint = addr
-        self._on_keys_derived(addr, now, is_initiator=False)
+        self._on_keys_derived(keypair, addr, now)
         self._flush_staged(now)
 
     def _replace_next(self, keypair: Keypair) -> None:
@@ -502,14 +533,16 @@ class Session:
         self._next = keypair
         self._host.indices.add_keypair(keypair.local_index, keypair)
 
-    def _on_keys_derived(self, addr: Addr, now: float, is_initiator: bool) -> None:
+    def _on_keys_derived(self, keypair: Keypair, addr: Addr, now: float) -> None:
         self.endpoint = addr
         self.last_handshake = self.last_active = now
         self._sent_last_minute_handshake = False
         self._zero_keys_due = now + ZERO_KEYS_AFTER
         self._host.schedule(self, self._zero_keys_due)
         self._host.counters.handshakes_completed += 1
-        self._host.emit(HandshakeCompleted(self.peer_public, addr, is_initiator))
+        self._host.emit(
+            HandshakeCompleted(self.peer_public, addr, keypair.is_initiator, keypair.peer_params)
+        )
 
     # --- timers -------------------------------------------------------------------------------
 

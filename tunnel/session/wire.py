@@ -4,8 +4,8 @@ One UDP socket per node carries everything; the first byte of each datagram is i
 
 | type      | owner                      | message                                   |
 |-----------|----------------------------|-------------------------------------------|
-| 1         | session (this layer)       | handshake initiation, 148 B               |
-| 2         | session                    | handshake response, 92 B                  |
+| 1         | session (this layer)       | handshake initiation, 148 B + parameters  |
+| 2         | session                    | handshake response, 92 B + parameters     |
 | 3         | session                    | cookie reply, 64 B                        |
 | 4         | session                    | transport data, 32 B + payload            |
 | 0x20-0x3F | rendezvous protocol        | `rendezvous/protocol.py`                  |
@@ -17,15 +17,19 @@ it by the policy in `rendezvous/relay.py`); the node unwraps it and hands the in
 Session messages start with a 4-byte field: the type byte then 3 reserved zero bytes. Integers are
 little-endian, as in WireGuard.
 
-Initiation (148 B)::
+Initiation (148 B + P, P = the initiator's transport parameters, `params.py`)::
 
     | 0 type=1 | 1-3 zero | 4 sender index | 8 ephemeral (32) | 40 encrypted static (32+16) |
-    | 88 encrypted TAI64N timestamp (12+16) | 116 mac1 (16) | 132 mac2 (16) |
+    | 88 encrypted (TAI64N timestamp (12) + parameters (P)) (+16) | 116+P mac1 (16) |
+    | 132+P mac2 (16) |
 
-Response (92 B)::
+Response (92 B + P, P = the responder's transport parameters)::
 
     | 0 type=2 | 1-3 zero | 4 sender index | 8 receiver index | 12 ephemeral (32) |
-    | 44 encrypted empty payload (16) | 60 mac1 (16) | 76 mac2 (16) |
+    | 44 encrypted parameters (P+16) | 60+P mac1 (16) | 76+P mac2 (16) |
+
+Version 1 (ptunnel before transport parameters) had P = 0: a 148-byte initiation and a 92-byte
+response. The device reads a version-1 initiation only to tell who sent it and why it is refused.
 
 Cookie reply (64 B)::
 
@@ -33,7 +37,10 @@ Cookie reply (64 B)::
 
 Transport data (32 B + payload)::
 
-    | 0 type=4 | 1-3 zero | 4 receiver index | 8 counter (u64) | 16 ChaCha20-Poly1305(payload) |
+    | 0 type=4 | 1-3 zero | 4 receiver index | 8 counter (u64) | 16 AEAD(payload) |
+
+The AEAD is the transport cipher the handshake negotiated (`params.py`): ChaCha20-Poly1305 or
+AES-256-GCM, both with a 12-byte nonce of 4 zero bytes and the counter, and a 16-byte tag.
 """
 
 from __future__ import annotations
@@ -64,8 +71,13 @@ TIMESTAMP_SIZE: Final = 12  # TAI64N
 INDEX_SIZE: Final = 4  # sender and receiver indices (random, see `indextable.py`)
 COOKIE_NONCE_SIZE: Final = 24
 
-INITIATION_SIZE: Final = 148
-RESPONSE_SIZE: Final = 92
+# without parameters: a version-1 initiation is exactly this
+INITIATION_BASE_SIZE: Final = 148
+RESPONSE_BASE_SIZE: Final = 92
+# bytes; the longest parameter block read (today's is about 40): bounds every handshake message
+MAX_PARAMS_SIZE: Final = 128
+INITIATION_MAX_SIZE: Final = INITIATION_BASE_SIZE + MAX_PARAMS_SIZE
+RESPONSE_MAX_SIZE: Final = RESPONSE_BASE_SIZE + MAX_PARAMS_SIZE
 COOKIE_REPLY_SIZE: Final = 64
 TRANSPORT_HEADER_SIZE: Final = 16
 TRANSPORT_OVERHEAD: Final = TRANSPORT_HEADER_SIZE + TAG_SIZE  # = 32 bytes added to every payload
@@ -74,9 +86,9 @@ TRANSPORT_MIN_SIZE: Final = TRANSPORT_OVERHEAD  # an empty payload is a keepaliv
 MAX_DATAGRAM_SIZE: Final = 65507
 MAX_PAYLOAD_SIZE: Final = MAX_DATAGRAM_SIZE - TRANSPORT_OVERHEAD
 
-# Offsets of the macs: mac1 covers everything before it, mac2 everything before mac2.
-INITIATION_MAC1_OFFSET: Final = INITIATION_SIZE - 2 * MAC_SIZE
-RESPONSE_MAC1_OFFSET: Final = RESPONSE_SIZE - 2 * MAC_SIZE
+# The macs end every handshake message: mac1 covers everything before it, mac2 everything
+# before mac2, so mac1 starts 2 * MAC_SIZE before the end.
+MACS_SIZE: Final = 2 * MAC_SIZE
 
 
 def is_session_message(datagram: bytes) -> bool:
@@ -85,10 +97,13 @@ def is_session_message(datagram: bytes) -> bool:
 
 
 def is_initiation(datagram: bytes) -> bool:
-    """True if the datagram is a handshake initiation (type 1, 148 B).
+    """True if the datagram is a handshake initiation (type 1, 148 B + parameters).
 
     For the shell, which remembers the initiations `Device.datagrams_to_send` hands it (to resend
     them over a new path) without reading type bytes itself. Only the header and size are
     checked, not the macs: of a received datagram it says what it claims to be.
     """
-    return len(datagram) == INITIATION_SIZE and datagram[0] == MESSAGE_INITIATION
+    return (
+        INITIATION_BASE_SIZE <= len(datagram) <= INITIATION_MAX_SIZE
+        and datagram[0] == MESSAGE_INITIATION
+    )
