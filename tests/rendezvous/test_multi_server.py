@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import uvloop
 
 from rendezvous import protocol as p
@@ -20,9 +21,12 @@ from rendezvous.registry import Registry, Send
 from rendezvous.server import serve
 from tests.forward.test_forward_loopback import exchange
 from tests.rendezvous.test_registry import Node, register, replies_to
+from tests.rendezvous.test_server_cli import invoke
 from tests.support.loopback import free_port, free_udp_pair, start_tcp_echo
 from tests.support.redisserver import RedisServer
 from tunnel.api import Tunnel
+from tunnel.cli.commands import rendezvous as rendezvous_cmd
+from tunnel.errors import UserError
 from tunnel.keys.identity import Identity
 from tunnel.path import rendezvous as rc
 
@@ -164,3 +168,14 @@ def test_a_lone_servers_pushes_stay_local(redis_url: str) -> None:
     (msg,) = [m for m in replies_to(out, b.addr) if isinstance(m, p.RegisterReply)]
     assert msg is not None
 
+
+
+def test_the_server_id_comes_from_the_flag_or_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "rendezvous.yaml").write_text("store: redis://10.0.0.5:6380/3\nserver_id: eu-1\n")
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path)])
+    assert rendezvous_cmd.settings(ctx).server_id == "eu-1"
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--server-id", "us-2"])
+    assert rendezvous_cmd.settings(ctx).server_id == "us-2"
+    _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--server-id", "a b"])
+    with pytest.raises(UserError, match="without spaces"):
+        rendezvous_cmd.settings(ctx)

@@ -78,6 +78,8 @@ RENDEZVOUS_KEYS: dict[str, Key] = {
                          "second UDP port for NAT mapping checks (default PORT+1)"),
     "db": Key("str", None, "SQLite database path (default $PTUNNEL_HOME/rendezvous.db)"),
     "store": Key("str", None, "redis://HOST:PORT/DB: keep the state in Redis instead of db"),
+    "server_id": Key("str", None, "this server's name among those on one Redis "
+                     "(default HOSTNAME:PORT)"),
     "relay": Key("bool", True, "relay traffic between members that cannot punch"),
     "relay_rate": Key("int", 12_500_000, "relay budget per node in bytes per second"),
     "relay_network_rate": Key("int", 25_000_000, "relay budget per network in bytes per second"),
