@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from rendezvous.protocol import MAX_NAMES, normalize_name
-from tunnel.addresses import format_endpoint, parse_endpoint
+from tunnel.addresses import format_endpoint, parse_endpoints
 from tunnel.errors import RuntimeFailure, UserError
 from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService
@@ -82,6 +82,25 @@ class LocalPortError(TunnelError):
 
 def _unknown_name(name: str) -> str:
     return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
+
+
+def rendezvous_servers(given: tuple[str, int] | str | list[tuple[str, int] | str]
+                       ) -> list[tuple[str, int]]:
+    """The servers to use, first one first: one address, `HOST:PORT,HOST:PORT`, or a list of
+    either. Raises TunnelError for one that is not HOST:PORT."""
+    items = given if isinstance(given, list) else [given]
+    servers: list[tuple[str, int]] = []
+    for item in items:
+        try:
+            found = parse_endpoints(item) if isinstance(item, str) else [item]
+        except ValueError as exc:
+            raise TunnelError(f"rendezvous {exc}; give HOST:PORT, or several as "
+                              "HOST:PORT,HOST:PORT") from None
+        servers += [a for a in found if a not in servers]
+    if not servers:
+        raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or set "
+                          "PTUNNEL_RENDEZVOUS")
+    return servers
 
 
 def _no_answer(rendezvous: tuple[str, int], silent_for: float | None = None) -> str:
@@ -232,7 +251,7 @@ class Connection:
         if self.tunnel.server_key_error is not None:
             return self.tunnel.server_key_error.message
         if not node.registered.is_set():
-            return _no_answer(node.options.rendezvous)
+            return _no_answer(node.rendezvous_server)
         if self.link is None:
             return self.refusal or _unknown_name(self.name)
         return self._no_path(self.link, monotonic())
@@ -418,7 +437,7 @@ class Connection:
         if link is None:
             health = self.tunnel.node.rendezvous_health(now)
             if not health.registered:
-                server = self.tunnel.node.options.rendezvous
+                server = self.tunnel.node.rendezvous_server
                 if health.unanswered is not None and health.unanswered >= rc.SILENT_AFTER:
                     return _no_answer(server, health.unanswered)
                 return f"waiting for the rendezvous at {format_endpoint(server)}"
@@ -475,7 +494,7 @@ class Tunnel:
         self,
         *,
         home: Path | str | None = None,
-        rendezvous: tuple[str, int] | str | None = None,
+        rendezvous: tuple[str, int] | str | list[tuple[str, int] | str] | None = None,
         rendezvous_key: bytes | None = None,
         identity: Identity | None = None,
         network_secret: bytes | None = None,
@@ -496,8 +515,9 @@ class Tunnel:
             if not joined:
                 raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or "
                                   "set PTUNNEL_RENDEZVOUS")
-            rendezvous = joined[0]
-        addr = parse_endpoint(rendezvous) if isinstance(rendezvous, str) else rendezvous
+            rendezvous = list(joined)
+        servers = rendezvous_servers(rendezvous)
+        addr = servers[0]
         # Server keys are pinned under the address as configured, before it is resolved.
         self.server_name = format_endpoint(addr)
         self.server_pins = ServerPins(self.home)
@@ -505,6 +525,7 @@ class Tunnel:
         self.options = NodeOptions(identity=identity, network_secret=secret, rendezvous=addr,
                                    rendezvous_key=rendezvous_key
                                    or self.server_pins.get(self.server_name),
+                                   rendezvous_fallbacks=tuple(servers[1:]),
                                    allow=allow, bind=bind, keepalive=keepalive,
                                    direct_only=direct_only, congestion=congestion,
                                    state_dir=self.home)
@@ -527,6 +548,8 @@ class Tunnel:
         if not self._started:
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
+            self.options.rendezvous_fallbacks = tuple(
+                [await self._resolve(a) for a in self.options.rendezvous_fallbacks])
             self.node.rdv_events.append(self._on_server_key)
             if self.options.bind == ANY_IPV4 and ":" in self.options.rendezvous[0]:
                 self.options.bind = ("::", 0)  # an IPv6 rendezvous: the node speaks IPv6
@@ -590,8 +613,8 @@ class Tunnel:
             await asyncio.wait_for(registered.wait(), timeout)
         except TimeoutError:
             self._unexpose(name)
-            raise (self.server_key_error or TunnelError(_no_answer(self.options.rendezvous))
-                   ) from None
+            raise (self.server_key_error
+                   or TunnelError(_no_answer(self.node.rendezvous_server))) from None
         except asyncio.CancelledError:
             self._unexpose(name)  # a cancelled expose leaves no name behind
             raise
