@@ -13,7 +13,8 @@
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
 Failures users can fix raise `TunnelError` with a one-line message saying what to do; a
-rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT.
+rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT (plus the time to
+move on, `rc.FAILOVER_SILENCE`, for each further server of a list).
 
 Names are case-insensitive, like DNS labels: "SSH-Home" is "ssh-home". A name that cannot be one
 is refused before anything is sent.
@@ -211,7 +212,7 @@ class Connection:
         try:
             # The server introduces registered nodes only; its silence is reported early.
             await asyncio.wait_for(self.tunnel.node.registered.wait(),
-                                   min(timeout, RENDEZVOUS_TIMEOUT))
+                                   min(timeout, self.tunnel.with_failover(RENDEZVOUS_TIMEOUT)))
             await asyncio.wait_for(self._wait_ready(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             await self.close()
@@ -580,13 +581,19 @@ class Tunnel:
                               f"{exc.strerror or exc}; check --rendezvous or PTUNNEL_RENDEZVOUS"
                               ) from None
 
+    def with_failover(self, timeout: float) -> float:
+        """`timeout` for one server, stretched by the time a silent server takes to be left
+        for the next one of the list (`rc.FAILOVER_SILENCE` each)."""
+        return timeout + rc.FAILOVER_SILENCE * len(self.options.rendezvous_fallbacks)
+
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None,
                      timeout: float | None = RENDEZVOUS_TIMEOUT, origin: str = "api") -> Exposed:
         """Register `name` and forward every authorized peer's connections to host:port.
 
-        Raises TunnelError if the rendezvous does not answer within `timeout` seconds (None:
-        wait as long as it takes, as a daemon does; the node keeps asking)."""
+        Raises TunnelError if the rendezvous does not answer within `timeout` seconds, plus the
+        time to move on to each further server of a list (None: wait as long as it takes, as a
+        daemon does; the node keeps asking)."""
         name = check_name(name)
         await self.start()
         if name in self.forwarder.services:
@@ -610,7 +617,8 @@ class Tunnel:
         self.node.rdv_events.append(watch)
         try:
             self.node.add_name(name)
-            await asyncio.wait_for(registered.wait(), timeout)
+            await asyncio.wait_for(registered.wait(),
+                                   None if timeout is None else self.with_failover(timeout))
         except TimeoutError:
             self._unexpose(name)
             raise (self.server_key_error

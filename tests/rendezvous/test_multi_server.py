@@ -5,10 +5,14 @@ and on loopback a node registered at server 1 connects by name to one at server 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,7 @@ from rendezvous.registry import Registry, Send
 from rendezvous.server import serve
 from tests.forward.test_forward_loopback import exchange
 from tests.rendezvous.test_registry import Node, register, replies_to
-from tests.rendezvous.test_server_cli import invoke
+from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
 from tests.support.loopback import free_port, free_udp_pair, start_tcp_echo
 from tests.support.redisserver import RedisServer
 from tunnel.api import Tunnel
@@ -115,7 +119,8 @@ async def two_servers(tmp: Path, url: str) -> AsyncIterator[list[tuple[str, int]
                 await task
 
 
-def node(tmp: Path, name: str, secret: bytes, server: tuple[str, int]) -> Tunnel:
+def node(tmp: Path, name: str, secret: bytes,
+         server: tuple[str, int] | list[tuple[str, int] | str]) -> Tunnel:
     home = tmp / name
     home.mkdir(mode=0o700)
     return Tunnel(home=home, identity=Identity.generate(), network_secret=secret,
@@ -179,3 +184,113 @@ def test_the_server_id_comes_from_the_flag_or_the_config_file(tmp_path: Path) ->
     _, ctx, _ = invoke(["rendezvous", "--home", str(tmp_path), "--server-id", "a b"])
     with pytest.raises(UserError, match="without spaces"):
         rendezvous_cmd.settings(ctx)
+
+
+# --- failover: a server process killed mid-transfer -------------------------------------------
+@contextlib.contextmanager
+def server_process(tmp: Path, url: str, server_id: str) -> Iterator[ServerProcess]:
+    """`python -m rendezvous.server` on Redis with the deployment's key, on free ports."""
+    state = tmp / server_id
+    state.mkdir(mode=0o700)
+    key = state / "rendezvous.key"
+    key.write_bytes(base64.b64encode(SERVER_KEY) + b"\n")
+    key.chmod(0o600)
+    port = free_port_pair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rendezvous.server", "--listen", f"127.0.0.1:{port}", "--db",
+         str(state / "rdv.db"), "--store", url, "--server-id", server_id], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "rendezvous listening" in line, line
+        assert "receiving pushes" in proc.stdout.readline()
+        yield ServerProcess(proc, ("127.0.0.1", port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    addr: tuple[str, int]
+
+
+async def stream_echo(port: int, chunks: int, every: float,
+                      midway: Callable[[], Awaitable[None]]) -> tuple[bytes, bytes]:
+    """Send `chunks` random 16 KiB chunks, one every `every` s, through the echo at `port`,
+    calling `midway` (awaited beside the stream) after the first; what was sent and echoed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = bytearray()
+    echoed = bytearray()
+
+    async def read() -> None:
+        while chunk := await reader.read(65536):
+            echoed.extend(chunk)
+
+    reading = asyncio.create_task(read())
+    side: asyncio.Task[None] | None = None
+    for i in range(chunks):
+        chunk = os.urandom(16 * 1024)
+        sent.extend(chunk)
+        writer.write(chunk)
+        await writer.drain()
+        if i == 0:
+            side = asyncio.create_task(midway())
+        await asyncio.sleep(every)
+    writer.write_eof()
+    await asyncio.wait_for(reading, 20)
+    writer.close()
+    assert side is not None
+    await side
+    return bytes(sent), bytes(echoed)
+
+
+def test_a_server_killed_mid_transfer_the_path_flows_and_the_node_moves_to_the_next(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    redis_server.flush()
+    with server_process(tmp_path, redis_server.url, "s1") as one, \
+            server_process(tmp_path, redis_server.url, "s2") as two:
+        servers: list[tuple[str, int] | str] = [one.addr, two.addr]
+
+        async def main() -> None:
+            secret = os.urandom(32)
+            a = node(tmp_path, "a", secret, servers)
+            b = node(tmp_path, "b", secret, servers)
+            try:
+                echo, service_port = await start_tcp_echo()
+                await a.expose(service_port, "echo")
+                local = free_port()
+                await b.connect("echo", local)
+                assert a.status()["rendezvous"]["server"] == f"127.0.0.1:{one.addr[1]}"
+
+                async def kill_and_wait() -> None:
+                    one.proc.kill()
+                    # A's next refresh (≤ 20 s) meets the silence; 7 s later it is at server 2.
+                    for _ in range(400):
+                        rdv = a.status()["rendezvous"]
+                        if rdv["server"] == f"127.0.0.1:{two.addr[1]}" and rdv["registered"]:
+                            return
+                        await asyncio.sleep(0.1)
+                    pytest.fail(f"A did not move to server 2: {a.status()['rendezvous']}")
+
+                sent, echoed = await stream_echo(local, 400, 0.1, kill_and_wait)
+                assert echoed == sent  # the direct path flowed the whole time
+                # A new node, given the list, finds server 1 dead, moves on and connects to A.
+                c = node(tmp_path, "c", secret, servers)
+                try:
+                    local2 = free_port()
+                    await c.connect("echo", local2, timeout=60)
+                    payload = os.urandom(64 * 1024)
+                    assert await exchange(local2, payload) == payload
+                    assert c.status()["rendezvous"]["server"] == f"127.0.0.1:{two.addr[1]}"
+                finally:
+                    await c.close()
+                echo.close()
+            finally:
+                await a.close()
+                await b.close()
+
+        uvloop.run(asyncio.wait_for(main(), 120))
