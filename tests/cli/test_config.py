@@ -79,7 +79,7 @@ def test_several_rendezvous_servers_from_the_file_or_the_environment(tmp_path: P
                 "rendezvous: []\n"):
         with pytest.raises(ConfigError, match="expected HOST:PORT"):
             load_file(write(tmp_path, bad), NODE_KEYS)
-    with pytest.raises(ConfigError, match="PTUNNEL_RENDEZVOUS.*empty entry"):
+    with pytest.raises(ConfigError, match=r"PTUNNEL_RENDEZVOUS.*empty entry"):
         resolve(NODE_KEYS, {}, {}, {"PTUNNEL_RENDEZVOUS": "192.0.2.1:7000,,"})
 
 

@@ -11,9 +11,10 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -219,7 +220,7 @@ class ServerProcess:
 
 
 async def stream_echo(port: int, chunks: int, every: float,
-                      midway: Callable[[], Awaitable[None]]) -> tuple[bytes, bytes]:
+                      midway: Callable[[], Coroutine[Any, Any, None]]) -> tuple[bytes, bytes]:
     """Send `chunks` random 16 KiB chunks, one every `every` s, through the echo at `port`,
     calling `midway` (awaited beside the stream) after the first; what was sent and echoed."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

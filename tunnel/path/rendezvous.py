@@ -77,7 +77,7 @@ UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
 # With other servers to go to: three unanswered attempts (sent at 0, 1 and 3 s, the last waited
 # for until 7 s) are no lost datagram but a server that is gone; seconds, not a refresh interval.
 FAILOVER_AFTER = 3  # attempts
-FAILOVER_SILENCE = sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER))  # 7 s per server
+FAILOVER_SILENCE = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
 GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
 # The server answers within a round trip and the client sends at 0, 1 and 3 s: a request left
 # unanswered this long means the server is down or UDP to it is blocked, not one lost datagram.
