@@ -29,7 +29,7 @@ from tests.rendezvous.test_registry import Node, register, replies_to
 from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
 from tests.support.loopback import free_port, free_udp_pair, start_tcp_echo
 from tests.support.redisserver import RedisServer
-from tunnel.api import Tunnel
+from tunnel.api import Tunnel, TunnelError
 from tunnel.cli.commands import rendezvous as rendezvous_cmd
 from tunnel.errors import UserError
 from tunnel.keys.identity import Identity
@@ -295,3 +295,51 @@ def test_a_server_killed_mid_transfer_the_path_flows_and_the_node_moves_to_the_n
                 await b.close()
 
         uvloop.run(asyncio.wait_for(main(), 120))
+
+
+# --- Redis restarted under two servers --------------------------------------------------------
+def test_after_a_redis_restart_names_keep_their_owners_and_connects_across_servers_work(
+        tmp_path: Path) -> None:
+    """Redis killed and started again (from its append-only file) under two servers: within
+    one refresh interval a connect across servers works again (the stores reconnected, the
+    push channels were subscribed again), and no name changed owner."""
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+
+    async def main() -> None:
+        async with two_servers(tmp_path, own.url) as (s1, s2):
+            secret = os.urandom(32)
+            a, b = node(tmp_path, "a", secret, s1), node(tmp_path, "b", secret, s2)
+            seen_by_a: list[rc.Event] = []
+            a.node.rdv_events.append(seen_by_a.append)
+            try:
+                echo, service_port = await start_tcp_echo()
+                await a.expose(service_port, "echo")
+                await b.start()
+                own.kill()
+                await asyncio.sleep(1.0)
+                own.start()
+                restarted = asyncio.get_running_loop().time()
+                local = free_port()
+                await b.connect("echo", local, timeout=rc.REFRESH_INTERVAL)
+                took = asyncio.get_running_loop().time() - restarted
+                assert took < rc.REFRESH_INTERVAL
+                payload = os.urandom(64 * 1024)
+                assert await exchange(local, payload) == payload
+                assert any(isinstance(e, rc.Introduced) and not e.initiated_by_us
+                           for e in seen_by_a)  # A was told through its server's channel
+                thief = node(tmp_path, "thief", secret, s2)
+                try:
+                    with pytest.raises(TunnelError, match="held by another node"):
+                        await thief.expose(service_port, "echo")
+                finally:
+                    await thief.close()
+                echo.close()
+            finally:
+                await a.close()
+                await b.close()
+
+    try:
+        uvloop.run(asyncio.wait_for(main(), 90))
+    finally:
+        own.kill()
