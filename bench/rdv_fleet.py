@@ -10,6 +10,7 @@ the event that answers it (`Registered` for `register`, our own `Introduced` for
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import os
 import time
@@ -67,8 +68,8 @@ class Fleet:
                                          fallbacks=servers[1:])
             node = SimNode(i, client)
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda node=node: _Socket(self, node), local_addr=(node_address(i), 0))
-            node.transport = transport  # type: ignore[assignment]
+                functools.partial(_Socket, self, node), local_addr=(node_address(i), 0))
+            node.transport = transport
             self.nodes.append(node)
         if self._ticker is None:
             self._ticker = self._loop.create_task(self._tick())
