@@ -5,6 +5,7 @@ within seconds, where connects work. Virtual time, no sockets."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -12,6 +13,9 @@ import pytest
 from rendezvous import protocol as p
 from rendezvous.registry import Registry
 from rendezvous.store import SQLiteStore
+from tunnel.api import Tunnel, TunnelError, rendezvous_servers
+from tunnel.keys.identity import Identity
+from tunnel.keys.pins import store_joined_rendezvous
 from tunnel.path import rendezvous as rc
 
 T0 = 1_800_000_000.0
@@ -175,3 +179,14 @@ def test_a_failover_does_not_accept_answers_from_the_server_left_behind() -> Non
 def test_server_addresses_must_be_ip_addresses() -> None:
     with pytest.raises(ValueError, match="must be an IP address"):
         rc.RendezvousClient(NET, b"\x01" * 32, (), [], S1, fallbacks=[("rdv.example", 7000)])
+
+
+def test_server_lists_are_read_from_text_lists_and_join_codes(tmp_path: Path) -> None:
+    assert rendezvous_servers("192.0.2.1:7000,192.0.2.2:7000") == [S1, S2]
+    assert rendezvous_servers(["192.0.2.1:7000", S2, "192.0.2.1:7000"]) == [S1, S2]
+    assert rendezvous_servers(S1) == [S1]
+    with pytest.raises(TunnelError, match="HOST:PORT,HOST:PORT"):
+        rendezvous_servers("192.0.2.1:7000,nowhere")
+    store_joined_rendezvous(tmp_path, ["192.0.2.1:7000", "192.0.2.2:7000"])
+    tunnel = Tunnel(home=tmp_path, identity=Identity.generate(), network_secret=NET)
+    assert (tunnel.options.rendezvous, tunnel.options.rendezvous_fallbacks) == (S1, (S2,))
