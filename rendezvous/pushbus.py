@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000  # pushes waiting for Redis; beyond it they are dropped (a burst of LEFTs)
 RECONNECT_AFTER = 1.0  # seconds between subscribe attempts while Redis is away
+# A local or LAN Redis answers a publish in a millisecond; one that takes a second is away.
+PUBLISH_TIMEOUT = 1.0  # seconds
 _PORT = struct.Struct("!H")
 
 
@@ -78,7 +80,11 @@ class PushBus:
         self.stats: Counter[str] = Counter()
         self._prefix = prefix
         self._deliver = deliver
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+        # Two connections: publishes time out (a Redis that stops answering must not pile up
+        # flushes), while the subscriber waits on its channel for as long as it is quiet.
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT,
+                                              socket_timeout=PUBLISH_TIMEOUT)
+        self._listener = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT)
         self._queue: list[tuple[str, bytes]] = []
         self._flush: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,7 +122,7 @@ class PushBus:
         called each time the subscription is (re)established."""
         name = channel(self._prefix, self.server_id)
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(name)
                 log.info("receiving pushes for server %s on %s", self.server_id, name)
@@ -145,3 +151,4 @@ class PushBus:
         for task in list(self._tasks):
             await task
         await self._redis.aclose()
+        await self._listener.aclose()
