@@ -36,7 +36,7 @@ end
 local function forget(P, net, me)
   local mkey = P..'m:'..net..':'..me
   local rec = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
-                         'expires')
+                         'expires', 'server')
   if rec[1] then
     for name in string.gmatch(rec[1], '[^,]+') do
       local k = P..'n:'..net..':'..name
@@ -55,7 +55,8 @@ local function forget(P, net, me)
 end
 """
 
-# ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires
+# ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires,
+# server
 REGISTER = LIVE + """
 local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local names = {}
@@ -69,7 +70,7 @@ end
 local mkey = P..'m:'..net..':'..me
 local prev = {}
 local old = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
-                       'expires')
+                       'expires', 'server')
 if old[1] then
   if tonumber(old[7]) > now then prev = old end
   for name in string.gmatch(old[1], '[^,]+') do
@@ -82,7 +83,7 @@ for _, name in ipairs(names) do
   redis.call('SET', P..'n:'..net..':'..name, me, 'EX', ttl)
 end
 redis.call('HSET', mkey, 'names', ARGV[6], 'host', ARGV[7], 'port', ARGV[8], 'lan', ARGV[9],
-           'nonce', ARGV[10], 'last_seen', ARGV[11], 'expires', ARGV[12])
+           'nonce', ARGV[10], 'last_seen', ARGV[11], 'expires', ARGV[12], 'server', ARGV[13])
 redis.call('EXPIRE', mkey, ttl)
 local ep = P..'ep:'..ARGV[7]..'/'..ARGV[8]
 redis.call('SADD', ep, net..':'..me)
@@ -172,15 +173,16 @@ end
 return ARGV[6]
 """
 
-# ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port (or nil)
+# ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port, dest server
+# (or nil)
 GRANT_LOOKUP = """
 local P, now = ARGV[1], tonumber(ARGV[3])
 local g = redis.call('HMGET', P..'g:'..ARGV[2], 'token', 'network', 'src', 'dest', 'until')
 if not g[1] or tonumber(g[5]) <= now then return false end
 local s = redis.call('HGET', P..'m:'..g[2]..':'..g[3], 'expires')
-local d = redis.call('HMGET', P..'m:'..g[2]..':'..g[4], 'expires', 'host', 'port')
+local d = redis.call('HMGET', P..'m:'..g[2]..':'..g[4], 'expires', 'host', 'port', 'server')
 if not s or tonumber(s) <= now or not d[1] or tonumber(d[1]) <= now then return false end
-return {g[1], g[2], g[3], g[4], d[2], d[3]}
+return {g[1], g[2], g[3], g[4], d[2], d[3], d[4] or ''}
 """
 
 # ARGV: prefix, network, now; the live members' statics and fields, by static
@@ -189,7 +191,7 @@ local P, net = ARGV[1], ARGV[2]
 local out = {}
 for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
   local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan', 'nonce',
-                         'last_seen', 'expires')
+                         'last_seen', 'expires', 'server')
   if rec[1] then table.insert(out, {me, rec}) end
 end
 return out
@@ -203,7 +205,7 @@ for _, id in ipairs(redis.call('SMEMBERS', P..'ep:'..ARGV[2])) do
   local sep = string.find(id, ':', 1, true)
   local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
   local rec = redis.call('HMGET', P..'m:'..id, 'names', 'host', 'port', 'lan', 'nonce',
-                         'last_seen', 'expires')
+                         'last_seen', 'expires', 'server')
   if rec[1] then table.insert(out, {net, me, rec}) end
 end
 return out

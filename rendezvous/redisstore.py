@@ -37,7 +37,8 @@ the registry passed, compared with `tonumber`, never re-formatted by Lua):
 | `cookie`        | str  | the shared cookie secret                         | none           |
 | `c:N:S`         | hash | `c` counter (20 decimal digits), `keep` until    | keep + GRACE   |
 | `cexp`          | zset | counter keys by keep-until (for `expire`)        | none           |
-| `m:N:S`         | hash | names, host, port, lan, nonce, last_seen, expires | expires + GRACE |
+| `m:N:S`         | hash | names, host, port, lan, nonce, last_seen, expires, | expires + GRACE|
+|                 |      | server (the id of the server it registered at)   |                |
 | `n:N:NAME`      | str  | S, the holder of NAME                            | as its member  |
 | `net:N`         | zset | S by expires: the network's members              | longest member |
 | `ep:HOST/PORT`  | set  | `N:S` registered from that endpoint              | longest member |
@@ -54,11 +55,10 @@ restarts empty forgets who holds which name, and until each owner's next refresh
 key could claim it; counters forgotten too would let a recorded request be replayed within its
 cookie's life (120 s).
 
-Adding push routing between servers (JOINED, LEFT, INTRODUCED for a node registered at another
-server) fits here without changing the registry's contract: `register` stores the id of the
-server a member registered at, and a server publishes each `Send` whose member is not its own
-on that server's channel; each server's shell subscribes to its channel with the asyncio client
-and sends what arrives. Nothing else in this layout changes.
+Push routing between servers (JOINED, LEFT, INTRODUCED, relayed packets for a node registered at
+another server): `register` stores the id of the server a member registered at (`server`), the
+registry marks each `Send` for another server's member with it, and the shell publishes it on
+that server's channel, `ptn:push:ID`, where that server listens (`rendezvous.pushbus`).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ _COUNTER_DIGITS = 20  # u64 in decimal; fixed width so Lua compares them as stri
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError,
                 rexc.MasterDownError, rexc.TryAgainError)
 _UNAVAILABLE_REPLIES = ("MISCONF", "LOADING")
-_FIELDS = ("names", "host", "port", "lan", "nonce", "last_seen", "expires")
+_FIELDS = ("names", "host", "port", "lan", "nonce", "last_seen", "expires", "server")
 
 T = TypeVar("T")
 ScriptArg = str | int | float | bytes
@@ -164,7 +164,9 @@ def _ttl(until: float, now: float) -> int:
 
 
 def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
-    names, host, port, lan, nonce, last_seen, expires = fields
+    names, host, port, lan, nonce, last_seen, expires = fields[:7]
+    # A record written before servers were recorded has no `server`: treated as local.
+    server = _text(fields[7]) if len(fields) > 7 and fields[7] is not None else ""
     lan_text = _text(lan)
     return Member(
         network=network,
@@ -175,6 +177,7 @@ def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
         nonce=bytes(nonce),
         last_seen=float(last_seen),
         expires=float(expires),
+        server=server,
     )
 
 
@@ -276,7 +279,7 @@ class RedisStore:
             self._p, member.network.hex(), member.static.hex(), _number(now),
             _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
             member.endpoint[1], _join_endpoints(member.lan), member.nonce,
-            _number(member.last_seen), _number(member.expires)]
+            _number(member.last_seen), _number(member.expires), member.server]
         result = self._call(lambda: self._register(args=args))
         if _text(result[0]) == "conflict":
             return Registration(conflict_name=_text(result[1]),
@@ -345,6 +348,8 @@ class RedisStore:
                                                           _number(now)]))
         if not row:
             return None
-        token, network, src, dest, host, port = row
+        token, network, src, dest, host, port = row[:6]
+        server = _text(row[6]) if len(row) > 6 else ""
         return RelayGrant(bytes.fromhex(_text(network)), bytes.fromhex(_text(src)),
-                          bytes.fromhex(_text(dest)), bytes(token), (_text(host), int(port)))
+                          bytes.fromhex(_text(dest)), bytes(token), (_text(host), int(port)),
+                          server)

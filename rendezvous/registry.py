@@ -37,11 +37,11 @@ proven key: only this server can write it, only that node can read it.
 store is shared by several servers and survives restarts, so its timestamps need a common scale.
 Networks are isolated because every lookup is keyed by the network id that signed the request.
 
-Several servers may share one store. Limitation: pushes (JOINED, LEFT, the target's INTRODUCED)
-leave from the server that handled the triggering request, and a node accepts rendezvous
-messages only from its own server. Refreshes repair JOINED/LEFT within 20 s, but an introduction
-of a node registered at another server needs push routing between servers (through Redis
-pub/sub; `redisstore.py` says how it fits).
+Several servers may share one store (one network across servers). Every member records the
+`server_id` of the server it registered at, because its NAT lets only that server in: a push to
+a member of another server (its INTRODUCED, JOINED, LEFT; a relayed packet to it) is a `Send`
+whose `via` names that server, and the shell hands it to that server (`rendezvous.pushbus`,
+Redis pub/sub), already sealed. A `Send` with `via == ""` leaves from this server.
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ SWEEP_INTERVAL = 5.0  # seconds; expiry is announced at most this late
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Effect: send `data` to `addr` from the server's main socket (or the receiving one)."""
+    """Effect: send `data` to `addr` from the server's main socket (or the receiving one), or,
+    when `via` names another server, from that one's."""
 
     data: bytes
     addr: Endpoint
+    via: str = ""
 
 
 class Registry:
@@ -101,16 +103,20 @@ class Registry:
         admission: Admission = OPEN,
         static_private: bytes | None = None,
         max_members: int = p.DEFAULT_MAX_MEMBERS,
+        server_id: str = "",
     ) -> None:
         """`static_private`: the server's X25519 key (`server.load_or_create_key`; tests may
-        leave it to `rng`). `registration_ttl` is shortened only by lab tests (to see expiry
-        in seconds). Raises ValueError for a `max_members` the member lists cannot carry."""
+        leave it to `rng`). `server_id`: this server's name among those sharing the store
+        (stored with each member it registers; pushes to another's members carry its id).
+        `registration_ttl` is shortened only by lab tests (to see expiry in seconds). Raises
+        ValueError for a `max_members` the member lists cannot carry."""
         if not 1 <= max_members <= p.MAX_MEMBERS_LIMIT:
             raise ValueError(f"max_members must be 1-{p.MAX_MEMBERS_LIMIT}, not {max_members}")
         self.store = store
         self.registration_ttl = registration_ttl
         self.admission = admission
         self.max_members = max_members
+        self.server_id = server_id
         self._rng = rng
         self.static_private = static_private if static_private is not None else rng(32)
         self.static_public = public_key(self.static_private)
@@ -132,7 +138,10 @@ class Registry:
         """One datagram received on the main port."""
         if data and data[0] in p.RELAY_TYPES:
             out = self.relay.forward(data, addr, now)
-            return [] if out is None else [Send(*out)]
+            if out is None:
+                return []
+            envelope, dest, server = out
+            return [Send(envelope, dest, self._via(server))]
         if not data or data[0] not in p.RENDEZVOUS_TYPES:
             self.stats["malformed"] += 1
             return []
@@ -217,7 +226,8 @@ class Registry:
 
     def _handle_register(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         member = Member(req.network, req.static, req.names, addr, req.lan, req.nonce,
-                        last_seen=now, expires=now + self.registration_ttl)
+                        last_seen=now, expires=now + self.registration_ttl,
+                        server=self.server_id)
         if self.store.member(req.network, req.static, now) is None and (
             len(self.store.members(req.network, now)) >= self.max_members
         ):
@@ -234,6 +244,8 @@ class Registry:
                for send in self._sealed(p.encode_registered(req.nonce, addr, i, len(pages),
                                                             entries), req.static, addr)]
         prev = result.previous
+        if prev is not None and prev.server != self.server_id:
+            log.info("%s moved here from server %s", _names(req.names), prev.server or "?")
         if prev is None or prev.endpoint != addr or prev.names != req.names:
             log.info("joined: %s from %s", _names(req.names), _endpoint(addr))
             out += self._announce(member, p.Joined(b"", _peer(member, now)), now)
@@ -260,7 +272,7 @@ class Registry:
                          me.static, addr)
             + self._sealed(p.encode_reply(p.Introduced(target.nonce, me.static, me.endpoint,
                                                        me.lan, me.names, to_me)),
-                           target.static, target.endpoint)
+                           target.static, target.endpoint, self._via(target.server))
         )
 
     def _handle_leave(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
@@ -280,15 +292,21 @@ class Registry:
                 data = p.encode_reply(p.Joined(m.nonce, msg.peer))
             else:
                 data = p.encode_reply(p.Left(m.nonce, msg.static))
-            out += self._sealed(data, m.static, m.endpoint)
+            out += self._sealed(data, m.static, m.endpoint, self._via(m.server))
         return out
 
-    def _sealed(self, plain: bytes, node_key: bytes, addr: Endpoint) -> list[Send]:
+    def _via(self, server: str) -> str:
+        """"" for a member of this server (or of a store that records none), else its server."""
+        return "" if server == self.server_id else server
+
+    def _sealed(self, plain: bytes, node_key: bytes, addr: Endpoint,
+                via: str = "") -> list[Send]:
         """`plain` sealed (Noise K) to the node whose proven static key is `node_key`; nothing
         for a key no message can be sealed to (only a store written by an older version, whose
         keys were not proven, can hold one)."""
         try:
-            return [Send(seal_reply(plain, self.static_private, node_key, self._rng(32)), addr)]
+            return [Send(seal_reply(plain, self.static_private, node_key, self._rng(32)), addr,
+                         via)]
         except NoiseError:
             self.stats["unsealable"] += 1
             return []

@@ -32,6 +32,14 @@ While the store cannot be reached (Redis down), check 2 falls back to the route 
 last saw valid for that id, if any: no server can end a grant then either, and a relayed
 session survives the outage; an id never seen valid is dropped.
 
+**Across servers.** When A and B registered at different servers of one deployment, the server
+A sends to checks and charges the datagram as above and hands the envelope to B's server
+(`Send.via`, Redis pub/sub in `rendezvous.pushbus`), which sends it from its own socket, the
+only one B's NAT admits. We relay server to server rather than move both nodes to one server:
+moving would take a node off the server it chose (nearest, or the one still up) and would need
+a new message; the relay already authenticates every datagram (3) and is limited before the
+hand-over (4), and the link between servers is the deployment's own Redis.
+
 Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
 in memory, measured with 1,000 grants), so a grant that passed is cached for
 `ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
@@ -132,8 +140,10 @@ class RelayPolicy:
         self._lookup(p.relay_grant_id(token), now)
         return token
 
-    def forward(self, data: bytes, addr: Endpoint, now: float) -> tuple[bytes, Endpoint] | None:
-        """The envelope to send and where, or None (dropped and counted)."""
+    def forward(self, data: bytes, addr: Endpoint,
+                now: float) -> tuple[bytes, Endpoint, str] | None:
+        """The envelope to send, where, and the server the destination registered at (its NAT
+        admits only that one); or None (dropped and counted)."""
         if not self.enabled:
             self.stats[DISABLED] += 1
             return None
@@ -169,7 +179,7 @@ class RelayPolicy:
             return None
         self.stats[FORWARDED] += 1
         self.stats[FORWARDED_BYTES] += len(data)
-        return p.encode_relay_from(grant.src, datagram), grant.dest_endpoint
+        return p.encode_relay_from(grant.src, datagram), grant.dest_endpoint, grant.dest_server
 
     def _lookup(self, grant_id: bytes, now: float) -> _Route | None:
         """Raises StoreUnavailable (the route cache unchanged) when the store cannot answer."""

@@ -20,6 +20,10 @@ With `--store redis://HOST:PORT/DB` the registrations, counters and cookie secre
 Redis are one deployment and must share one key: copy `rendezvous.key` to each of them (nodes
 pin one key per server address, and pushes from any of them must open with it).
 
+On Redis the servers form one network: each has an id (`--server-id`, default `HOSTNAME:PORT`,
+stable across restarts because members record it), and pushes for another server's members
+travel through Redis pub/sub (`pushbus.py`) to leave from that server's socket.
+
 The key is created once (O_EXCL) and loaded on every start; nodes pin its public half, so
 replacing it makes every node refuse this server until it is given the new key.
 """
@@ -39,6 +43,7 @@ from typing import Any, cast
 
 from rendezvous.admission import OPEN, Admission
 from rendezvous.protocol import DEFAULT_MAX_MEMBERS, MAX_MEMBERS_LIMIT
+from rendezvous.pushbus import PushBus
 from rendezvous.ratelimit import RELAY_NETWORK_RATE, RELAY_RATE, RELAY_TOTAL_RATE
 from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore, Store
@@ -135,7 +140,7 @@ class _Port(asyncio.DatagramProtocol):
         sends = self.handler(data, _addr(addr), time.time())
         for send in sends:
             # Replies leave from the receiving port; pushes and relays from the main port.
-            if send.addr == _addr(addr):
+            if not send.via and send.addr == _addr(addr):
                 self.sendto(send.data, send.addr)
             else:
                 self.server.send(send)
@@ -149,6 +154,7 @@ class _Port(asyncio.DatagramProtocol):
 class RendezvousServer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.bus: PushBus | None = None  # with a Redis store: pushes for the other servers
         self.main: _Port | None = None
         self.netcheck: _Port | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -156,8 +162,18 @@ class RendezvousServer:
         self._next_stats = time.time() + STATS_INTERVAL
 
     def send(self, send: Send) -> None:
-        if self.main is not None:
+        if send.via:
+            if self.bus is not None:
+                self.bus.publish(send.via, send.addr, send.data)
+            else:  # a store that records other servers, but no bus to reach them
+                self.registry.stats["push_unroutable"] += 1
+        elif self.main is not None:
             self.main.sendto(send.data, send.addr)
+
+    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        """A push another server made for one of ours (`PushBus`)."""
+        if self.main is not None:
+            self.main.sendto(data, addr)
 
     def rearm(self) -> None:
         deadline = self.registry.get_timer()
@@ -177,14 +193,19 @@ class RendezvousServer:
             self.send(send)
         if now >= self._next_stats:
             self._next_stats = now + STATS_INTERVAL
-            log.info("%s", stats_line(self.registry))
+            log.info("%s", stats_line(self.registry, self.bus))
         self.rearm()
 
 
-def stats_line(registry: Registry) -> str:
-    """The counters so far: "stats accepted 12, cookie_retry 3; relay: forwarded ..."."""
+def stats_line(registry: Registry, bus: PushBus | None = None) -> str:
+    """The counters so far: "stats accepted 12, cookie_retry 3; relay: forwarded ...", then
+    the push bus's ("; pushes: push_published 4, ...") on Redis."""
     requests = ", ".join(f"{k} {v}" for k, v in sorted(registry.stats.items())) or "none"
-    return f"stats {requests}; {registry.relay.summary()}"
+    line = f"stats {requests}; {registry.relay.summary()}"
+    if bus is not None:
+        line += "; pushes: " + (", ".join(f"{k} {v}" for k, v in sorted(bus.stats.items()))
+                                or "none")
+    return line
 
 
 def _shown(addr: tuple[str, int]) -> str:
@@ -232,23 +253,34 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
                 admission: Admission = OPEN,
                 static_private: bytes | None = None,
                 max_members: int = DEFAULT_MAX_MEMBERS,
-                store_url: str | None = None) -> None:
+                store_url: str | None = None, server_id: str | None = None) -> None:
     """Run until cancelled. Rates are bytes per second (per node, per network, in all);
     `admission` is the `--networks` policy (open by default). `static_private`: the server's key
     (default: loaded from, or created in, `rendezvous.key` beside the database). `store_url`:
-    `redis://HOST:PORT/DB` to keep the state in Redis instead of the SQLite file `db`."""
+    `redis://HOST:PORT/DB` to keep the state in Redis instead of the SQLite file `db`.
+    `server_id`: this server's name among those on one Redis (default `HOSTNAME:PORT`)."""
     loop = asyncio.get_running_loop()
     ensure_state_dir(Path(db).parent)
     created = False
     if static_private is None:
         static_private, created = load_or_create_key(key_path(db))
     store = open_store(db, store_url)
-    registry = Registry(store, relay_enabled=relay, relay_rate=relay_rate,
+    host, port = listen
+    if store_url is None:
+        server_id = ""  # one SQLite host: every member is this server's (or sent as before)
+    elif server_id is None:
+        server_id = f"{socket.gethostname()}:{port}"
+    registry = Registry(store, server_id=server_id, relay_enabled=relay, relay_rate=relay_rate,
                         registration_ttl=registration_ttl, relay_network_rate=relay_network_rate,
                         relay_total_rate=relay_total_rate, admission=admission,
                         static_private=static_private, max_members=max_members)
     server = RendezvousServer(registry)
-    host, port = listen
+    bus_task: asyncio.Task[None] | None = None
+    if store_url is not None:
+        from rendezvous.redisstore import PREFIX
+
+        server.bus = PushBus(store_url, server_id, PREFIX, server.deliver)
+        bus_task = loop.create_task(server.bus.run())
     nport = netcheck_port if netcheck_port is not None else port + 1
     main_t, main_p = await loop.create_datagram_endpoint(
         lambda: _Port(server, registry.handle), sock=_bound(host, port))
@@ -258,8 +290,9 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     server.rearm()
     relay_text = (f"on ({relay_rate:.0f} B/s per node, {relay_network_rate:.0f} per network,"
                   f" {relay_total_rate:.0f} in all)") if relay else "off"
-    log.info("rendezvous listening on %s (netcheck %d), store %s, relay %s, networks %s, %s",
-             _shown((host, port)), nport, describe_store(db, store_url), relay_text,
+    log.info("rendezvous listening on %s (netcheck %d), store %s%s, relay %s, networks %s, %s",
+             _shown((host, port)), nport, describe_store(db, store_url),
+             f" as server {server_id}" if server_id else "", relay_text,
              admission.describe(), describe_key(static_private))
     if created:
         log.info("created the rendezvous key %s", key_path(db))
@@ -268,19 +301,23 @@ async def serve(listen: tuple[str, int], db: Path | str, relay: bool = True,
     try:
         await asyncio.Event().wait()
     finally:
-        log.info("%s", stats_line(registry))
+        log.info("%s", stats_line(registry, server.bus))
         main_t.close()
         nc_t.close()
+        if bus_task is not None and server.bus is not None:
+            bus_task.cancel()
+            await server.bus.close()
         store.close()
 
 
 def run(listen: tuple[str, int], db: Path | str, relay: bool = True,
         netcheck_port: int | None = None, relay_rate: float = RELAY_RATE,
         registration_ttl: float = REGISTRATION_TTL,
-        max_members: int = DEFAULT_MAX_MEMBERS, store_url: str | None = None) -> None:
+        max_members: int = DEFAULT_MAX_MEMBERS, store_url: str | None = None,
+        server_id: str | None = None) -> None:
     """Blocking entry point: installs uvloop when available."""
     main = serve(listen, db, relay, netcheck_port, relay_rate, None, registration_ttl,
-                 max_members=max_members, store_url=store_url)
+                 max_members=max_members, store_url=store_url, server_id=server_id)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
@@ -296,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="0.0.0.0:7000")
     parser.add_argument("--db", default="rendezvous.db")
     parser.add_argument("--store", default=None, help="redis://HOST:PORT/DB instead of --db")
+    parser.add_argument("--server-id", default=None,
+                        help="this server's name among those on one Redis (default HOSTNAME:PORT)")
     parser.add_argument("--netcheck-port", type=int, default=None)
     parser.add_argument("--no-relay", action="store_true")
     parser.add_argument("--max-members", type=_max_members, default=DEFAULT_MAX_MEMBERS,
@@ -309,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run((host.strip("[]"), int(port)), args.db, not args.no_relay, args.netcheck_port,
             registration_ttl=args.registration_ttl, max_members=args.max_members,
-            store_url=args.store)
+            store_url=args.store, server_id=args.server_id)
     except KeyboardInterrupt:
         return 130
     return 0

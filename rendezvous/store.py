@@ -46,6 +46,9 @@ class Member:
     nonce: bytes  # nonce of its latest REGISTER, echoed in pushes to it
     last_seen: float
     expires: float
+    # Id of the server it registered at (`Registry.server_id`), where pushes to it must leave
+    # from (its NAT lets only that server in). "" on SQLite: one host, every server local.
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class RelayGrant:
     dest: bytes
     token: bytes
     dest_endpoint: Endpoint  # where `dest` is registered now
+    dest_server: str = ""  # the server `dest` registered at (`Member.server`)
 
 
 @dataclass(frozen=True, slots=True)

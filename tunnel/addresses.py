@@ -38,6 +38,19 @@ def parse_endpoint(text: str, default_host: str | None = None) -> Addr:
     return host, int(port_text)
 
 
+def parse_endpoints(text: str) -> list[Addr]:
+    """``HOST:PORT,HOST:PORT``: a deployment's servers, first one first (duplicates dropped).
+    Raises ValueError naming the entry that is not ``HOST:PORT``."""
+    out: list[Addr] = []
+    for part in text.split(","):
+        if not part.strip():
+            raise ValueError(f"{text!r} has an empty entry; write HOST:PORT,HOST:PORT")
+        addr = parse_endpoint(part)
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
 def format_endpoint(addr: Addr) -> str:
     """`10.0.1.2:43540`, `[::1]:7000`: an address as people write it (never a Python repr)."""
     host, port = addr[0], addr[1]

@@ -13,7 +13,8 @@
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
 Failures users can fix raise `TunnelError` with a one-line message saying what to do; a
-rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT.
+rendezvous that does not answer at all is reported after RENDEZVOUS_TIMEOUT (plus the time to
+move on, `rc.FAILOVER_SILENCE`, for each further server of a list).
 
 Names are case-insensitive, like DNS labels: "SSH-Home" is "ssh-home". A name that cannot be one
 is refused before anything is sent.
@@ -33,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from rendezvous.protocol import MAX_NAMES, normalize_name
-from tunnel.addresses import format_endpoint, parse_endpoint
+from tunnel.addresses import format_endpoint, parse_endpoints
 from tunnel.errors import RuntimeFailure, UserError
 from tunnel.forward.bridge import StreamBridge, reset_tcp
 from tunnel.forward.exposing import ExposedService
@@ -82,6 +83,25 @@ class LocalPortError(TunnelError):
 
 def _unknown_name(name: str) -> str:
     return f"no node named '{name}' in your network; is `ptunnel expose` running there?"
+
+
+def rendezvous_servers(given: tuple[str, int] | str | list[tuple[str, int] | str]
+                       ) -> list[tuple[str, int]]:
+    """The servers to use, first one first: one address, `HOST:PORT,HOST:PORT`, or a list of
+    either. Raises TunnelError for one that is not HOST:PORT."""
+    items = given if isinstance(given, list) else [given]
+    servers: list[tuple[str, int]] = []
+    for item in items:
+        try:
+            found = parse_endpoints(item) if isinstance(item, str) else [item]
+        except ValueError as exc:
+            raise TunnelError(f"rendezvous {exc}; give HOST:PORT, or several as "
+                              "HOST:PORT,HOST:PORT") from None
+        servers += [a for a in found if a not in servers]
+    if not servers:
+        raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or set "
+                          "PTUNNEL_RENDEZVOUS")
+    return servers
 
 
 def _no_answer(rendezvous: tuple[str, int], silent_for: float | None = None) -> str:
@@ -192,7 +212,7 @@ class Connection:
         try:
             # The server introduces registered nodes only; its silence is reported early.
             await asyncio.wait_for(self.tunnel.node.registered.wait(),
-                                   min(timeout, RENDEZVOUS_TIMEOUT))
+                                   min(timeout, self.tunnel.with_failover(RENDEZVOUS_TIMEOUT)))
             await asyncio.wait_for(self._wait_ready(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             await self.close()
@@ -232,7 +252,7 @@ class Connection:
         if self.tunnel.server_key_error is not None:
             return self.tunnel.server_key_error.message
         if not node.registered.is_set():
-            return _no_answer(node.options.rendezvous)
+            return _no_answer(node.rendezvous_server)
         if self.link is None:
             return self.refusal or _unknown_name(self.name)
         return self._no_path(self.link, monotonic())
@@ -418,7 +438,7 @@ class Connection:
         if link is None:
             health = self.tunnel.node.rendezvous_health(now)
             if not health.registered:
-                server = self.tunnel.node.options.rendezvous
+                server = self.tunnel.node.rendezvous_server
                 if health.unanswered is not None and health.unanswered >= rc.SILENT_AFTER:
                     return _no_answer(server, health.unanswered)
                 return f"waiting for the rendezvous at {format_endpoint(server)}"
@@ -475,7 +495,7 @@ class Tunnel:
         self,
         *,
         home: Path | str | None = None,
-        rendezvous: tuple[str, int] | str | None = None,
+        rendezvous: tuple[str, int] | str | list[tuple[str, int] | str] | None = None,
         rendezvous_key: bytes | None = None,
         identity: Identity | None = None,
         network_secret: bytes | None = None,
@@ -496,8 +516,9 @@ class Tunnel:
             if not joined:
                 raise TunnelError("no rendezvous server given; pass --rendezvous HOST:PORT or "
                                   "set PTUNNEL_RENDEZVOUS")
-            rendezvous = joined[0]
-        addr = parse_endpoint(rendezvous) if isinstance(rendezvous, str) else rendezvous
+            rendezvous = list(joined)
+        servers = rendezvous_servers(rendezvous)
+        addr = servers[0]
         # Server keys are pinned under the address as configured, before it is resolved.
         self.server_name = format_endpoint(addr)
         self.server_pins = ServerPins(self.home)
@@ -505,6 +526,7 @@ class Tunnel:
         self.options = NodeOptions(identity=identity, network_secret=secret, rendezvous=addr,
                                    rendezvous_key=rendezvous_key
                                    or self.server_pins.get(self.server_name),
+                                   rendezvous_fallbacks=tuple(servers[1:]),
                                    allow=allow, bind=bind, keepalive=keepalive,
                                    direct_only=direct_only, congestion=congestion,
                                    state_dir=self.home)
@@ -527,6 +549,8 @@ class Tunnel:
         if not self._started:
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
+            self.options.rendezvous_fallbacks = tuple(
+                [await self._resolve(a) for a in self.options.rendezvous_fallbacks])
             self.node.rdv_events.append(self._on_server_key)
             if self.options.bind == ANY_IPV4 and ":" in self.options.rendezvous[0]:
                 self.options.bind = ("::", 0)  # an IPv6 rendezvous: the node speaks IPv6
@@ -557,13 +581,19 @@ class Tunnel:
                               f"{exc.strerror or exc}; check --rendezvous or PTUNNEL_RENDEZVOUS"
                               ) from None
 
+    def with_failover(self, timeout: float) -> float:
+        """`timeout` for one server, stretched by the time a silent server takes to be left
+        for the next one of the list (`rc.FAILOVER_SILENCE` each)."""
+        return timeout + rc.FAILOVER_SILENCE * len(self.options.rendezvous_fallbacks)
+
     async def expose(self, port: int, name: str, *, host: str = "127.0.0.1", udp: bool = False,
                      allow: list[bytes] | None = None,
                      timeout: float | None = RENDEZVOUS_TIMEOUT, origin: str = "api") -> Exposed:
         """Register `name` and forward every authorized peer's connections to host:port.
 
-        Raises TunnelError if the rendezvous does not answer within `timeout` seconds (None:
-        wait as long as it takes, as a daemon does; the node keeps asking)."""
+        Raises TunnelError if the rendezvous does not answer within `timeout` seconds, plus the
+        time to move on to each further server of a list (None: wait as long as it takes, as a
+        daemon does; the node keeps asking)."""
         name = check_name(name)
         await self.start()
         if name in self.forwarder.services:
@@ -587,11 +617,12 @@ class Tunnel:
         self.node.rdv_events.append(watch)
         try:
             self.node.add_name(name)
-            await asyncio.wait_for(registered.wait(), timeout)
+            await asyncio.wait_for(registered.wait(),
+                                   None if timeout is None else self.with_failover(timeout))
         except TimeoutError:
             self._unexpose(name)
-            raise (self.server_key_error or TunnelError(_no_answer(self.options.rendezvous))
-                   ) from None
+            raise (self.server_key_error
+                   or TunnelError(_no_answer(self.node.rendezvous_server))) from None
         except asyncio.CancelledError:
             self._unexpose(name)  # a cancelled expose leaves no name behind
             raise

@@ -179,8 +179,9 @@ def test_status_when_the_rendezvous_never_answered(tmp_path: Path) -> None:
             server.wait_for_datagram()
             first = poll(laptop, lambda i: bool(i["connections"]))
             health = first["rendezvous"]
-            assert health == {"server": server.address, "registered": False, "names": [],
-                              "last_answer_s": None, "unanswered_s": health["unanswered_s"]}
+            assert health == {"server": server.address, "servers": [server.address],
+                              "registered": False, "names": [], "last_answer_s": None,
+                              "unanswered_s": health["unanswered_s"]}
             (connection,) = first["connections"]
             assert connection["ready"] is False and connection["waiting_s"] is not None
             lines = status_text(laptop)

@@ -60,12 +60,27 @@ def test_precedence_flag_env_file_default() -> None:
     file_values = {"rendezvous": ("192.0.2.1", 1), "keepalive": 5.0}
     env = {"PTUNNEL_RENDEZVOUS": "192.0.2.2:2"}
     merged = resolve(NODE_KEYS, file_values, {}, env)
-    assert merged["rendezvous"] == ("192.0.2.2", 2)  # env beats file
+    assert merged["rendezvous"] == [("192.0.2.2", 2)]  # env beats file
     assert merged["keepalive"] == 5.0  # file beats default
     assert merged["congestion"] == "bbr"  # default
     merged = resolve(NODE_KEYS, file_values, {"rendezvous": ("192.0.2.3", 3)}, env)
     assert merged["rendezvous"] == ("192.0.2.3", 3)  # flag beats env
     assert resolve(NODE_KEYS, file_values, {}, {})["rendezvous"] == ("192.0.2.1", 1)
+
+
+def test_several_rendezvous_servers_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    servers = [("192.0.2.1", 7000), ("192.0.2.2", 7000)]
+    for text in ("rendezvous: 192.0.2.1:7000,192.0.2.2:7000\n",
+                 "rendezvous:\n  - 192.0.2.1:7000\n  - 192.0.2.2:7000\n"):
+        assert load_file(write(tmp_path, text), NODE_KEYS)["rendezvous"] == servers
+    env = {"PTUNNEL_RENDEZVOUS": "192.0.2.1:7000, 192.0.2.2:7000"}
+    assert resolve(NODE_KEYS, {}, {}, env)["rendezvous"] == servers
+    for bad in ("rendezvous: 192.0.2.1:7000,\n", "rendezvous:\n  - 192.0.2.1:7000\n  - 3\n",
+                "rendezvous: []\n"):
+        with pytest.raises(ConfigError, match="expected HOST:PORT"):
+            load_file(write(tmp_path, bad), NODE_KEYS)
+    with pytest.raises(ConfigError, match=r"PTUNNEL_RENDEZVOUS.*empty entry"):
+        resolve(NODE_KEYS, {}, {}, {"PTUNNEL_RENDEZVOUS": "192.0.2.1:7000,,"})
 
 
 def test_bad_environment_value_is_a_clear_error() -> None:

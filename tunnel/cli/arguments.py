@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from rendezvous.protocol import normalize_name
-from tunnel.addresses import Addr, parse_endpoint
+from tunnel.addresses import Addr, parse_endpoint, parse_endpoints
 from tunnel.keys.netkeys import decode_key
 
 
@@ -14,6 +14,14 @@ def endpoint_arg(text: str) -> Addr:
     """`HOST:PORT`."""
     try:
         return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def endpoints_arg(text: str) -> list[Addr]:
+    """`HOST:PORT[,HOST:PORT...]`: servers of one deployment, first one first."""
+    try:
+        return parse_endpoints(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

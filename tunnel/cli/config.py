@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from rendezvous.protocol import MAX_NAMES, NAME_RULE, normalize_name
-from tunnel.addresses import format_endpoint, parse_endpoint
+from tunnel.addresses import Addr, format_endpoint, parse_endpoint, parse_endpoints
 from tunnel.errors import ConfigError, os_reason
 
 
@@ -42,7 +42,9 @@ class Key:
 
 
 NODE_KEYS: dict[str, Key] = {
-    "rendezvous": Key("endpoint", None, "rendezvous server HOST:PORT", env="PTUNNEL_RENDEZVOUS"),
+    "rendezvous": Key("endpoints", None, "rendezvous server HOST:PORT, or several of one "
+                      "deployment (HOST:PORT,HOST:PORT or a list), tried in turn",
+                      env="PTUNNEL_RENDEZVOUS"),
     "rendezvous_key": Key("key", None, "the rendezvous server's public key (base64)",
                           env="PTUNNEL_RENDEZVOUS_KEY"),
     "log_level": Key("choice", "info", "log level", env="PTUNNEL_LOG_LEVEL",
@@ -78,6 +80,8 @@ RENDEZVOUS_KEYS: dict[str, Key] = {
                          "second UDP port for NAT mapping checks (default PORT+1)"),
     "db": Key("str", None, "SQLite database path (default $PTUNNEL_HOME/rendezvous.db)"),
     "store": Key("str", None, "redis://HOST:PORT/DB: keep the state in Redis instead of db"),
+    "server_id": Key("str", None, "this server's name among those on one Redis "
+                     "(default HOSTNAME:PORT)"),
     "relay": Key("bool", True, "relay traffic between members that cannot punch"),
     "relay_rate": Key("int", 12_500_000, "relay budget per node in bytes per second"),
     "relay_network_rate": Key("int", 25_000_000, "relay budget per network in bytes per second"),
@@ -118,8 +122,23 @@ class _Invalid:
 INVALID = _Invalid()
 
 
+def _endpoints(value: Any) -> list[Addr] | None:
+    """`HOST:PORT`, `HOST:PORT,HOST:PORT`, or a list of such strings: the servers, in order.
+    None (or ValueError) for anything else."""
+    if isinstance(value, str):
+        return parse_endpoints(value)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        out: list[Addr] = []
+        for text in value:
+            out += [a for a in parse_endpoints(text) if a not in out]
+        return out
+    return None
+
+
 def _scalar(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
+    if spec.kind == "endpoints" and isinstance(node, yaml.SequenceNode):
+        pass  # a list of servers: checked as a whole below
+    elif not isinstance(node, yaml.ScalarNode):
         return problems.at(node, f"'{name}' must be a single value ({spec.doc})")
     try:
         value = yaml.safe_load(yaml.serialize(node))
@@ -138,6 +157,7 @@ def _scalar(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
         "bool": lambda v: v if isinstance(v, bool) else None,
         "choice": lambda v: v if v in spec.choices else None,
         "endpoint": lambda v: parse_endpoint(v) if isinstance(v, str) else None,
+        "endpoints": _endpoints,
         "port": lambda v: parse_endpoint(str(v), default_host="127.0.0.1"),
         "key": lambda v: _public_key(v) if isinstance(v, str) else None,
     }
@@ -146,6 +166,7 @@ def _scalar(problems: _Problems, node: yaml.Node, name: str, spec: Key) -> Any:
         "int": "a whole number", "port_number": "a port number (1-65535)", "float": "a number",
         "bool": "true or false", "choice": "one of " + ", ".join(spec.choices),
         "endpoint": "HOST:PORT", "port": "[HOST:]PORT",
+        "endpoints": "HOST:PORT, HOST:PORT,HOST:PORT, or a list of HOST:PORT",
         "key": "a base64 public key (as `ptunnel rendezvous --show-key` prints it)",
     }[spec.kind]
     try:
@@ -329,6 +350,7 @@ def resolve(
             text = environ[spec.env]
             try:
                 value = (parse_endpoint(text) if spec.kind == "endpoint"
+                         else parse_endpoints(text) if spec.kind == "endpoints"
                          else _public_key(text) if spec.kind == "key" else text)
             except ValueError as exc:
                 raise ConfigError(f"environment variable {spec.env}: {exc}") from None

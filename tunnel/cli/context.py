@@ -64,12 +64,17 @@ class Context:
         return secret
 
     def rendezvous_addr(self) -> tuple[str, int]:
-        """The configured rendezvous, else the first one the join code named."""
+        """The first rendezvous server (`rendezvous_addrs`)."""
+        return self.rendezvous_addrs()[0]
+
+    def rendezvous_addrs(self) -> list[tuple[str, int]]:
+        """The configured rendezvous servers (one, or several of one deployment, tried in
+        turn), else the ones the join code named; first one first."""
         from tunnel.addresses import parse_endpoint
         from tunnel.keys.pins import joined_rendezvous
 
-        addr = self.config.get("rendezvous")
-        if addr is None:
+        given = self.config.get("rendezvous")
+        if given is None:
             joined = joined_rendezvous(self.home)
             if not joined:
                 self.network_secret()  # not joined at all: say that first, `join` names a server
@@ -79,12 +84,12 @@ class Context:
                     "a ptn2 code (it names the rendezvous)"
                 )
             try:
-                addr = parse_endpoint(joined[0])
+                given = [parse_endpoint(text) for text in joined]
             except ValueError as exc:
                 raise UserError(f"{self.home / 'joined_rendezvous'}: {exc}; join again or "
                                 "pass --rendezvous HOST:PORT") from None
-        host, port = addr
-        return str(host), int(port)
+        servers = given if isinstance(given, list) else [given]
+        return [(str(host), int(port)) for host, port in servers]
 
     def rendezvous_key(self, addr: tuple[str, int]) -> bytes | None:
         """The rendezvous' key: configured (`rendezvous_key`), else pinned for `addr`, else

@@ -40,7 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from tunnel.api import PingResult, Tunnel, TunnelError
 from tunnel.cli import sdnotify
-from tunnel.cli.arguments import endpoint_arg
+from tunnel.cli.arguments import endpoints_arg
 from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, Emit, error_reply, running
 from tunnel.cli.control import Handler as RequestHandler
@@ -211,8 +211,9 @@ def raise_descriptor_limit() -> tuple[int, int]:
 # --- the long-running commands ----------------------------------------------------------------
 def add_node_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("node options")
-    group.add_argument("--rendezvous", type=endpoint_arg, metavar="HOST:PORT",
-                       help="rendezvous server (env PTUNNEL_RENDEZVOUS, config `rendezvous`)")
+    group.add_argument("--rendezvous", type=endpoints_arg, metavar="HOST:PORT[,HOST:PORT]",
+                       help="rendezvous server, or several of one deployment tried in turn "
+                       "(env PTUNNEL_RENDEZVOUS, config `rendezvous`)")
     group.add_argument("--direct-only", action="store_true", default=None,
                        help="never use the relay; fail with the NAT types found instead")
     group.add_argument("--keepalive", type=float, metavar="SECONDS",
@@ -224,13 +225,13 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
 def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
     config = ctx.config
     node_allow = list(config.get("allow") or []) + list(allow or [])
-    rendezvous = ctx.rendezvous_addr()
+    servers = ctx.rendezvous_addrs()
     return Tunnel(
         home=ctx.home,
         identity=ctx.identity(),
         network_secret=ctx.network_secret(),
-        rendezvous=rendezvous,
-        rendezvous_key=ctx.rendezvous_key(rendezvous),
+        rendezvous=list[tuple[str, int] | str](servers),
+        rendezvous_key=ctx.rendezvous_key(servers[0]),
         allow=node_allow or None,
         direct_only=bool(config.get("direct_only")),
         keepalive=float(config.get("keepalive") or 0.0),

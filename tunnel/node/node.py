@@ -92,6 +92,8 @@ class NodeOptions:
     network_secret: bytes
     rendezvous: Addr
     rendezvous_key: bytes | None = None  # None: pinned from the server's first COOKIE
+    # The deployment's other servers, tried in turn when the one in use stops answering.
+    rendezvous_fallbacks: tuple[Addr, ...] = ()
     names: tuple[str, ...] = ()
     allow: list[bytes] | None = None
     bind: Addr = ("0.0.0.0", 0)
@@ -136,7 +138,8 @@ class Node:
         self.nat_mapping = "unknown"  # from a netcheck at start: how our NAT maps ports
         self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
-        self._registered_as: tuple[tuple[str, ...], Addr] | None = None  # names, endpoint
+        # names, public endpoint, server: what the "registered" log line last said
+        self._registered_as: tuple[tuple[str, ...], Addr, Addr] | None = None
         self.rdv_events: list[Callable[[rc.Event], None]] = []
         self.on_new_peer: Callable[[Peer], None] | None = None
         self._timer = Timer(self._on_timer)
@@ -166,7 +169,7 @@ class Node:
         self.rdv = rc.RendezvousClient(
             self.options.network_secret, self.options.identity.private, self.options.names, lan,
             self.options.rendezvous, server_key=self.options.rendezvous_key,
-            counter_start=int(time.time() * 1e6),
+            counter_start=int(time.time() * 1e6), fallbacks=self.options.rendezvous_fallbacks,
         )
         self.rdv.start(monotonic())
         self.kick()
@@ -556,7 +559,7 @@ class Node:
             return
         while (event := self.rdv.next_event()) is not None:
             if isinstance(event, rc.Registered):
-                registered_as = (self.options.names, event.public_endpoint)
+                registered_as = (self.options.names, event.public_endpoint, self.rdv.server)
                 if registered_as != self._registered_as:  # news, not every refresh
                     self._registered_as = registered_as
                     log.info("registered at the rendezvous %s as %s; public endpoint %s",
@@ -707,6 +710,11 @@ class Node:
             "drops": {k: v for k, v in dataclasses.asdict(self.device.counters).items() if v},
         }
 
+    @property
+    def rendezvous_server(self) -> Addr:
+        """The server the node is registered at, or trying: the first one until a failover."""
+        return self.rdv.server if self.rdv is not None else self.options.rendezvous
+
     def rendezvous_health(self, now: float) -> rc.Health:
         if self.rdv is None:
             return rc.Health(registered=False, names=(), last_answer=None, unanswered=None)
@@ -716,7 +724,10 @@ class Node:
         """The rendezvous for `ptunnel status`: registered or not, and how recently it answered."""
         health = self.rendezvous_health(now)
         return {
-            "server": format_endpoint(self.options.rendezvous),
+            # The server registered at (or being tried): after a failover, not the first one.
+            "server": format_endpoint(self.rendezvous_server),
+            "servers": [format_endpoint(a) for a in (self.options.rendezvous,
+                                                     *self.options.rendezvous_fallbacks)],
             "registered": health.registered,
             "names": list(health.names),
             "last_answer_s": None if health.last_answer is None else round(health.last_answer, 1),

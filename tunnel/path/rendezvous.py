@@ -35,6 +35,14 @@ How it behaves:
   the registration goes on (sent again after a backoff; the first answer to `start()` is also
   reported as `RegistrationRefused`, so a caller waiting on it can say why), and a CONNECT is
   refused with that reason (its caller asks again).
+- Several servers of one deployment (one Redis, one key) may be given: `server_addr` first, then
+  `fallbacks`. When a request to the server in use has gone unanswered `FAILOVER_AFTER` times
+  in a row (1 + 2 + 4 = 7 s of silence) while we are registering, the client moves to the next
+  one (after the last, the first again): a fresh cookie, the registration and every pending
+  request sent there, `ServerChanged` reported, and `Registered` once it is in. Nothing else
+  changes: counters, relay tokens and names live in the shared store, and established paths
+  between nodes never needed the server. The server's key is the deployment's: a server with
+  another key is reported as `ServerKeyChanged`, as for one server.
 - `health(now)` says what `ptunnel status` shows: whether we are registered (and under which
   names), when the server last answered anything, and how long it has left a request waiting.
   A registration the server acknowledged does not count once the server has been silent for
@@ -66,6 +74,10 @@ REFRESH_INTERVAL = 20.0  # seconds
 RETRY_INITIAL = 1.0  # seconds; well above a rendezvous RTT, small enough for a snappy start
 RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refresh or so
 UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
+# With other servers to go to: three unanswered attempts (sent at 0, 1 and 3 s, the last waited
+# for until 7 s) are no lost datagram but a server that is gone; seconds, not a refresh interval.
+FAILOVER_AFTER = 3  # attempts
+FAILOVER_SILENCE = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
 GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
 # The server answers within a round trip and the client sends at 0, 1 and 3 s: a request left
 # unanswered this long means the server is down or UDP to it is blocked, not one lost datagram.
@@ -140,6 +152,14 @@ class ServerUnreachable:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerChanged:
+    """The server in use stopped answering; the client now registers at `server`."""
+
+    previous: Endpoint
+    server: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
 class ServerKeyLearned:
     """No key was given for this server: this one, from its first COOKIE, is now in use (trust
     on first use). The shell pins it."""
@@ -174,7 +194,7 @@ class Health:
 
 Event = (Registered | PeerJoined | PeerLeft | Introduced | RegistrationRefused | ListReceived
          | ListRefused | ConnectRefused | ServerUnreachable | CookieReceived | ServerKeyLearned
-         | ServerKeyChanged)
+         | ServerKeyChanged | ServerChanged)
 
 
 @dataclass(slots=True)
@@ -207,11 +227,13 @@ class RendezvousClient:
         server_key: bytes | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         counter_start: int = 0,
+        fallbacks: tuple[Endpoint, ...] | list[Endpoint] = (),
     ) -> None:
         """`static_private`: this node's X25519 key. `server_key`: the server's static key, or
         None to take it from the server's first COOKIE (`ServerKeyLearned`). `counter_start`:
         pass e.g. wall-clock microseconds so a restarted node does not need a STALE_COUNTER
-        round trip; any value below 2^62 works."""
+        round trip; any value below 2^62 works. `fallbacks`: the deployment's other servers, in
+        the order to try them when the one in use stops answering."""
         if not 0 <= counter_start < p.COUNTER_LIMIT // 2:
             raise ValueError(f"counter_start must be 0 to 2^62, not {counter_start}")
         if server_key is not None and not usable_static(server_key):
@@ -228,12 +250,14 @@ class RendezvousClient:
             if not p.valid_name(name):
                 raise ValueError(f"invalid name {name!r}: use a-z, 0-9, '.', '_', '-'")
         self.lan = tuple(lan_candidates)
-        try:
-            ipaddress.ip_address(server_addr[0])
-        except ValueError:
-            # Replies are matched by source address, so a host name would never match.
-            raise ValueError(f"rendezvous address {server_addr[0]!r} must be an IP address; "
-                             "resolve it first (tunnel.node.netcheck.resolve)") from None
+        self.servers = (server_addr, *fallbacks)
+        for addr in self.servers:
+            try:
+                ipaddress.ip_address(addr[0])
+            except ValueError:
+                # Replies are matched by source address, so a host name would never match.
+                raise ValueError(f"rendezvous address {addr[0]!r} must be an IP address; "
+                                 "resolve it first (tunnel.node.netcheck.resolve)") from None
         self.server = server_addr
         self._rng = rng
         self._counter = counter_start
@@ -342,10 +366,13 @@ class RendezvousClient:
             if not any(q.kind == p.REGISTER for q in self._pending.values()):
                 self._request(p.REGISTER, now)
         cookie_req = self._cookie_req
-        if cookie_req is not None and now >= cookie_req.deadline and self._note_attempt(cookie_req):
+        if cookie_req is not None and now >= cookie_req.deadline and self._note_attempt(
+                cookie_req, now):
             self._send_cookie_request(now)
         for q in list(self._pending.values()):
-            if now >= q.deadline and self._note_attempt(q):
+            if q.nonce not in self._pending:
+                continue  # sent to the next server by a failover in this loop
+            if now >= q.deadline and self._note_attempt(q, now):
                 self._send(q, now)
                 if self._cookie_req is None:
                     # Silence: a server with another key drops our requests unanswered; a
@@ -600,9 +627,14 @@ class RendezvousClient:
     def _cookie_valid(self, now: float) -> bool:
         return self._cookie is not None and now - self._cookie_at < CLIENT_COOKIE_MAX_AGE
 
-    def _note_attempt(self, q: _Pending) -> bool:
-        """Count a timed-out attempt; False when the request is abandoned."""
+    def _note_attempt(self, q: _Pending, now: float) -> bool:
+        """Count a timed-out attempt; False when the request is abandoned (or all were moved to
+        the next server: the caller must not send this one again)."""
         q.attempts += 1
+        if (q.kind in (p.REGISTER, p.COOKIE_REQUEST) and q.attempts >= FAILOVER_AFTER
+                and len(self.servers) > 1 and self._registering):
+            self._fail_over(now)
+            return False
         if q.attempts >= UNREACHABLE_AFTER and not self._reported_unreachable:
             self._reported_unreachable = True
             log.info("rendezvous %s does not answer", format_endpoint(self.server))
@@ -614,6 +646,34 @@ class RendezvousClient:
             self._cookie_req = None
             return False
         return True
+
+    def _fail_over(self, now: float) -> None:
+        """Go to the next server: a cookie from it, then the registration and every pending
+        request. The registration's attempts start again (the new server deserves its own
+        three tries); a LIST's or CONNECT's keep counting toward `GIVE_UP_AFTER`, so one asked
+        while every server is down is still refused in the end."""
+        previous = self.server
+        self.server = self.servers[(self.servers.index(previous) + 1) % len(self.servers)]
+        log.warning("rendezvous %s does not answer; registering at %s",
+                    format_endpoint(previous), format_endpoint(self.server))
+        self._events.append(ServerChanged(previous, self.server))
+        self._cookie = None
+        self._cookie_req = None
+        self.registered = False  # not there yet; `Registered` follows when it is
+        self._reported_unreachable = False
+        if not any(q.kind == p.REGISTER for q in self._pending.values()):
+            self._pending_register(now)
+        for q in self._pending.values():
+            if q.kind == p.REGISTER:
+                q.attempts = 0
+            q.cookie_resends = 0
+            q.asked_at = now
+            q.deadline = now + self._backoff(0)
+        self._send_cookie_request(now)
+
+    def _pending_register(self, now: float) -> None:
+        q = _Pending(p.REGISTER, self._rng(p.NONCE_SIZE), self._rng(p.ECHO_SIZE), asked_at=now)
+        self._pending[q.nonce] = q
 
     def _reachable(self, now: float) -> None:
         self.last_answer = now

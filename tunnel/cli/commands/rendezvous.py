@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="redis://HOST:PORT/DB",
                         help="keep the state in Redis (several servers may share it) instead "
                         "of --db; the key file stays beside --db")
+    parser.add_argument("--server-id", metavar="ID",
+                        help="this server's name among those on one Redis, kept across "
+                        "restarts (default HOSTNAME:PORT)")
     parser.add_argument("--no-relay", dest="relay", action="store_const", const=False,
                         default=None, help="never relay traffic between nodes")
     parser.add_argument("--relay-rate", type=int, metavar="BYTES_PER_S",
@@ -89,6 +92,7 @@ class ServerSettings:
     admission: Admission
     max_members: int
     store: str | None  # redis://HOST:PORT/DB, or None for the SQLite file `db`
+    server_id: str | None = None  # None: HOSTNAME:PORT (only used with a Redis store)
 
 
 def settings(ctx: Context) -> ServerSettings:
@@ -109,7 +113,17 @@ def settings(ctx: Context) -> ServerSettings:
         int(nport) if nport is not None else None, _rate(config, "relay_rate"),
         _rate(config, "relay_network_rate"), _rate(config, "relay_total_rate"),
         _admission(Path(networks).expanduser()) if networks else OPEN, max_members,
-        _store_url(config.get("store")))
+        _store_url(config.get("store")), _server_id(config.get("server_id")))
+
+
+def _server_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if not text or len(text) > 200 or not text.isprintable() or " " in text:
+        raise UserError(f"server id {text!r} is not usable; give --server-id (or `server_id:`) "
+                        "a short name without spaces, such as eu-1")
+    return text
 
 
 def _store_url(value: Any) -> str | None:
@@ -188,7 +202,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                                 relay_network_rate=s.relay_network_rate,
                                 relay_total_rate=s.relay_total_rate, admission=s.admission,
                                 static_private=private, max_members=s.max_members,
-                                store_url=s.store))
+                                store_url=s.store, server_id=s.server_id))
     except OSError as exc:
         raise listen_error(s.listen, exc) from None
     return 0

@@ -39,14 +39,17 @@ def _size(count: int) -> str:
 
 
 def _rendezvous(rdv: dict[str, Any]) -> str:
+    """The server the node is registered at (or trying), then the deployment's others."""
     last = rdv.get("last_answer_s")
     heard = "no answer yet" if last is None else f"last answer {last:.0f} s ago"
+    others = [s for s in rdv.get("servers") or [] if s != rdv["server"]]
+    fallback = f"; fallback {', '.join(others)}" if others else ""
     if rdv.get("registered"):
         names = ", ".join(rdv.get("names") or []) or "(no names)"
-        return f"rendezvous {rdv['server']}: registered {names}, {heard}"
+        return f"rendezvous {rdv['server']}: registered {names}, {heard}{fallback}"
     asking = rdv.get("unanswered_s")
     asking_for = "" if asking is None else f" (asking for {asking:.0f} s)"
-    return f"rendezvous {rdv['server']}: not registered, {heard}{asking_for}"
+    return f"rendezvous {rdv['server']}: not registered, {heard}{asking_for}{fallback}"
 
 
 def _peer_state(peer: dict[str, Any]) -> str:
