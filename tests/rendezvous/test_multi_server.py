@@ -146,8 +146,13 @@ def test_connect_by_name_to_a_node_of_another_server(redis_server: RedisServer,
                 payload = os.urandom(512 * 1024)
                 assert await exchange(local, payload) == payload
                 # On loopback B's handshake would reach A anyway; that A was told, through
-                # its own server, is what lets it punch through a NAT.
-                intros = [e for e in seen_by_a if isinstance(e, rc.Introduced)]
+                # its own server, is what lets it punch through a NAT. The push crosses Redis
+                # pub/sub and may come after the data did (a loaded CI machine): wait for it.
+                for _ in range(100):
+                    intros = [e for e in seen_by_a if isinstance(e, rc.Introduced)]
+                    if intros:
+                        break
+                    await asyncio.sleep(0.05)
                 assert intros and not intros[0].initiated_by_us
                 assert intros[0].peer_static == b.node.options.identity.public
                 echo.close()
