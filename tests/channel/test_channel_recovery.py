@@ -12,11 +12,11 @@ from tunnel.channel.congestion import create_controller
 from tunnel.channel.congestion.bbr import HIGH_GAIN, PROBE_BW, STARTUP, Bbr
 from tunnel.channel.congestion.lossbased import Cubic, NewReno
 from tunnel.channel.constants import (
-    GRANULARITY,
     INITIAL_RTT,
     INITIAL_WINDOW_PACKETS,
     MAX_ACK_DELAY,
     MAX_PTO_INTERVAL,
+    MIN_SAMPLE,
     MINIMUM_WINDOW_PACKETS,
 )
 from tunnel.channel.events import StreamReadable
@@ -40,8 +40,10 @@ def test_rtt_estimator_follows_rfc9002_section_5() -> None:
     rtt.update(0.200, 0.010)  # ack delay is subtracted when that stays above min_rtt
     assert abs(rtt.smoothed - (0.875 * 0.100 + 0.125 * 0.190)) < 1e-12
     assert abs(rtt.rttvar - (0.75 * 0.050 + 0.25 * 0.090)) < 1e-12
-    rtt.update(0.0, 0.0)  # a zero sample (coarse clock) is floored at the granularity
-    assert rtt.min_rtt == GRANULARITY
+    rtt.update(0.00005, 0.0)  # a LAN's 50 us is kept as it is, not floored at the granularity
+    assert rtt.min_rtt == 0.00005
+    rtt.update(0.0, 0.0)  # a zero sample would zero divisions: floored at MIN_SAMPLE
+    assert rtt.min_rtt == MIN_SAMPLE
 
 
 def test_packet_threshold_declares_loss() -> None:
@@ -162,6 +164,26 @@ def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     # the link carries channel packets plus 32 bytes each: the delivery rate of channel bytes
     assert 0.9 * rate / 8 * 1168 / 1200 <= bbr.btl_bw <= 1.05 * rate / 8
     assert 0.039 <= bbr.min_rtt <= 0.045
+
+
+@pytest.mark.parametrize("one_way_delay", [0.00005, 0.0002, 0.002])
+def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
+    """A 100 MB/s path with a LAN's or loopback's 0.1 ms RTT: RTT samples and delivery-rate
+    intervals floored at the 1 ms timer granularity made every rate sample 10x too low, and BBR
+    followed them down to 3.6 MB/s (the NAT lab's 4 MB/s "AES-GCM collapse": the faster cipher
+    was what shortened the RTT). The same flow at 0.4 and 4 ms RTT fills the link."""
+    sim = Simulator(3)
+    rate = 800e6
+    link = LinkConfig(rate_bps=rate, delay=one_way_delay, queue_bytes=200_000)
+    source, sink = FlowApp(send=True), FlowApp()
+    a, b, _, _ = channel_pair(sim, link, link, source, sink)
+    for channel in (a, b):
+        channel.set_max_packet_size(1440)
+    source.on_wake(a, 0.0)
+    sim.start()
+    sim.run(0.5)
+    goodput = sink.received_between(0.25, 0.5) / 0.25
+    assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
 
 
 def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:

@@ -51,6 +51,12 @@ PACKET_THRESHOLD: Final = 3
 TIME_THRESHOLD: Final = 9 / 8
 #: seconds; timer granularity (kGranularity).
 GRANULARITY: Final = 0.001
+#: seconds; the smallest RTT sample or rate interval kept. The shell's clock is
+#: `time.monotonic()` (nanoseconds), so a real sample is never this small; the floor only keeps
+#: a zero out of divisions. Samples must NOT be floored at GRANULARITY: on a LAN or loopback
+#: path (RTT 0.05-0.3 ms) that divided each delivery-rate sample by 1 ms instead of the real
+#: interval, and BBR spiralled down to 3.6 MB/s on a 100 MB/s path.
+MIN_SAMPLE: Final = 1e-6
 #: seconds; RTT assumed before the first sample (kInitialRtt).
 INITIAL_RTT: Final = 0.333
 #: PTO periods of no acknowledgement that make congestion persistent (RFC 9002 §7.6).

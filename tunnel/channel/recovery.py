@@ -20,6 +20,7 @@ from tunnel.channel.constants import (
     GRANULARITY,
     INITIAL_RTT,
     MAX_PTO_INTERVAL,
+    MIN_SAMPLE,
     PACKET_THRESHOLD,
     PERSISTENT_CONGESTION_THRESHOLD,
     TIME_THRESHOLD,
@@ -89,9 +90,8 @@ class RttEstimator:
         self.rttvar = INITIAL_RTT / 2
 
     def update(self, latest: float, ack_delay: float) -> None:
-        # a clock with 1 ms ticks (uvloop) reports 0 on fast paths; a zero RTT would zero BBR's
-        # bandwidth-delay product, so samples are floored at the timer granularity
-        latest = max(latest, GRANULARITY)
+        # the shell's clock is fine-grained (see MIN_SAMPLE); the floor only keeps out a zero
+        latest = max(latest, MIN_SAMPLE)
         self.latest = latest
         if latest < self.min_rtt:
             self.min_rtt = latest
@@ -233,9 +233,9 @@ class LossRecovery:
             sample.is_app_limited = newest.is_app_limited
             send_elapsed = newest.time_sent - newest.first_sent_time
             ack_elapsed = now - newest.delivered_time
-            # floored at the timer granularity: a coarse clock (1 ms on uvloop) can read the
-            # same instant at send and ACK, and a zero interval would give no sample at all
-            interval = max(send_elapsed, ack_elapsed, GRANULARITY)
+            # the real interval, however short (a LAN's 0.1 ms): flooring it at the timer
+            # granularity understated the rate 10x there, and BBR followed it down
+            interval = max(send_elapsed, ack_elapsed, MIN_SAMPLE)
             self.first_sent_time = newest.time_sent
             if interval >= self.rtt.min_rtt:
                 sample.delivery_rate = (self.delivered - newest.delivered) / interval

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from tunnel.channel.constants import INITIAL_WINDOW_PACKETS
+from tunnel.channel.constants import GRANULARITY, INITIAL_WINDOW_PACKETS
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
 HIGH_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
@@ -102,7 +102,10 @@ class Bbr:
     def _bdp(self, gain: float) -> int:
         if self.btl_bw <= 0 or self.min_rtt == float("inf"):
             return INITIAL_WINDOW_PACKETS * self.mss
-        return int(gain * self.btl_bw * self.min_rtt)
+        # At least one timer tick's worth: the shell wakes about once a millisecond (uvloop's
+        # timers) and handles a drain's ACKs at once, so a window of a 0.1 ms LAN path's real
+        # BDP would sit empty between wakes.
+        return int(gain * self.btl_bw * max(self.min_rtt, GRANULARITY))
 
     def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:
         pass
