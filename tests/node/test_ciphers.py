@@ -21,8 +21,7 @@ def test_aes_instructions_are_read_from_x86_and_arm64_cpuinfo() -> None:
 def test_aes_gcm_is_offered_first_only_with_aes_instructions(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(X86)
-    assert local_ciphers(cpuinfo, allow_aes=True) == (AES_256_GCM, CHACHA20_POLY1305)
-    assert local_ciphers(cpuinfo) == (CHACHA20_POLY1305,)  # AES-GCM is off by default for now
+    assert local_ciphers(cpuinfo) == (AES_256_GCM, CHACHA20_POLY1305)
     cpuinfo.write_text(X86_NO_AES)
-    assert local_ciphers(cpuinfo, allow_aes=True) == (CHACHA20_POLY1305,)
-    assert local_ciphers(tmp_path / "missing", allow_aes=True) == (CHACHA20_POLY1305,)
+    assert local_ciphers(cpuinfo) == (CHACHA20_POLY1305,)
+    assert local_ciphers(tmp_path / "missing") == (CHACHA20_POLY1305,)

@@ -16,11 +16,6 @@ from pathlib import Path
 from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305
 
 CPUINFO = Path("/proc/cpuinfo")
-# Off by default for now: with AES-256-GCM negotiated, bulk transfer through the NAT lab fell to
-# 4 MB/s (70 MB/s with ChaCha20-Poly1305, `python -m bench --natlab`, both builds), a defect not
-# yet found. The handshake's parameters still carry the choice, so turning it back on needs no
-# protocol change.
-AES_GCM_BY_DEFAULT = False
 _AES_FLAGS = ({"aes", "pclmulqdq"}, {"aes", "pmull"})  # x86 "flags", arm64 "Features"
 
 
@@ -34,11 +29,8 @@ def has_aes_instructions(cpuinfo: str) -> bool:
     return False
 
 
-def local_ciphers(cpuinfo: Path = CPUINFO, allow_aes: bool = AES_GCM_BY_DEFAULT
-                  ) -> tuple[int, ...]:
-    """The ciphers to offer, preferred first; AES-256-GCM only when `allow_aes`."""
-    if not allow_aes:
-        return (CHACHA20_POLY1305,)
+def local_ciphers(cpuinfo: Path = CPUINFO) -> tuple[int, ...]:
+    """The ciphers to offer, preferred first."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
