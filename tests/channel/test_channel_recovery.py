@@ -131,9 +131,24 @@ def test_pacer_allows_a_bounded_burst_then_spaces_packets() -> None:
         pacer.on_packet_sent(MSS)
         burst += 1
         assert burst < 100
-    assert 2 <= burst <= 16  # about PACING_BURST_TIME worth, within the packet bounds
+    assert burst == 2  # PACING_BURST_TIME worth is 1.7 packets: the floor of 2
     next_time = pacer.send_time(now, rate)
     assert 0 < next_time - now <= MSS / rate + 1e-9
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(10e6, 17), (1e9, 44)])
+def test_pacer_bursts_up_to_one_gso_send_on_fast_paths(rate: float, expected: int) -> None:
+    """2 ms of sending at 10 MB/s is 17 packets; at 1 GB/s the cap, 44 packets of 1,472 bytes:
+    one 64 KB GSO send per timer wake (a 16-packet cap woke the sender 4,250 times a second at
+    100 MB/s)."""
+    pacer = Pacer(MSS)
+    pacer.send_time(0.0, rate)
+    now = 10.0  # long enough for a full bucket
+    burst = 0
+    while pacer.send_time(now, rate) <= now:
+        pacer.on_packet_sent(MSS)
+        burst += 1
+    assert burst == expected
 
 
 def test_pacer_waits_for_the_packet_it_is_told_of_not_a_full_one() -> None:
