@@ -74,12 +74,18 @@ def test_a_silent_server_is_left_for_the_next_within_seconds_and_connects_work_t
     assert d.take(A, rc.RegistrationRefused) == []
 
 
-def test_the_first_server_is_taken_again_when_the_second_goes_silent() -> None:
+def _left_server_1() -> tuple[Deployment, rc.RendezvousClient]:
+    """A, registered at server 1, 30 s after server 1 went silent."""
     d = Deployment()
     a = d.add(A, ("alpha",))
     d.start(a)
     d.up[S1] = False
     d.run(30)
+    return d, a
+
+
+def test_the_first_server_is_taken_again_when_the_second_goes_silent() -> None:
+    d, a = _left_server_1()
     assert a.server == S2 and a.registered
     d.up[S1], d.up[S2] = True, False
     d.run(30)
@@ -112,11 +118,7 @@ def test_a_connect_asked_while_every_server_is_down_is_refused_in_the_end() -> N
 
 def test_a_failover_does_not_accept_answers_from_the_server_left_behind() -> None:
     """After moving to server 2, a late reply from server 1 is not ours any more."""
-    d = Deployment()
-    a = d.add(A, ("alpha",))
-    d.start(a)
-    d.up[S1] = False
-    d.run(30)
+    d, a = _left_server_1()
     assert a.server == S2
     assert a.receive_datagram(b"\x02" + bytes(60), S1, d.now) is False
 
