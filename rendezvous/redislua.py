@@ -20,9 +20,25 @@ local function longer_ttl(key, ttl)
 end
 """
 
+# The fields of the member record at `mkey`; and, for such a record `rec` of member net:me, take
+# its names (those still pointing at it) and its endpoint entry out of the indexes.
+RECORD = """
+local function record(mkey)
+  return redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
+                    'expires', 'server')
+end
+local function unindex(P, net, me, rec)
+  for name in string.gmatch(rec[1], '[^,]+') do
+    local k = P..'n:'..net..':'..name
+    if redis.call('GET', k) == me then redis.call('DEL', k) end
+  end
+  redis.call('SREM', P..'ep:'..rec[2]..'/'..rec[3], net..':'..me)
+end
+"""
+
 # Drop every trace of member N:S (names still pointing at it, its endpoint entry, its grants);
 # returns its record's fields (empty when there was none).
-FORGET = """
+FORGET = RECORD + """
 local function forget_grant(P, id)
   local g = redis.call('HMGET', P..'g:'..id, 'network', 'src', 'dest')
   if g[1] then
@@ -35,15 +51,8 @@ local function forget_grant(P, id)
 end
 local function forget(P, net, me)
   local mkey = P..'m:'..net..':'..me
-  local rec = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
-                         'expires', 'server')
-  if rec[1] then
-    for name in string.gmatch(rec[1], '[^,]+') do
-      local k = P..'n:'..net..':'..name
-      if redis.call('GET', k) == me then redis.call('DEL', k) end
-    end
-    redis.call('SREM', P..'ep:'..rec[2]..'/'..rec[3], net..':'..me)
-  end
+  local rec = record(mkey)
+  if rec[1] then unindex(P, net, me, rec) end
   for _, id in ipairs(redis.call('SMEMBERS', P..'mg:'..net..':'..me)) do
     forget_grant(P, id)
   end
@@ -57,7 +66,7 @@ end
 
 # ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires,
 # server
-REGISTER = LIVE + """
+REGISTER = LIVE + RECORD + """
 local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local names = {}
 for name in string.gmatch(ARGV[6], '[^,]+') do table.insert(names, name) end
@@ -69,15 +78,10 @@ for _, name in ipairs(names) do
 end
 local mkey = P..'m:'..net..':'..me
 local prev = {}
-local old = redis.call('HMGET', mkey, 'names', 'host', 'port', 'lan', 'nonce', 'last_seen',
-                       'expires', 'server')
+local old = record(mkey)
 if old[1] then
   if tonumber(old[7]) > now then prev = old end
-  for name in string.gmatch(old[1], '[^,]+') do
-    local k = P..'n:'..net..':'..name
-    if redis.call('GET', k) == me then redis.call('DEL', k) end
-  end
-  redis.call('SREM', P..'ep:'..old[2]..'/'..old[3], net..':'..me)
+  unindex(P, net, me, old)
 end
 for _, name in ipairs(names) do
   redis.call('SET', P..'n:'..net..':'..name, me, 'EX', ttl)
@@ -186,26 +190,24 @@ return {g[1], g[2], g[3], g[4], d[2], d[3], d[4] or ''}
 """
 
 # ARGV: prefix, network, now; the live members' statics and fields, by static
-MEMBERS = """
+MEMBERS = RECORD + """
 local P, net = ARGV[1], ARGV[2]
 local out = {}
 for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
-  local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan', 'nonce',
-                         'last_seen', 'expires', 'server')
+  local rec = record(P..'m:'..net..':'..me)
   if rec[1] then table.insert(out, {me, rec}) end
 end
 return out
 """
 
 # ARGV: prefix, endpoint text; the records registered from it, each as network, static, fields
-AT_ENDPOINT = """
+AT_ENDPOINT = RECORD + """
 local P = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', P..'ep:'..ARGV[2])) do
   local sep = string.find(id, ':', 1, true)
   local net, me = string.sub(id, 1, sep - 1), string.sub(id, sep + 1)
-  local rec = redis.call('HMGET', P..'m:'..id, 'names', 'host', 'port', 'lan', 'nonce',
-                         'last_seen', 'expires', 'server')
+  local rec = record(P..'m:'..id)
   if rec[1] then table.insert(out, {net, me, rec}) end
 end
 return out

@@ -9,29 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import cast
 
+from tests.support.socketless_node import NODE_ADDR, replies, socketless_node, to_node
 from tunnel.addresses import Addr
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import handshake_psk
-from tunnel.node.node import Node, NodeOptions
-from tunnel.node.udp import UdpEndpoint, monotonic
+from tunnel.node.node import Node
+from tunnel.node.udp import monotonic
 from tunnel.session.constants import REKEY_ATTEMPT_TIME, SESSION_IDLE_LIMIT
 from tunnel.session.device import Device
-
-NODE_ADDR: Addr = ("10.0.0.1", 7001)
-
-
-class Wire:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, Addr]] = []
-
-    def send_batch(self, batch: list[bytes], addr: Addr) -> None:
-        self.sent.extend((data, addr) for data in batch)
-
-    def send_segments(self, data: bytes, segment: int, addr: Addr) -> None:
-        """A GSO run: the datagrams it carries, one by one."""
-        self.sent.extend((data[i:i + segment], addr) for i in range(0, len(data), segment))
 
 
 def handshake_with(node: Node, secret: bytes, count: int) -> None:
@@ -41,26 +27,17 @@ def handshake_with(node: Node, secret: bytes, count: int) -> None:
         initiator = Device(Identity.generate().private, handshake_psk(secret))
         addr: Addr = ("198.51.100.7", 2000 + i)
         initiator.connect(node.options.identity.public, [NODE_ADDR], monotonic(), time.time())
-        for data, _ in initiator.datagrams_to_send():
-            node._receive_session(data, addr, monotonic())
-        node._flush()
-        wire = cast(Wire, node.udp)
-        for data, dst in wire.sent:
-            if dst == addr:
-                initiator.receive(data, NODE_ADDR, monotonic(), time.time())
-                initiator.handle_timer(monotonic(), time.time())
-        wire.sent.clear()
-        for data, _ in initiator.datagrams_to_send():
-            node._receive_session(data, addr, monotonic())
-        node._flush()
+        to_node(node, initiator, addr)
+        for data in replies(node, addr):
+            initiator.receive(data, NODE_ADDR, monotonic(), time.time())
+            initiator.handle_timer(monotonic(), time.time())
+        to_node(node, initiator, addr)
 
 
 def test_links_are_capped_and_leave_with_their_idle_sessions() -> None:
     async def main() -> None:
         secret = os.urandom(32)
-        node = Node(NodeOptions(identity=Identity.generate(), network_secret=secret,
-                                rendezvous=("127.0.0.1", 9), max_peers=4))
-        node.udp = cast(UdpEndpoint, Wire())
+        node = socketless_node(secret, max_peers=4)
         handshake_with(node, secret, 10)
         assert len(node.device.sessions) == 4 and len(node.peers) == 4
         assert node.device.counters.session_limit == 6

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import cast
 
-from tests.node.test_node_bounds import NODE_ADDR, Wire
+from tests.support.socketless_node import NODE_ADDR, replies, socketless_node, to_node
 from tunnel.addresses import Addr
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import handshake_psk
-from tunnel.node.node import Node, NodeOptions
-from tunnel.node.udp import UdpEndpoint, monotonic
+from tunnel.node.node import Node
+from tunnel.node.udp import monotonic
 from tunnel.session import crypto, handshake, noise
 from tunnel.session.cookie import CookieGenerator
 from tunnel.session.device import OLD_VERSION_REASON, Device
@@ -25,24 +24,12 @@ PEER_PARAMS = TransportParams(stream_window=64 * 1024, connection_window=96 * 10
                               max_streams=2, max_datagram=1400, ciphers=(CHACHA20_POLY1305,))
 
 
-def socketless_node(secret: bytes) -> Node:
-    node = Node(NodeOptions(identity=Identity.generate(), network_secret=secret,
-                            rendezvous=("127.0.0.1", 9)))
-    node.udp = cast(UdpEndpoint, Wire())
-    return node
-
-
 def exchange(node: Node, initiator: Device) -> None:
     """Move datagrams both ways until neither side has anything to send."""
     for _ in range(4):
-        for data, _ in initiator.datagrams_to_send():
-            node._receive_session(data, PEER_ADDR, monotonic())
-        node._flush()
-        wire = cast(Wire, node.udp)
-        for data, dst in wire.sent:
-            if dst == PEER_ADDR:
-                initiator.receive(data, NODE_ADDR, monotonic(), time.time())
-        wire.sent.clear()
+        to_node(node, initiator, PEER_ADDR)
+        for data in replies(node, PEER_ADDR):
+            initiator.receive(data, NODE_ADDR, monotonic(), time.time())
         initiator.handle_timer(monotonic(), time.time())
 
 

@@ -13,6 +13,7 @@ from rendezvous.admission import parse_networks
 from rendezvous.cookies import CookieJar
 from rendezvous.registry import REGISTRATION_TTL, SWEEP_INTERVAL, Registry
 from rendezvous.store import SQLiteStore
+from tests.support.virtual_rendezvous import VirtualRendezvous
 from tunnel.keys.netkeys import fingerprint, network_id, short_network_id
 from tunnel.path import rendezvous as rc
 
@@ -22,23 +23,32 @@ NET = bytes(range(32))
 OTHER_NET = bytes(range(1, 33))
 
 
-class Harness:
-    """Clients behind fixed public endpoints; datagrams delivered 10 ms later, optional loss."""
-
-    LATENCY = 0.010
+class Harness(VirtualRendezvous):
+    """Clients behind fixed public endpoints and one server; datagrams delivered 10 ms later,
+    optional loss."""
 
     def __init__(self, loss: float = 0.0, seed: int = 7) -> None:
         self.rand = random.Random(seed)
         self.store = SQLiteStore()
-        self.registry = Registry(self.store, rng=self.rand.randbytes)
-        self.clients: dict[p.Endpoint, rc.RendezvousClient] = {}
-        self.events: dict[p.Endpoint, list[rc.Event]] = {}
+        super().__init__({SERVER: Registry(self.store, rng=self.rand.randbytes)}, T0)
         self.loss = loss
-        self.server_up = True
-        self.now = T0
         self.sent_by: dict[p.Endpoint, list[bytes]] = {}
-        self.wire: list[bytes] = []  # every datagram, both ways: what an on-path observer sees
-        self._inflight: list[tuple[float, str, bytes, p.Endpoint]] = []
+
+    @property
+    def registry(self) -> Registry:
+        return self.servers[SERVER]
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self.servers[SERVER] = registry
+
+    @property
+    def server_up(self) -> bool:
+        return self.up[SERVER]
+
+    @server_up.setter
+    def server_up(self, up: bool) -> None:
+        self.up[SERVER] = up
 
     def add(self, addr: p.Endpoint, names: tuple[str, ...], secret: bytes = NET,
             private: bytes | None = None, counter_start: int = 0,
@@ -48,10 +58,8 @@ class Harness:
                                 [("10.0.0.2", addr[1])], SERVER,
                                 server_key=None if tofu else self.registry.static_public,
                                 rng=self.rand.randbytes, counter_start=counter_start)
-        self.clients[addr] = c
-        self.events.setdefault(addr, [])
         self.sent_by.setdefault(addr, [])
-        return c
+        return self.attach(addr, c)
 
     def move(self, old: p.Endpoint, new: p.Endpoint) -> None:
         """The client's NAT mapping changes (a NAT reboot, a new Wi-Fi)."""
@@ -59,55 +67,12 @@ class Harness:
         self.events[new] = self.events.pop(old)
         self.sent_by[new] = self.sent_by.pop(old)
 
+    def _sent(self, src: p.Endpoint, dest: p.Endpoint, data: bytes) -> None:
+        assert dest == SERVER
+        self.sent_by[src].append(data)
+
     def _lost(self) -> bool:
         return self.rand.random() < self.loss
-
-    def _collect(self) -> None:
-        for addr, c in self.clients.items():
-            for data, dest in c.datagrams_to_send():
-                assert dest == SERVER
-                self.sent_by[addr].append(data)
-                if not self._lost():
-                    self._inflight.append((self.now + self.LATENCY, "up", data, addr))
-            while (ev := c.next_event()) is not None:
-                self.events[addr].append(ev)
-
-    def run(self, seconds: float) -> None:
-        end = self.now + seconds
-        while True:
-            self._collect()
-            deadlines = [t for t, *_ in self._inflight]
-            deadlines += [t for c in self.clients.values() if (t := c.get_timer()) is not None]
-            if self.server_up:
-                deadlines.append(max(self.registry.get_timer(), self.now))
-            nxt = min(deadlines)
-            if nxt > end:
-                self.now = end
-                return
-            self.now = nxt
-            due = [m for m in self._inflight if m[0] <= self.now]
-            self._inflight = [m for m in self._inflight if m[0] > self.now]
-            for _, direction, data, addr in due:
-                self.wire.append(data)
-                if direction == "up" and self.server_up:
-                    for send in self.registry.handle(data, addr, self.now):
-                        if not self._lost():
-                            self._inflight.append((self.now + self.LATENCY, "down", send.data,
-                                                   send.addr))
-                elif direction == "down" and addr in self.clients:
-                    self.clients[addr].receive_datagram(data, SERVER, self.now)
-            if self.server_up:
-                for send in self.registry.handle_timer(self.now):
-                    self._inflight.append((self.now + self.LATENCY, "down", send.data, send.addr))
-            for c in self.clients.values():
-                t = c.get_timer()
-                if t is not None and t <= self.now:
-                    c.handle_timer(self.now)
-
-    def take(self, addr: p.Endpoint, kind: type) -> list[rc.Event]:
-        got = [e for e in self.events[addr] if isinstance(e, kind)]
-        self.events[addr] = [e for e in self.events[addr] if not isinstance(e, kind)]
-        return got
 
 
 A = ("203.0.113.10", 40001)
@@ -118,14 +83,12 @@ C = ("192.0.2.30", 40003)
 def test_registration_reports_public_endpoint_and_peers() -> None:
     h = Harness()
     a = h.add(A, ("ssh-home",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     (reg,) = h.take(A, rc.Registered)
     assert isinstance(reg, rc.Registered) and reg.public_endpoint == A and reg.peers == ()
     assert a.registered and a.public_endpoint == A
     b = h.add(B, ("laptop",))
-    b.start(h.now)
-    h.run(1)
+    h.start(b)
     (reg_b,) = h.take(B, rc.Registered)
     assert isinstance(reg_b, rc.Registered)
     assert [(x.static, x.names, x.endpoint) for x in reg_b.peers] == [(a.static, ("ssh-home",), A)]
@@ -136,8 +99,7 @@ def test_registration_reports_public_endpoint_and_peers() -> None:
 def test_refresh_every_20_seconds_and_no_spurious_events() -> None:
     h = Harness()
     a = h.add(A, ("ssh-home",))
-    a.start(h.now)
-    h.run(101)
+    h.start(a, seconds=101)
     registers = [d for d in h.sent_by[A] if d[0] == p.REGISTER]
     assert len(registers) == 6  # t = 0, 20, 40, 60, 80, 100
     # A cookie is reused while younger than 45 s: fetched at t = 0 and t = 60.
@@ -149,11 +111,9 @@ def test_refresh_every_20_seconds_and_no_spurious_events() -> None:
 def test_name_conflict_reports_holder_fingerprint() -> None:
     h = Harness()
     a = h.add(A, ("ssh-home",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     b = h.add(B, ("ssh-home",))
-    b.start(h.now)
-    h.run(60)
+    h.start(b, seconds=60)
     (refused,) = h.take(B, rc.RegistrationRefused)
     assert isinstance(refused, rc.RegistrationRefused)
     assert refused.holder_fingerprint == fingerprint(a.static)
@@ -164,9 +124,7 @@ def test_name_conflict_reports_holder_fingerprint() -> None:
 def test_connect_introduces_both_sides() -> None:
     h = Harness()
     a, b = h.add(A, ("ssh-home",)), h.add(B, ())
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     b.request_connect("ssh-home", h.now)
     h.run(1)
     (to_b,) = h.take(B, rc.Introduced)
@@ -183,8 +141,7 @@ def test_silent_peer_leaves_after_about_90_seconds_and_leave_is_immediate() -> N
     h = Harness()
     a, b, c = h.add(A, ("a",)), h.add(B, ("b",)), h.add(C, ("c",))
     for x in (a, b, c):
-        x.start(h.now)
-    h.run(2)
+        h.start(x, seconds=2)
     del h.clients[B]  # B vanishes without a word
     h.run(REGISTRATION_TTL - 5)
     assert h.take(A, rc.PeerLeft) == []
@@ -201,9 +158,7 @@ def test_silent_peer_leaves_after_about_90_seconds_and_leave_is_immediate() -> N
 def test_connect_after_nat_rebinding_reregisters_then_introduces() -> None:
     h = Harness()
     a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     h.take(A, rc.PeerJoined)
     h.take(B, rc.Registered)
     b2 = ("198.51.100.20", 50000)
@@ -224,8 +179,7 @@ def test_connect_after_nat_rebinding_reregisters_then_introduces() -> None:
 def test_list_from_an_unregistered_node() -> None:
     h = Harness()
     a, b = h.add(A, ("a",)), h.add(B, ("b",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     b.request_list(h.now)
     h.run(1)
     (listed,) = h.take(B, rc.ListReceived)
@@ -237,9 +191,7 @@ def test_other_network_sees_nothing() -> None:
     h = Harness()
     a = h.add(A, ("a",))
     x = h.add(C, ("a",), secret=OTHER_NET)
-    a.start(h.now)
-    x.start(h.now)
-    h.run(1)
+    h.start(a, x)
     (reg_x,) = h.take(C, rc.Registered)
     assert isinstance(reg_x, rc.Registered) and reg_x.peers == ()
     assert h.take(A, rc.PeerJoined) == []
@@ -251,16 +203,14 @@ def test_other_network_sees_nothing() -> None:
 def test_lossy_path_still_registers() -> None:
     h = Harness(loss=0.4, seed=3)
     a = h.add(A, ("a",))
-    a.start(h.now)
-    h.run(60)
+    h.start(a, seconds=60)
     assert a.registered
 
 
 def test_unreachable_server_is_reported_once_then_recovers() -> None:
     h = Harness()
     a = h.add(A, ("a",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     h.server_up = False
     h.run(120)
     assert len(h.take(A, rc.ServerUnreachable)) == 1
@@ -277,11 +227,9 @@ def test_restarted_node_recovers_from_stale_counter() -> None:
     h = Harness()
     static = b"\x42" * 32
     a = h.add(A, ("a",), private=static)
-    a.start(h.now)
-    h.run(50)
+    h.start(a, seconds=50)
     a2 = h.add(A, ("a",), private=static)  # same key, counter from 0 again
-    a2.start(h.now)
-    h.run(2)
+    h.start(a2, seconds=2)
     assert a2.registered
     assert h.registry.stats["stale_counter"] >= 1
 
@@ -289,9 +237,7 @@ def test_restarted_node_recovers_from_stale_counter() -> None:
 def test_server_restart_on_same_store_is_invisible_to_nodes() -> None:
     h = Harness()
     a, b = h.add(A, ("a",)), h.add(B, ("b",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(5)
+    h.start(a, b, seconds=5)
     h.registry = Registry(h.store, rng=random.Random(1234).randbytes,
                           static_private=h.registry.static_private)  # reloaded from its file
     h.run(200)
@@ -304,8 +250,7 @@ def test_server_restart_on_same_store_is_invisible_to_nodes() -> None:
 def test_off_path_replies_are_ignored() -> None:
     h = Harness()
     a = h.add(A, ("a",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     state = (a.registered, dict(a.peers), a.public_endpoint)
     fake = p.Peer(b"\x66" * 32, ("192.0.2.66", 1), 0, ("evil",))
     forged = [
@@ -326,9 +271,7 @@ def test_relay_envelopes_carry_the_token_of_the_introduction() -> None:
     h = Harness()
     a, b = h.add(A, ("a",)), h.add(B, ("b",))
     assert a.wrap_relay(b.static, b"payload") is None  # no introduction, no token: not sent
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     a.request_connect("b", h.now)
     h.run(1)
     to_b, to_a = a.wrap_relay(b.static, b"payload"), b.wrap_relay(a.static, b"back")
@@ -348,9 +291,7 @@ def test_relay_envelopes_carry_the_token_of_the_introduction() -> None:
 def _registered_client() -> tuple[Harness, rc.RendezvousClient]:
     h = Harness()
     a, b = h.add(A, ("a",)), h.add(B, ("b",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(2)
+    h.start(a, b, seconds=2)
     return h, a
 
 
@@ -387,8 +328,7 @@ def test_large_network_member_list_spans_pages() -> None:
     h = Harness()
     clients = [h.add((f"198.51.100.{i + 1}", 41000 + i), (f"node-{i:02d}",)) for i in range(60)]
     for c in clients:
-        c.start(h.now)
-    h.run(2)
+        h.start(c, seconds=2)
     last = clients[-1]
     assert len(last.peers) == 59
     pages = [d for d in h.sent_by[(f"198.51.100.{60}", 41059)] if d[0] == p.REGISTER]
@@ -410,8 +350,7 @@ def test_server_refusing_every_cookie_causes_no_ping_pong() -> None:
     a = h.add(A, ("a",))
     real = h.registry.cookies
     h.registry.cookies = RefusingJar(bytes(32))
-    a.start(h.now)
-    h.run(10)
+    h.start(a, seconds=10)
     # Without a cap each COOKIE reply would trigger a resend: ~500 requests in 10 s at 20 ms RTT.
     assert len(h.sent_by[A]) < 30
     assert not a.registered
@@ -423,21 +362,17 @@ def test_server_refusing_every_cookie_causes_no_ping_pong() -> None:
 def test_changing_names_reregisters_and_reports() -> None:
     h = Harness()
     a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     h.take(A, rc.Registered)
     h.take(B, rc.PeerJoined)
     a.names = ("ssh-home", "web")
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     (again,) = h.take(A, rc.Registered)
     assert isinstance(again, rc.Registered) and again.public_endpoint == A
     (renamed,) = h.take(B, rc.PeerJoined)
     assert isinstance(renamed, rc.PeerJoined) and renamed.peer.names == ("ssh-home", "web")
     a.names = ("ssh-home", "web", "laptop")  # held by B
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     (refused,) = h.take(A, rc.RegistrationRefused)
     assert isinstance(refused, rc.RegistrationRefused)
     assert refused.holder_fingerprint == fingerprint(b.static)
@@ -477,12 +412,9 @@ def test_health_tracks_answers_and_a_silent_server() -> None:
 def test_health_names_are_the_acknowledged_ones() -> None:
     h = Harness()
     a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     a.names = ("ssh-home", "laptop")  # held by B: refused
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     assert a.health(h.now).names == () and not a.health(h.now).registered
     assert b.health(h.now).names == ("laptop",)
 
@@ -492,8 +424,7 @@ def test_a_network_the_server_does_not_serve_is_told_so_with_its_id() -> None:
     h.registry = Registry(h.store, rng=h.rand.randbytes,
                           admission=parse_networks(network_id(OTHER_NET).hex(), "networks"))
     a = h.add(A, ("a",))
-    a.start(h.now)
-    h.run(30)
+    h.start(a, seconds=30)
     (refused,) = h.take(A, rc.RegistrationRefused)
     assert isinstance(refused, rc.RegistrationRefused)
     assert short_network_id(network_id(NET)) in refused.reason and "--networks" in refused.reason

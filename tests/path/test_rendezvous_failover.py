@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from rendezvous import protocol as p
 from rendezvous.registry import Registry
 from rendezvous.store import SQLiteStore
+from tests.support.virtual_rendezvous import VirtualRendezvous
 from tunnel.api import Tunnel, TunnelError, rendezvous_servers
 from tunnel.keys.identity import Identity
 from tunnel.keys.pins import store_joined_rendezvous
@@ -23,11 +23,9 @@ S1, S2 = ("192.0.2.1", 7000), ("192.0.2.2", 7000)
 NET = bytes(range(32))
 A = ("203.0.113.10", 40001)
 B = ("198.51.100.20", 40002)
-LATENCY = 0.010
-E = TypeVar("E")
 
 
-class Deployment:
+class Deployment(VirtualRendezvous):
     """Two servers on one store; each datagram reaches the server it is addressed to, if up,
     and comes back from it."""
 
@@ -35,76 +33,28 @@ class Deployment:
         rand = random.Random(5)
         store = SQLiteStore()
         key = rand.randbytes(32)
-        self.servers = {addr: Registry(store, rng=random.Random(i).randbytes,
-                                       static_private=key)
-                        for i, addr in enumerate((S1, S2))}
-        self.up = {S1: True, S2: True}
+        super().__init__({addr: Registry(store, rng=random.Random(i).randbytes,
+                                         static_private=key)
+                          for i, addr in enumerate((S1, S2))}, T0)
         self.key = self.servers[S1].static_public
-        self.clients: dict[p.Endpoint, rc.RendezvousClient] = {}
-        self.events: dict[p.Endpoint, list[rc.Event]] = {}
         self.sent_to: dict[p.Endpoint, int] = {S1: 0, S2: 0}
-        self.now = T0
         self._rand = rand
-        self._inflight: list[tuple[float, p.Endpoint, p.Endpoint, bytes, bool]] = []
 
     def add(self, addr: p.Endpoint, names: tuple[str, ...],
             servers: tuple[p.Endpoint, ...] = (S1, S2)) -> rc.RendezvousClient:
         c = rc.RendezvousClient(NET, self._rand.randbytes(32), names, [], servers[0],
                                 server_key=self.key, rng=self._rand.randbytes,
                                 fallbacks=servers[1:])
-        self.clients[addr] = c
-        self.events[addr] = []
-        return c
+        return self.attach(addr, c)
 
-    def run(self, seconds: float) -> None:
-        end = self.now + seconds
-        while True:
-            for addr, c in self.clients.items():
-                for data, dest in c.datagrams_to_send():
-                    self.sent_to[dest] += 1
-                    self._inflight.append((self.now + LATENCY, addr, dest, data, True))
-                while (ev := c.next_event()) is not None:
-                    self.events[addr].append(ev)
-            deadlines = [m[0] for m in self._inflight]
-            deadlines += [t for c in self.clients.values() if (t := c.get_timer()) is not None]
-            deadlines += [max(r.get_timer(), self.now) for s, r in self.servers.items()
-                          if self.up[s]]
-            nxt = min(deadlines)
-            if nxt > end:
-                self.now = end
-                return
-            self.now = nxt
-            due = [m for m in self._inflight if m[0] <= self.now]
-            self._inflight = [m for m in self._inflight if m[0] > self.now]
-            for _, src, dest, data, upward in due:
-                if upward and self.up[dest]:
-                    for send in self.servers[dest].handle(data, src, self.now):
-                        self._inflight.append((self.now + LATENCY, dest, send.addr, send.data,
-                                               False))
-                elif not upward and dest in self.clients:
-                    self.clients[dest].receive_datagram(data, src, self.now)
-            for s, reg in self.servers.items():
-                if self.up[s]:
-                    for send in reg.handle_timer(self.now):
-                        self._inflight.append((self.now + LATENCY, s, send.addr, send.data,
-                                               False))
-            for c in self.clients.values():
-                t = c.get_timer()
-                if t is not None and t <= self.now:
-                    c.handle_timer(self.now)
-
-    def take(self, addr: p.Endpoint, kind: type[E]) -> list[E]:
-        got: list[E] = [e for e in self.events[addr] if isinstance(e, kind)]
-        self.events[addr] = [e for e in self.events[addr] if not isinstance(e, kind)]
-        return got
+    def _sent(self, src: p.Endpoint, dest: p.Endpoint, data: bytes) -> None:
+        self.sent_to[dest] += 1
 
 
 def test_a_silent_server_is_left_for_the_next_within_seconds_and_connects_work_there() -> None:
     d = Deployment()
     a, b = d.add(A, ("alpha",)), d.add(B, ())
-    a.start(d.now)
-    b.start(d.now)
-    d.run(1)
+    d.start(a, b)
     assert a.registered and a.server == S1
     d.take(A, rc.Registered)
     d.up[S1] = False
@@ -124,13 +74,18 @@ def test_a_silent_server_is_left_for_the_next_within_seconds_and_connects_work_t
     assert d.take(A, rc.RegistrationRefused) == []
 
 
-def test_the_first_server_is_taken_again_when_the_second_goes_silent() -> None:
+def _left_server_1() -> tuple[Deployment, rc.RendezvousClient]:
+    """A, registered at server 1, 30 s after server 1 went silent."""
     d = Deployment()
     a = d.add(A, ("alpha",))
-    a.start(d.now)
-    d.run(1)
+    d.start(a)
     d.up[S1] = False
     d.run(30)
+    return d, a
+
+
+def test_the_first_server_is_taken_again_when_the_second_goes_silent() -> None:
+    d, a = _left_server_1()
     assert a.server == S2 and a.registered
     d.up[S1], d.up[S2] = True, False
     d.run(30)
@@ -141,8 +96,7 @@ def test_the_first_server_is_taken_again_when_the_second_goes_silent() -> None:
 def test_one_server_is_never_left() -> None:
     d = Deployment()
     a = d.add(A, ("alpha",), servers=(S1,))
-    a.start(d.now)
-    d.run(1)
+    d.start(a)
     d.up[S1] = False
     d.run(120)
     assert d.take(A, rc.ServerChanged) == [] and d.sent_to[S2] == 0
@@ -152,9 +106,7 @@ def test_one_server_is_never_left() -> None:
 def test_a_connect_asked_while_every_server_is_down_is_refused_in_the_end() -> None:
     d = Deployment()
     a, b = d.add(A, ("alpha",)), d.add(B, ())
-    a.start(d.now)
-    b.start(d.now)
-    d.run(1)
+    d.start(a, b)
     d.up[S1] = d.up[S2] = False
     b.request_connect("alpha", d.now)
     d.run(300)
@@ -166,12 +118,7 @@ def test_a_connect_asked_while_every_server_is_down_is_refused_in_the_end() -> N
 
 def test_a_failover_does_not_accept_answers_from_the_server_left_behind() -> None:
     """After moving to server 2, a late reply from server 1 is not ours any more."""
-    d = Deployment()
-    a = d.add(A, ("alpha",))
-    a.start(d.now)
-    d.run(1)
-    d.up[S1] = False
-    d.run(30)
+    d, a = _left_server_1()
     assert a.server == S2
     assert a.receive_datagram(b"\x02" + bytes(60), S1, d.now) is False
 

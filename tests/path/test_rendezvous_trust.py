@@ -16,9 +16,7 @@ from tunnel.path.sealing import seal_reply
 def _pair() -> tuple[Harness, rc.RendezvousClient, rc.RendezvousClient]:
     h = Harness()
     a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
-    a.start(h.now)
-    b.start(h.now)
-    h.run(1)
+    h.start(a, b)
     return h, a, b
 
 
@@ -27,7 +25,8 @@ def test_an_on_path_observer_reads_no_name_key_or_lan_address() -> None:
     b.request_connect("ssh-home", h.now)
     b.request_list(h.now)
     h.run(1)
-    assert h.take(B, rc.Introduced) and h.take(B, rc.ListReceived)
+    assert h.take(B, rc.Introduced)
+    assert h.take(B, rc.ListReceived)
     lan = ipaddress.ip_address("10.0.0.2").packed
     secrets = [b"ssh-home", b"laptop", a.static, b.static, a.network,
                lan + A[1].to_bytes(2, "big"), lan + B[1].to_bytes(2, "big")]
@@ -59,11 +58,9 @@ def test_an_on_path_observer_cannot_forge_an_introduction() -> None:
 def test_a_replayed_push_is_dropped() -> None:
     h = Harness()
     a = h.add(A, ("ssh-home",))
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     b = h.add(B, ("laptop",))
-    b.start(h.now)
-    h.run(1)
+    h.start(b)
     assert len(h.take(A, rc.PeerJoined)) == 1
     push = next(d for d in h.wire if d[0] == p.JOINED)
     dropped = a.dropped
@@ -92,8 +89,7 @@ def test_a_stale_counter_of_2_64_minus_1_neither_raises_nor_locks_the_client_out
 def test_trust_on_first_use_learns_the_key_then_refuses_another() -> None:
     h = Harness()
     a = h.add(A, ("ssh-home",), tofu=True)
-    a.start(h.now)
-    h.run(1)
+    h.start(a)
     assert h.take(A, rc.ServerKeyLearned) == [rc.ServerKeyLearned(h.registry.static_public)]
     assert a.registered and a.server_key == h.registry.static_public
     # The server is replaced by one with another key (or something impersonates it).
@@ -111,10 +107,8 @@ def test_a_full_network_is_a_clear_refusal() -> None:
     h = Harness()
     h.registry = Registry(h.store, rng=random.Random(3).randbytes, max_members=1)
     a, b = h.add(A, ("ssh-home",)), h.add(B, ("laptop",))
-    a.start(h.now)
-    h.run(1)
-    b.start(h.now)
-    h.run(1)
+    h.start(a)
+    h.start(b)
     (refused,) = h.take(B, rc.RegistrationRefused)
     assert isinstance(refused, rc.RegistrationRefused)
     assert "already has 1 nodes" in refused.reason and "max_members" in refused.reason

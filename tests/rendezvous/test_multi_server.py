@@ -120,12 +120,40 @@ async def two_servers(tmp: Path, url: str) -> AsyncIterator[list[tuple[str, int]
                 await task
 
 
-def node(tmp: Path, name: str, secret: bytes,
-         server: tuple[str, int] | list[tuple[str, int] | str]) -> Tunnel:
+Servers = tuple[str, int] | list[tuple[str, int] | str]  # what `Tunnel(rendezvous=)` takes
+
+
+def node(tmp: Path, name: str, secret: bytes, server: Servers) -> Tunnel:
     home = tmp / name
     home.mkdir(mode=0o700)
     return Tunnel(home=home, identity=Identity.generate(), network_secret=secret,
                   rendezvous=server, bind=("127.0.0.1", 0))
+
+
+@dataclass
+class EchoPair:
+    a: Tunnel  # exposes a TCP echo as "echo"
+    b: Tunnel
+    service_port: int  # the echo's
+    seen_by_a: list[rc.Event]  # A's rendezvous events
+
+
+@contextlib.asynccontextmanager
+async def echo_pair(tmp: Path, secret: bytes, a_at: Servers,
+                    b_at: Servers) -> AsyncIterator[EchoPair]:
+    """Nodes A (given the servers `a_at`) exposing a TCP echo and B (given `b_at`), of one
+    network; both closed on the way out."""
+    a, b = node(tmp, "a", secret, a_at), node(tmp, "b", secret, b_at)
+    seen_by_a: list[rc.Event] = []
+    a.node.rdv_events.append(seen_by_a.append)
+    try:
+        echo, service_port = await start_tcp_echo()
+        await a.expose(service_port, "echo")
+        yield EchoPair(a, b, service_port, seen_by_a)
+        echo.close()
+    finally:
+        await a.close()
+        await b.close()
 
 
 def test_connect_by_name_to_a_node_of_another_server(redis_server: RedisServer,
@@ -133,32 +161,22 @@ def test_connect_by_name_to_a_node_of_another_server(redis_server: RedisServer,
     redis_server.flush()
 
     async def main() -> None:
-        async with two_servers(tmp_path, redis_server.url) as (s1, s2):
-            secret = os.urandom(32)
-            a, b = node(tmp_path, "a", secret, s1), node(tmp_path, "b", secret, s2)
-            seen_by_a: list[rc.Event] = []
-            a.node.rdv_events.append(seen_by_a.append)
-            try:
-                echo, service_port = await start_tcp_echo()
-                await a.expose(service_port, "echo")
-                local = free_port()
-                await b.connect("echo", local)  # B asks server 2; A is told through server 1
-                payload = os.urandom(512 * 1024)
-                assert await exchange(local, payload) == payload
-                # On loopback B's handshake would reach A anyway; that A was told, through
-                # its own server, is what lets it punch through a NAT. The push crosses Redis
-                # pub/sub and may come after the data did (a loaded CI machine): wait for it.
-                for _ in range(100):
-                    intros = [e for e in seen_by_a if isinstance(e, rc.Introduced)]
-                    if intros:
-                        break
-                    await asyncio.sleep(0.05)
-                assert intros and not intros[0].initiated_by_us
-                assert intros[0].peer_static == b.node.options.identity.public
-                echo.close()
-            finally:
-                await a.close()
-                await b.close()
+        async with two_servers(tmp_path, redis_server.url) as (s1, s2), \
+                echo_pair(tmp_path, os.urandom(32), s1, s2) as pair:
+            local = free_port()
+            await pair.b.connect("echo", local)  # B asks server 2; A is told through server 1
+            payload = os.urandom(512 * 1024)
+            assert await exchange(local, payload) == payload
+            # On loopback B's handshake would reach A anyway; that A was told, through its own
+            # server, is what lets it punch through a NAT. The push crosses Redis pub/sub and
+            # may come after the data did (a loaded CI machine): wait for it.
+            for _ in range(100):
+                intros = [e for e in pair.seen_by_a if isinstance(e, rc.Introduced)]
+                if intros:
+                    break
+                await asyncio.sleep(0.05)
+            assert intros and not intros[0].initiated_by_us
+            assert intros[0].peer_static == pair.b.node.options.identity.public
 
     uvloop.run(asyncio.wait_for(main(), 60))
 
@@ -259,17 +277,14 @@ def test_a_server_killed_mid_transfer_the_path_flows_and_the_node_moves_to_the_n
     redis_server.flush()
     with server_process(tmp_path, redis_server.url, "s1") as one, \
             server_process(tmp_path, redis_server.url, "s2") as two:
-        servers: list[tuple[str, int] | str] = [one.addr, two.addr]
+        servers: Servers = [one.addr, two.addr]
 
         async def main() -> None:
             secret = os.urandom(32)
-            a = node(tmp_path, "a", secret, servers)
-            b = node(tmp_path, "b", secret, servers)
-            try:
-                echo, service_port = await start_tcp_echo()
-                await a.expose(service_port, "echo")
+            async with echo_pair(tmp_path, secret, servers, servers) as pair:
+                a = pair.a
                 local = free_port()
-                await b.connect("echo", local)
+                await pair.b.connect("echo", local)
                 assert a.status()["rendezvous"]["server"] == f"127.0.0.1:{one.addr[1]}"
 
                 async def kill_and_wait() -> None:
@@ -294,10 +309,6 @@ def test_a_server_killed_mid_transfer_the_path_flows_and_the_node_moves_to_the_n
                     assert c.status()["rendezvous"]["server"] == f"127.0.0.1:{two.addr[1]}"
                 finally:
                     await c.close()
-                echo.close()
-            finally:
-                await a.close()
-                await b.close()
 
         uvloop.run(asyncio.wait_for(main(), 120))
 
@@ -312,37 +323,28 @@ def test_after_a_redis_restart_names_keep_their_owners_and_connects_across_serve
     own.start()
 
     async def main() -> None:
-        async with two_servers(tmp_path, own.url) as (s1, s2):
-            secret = os.urandom(32)
-            a, b = node(tmp_path, "a", secret, s1), node(tmp_path, "b", secret, s2)
-            seen_by_a: list[rc.Event] = []
-            a.node.rdv_events.append(seen_by_a.append)
+        secret = os.urandom(32)
+        async with two_servers(tmp_path, own.url) as (s1, s2), \
+                echo_pair(tmp_path, secret, s1, s2) as pair:
+            await pair.b.start()
+            own.kill()
+            await asyncio.sleep(1.0)
+            own.start()
+            restarted = asyncio.get_running_loop().time()
+            local = free_port()
+            await pair.b.connect("echo", local, timeout=rc.REFRESH_INTERVAL)
+            took = asyncio.get_running_loop().time() - restarted
+            assert took < rc.REFRESH_INTERVAL
+            payload = os.urandom(64 * 1024)
+            assert await exchange(local, payload) == payload
+            assert any(isinstance(e, rc.Introduced) and not e.initiated_by_us
+                       for e in pair.seen_by_a)  # A was told through its server's channel
+            thief = node(tmp_path, "thief", secret, s2)
             try:
-                echo, service_port = await start_tcp_echo()
-                await a.expose(service_port, "echo")
-                await b.start()
-                own.kill()
-                await asyncio.sleep(1.0)
-                own.start()
-                restarted = asyncio.get_running_loop().time()
-                local = free_port()
-                await b.connect("echo", local, timeout=rc.REFRESH_INTERVAL)
-                took = asyncio.get_running_loop().time() - restarted
-                assert took < rc.REFRESH_INTERVAL
-                payload = os.urandom(64 * 1024)
-                assert await exchange(local, payload) == payload
-                assert any(isinstance(e, rc.Introduced) and not e.initiated_by_us
-                           for e in seen_by_a)  # A was told through its server's channel
-                thief = node(tmp_path, "thief", secret, s2)
-                try:
-                    with pytest.raises(TunnelError, match="held by another node"):
-                        await thief.expose(service_port, "echo")
-                finally:
-                    await thief.close()
-                echo.close()
+                with pytest.raises(TunnelError, match="held by another node"):
+                    await thief.expose(pair.service_port, "echo")
             finally:
-                await a.close()
-                await b.close()
+                await thief.close()
 
     try:
         uvloop.run(asyncio.wait_for(main(), 90))

@@ -6,7 +6,6 @@ The store contract itself runs on Redis in `test_store.py` and `test_registry.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -31,12 +30,11 @@ from rendezvous.redisstore import (
     parse_store_url,
 )
 from rendezvous.registry import Registry, Send
-from rendezvous.server import serve
 from rendezvous.store import Member, StoreUnavailable
 from tests.forward.test_forward_loopback import exchange
 from tests.rendezvous.test_registry import NET, Node, register, replies_to
 from tests.rendezvous.test_server_cli import ROOT, free_port_pair, invoke
-from tests.support.loopback import World, free_port, free_udp_pair, start_tcp_echo
+from tests.support.loopback import free_port, start_tcp_echo, world
 from tests.support.redisserver import RedisServer
 from tunnel.api import TunnelError
 from tunnel.cli.commands import rendezvous as rendezvous_cmd
@@ -374,13 +372,7 @@ def test_tunnels_through_a_redis_backed_rendezvous_survive_a_redis_restart(
     data keeps flowing, a new expose is told why it cannot register; Redis back: it can."""
 
     async def main() -> None:
-        port = free_udp_pair()
-        ready = asyncio.Event()
-        server = asyncio.create_task(serve(("127.0.0.1", port), tmp_path / "state" / "r.db",
-                                           ready=ready.set, store_url=own_redis.url))
-        await asyncio.wait_for(ready.wait(), 5)
-        w = World(tmp_path, port)
-        try:
+        async with world(tmp_path, store_url=own_redis.url) as w:
             echo, service_port = await start_tcp_echo()
             await w.tunnel().expose(service_port, "echo")
             local = free_port()
@@ -405,12 +397,6 @@ def test_tunnels_through_a_redis_backed_rendezvous_survive_a_redis_restart(
             await w.tunnel().connect("later", local2)
             assert await exchange(local2, payload) == payload
             echo.close()
-        finally:
-            for tunnel in w.tunnels:
-                await tunnel.close()
-            server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
 
     uvloop.run(asyncio.wait_for(main(), 60))
 

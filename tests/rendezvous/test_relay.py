@@ -24,12 +24,23 @@ from tests.rendezvous.test_registry import (
 )
 
 C_ADDR = ("192.0.2.30", 3000)
+X_ADDR, Y_ADDR = ("192.0.2.40", 4000), ("192.0.2.41", 4001)  # of another network
 SPOOF_BURST = 2_000  # envelopes the spoofer sends at one instant
 JUNK = bytes(1200)  # a full-size relayed datagram
 
 
 def registry(store: SQLiteStore | None = None, seed: int = 1, **kwargs: Any) -> Registry:
     return Registry(store or SQLiteStore(), rng=random.Random(seed).randbytes, **kwargs)
+
+
+def members() -> tuple[Node, Node]:
+    """A and B, fresh nodes of our network."""
+    return Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+
+
+def outsiders() -> tuple[Node, Node]:
+    """X and Y, fresh nodes of another network."""
+    return Node(b"\xdd" * 32, X_ADDR, OTHER_SECRET), Node(b"\xee" * 32, Y_ADDR, OTHER_SECRET)
 
 
 def introduced_pair(reg: Registry, a: Node, b: Node, now: float) -> tuple[bytes, bytes]:
@@ -48,6 +59,15 @@ def connect(reg: Registry, src: Node, name: str, now: float) -> tuple[bytes, byt
     return mine.relay_token, theirs.relay_token
 
 
+def two_networks(**caps: int) -> tuple[Registry, bytes, bytes, bytes]:
+    """A registry with the relay `caps`, A and B introduced in our network and X and Y in
+    another: it and the tokens a->b, b->a and x->y."""
+    reg = registry(store=None, seed=1, **caps)
+    ab, ba = introduced_pair(reg, *members(), T0)
+    xy, _ = introduced_pair(reg, *outsiders(), T0)
+    return reg, ab, ba, xy
+
+
 def forwarded(out: list[list[Send]]) -> int:
     return sum(len(x) for x in out)
 
@@ -58,7 +78,7 @@ def test_a_spoofer_of_a_members_address_gets_nothing_forwarded_and_spends_none_o
     see neither INTRODUCED nor A's envelopes, so it knows B's static key (the old envelope's
     only field) and at best guesses a grant id and tag."""
     reg = registry()
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     register(reg, a, ("a",), T0)
     register(reg, b, ("b",), T0)
     introduction = reg.handle(a.request(p.CONNECT, ("b",)), A_ADDR, T0)  # A may relay to B
@@ -75,8 +95,7 @@ def test_a_spoofer_of_a_members_address_gets_nothing_forwarded_and_spends_none_o
     env = p.encode_relay_to(to_a.relay_token, JUNK)
     own = forwarded([reg.handle(env, A_ADDR, T0 + 1) for _ in range(SPOOF_BURST)])
     quiet = registry()
-    ab_quiet, _ = introduced_pair(quiet, Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR),
-                                  T0)
+    ab_quiet, _ = introduced_pair(quiet, *members(), T0)
     env_quiet = p.encode_relay_to(ab_quiet, JUNK)
     assert own == forwarded([quiet.handle(env_quiet, A_ADDR, T0 + 1) for _ in range(SPOOF_BURST)])
     assert own > 1000  # 12.5 MB/s per node, a burst of an eighth of that: ~1,267 envelopes
@@ -86,7 +105,7 @@ def test_a_spoofer_of_a_members_address_gets_nothing_forwarded_and_spends_none_o
 
 def test_an_on_path_observer_cannot_reuse_a_grant_id_for_its_own_datagrams() -> None:
     reg = registry()
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     ab, _ = introduced_pair(reg, a, b, T0)
     seen = p.encode_relay_to(ab, b"A's datagram")
     grant_id, tag, _ = p.decode_relay_to(seen) or (b"", b"", b"")
@@ -102,7 +121,7 @@ def test_an_on_path_observer_cannot_reuse_a_grant_id_for_its_own_datagrams() -> 
 
 def test_a_token_for_a_to_b_reaches_only_b_and_no_other_member_can_use_it() -> None:
     reg = registry()
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     c = Node(b"\xcc" * 32, C_ADDR)
     ab, ba = introduced_pair(reg, a, b, T0)
     register(reg, c, ("c",), T0)
@@ -121,8 +140,7 @@ def test_a_token_for_a_to_b_reaches_only_b_and_no_other_member_can_use_it() -> N
     assert reg.handle(p.encode_relay_to(ba, b"x"), C_ADDR, T0 + 1)[0].addr == A_ADDR  # B's own
     assert reg.relay.stats["relay_bad_tag"] == 1
     # A member of another network, introduced in its own network, gets nowhere in ours.
-    x, y = Node(b"\xdd" * 32, ("192.0.2.40", 4000), OTHER_SECRET), Node(
-        b"\xee" * 32, ("192.0.2.41", 4001), OTHER_SECRET)
+    x, y = outsiders()
     xy, _ = introduced_pair(reg, x, y, T0)
     (fwd,) = reg.handle(p.encode_relay_to(xy, b"x"), x.addr, T0 + 1)
     assert fwd.addr == y.addr
@@ -130,7 +148,7 @@ def test_a_token_for_a_to_b_reaches_only_b_and_no_other_member_can_use_it() -> N
 
 def test_tokens_end_with_either_registration_and_a_new_introduction_issues_new_ones() -> None:
     reg = registry()
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     ab, ba = introduced_pair(reg, a, b, T0)
     assert connect(reg, b, "a", T0 + 1) == (ba, ab)  # introduced again: the same tokens
     reg.handle(a.request(p.LEAVE), A_ADDR, T0 + 2)
@@ -143,13 +161,8 @@ def test_tokens_end_with_either_registration_and_a_new_introduction_issues_new_o
 
 
 def test_the_network_cap_is_shared_by_the_members_of_one_network_only() -> None:
-    reg = registry(relay_rate=10_000_000, relay_network_rate=2_000_000,
-                   relay_total_rate=100_000_000)
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
-    ab, ba = introduced_pair(reg, a, b, T0)
-    x, y = Node(b"\xdd" * 32, ("192.0.2.40", 4000), OTHER_SECRET), Node(
-        b"\xee" * 32, ("192.0.2.41", 4001), OTHER_SECRET)
-    xy, _ = introduced_pair(reg, x, y, T0)
+    reg, ab, ba, xy = two_networks(relay_rate=10_000_000, relay_network_rate=2_000_000,
+                                   relay_total_rate=100_000_000)
     # A and B, each far below its node rate, together exhaust the network's 256 kB burst.
     both = forwarded([reg.handle(p.encode_relay_to(tok, JUNK), addr, T0 + 1)
                       for _ in range(200) for tok, addr in ((ab, A_ADDR), (ba, B_ADDR))])
@@ -157,21 +170,16 @@ def test_the_network_cap_is_shared_by_the_members_of_one_network_only() -> None:
     assert reg.relay.stats["relay_network_limited"] == 400 - both
     assert reg.relay.stats["relay_node_limited"] == 0
     # The other network is not affected.
-    other = forwarded([reg.handle(p.encode_relay_to(xy, JUNK), x.addr, T0 + 1)
+    other = forwarded([reg.handle(p.encode_relay_to(xy, JUNK), X_ADDR, T0 + 1)
                        for _ in range(100)])
     assert other == 100
 
 
 def test_the_total_cap_bounds_the_whole_server() -> None:
-    reg = registry(relay_rate=10_000_000, relay_network_rate=10_000_000,
-                   relay_total_rate=2_000_000)
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
-    ab, _ = introduced_pair(reg, a, b, T0)
-    x, y = Node(b"\xdd" * 32, ("192.0.2.40", 4000), OTHER_SECRET), Node(
-        b"\xee" * 32, ("192.0.2.41", 4001), OTHER_SECRET)
-    xy, _ = introduced_pair(reg, x, y, T0)
+    reg, ab, _, xy = two_networks(relay_rate=10_000_000, relay_network_rate=10_000_000,
+                                  relay_total_rate=2_000_000)
     got = forwarded([reg.handle(p.encode_relay_to(tok, JUNK), addr, T0 + 1)
-                     for _ in range(200) for tok, addr in ((ab, A_ADDR), (xy, x.addr))])
+                     for _ in range(200) for tok, addr in ((ab, A_ADDR), (xy, X_ADDR))])
     assert 180 <= got <= 230  # two networks, one 256 kB burst between them
     assert reg.relay.stats["relay_total_limited"] == 400 - got
     # A refused packet costs the other buckets nothing: after the total refills, the node's
@@ -186,9 +194,9 @@ def test_a_server_with_a_networks_list_refuses_other_networks_without_keeping_st
     policy = parse_networks(f"# ours\n{ours}  # the team\n\n", "networks.txt")
     store = SQLiteStore()
     reg = registry(store, admission=policy)
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     introduced_pair(reg, a, b, T0)
-    x = Node(b"\xdd" * 32, ("192.0.2.40", 4000), OTHER_SECRET)
+    x = Node(b"\xdd" * 32, X_ADDR, OTHER_SECRET)
     x.get_cookie(reg, T0)
     before = snapshot(reg)
     for kind, names in ((p.REGISTER, ("x",)), (p.LIST, ()), (p.CONNECT, ("a",)),
@@ -202,7 +210,7 @@ def test_a_server_with_a_networks_list_refuses_other_networks_without_keeping_st
     assert reg.stats["network_refused"] == 4
     # Grants a server with another policy wrote to the shared store are not honoured here.
     open_reg = registry(store, seed=2, static_private=reg.static_private)  # one deployment, one key
-    y = Node(b"\xee" * 32, ("192.0.2.41", 4001), OTHER_SECRET)
+    y = Node(b"\xee" * 32, Y_ADDR, OTHER_SECRET)
     xy, _ = introduced_pair(open_reg, x, y, T0 + 2)
     assert len(open_reg.handle(p.encode_relay_to(xy, b"x"), x.addr, T0 + 3)) == 1
     assert reg.handle(p.encode_relay_to(xy, b"x"), x.addr, T0 + 3) == []
@@ -222,7 +230,7 @@ def test_the_stats_line_reports_the_relay() -> None:
     from rendezvous.server import stats_line
 
     reg = registry(relay_rate=2_000_000)
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     ab, _ = introduced_pair(reg, a, b, T0)
     env = p.encode_relay_to(ab, JUNK)
     sent = forwarded([reg.handle(env, A_ADDR, T0 + 1) for _ in range(300)])
@@ -239,7 +247,7 @@ def test_the_stats_line_reports_the_relay() -> None:
 def test_a_grant_from_one_server_holds_at_another_sharing_its_store(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     one, two = registry(SQLiteStore(db), seed=1), registry(SQLiteStore(db), seed=2)
-    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    a, b = members()
     _, ba = introduced_pair(one, a, b, T0)
     (fwd,) = two.handle(p.encode_relay_to(ba, b"via two"), B_ADDR, T0 + 1)
     assert fwd.addr == A_ADDR and p.decode_relay_from(fwd.data) == (b.static, b"via two")

@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.session_harness import WALL_EPOCH, Net, make_device
+from tests.support.session_harness import (
+    PAIR_ADDRS,
+    WALL_EPOCH,
+    Net,
+    handshake_pair,
+    session_and_keys,
+)
 from tunnel.session.constants import AES_GCM_REJECT_AFTER_MESSAGES
 from tunnel.session.device import Device
 from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305, TransportParams
-from tunnel.session.session import Keypair, Session
 
-A_ADDR = ("10.0.0.1", 40001)
-B_ADDR = ("10.0.0.2", 51820)
+A_ADDR, B_ADDR = PAIR_ADDRS
 LIMIT = AES_GCM_REJECT_AFTER_MESSAGES
 EACH_CIPHER = pytest.mark.parametrize("cipher", [CHACHA20_POLY1305, AES_256_GCM],
                                       ids=["chacha20-poly1305", "aes-256-gcm"])
 
 
 def connected(cipher: int) -> tuple[Net, Device, Device]:
+    """Two devices that offer only `cipher`, after their handshake."""
     params = TransportParams(ciphers=(cipher,))
-    net = Net()
-    a = net.add(A_ADDR, make_device(1, params=params))
-    b = net.add(B_ADDR, make_device(2, params=params))
-    a.connect(b.public_key, [B_ADDR], net.now, WALL_EPOCH + net.now)
-    net.settle()
-    return net, a, b
-
-
-def session_and_keys(device: Device, peer: Device) -> tuple[Session, Keypair]:
-    session = device.get_session(peer.public_key)
-    assert session is not None and session._current is not None
-    return session, session._current
+    return handshake_pair(params, params)
 
 
 @EACH_CIPHER

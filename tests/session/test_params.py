@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 
 from tests.support.session_harness import (
     NETWORK_SECRET_PSK,
+    PAIR_ADDRS,
     WALL_EPOCH,
     Net,
     SeededRng,
     Sent,
     drain_events,
+    handshake_pair,
     make_device,
+    session_and_keys,
 )
 from tunnel.channel import constants as channel_constants
 from tunnel.forward.udp_flows import MAX_UDP_FLOWS
@@ -58,8 +61,7 @@ from tunnel.session.wire import (
     RESPONSE_BASE_SIZE,
 )
 
-A_ADDR = ("10.0.0.1", 40001)
-B_ADDR = ("10.0.0.2", 51820)
+A_ADDR, B_ADDR = PAIR_ADDRS
 VERSION = bytes((T_VERSION, 1, 2))
 
 
@@ -159,20 +161,8 @@ def test_bad_local_settings_are_refused_at_once() -> None:
 # --- handshakes ---------------------------------------------------------------------------------
 
 
-def handshake_pair(a_params: TransportParams, b_params: TransportParams) -> tuple[Net, Device,
-                                                                                  Device]:
-    net = Net()
-    a = net.add(A_ADDR, make_device(1, params=a_params))
-    b = net.add(B_ADDR, make_device(2, params=b_params))
-    a.connect(b.public_key, [B_ADDR], net.now, WALL_EPOCH + net.now)
-    net.settle()
-    return net, a, b
-
-
 def current_keypair(device: Device, peer: Device) -> Keypair:
-    session = device.get_session(peer.public_key)
-    assert session is not None and session._current is not None
-    return session._current
+    return session_and_keys(device, peer)[1]
 
 
 def test_each_side_learns_the_others_limits_and_both_use_the_chosen_cipher() -> None:

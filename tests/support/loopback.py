@@ -77,11 +77,14 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp: Path, relay: bool = True) -> AsyncIterator[World]:
+async def world(tmp: Path, relay: bool = True,
+                store_url: str | None = None) -> AsyncIterator[World]:
+    """A rendezvous server (on `store_url`, by default SQLite in `tmp`) and the world of its
+    nodes; the nodes are closed, then the server, on the way out."""
     port = free_udp_pair()
     ready = asyncio.Event()
     server = asyncio.create_task(serve(("127.0.0.1", port), tmp / "rendezvous.db", relay=relay,
-                                       ready=ready.set))
+                                       ready=ready.set, store_url=store_url))
     await asyncio.wait_for(ready.wait(), 5)
     the_world = World(tmp, port)
     try:

@@ -16,7 +16,7 @@ from tunnel.session import crypto
 from tunnel.session.device import Device
 from tunnel.session.events import SessionEvent
 from tunnel.session.params import AES_256_GCM, TransportParams, encode_params
-from tunnel.session.session import SessionConfig
+from tunnel.session.session import Keypair, Session, SessionConfig
 from tunnel.session.wire import INITIATION_BASE_SIZE, MAC_SIZE, RESPONSE_BASE_SIZE
 
 WALL_EPOCH = 1_700_000_000.0  # wall clock at virtual time 0
@@ -129,3 +129,25 @@ def drain_events(device: Device) -> list[SessionEvent]:
     while (event := device.next_event()) is not None:
         events.append(event)
     return events
+
+
+PAIR_ADDRS: tuple[Addr, Addr] = (("10.0.0.1", 40001), ("10.0.0.2", 51820))
+
+
+def handshake_pair(a_params: TransportParams,
+                   b_params: TransportParams) -> tuple[Net, Device, Device]:
+    """Devices 1 and 2 (at PAIR_ADDRS) with these transport parameters, after 1 connected to 2
+    and the handshake settled."""
+    net = Net()
+    a = net.add(PAIR_ADDRS[0], make_device(1, params=a_params))
+    b = net.add(PAIR_ADDRS[1], make_device(2, params=b_params))
+    a.connect(b.public_key, [PAIR_ADDRS[1]], net.now, WALL_EPOCH + net.now)
+    net.settle()
+    return net, a, b
+
+
+def session_and_keys(device: Device, peer: Device) -> tuple[Session, Keypair]:
+    """The session of `device` with `peer` and its current keypair (both must exist)."""
+    session = device.get_session(peer.public_key)
+    assert session is not None and session._current is not None
+    return session, session._current

@@ -170,13 +170,16 @@ static PyTypeObject WindowType = {
 
 /* --- keys ---------------------------------------------------------------------------------- */
 
-/* Both ciphers take a 12-byte IV by default in OpenSSL, which is the nonce of the layout. */
+/* The one EVP context of a key in one direction (the Sealer's and the Opener's), or NULL with
+ * a Python error set. Both ciphers take a 12-byte IV by default in OpenSSL, which is the nonce
+ * of the layout. */
 static EVP_CIPHER_CTX *new_context(const unsigned char *key, int encrypt, int cipher) {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    if (ctx == NULL) return NULL;
     const EVP_CIPHER *kind = cipher == AES_256_GCM ? EVP_aes_256_gcm() : EVP_chacha20_poly1305();
-    if (EVP_CipherInit_ex(ctx, kind, NULL, key, NULL, encrypt) != 1) {
-        EVP_CIPHER_CTX_free(ctx);
+    if (ctx == NULL || EVP_CipherInit_ex(ctx, kind, NULL, key, NULL, encrypt) != 1) {
+        EVP_CIPHER_CTX_free(ctx); /* NULL is a no-op */
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "libcrypto refused a transport cipher context");
         return NULL;
     }
     return ctx;
@@ -192,11 +195,6 @@ static int key_argument(Py_buffer *key, int cipher) {
         return 0;
     }
     return 1;
-}
-
-static void context_failed(void) {
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_RuntimeError, "libcrypto refused a transport cipher context");
 }
 
 typedef struct {
@@ -222,10 +220,7 @@ static PyObject *sealer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     if (self == NULL) goto done;
     memcpy(self->header, header.buf, 8);
     self->ctx = new_context(key.buf, 1, cipher);
-    if (self->ctx == NULL) {
-        Py_CLEAR(self);
-        context_failed();
-    }
+    if (self->ctx == NULL) Py_CLEAR(self);
 done:
     PyBuffer_Release(&key);
     PyBuffer_Release(&header);
@@ -386,10 +381,7 @@ static PyObject *opener_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->limit = limit;
     self->replay = (WindowObject *)WindowType.tp_alloc(&WindowType, 0);
     self->ctx = self->replay == NULL ? NULL : new_context(key.buf, 0, cipher);
-    if (self->ctx == NULL) {
-        Py_CLEAR(self);
-        context_failed();
-    }
+    if (self->ctx == NULL) Py_CLEAR(self);
 done:
     PyBuffer_Release(&key);
     return (PyObject *)self;

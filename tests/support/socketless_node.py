@@ -1,0 +1,50 @@
+"""A `Node` without a socket: what it sends lands on an in-memory `Wire`, and tests hand it
+datagrams from in-memory `Device`s (real handshakes, no UDP)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from tunnel.addresses import Addr
+from tunnel.keys.identity import Identity
+from tunnel.node.node import Node, NodeOptions
+from tunnel.node.udp import UdpEndpoint, monotonic
+from tunnel.session.constants import MAX_SESSIONS
+from tunnel.session.device import Device
+
+NODE_ADDR: Addr = ("10.0.0.1", 7001)  # where the devices believe the node is
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Addr]] = []
+
+    def send_batch(self, batch: list[bytes], addr: Addr) -> None:
+        self.sent.extend((data, addr) for data in batch)
+
+    def send_segments(self, data: bytes, segment: int, addr: Addr) -> None:
+        """A GSO run: the datagrams it carries, one by one."""
+        self.sent.extend((data[i:i + segment], addr) for i in range(0, len(data), segment))
+
+
+def socketless_node(secret: bytes, max_peers: int = MAX_SESSIONS) -> Node:
+    """A node of the network `secret` on a `Wire` (its rendezvous is never reached)."""
+    node = Node(NodeOptions(identity=Identity.generate(), network_secret=secret,
+                            rendezvous=("127.0.0.1", 9), max_peers=max_peers))
+    node.udp = cast(UdpEndpoint, Wire())
+    return node
+
+
+def to_node(node: Node, device: Device, addr: Addr) -> None:
+    """What `device` has to send reaches the node from `addr`, and the node answers."""
+    for data, _ in device.datagrams_to_send():
+        node._receive_session(data, addr, monotonic())
+    node._flush()
+
+
+def replies(node: Node, addr: Addr) -> list[bytes]:
+    """What the node sent toward `addr` since the last call; the wire is cleared."""
+    wire = cast(Wire, node.udp)
+    sent = [data for data, dst in wire.sent if dst == addr]
+    wire.sent.clear()
+    return sent
