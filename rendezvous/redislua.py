@@ -55,10 +55,47 @@ local function forget(P, net, me)
 end
 """
 
+# The live members of network `net`, each as {static, fields}.
+LIST = """
+local function list(P, net, now_text)
+  local out = {}
+  for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..now_text, '+inf')) do
+    local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan',
+                           'nonce', 'last_seen', 'expires', 'server')
+    if rec[1] then table.insert(out, {me, rec}) end
+  end
+  return out
+end
+"""
+
+# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl. Returns the
+# last counter when this one is not above it (nothing changed), else false (kept).
+BUMP_FN = """
+local function bump(key, P, counter, keep, ttl)
+  local cur = redis.call('HGET', key, 'c')
+  if cur and cur >= counter then return cur end
+  redis.call('HSET', key, 'c', counter, 'keep', keep)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', P..'cexp', keep, key)
+  return false
+end
+"""
+
 # ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires,
-# server
-REGISTER = LIVE + """
+# server, max_members (0: no cap), counter ('' for none: not checked), keep_until, counter ttl.
+# Returns {'stale', last counter}, {'full'}, {'conflict', name, holder}, or
+# {'ok', the replaced live record's fields (or empty), the live members after it (`list`)}.
+REGISTER = LIVE + LIST + BUMP_FN + """
 local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if ARGV[15] ~= '' then
+  local last = bump(P..'c:'..net..':'..me, P, ARGV[15], ARGV[16], ARGV[17])
+  if last then return {'stale', last} end
+end
+local cap = tonumber(ARGV[14])
+if cap > 0 and not live(P..'m:'..net..':'..me, now) and
+   redis.call('ZCOUNT', P..'net:'..net, '('..ARGV[4], '+inf') >= cap then
+  return {'full'}
+end
 local names = {}
 for name in string.gmatch(ARGV[6], '[^,]+') do table.insert(names, name) end
 for _, name in ipairs(names) do
@@ -94,7 +131,7 @@ redis.call('ZADD', P..'exp', ARGV[12], net..':'..me)
 if redis.call('EXISTS', P..'mg:'..net..':'..me) == 1 then
   longer_ttl(P..'mg:'..net..':'..me, ttl)
 end
-return {'ok', prev}
+return {'ok', prev, list(P, net, ARGV[4])}
 """
 
 # ARGV: prefix, network, static
@@ -127,14 +164,8 @@ if #ids == limit or #keys == limit or #grants == limit then more = 1 end
 return {out, more}
 """
 
-# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl
-BUMP = """
-local cur = redis.call('HGET', KEYS[1], 'c')
-if cur and cur >= ARGV[2] then return cur end
-redis.call('HSET', KEYS[1], 'c', ARGV[2], 'keep', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', ARGV[1]..'cexp', ARGV[3], KEYS[1])
-return false
+BUMP = BUMP_FN + """
+return bump(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 # ARGV: prefix, network, src, dest, id, token, until, now, ttl
@@ -185,16 +216,18 @@ if not s or tonumber(s) <= now or not d[1] or tonumber(d[1]) <= now then return 
 return {g[1], g[2], g[3], g[4], d[2], d[3], d[4] or ''}
 """
 
-# ARGV: prefix, network, now; the live members' statics and fields, by static
-MEMBERS = """
+# ARGV: prefix, network, now; the live members' statics and fields
+MEMBERS = LIST + """
+return list(ARGV[1], ARGV[2], ARGV[3])
+"""
+
+# ARGV: prefix, network, name; the holder's static and record fields, or false
+BY_NAME = """
 local P, net = ARGV[1], ARGV[2]
-local out = {}
-for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
-  local rec = redis.call('HMGET', P..'m:'..net..':'..me, 'names', 'host', 'port', 'lan', 'nonce',
-                         'last_seen', 'expires', 'server')
-  if rec[1] then table.insert(out, {me, rec}) end
-end
-return out
+local holder = redis.call('GET', P..'n:'..net..':'..ARGV[3])
+if not holder then return false end
+return {holder, redis.call('HMGET', P..'m:'..net..':'..holder, 'names', 'host', 'port', 'lan',
+                           'nonce', 'last_seen', 'expires', 'server')}
 """
 
 # ARGV: prefix, endpoint text; the records registered from it, each as network, static, fields

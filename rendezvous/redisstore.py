@@ -7,13 +7,16 @@ sync by pub/sub) would turn every handler into a resumable state machine, or ans
 cache that the name race must never trust. A blocking call on the event-loop thread costs one
 round trip. Measured on the 2-CPU development machine (load 3-5) against a local redis-server
 7.0 with its append-only file: 63 µs for a read (HMGET), 144 µs for the register script. A
-REGISTER refresh makes 4 round trips (counter, member, register, members) and a first
-registration 6; in a network of 200 members a refresh takes 5.2 ms p50 on Redis against 2.3 ms
-on SQLite (most of the difference is the 200-member list crossing the socket and being
-decoded), and a first registration 16 ms on either (sealing a JOINED to each of the 199 others
-dominates). So the store costs about what the request's own cryptography does. A Redis on
-another host multiplies the round trips (0.2-0.5 ms each on a LAN); that is where making the
-store calls effects pays off. Two bounds keep a sick Redis from stalling the loop: every socket
+REGISTER, first or refresh, is one round trip: one script checks and bumps the counter, checks
+the network's cap and the names, writes, and returns the member list (the reply's, and the
+JOINED recipients'); it was 4 round trips for a refresh and 6 for a first registration, and in
+the load test the round trips, not Redis' own work, were the larger part of the server's CPU
+(redis-py packs and parses each). An introduction makes 5 (counter, member, holder of the name,
+one per relay grant direction). In a network of 200 members a refresh took 5.2 ms p50 on Redis
+against 2.3 ms on SQLite (most of the difference is the 200-member list crossing the socket and
+being decoded), and a first registration 16 ms on either (sealing a JOINED to each of the 199
+others dominates). A Redis on another host multiplies the round trips (0.2-0.5 ms each on a
+LAN); that is where making the store calls effects would pay off. Two bounds keep a sick Redis from stalling the loop: every socket
 operation times out after `SOCKET_TIMEOUT`, and after a failure the store raises
 `StoreUnavailable` at once for `RETRY_AFTER` (doubling up to `RETRY_AFTER_MAX` while failures
 go on) without touching the network (the registry then refuses with TRY_LATER), so a flood of
@@ -80,6 +83,7 @@ from rendezvous.protocol import Endpoint
 from rendezvous.redislua import (
     AT_ENDPOINT,
     BUMP,
+    BY_NAME,
     EXPIRE,
     GRANT,
     GRANT_LOOKUP,
@@ -87,7 +91,7 @@ from rendezvous.redislua import (
     REGISTER,
     REMOVE,
 )
-from rendezvous.store import Member, Registration, RelayGrant, StoreUnavailable
+from rendezvous.store import Member, Registration, RelayGrant, RequestCounter, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +167,12 @@ def _ttl(until: float, now: float) -> int:
     return max(1, math.ceil(until - now)) + GRACE
 
 
+def _counter_args(counter: int, keep_until: float) -> tuple[str, str, int]:
+    """A counter as the scripts take it: fixed-width text, keep-until, and the key's TTL."""
+    # No `now` here: the backstop TTL counts from the wall clock the registry's times use.
+    return str(counter).zfill(_COUNTER_DIGITS), _number(keep_until), _ttl(keep_until, time.time())
+
+
 def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
     names, host, port, lan, nonce, last_seen, expires = fields[:7]
     # A record written before servers were recorded has no `server`: treated as local.
@@ -215,6 +225,7 @@ class RedisStore:
         self._grant_lookup = self._redis.register_script(GRANT_LOOKUP)
         self._members = self._redis.register_script(MEMBERS)
         self._at_endpoint = self._redis.register_script(AT_ENDPOINT)
+        self._by_name = self._redis.register_script(BY_NAME)
 
     def close(self) -> None:
         self._redis.close()
@@ -267,26 +278,31 @@ class RedisStore:
     def bump_counter(
         self, network: bytes, static: bytes, counter: int, keep_until: float
     ) -> int | None:
-        text = str(counter).zfill(_COUNTER_DIGITS)
-        # No `now` here: the backstop TTL counts from the wall clock the registry's times use.
-        ttl = _ttl(keep_until, time.time())
         last = self._call(lambda: self._bump(keys=[self._key("c", network, static)],
-                                             args=[self._p, text, _number(keep_until), ttl]))
+                                             args=[self._p, *_counter_args(counter,
+                                                                           keep_until)]))
         return None if last is None else int(last)
 
-    def register(self, member: Member, now: float) -> Registration:
+    def register(self, member: Member, now: float, max_members: int = 0,
+                 counter: RequestCounter | None = None) -> Registration:
         args: list[ScriptArg] = [
             self._p, member.network.hex(), member.static.hex(), _number(now),
             _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
             member.endpoint[1], _join_endpoints(member.lan), member.nonce,
-            _number(member.last_seen), _number(member.expires), member.server]
+            _number(member.last_seen), _number(member.expires), member.server, max_members,
+            *(_counter_args(counter.value, counter.keep_until) if counter else ("", "", 0))]
         result = self._call(lambda: self._register(args=args))
-        if _text(result[0]) == "conflict":
+        outcome = _text(result[0])
+        if outcome == "stale":
+            return Registration(stale_counter=int(result[1]))
+        if outcome == "full":
+            return Registration(full=True)
+        if outcome == "conflict":
             return Registration(conflict_name=_text(result[1]),
                                 conflict_holder=bytes.fromhex(_text(result[2])))
         prev = result[1]
         return Registration(previous=_member(member.network, member.static, prev) if prev
-                            else None)
+                            else None, members=tuple(self._live(member.network, result[2], now)))
 
     def remove(self, network: bytes, static: bytes) -> Member | None:
         rec = self._call(lambda: self._remove(args=[self._p, network.hex(), static.hex()]))
@@ -299,11 +315,14 @@ class RedisStore:
         return _member(network, static, rec)
 
     def member_by_name(self, network: bytes, name: str, now: float) -> Member | None:
-        holder = self._call(lambda: self._redis.get(f"{self._p}n:{network.hex()}:{name}"))
-        if holder is None:
+        found = self._call(lambda: self._by_name(args=[self._p, network.hex(), name]))
+        if not found:
             return None
-        m = self.member(network, bytes.fromhex(_text(holder)), now)
-        return m if m is not None and name in m.names else None
+        holder, rec = found
+        if rec[0] is None or float(_text(rec[6])) <= now:
+            return None
+        m = _member(network, bytes.fromhex(_text(holder)), rec)
+        return m if name in m.names else None
 
     def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None:
         rows = self._call(lambda: self._at_endpoint(
@@ -315,6 +334,11 @@ class RedisStore:
 
     def members(self, network: bytes, now: float) -> list[Member]:
         rows = self._call(lambda: self._members(args=[self._p, network.hex(), _number(now)]))
+        return self._live(network, rows, now)
+
+    @staticmethod
+    def _live(network: bytes, rows: list[Any], now: float) -> list[Member]:
+        """The members of a `LIST` result live at `now`, by static key."""
         found = [_member(network, bytes.fromhex(_text(me)), rec) for me, rec in rows]
         return sorted((m for m in found if m.expires > now), key=lambda m: m.static)
 

@@ -65,7 +65,7 @@ from rendezvous.ratelimit import (
     SourceRateLimiter,
     spend_all,
 )
-from rendezvous.store import RelayGrant, Store, StoreUnavailable
+from rendezvous.store import Member, RelayGrant, Store, StoreUnavailable
 
 # Before a store lookup of an unknown grant id: per source IP, lookups. A node needs one lookup
 # per grant and `ROUTE_CACHE_TTL`; 200/s leaves room for many nodes behind one NAT while
@@ -123,21 +123,22 @@ class RelayPolicy:
         self._total = RateLimiter(total_rate, max(RELAY_BURST, total_rate / 8), max_keys=1)
         self._routes: dict[bytes, _Route] = {}
 
-    def grant(self, network: bytes, a: bytes, b: bytes, now: float) -> tuple[bytes, bytes]:
-        """Permit relaying both ways between introduced members `a` and `b`: the tokens for
-        a→b (give it to `a`) and b→a (give it to `b`)."""
+    def grant(self, a: Member, b: Member, now: float) -> tuple[bytes, bytes]:
+        """Permit relaying both ways between introduced members `a` and `b` (live records of
+        one network): the tokens for a→b (give it to `a`) and b→a (give it to `b`)."""
         until = now + INTRODUCTION_TTL
-        return (self._grant_one(network, a, b, until, now),
-                self._grant_one(network, b, a, until, now))
+        return self._grant_one(a, b, until, now), self._grant_one(b, a, until, now)
 
-    def _grant_one(self, network: bytes, src: bytes, dest: bytes, until: float,
-                   now: float) -> bytes:
+    def _grant_one(self, src: Member, dest: Member, until: float, now: float) -> bytes:
         token = self._rng(p.RELAY_TOKEN_SIZE)
-        token = self.store.grant_relay(network, src, dest, p.relay_grant_id(token), token, until,
-                                       now)
+        token = self.store.grant_relay(src.network, src.static, dest.static,
+                                       p.relay_grant_id(token), token, until, now)
         # Known from the start, so a flood of made-up ids from the member's address (which
-        # exhausts that address's lookups) cannot keep its first relayed packet out.
-        self._lookup(p.relay_grant_id(token), now)
+        # exhausts that address's lookups) cannot keep its first relayed packet out. Built
+        # from the records in hand, as the store's lookup would return it: no round trip.
+        grant = RelayGrant(src.network, src.static, dest.static, token, dest.endpoint,
+                           dest.server)
+        self._cache(p.relay_grant_id(token), grant, now)
         return token
 
     def forward(self, data: bytes, addr: Endpoint,
@@ -191,6 +192,9 @@ class RelayPolicy:
         if not self.admission.admits(grant.network):
             self.stats[NETWORK_REFUSED] += 1
             return None
+        return self._cache(grant_id, grant, now)
+
+    def _cache(self, grant_id: bytes, grant: RelayGrant, now: float) -> _Route:
         if len(self._routes) >= ROUTE_CACHE_MAX:
             self._routes.clear()
         route = self._routes[grant_id] = _Route(grant, now + ROUTE_CACHE_TTL)

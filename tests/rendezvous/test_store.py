@@ -12,7 +12,7 @@ import pytest
 from rendezvous import protocol as p
 from rendezvous.redisstore import RedisStore
 from rendezvous.registry import Registry
-from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
+from rendezvous.store import Member, RelayGrant, RequestCounter, SQLiteStore, Store
 from tunnel.keys.netkeys import network_id, network_signing_key
 from tunnel.path.sealing import open_reply, seal_request
 from tunnel.session.crypto import public_key
@@ -80,6 +80,29 @@ def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Sto
     assert not store.register(member(KB, ("ssh-home",), expires=T + 200), T + 91).conflict_holder
     held = store.member_by_name(NET, "ssh-home", T + 91)
     assert held is not None and held.static == KB
+
+
+def test_register_returns_the_live_members_and_checks_cap_and_counter_first(
+        store: Store) -> None:
+    """One call does what a REGISTER needs (one Redis round trip): the counter, then the cap,
+    then the names; whatever it refuses, nothing but a fresh counter is written."""
+    a, b, c = member(KA, ("a",)), member(KB, ("b",)), member(b"c" * 32, ("c",))
+    assert store.register(a, T, 2, RequestCounter(5, T + 300)).members == (a,)
+    result = store.register(b, T, 2, RequestCounter(1, T + 300))
+    assert result.members == (a, b) and result.previous is None
+    full = store.register(c, T, 2, RequestCounter(1, T + 300))
+    assert full.full and not full.members and store.member(NET, c.static, T) is None
+    assert store.bump_counter(NET, c.static, 1, T + 300) == 1  # kept, as on its own
+    assert store.register(member(KA, ("a2",)), T + 1, 2).previous == a  # a member is no newcomer
+    stale = store.register(member(KA, ("a3",)), T + 2, 2, RequestCounter(5, T + 300))
+    assert stale.stale_counter == 5 and not stale.members
+    held = store.member(NET, KA, T + 2)
+    assert held is not None and held.names == ("a2",)  # the stale one changed nothing
+    assert store.register(member(KA, ("a3",)), T + 2, 2, RequestCounter(6, T + 300)).members[
+        0].names == ("a3",)
+    # Members that ran out are not listed, nor counted against the cap.
+    late = member(c.static, ("c",), expires=T + 200)
+    assert store.register(late, T + 91, 2).members == (late,)
 
 
 def grant_rows(store: Store) -> int:
