@@ -25,7 +25,7 @@ Redis pub/sub. Phases:
    outstanding / rate), each from a random node to a random other member of its network,
    timed from `request_connect` to our `Introduced`. Refreshes go on meanwhile.
 
-What each figure means (one JSON line per phase on stdout, all in `bench/results/rdv_load_<S>.json`):
+What each figure means (one JSON line per phase, all in `bench/results/rdv_load_<S>.json`):
 
 - per op (`register`, `refresh`, `connect`): `done` answered in the phase, `per_s_per_server`,
   `p50_ms`/`p99_ms`/`max_ms` from the op's start to its answer (so a lost datagram shows as

@@ -16,11 +16,11 @@ one per relay grant direction). In a network of 200 members a refresh took 5.2 m
 against 2.3 ms on SQLite (most of the difference is the 200-member list crossing the socket and
 being decoded), and a first registration 16 ms on either (sealing a JOINED to each of the 199
 others dominates). A Redis on another host multiplies the round trips (0.2-0.5 ms each on a
-LAN); that is where making the store calls effects would pay off. Two bounds keep a sick Redis from stalling the loop: every socket
-operation times out after `SOCKET_TIMEOUT`, and after a failure the store raises
-`StoreUnavailable` at once for `RETRY_AFTER` (doubling up to `RETRY_AFTER_MAX` while failures
-go on) without touching the network (the registry then refuses with TRY_LATER), so a flood of
-requests during an outage costs only the refusals.
+LAN); that is where making the store calls effects would pay off. Two bounds keep a sick
+Redis from stalling the loop: every socket operation times out after `SOCKET_TIMEOUT`, and
+after a failure the store raises `StoreUnavailable` at once for `RETRY_AFTER` (doubling up to
+`RETRY_AFTER_MAX` while failures go on) without touching the network (the registry then
+refuses with TRY_LATER), so a flood of requests during an outage costs only the refusals.
 
 Reconnection: redis-py's pool drops a broken connection; the next call opens a new one, and one
 immediate retry covers the stale pooled connection after a Redis restart. Scripts are cached

@@ -39,6 +39,8 @@ class Deployment:
                                        static_private=key)
                         for i, addr in enumerate((S1, S2))}
         self.up = {S1: True, S2: True}
+        # Extra seconds before a server's answers leave (a server working through a backlog).
+        self.answer_delay = {S1: 0.0, S2: 0.0}
         self.key = self.servers[S1].static_public
         self.clients: dict[p.Endpoint, rc.RendezvousClient] = {}
         self.events: dict[p.Endpoint, list[rc.Event]] = {}
@@ -78,9 +80,9 @@ class Deployment:
             self._inflight = [m for m in self._inflight if m[0] > self.now]
             for _, src, dest, data, upward in due:
                 if upward and self.up[dest]:
+                    late = self.now + LATENCY + self.answer_delay[dest]
                     for send in self.servers[dest].handle(data, src, self.now):
-                        self._inflight.append((self.now + LATENCY, dest, send.addr, send.data,
-                                               False))
+                        self._inflight.append((late, dest, send.addr, send.data, False))
                 elif not upward and dest in self.clients:
                     self.clients[dest].receive_datagram(data, src, self.now)
             for s, reg in self.servers.items():
@@ -190,3 +192,68 @@ def test_server_lists_are_read_from_text_lists_and_join_codes(tmp_path: Path) ->
     store_joined_rendezvous(tmp_path, ["192.0.2.1:7000", "192.0.2.2:7000"])
     tunnel = Tunnel(home=tmp_path, identity=Identity.generate(), network_secret=NET)
     assert (tunnel.options.rendezvous, tunnel.options.rendezvous_fallbacks) == (S1, (S2,))
+
+
+def test_a_server_that_answers_later_and_later_is_kept() -> None:
+    """Overloaded, not gone: a server working through a growing backlog answers every request,
+    1.5 s, then 4 s, then 9 s late. Moving would only carry the overload to the next server
+    (the old rule, three tries unanswered within 7 s, moved at the 9 s backlog). The client
+    learns the server's pace and waits for it; it also sends fewer copies meanwhile."""
+    d = Deployment()
+    a = d.add(A, ("alpha",))
+    a.start(d.now)
+    d.run(1)
+    assert a.registered
+    copies = []
+    for delay in (1.5, 4.0, 9.0):
+        d.answer_delay[S1] = delay
+        sent = d.sent_to[S1]
+        d.run(rc.REFRESH_INTERVAL + delay + 1)  # one refresh, answered `delay` late
+        assert d.take(A, rc.ServerChanged) == [], f"moved with answers {delay} s late"
+        assert a.server == S1 and a.registered
+        copies.append(d.sent_to[S1] - sent)
+    assert d.sent_to[S2] == 0
+    assert max(copies) <= 4, copies  # per refresh: a request or two, their cookie requests
+
+
+def test_a_server_that_falls_silent_is_left_within_seconds_of_the_first_unanswered_try(
+) -> None:
+    d = Deployment()
+    a = d.add(A, ("alpha",))
+    a.start(d.now)
+    d.run(1)
+    d.up[S1] = False
+    d.run(rc.REFRESH_INTERVAL - 1)  # the refresh is due now
+    d.run(rc.FAILOVER_QUIET - 0.1)
+    assert d.take(A, rc.ServerChanged) == []  # a lost datagram or two: no reason to move yet
+    d.run(rc.FAILOVER_SILENCE - rc.FAILOVER_QUIET + 0.2)
+    assert d.take(A, rc.ServerChanged) == [rc.ServerChanged(S1, S2)]
+    d.run(1)
+    assert a.server == S2 and a.registered
+
+
+def test_a_server_that_answers_late_is_kept() -> None:
+    """Overloaded, not gone: every request is answered, 1.5 s late (its socket buffer holds a
+    backlog). Moving would only carry the overload to the next server."""
+    d = Deployment()
+    a = d.add(A, ("alpha",))
+    d.answer_delay[S1] = 1.5
+    a.start(d.now)
+    d.run(3 * rc.REFRESH_INTERVAL)
+    assert d.take(A, rc.ServerChanged) == []
+    assert a.server == S1 and a.registered
+
+
+def test_retransmissions_are_jittered_so_a_burst_of_losses_does_not_return_as_one() -> None:
+    firsts = []
+    for seed in range(20):
+        c = rc.RendezvousClient(NET, bytes([seed + 1]) * 32, ("n",), [], S1,
+                                server_key=Deployment().key,
+                                rng=random.Random(seed).randbytes)
+        c.start(T0)
+        c.datagrams_to_send()
+        deadline = c.get_timer()
+        assert deadline is not None
+        firsts.append(deadline - T0)
+    assert all(rc.RETRY_INITIAL <= t <= rc.RETRY_INITIAL * (1 + rc.RETRY_JITTER) for t in firsts)
+    assert len(set(firsts)) > 15
