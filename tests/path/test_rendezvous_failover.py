@@ -257,3 +257,17 @@ def test_retransmissions_are_jittered_so_a_burst_of_losses_does_not_return_as_on
         firsts.append(deadline - T0)
     assert all(rc.RETRY_INITIAL <= t <= rc.RETRY_INITIAL * (1 + rc.RETRY_JITTER) for t in firsts)
     assert len(set(firsts)) > 15
+
+
+def test_a_registration_keeps_retrying_through_hours_of_silence() -> None:
+    """The backoff's exponent once grew with every try: after about 1,024 tries (4.5 hours
+    of an unreachable server) 2**tries no longer converted to a float and the client raised."""
+    c = rc.RendezvousClient(NET, bytes([7]) * 32, ("n",), [], S1, server_key=Deployment().key,
+                            rng=random.Random(1).randbytes)
+    c.start(T0)
+    for _ in range(3_000):
+        c.datagrams_to_send()
+        deadline = c.get_timer()
+        assert deadline is not None
+        c.handle_timer(deadline)
+    assert deadline - T0 > 4 * 3600

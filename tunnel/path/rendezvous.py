@@ -731,7 +731,9 @@ class RendezvousClient:
         slowest = max(self._answer_times, default=0.0)
         first = max(RETRY_INITIAL, ANSWER_TIME_FACTOR * slowest)
         jitter = 1.0 + RETRY_JITTER * int.from_bytes(self._rng(2), "big") / 65_536
-        return min(RETRY_MAX, first * 2**attempts) * jitter
+        # The exponent is capped: a registration retries for as long as the server is away,
+        # and 2**1024 no longer converts to a float.
+        return min(RETRY_MAX, first * 2.0 ** min(attempts, 16)) * jitter
 
 
 def _join_pages(pages: dict[int, tuple[Peer, ...]]) -> tuple[Peer, ...]:
