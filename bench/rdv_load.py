@@ -39,8 +39,9 @@ What each figure means (one JSON line per phase, all in `bench/results/rdv_load_
   (Redis' `total_commands_processed`, which counts the commands inside Lua scripts too),
   `load_average` (the machine is shared), `cookie_requests`, `moves` (nodes that gave up on
   their server for another: `ServerChanged`), `refused`;
-- `introductions_per_server_cpu_second`: introductions over the servers' summed CPU seconds,
-  the figure that tells whether servers scale when the machine has fewer cores than servers;
+- `introductions_per_server_cpu_second` and `requests_per_server_cpu_second` (introductions and
+  refreshes): answers over the servers' summed CPU seconds, the figures that tell whether
+  servers scale when the machine has fewer cores than servers;
 - `redis_round_trips`: the round trips the registry makes (`RedisStore.round_trips`, the
   servers' own code run once in this process) for a first registration into a network of
   NETWORK_SIZE, a refresh, and an introduction.
@@ -341,7 +342,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phase["introductions_per_s"] = round(done / phase["seconds"], 1)
         phase["introductions_per_s_per_server"] = round(done / phase["seconds"] / s, 1)
         cpu = sum(phase["server_cpu"]) * phase["seconds"]
+        answered = done + len(fleet.done["refresh"]) + len(fleet.done["register"])
         phase["introductions_per_server_cpu_second"] = round(done / cpu, 1) if cpu else None
+        # The refreshes go on meanwhile: all the requests a CPU-second answered.
+        phase["requests_per_server_cpu_second"] = round(answered / cpu, 1) if cpu else None
         result["introductions"] = phase
         print("introductions", json.dumps(phase), flush=True)
     finally:

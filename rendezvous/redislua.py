@@ -168,40 +168,72 @@ BUMP = BUMP_FN + """
 return bump(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
-# ARGV: prefix, network, src, dest, id, token, until, now, ttl
-GRANT = LIVE + """
-local P, net, src, dest, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
-local pair = P..'gp:'..net..':'..src..':'..dest
-local id = redis.call('GET', pair)
-if id then
-  local g = P..'g:'..id
-  local g_until = redis.call('HGET', g, 'until')
-  if g_until and tonumber(g_until) > now then
-    if tonumber(ARGV[7]) > tonumber(g_until) then
-      redis.call('HSET', g, 'until', ARGV[7])
-      redis.call('ZADD', P..'gexp', ARGV[7], id)
-      longer_ttl(g, tonumber(ARGV[9]))
-      longer_ttl(pair, tonumber(ARGV[9]))
+# Permit relaying src -> dest of network `net` until `till`: the live grant's token (its expiry
+# extended), else `token` stored under `id`. `till` is the exact float text; now and ttl numbers.
+GRANT_FN = LIVE + """
+local function grant(P, net, src, dest, id_new, token, till, now, ttl)
+  local pair = P..'gp:'..net..':'..src..':'..dest
+  local id = redis.call('GET', pair)
+  if id then
+    local g = P..'g:'..id
+    local g_until = redis.call('HGET', g, 'until')
+    if g_until and tonumber(g_until) > now then
+      if tonumber(till) > tonumber(g_until) then
+        redis.call('HSET', g, 'until', till)
+        redis.call('ZADD', P..'gexp', till, id)
+        longer_ttl(g, ttl)
+        longer_ttl(pair, ttl)
+      end
+      return redis.call('HGET', g, 'token')
     end
-    return redis.call('HGET', g, 'token')
+    redis.call('DEL', g)
+    redis.call('ZREM', P..'gexp', id)
+    redis.call('SREM', P..'mg:'..net..':'..src, id)
+    redis.call('SREM', P..'mg:'..net..':'..dest, id)
   end
-  redis.call('DEL', g)
-  redis.call('ZREM', P..'gexp', id)
-  redis.call('SREM', P..'mg:'..net..':'..src, id)
-  redis.call('SREM', P..'mg:'..net..':'..dest, id)
+  local g = P..'g:'..id_new
+  redis.call('HSET', g, 'token', token, 'network', net, 'src', src, 'dest', dest, 'until', till)
+  redis.call('EXPIRE', g, ttl)
+  redis.call('SET', pair, id_new, 'EX', ttl)
+  redis.call('ZADD', P..'gexp', till, id_new)
+  for _, side in ipairs({src, dest}) do
+    local set = P..'mg:'..net..':'..side
+    redis.call('SADD', set, id_new)
+    longer_ttl(set, ttl)
+  end
+  return token
 end
-local g = P..'g:'..ARGV[5]
-redis.call('HSET', g, 'token', ARGV[6], 'network', net, 'src', src, 'dest', dest,
-           'until', ARGV[7])
-redis.call('EXPIRE', g, ARGV[9])
-redis.call('SET', pair, ARGV[5], 'EX', ARGV[9])
-redis.call('ZADD', P..'gexp', ARGV[7], ARGV[5])
-for _, side in ipairs({src, dest}) do
-  local set = P..'mg:'..net..':'..side
-  redis.call('SADD', set, ARGV[5])
-  longer_ttl(set, tonumber(ARGV[9]))
+"""
+
+# ARGV: prefix, network, src, dest, id, token, until, now, ttl
+GRANT = GRANT_FN + """
+return grant(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]),
+             tonumber(ARGV[9]))
+"""
+
+# ARGV: prefix, network, a, b, id a->b, token a->b, id b->a, token b->a, until, now, ttl;
+# returns the two tokens in force, a->b then b->a
+GRANT_PAIR = GRANT_FN + """
+local P, net, a, b, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[10]),
+                               tonumber(ARGV[11])
+return {grant(P, net, a, b, ARGV[5], ARGV[6], ARGV[9], now, ttl),
+        grant(P, net, b, a, ARGV[7], ARGV[8], ARGV[9], now, ttl)}
+"""
+
+# ARGV: prefix, network, static, name, counter (20 digits), keep_until, counter ttl. Bumps the
+# counter like BUMP; returns {'stale', last counter} or {'ok', the sender's record fields, the
+# name's holder ('' for none), the holder's record fields}, records unchecked for liveness.
+INTRODUCE = BUMP_FN + """
+local P, net, me = ARGV[1], ARGV[2], ARGV[3]
+local last = bump(P..'c:'..net..':'..me, P, ARGV[5], ARGV[6], ARGV[7])
+if last then return {'stale', last} end
+local function record(static)
+  return redis.call('HMGET', P..'m:'..net..':'..static, 'names', 'host', 'port', 'lan', 'nonce',
+                    'last_seen', 'expires', 'server')
 end
-return ARGV[6]
+local holder = redis.call('GET', P..'n:'..net..':'..ARGV[4])
+if not holder then return {'ok', record(me), '', {}} end
+return {'ok', record(me), holder, record(holder)}
 """
 
 # ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port, dest server

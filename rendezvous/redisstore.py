@@ -3,24 +3,25 @@
 Why a synchronous client. The registry is pure and synchronous (`registry.py`): it calls the
 store inline while it handles one datagram. The issue asked for redis-py's asyncio client; the
 ways to use it (the registry yielding store calls as effects, or an in-process cache kept in
-sync by pub/sub) would turn every handler into a resumable state machine, or answer from a
-cache that the name race must never trust. A blocking call on the event-loop thread costs one
-round trip. Measured on the 2-CPU development machine (load 3-5) against a local redis-server
-7.0 with its append-only file: 63 µs for a read (HMGET), 144 µs for the register script. A
-REGISTER, first or refresh, is one round trip: one script checks and bumps the counter, checks
-the network's cap and the names, writes, and returns the member list (the reply's, and the
-JOINED recipients'); it was 4 round trips for a refresh and 6 for a first registration, and in
-the load test the round trips, not Redis' own work, were the larger part of the server's CPU
-(redis-py packs and parses each). An introduction makes 5 (counter, member, holder of the name,
-one per relay grant direction). In a network of 200 members a refresh took 5.2 ms p50 on Redis
-against 2.3 ms on SQLite (most of the difference is the 200-member list crossing the socket and
-being decoded), and a first registration 16 ms on either (sealing a JOINED to each of the 199
-others dominates). A Redis on another host multiplies the round trips (0.2-0.5 ms each on a
-LAN); that is where making the store calls effects would pay off. Two bounds keep a sick
-Redis from stalling the loop: every socket operation times out after `SOCKET_TIMEOUT`, and
-after a failure the store raises `StoreUnavailable` at once for `RETRY_AFTER` (doubling up to
-`RETRY_AFTER_MAX` while failures go on) without touching the network (the registry then
-refuses with TRY_LATER), so a flood of requests during an outage costs only the refusals.
+sync by pub/sub) would turn every handler into a resumable state machine, or answer from a cache
+that the name race must never trust. A blocking call on the event-loop thread costs one round
+trip. Measured on the 2-CPU development machine (load 3-5) against a local redis-server 7.0 with
+its append-only file: 63 µs for a read (HMGET), 144 µs for the register script. A REGISTER,
+first or refresh, is one round trip: one script checks and bumps the counter, checks the
+network's cap and the names, writes, and returns the member list (the reply's, and the JOINED
+recipients'); it was 4 round trips for a refresh and 6 for a first registration, and in the load
+test the round trips took about half of the server's time (redis-py packs and parses each; with
+hiredis a refresh costs 0.55 ms of server CPU in all). An introduction makes 2 (was 8): one
+script checks the counter and reads both records, one grants the relay both ways. In a network
+of 200 members a refresh took 5.2 ms p50 on Redis against 2.3 ms on SQLite (most of the
+difference is the 200-member list crossing the socket and being decoded), and a first
+registration 16 ms on either (sealing a JOINED to each of the 199 others dominates). A Redis on
+another host multiplies the round trips (0.2-0.5 ms each on a LAN); that is where making the
+store calls effects would pay off. Two bounds keep a sick Redis from stalling the loop: every
+socket operation times out after `SOCKET_TIMEOUT`, and after a failure the store raises
+`StoreUnavailable` at once for `RETRY_AFTER` (doubling up to `RETRY_AFTER_MAX` while failures go
+on) without touching the network (the registry then refuses with TRY_LATER), so a flood of
+requests during an outage costs only the refusals.
 
 Reconnection: redis-py's pool drops a broken connection; the next call opens a new one, and one
 immediate retry covers the stale pooled connection after a Redis restart. Scripts are cached
@@ -87,11 +88,20 @@ from rendezvous.redislua import (
     EXPIRE,
     GRANT,
     GRANT_LOOKUP,
+    GRANT_PAIR,
+    INTRODUCE,
     MEMBERS,
     REGISTER,
     REMOVE,
 )
-from rendezvous.store import Member, Registration, RelayGrant, RequestCounter, StoreUnavailable
+from rendezvous.store import (
+    Introduction,
+    Member,
+    Registration,
+    RelayGrant,
+    RequestCounter,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +201,15 @@ def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
     )
 
 
+def _live_member(network: bytes, static: bytes, fields: list[Any],
+                 now: float) -> Member | None:
+    """The record's member if there is a record (HMGET gives None fields for none) live at
+    `now`."""
+    if not fields or fields[0] is None or float(_text(fields[6])) <= now:
+        return None
+    return _member(network, static, fields)
+
+
 def _split_endpoint(text: str) -> Endpoint:
     host, _, port = text.rpartition("/")
     return host, int(port)
@@ -226,6 +245,8 @@ class RedisStore:
         self._members = self._redis.register_script(MEMBERS)
         self._at_endpoint = self._redis.register_script(AT_ENDPOINT)
         self._by_name = self._redis.register_script(BY_NAME)
+        self._introduce = self._redis.register_script(INTRODUCE)
+        self._grant_pair = self._redis.register_script(GRANT_PAIR)
 
     def close(self) -> None:
         self._redis.close()
@@ -304,25 +325,34 @@ class RedisStore:
         return Registration(previous=_member(member.network, member.static, prev) if prev
                             else None, members=tuple(self._live(member.network, result[2], now)))
 
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        args: list[ScriptArg] = [self._p, network.hex(), static.hex(), name,
+                                 *_counter_args(counter.value, counter.keep_until)]
+        result = self._call(lambda: self._introduce(args=args))
+        if _text(result[0]) == "stale":
+            return Introduction(stale_counter=int(result[1]))
+        _, mine, holder, theirs = result
+        me = _live_member(network, static, mine, now)
+        target = (_live_member(network, bytes.fromhex(_text(holder)), theirs, now) if holder
+                  else None)
+        return Introduction(me, target if target is not None and name in target.names else None)
+
     def remove(self, network: bytes, static: bytes) -> Member | None:
         rec = self._call(lambda: self._remove(args=[self._p, network.hex(), static.hex()]))
         return _member(network, static, rec) if rec else None
 
     def member(self, network: bytes, static: bytes, now: float) -> Member | None:
         rec = self._call(lambda: self._redis.hmget(self._key("m", network, static), _FIELDS))
-        if rec[0] is None or float(_text(rec[6])) <= now:
-            return None
-        return _member(network, static, rec)
+        return _live_member(network, static, rec, now)
 
     def member_by_name(self, network: bytes, name: str, now: float) -> Member | None:
         found = self._call(lambda: self._by_name(args=[self._p, network.hex(), name]))
         if not found:
             return None
         holder, rec = found
-        if rec[0] is None or float(_text(rec[6])) <= now:
-            return None
-        m = _member(network, bytes.fromhex(_text(holder)), rec)
-        return m if name in m.names else None
+        m = _live_member(network, bytes.fromhex(_text(holder)), rec, now)
+        return m if m is not None and name in m.names else None
 
     def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None:
         rows = self._call(lambda: self._at_endpoint(
@@ -366,6 +396,14 @@ class RedisStore:
         args: list[ScriptArg] = [self._p, network.hex(), src.hex(), dest.hex(), grant_id.hex(),
                                  token, _number(until), _number(now), _ttl(until, now)]
         return bytes(self._call(lambda: self._grant(args=args)))
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        args: list[ScriptArg] = [self._p, network.hex(), a.hex(), b.hex(), ab[0].hex(), ab[1],
+                                 ba[0].hex(), ba[1], _number(until), _number(now),
+                                 _ttl(until, now)]
+        to_b, to_a = self._call(lambda: self._grant_pair(args=args))
+        return bytes(to_b), bytes(to_a)
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         row = self._call(lambda: self._grant_lookup(args=[self._p, grant_id.hex(),

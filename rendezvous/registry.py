@@ -172,8 +172,8 @@ class Registry:
             self.stats["bad_counter"] += 1
             return self._refuse(req, addr, p.BAD_REQUEST)
         try:
-            if req.kind == p.REGISTER:
-                return self._handle_register(req, addr, now)  # checks the counter itself
+            if req.kind in (p.REGISTER, p.CONNECT):
+                return self._handlers[req.kind](req, addr, now)  # they check the counter
             last = self.store.bump_counter(req.network, req.static, req.counter,
                                            now + COUNTER_KEEP)
             if last is not None:
@@ -266,10 +266,15 @@ class Registry:
                                          req.static, addr)]
 
     def _handle_connect(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
-        me = self.store.member(req.network, req.static, now)
+        # One store call checks the counter (rule 6) and reads both records.
+        found = self.store.introduction(req.network, req.static, req.names[0],
+                                        RequestCounter(req.counter, now + COUNTER_KEEP), now)
+        if found.stale_counter is not None:
+            return self._stale(req, addr, found.stale_counter)
+        self.stats["accepted"] += 1
+        me, target = found.me, found.target
         if me is None or me.endpoint != addr:
             return self._refuse(req, addr, p.NOT_REGISTERED)
-        target = self.store.member_by_name(req.network, req.names[0], now)
         if target is None or target.static == me.static:
             return self._refuse(req, addr, p.UNKNOWN_PEER, name=req.names[0])
         to_target, to_me = self.relay.grant(me, target, now)

@@ -43,7 +43,8 @@ hand-over (4), and the link between servers is the deployment's own Redis.
 Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
 in memory, measured with 1,000 grants), so a grant that passed is cached for
 `ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
-or moved) stops being honoured at most that much later.
+or moved) stops being honoured at most that much later. An introduction fills the cache for
+both of its grants from the records it already read, so granting costs no lookup.
 """
 
 from __future__ import annotations
@@ -127,19 +128,18 @@ class RelayPolicy:
         """Permit relaying both ways between introduced members `a` and `b` (live records of
         one network): the tokens for a→b (give it to `a`) and b→a (give it to `b`)."""
         until = now + INTRODUCTION_TTL
-        return self._grant_one(a, b, until, now), self._grant_one(b, a, until, now)
-
-    def _grant_one(self, src: Member, dest: Member, until: float, now: float) -> bytes:
-        token = self._rng(p.RELAY_TOKEN_SIZE)
-        token = self.store.grant_relay(src.network, src.static, dest.static,
-                                       p.relay_grant_id(token), token, until, now)
+        ab, ba = self._rng(p.RELAY_TOKEN_SIZE), self._rng(p.RELAY_TOKEN_SIZE)
+        ab, ba = self.store.grant_relay_pair(a.network, a.static, b.static,
+                                             (p.relay_grant_id(ab), ab),
+                                             (p.relay_grant_id(ba), ba), until, now)
         # Known from the start, so a flood of made-up ids from the member's address (which
         # exhausts that address's lookups) cannot keep its first relayed packet out. Built
-        # from the records in hand, as the store's lookup would return it: no round trip.
-        grant = RelayGrant(src.network, src.static, dest.static, token, dest.endpoint,
-                           dest.server)
-        self._cache(p.relay_grant_id(token), grant, now)
-        return token
+        # from the records in hand, as the store's lookup would return them: no round trip.
+        for src, dest, token in ((a, b, ab), (b, a, ba)):
+            grant = RelayGrant(src.network, src.static, dest.static, token, dest.endpoint,
+                               dest.server)
+            self._cache(p.relay_grant_id(token), grant, now)
+        return ab, ba
 
     def forward(self, data: bytes, addr: Endpoint,
                 now: float) -> tuple[bytes, Endpoint, str] | None:

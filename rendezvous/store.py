@@ -84,6 +84,15 @@ class Registration:
     stale_counter: int | None = None  # the node's last counter, when the given one is not above
 
 
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """Outcome of `Store.introduction`: the sender's and the name holder's live records."""
+
+    me: Member | None = None
+    target: Member | None = None
+    stale_counter: int | None = None  # the sender's last counter, when the given one is not above
+
+
 class StoreUnavailable(Exception):
     """The store's service (Redis) cannot be reached now; the caller may retry later."""
 
@@ -109,6 +118,12 @@ class Store(Protocol):
         instead of a counter bump, a read before, the write and a read after."""
         ...
 
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        """`bump_counter`, then (unless stale) `member` of the sender and `member_by_name`, in
+        one step: a CONNECT's reads in one round trip."""
+        ...
+
     def remove(self, network: bytes, static: bytes) -> Member | None: ...
 
     def member(self, network: bytes, static: bytes, now: float) -> Member | None: ...
@@ -128,6 +143,12 @@ class Store(Protocol):
                     token: bytes, until: float, now: float) -> bytes:
         """Permit relaying from `src` to `dest` until `until`; returns the token in force: the
         live grant's own (its expiry extended), else `token` stored under `grant_id`."""
+        ...
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        """`grant_relay` a→b with `ab` = (grant id, token) and b→a with `ba`, in one step;
+        returns the two tokens in force."""
         ...
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
@@ -293,6 +314,14 @@ class SQLiteStore:
         finally:
             db.execute("COMMIT")
 
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        last = self.bump_counter(network, static, counter.value, counter.keep_until)
+        if last is not None:
+            return Introduction(stale_counter=last)
+        return Introduction(self.member(network, static, now),
+                            self.member_by_name(network, name, now))
+
     def remove(self, network: bytes, static: bytes) -> Member | None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -382,6 +411,11 @@ class SQLiteStore:
             return token
         finally:
             db.execute("COMMIT")
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        return (self.grant_relay(network, a, b, ab[0], ab[1], until, now),
+                self.grant_relay(network, b, a, ba[0], ba[1], until, now))
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         row = self._db.execute(
