@@ -273,3 +273,26 @@ def test_a_registration_keeps_retrying_through_hours_of_silence() -> None:
         deadline = timer
         c.handle_timer(deadline)
     assert deadline - T0 > 4 * 3600
+
+
+def test_the_refresh_interval_may_be_set_and_a_waiting_refresh_is_visible() -> None:
+    """What the load test relies on: its nodes refresh every 25 s (the issue's figure), and it
+    times each refresh from the REGISTER to its answer (`awaiting_registration`)."""
+    d = Deployment()
+    c = rc.RendezvousClient(NET, b"\x33" * 32, ("n",), [], S1, server_key=d.key,
+                            rng=random.Random(3).randbytes, refresh_interval=25.0)
+    d.clients[A], d.events[A] = c, []
+    start = d.now
+    c.start(d.now)
+    assert c.awaiting_registration
+    d.run(1)
+    assert c.registered and not c.awaiting_registration
+    answered = start + 4 * LATENCY  # cookie request and COOKIE, REGISTER and REGISTERED
+    assert c.get_timer() == pytest.approx(answered + 25.0)
+    sent = d.sent_to[S1]
+    d.run(answered + 25.0 - d.now - 0.001)
+    assert d.sent_to[S1] == sent  # nothing before the interval is up
+    d.run(0.002)
+    assert d.sent_to[S1] == sent + 1 and c.awaiting_registration  # the refresh, waiting
+    d.run(1)
+    assert not c.awaiting_registration and c.registered
