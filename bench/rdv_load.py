@@ -6,27 +6,45 @@ Redis, all on this machine.
 
 It starts a throw-away `redis-server`, S `python -m rendezvous.server --store redis://...`
 processes sharing one key (each with its `--server-id`), and one process of sans-IO clients
-(`bench.rdv_fleet`), node i in network i // NETWORK_SIZE, registered first at server i % S with
+(`bench.rdv_fleet`: the real client, the real wire protocol, one UDP socket and loopback
+address per node), node i in network i // NETWORK_SIZE, registered first at server i % S with
 the others as fallbacks, so a network spans the servers and introductions cross them through
 Redis pub/sub. Phases:
 
-1. **ramp**: every node registers, `--rate` per server per second; each registration is timed
-   from `start()` to `Registered`.
-2. **steady** (`--seconds`): the nodes refresh on their own every 20 s (the client's
-   `REFRESH_INTERVAL`; the issue asked for 25 s, so this is the heavier load), and a sample of
-   nodes registers anew (`--probe-rate` per server per second), timed the same way: the
-   registration latency with every node registered and refreshing.
-3. **introductions** (`--seconds`): `--outstanding` CONNECTs per server in flight at all times,
-   each from a random node to a random other member of its network, timed from
-   `request_connect` to our `Introduced`.
+1. **ramp**: every node registers (`start()`), at `--rate` per server per second (default: the
+   nodes spread over `RAMP_INTERVALS` refresh intervals, so that afterwards the refreshes are
+   spread evenly over the interval, as in a fleet that has been up for a while) and never
+   more than `--window` per server waiting for their answer (a closed loop: a slower server
+   slows the ramp down instead of being flooded). Timed from `start()` to `Registered`.
+2. **steady** (`--seconds`): every node refreshes on its own every `--refresh` seconds (the
+   issue's 25 s; the product's client refreshes every 20), and `--probe-rate` nodes per server
+   per second register anew. Refreshes are timed from the REGISTER the client's timer sends to
+   its answer; this is the steady registration latency the issue's goal is about.
+3. **introductions** (`--seconds`): `--outstanding` CONNECTs per server in flight at all times
+   (closed loop: this measures the most the servers do, and by Little's law latency is
+   outstanding / rate), each from a random node to a random other member of its network,
+   timed from `request_connect` to our `Introduced`. Refreshes go on meanwhile.
 
-Reported per phase: requests per second per server, p50/p99 latency, Redis commands (Redis'
-`total_commands_processed`, which counts the commands inside Lua scripts too); the Redis round
-trips of one registration, refresh and introduction are counted by the store itself, once,
-in this process (`round_trips`);
-each server's CPU (share of one core) and RSS, and the load generator's own CPU (it shares the
-machine: past one core it, not the servers, is the limit). Results go to
-`bench/results/rdv_load_<S>.json` and a line per phase to stdout.
+What each figure means (one JSON line per phase, all in `bench/results/rdv_load_<S>.json`):
+
+- per op (`register`, `refresh`, `connect`): `done` answered in the phase, `per_s_per_server`,
+  `p50_ms`/`p99_ms`/`max_ms` from the op's start to its answer (so a lost datagram shows as
+  the client's retransmission delay, 1, 2, 4 ... s: the latency a node sees), `retried` ops
+  answered only after more than one transmission, `transmissions_per_op`, `waiting_at_end`
+  ops still unanswered when the phase ended;
+- `server_socket_drops`: datagrams the kernel dropped at each server's main port because its
+  receive buffer was full (/proc/net/udp), the cause of retries on this machine;
+- `server_cpu` (share of one core) and `server_rss_mib` per server, `redis_cpu`, `loadgen_cpu`
+  (this process: past about one core it, not the servers, would be the limit), Redis commands
+  (Redis' `total_commands_processed`, which counts the commands inside Lua scripts too),
+  `load_average` (the machine is shared), `cookie_requests`, `moves` (nodes that gave up on
+  their server for another: `ServerChanged`), `refused`;
+- `introductions_per_server_cpu_second` and `requests_per_server_cpu_second` (introductions and
+  refreshes): answers over the servers' summed CPU seconds, the figures that tell whether
+  servers scale when the machine has fewer cores than servers;
+- `redis_round_trips`: the round trips the registry makes (`RedisStore.round_trips`, the
+  servers' own code run once in this process) for a first registration into a network of
+  NETWORK_SIZE, a refresh, and an introduction.
 """
 
 from __future__ import annotations
@@ -49,12 +67,15 @@ from typing import Any
 
 import redis
 
-from bench.rdv_fleet import Fleet
+from bench.rdv_fleet import OPS, Fleet
 from tunnel.session.crypto import public_key
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 NETWORK_SIZE = 10  # nodes per network: a team; each join is announced to the other nine
+# The ramp lasts this many refresh intervals by default: its registrations are then spread
+# evenly over the interval, as refreshes are in a fleet that has been up for a while.
+RAMP_INTERVALS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -137,13 +158,27 @@ class Deployment:
         self.admin.close()
 
 
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped at the socket bound to 127.0.0.1:`port` because its receive
+    buffer was full (the last column of /proc/net/udp)."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local:
+            return int(fields[12])
+    return 0
+
+
 class Meter:
-    """CPU of each server and of this process, and Redis commands, over one phase."""
+    """CPU of each server, of Redis and of this process, the servers' socket drops, and Redis
+    commands, over one phase."""
 
     def __init__(self, dep: Deployment) -> None:
         self.dep = dep
         self.t = time.monotonic()
         self.cpu = [cpu_seconds(p.pid) for p in dep.procs]
+        self.redis_cpu = cpu_seconds(dep.redis.pid)
+        self.drops = [udp_drops(port) for _, port in dep.addrs]
         self.own = time.process_time()
         self.cmds = dep.commands()
 
@@ -154,8 +189,12 @@ class Meter:
             "server_cpu": [round((cpu_seconds(p.pid) - c) / wall, 3)
                            for p, c in zip(self.dep.procs, self.cpu, strict=True)],
             "server_rss_mib": [round(rss_mib(p.pid), 1) for p in self.dep.procs],
+            "server_socket_drops": [udp_drops(port) - d for (_, port), d
+                                    in zip(self.dep.addrs, self.drops, strict=True)],
+            "redis_cpu": round((cpu_seconds(self.dep.redis.pid) - self.redis_cpu) / wall, 3),
             "loadgen_cpu": round((time.process_time() - self.own) / wall, 3),
             "redis_commands": self.dep.commands() - self.cmds,
+            "load_average": os.getloadavg()[0],
         }
 
 
@@ -199,9 +238,34 @@ def round_trips(url: str) -> dict[str, float]:
 
 def summary(latencies: list[float]) -> dict[str, float | None]:
     if len(latencies) < 2:
-        return {"p50_ms": None, "p99_ms": None}
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
     q = statistics.quantiles(latencies, n=100)
-    return {"p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2)}
+    return {"p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
+            "max_ms": round(max(latencies) * 1000, 2)}
+
+
+def op_figures(fleet: Fleet, op: str, seconds: float, servers: int) -> dict[str, Any]:
+    """One op's figures over a phase: count, rate per server, latency, retries."""
+    done = len(fleet.latencies[op])
+    return {
+        "done": done,
+        "per_s_per_server": round(done / seconds / servers, 1),
+        **summary(fleet.latencies[op]),
+        "retried": fleet.retried[op],
+        "transmissions_per_op": round(fleet.transmissions[op] / done, 3) if done else None,
+        "waiting_at_end": fleet.pending(op),
+    }
+
+
+def phase_figures(fleet: Fleet, meter: Meter, servers: int) -> dict[str, Any]:
+    phase = meter.read()
+    for op in OPS:
+        if fleet.latencies[op] or fleet.pending(op):
+            phase[op] = op_figures(fleet, op, phase["seconds"], servers)
+    phase["cookie_requests"] = fleet.cookie_requests
+    phase["moves"] = fleet.moves
+    phase["refused"] = dict(fleet.refused)
+    return phase
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,53 +281,50 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return dep.addrs[first:] + dep.addrs[:first]
 
     fleet = Fleet(servers_of, lambda i: secrets[i // NETWORK_SIZE], lambda i: (f"n{i}",),
-                  dep.key)
+                  dep.key, args.refresh)
+    rate = args.rate * s if args.rate else total / (RAMP_INTERVALS * args.refresh)
+    window = args.window * s
     result: dict[str, Any] = {"servers": s, "nodes": total, "network_size": NETWORK_SIZE,
+                              "refresh_interval": args.refresh, "ramp_rate": round(rate, 1),
+                              "ramp_window": window,
                               "redis_round_trips": round_trips(dep.url)}
     print("redis round trips", json.dumps(result["redis_round_trips"]), flush=True)
     try:
         await fleet.add(total)
         loop = asyncio.get_running_loop()
-        # 1. ramp
+        # 1. ramp: every node registers, at `rate` but never more than `window` waiting
         meter = Meter(dep)
-        rate = args.rate * s
         start = loop.time()
         for i, node in enumerate(fleet.nodes):
             due = start + i / rate
-            if due > loop.time():
-                await asyncio.sleep(due - loop.time())
+            while loop.time() < due or fleet.pending("register") >= window:
+                await asyncio.sleep(max(0.001, min(0.05, due - loop.time())))
             fleet.register(node)
         while fleet.pending("register") and loop.time() - start < total / rate + 60:
             await asyncio.sleep(0.1)
-        phase = meter.read()
-        registered = len(fleet.latencies["register"])
-        phase.update(summary(fleet.latencies["register"]))
-        phase["registered"] = registered
-        phase["registrations_per_s_per_server"] = round(registered / phase["seconds"] / s, 1)
+        phase = phase_figures(fleet, meter, s)
+        phase["registered_nodes"] = fleet.registered()
         result["ramp"] = phase
         print("ramp", json.dumps(phase), flush=True)
-        # 2. steady: refreshes on their own, plus timed registrations of a sample
-        fleet.latencies["register"].clear()
+        # From here the refreshes are as spread over the interval as the ramp's registrations
+        # were: evenly when the ramp lasted a whole number of intervals (the default).
+        # 2. steady: every node refreshes on its own; a few register anew (explicit start())
+        fleet.reset()
         meter = Meter(dep)
         start = loop.time()
-        probes = 0
         while loop.time() - start < args.seconds:
             node = fleet.nodes[rand.randrange(total)]
             if "register" not in node.asked:
                 fleet.register(node)
-                probes += 1
             await asyncio.sleep(1 / (args.probe_rate * s))
-        await asyncio.sleep(1.0)
-        phase = meter.read()
-        phase.update(summary(fleet.latencies["register"]))
-        phase["probes"] = probes
+        phase = phase_figures(fleet, meter, s)
         phase["registered_nodes"] = fleet.registered()
-        # Every node refreshes once per REFRESH_INTERVAL: the steady registration rate.
         phase["registrations_per_s_per_server"] = round(
-            (total / 20.0 + probes / phase["seconds"]) / s, 1)
+            (len(fleet.done["refresh"]) + len(fleet.done["register"])) / phase["seconds"] / s, 1)
         result["steady"] = phase
         print("steady", json.dumps(phase), flush=True)
-        # 3. introductions, closed loop
+        # 3. introductions, closed loop, with the refreshes going on
+        fleet.reset()
         meter = Meter(dep)
         start = loop.time()
         outstanding = args.outstanding * s
@@ -276,14 +337,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 fleet.connect(fleet.nodes[i], f"n{j}")
             await asyncio.sleep(0.002)
-        phase = meter.read()
-        done = [t for t in fleet.done["connect"] if t >= start]
-        phase.update(summary(fleet.latencies["connect"]))
-        phase["introductions"] = len(done)
-        phase["introductions_per_s_per_server"] = round(len(done) / phase["seconds"] / s, 1)
-        phase["introductions_per_s"] = round(len(done) / phase["seconds"], 1)
+        phase = phase_figures(fleet, meter, s)
+        done = len(fleet.done["connect"])
+        phase["introductions_per_s"] = round(done / phase["seconds"], 1)
+        phase["introductions_per_s_per_server"] = round(done / phase["seconds"] / s, 1)
+        cpu = sum(phase["server_cpu"]) * phase["seconds"]
+        answered = done + len(fleet.done["refresh"]) + len(fleet.done["register"])
+        phase["introductions_per_server_cpu_second"] = round(done / cpu, 1) if cpu else None
+        # The refreshes go on meanwhile: all the requests a CPU-second answered.
+        phase["requests_per_server_cpu_second"] = round(answered / cpu, 1) if cpu else None
         result["introductions"] = phase
-        result["refused"] = fleet.refused
         print("introductions", json.dumps(phase), flush=True)
     finally:
         fleet.close()
@@ -296,10 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rdv_load")
     parser.add_argument("--servers", type=int, default=1)
     parser.add_argument("--nodes-per-server", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=500.0,
-                        help="registrations per server per second in the ramp")
-    parser.add_argument("--probe-rate", type=float, default=20.0,
-                        help="timed registrations per server per second in the steady phase")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="registrations per server per second in the ramp (default: the "
+                        f"nodes over {RAMP_INTERVALS} refresh intervals)")
+    parser.add_argument("--window", type=int, default=64,
+                        help="registrations waiting per server at most in the ramp")
+    parser.add_argument("--refresh", type=float, default=25.0,
+                        help="seconds between a node's refreshes (the issue's 25)")
+    parser.add_argument("--probe-rate", type=float, default=5.0,
+                        help="new registrations (start()) per server per second, steady phase")
     parser.add_argument("--outstanding", type=int, default=32,
                         help="CONNECTs in flight per server in the introduction phase")
     parser.add_argument("--seconds", type=float, default=25.0, help="steady and intro phases")

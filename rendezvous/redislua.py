@@ -64,10 +64,46 @@ local function forget(P, net, me)
 end
 """
 
+# The live members of network `net`, each as {static, fields}.
+LIST = """
+local function list(P, net, now_text)
+  local out = {}
+  for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..now_text, '+inf')) do
+    local rec = record(P..'m:'..net..':'..me)
+    if rec[1] then table.insert(out, {me, rec}) end
+  end
+  return out
+end
+"""
+
+# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl. Returns the
+# last counter when this one is not above it (nothing changed), else false (kept).
+BUMP_FN = """
+local function bump(key, P, counter, keep, ttl)
+  local cur = redis.call('HGET', key, 'c')
+  if cur and cur >= counter then return cur end
+  redis.call('HSET', key, 'c', counter, 'keep', keep)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', P..'cexp', keep, key)
+  return false
+end
+"""
+
 # ARGV: prefix, network, static, now, ttl, names, host, port, lan, nonce, last_seen, expires,
-# server
-REGISTER = LIVE + RECORD + """
+# server, max_members (0: no cap), counter ('' for none: not checked), keep_until, counter ttl.
+# Returns {'stale', last counter}, {'full'}, {'conflict', name, holder}, or
+# {'ok', the replaced live record's fields (or empty), the live members after it (`list`)}.
+REGISTER = LIVE + RECORD + LIST + BUMP_FN + """
 local P, net, me, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if ARGV[15] ~= '' then
+  local last = bump(P..'c:'..net..':'..me, P, ARGV[15], ARGV[16], ARGV[17])
+  if last then return {'stale', last} end
+end
+local cap = tonumber(ARGV[14])
+if cap > 0 and not live(P..'m:'..net..':'..me, now) and
+   redis.call('ZCOUNT', P..'net:'..net, '('..ARGV[4], '+inf') >= cap then
+  return {'full'}
+end
 local names = {}
 for name in string.gmatch(ARGV[6], '[^,]+') do table.insert(names, name) end
 for _, name in ipairs(names) do
@@ -98,7 +134,7 @@ redis.call('ZADD', P..'exp', ARGV[12], net..':'..me)
 if redis.call('EXISTS', P..'mg:'..net..':'..me) == 1 then
   longer_ttl(P..'mg:'..net..':'..me, ttl)
 end
-return {'ok', prev}
+return {'ok', prev, list(P, net, ARGV[4])}
 """
 
 # ARGV: prefix, network, static
@@ -131,50 +167,73 @@ if #ids == limit or #keys == limit or #grants == limit then more = 1 end
 return {out, more}
 """
 
-# KEYS: the counter's key; ARGV: prefix, counter (20 digits), keep_until, ttl
-BUMP = """
-local cur = redis.call('HGET', KEYS[1], 'c')
-if cur and cur >= ARGV[2] then return cur end
-redis.call('HSET', KEYS[1], 'c', ARGV[2], 'keep', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', ARGV[1]..'cexp', ARGV[3], KEYS[1])
-return false
+BUMP = BUMP_FN + """
+return bump(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# Permit relaying src -> dest of network `net` until `till`: the live grant's token (its expiry
+# extended), else `token` stored under `id`. `till` is the exact float text; now and ttl numbers.
+GRANT_FN = LIVE + """
+local function grant(P, net, src, dest, id_new, token, till, now, ttl)
+  local pair = P..'gp:'..net..':'..src..':'..dest
+  local id = redis.call('GET', pair)
+  if id then
+    local g = P..'g:'..id
+    local g_until = redis.call('HGET', g, 'until')
+    if g_until and tonumber(g_until) > now then
+      if tonumber(till) > tonumber(g_until) then
+        redis.call('HSET', g, 'until', till)
+        redis.call('ZADD', P..'gexp', till, id)
+        longer_ttl(g, ttl)
+        longer_ttl(pair, ttl)
+      end
+      return redis.call('HGET', g, 'token')
+    end
+    redis.call('DEL', g)
+    redis.call('ZREM', P..'gexp', id)
+    redis.call('SREM', P..'mg:'..net..':'..src, id)
+    redis.call('SREM', P..'mg:'..net..':'..dest, id)
+  end
+  local g = P..'g:'..id_new
+  redis.call('HSET', g, 'token', token, 'network', net, 'src', src, 'dest', dest, 'until', till)
+  redis.call('EXPIRE', g, ttl)
+  redis.call('SET', pair, id_new, 'EX', ttl)
+  redis.call('ZADD', P..'gexp', till, id_new)
+  for _, side in ipairs({src, dest}) do
+    local set = P..'mg:'..net..':'..side
+    redis.call('SADD', set, id_new)
+    longer_ttl(set, ttl)
+  end
+  return token
+end
 """
 
 # ARGV: prefix, network, src, dest, id, token, until, now, ttl
-GRANT = LIVE + """
-local P, net, src, dest, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[8])
-local pair = P..'gp:'..net..':'..src..':'..dest
-local id = redis.call('GET', pair)
-if id then
-  local g = P..'g:'..id
-  local g_until = redis.call('HGET', g, 'until')
-  if g_until and tonumber(g_until) > now then
-    if tonumber(ARGV[7]) > tonumber(g_until) then
-      redis.call('HSET', g, 'until', ARGV[7])
-      redis.call('ZADD', P..'gexp', ARGV[7], id)
-      longer_ttl(g, tonumber(ARGV[9]))
-      longer_ttl(pair, tonumber(ARGV[9]))
-    end
-    return redis.call('HGET', g, 'token')
-  end
-  redis.call('DEL', g)
-  redis.call('ZREM', P..'gexp', id)
-  redis.call('SREM', P..'mg:'..net..':'..src, id)
-  redis.call('SREM', P..'mg:'..net..':'..dest, id)
-end
-local g = P..'g:'..ARGV[5]
-redis.call('HSET', g, 'token', ARGV[6], 'network', net, 'src', src, 'dest', dest,
-           'until', ARGV[7])
-redis.call('EXPIRE', g, ARGV[9])
-redis.call('SET', pair, ARGV[5], 'EX', ARGV[9])
-redis.call('ZADD', P..'gexp', ARGV[7], ARGV[5])
-for _, side in ipairs({src, dest}) do
-  local set = P..'mg:'..net..':'..side
-  redis.call('SADD', set, ARGV[5])
-  longer_ttl(set, tonumber(ARGV[9]))
-end
-return ARGV[6]
+GRANT = GRANT_FN + """
+return grant(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]),
+             tonumber(ARGV[9]))
+"""
+
+# ARGV: prefix, network, a, b, id a->b, token a->b, id b->a, token b->a, until, now, ttl;
+# returns the two tokens in force, a->b then b->a
+GRANT_PAIR = GRANT_FN + """
+local P, net, a, b, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[10]),
+                               tonumber(ARGV[11])
+return {grant(P, net, a, b, ARGV[5], ARGV[6], ARGV[9], now, ttl),
+        grant(P, net, b, a, ARGV[7], ARGV[8], ARGV[9], now, ttl)}
+"""
+
+# ARGV: prefix, network, static, name, counter (20 digits), keep_until, counter ttl. Bumps the
+# counter like BUMP; returns {'stale', last counter} or {'ok', the sender's record fields, the
+# name's holder ('' for none), the holder's record fields}, records unchecked for liveness.
+INTRODUCE = RECORD + BUMP_FN + """
+local P, net, me = ARGV[1], ARGV[2], ARGV[3]
+local last = bump(P..'c:'..net..':'..me, P, ARGV[5], ARGV[6], ARGV[7])
+if last then return {'stale', last} end
+local mine = record(P..'m:'..net..':'..me)
+local holder = redis.call('GET', P..'n:'..net..':'..ARGV[4])
+if not holder then return {'ok', mine, '', {}} end
+return {'ok', mine, holder, record(P..'m:'..net..':'..holder)}
 """
 
 # ARGV: prefix, id, now; returns token, network, src, dest, dest host, dest port, dest server
@@ -189,15 +248,17 @@ if not s or tonumber(s) <= now or not d[1] or tonumber(d[1]) <= now then return 
 return {g[1], g[2], g[3], g[4], d[2], d[3], d[4] or ''}
 """
 
-# ARGV: prefix, network, now; the live members' statics and fields, by static
-MEMBERS = RECORD + """
+# ARGV: prefix, network, now; the live members' statics and fields
+MEMBERS = RECORD + LIST + """
+return list(ARGV[1], ARGV[2], ARGV[3])
+"""
+
+# ARGV: prefix, network, name; the holder's static and record fields, or false
+BY_NAME = RECORD + """
 local P, net = ARGV[1], ARGV[2]
-local out = {}
-for _, me in ipairs(redis.call('ZRANGEBYSCORE', P..'net:'..net, '('..ARGV[3], '+inf')) do
-  local rec = record(P..'m:'..net..':'..me)
-  if rec[1] then table.insert(out, {me, rec}) end
-end
-return out
+local holder = redis.call('GET', P..'n:'..net..':'..ARGV[3])
+if not holder then return false end
+return {holder, record(P..'m:'..net..':'..holder)}
 """
 
 # ARGV: prefix, endpoint text; the records registered from it, each as network, static, fields

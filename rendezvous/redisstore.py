@@ -3,20 +3,24 @@
 Why a synchronous client. The registry is pure and synchronous (`registry.py`): it calls the
 store inline while it handles one datagram. The issue asked for redis-py's asyncio client; the
 ways to use it (the registry yielding store calls as effects, or an in-process cache kept in
-sync by pub/sub) would turn every handler into a resumable state machine, or answer from a
-cache that the name race must never trust. A blocking call on the event-loop thread costs one
-round trip. Measured on the 2-CPU development machine (load 3-5) against a local redis-server
-7.0 with its append-only file: 63 µs for a read (HMGET), 144 µs for the register script. A
-REGISTER refresh makes 4 round trips (counter, member, register, members) and a first
-registration 6; in a network of 200 members a refresh takes 5.2 ms p50 on Redis against 2.3 ms
-on SQLite (most of the difference is the 200-member list crossing the socket and being
-decoded), and a first registration 16 ms on either (sealing a JOINED to each of the 199 others
-dominates). So the store costs about what the request's own cryptography does. A Redis on
+sync by pub/sub) would turn every handler into a resumable state machine, or answer from a cache
+that the name race must never trust. A blocking call on the event-loop thread costs one round
+trip. Measured on the 2-CPU development machine (load 3-5) against a local redis-server 7.0 with
+its append-only file: 63 µs for a read (HMGET), 144 µs for the register script. A REGISTER,
+first or refresh, is one round trip: one script checks and bumps the counter, checks the
+network's cap and the names, writes, and returns the member list (the reply's, and the JOINED
+recipients'); it was 4 round trips for a refresh and 6 for a first registration, and in the load
+test the round trips took about half of the server's time (redis-py packs and parses each; with
+hiredis a refresh costs 0.55 ms of server CPU in all). An introduction makes 2 (was 8): one
+script checks the counter and reads both records, one grants the relay both ways. In a network
+of 200 members a refresh took 5.2 ms p50 on Redis against 2.3 ms on SQLite (most of the
+difference is the 200-member list crossing the socket and being decoded), and a first
+registration 16 ms on either (sealing a JOINED to each of the 199 others dominates). A Redis on
 another host multiplies the round trips (0.2-0.5 ms each on a LAN); that is where making the
-store calls effects pays off. Two bounds keep a sick Redis from stalling the loop: every socket
-operation times out after `SOCKET_TIMEOUT`, and after a failure the store raises
-`StoreUnavailable` at once for `RETRY_AFTER` (doubling up to `RETRY_AFTER_MAX` while failures
-go on) without touching the network (the registry then refuses with TRY_LATER), so a flood of
+store calls effects would pay off. Two bounds keep a sick Redis from stalling the loop: every
+socket operation times out after `SOCKET_TIMEOUT`, and after a failure the store raises
+`StoreUnavailable` at once for `RETRY_AFTER` (doubling up to `RETRY_AFTER_MAX` while failures go
+on) without touching the network (the registry then refuses with TRY_LATER), so a flood of
 requests during an outage costs only the refusals.
 
 Reconnection: redis-py's pool drops a broken connection; the next call opens a new one, and one
@@ -80,14 +84,24 @@ from rendezvous.protocol import Endpoint
 from rendezvous.redislua import (
     AT_ENDPOINT,
     BUMP,
+    BY_NAME,
     EXPIRE,
     GRANT,
     GRANT_LOOKUP,
+    GRANT_PAIR,
+    INTRODUCE,
     MEMBERS,
     REGISTER,
     REMOVE,
 )
-from rendezvous.store import Member, Registration, RelayGrant, StoreUnavailable
+from rendezvous.store import (
+    Introduction,
+    Member,
+    Registration,
+    RelayGrant,
+    RequestCounter,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +177,12 @@ def _ttl(until: float, now: float) -> int:
     return max(1, math.ceil(until - now)) + GRACE
 
 
+def _counter_args(counter: int, keep_until: float) -> tuple[str, str, int]:
+    """A counter as the scripts take it: fixed-width text, keep-until, and the key's TTL."""
+    # No `now` here: the backstop TTL counts from the wall clock the registry's times use.
+    return str(counter).zfill(_COUNTER_DIGITS), _number(keep_until), _ttl(keep_until, time.time())
+
+
 def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
     names, host, port, lan, nonce, last_seen, expires = fields[:7]
     # A record written before servers were recorded has no `server`: treated as local.
@@ -179,6 +199,15 @@ def _member(network: bytes, static: bytes, fields: list[Any]) -> Member:
         expires=float(expires),
         server=server,
     )
+
+
+def _live_member(network: bytes, static: bytes, fields: list[Any],
+                 now: float) -> Member | None:
+    """The record's member if there is a record (HMGET gives None fields for none) live at
+    `now`."""
+    if not fields or fields[0] is None or float(_text(fields[6])) <= now:
+        return None
+    return _member(network, static, fields)
 
 
 def _split_endpoint(text: str) -> Endpoint:
@@ -215,6 +244,9 @@ class RedisStore:
         self._grant_lookup = self._redis.register_script(GRANT_LOOKUP)
         self._members = self._redis.register_script(MEMBERS)
         self._at_endpoint = self._redis.register_script(AT_ENDPOINT)
+        self._by_name = self._redis.register_script(BY_NAME)
+        self._introduce = self._redis.register_script(INTRODUCE)
+        self._grant_pair = self._redis.register_script(GRANT_PAIR)
 
     def close(self) -> None:
         self._redis.close()
@@ -267,26 +299,44 @@ class RedisStore:
     def bump_counter(
         self, network: bytes, static: bytes, counter: int, keep_until: float
     ) -> int | None:
-        text = str(counter).zfill(_COUNTER_DIGITS)
-        # No `now` here: the backstop TTL counts from the wall clock the registry's times use.
-        ttl = _ttl(keep_until, time.time())
         last = self._call(lambda: self._bump(keys=[self._key("c", network, static)],
-                                             args=[self._p, text, _number(keep_until), ttl]))
+                                             args=[self._p, *_counter_args(counter,
+                                                                           keep_until)]))
         return None if last is None else int(last)
 
-    def register(self, member: Member, now: float) -> Registration:
+    def register(self, member: Member, now: float, max_members: int = 0,
+                 counter: RequestCounter | None = None) -> Registration:
         args: list[ScriptArg] = [
             self._p, member.network.hex(), member.static.hex(), _number(now),
             _ttl(member.expires, now), ",".join(member.names), member.endpoint[0],
             member.endpoint[1], _join_endpoints(member.lan), member.nonce,
-            _number(member.last_seen), _number(member.expires), member.server]
+            _number(member.last_seen), _number(member.expires), member.server, max_members,
+            *(_counter_args(counter.value, counter.keep_until) if counter else ("", "", 0))]
         result = self._call(lambda: self._register(args=args))
-        if _text(result[0]) == "conflict":
+        outcome = _text(result[0])
+        if outcome == "stale":
+            return Registration(stale_counter=int(result[1]))
+        if outcome == "full":
+            return Registration(full=True)
+        if outcome == "conflict":
             return Registration(conflict_name=_text(result[1]),
                                 conflict_holder=bytes.fromhex(_text(result[2])))
         prev = result[1]
         return Registration(previous=_member(member.network, member.static, prev) if prev
-                            else None)
+                            else None, members=tuple(self._live(member.network, result[2], now)))
+
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        args: list[ScriptArg] = [self._p, network.hex(), static.hex(), name,
+                                 *_counter_args(counter.value, counter.keep_until)]
+        result = self._call(lambda: self._introduce(args=args))
+        if _text(result[0]) == "stale":
+            return Introduction(stale_counter=int(result[1]))
+        _, mine, holder, theirs = result
+        me = _live_member(network, static, mine, now)
+        target = (_live_member(network, bytes.fromhex(_text(holder)), theirs, now) if holder
+                  else None)
+        return Introduction(me, target if target is not None and name in target.names else None)
 
     def remove(self, network: bytes, static: bytes) -> Member | None:
         rec = self._call(lambda: self._remove(args=[self._p, network.hex(), static.hex()]))
@@ -294,15 +344,14 @@ class RedisStore:
 
     def member(self, network: bytes, static: bytes, now: float) -> Member | None:
         rec = self._call(lambda: self._redis.hmget(self._key("m", network, static), _FIELDS))
-        if rec[0] is None or float(_text(rec[6])) <= now:
-            return None
-        return _member(network, static, rec)
+        return _live_member(network, static, rec, now)
 
     def member_by_name(self, network: bytes, name: str, now: float) -> Member | None:
-        holder = self._call(lambda: self._redis.get(f"{self._p}n:{network.hex()}:{name}"))
-        if holder is None:
+        found = self._call(lambda: self._by_name(args=[self._p, network.hex(), name]))
+        if not found:
             return None
-        m = self.member(network, bytes.fromhex(_text(holder)), now)
+        holder, rec = found
+        m = _live_member(network, bytes.fromhex(_text(holder)), rec, now)
         return m if m is not None and name in m.names else None
 
     def member_by_endpoint(self, endpoint: Endpoint, now: float) -> Member | None:
@@ -315,6 +364,11 @@ class RedisStore:
 
     def members(self, network: bytes, now: float) -> list[Member]:
         rows = self._call(lambda: self._members(args=[self._p, network.hex(), _number(now)]))
+        return self._live(network, rows, now)
+
+    @staticmethod
+    def _live(network: bytes, rows: list[Any], now: float) -> list[Member]:
+        """The members of a `LIST` result live at `now`, by static key."""
         found = [_member(network, bytes.fromhex(_text(me)), rec) for me, rec in rows]
         return sorted((m for m in found if m.expires > now), key=lambda m: m.static)
 
@@ -342,6 +396,14 @@ class RedisStore:
         args: list[ScriptArg] = [self._p, network.hex(), src.hex(), dest.hex(), grant_id.hex(),
                                  token, _number(until), _number(now), _ttl(until, now)]
         return bytes(self._call(lambda: self._grant(args=args)))
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        args: list[ScriptArg] = [self._p, network.hex(), a.hex(), b.hex(), ab[0].hex(), ab[1],
+                                 ba[0].hex(), ba[1], _number(until), _number(now),
+                                 _ttl(until, now)]
+        to_b, to_a = self._call(lambda: self._grant_pair(args=args))
+        return bytes(to_b), bytes(to_a)
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         row = self._call(lambda: self._grant_lookup(args=[self._p, grant_id.hex(),

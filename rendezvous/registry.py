@@ -65,7 +65,7 @@ from rendezvous.ratelimit import (
     SourceRateLimiter,
 )
 from rendezvous.relay import RelayPolicy
-from rendezvous.store import Member, Store, StoreUnavailable
+from rendezvous.store import Member, RequestCounter, Store, StoreUnavailable
 from tunnel.path.sealing import open_request, seal_reply
 from tunnel.session.crypto import public_key
 from tunnel.session.noise import NoiseError
@@ -172,13 +172,12 @@ class Registry:
             self.stats["bad_counter"] += 1
             return self._refuse(req, addr, p.BAD_REQUEST)
         try:
+            if req.kind in (p.REGISTER, p.CONNECT):
+                return self._handlers[req.kind](req, addr, now)  # they check the counter
             last = self.store.bump_counter(req.network, req.static, req.counter,
                                            now + COUNTER_KEEP)
             if last is not None:
-                self.stats["stale_counter"] += 1
-                # A value stored before counters were bounded is reported as the bound.
-                return self._refuse(req, addr, p.STALE_COUNTER,
-                                    counter=min(last, p.COUNTER_LIMIT - 1))
+                return self._stale(req, addr, last)
             self.stats["accepted"] += 1
             return self._handlers[req.kind](req, addr, now)
         except StoreUnavailable:
@@ -228,17 +227,21 @@ class Registry:
         member = Member(req.network, req.static, req.names, addr, req.lan, req.nonce,
                         last_seen=now, expires=now + self.registration_ttl,
                         server=self.server_id)
-        if self.store.member(req.network, req.static, now) is None and (
-            len(self.store.members(req.network, now)) >= self.max_members
-        ):
+        # One store call checks the counter (rule 6), the cap and the names, writes, and
+        # returns the member list: a refresh is one round trip to Redis.
+        result = self.store.register(member, now, self.max_members,
+                                     RequestCounter(req.counter, now + COUNTER_KEEP))
+        if result.stale_counter is not None:
+            return self._stale(req, addr, result.stale_counter)
+        self.stats["accepted"] += 1
+        if result.full:
             self.stats["network_full"] += 1
             return self._refuse(req, addr, p.NETWORK_FULL, cap=self.max_members)
-        result = self.store.register(member, now)
         if result.conflict_holder:
             self.stats["name_taken"] += 1
             return self._refuse(req, addr, p.NAME_TAKEN, name=result.conflict_name,
                                 holder=result.conflict_holder)
-        others = [m for m in self.store.members(req.network, now) if m.static != req.static]
+        others = [m for m in result.members if m.static != req.static]
         pages = p.paginate([_peer(m, now) for m in others])
         out = [send for i, entries in enumerate(pages)
                for send in self._sealed(p.encode_registered(req.nonce, addr, i, len(pages),
@@ -248,8 +251,13 @@ class Registry:
             log.info("%s moved here from server %s", _names(req.names), prev.server or "?")
         if prev is None or prev.endpoint != addr or prev.names != req.names:
             log.info("joined: %s from %s", _names(req.names), _endpoint(addr))
-            out += self._announce(member, p.Joined(b"", _peer(member, now)), now)
+            out += self._announce(member, p.Joined(b"", _peer(member, now)), now, others)
         return out
+
+    def _stale(self, req: p.Request, addr: Endpoint, last: int) -> list[Send]:
+        self.stats["stale_counter"] += 1
+        # A value stored before counters were bounded is reported as the bound.
+        return self._refuse(req, addr, p.STALE_COUNTER, counter=min(last, p.COUNTER_LIMIT - 1))
 
     def _handle_list(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
         pages = p.paginate([_peer(m, now) for m in self.store.members(req.network, now)])
@@ -258,13 +266,18 @@ class Registry:
                                          req.static, addr)]
 
     def _handle_connect(self, req: p.Request, addr: Endpoint, now: float) -> list[Send]:
-        me = self.store.member(req.network, req.static, now)
+        # One store call checks the counter (rule 6) and reads both records.
+        found = self.store.introduction(req.network, req.static, req.names[0],
+                                        RequestCounter(req.counter, now + COUNTER_KEEP), now)
+        if found.stale_counter is not None:
+            return self._stale(req, addr, found.stale_counter)
+        self.stats["accepted"] += 1
+        me, target = found.me, found.target
         if me is None or me.endpoint != addr:
             return self._refuse(req, addr, p.NOT_REGISTERED)
-        target = self.store.member_by_name(req.network, req.names[0], now)
         if target is None or target.static == me.static:
             return self._refuse(req, addr, p.UNKNOWN_PEER, name=req.names[0])
-        to_target, to_me = self.relay.grant(req.network, me.static, target.static, now)
+        to_target, to_me = self.relay.grant(me, target, now)
         self.stats["introduced"] += 1
         return (
             self._sealed(p.encode_reply(p.Introduced(req.nonce, target.static, target.endpoint,
@@ -282,10 +295,12 @@ class Registry:
         return self._announce(gone, p.Left(b"", gone.static), now)
 
     # --- helpers ---------------------------------------------------------------------------
-    def _announce(self, about: Member, msg: p.Joined | p.Left, now: float) -> list[Send]:
-        """Push `msg` to every other live member, each with its own registration nonce."""
+    def _announce(self, about: Member, msg: p.Joined | p.Left, now: float,
+                  members: list[Member] | None = None) -> list[Send]:
+        """Push `msg` to every other live member (`members`, read from the store if not given),
+        each with its own registration nonce."""
         out = []
-        for m in self.store.members(about.network, now):
+        for m in self.store.members(about.network, now) if members is None else members:
             if m.static == about.static:
                 continue
             if isinstance(msg, p.Joined):

@@ -43,7 +43,8 @@ hand-over (4), and the link between servers is the deployment's own Redis.
 Check 2 reads the store (one query: 27 µs for a live grant, 9 µs for an unknown id on SQLite
 in memory, measured with 1,000 grants), so a grant that passed is cached for
 `ROUTE_CACHE_TTL`: the store stays the source of truth, and a grant that ended (a member left
-or moved) stops being honoured at most that much later.
+or moved) stops being honoured at most that much later. An introduction fills the cache for
+both of its grants from the records it already read, so granting costs no lookup.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from rendezvous.ratelimit import (
     SourceRateLimiter,
     spend_all,
 )
-from rendezvous.store import RelayGrant, Store, StoreUnavailable
+from rendezvous.store import Member, RelayGrant, Store, StoreUnavailable
 
 # Before a store lookup of an unknown grant id: per source IP, lookups. A node needs one lookup
 # per grant and `ROUTE_CACHE_TTL`; 200/s leaves room for many nodes behind one NAT while
@@ -123,22 +124,22 @@ class RelayPolicy:
         self._total = RateLimiter(total_rate, max(RELAY_BURST, total_rate / 8), max_keys=1)
         self._routes: dict[bytes, _Route] = {}
 
-    def grant(self, network: bytes, a: bytes, b: bytes, now: float) -> tuple[bytes, bytes]:
-        """Permit relaying both ways between introduced members `a` and `b`: the tokens for
-        a→b (give it to `a`) and b→a (give it to `b`)."""
+    def grant(self, a: Member, b: Member, now: float) -> tuple[bytes, bytes]:
+        """Permit relaying both ways between introduced members `a` and `b` (live records of
+        one network): the tokens for a→b (give it to `a`) and b→a (give it to `b`)."""
         until = now + INTRODUCTION_TTL
-        return (self._grant_one(network, a, b, until, now),
-                self._grant_one(network, b, a, until, now))
-
-    def _grant_one(self, network: bytes, src: bytes, dest: bytes, until: float,
-                   now: float) -> bytes:
-        token = self._rng(p.RELAY_TOKEN_SIZE)
-        token = self.store.grant_relay(network, src, dest, p.relay_grant_id(token), token, until,
-                                       now)
+        ab, ba = self._rng(p.RELAY_TOKEN_SIZE), self._rng(p.RELAY_TOKEN_SIZE)
+        ab, ba = self.store.grant_relay_pair(a.network, a.static, b.static,
+                                             (p.relay_grant_id(ab), ab),
+                                             (p.relay_grant_id(ba), ba), until, now)
         # Known from the start, so a flood of made-up ids from the member's address (which
-        # exhausts that address's lookups) cannot keep its first relayed packet out.
-        self._lookup(p.relay_grant_id(token), now)
-        return token
+        # exhausts that address's lookups) cannot keep its first relayed packet out. Built
+        # from the records in hand, as the store's lookup would return them: no round trip.
+        for src, dest, token in ((a, b, ab), (b, a, ba)):
+            grant = RelayGrant(src.network, src.static, dest.static, token, dest.endpoint,
+                               dest.server)
+            self._cache(p.relay_grant_id(token), grant, now)
+        return ab, ba
 
     def forward(self, data: bytes, addr: Endpoint,
                 now: float) -> tuple[bytes, Endpoint, str] | None:
@@ -191,6 +192,9 @@ class RelayPolicy:
         if not self.admission.admits(grant.network):
             self.stats[NETWORK_REFUSED] += 1
             return None
+        return self._cache(grant_id, grant, now)
+
+    def _cache(self, grant_id: bytes, grant: RelayGrant, now: float) -> _Route:
         if len(self._routes) >= ROUTE_CACHE_MAX:
             self._routes.clear()
         route = self._routes[grant_id] = _Route(grant, now + ROUTE_CACHE_TTL)

@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL = 60.0  # seconds between counter lines in the log
 KEY_FILE = "rendezvous.key"
 KEY_SIZE = 32  # bytes, X25519
+# Receive buffer asked for on both ports. Linux's default (208 KiB, of which each small datagram
+# takes about 1 KiB of accounting) holds a couple of hundred requests: a burst of a few hundred
+# milliseconds (an expiry sweep, the CPU lent to another process) overflowed it in the load test
+# and every dropped request came back a second later as a retransmission. 1 MiB holds about a
+# second of requests at the rate one server sustains; the kernel caps it at net.core.rmem_max.
+RECEIVE_BUFFER = 1 << 20  # bytes
 
 
 def ensure_state_dir(directory: Path) -> None:
@@ -221,6 +227,7 @@ def _bound(host: str, port: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind((host, port))
     except OSError:
         sock.close()

@@ -64,12 +64,33 @@ class RelayGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestCounter:
+    """A request's counter for `Store.register` to check and keep as `bump_counter` does."""
+
+    value: int
+    keep_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Registration:
-    """Outcome of `Store.register`: the live record it replaced, or the name conflict."""
+    """Outcome of `Store.register`: the live record it replaced and the network's live members
+    after it (by static key, the new record among them); or the name conflict; or `full`."""
 
     previous: Member | None = None
     conflict_name: str = ""
     conflict_holder: bytes = b""
+    full: bool = False  # a new member, and the network already had `max_members`
+    members: tuple[Member, ...] = ()
+    stale_counter: int | None = None  # the node's last counter, when the given one is not above
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """Outcome of `Store.introduction`: the sender's and the name holder's live records."""
+
+    me: Member | None = None
+    target: Member | None = None
+    stale_counter: int | None = None  # the sender's last counter, when the given one is not above
 
 
 class StoreUnavailable(Exception):
@@ -87,8 +108,20 @@ class Store(Protocol):
         """Accept `counter` if above the last one (None), else return the last one."""
         ...
 
-    def register(self, member: Member, now: float) -> Registration:
-        """Claim names and upsert the member atomically, unless a live other key holds a name."""
+    def register(self, member: Member, now: float, max_members: int = 0,
+                 counter: RequestCounter | None = None) -> Registration:
+        """Claim names and upsert the member atomically, unless a live other key holds a name
+        or (with `max_members` > 0) it is new to a network that already has that many live
+        members; then nothing is written. Returns the live members too (the reply's list and
+        the JOINED recipients). With `counter`, first `bump_counter` in the same step, and
+        nothing else when it is stale (`stale_counter`). One round trip for a whole REGISTER
+        instead of a counter bump, a read before, the write and a read after."""
+        ...
+
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        """`bump_counter`, then (unless stale) `member` of the sender and `member_by_name`, in
+        one step: a CONNECT's reads in one round trip."""
         ...
 
     def remove(self, network: bytes, static: bytes) -> Member | None: ...
@@ -110,6 +143,12 @@ class Store(Protocol):
                     token: bytes, until: float, now: float) -> bytes:
         """Permit relaying from `src` to `dest` until `until`; returns the token in force: the
         live grant's own (its expiry extended), else `token` stored under `grant_id`."""
+        ...
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        """`grant_relay` a→b with `ab` = (grant id, token) and b→a with `ba`, in one step;
+        returns the two tokens in force."""
         ...
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
@@ -213,23 +252,38 @@ class SQLiteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(
-                "SELECT counter FROM counters WHERE network=? AND static=?", (network, static)
-            ).fetchone()
-            if row is not None and int(row[0]) + _U64_OFFSET >= counter:
-                return int(row[0]) + _U64_OFFSET
-            db.execute(
-                "INSERT OR REPLACE INTO counters VALUES (?, ?, ?, ?)",
-                (network, static, counter - _U64_OFFSET, keep_until),
-            )
-            return None
+            return self._bump(network, static, counter, keep_until)
         finally:
             db.execute("COMMIT")
 
-    def register(self, member: Member, now: float) -> Registration:
+    def _bump(self, network: bytes, static: bytes, counter: int, keep_until: float) -> int | None:
+        """`bump_counter` inside the caller's transaction."""
+        row = self._db.execute(
+            "SELECT counter FROM counters WHERE network=? AND static=?", (network, static)
+        ).fetchone()
+        if row is not None and int(row[0]) + _U64_OFFSET >= counter:
+            return int(row[0]) + _U64_OFFSET
+        self._db.execute(
+            "INSERT OR REPLACE INTO counters VALUES (?, ?, ?, ?)",
+            (network, static, counter - _U64_OFFSET, keep_until),
+        )
+        return None
+
+    def register(self, member: Member, now: float, max_members: int = 0,
+                 counter: RequestCounter | None = None) -> Registration:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            if counter is not None:
+                last = self._bump(member.network, member.static, counter.value,
+                                  counter.keep_until)
+                if last is not None:
+                    return Registration(stale_counter=last)
+            if max_members > 0 and self.member(member.network, member.static, now) is None:
+                (count,) = db.execute("SELECT count(*) FROM members WHERE network=? AND "
+                                      "expires>?", (member.network, now)).fetchone()
+                if count >= max_members:
+                    return Registration(full=True)
             for name in member.names:
                 row = db.execute(
                     "SELECT n.static FROM names n JOIN members m"
@@ -255,9 +309,18 @@ class SQLiteStore:
                  member.endpoint[1], _join_endpoints(member.lan), member.nonce, member.last_seen,
                  member.expires),
             )
-            return Registration(previous=previous)
+            return Registration(previous=previous,
+                                members=tuple(self.members(member.network, now)))
         finally:
             db.execute("COMMIT")
+
+    def introduction(self, network: bytes, static: bytes, name: str, counter: RequestCounter,
+                     now: float) -> Introduction:
+        last = self.bump_counter(network, static, counter.value, counter.keep_until)
+        if last is not None:
+            return Introduction(stale_counter=last)
+        return Introduction(self.member(network, static, now),
+                            self.member_by_name(network, name, now))
 
     def remove(self, network: bytes, static: bytes) -> Member | None:
         db = self._db
@@ -348,6 +411,11 @@ class SQLiteStore:
             return token
         finally:
             db.execute("COMMIT")
+
+    def grant_relay_pair(self, network: bytes, a: bytes, b: bytes, ab: tuple[bytes, bytes],
+                         ba: tuple[bytes, bytes], until: float, now: float) -> tuple[bytes, bytes]:
+        return (self.grant_relay(network, a, b, ab[0], ab[1], until, now),
+                self.grant_relay(network, b, a, ba[0], ba[1], until, now))
 
     def relay_grant(self, grant_id: bytes, now: float) -> RelayGrant | None:
         row = self._db.execute(

@@ -311,6 +311,23 @@ def test_connect_introduces_both_sides_at_once() -> None:
     assert isinstance(unknown, p.Refused) and unknown.code == p.UNKNOWN_PEER
 
 
+def test_a_replayed_connect_is_refused_and_introduces_nobody() -> None:
+    """The counter of a CONNECT is checked in the same store call that reads both records: a
+    replay (same address, valid cookie) is refused before anything reaches the target."""
+    reg = make_registry()
+    a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)
+    register(reg, a, ("ssh-home",), T0)
+    register(reg, b, ("laptop",), T0)
+    connect = b.request(p.CONNECT, ("ssh-home",))
+    assert replies_to(reg.handle(connect, B_ADDR, T0 + 1), A_ADDR)
+    before = snapshot(reg)
+    out = reg.handle(connect, B_ADDR, T0 + 2)
+    (msg,) = replies_to(out, B_ADDR)
+    assert isinstance(msg, p.Refused) and msg.code == p.STALE_COUNTER
+    assert replies_to(out, A_ADDR) == [] and len(out) == 1
+    assert snapshot(reg) == before
+
+
 def test_connect_from_unregistered_node_is_refused() -> None:
     reg = make_registry()
     a, b = Node(b"\xaa" * 32, A_ADDR), Node(b"\xbb" * 32, B_ADDR)

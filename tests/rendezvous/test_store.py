@@ -12,7 +12,14 @@ import pytest
 from rendezvous import protocol as p
 from rendezvous.redisstore import RedisStore
 from rendezvous.registry import Registry
-from rendezvous.store import Member, RelayGrant, SQLiteStore, Store
+from rendezvous.store import (
+    Introduction,
+    Member,
+    RelayGrant,
+    RequestCounter,
+    SQLiteStore,
+    Store,
+)
 from tunnel.keys.netkeys import network_id, network_signing_key
 from tunnel.path.sealing import open_reply, seal_request
 from tunnel.session.crypto import public_key
@@ -82,6 +89,29 @@ def test_names_conflict_only_with_live_other_keys_of_the_same_network(store: Sto
     assert held is not None and held.static == KB
 
 
+def test_register_returns_the_live_members_and_checks_cap_and_counter_first(
+        store: Store) -> None:
+    """One call does what a REGISTER needs (one Redis round trip): the counter, then the cap,
+    then the names; whatever it refuses, nothing but a fresh counter is written."""
+    a, b, c = member(KA, ("a",)), member(KB, ("b",)), member(b"c" * 32, ("c",))
+    assert store.register(a, T, 2, RequestCounter(5, T + 300)).members == (a,)
+    result = store.register(b, T, 2, RequestCounter(1, T + 300))
+    assert result.members == (a, b) and result.previous is None
+    full = store.register(c, T, 2, RequestCounter(1, T + 300))
+    assert full.full and not full.members and store.member(NET, c.static, T) is None
+    assert store.bump_counter(NET, c.static, 1, T + 300) == 1  # kept, as on its own
+    assert store.register(member(KA, ("a2",)), T + 1, 2).previous == a  # a member is no newcomer
+    stale = store.register(member(KA, ("a3",)), T + 2, 2, RequestCounter(5, T + 300))
+    assert stale.stale_counter == 5 and not stale.members
+    held = store.member(NET, KA, T + 2)
+    assert held is not None and held.names == ("a2",)  # the stale one changed nothing
+    assert store.register(member(KA, ("a3",)), T + 2, 2, RequestCounter(6, T + 300)).members[
+        0].names == ("a3",)
+    # Members that ran out are not listed, nor counted against the cap.
+    late = member(c.static, ("c",), expires=T + 200)
+    assert store.register(late, T + 91, 2).members == (late,)
+
+
 def grant_rows(store: Store) -> int:
     """How many relay grants the backend still holds, live or not."""
     if isinstance(store, RedisStore):
@@ -136,6 +166,37 @@ def test_a_grant_keeps_its_token_while_it_lives_and_ends_with_the_introduction(
     assert store.relay_grant(b"i" * 16, T + 600) is None
     assert store.relay_grant(b"k" * 16, T + 600) == RelayGrant(NET, KA, KB, b"v" * 16,
                                                                ("203.0.113.1", 1000))
+
+
+def test_a_grant_pair_is_two_grants_in_one_step(store: Store) -> None:
+    store.register(member(KA, ("a",), expires=T + 10_000), T)
+    store.register(member(KB, ("b",), expires=T + 10_000), T)
+    assert store.grant_relay(NET, KA, KB, b"i" * 16, b"t" * 16, T + 100, T) == b"t" * 16
+    # a->b has a live grant (its token stays), b->a gets the new one.
+    assert store.grant_relay_pair(NET, KA, KB, (b"k" * 16, b"v" * 16), (b"j" * 16, b"w" * 16),
+                                  T + 500, T + 50) == (b"t" * 16, b"w" * 16)
+    assert store.relay_grant(b"i" * 16, T + 400) == RelayGrant(NET, KA, KB, b"t" * 16,
+                                                               ("203.0.113.1", 1000))
+    assert store.relay_grant(b"j" * 16, T + 400) == RelayGrant(NET, KB, KA, b"w" * 16,
+                                                               ("203.0.113.1", 1000))
+    assert store.relay_grant(b"k" * 16, T + 400) is None
+
+
+def test_an_introduction_reads_both_records_after_the_counter_and_nothing_when_stale(
+        store: Store) -> None:
+    a, b = member(KA, ("a",)), member(KB, ("b", "bee"), expires=T + 50)
+    store.register(a, T)
+    store.register(b, T)
+    found = store.introduction(NET, KA, "bee", RequestCounter(3, T + 300), T)
+    assert (found.me, found.target, found.stale_counter) == (a, b, None)
+    stale = store.introduction(NET, KA, "bee", RequestCounter(3, T + 300), T)
+    assert (stale.me, stale.target, stale.stale_counter) == (None, None, 3)
+    gone = store.introduction(NET, KA, "bee", RequestCounter(4, T + 300), T + 60)
+    assert (gone.me, gone.target) == (a, None)  # B ran out
+    assert store.introduction(NET, KA, "nobody", RequestCounter(5, T + 300), T).target is None
+    assert store.introduction(NET2, KA, "bee", RequestCounter(1, T + 300), T) == Introduction()
+    late = store.introduction(NET, KA, "bee", RequestCounter(6, T + 300), T + 100)
+    assert (late.me, late.target) == (None, None)  # A ran out too
 
 
 @pytest.mark.parametrize("kind", ["file", "redis"])

@@ -24,6 +24,8 @@ class VirtualRendezvous:
     def __init__(self, servers: dict[p.Endpoint, Registry], now: float) -> None:
         self.servers = servers
         self.up = dict.fromkeys(servers, True)
+        # Extra seconds before a server's answers leave (a server working through a backlog).
+        self.answer_delay = dict.fromkeys(servers, 0.0)
         self.clients: dict[p.Endpoint, rc.RendezvousClient] = {}
         self.events: dict[p.Endpoint, list[rc.Event]] = {}
         self.wire: list[bytes] = []  # every datagram, both ways: what an on-path observer sees
@@ -77,10 +79,10 @@ class VirtualRendezvous:
             for _, src, dest, data, upward in due:
                 self.wire.append(data)
                 if upward and self.up[dest]:
+                    late = self.now + self.LATENCY + self.answer_delay[dest]
                     for send in self.servers[dest].handle(data, src, self.now):
                         if not self._lost():
-                            self._inflight.append((self.now + self.LATENCY, dest, send.addr,
-                                                   send.data, False))
+                            self._inflight.append((late, dest, send.addr, send.data, False))
                 elif not upward and dest in self.clients:
                     self.clients[dest].receive_datagram(data, src, self.now)
             for s, reg in self.servers.items():

@@ -24,7 +24,9 @@ How it behaves:
   answer must echo the request's clear echo. Anything else is dropped.
 - Registration refreshes every `REFRESH_INTERVAL`; each REGISTERED carries the full member list,
   so a lost JOINED/LEFT push is repaired by the next refresh (diffed into PeerJoined/PeerLeft).
-- Requests are retransmitted with exponential backoff, each time with a cookie request beside
+- Requests are retransmitted with exponential backoff (from `RETRY_INITIAL`, or twice the
+  slowest of the server's recent answer times if that is longer; every wait stretched by a
+  random `RETRY_JITTER`), each time with a cookie request beside
   (its COOKIE shows the server's key: a changed key is noticed at the first retry); after
   `UNREACHABLE_AFTER` unanswered attempts the client reports `ServerUnreachable` once and keeps
   trying (the registration forever, LIST/CONNECT until `GIVE_UP_AFTER`).
@@ -36,9 +38,11 @@ How it behaves:
   reported as `RegistrationRefused`, so a caller waiting on it can say why), and a CONNECT is
   refused with that reason (its caller asks again).
 - Several servers of one deployment (one Redis, one key) may be given: `server_addr` first, then
-  `fallbacks`. When a request to the server in use has gone unanswered `FAILOVER_AFTER` times
-  in a row (1 + 2 + 4 = 7 s of silence) while we are registering, the client moves to the next
-  one (after the last, the first again): a fresh cookie, the registration and every pending
+  `fallbacks`. When the server in use is silent, not just slow: our registration (or its
+  cookie request) has gone unanswered `FAILOVER_AFTER` times in a row (1 + 2 + 4 = 7 s for a
+  server that answered promptly, longer for one seen answering late) and nothing at all came
+  from it for `FAILOVER_QUIET`, the client moves to the next one (after the last, the first
+  again): a fresh cookie, the registration and every pending
   request sent there, `ServerChanged` reported, and `Registered` once it is in. Nothing else
   changes: counters, relay tokens and names live in the shared store, and established paths
   between nodes never needed the server. The server's key is the deployment's: a server with
@@ -73,11 +77,23 @@ log = logging.getLogger(__name__)
 REFRESH_INTERVAL = 20.0  # seconds
 RETRY_INITIAL = 1.0  # seconds; well above a rendezvous RTT, small enough for a snappy start
 RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refresh or so
+# Each retransmission timer is stretched by a random 0-10 %: nodes that lost their answers in
+# one burst (a server's full socket buffer) do not all come back in the same millisecond.
+RETRY_JITTER = 0.1
+# A server that answers, only late (working through a backlog), is slow, not gone: the first
+# retransmission waits at least ANSWER_TIME_FACTOR times the slowest of its last ANSWER_SAMPLES
+# answer times (from a request's first transmission to its answer), so a slow server is not
+# sent copies it has yet to read, and its answers arrive before the failover count runs out.
+ANSWER_SAMPLES = 4
+ANSWER_TIME_FACTOR = 2.0
 UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
 # With other servers to go to: three unanswered attempts (sent at 0, 1 and 3 s, the last waited
-# for until 7 s) are no lost datagram but a server that is gone; seconds, not a refresh interval.
+# for until 7 s, plus jitter) with nothing at all heard from the server meanwhile are no lost
+# datagram but a server that is gone; seconds, not a refresh interval. Longer for a server that
+# has been answering slowly (above).
 FAILOVER_AFTER = 3  # attempts
-FAILOVER_SILENCE = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
+FAILOVER_QUIET = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
+FAILOVER_SILENCE = FAILOVER_QUIET * (1 + RETRY_JITTER)  # 7.7 s: the most, for a prompt server
 GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
 # The server answers within a round trip and the client sends at 0, 1 and 3 s: a request left
 # unanswered this long means the server is down or UDP to it is blocked, not one lost datagram.
@@ -214,6 +230,7 @@ class _Pending:
     asked_at: float = 0.0  # when the request was made (its first transmission, or cookie wait)
     names: tuple[str, ...] = ()  # REGISTER: the names its latest transmission carried
     later: int = 0  # TRY_LATER answers so far (they set the backoff: answers reset `attempts`)
+    first_sent: float | None = None  # its first transmission to the server in use
 
 
 class RendezvousClient:
@@ -228,12 +245,14 @@ class RendezvousClient:
         rng: Callable[[int], bytes] = os.urandom,
         counter_start: int = 0,
         fallbacks: tuple[Endpoint, ...] | list[Endpoint] = (),
+        refresh_interval: float | None = None,
     ) -> None:
         """`static_private`: this node's X25519 key. `server_key`: the server's static key, or
         None to take it from the server's first COOKIE (`ServerKeyLearned`). `counter_start`:
         pass e.g. wall-clock microseconds so a restarted node does not need a STALE_COUNTER
         round trip; any value below 2^62 works. `fallbacks`: the deployment's other servers, in
-        the order to try them when the one in use stops answering."""
+        the order to try them when the one in use stops answering. `refresh_interval`: seconds
+        between registrations (default `REFRESH_INTERVAL`; the load test sets the issue's 25)."""
         if not 0 <= counter_start < p.COUNTER_LIMIT // 2:
             raise ValueError(f"counter_start must be 0 to 2^62, not {counter_start}")
         if server_key is not None and not usable_static(server_key):
@@ -269,8 +288,11 @@ class RendezvousClient:
         self._events: deque[Event] = deque()
         self._registering = False  # start() called and not refused / left
         self._next_refresh: float | None = None
+        self._refresh_interval = refresh_interval
         self._recent: deque[bytes] = deque(maxlen=RECENT_REGISTRATIONS)
         self._reported_unreachable = False
+        self._answer_times: deque[float] = deque(maxlen=ANSWER_SAMPLES)  # of the server in use
+        self._last_heard: float | None = None  # any authentic datagram from the server in use
         self._store_down = False  # TRY_LATER seen and logged since the last registration
         self.registered = False
         self.registered_names: tuple[str, ...] = ()  # of the last acknowledged registration
@@ -313,6 +335,11 @@ class RendezvousClient:
             self._transmit(_Pending(p.LEAVE, self._rng(p.NONCE_SIZE), self._rng(p.ECHO_SIZE)), now)
         self.registered = False
         self.registered_names = ()
+
+    @property
+    def awaiting_registration(self) -> bool:
+        """A REGISTER (a refresh, or one `start()` asked for) is waiting for its answer."""
+        return any(q.kind == p.REGISTER for q in self._pending.values())
 
     def wrap_relay(self, dest_static: bytes, datagram: bytes) -> bytes | None:
         """The RELAY_TO envelope for `datagram` to that peer; None when the server never gave
@@ -401,12 +428,17 @@ class RendezvousClient:
                 self.dropped += 1  # a replayed push (only an on-path observer has one)
                 return True
             self._seen_pushes.append(ephemeral)
+            self._last_heard = now
             self._on_push(msg, now)
         else:
+            # Sealed by the server to us: it is there, even if this answers an older request.
+            self._last_heard = now
             q = self._pending.get(msg.nonce)
             if q is None:
                 self.dropped += 1
                 return True
+            if q.first_sent is not None and not q.pages:
+                self._answer_times.append(now - q.first_sent)
             self._reachable(now)
             self._on_reply(q, msg, now)
         return True
@@ -558,7 +590,8 @@ class RendezvousClient:
         self.public_endpoint = observed
         self.peers = peers
         if self._registering:
-            self._next_refresh = now + REFRESH_INTERVAL
+            interval = self._refresh_interval
+            self._next_refresh = now + (REFRESH_INTERVAL if interval is None else interval)
         for parked in [r for r in self._pending.values() if r.parked]:
             parked.parked = False
             self._transmit(parked, now)
@@ -615,6 +648,8 @@ class RendezvousClient:
         data = seal_request(req, q.echo, self._signer, self._static_private, self.server_key,
                             self._rng(32))
         self._outbox.append((data, self.server))
+        if q.first_sent is None:
+            q.first_sent = now
         q.deadline = now + self._backoff(q.attempts)
 
     def _send_cookie_request(self, now: float) -> None:
@@ -632,7 +667,7 @@ class RendezvousClient:
         the next server: the caller must not send this one again)."""
         q.attempts += 1
         if (q.kind in (p.REGISTER, p.COOKIE_REQUEST) and q.attempts >= FAILOVER_AFTER
-                and len(self.servers) > 1 and self._registering):
+                and len(self.servers) > 1 and self._registering and self._silent(now)):
             self._fail_over(now)
             return False
         if q.attempts >= UNREACHABLE_AFTER and not self._reported_unreachable:
@@ -661,12 +696,15 @@ class RendezvousClient:
         self._cookie_req = None
         self.registered = False  # not there yet; `Registered` follows when it is
         self._reported_unreachable = False
+        self._answer_times.clear()  # the new server's pace is its own
+        self._last_heard = None
         if not any(q.kind == p.REGISTER for q in self._pending.values()):
             self._pending_register(now)
         for q in self._pending.values():
             if q.kind == p.REGISTER:
                 q.attempts = 0
             q.cookie_resends = 0
+            q.first_sent = None
             q.asked_at = now
             q.deadline = now + self._backoff(0)
         self._send_cookie_request(now)
@@ -675,17 +713,27 @@ class RendezvousClient:
         q = _Pending(p.REGISTER, self._rng(p.NONCE_SIZE), self._rng(p.ECHO_SIZE), asked_at=now)
         self._pending[q.nonce] = q
 
+    def _silent(self, now: float) -> bool:
+        """Nothing at all heard from the server in use for `FAILOVER_QUIET`: gone, not slow."""
+        return self._last_heard is None or now - self._last_heard >= FAILOVER_QUIET
+
     def _reachable(self, now: float) -> None:
-        self.last_answer = now
+        self.last_answer = self._last_heard = now
         self._reported_unreachable = False
         if self._cookie_req is not None:
             self._cookie_req.attempts = 0
         for q in self._pending.values():
             q.attempts = 0
 
-    @staticmethod
-    def _backoff(attempts: int) -> float:
-        return float(min(RETRY_MAX, RETRY_INITIAL * 2**attempts))
+    def _backoff(self, attempts: int) -> float:
+        """The wait before the next try: doubling from the retransmission timer (longer for a
+        server seen answering slowly), capped, stretched by a random jitter."""
+        slowest = max(self._answer_times, default=0.0)
+        first = max(RETRY_INITIAL, ANSWER_TIME_FACTOR * slowest)
+        jitter = 1.0 + RETRY_JITTER * int.from_bytes(self._rng(2), "big") / 65_536
+        # The exponent is capped: a registration retries for as long as the server is away,
+        # and 2**1024 no longer converts to a float.
+        return min(RETRY_MAX, first * 2.0 ** min(attempts, 16)) * jitter
 
 
 def _join_pages(pages: dict[int, tuple[Peer, ...]]) -> tuple[Peer, ...]:
