@@ -77,12 +77,18 @@ LOSS_REDUCTION_FACTOR: Final = 0.5
 PACING_GAIN_WINDOWED: Final = 1.25
 #: seconds; a pacer may burst this much sending time at once (about one uvloop clock tick).
 PACING_BURST_TIME: Final = 0.002
-#: packets; bounds of the pacer's burst. Below about 12 MB/s the burst is PACING_BURST_TIME of
-#: sending (a home uplink's small queue sees 2 ms at a time); above, at most one 64 KB GSO send
-#: of 1,472-byte datagrams (as Linux TCP's TSO autosizing). A 16-packet cap paid one timer wake
-#: and one sendmsg per 23 KB: 4,250 a second at 100 MB/s, the sender's largest cost.
+#: packets; bounds of the pacer's burst: PACING_BURST_TIME of sending (a home uplink's small
+#: queue sees 2 ms at a time), at most four 64 KB GSO sends of 1,472-byte datagrams (2 ms up to
+#: ~130 MB/s). The bucket must hold more than the shell's timer resolution, or a wake that comes
+#: a millisecond later than asked finds it full and the rate is lost: a one-send (44-packet)
+#: bucket is 0.8 ms at 80 MB/s.
 PACING_MIN_BURST_PACKETS: Final = 2
-PACING_MAX_BURST_PACKETS: Final = 44
+PACING_MAX_BURST_PACKETS: Final = 176
+#: seconds; when the bucket is short, the pacer asks to be woken once this much sending has
+#: built up (at most half the bucket), not as soon as one packet has. uvloop runs a timer due in
+#: under 0.5 ms at once (call_soon), so the one-packet deadline (17 µs at 80 MB/s) made the
+#: sender wake at every turn of the event loop: 5,800 times a second, 9 packets a wake.
+PACING_WAKE_TIME: Final = 0.001
 
 # --- implementation -------------------------------------------------------------------------
 
