@@ -17,6 +17,7 @@ from tunnel.channel.constants import (
     INITIAL_MAX_STREAMS,
     INITIAL_STREAM_WINDOW,
     STREAM_LIMIT_ERROR,
+    STREAM_QUANTUM,
     STREAM_SEND_BUFFER,
 )
 from tunnel.channel.events import (
@@ -331,3 +332,44 @@ def test_quiet_channel_stays_open_with_keepalive_pings() -> None:
     assert not [e for e in events(a) + events(b) if isinstance(e, ChannelClosed)]
     # a PING every 10 s or so each way, not a flood
     assert a.stats().packets_sent < 100 and b.stats().packets_sent < 100
+
+
+def test_busy_streams_take_turns_of_a_quantum() -> None:
+    """Streams with data send in turns of STREAM_QUANTUM bytes, not a packet each: the receiver
+    then gets whole GSO trains of one stream and writes them to its socket in one call (8 bulk
+    streams cut per packet made 10x the writes). Every stream still gets its turn."""
+    a, b = channel(True), channel(False)
+    sids = [a.open_stream() for _ in range(3)]
+    for sid in sids:
+        a.write(sid, bytes(256 * 1024))
+    order: list[tuple[int, int]] = []  # (stream id, bytes) of every stream frame a sent
+    now = 0.0
+    for _ in range(2000):
+        for packet in a.packets_to_send(now):
+            decoded = fr.decode_packet(packet)
+            assert decoded is not None
+            order += [(f.stream_id, len(f.data)) for f in decoded[1]
+                      if isinstance(f, fr.StreamFrame)]
+            b.receive_packet(packet, now)
+        for packet in b.packets_to_send(now):
+            a.receive_packet(packet, now)
+        for event in events(b):
+            if isinstance(event, StreamReadable):
+                b.read(event.stream_id)
+        now += 0.0005
+        for end in (a, b):
+            if (deadline := end.get_timer()) is not None and deadline <= now:
+                end.handle_timer(now)
+        if sum(size for _, size in order) >= 3 * 256 * 1024:
+            break
+    runs: list[tuple[int, int]] = []  # consecutive bytes of one stream
+    for sid, size in order:
+        if runs and runs[-1][0] == sid:
+            runs[-1] = (sid, runs[-1][1] + size)
+        else:
+            runs.append((sid, size))
+    assert sum(size for _, size in runs) == 3 * 256 * 1024
+    assert [sid for sid, _ in runs[:3]] == sids  # each stream's turn comes in order
+    turns = [size for _, size in runs[:-3]]  # the last turns end with the stream's data
+    assert len(turns) > 6
+    assert all(STREAM_QUANTUM <= size < STREAM_QUANTUM + a.max_packet_size for size in turns), runs

@@ -57,6 +57,7 @@ from tunnel.channel.constants import (
     MAX_QUEUED_DATAGRAMS,
     MAX_STREAM_WINDOW,
     NO_ERROR,
+    STREAM_QUANTUM,
     STREAM_SEND_BUFFER,
 )
 from tunnel.channel.control import (
@@ -190,6 +191,9 @@ class Channel:
         )
         self._streams = self._table.streams
         self._sendable = self._table.sendable
+        # the stream at the front of `_sendable` and what is left of its turn (STREAM_QUANTUM)
+        self._turn_of = -1
+        self._turn_left = 0
         self._conn_received = 0  # sum of highest offsets received
         self._conn_consumed = 0  # bytes read by the application or discarded
         self._control = ControlFrames()
@@ -783,6 +787,8 @@ class Channel:
         length_size = 2 if self.max_packet_size < 0x4000 else 4
         while sendable and space > 16:
             sid = sendable[0]
+            if sid != self._turn_of:  # a new stream's turn
+                self._turn_of, self._turn_left = sid, STREAM_QUANTUM
             stream = streams.get(sid)
             credit = self._conn_send_max - self._conn_sent
             if stream is None or not stream.send.wants_to_send(credit):
@@ -809,10 +815,14 @@ class Channel:
             self._stream_bytes_sent += new_bytes
             if new_bytes < len(data) or not new_bytes:
                 self._retransmitted += len(data) - new_bytes
-            # round-robin: the stream goes to the back while it has more to send
-            sendable.popleft()
-            if send.wants_to_send(self._conn_send_max - self._conn_sent):
-                sendable.append(sid)
-            else:
+            # round-robin by quantum: the stream goes to the back when its turn is used up
+            # (or drops out when it has nothing more); until then it fills the next packets too
+            self._turn_left -= len(data)
+            if not send.wants_to_send(self._conn_send_max - self._conn_sent):
+                sendable.popleft()
                 self._table.in_sendable.discard(sid)
+            elif self._turn_left <= 0:
+                sendable.popleft()
+                sendable.append(sid)
+                self._turn_of = -1  # its next turn starts afresh, even when it is alone
         return space

@@ -77,12 +77,18 @@ LOSS_REDUCTION_FACTOR: Final = 0.5
 PACING_GAIN_WINDOWED: Final = 1.25
 #: seconds; a pacer may burst this much sending time at once (about one uvloop clock tick).
 PACING_BURST_TIME: Final = 0.002
-#: packets; bounds of the pacer's burst. Below about 12 MB/s the burst is PACING_BURST_TIME of
-#: sending (a home uplink's small queue sees 2 ms at a time); above, at most one 64 KB GSO send
-#: of 1,472-byte datagrams (as Linux TCP's TSO autosizing). A 16-packet cap paid one timer wake
-#: and one sendmsg per 23 KB: 4,250 a second at 100 MB/s, the sender's largest cost.
+#: packets; bounds of the pacer's burst: PACING_BURST_TIME of sending (a home uplink's small
+#: queue sees 2 ms at a time), at most four 64 KB GSO sends of 1,472-byte datagrams (2 ms up to
+#: ~130 MB/s). The bucket must hold more than the shell's timer resolution, or a wake that comes
+#: a millisecond later than asked finds it full and the rate is lost: a one-send (44-packet)
+#: bucket is 0.8 ms at 80 MB/s.
 PACING_MIN_BURST_PACKETS: Final = 2
-PACING_MAX_BURST_PACKETS: Final = 44
+PACING_MAX_BURST_PACKETS: Final = 176
+#: seconds; when the bucket is short, the pacer asks to be woken once this much sending has
+#: built up (at most half the bucket), not as soon as one packet has. uvloop runs a timer due in
+#: under 0.5 ms at once (call_soon), so the one-packet deadline (17 µs at 80 MB/s) made the
+#: sender wake at every turn of the event loop: 5,800 times a second, 9 packets a wake.
+PACING_WAKE_TIME: Final = 0.001
 
 # --- implementation -------------------------------------------------------------------------
 
@@ -107,6 +113,12 @@ MIN_HELD_SEGMENTS: Final = 64
 SMALL_CHUNK: Final = 512
 #: bytes; the largest chunk small chunks are coalesced into.
 COALESCED_CHUNK: Final = 4096
+#: bytes; a stream with data to send keeps the front of the round-robin for this much before the
+#: next stream's turn. Packet-by-packet round-robin cut every 64 KB GSO train into one slice per
+#: busy stream, so with 8 bulk streams the receiver wrote 6 KB per TCP write instead of 64 KB
+#: (10x the writes; 8 parallel connections moved less than one). One GSO train of data makes
+#: those writes whole again and delays another stream by at most ~0.5 ms at 100 MB/s.
+STREAM_QUANTUM: Final = 64 * 1024
 #: datagrams queued for sending; more are refused (they are unreliable anyway).
 MAX_QUEUED_DATAGRAMS: Final = 256
 #: seconds; without any packet from the peer for this long the channel closes.

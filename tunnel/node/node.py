@@ -152,6 +152,7 @@ class Node:
         self._pongs: dict[bytes, asyncio.Future[float]] = {}  # ping txid -> its answer
         self._wanted: set[str] = set()  # names asked for: re-asked when they (re)join
         self._flush_handle: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running one, from start()
         self._flush_wanted = False  # datagrams arrived: the end of the socket's drain flushes
         self._in_flush = False
         self._delivering = False
@@ -161,6 +162,7 @@ class Node:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._replay is not None:
             self._replay.load_into(self.device)
         self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram, self._on_drained)
@@ -284,7 +286,9 @@ class Node:
                 self._again = True
             return
         if self._flush_handle is None and not self._closed:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+            # asyncio.get_running_loop() costs a getpid() each: look it up once per node
+            loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+            self._flush_handle = loop.call_soon(self._flush)
 
     # --- routes of port-prediction sockets ----------------------------------------------------
 
@@ -308,12 +312,22 @@ class Node:
             packets.debug("received %d bytes (type %d%s) from %s", len(data), data[0],
                           f", segments of {segment}" if segment else "", format_endpoint(addr))
         if data[0] in SESSION_MESSAGE_TYPES:
+            # Consecutive payloads of one session go to its peer as one run: a GRO buffer is
+            # mostly one peer's packets, and the per-peer work is then paid once per buffer.
+            run: list[bytes] = []
+            run_session: Session | None = None
             for session, payload in self.device.receive_batch(data, segment, addr, now,
                                                               time.time()):
+                if session is not run_session or session is None:
+                    if run_session is not None:
+                        self._deliver(run_session, run, addr, now)
+                    run, run_session = [], session
                 if session is None:  # another layer's datagram, coalesced with ours
                     self._on_other(payload, addr, now)
                 else:
-                    self._deliver(session, payload, addr, now)
+                    run.append(payload)
+            if run_session is not None:
+                self._deliver(run_session, run, addr, now)
         elif 0 < segment < len(data):
             for offset in range(0, len(data), segment):
                 self._on_datagram(data[offset:offset + segment], addr)
@@ -342,17 +356,17 @@ class Node:
         result = self.device.receive(data, addr, now, time.time())
         if result is None:
             return  # a handshake message: the flush works it off and marks its peer
-        self._deliver(result[0], result[1], addr, now)
+        self._deliver(result[0], [result[1]], addr, now)
 
-    def _deliver(self, session: Session, payload: bytes, addr: Addr, now: float) -> None:
-        """An authenticated payload to its peer."""
+    def _deliver(self, session: Session, payloads: list[bytes], addr: Addr, now: float) -> None:
+        """Authenticated payloads of one session, from `addr`, to its peer."""
         peer = self.peers.get(session.peer_public)
         if peer is None:
             peer = self._peer(session.peer_public, now)
             if peer is None:
                 return
         self._dirty.add(peer.static)
-        peer.receive(payload, addr, now)
+        peer.receive_batch(payloads, addr, now)
         if peer.replaced_channel:
             # The peer restarted: its old streams end now, before any local callback can
             # attach a connection to the new channel (whose stream ids start again at 0).

@@ -282,6 +282,35 @@ class Peer:
         elif kind == nw.PAYLOAD_PREDICTION:
             self._on_prediction_request(now)
 
+    def receive_batch(self, payloads: list[bytes], addr: Addr, now: float) -> None:
+        """What `receive` does for each of `payloads` in turn (a GRO buffer's, all from `addr`
+        at `now`), at a channel packet's cost each instead of a payload's.
+
+        Once the first has gone through `receive`, the rest of a batch changes nothing of the
+        path, the reconnection or the incarnations when it is channel data of the incarnations
+        in use, on the path in use: the same address at the same `now` repeats what the first
+        did (hot path: ~40 payloads a buffer at 100 MB/s). Anything else takes `receive`.
+        """
+        if not payloads:
+            return
+        self.receive(payloads[0], addr, now)
+        channel, path = self.channel, self.path.path
+        if (len(payloads) == 1 or self.closed or channel is None
+                or self.reconnecting_since is not None or path is None
+                or not (is_relay(addr) if not path.direct else path.addr == addr)):
+            for payload in payloads[1:]:
+                self.receive(payload, addr, now)
+            return
+        current = bytes((nw.PAYLOAD_CHANNEL,)) + self.peer_incarnation + self.incarnation
+        for index in range(1, len(payloads)):
+            payload = payloads[index]
+            if len(payload) > CHANNEL_HEADER and payload[:CHANNEL_HEADER] == current:
+                channel.receive_packet(payload[CHANNEL_HEADER:], now)
+            else:  # a ping, a bare header, another incarnation: the whole way, and so the rest
+                for rest in payloads[index:]:
+                    self.receive(rest, addr, now)
+                return
+
     def _receive_channel(self, payload: bytes, addr: Addr, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
         if receiver not in (self.incarnation, NO_INCARNATION):
@@ -341,17 +370,21 @@ class Peer:
     def get_timer(self) -> float | None:
         if self.closed:
             return None  # the node flushes the CLOSE at once and exits
-        deadlines = [self.path.get_timer(), self.mtu.get_timer()]
-        if self.opener is not None:
-            deadlines.append(self.opener.get_timer())
-        if self.prober is not None:
-            deadlines.append(self.prober.get_timer())
-        if self.channel is not None:
-            deadlines.append(self.channel.get_timer())
-        if self.name is not None and not self.direct:
-            deadlines.append(self.repunch_at)
-        armed = [d for d in deadlines if d is not None]
-        return min(armed) if armed else None
+        # Asked after every flush of the peer (a hot path): compared in place, not filtered.
+        earliest = self.path.get_timer()
+        for deadline in (
+            self.mtu.get_timer(),
+            None if self.opener is None else self.opener.get_timer(),
+            None if self.prober is None else self.prober.get_timer(),
+            None if self.channel is None else self.channel.get_timer(),
+        ):
+            if deadline is not None and deadline < earliest:
+                earliest = deadline
+        path = self.path.path
+        if self.name is not None and (path is None or not path.direct) \
+                and self.repunch_at < earliest:
+            earliest = self.repunch_at
+        return earliest
 
     def close(self, reason: str) -> None:
         """Stop, in whatever state: the channel's CLOSE leaves with the next datagrams, port
