@@ -669,6 +669,15 @@ class Peer:
             "bytes_sent": stats.stream_bytes_sent if stats else 0,
             "bytes_received": stats.stream_bytes_received if stats else 0,
             "open_streams": stats.open_streams if stats else 0,
+            # how the channel copes with the path: loss, repairs and what recovery measured
+            "channel": None if stats is None else {
+                "packets_sent": stats.packets_sent,
+                "packets_received": stats.packets_received,
+                "packets_lost": stats.packets_lost,
+                "retransmitted_bytes": stats.retransmitted_bytes,
+                "smoothed_rtt_ms": round(stats.smoothed_rtt * 1e3, 3),
+                "cwnd": stats.cwnd,
+            },
             "connected_for_s": None if self.connected_at is None
             else round(now - self.connected_at, 1),
             "candidates": [
