@@ -53,6 +53,12 @@ def test_the_channel_sends_within_the_peers_limits_and_receives_within_ours() ->
         stream = channel._table.open_local()
         assert stream.send.max_data == 64 * 1024  # the peer's stream window
         assert stream.recv.window.max_data == node.options.transport.stream_window
+        # `status --json` shows how the channel copes with the path
+        counters = node.status()["peers"][0]["channel"]
+        assert set(counters) == {"packets_sent", "packets_received", "packets_lost",
+                                 "retransmitted_bytes", "smoothed_rtt_ms", "cwnd"}
+        assert counters["packets_lost"] == counters["retransmitted_bytes"] == 0
+        assert counters["cwnd"] == channel.stats().cwnd
         node._timer.cancel()
 
     asyncio.run(main())
