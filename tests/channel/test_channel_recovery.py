@@ -18,6 +18,7 @@ from tunnel.channel.constants import (
     MAX_PTO_INTERVAL,
     MIN_SAMPLE,
     MINIMUM_WINDOW_PACKETS,
+    PACING_MAX_BURST_PACKETS,
 )
 from tunnel.channel.events import StreamReadable
 from tunnel.channel.pacing import Pacer
@@ -178,6 +179,21 @@ def test_pacer_waits_for_the_packet_it_is_told_of_not_a_full_one() -> None:
     assert pacer.send_time(later, rate, 1168) == later  # a window-sized packet may leave ...
     assert pacer.send_time(later, rate) > later  # ... a full one still waits
     assert pacer.send_time(later, rate, 10**6) == pacer.send_time(later, rate)  # at most a full
+
+
+def test_pacer_batches_keep_the_rate() -> None:
+    """Batches change when packets leave, not how many: over a second the pacer releases its
+    rate, whatever the (late) times it is asked at."""
+    pacer = Pacer(MSS)
+    rate = 50e6
+    now, sent_bytes = 0.0, 0
+    pacer.send_time(now, rate)
+    while now < 1.0:
+        while pacer.send_time(now, rate) <= now:
+            pacer.on_packet_sent(MSS)
+            sent_bytes += MSS
+        now = max(now + 0.0001, pacer.send_time(now, rate) + 0.0002)  # wakes 0.2 ms late
+    assert 0.97 * rate <= sent_bytes <= rate + PACING_MAX_BURST_PACKETS * MSS
 
 
 def test_bbr_finds_the_bottleneck_bandwidth() -> None:
