@@ -55,6 +55,7 @@ import base64
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -355,6 +356,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# Sockets besides the nodes' own: the servers' pipes, Redis, the event loop, stdio.
+SPARE_DESCRIPTORS = 256
+
+
+def descriptors_problem(nodes: int) -> str | None:
+    """Each simulated node holds a socket: raise the soft descriptor limit to the hard one, and
+    say what to do (one line) if even that is too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = nodes + SPARE_DESCRIPTORS
+    if soft < needed <= hard or (hard == resource.RLIM_INFINITY and soft < needed):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return None
+    if needed > soft:
+        return (f"{nodes:,} nodes need {needed:,} open files, but the limit is {hard:,}: "
+                "use fewer --nodes-per-server or --servers, or raise `ulimit -Hn`")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rdv_load")
     parser.add_argument("--servers", type=int, default=1)
@@ -372,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="CONNECTs in flight per server in the introduction phase")
     parser.add_argument("--seconds", type=float, default=25.0, help="steady and intro phases")
     args = parser.parse_args(argv)
+    problem = descriptors_problem(args.servers * args.nodes_per_server)
+    if problem:
+        print(f"rdv_load: {problem}", file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:  # pragma: no cover
