@@ -10,7 +10,9 @@ import pytest
 from bench.rdv_load import SPARE_DESCRIPTORS, descriptors_problem, main
 
 
-def test_too_many_nodes_for_the_hard_limit_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_too_many_nodes_for_the_hard_limit_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         return  # no limit to exceed: nothing to check on such a machine
