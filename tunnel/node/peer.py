@@ -380,9 +380,7 @@ class Peer:
         ):
             if deadline is not None and deadline < earliest:
                 earliest = deadline
-        path = self.path.path
-        if self.name is not None and (path is None or not path.direct) \
-                and self.repunch_at < earliest:
+        if self.name is not None and not self.direct and self.repunch_at < earliest:
             earliest = self.repunch_at
         return earliest
 
