@@ -46,7 +46,8 @@ def test_a_v6_rendezvous_and_v6_listen(tmp_path: Path, dual_stack_rendezvous: in
     local = free_port()
     with echo_server() as web, running("expose", str(web), "--as", "web", "--home", str(home),
                                        "--rendezvous", f"[::1]:{port}") as exposer:
-        assert "(public endpoint [::1]:" in exposer.wait_for("exposing")
+        # the user-facing line: its INFO log line (also "exposing ...") can come first
+        assert "(public endpoint [::1]:" in exposer.wait_for("(public endpoint")
         # The environment variable, as the issue typed it.
         done = ptunnel("ping", "web", "-n", "2", "-i", "0.1", "--home", str(laptop),
                        env={"PTUNNEL_RENDEZVOUS": f"[::1]:{port}"})

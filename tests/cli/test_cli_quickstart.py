@@ -72,7 +72,7 @@ def test_the_readme_quick_start_on_two_state_directories(tmp_path: Path) -> None
             exposer = Background("expose", str(target), "--as", "echo-home", "--home", str(home))
             connector: Background | None = None
             try:
-                assert exposer.wait_for("exposing").startswith(
+                assert exposer.wait_for("(public endpoint").startswith(
                     f"exposing 127.0.0.1:{target} as 'echo-home' (public endpoint ")
                 # laptop$ ptunnel connect NAME -L PORT
                 connector = Background("connect", "echo-home", "-L", str(local),
