@@ -298,6 +298,17 @@ class Lab:
         self._nat_rules(site, to_ports)
         self.run(site.router, "conntrack", "-F", check=False)
 
+    def transcript(self, tail: int = 60) -> str:
+        """The last `tail` output lines of every process, read or not: what a failed test
+        prints at teardown (pytest shows it only for failures), so a CI log explains itself."""
+        parts = []
+        for proc in self.procs:
+            proc.events()  # move what is still queued into `seen`
+            command = " ".join(str(arg) for arg in proc.popen.args[3:])  # type: ignore[index]
+            parts.append(f"--- {command[:200]} (exit code {proc.popen.poll()})")
+            parts.extend(proc.seen[-tail:])
+        return "\n".join(parts)
+
     def close(self) -> None:
         for proc in self.procs:
             proc.stop()

@@ -56,6 +56,7 @@ def natlab() -> Iterator[LabFactory]:
         yield make
     finally:
         for lab in labs:
+            sys.stdout.write(lab.transcript() + "\n")  # pytest shows it only for failures
             lab.close()
 
 

@@ -469,3 +469,67 @@ def test_a_stale_or_foreign_payload_amid_a_batch_is_dropped_and_the_rest_deliver
     pair.b.receive_batch([packets[0], stale, b"", *packets[1:]], A_ADDR, pair.now)
     assert pair.b.peer_incarnation == pair.a.incarnation
     assert pair.b.channel.read(stream) == b"x" * 5000
+
+
+def _prediction_side(seed: int) -> Peer:
+    """A's view of B with A's NAT randomizing: introduced, on the relay."""
+    a = make_peer(B_KEY, A_KEY, seed, nat_randomizes=True)
+    a.on_introduced(B_ADDR, [], "b-name", 0.0)
+    a.on_handshake_completed(relay_addr(B_KEY), 0.0)
+    return a
+
+
+def _drive(a: Peer, start: float, seconds: float, step: float = 0.5) -> tuple[
+        list[PeerEvent], list[float]]:
+    """Poll `a` on the relay; its events and when it sent a prediction request."""
+    events: list[PeerEvent] = []
+    requests: list[float] = []
+    now = start
+    while now < start + seconds:
+        a.handle_timer(now)
+        a.poll(now, established=True)
+        while (event := a.next_event()) is not None:
+            events.append(event)
+            if isinstance(event, SocketsWanted):
+                a.sockets_opened([(f"{B_ADDR[0]}|{i}", B_ADDR[1]) for i in range(4)])
+        requests += [now for payload, addr in a.datagrams_to_send(now, True)
+                     if payload == bytes((nw.PAYLOAD_PREDICTION,)) and addr == relay_addr(B_KEY)]
+        now += step
+    return events, requests
+
+
+def test_a_prediction_request_is_sent_again_in_case_the_relay_lost_it() -> None:
+    _, requests = _drive(_prediction_side(13), 0.0, 30.0)
+    assert requests == [0.0, 2.0, 4.0, 8.0]
+
+
+def test_a_prediction_that_finds_nothing_is_tried_again_later_and_less_often() -> None:
+    a, starts, now = _prediction_side(14), [], 0.0
+    while now < 2000.0:
+        a.poll(now, established=True)
+        for event in iter(a.next_event, None):
+            if isinstance(event, SocketsWanted):
+                starts.append(now)
+                a.sockets_opened([(f"{B_ADDR[0]}|0", B_ADDR[1])])
+        a.datagrams_to_send(now, True)
+        now += 1.0
+    # Each attempt lasts DURATION + REFRESH (50 s); then 120 s, 240 s, 480 s, 960 s of rest.
+    assert starts == [0.0, 171.0, 462.0, 993.0]
+
+
+def test_a_direct_path_lost_later_gets_a_new_prediction_after_the_cooldown() -> None:
+    a = _prediction_side(15)
+    _drive(a, 0.0, 1.0)
+    a.receive(b"", (f"{B_ADDR[0]}|2", B_ADDR[1]), 1.0)  # the prediction worked: direct
+    events, _ = _drive(a, 1.0, 5.0)
+    assert SocketsReleased((f"{B_ADDR[0]}|2", B_ADDR[1])) in events
+    assert a.path.path is not None and a.path.path.direct
+    # The path dies (a NAT reboot): data goes unanswered, and the peer is heard on the relay.
+    assert a.channel is not None
+    a.channel.write(a.channel.open_stream(), b"x" * 1000)
+    _drive(a, 6.0, SILENCE_TIMEOUT + RELAY_FALLBACK_AFTER)
+    a.receive(b"", relay_addr(B_KEY), 60.0)
+    events, _ = _drive(a, 60.0, 50.0)
+    assert not a.direct and not any(isinstance(e, SocketsWanted) for e in events)
+    events, _ = _drive(a, 110.0, 20.0)  # the cooldown since the last attempt is over
+    assert any(isinstance(e, SocketsWanted) for e in events)

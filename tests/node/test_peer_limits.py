@@ -8,7 +8,7 @@ import random
 
 from tunnel.addresses import Addr, relay_addr
 from tunnel.node import payloads as nw
-from tunnel.node.peer import HandshakeWanted, Peer
+from tunnel.node.peer import REQUEST_WAIT, HandshakeWanted, Peer
 from tunnel.path.manager import PathManager
 from tunnel.path.prediction import COOLDOWN, DURATION
 from tunnel.path.probebudget import ProbeBudget
@@ -61,6 +61,26 @@ def test_introductions_do_not_beat_the_cooldown() -> None:
     b.on_introduced(A_PUBLIC, [], None, DURATION + 2)
     b.receive(PREDICTION, relay_addr(A_KEY), DURATION + 2)
     assert b.prober is None
+
+
+def test_a_request_that_beats_its_introduction_is_answered_when_it_comes() -> None:
+    b = Peer(static=A_KEY, path=PathManager(started=0.0), is_client=False,
+             rng=random.Random(8).randbytes)
+    b.on_handshake_completed(relay_addr(A_KEY), 0.0)
+    b.receive(PREDICTION, relay_addr(A_KEY), 0.0)  # before the rendezvous' introduction
+    assert sprayed(b, 0.0, 1.0) == 0 and b.prober is None  # never introduced: no spray
+    b.on_introduced(A_PUBLIC, [], None, 1.0)
+    assert sprayed(b, 1.0, 1.0) > 0
+
+
+def test_a_request_never_introduced_expires_unanswered() -> None:
+    b = Peer(static=A_KEY, path=PathManager(started=0.0), is_client=False,
+             rng=random.Random(9).randbytes)
+    b.on_handshake_completed(relay_addr(A_KEY), 0.0)
+    b.receive(PREDICTION, relay_addr(A_KEY), 0.0)
+    sprayed(b, 0.0, REQUEST_WAIT + 1)
+    b.on_introduced(A_PUBLIC, [], None, REQUEST_WAIT + 1)  # too late for that request
+    assert sprayed(b, REQUEST_WAIT + 1, 5.0) == 0
 
 
 def test_the_spray_takes_the_nodes_probe_budget() -> None:

@@ -85,6 +85,11 @@ NO_SESSION = "no_session"
 NO_PATH = "no_path"
 NO_ANSWER = "no_answer"
 
+# s: a netcheck that got no answer from one of the rendezvous' two ports is run again after
+# this long, doubling up to the cap, until it can tell how our NAT maps ports.
+NETCHECK_RETRY_FIRST = 2.0
+NETCHECK_RETRY_MAX = 60.0
+
 
 @dataclass
 class NodeOptions:
@@ -135,7 +140,7 @@ class Node:
         self.rdv: rc.RendezvousClient | None = None
         self.udp: UdpEndpoint | None = None
         self.public_endpoint: Addr | None = None
-        self.nat_mapping = "unknown"  # from a netcheck at start: how our NAT maps ports
+        self.nat_mapping = "unknown"  # how our NAT maps ports: `_check_nat`
         self._nat_check: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         # names, public endpoint, server: what the "registered" log line last said
@@ -178,18 +183,39 @@ class Node:
         self._nat_check = asyncio.get_running_loop().create_task(self._check_nat())
 
     async def _check_nat(self) -> None:
-        """Learn how our NAT maps ports; port prediction needs to know which side randomizes."""
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, netcheck, self.options.rendezvous)
-        except OSError as exc:
-            log.debug("netcheck failed: %s", exc)
-            return
-        self.nat_mapping = result.mapping
+        """Learn how our NAT maps ports; port prediction needs to know which side randomizes.
+
+        Until both of the rendezvous' ports answer, again and again (a lost reply must not
+        leave a randomizing NAT without port prediction for the node's whole life)."""
+        wait = NETCHECK_RETRY_FIRST
+        loop = asyncio.get_running_loop()
+        while True:
+            server = self.rdv.server if self.rdv is not None else self.options.rendezvous
+            try:
+                mapping = (await loop.run_in_executor(None, netcheck, server)).mapping
+            except OSError as exc:
+                log.debug("netcheck failed: %s", exc)
+                mapping = "unknown"
+            if mapping != "unknown":
+                break
+            log.debug("netcheck: %s did not answer on both ports; again in %.0f s",
+                      format_endpoint(server), wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, NETCHECK_RETRY_MAX)
+        changed = mapping != self.nat_mapping
+        self.nat_mapping = mapping
         for peer in self.peers.values():
             peer.nat_randomizes = self.nat_mapping == "endpoint-dependent"
         self.kick()  # port prediction may now be due for any of them
-        log.info("this node's NAT mapping: %s", self.nat_mapping)
+        if changed:
+            log.info("this node's NAT mapping: %s", self.nat_mapping)
+
+    def _recheck_nat(self) -> None:
+        """Our public endpoint moved (another network, a rebooted router): how does its NAT
+        map ports? The last answer stands until the new one comes."""
+        if self._nat_check is not None and not self._nat_check.done():
+            return  # one is running; it sees the new network
+        self._nat_check = asyncio.get_running_loop().create_task(self._check_nat())
 
     def _lan_addresses(self) -> list[str]:
         """The address this host uses toward the rendezvous: its LAN candidate (no packet sent)."""
@@ -425,11 +451,15 @@ class Node:
         self._peer_timers.discard(peer.static)
         self._dirty.discard(peer.static)
         self._initiations.pop(peer.static, None)
-        sockets = self._predictions.pop(peer.static, None)
+        self._release_prediction(peer.static)
+        log.debug("link with %s removed", fingerprint(peer.static))
+
+    def _release_prediction(self, static: bytes) -> None:
+        """Close the port-prediction sockets of the peer `static`, if it has any."""
+        sockets = self._predictions.pop(static, None)
         if sockets is not None:
             self.drop_routes(list(sockets.routes))
             sockets.close()
-        log.debug("link with %s removed", fingerprint(peer.static))
 
     # --- output -------------------------------------------------------------------------------
 
@@ -575,6 +605,9 @@ class Node:
             if isinstance(event, rc.Registered):
                 registered_as = (self.options.names, event.public_endpoint, self.rdv.server)
                 if registered_as != self._registered_as:  # news, not every refresh
+                    if (self._registered_as is not None
+                            and self._registered_as[1] != event.public_endpoint):
+                        self._recheck_nat()
                     self._registered_as = registered_as
                     log.info("registered at the rendezvous %s as %s; public endpoint %s",
                              format_endpoint(self.rdv.server),
@@ -687,6 +720,7 @@ class Node:
             if self.rdv is not None:
                 self.rdv.request_connect(event.name, now)
         elif isinstance(event, SocketsWanted):
+            self._release_prediction(peer.static)  # the socket a lost path of the last ran on
             sockets = PredictionSockets(event.count, event.target, self._on_datagram,
                                         self._on_drained)
             self._predictions[peer.static] = sockets

@@ -40,6 +40,7 @@ from tunnel.node.pathlog import path_change, peer_label
 from tunnel.path.manager import Kind, PathChanged, PathManager, RepunchNeeded
 from tunnel.path.pmtu import PathMtu
 from tunnel.path.prediction import COOLDOWN as PREDICTION_COOLDOWN
+from tunnel.path.prediction import RETRY_MAX as PREDICTION_RETRY_MAX
 from tunnel.path.prediction import SOCKETS, Opener, Prober
 from tunnel.session.params import TransportParams
 from tunnel.session.wire import TRANSPORT_OVERHEAD
@@ -55,6 +56,9 @@ MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
 ANNOUNCE_INTERVAL = 1.0
 MAX_RETIRED = 8  # the peer's replaced incarnations remembered, to drop their late packets
 UNREACHABLE_AFTER = 30.0  # s without an authenticated packet, while reconnecting: unreachable
+# s: how long a port-prediction request waits for the introduction that allows an answer (the
+# rendezvous sends both sides theirs at once; a few seconds cover a lost one's retry).
+REQUEST_WAIT = 10.0
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
 REPUNCH_FIRST = 3.0
@@ -158,13 +162,18 @@ class Peer:
     mtu: PathMtu = field(default_factory=PathMtu)
     # Set by the shell from its netcheck: our NAT gives every destination a fresh port.
     nat_randomizes: bool = False
-    # Port prediction (tunnel.path.prediction): at most one attempt per peer.
-    prediction_tried: bool = False
+    # Port prediction (tunnel.path.prediction), our NAT randomizing: when the next attempt may
+    # start (none runs before the cooldown the other side keeps), and how long to wait after one
+    # that found nothing (doubling, so a NAT it never works through is not sprayed for ever).
+    prediction_next: float = 0.0
+    prediction_retry: float = PREDICTION_COOLDOWN
     opener: Opener | None = None
     prediction_targets: list[Addr] = field(default_factory=list)
     prober: Prober | None = None
-    # The other side of a prediction: one attempt per introduction, at most one per COOLDOWN.
+    # The other side of a prediction: one attempt per introduction, at most one per COOLDOWN;
+    # a request that came before its introduction waits for it (`REQUEST_WAIT`).
     prediction_allowed: bool = False
+    prediction_requested: float | None = None
     last_prediction: float = float("-inf")
     relay_candidate: bool = False
     reconnecting_since: float | None = None  # the path went silent or the session was lost
@@ -571,21 +580,26 @@ class Peer:
     def _drive_prediction(self, now: float) -> None:
         """Port prediction on either side: open and refresh sockets, or probe, until it works."""
         direct = self.direct
-        if (self.nat_randomizes and not self.prediction_tried and self.path.path is not None
-                and not direct and (public := self._peer_public()) is not None):
-            self.prediction_tried = True
+        if (self.nat_randomizes and self.opener is None and now >= self.prediction_next
+                and self.path.path is not None and not direct
+                and (public := self._peer_public()) is not None):
             self.opener = Opener(now)
+            self.prediction_next = float("inf")  # set again when this attempt ends
             self._events.append(SocketsWanted(public, SOCKETS))
             log.info("our NAT randomizes ports: opening %d sockets toward %s, asking %s to probe "
                      "them", SOCKETS, format_endpoint(public), fingerprint(self.static))
-            self._out.append((bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(self.static)))
         if self.opener is not None:
             if direct or self.opener.expired(now):
-                self._end_opener()
-            elif self.prediction_targets and self.opener.send_due(now):
-                for target in self.prediction_targets:
-                    if self.path.budget.take(now):
-                        self._ping(target, now)
+                self._end_opener(now)
+            else:
+                if self.opener.request_due(now):
+                    self._out.append((bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(self.static)))
+                if self.prediction_targets and self.opener.send_due(now):
+                    for target in self.prediction_targets:
+                        if self.path.budget.take(now):
+                            self._ping(target, now)
+        if self.prober is None and self.prediction_requested is not None:
+            self._start_prober(now)
         if self.prober is not None:
             if direct:
                 self.prober.stop()
@@ -599,29 +613,52 @@ class Peer:
                 self.prober = None
 
     def _on_prediction_request(self, now: float) -> None:
-        """The peer's NAT randomizes ports and it opened sockets to us: guess its ports."""
+        """The peer's NAT randomizes ports and it opened sockets to us: guess its ports, now or
+        once the introduction that allows it arrives."""
+        if self.prober is None:
+            self.prediction_requested = now
+            self._start_prober(now)
+
+    def _start_prober(self, now: float) -> None:
+        requested = self.prediction_requested
+        assert requested is not None
         public = self._peer_public()
-        if self.prober is not None or public is None or self.nat_randomizes or self.direct:
-            return  # already probing, nowhere to probe, or both sides randomize: no chance
-        if not self.prediction_allowed or now - self.last_prediction < PREDICTION_COOLDOWN:
+        if self.nat_randomizes or self.direct or now - requested > REQUEST_WAIT:
+            self.prediction_requested = None  # both randomize (no chance), or no longer needed
+            return
+        if public is None or not self.prediction_allowed:
+            return  # not introduced yet: wait for it
+        if now - self.last_prediction < PREDICTION_COOLDOWN:
             # Each attempt sprays up to 1,750 pings: one per introduction (which the peer pays
             # for with a request to the rendezvous) and at most one per cooldown.
             log.debug("port prediction request from %s ignored: one per introduction and "
                       "per %.0f s", fingerprint(self.static), PREDICTION_COOLDOWN)
+            self.prediction_requested = None
             return
+        self.prediction_requested = None
         self.prediction_allowed = False
         self.last_prediction = now
         self.prober = Prober(public[0], now, self.rng)
         log.info("probing random ports of %s for %s (port prediction)", public[0],
                  fingerprint(self.static))
 
-    def _end_opener(self) -> None:
+    def _end_opener(self, now: float) -> None:
         path = self.path.path
         winner = path.addr if path is not None and path.direct else None
         keep = winner if winner in self.prediction_targets else None
         if keep is not None:
             log.info("port prediction to %s succeeded through %s", fingerprint(self.static),
                      format_endpoint(keep))
+        if winner is not None:
+            # Direct (through a prediction socket or not): should it be lost, a new attempt may
+            # start once the other side's cooldown is over.
+            self.prediction_retry = PREDICTION_COOLDOWN
+            self.prediction_next = now + PREDICTION_COOLDOWN
+        else:
+            log.info("port prediction to %s found no open port; trying again in %.0f s",
+                     fingerprint(self.static), self.prediction_retry)
+            self.prediction_next = now + self.prediction_retry
+            self.prediction_retry = min(self.prediction_retry * 2, PREDICTION_RETRY_MAX)
         self._events.append(SocketsReleased(keep))
         self.prediction_targets = [keep] if keep is not None else []
         self.opener = None

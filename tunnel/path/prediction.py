@@ -12,9 +12,16 @@ learn the path from authenticated packets, and it replaces the relay. Two random
 cannot meet this way (each side's guess would need the other's), so that case is not attempted.
 
 The two sides coordinate through the relay, which is why this runs only once a relayed session
-exists: the randomizing side asks with a `PAYLOAD_PREDICTION` message after opening its sockets.
-The probing side answers one request per introduction and per `COOLDOWN`, and every ping of
-either side takes a token of the node's probe budget (`tunnel.path.probebudget`).
+exists: the randomizing side asks with a `PAYLOAD_PREDICTION` message after opening its sockets,
+and asks again at `REQUEST_RESENDS` (the relay is UDP: one lost request must not leave the pair
+on the relay for good). The probing side answers one request per introduction and per
+`COOLDOWN`, whichever of request and introduction arrives first, and every ping of either side
+takes a token of the node's probe budget (`tunnel.path.probebudget`).
+
+An attempt that finds nothing (1 in 1,000 by the odds above; always, behind a NAT that allocates
+ports some other way) is tried again while the pair still needs the relay: after `COOLDOWN`, then
+doubling up to `RETRY_MAX`. A direct path found this way that is lost later (the NAT rebooted)
+gets a new attempt after the same `COOLDOWN`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ MAX_BURST = 20  # pings sent in one go after a stall (a late timer must not floo
 # introduction: an attempt is up to PROBE_RATE x DURATION = 1,750 pings, which a peer must not be
 # able to ask for again and again (issue 12, "No aiming").
 COOLDOWN = 120.0
+# s after the first request: ask again, in case a request (or the introduction the probing side
+# needs first) was lost; the probing side ignores the copies while it probes.
+REQUEST_RESENDS = (2.0, 4.0, 8.0)
+RETRY_MAX = 3600.0  # s; the longest wait between attempts that found nothing
 
 
 def random_port(rng: Callable[[int], bytes]) -> int:
@@ -76,6 +87,16 @@ class Opener:
     started: float
     last_sent: float | None = None
     stopped: bool = False
+    requests_sent: int = 0
+
+    def request_due(self, now: float) -> bool:
+        """Whether to send the prediction request (again) now."""
+        if self.stopped or self.requests_sent > len(REQUEST_RESENDS):
+            return False
+        if self.requests_sent and now < self.started + REQUEST_RESENDS[self.requests_sent - 1]:
+            return False
+        self.requests_sent += 1
+        return True
 
     def send_due(self, now: float) -> bool:
         if self.stopped or now - self.started > DURATION + REFRESH:
@@ -93,4 +114,7 @@ class Opener:
             return None
         if self.last_sent is None:
             return self.started
-        return min(self.last_sent + REFRESH, self.started + DURATION + REFRESH + 0.001)
+        deadline = min(self.last_sent + REFRESH, self.started + DURATION + REFRESH + 0.001)
+        if 0 < self.requests_sent <= len(REQUEST_RESENDS):
+            deadline = min(deadline, self.started + REQUEST_RESENDS[self.requests_sent - 1])
+        return deadline
