@@ -167,6 +167,7 @@ class Peer:
     # that found nothing (doubling, so a NAT it never works through is not sprayed for ever).
     prediction_next: float = 0.0
     prediction_retry: float = PREDICTION_COOLDOWN
+    prediction_wake: float | None = None  # a timer for `prediction_next`, fired once
     opener: Opener | None = None
     prediction_targets: list[Addr] = field(default_factory=list)
     prober: Prober | None = None
@@ -369,6 +370,8 @@ class Peer:
     # --- time ---------------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
+        if self.prediction_wake is not None and self.prediction_wake <= now:
+            self.prediction_wake = None  # the poll that follows starts the attempt if it can
         if self.path.get_timer() <= now:
             self.path.handle_timer(now)
         channel = self.channel
@@ -385,6 +388,7 @@ class Peer:
             self.mtu.get_timer(),
             None if self.opener is None else self.opener.get_timer(),
             None if self.prober is None else self.prober.get_timer(),
+            self.prediction_wake,
             None if self.channel is None else self.channel.get_timer(),
         ):
             if deadline is not None and deadline < earliest:
@@ -653,12 +657,13 @@ class Peer:
             # Direct (through a prediction socket or not): should it be lost, a new attempt may
             # start once the other side's cooldown is over.
             self.prediction_retry = PREDICTION_COOLDOWN
-            self.prediction_next = now + PREDICTION_COOLDOWN
+            wait = PREDICTION_COOLDOWN
         else:
+            wait = self.prediction_retry
             log.info("port prediction to %s found no open port; trying again in %.0f s",
-                     fingerprint(self.static), self.prediction_retry)
-            self.prediction_next = now + self.prediction_retry
-            self.prediction_retry = min(self.prediction_retry * 2, PREDICTION_RETRY_MAX)
+                     fingerprint(self.static), wait)
+            self.prediction_retry = min(wait * 2, PREDICTION_RETRY_MAX)
+        self.prediction_next = self.prediction_wake = now + wait
         self._events.append(SocketsReleased(keep))
         self.prediction_targets = [keep] if keep is not None else []
         self.opener = None
