@@ -278,6 +278,36 @@ class Node:
             self._dirty.add(peer.static)
         self._request_flush(peer)
 
+    def flush_now(self, peer: Peer) -> None:
+        """`peer`'s channel was given data by a reader callback (a local socket was read): flush
+        at once, in that callback, instead of at the end of the loop turn. A lone message then
+        leaves without waiting for a `call_soon` hop (about 10 µs a crossing in ping-pong); a
+        burst of reads costs a flush each, of that peer only."""
+        if self._in_flush or self._closed:
+            self.kick(peer)
+            return
+        self._dirty.add(peer.static)
+        self._send_first(peer)
+        self._flush()
+
+    def _send_first(self, peer: Peer) -> None:
+        """Seal and send what `peer`'s channel has to send before the rest of the flush: the
+        message leaves first and the bookkeeping (the peer's and the node's timers, the other
+        machines) follows it, off the message's path. The flush after it finds the channel
+        with nothing left, or with only what the peer's due work added."""
+        session = self.device.get_session(peer.static)
+        if session is None or not session.is_established:
+            return
+        now = monotonic()
+        self._in_flush = True  # what is sealed queues here; the flush after sends the rest
+        try:
+            datagrams = peer.datagrams_to_send(now, True)
+            if datagrams:
+                self._seal(session, datagrams, now)
+        finally:
+            self._in_flush = False
+        self._send_queued()
+
     def _request_flush(self, peer: Peer | None = None) -> None:
         if self._in_flush:
             # A forwarder acted during the flush. While a peer's events are being delivered,
@@ -611,6 +641,9 @@ class Node:
     def _drain_peer(self, peer: Peer, now: float) -> None:
         session = self.device.get_session(peer.static)
         established = session is not None and session.is_established
+        # What arrived for the local side first (a lone reply is written to its socket before
+        # the peer's bookkeeping), then again for whatever the peer's own work produced.
+        self._deliver_channel_events(peer)
         peer.poll(now, established)
         while (event := peer.next_event()) is not None:
             self._do(peer, event, now)
