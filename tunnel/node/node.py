@@ -489,6 +489,8 @@ class Node:
             self.kick()
 
     def _send_queued(self) -> None:
+        if not self._outbox and not self._runs:
+            return  # the flush after a `_send_first` mostly finds nothing left
         outbox, self._outbox = self._outbox, {}
         runs, self._runs = self._runs, []
         if self.udp is None:
@@ -563,13 +565,16 @@ class Node:
                 self._send(data, addr)
 
     def _arm_timer(self) -> None:
-        deadlines = [self.device.get_timer(), self._peer_timers.earliest()]
-        if self.rdv is not None:
-            deadlines.append(self.rdv.get_timer())
-        if self._replay is not None:
-            deadlines.append(self._replay.get_timer(self.device))
-        armed = [d for d in deadlines if d is not None]
-        self._timer.arm(min(armed) if armed else None)
+        # After every flush (a hot path): compared in place, nothing built.
+        earliest = self._peer_timers.earliest()
+        for deadline in (
+            self.device.get_timer(),
+            None if self.rdv is None else self.rdv.get_timer(),
+            None if self._replay is None else self._replay.get_timer(self.device),
+        ):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        self._timer.arm(earliest)
 
     def _drain_device(self, now: float) -> None:
         # Transport data never comes this way: `_receive_session` takes it straight from
@@ -641,13 +646,13 @@ class Node:
     def _drain_peer(self, peer: Peer, now: float) -> None:
         session = self.device.get_session(peer.static)
         established = session is not None and session.is_established
-        # What arrived for the local side first (a lone reply is written to its socket before
-        # the peer's bookkeeping), then again for whatever the peer's own work produced.
+        # What arrived for the local side first: a lone reply is written to its socket before
+        # the peer's bookkeeping. (The channel's events come from its input, timers and closes,
+        # all before the flush; the peer's poll and requests add none.)
         self._deliver_channel_events(peer)
         peer.poll(now, established)
         while (event := peer.next_event()) is not None:
             self._do(peer, event, now)
-        self._deliver_channel_events(peer)
         datagrams = peer.datagrams_to_send(now, established)
         if not datagrams or session is None or not established:
             return

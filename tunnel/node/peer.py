@@ -370,17 +370,13 @@ class Peer:
     def get_timer(self) -> float | None:
         if self.closed:
             return None  # the node flushes the CLOSE at once and exits
-        # Asked after every flush of the peer (a hot path): compared in place, not filtered.
+        # Asked after every flush of the peer (a hot path): compared in place, nothing built.
         earliest = self.path.get_timer()
-        for deadline in (
-            self.mtu.get_timer(),
-            None if self.opener is None else self.opener.get_timer(),
-            None if self.prober is None else self.prober.get_timer(),
-            None if self.channel is None else self.channel.get_timer(),
-        ):
-            if deadline is not None and deadline < earliest:
+        for machine in (self.mtu, self.opener, self.prober, self.channel):
+            if machine is not None and (deadline := machine.get_timer()) is not None \
+                    and deadline < earliest:
                 earliest = deadline
-        if self.name is not None and not self.direct and self.repunch_at < earliest:
+        if self.repunch_at < earliest and self.name is not None and not self.direct:
             earliest = self.repunch_at
         return earliest
 
@@ -421,7 +417,7 @@ class Peer:
                 self._on_path_silent(now)
             elif isinstance(event, PathChanged):
                 self._on_path_changed(event, now)
-        if not self.direct and self.name is not None and now >= self.repunch_at:
+        if now >= self.repunch_at and self.name is not None and not self.direct:
             if self.repunch_at:
                 self._events.append(IntroductionWanted(self.name))
             self.repunch_at = now + self.repunch_interval
@@ -483,15 +479,17 @@ class Peer:
         """Payloads to seal and where to send them: queued pings and pongs, then the channel's
         packets over the path in use (only once the session can carry them)."""
         out, self._out = self._out, []
-        addr = self.send_addr()
-        if addr is None or not established or self.channel is None:
+        path = self.path.path
+        if path is None or not established or self.channel is None:
             return out
+        direct = path.direct
+        addr = path.addr if direct and path.addr is not None else relay_addr(self.static)
         if self._announce_due:
             self._announce_due = False
             self._last_announce = now
             out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
                         addr))
-        if self.direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
+        if direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
             log.debug("path to %s: PMTU probe of %d bytes", peer_label(self.name, self.static),
                       probe)
             self._ping(addr, now, size=probe)
@@ -570,6 +568,9 @@ class Peer:
 
     def _drive_prediction(self, now: float) -> None:
         """Port prediction on either side: open and refresh sockets, or probe, until it works."""
+        if self.opener is None and self.prober is None and (
+                self.prediction_tried or not self.nat_randomizes):
+            return  # none running and none to start (every flush of the peer asks)
         direct = self.direct
         if (self.nat_randomizes and not self.prediction_tried and self.path.path is not None
                 and not direct and (public := self._peer_public()) is not None):
