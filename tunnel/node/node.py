@@ -279,34 +279,45 @@ class Node:
         self._request_flush(peer)
 
     def flush_now(self, peer: Peer) -> None:
-        """`peer`'s channel was given data by a reader callback (a local socket was read): flush
-        at once, in that callback, instead of at the end of the loop turn. A lone message then
-        leaves without waiting for a `call_soon` hop (about 10 µs a crossing in ping-pong); a
-        burst of reads costs a flush each, of that peer only."""
+        """`peer`'s channel was given data by a reader callback (a local socket was read): send
+        it at once, in that callback, instead of at the end of the loop turn (a `call_soon` hop
+        cost about 10 µs a crossing in ping-pong); a burst of reads costs a send each.
+
+        When nothing else waits for a flush (no other peer marked, no flush requested) the
+        local read was the only input since the last flush, so only this peer's channel
+        changed: its packets go out and its timer is re-armed, and nothing else is asked.
+        Whatever of the peer's own work comes due meanwhile is in its deadline, so the timer
+        runs it; the machines that had input were flushed already. Otherwise a full flush
+        follows the send."""
         if self._in_flush or self._closed:
             self.kick(peer)
             return
+        alone = self._flush_handle is None and not self._flush_all and not self._dirty
+        if self._send_first(peer) and alone and not self._again:
+            self._peer_timers.schedule(peer.static, peer.get_timer())
+            self._arm_timer()
+            return
         self._dirty.add(peer.static)
-        self._send_first(peer)
         self._flush()
 
-    def _send_first(self, peer: Peer) -> None:
-        """Seal and send what `peer`'s channel has to send before the rest of the flush: the
-        message leaves first and the bookkeeping (the peer's and the node's timers, the other
-        machines) follows it, off the message's path. The flush after it finds the channel
-        with nothing left, or with only what the peer's due work added."""
+    def _send_first(self, peer: Peer) -> bool:
+        """Seal and send what `peer`'s channel has to send before any other work of a flush,
+        so the message leaves first and the bookkeeping follows it, off its path. False when
+        the peer's session cannot carry data (nothing was sent)."""
         session = self.device.get_session(peer.static)
         if session is None or not session.is_established:
-            return
+            return False
         now = monotonic()
-        self._in_flush = True  # what is sealed queues here; the flush after sends the rest
+        self._in_flush, self._again = True, False  # what is sealed queues until sent below
         try:
             datagrams = peer.datagrams_to_send(now, True)
             if datagrams:
                 self._seal(session, datagrams, now)
+            self._queue_device_datagrams(now)  # sealing may start a rekey's handshake
         finally:
             self._in_flush = False
         self._send_queued()
+        return True
 
     def _request_flush(self, peer: Peer | None = None) -> None:
         if self._in_flush:
@@ -556,13 +567,16 @@ class Node:
                 self._peer_timers.schedule(peer.static, peer.get_timer())
         if self._replay is not None:
             self._replay.save(self.device, now)
+        self._queue_device_datagrams(now)
+        if self.rdv is not None:
+            for data, addr in self.rdv.datagrams_to_send():
+                self._send(data, addr)
+
+    def _queue_device_datagrams(self, now: float) -> None:
         for data, addr in self.device.datagrams_to_send():
             if is_initiation(data) and not self._initiation_allowed(data, addr, now):
                 continue
             self._send(data, addr)
-        if self.rdv is not None:
-            for data, addr in self.rdv.datagrams_to_send():
-                self._send(data, addr)
 
     def _arm_timer(self) -> None:
         # After every flush (a hot path): compared in place, nothing built.
