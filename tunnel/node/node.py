@@ -7,8 +7,10 @@ a *flush*; one flush then drains the machines that have work and re-arms the sin
 batches work per event instead of per packet:
 
 - a readiness event of the socket is one drain (`UdpEndpoint`), then one flush in the same
-  callback (`_on_drained`); a timer is one flush; anything else asks with `kick()` for one flush
-  at the end of the event-loop turn;
+  callback (`_on_drained`), which writes what arrived to the local sockets first; a timer is one
+  flush; a local read sends in its own callback (`flush_now`: the packets first, then, if the
+  read was the only input since the last flush, only the peer's timer; else a full flush);
+  anything else asks with `kick()` for one flush at the end of the event-loop turn;
 - a flush touches only the peers that have work: those a datagram arrived for, whose deadline came
   (peer deadlines live in one heap, `tunnel.timerheap`, as the device's sessions do), or that a
   forwarder kicked by name (`kick(peer)`); a bare `kick()` still drains them all. So a node with
