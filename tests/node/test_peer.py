@@ -536,3 +536,29 @@ def test_a_direct_path_lost_later_gets_a_new_prediction_after_the_cooldown() -> 
     assert not a.direct and not any(isinstance(e, SocketsWanted) for e in events)
     events, _ = _drive(a, 110.0, 20.0)  # the cooldown since the last attempt is over
     assert any(isinstance(e, SocketsWanted) for e in events)
+
+
+def test_a_lone_payload_of_a_batch_is_heard_on_the_path_as_receive_hears_it() -> None:
+    """The steady fast path of `receive_batch` (a lone message's, too) still tells the path
+    that the peer was heard: after a silence longer than a candidate stays working, and while
+    B awaits an answer, one payload refreshes exactly what `receive` refreshes."""
+    heard = []
+    for batched in (False, True):
+        pair = connected_pair()
+        assert pair.a.channel is not None and pair.b.channel is not None
+        later = pair.now + 20.0  # past CANDIDATE_TIMEOUT: the candidate no longer "works"
+        stream = pair.a.channel.open_stream()
+        pair.a.channel.write(stream, b"ping")
+        packets = [p for p, _ in pair.a.datagrams_to_send(later, established=True)
+                   if p[0] == nw.PAYLOAD_CHANNEL]  # not the PMTU probe also due by then
+        assert len(packets) == 1
+        pair.b.path.on_sent(later - 1.0)  # B sent something and waits for an answer
+        if batched:
+            pair.b.receive_batch(packets, A_ADDR, later)
+        else:
+            pair.b.receive(packets[0], A_ADDR, later)
+        candidate = pair.b.path.candidates[A_ADDR]
+        heard.append((pair.b.path.last_heard, pair.b.path.awaiting_since, candidate.last_heard,
+                      candidate.proven_at, pair.b.path.path, pair.b.channel.read(stream)))
+    assert heard[0] == heard[1]
+    assert heard[1][:4] == (pair.now + 20.0, None, pair.now + 20.0, pair.now + 20.0)

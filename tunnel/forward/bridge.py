@@ -131,7 +131,8 @@ class StreamBridge(asyncio.Protocol):
                 self.pending += data[taken:]
         if self.pending and self.transport is not None:
             self.transport.pause_reading()
-        self._kick()
+        if self.link is not None:
+            self.forwarder.node.flush_now(self.link)  # in this callback: no loop-turn hop
 
     def eof_received(self) -> bool:
         self.tcp_eof = True

@@ -296,23 +296,32 @@ class Peer:
         """What `receive` does for each of `payloads` in turn (a GRO buffer's, all from `addr`
         at `now`), at a channel packet's cost each instead of a payload's.
 
-        Once the first has gone through `receive`, the rest of a batch changes nothing of the
-        path, the reconnection or the incarnations when it is channel data of the incarnations
-        in use, on the path in use: the same address at the same `now` repeats what the first
-        did (hot path: ~40 payloads a buffer at 100 MB/s). Anything else takes `receive`.
+        Channel data of the incarnations in use, on the path in use, changes nothing of the
+        path, the reconnection or the incarnations beyond what any authenticated packet from
+        `addr` does, and that is the same for a whole batch (the same address at the same
+        `now`). So while the peer is steady (channel open, not reconnecting, `addr` the path
+        in use) the batch is authenticated to the path once and each payload only compared
+        with the incarnations in use: the hot path of bulk data (~40 payloads a buffer at
+        100 MB/s) and of a lone message alike. Otherwise the first payload takes `receive`,
+        which may make the peer steady for the rest; anything else takes `receive` too.
         """
         if not payloads:
             return
-        self.receive(payloads[0], addr, now)
-        channel, path = self.channel, self.path.path
-        if (len(payloads) == 1 or self.closed or channel is None
-                or self.reconnecting_since is not None or path is None
-                or not (is_relay(addr) if not path.direct else path.addr == addr)):
-            for payload in payloads[1:]:
+        first = 0
+        if self._steady(addr):
+            self.path.on_authenticated(None if is_relay(addr) else addr, now)
+        else:
+            self.receive(payloads[0], addr, now)
+            first = 1
+        if first == len(payloads):
+            return
+        channel = self.channel
+        if channel is None or not self._steady(addr):  # the path changed meanwhile
+            for payload in payloads[first:]:
                 self.receive(payload, addr, now)
             return
         current = bytes((nw.PAYLOAD_CHANNEL,)) + self.peer_incarnation + self.incarnation
-        for index in range(1, len(payloads)):
+        for index in range(first, len(payloads)):
             payload = payloads[index]
             if len(payload) > CHANNEL_HEADER and payload[:CHANNEL_HEADER] == current:
                 channel.receive_packet(payload[CHANNEL_HEADER:], now)
@@ -320,6 +329,12 @@ class Peer:
                 for rest in payloads[index:]:
                     self.receive(rest, addr, now)
                 return
+
+    def _steady(self, addr: Addr) -> bool:
+        """Open channel, not reconnecting, and `addr` the path in use (see `receive_batch`)."""
+        path = self.path.path
+        return (not self.closed and self.channel is not None and self.reconnecting_since is None
+                and path is not None and (path.addr == addr if path.direct else is_relay(addr)))
 
     def _receive_channel(self, payload: bytes, addr: Addr, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
@@ -382,18 +397,15 @@ class Peer:
     def get_timer(self) -> float | None:
         if self.closed:
             return None  # the node flushes the CLOSE at once and exits
-        # Asked after every flush of the peer (a hot path): compared in place, not filtered.
+        # Asked after every flush of the peer (a hot path): compared in place, nothing built.
         earliest = self.path.get_timer()
-        for deadline in (
-            self.mtu.get_timer(),
-            None if self.opener is None else self.opener.get_timer(),
-            None if self.prober is None else self.prober.get_timer(),
-            self.prediction_wake,
-            None if self.channel is None else self.channel.get_timer(),
-        ):
-            if deadline is not None and deadline < earliest:
+        for machine in (self.mtu, self.opener, self.prober, self.channel):
+            if machine is not None and (deadline := machine.get_timer()) is not None \
+                    and deadline < earliest:
                 earliest = deadline
-        if self.name is not None and not self.direct and self.repunch_at < earliest:
+        if self.prediction_wake is not None and self.prediction_wake < earliest:
+            earliest = self.prediction_wake
+        if self.repunch_at < earliest and self.name is not None and not self.direct:
             earliest = self.repunch_at
         return earliest
 
@@ -434,7 +446,7 @@ class Peer:
                 self._on_path_silent(now)
             elif isinstance(event, PathChanged):
                 self._on_path_changed(event, now)
-        if not self.direct and self.name is not None and now >= self.repunch_at:
+        if now >= self.repunch_at and self.name is not None and not self.direct:
             if self.repunch_at:
                 self._events.append(IntroductionWanted(self.name))
             self.repunch_at = now + self.repunch_interval
@@ -496,15 +508,17 @@ class Peer:
         """Payloads to seal and where to send them: queued pings and pongs, then the channel's
         packets over the path in use (only once the session can carry them)."""
         out, self._out = self._out, []
-        addr = self.send_addr()
-        if addr is None or not established or self.channel is None:
+        path = self.path.path
+        if path is None or not established or self.channel is None:
             return out
+        direct = path.direct
+        addr = path.addr if direct and path.addr is not None else relay_addr(self.static)
         if self._announce_due:
             self._announce_due = False
             self._last_announce = now
             out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
                         addr))
-        if self.direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
+        if direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
             log.debug("path to %s: PMTU probe of %d bytes", peer_label(self.name, self.static),
                       probe)
             self._ping(addr, now, size=probe)
@@ -583,6 +597,9 @@ class Peer:
 
     def _drive_prediction(self, now: float) -> None:
         """Port prediction on either side: open and refresh sockets, or probe, until it works."""
+        if self.opener is None and self.prober is None and self.prediction_requested is None \
+                and (not self.nat_randomizes or now < self.prediction_next):
+            return  # none running and none to start (every flush of the peer asks)
         direct = self.direct
         if (self.nat_randomizes and self.opener is None and now >= self.prediction_next
                 and self.path.path is not None and not direct

@@ -259,6 +259,14 @@ class PathManager:
         background = now >= self.next_background
         if background:
             self.next_background = now + BACKGROUND_PROBE_INTERVAL
+        else:
+            # Asked at every flush of the peer (a hot path): without a background round only a
+            # candidate whose punch is due gets a probe, so most calls end here, unsorted.
+            for candidate in self.candidates.values():
+                if candidate.next_punch is not None and now >= candidate.next_punch:
+                    break
+            else:
+                return []
         in_use = self.path.addr if self.path is not None else None
         on_lan = self.path is not None and self.path.kind == Kind.LAN
         due = []
@@ -297,15 +305,24 @@ class PathManager:
         )
 
     def get_timer(self) -> float:
-        punches = [c.next_punch for c in self.candidates.values() if c.next_punch is not None]
-        deadline = min(punches, default=float("inf"))
-        in_use = self.path.addr if self.path is not None else None
-        if (self.path is None or self.path.kind != Kind.LAN) and any(
-                c.proven_at is not None and c.addr != in_use for c in self.candidates.values()):
-            deadline = min(deadline, self.next_background)
-        if self.path is not None and self.path.direct:
-            deadline = min(deadline, self._silence_deadline())
-        if self.path is None and self.relay_allowed:
+        # Asked after every flush of the peer (a hot path): one pass, nothing built.
+        path = self.path
+        in_use = path.addr if path is not None else None
+        background = path is None or path.kind != Kind.LAN  # nothing beats a LAN path
+        alternative = False  # the peer answered lately from somewhere else than the path
+        deadline = float("inf")
+        for candidate in self.candidates.values():
+            punch = candidate.next_punch
+            if punch is not None and punch < deadline:
+                deadline = punch
+            if background and candidate.proven_at is not None and candidate.addr != in_use:
+                alternative = True
+        if alternative and self.next_background < deadline:
+            deadline = self.next_background
+        if path is not None:
+            if path.direct and self.awaiting_since is not None:
+                deadline = min(deadline, self._silence_deadline())
+        elif self.relay_allowed:
             deadline = min(deadline, self.started + RELAY_FALLBACK_AFTER)
         return deadline
 

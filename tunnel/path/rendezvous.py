@@ -380,12 +380,15 @@ class RendezvousClient:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [q.deadline for q in self._pending.values()]
-        if self._cookie_req is not None:
-            deadlines.append(self._cookie_req.deadline)
-        if self._next_refresh is not None:
-            deadlines.append(self._next_refresh)
-        return min(deadlines) if deadlines else None
+        # Asked after every flush of the node (a hot path): compared in place, nothing built.
+        earliest = self._next_refresh
+        if self._cookie_req is not None and (earliest is None
+                                             or self._cookie_req.deadline < earliest):
+            earliest = self._cookie_req.deadline
+        for query in self._pending.values():
+            if earliest is None or query.deadline < earliest:
+                earliest = query.deadline
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         if self._next_refresh is not None and now >= self._next_refresh:

@@ -1,0 +1,147 @@
+"""A local read is sent in its own reader callback (`Node.flush_now`), not one loop turn later;
+when it was the node's only input, nothing else is drained; whatever its sealing queued at the
+device (a rekey's initiation) goes out with it.
+
+Socketless nodes (`tests.support.socketless_node`): what the node sends lands on the in-memory
+wire at once, so "sent before the callback returned" is a plain look at the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tests.support.socketless_node import NODE_ADDR, replies, socketless_node
+from tunnel.addresses import Addr
+from tunnel.forward.bridge import StreamBridge
+from tunnel.forward.forwarder import Forwarder
+from tunnel.keys.identity import Identity
+from tunnel.keys.netkeys import handshake_psk
+from tunnel.node.node import Node
+from tunnel.node.peer import Peer
+from tunnel.node.udp import monotonic
+from tunnel.session.device import Device
+from tunnel.session.session import SessionConfig
+from tunnel.session.wire import is_initiation
+
+SECRET = bytes(range(32))
+OTHER_ADDR: Addr = ("10.0.0.2", 7002)
+SECOND_ADDR: Addr = ("10.0.0.3", 7003)
+MESSAGE = b"ping-pong message " * 4  # 72 bytes, one small packet
+
+
+def _linked(node: Node, now: float, addr: Addr = OTHER_ADDR
+            ) -> tuple[Device, Peer, list[bytes]]:
+    """A device at `addr` with an established session to `node` (which initiated it at
+    `now`), the node's peer for it with its channel open, and what the node sent to the device
+    meanwhile (taken off the wire)."""
+    other = Device(Identity.generate().private, handshake_psk(SECRET))
+    node.device.connect(other.public_key, [addr], now, now)
+    for _ in range(2):
+        for data, _addr in node.device.datagrams_to_send():
+            other.receive_datagram(data, NODE_ADDR, now, now)
+        other.handle_timer(now, now)
+        for data, _addr in other.datagrams_to_send():
+            node.device.receive_datagram(data, addr, now, now)
+        node.device.handle_timer(now, now)
+    for data, _addr in node.device.datagrams_to_send():
+        other.receive_datagram(data, NODE_ADDR, now, now)
+    node._flush()  # the handshake's completion makes the peer and opens its channel
+    peer = node.peers[other.public_key]
+    assert peer.channel is not None and peer.send_addr() == addr
+    return other, peer, replies(node, addr)
+
+
+def _bridge(node: Node, peer: Peer) -> StreamBridge:
+    """A bridge on a new stream of `peer`'s channel, as a local connection gets one."""
+    assert peer.channel is not None
+    bridge = StreamBridge(Forwarder(node))
+    bridge.attach(peer, peer.channel.open_stream())
+    return bridge
+
+
+def _opened(other: Device, datagrams: list[bytes]) -> list[bytes]:
+    now = monotonic()
+    return [payload for data in datagrams
+            for session, payload in other.receive_batch(data, 0, NODE_ADDR, now, now)
+            if session is not None]
+
+
+def _count_polls(peer: Peer, polled: list[bytes]) -> None:
+    original: Callable[[float, bool], None] = peer.poll
+
+    def poll(now: float, established: bool) -> None:
+        polled.append(peer.static)
+        original(now, established)
+
+    peer.poll = poll  # type: ignore[method-assign]
+
+
+def test_a_local_read_is_sent_before_its_callback_returns() -> None:
+    async def scenario() -> None:
+        node = socketless_node(SECRET)
+        other, peer, _sent = _linked(node, monotonic())
+        bridge = _bridge(node, peer)
+        bridge.data_received(MESSAGE)
+        sent = replies(node, OTHER_ADDR)  # no loop turn has run since the read
+        assert sent, "the read waits for a later turn of the loop"
+        assert any(MESSAGE in payload for payload in _opened(other, sent))
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_read_drains_nothing_else_but_arms_the_timer() -> None:
+    async def scenario() -> None:
+        node = socketless_node(SECRET)
+        _other, peer, _sent = _linked(node, monotonic())
+        polled: list[bytes] = []
+        _count_polls(peer, polled)
+        _bridge(node, peer).data_received(MESSAGE)
+        assert replies(node, OTHER_ADDR)
+        assert polled == []  # nothing but the read happened: no poll, no full flush
+        # The packet in flight has a loss timer, and the node's one timer is armed for it.
+        armed, due = node._timer._deadline, peer.get_timer()
+        assert armed is not None and due is not None and armed <= due
+
+    asyncio.run(scenario())
+
+
+def test_a_read_while_another_peer_waits_flushes_that_peer_too() -> None:
+    async def scenario() -> None:
+        node = socketless_node(SECRET)
+        _other, peer, _sent = _linked(node, monotonic())
+        _second, waiting, _sent = _linked(node, monotonic(), SECOND_ADDR)
+        polled: list[bytes] = []
+        _count_polls(peer, polled)
+        _count_polls(waiting, polled)
+        bridge = _bridge(node, peer)
+        node.kick(waiting)  # a forwarder of the other peer acted in this turn
+        bridge.data_received(MESSAGE)
+        assert replies(node, OTHER_ADDR)
+        assert sorted(polled) == sorted([peer.static, waiting.static])  # in this callback
+
+    asyncio.run(scenario())
+
+
+def _rekeying_node(rekey_after_messages: int) -> Node:
+    node = socketless_node(SECRET)
+    node.device = Device(node.options.identity.private, handshake_psk(SECRET),
+                         config=SessionConfig(rekey_after_messages=rekey_after_messages),
+                         params=node.options.transport)
+    return node
+
+
+def test_a_rekey_started_by_the_seal_goes_out_with_the_read() -> None:
+    async def scenario() -> None:
+        # The handshake ran 10 s ago (a rekey may start: the last initiation is older than
+        # REKEY_TIMEOUT), and the keys are due for a rekey at the read's packet: as many
+        # transport datagrams as linking sends, plus this one.
+        _other, _peer, linking = _linked(_rekeying_node(2**40), monotonic() - 10)
+        node = _rekeying_node(len(linking) + 1)
+        _other, peer, _sent = _linked(node, monotonic() - 10)
+        _bridge(node, peer).data_received(MESSAGE)
+        sent = replies(node, OTHER_ADDR)
+        assert any(is_initiation(data) for data in sent), "the initiation waits"
+        assert any(not is_initiation(data) for data in sent)
+
+    asyncio.run(scenario())
