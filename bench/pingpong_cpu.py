@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import uvloop
 
 import tunnel
+from bench.paths.base import free_port, free_rendezvous_port
 from rendezvous.server import serve
 from tunnel.api import Tunnel
 from tunnel.keys.identity import Identity
@@ -65,16 +65,10 @@ class Client(asyncio.Protocol):
         await self.answered
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def measure(round_trips: int, home: Path) -> tuple[float, list[float]]:
     """CPU seconds of `round_trips` round trips and the wall time of each."""
     loop = asyncio.get_running_loop()
-    port = _free_udp_pair()
+    port = free_rendezvous_port()
     ready = asyncio.Event()
     server = loop.create_task(serve(("127.0.0.1", port), home / "rendezvous.db", ready=ready.set))
     await asyncio.wait_for(ready.wait(), 5)
@@ -89,7 +83,7 @@ async def measure(round_trips: int, home: Path) -> tuple[float, list[float]]:
     exposer, connector = tunnels
     try:
         await exposer.expose(int(echo.sockets[0].getsockname()[1]), "echo")
-        local = _free_port(socket.SOCK_STREAM)
+        local = free_port()
         await connector.connect("echo", local)
         _, client = await loop.create_connection(Client, "127.0.0.1", local)
         for _ in range(WARMUP):
@@ -108,18 +102,6 @@ async def measure(round_trips: int, home: Path) -> tuple[float, list[float]]:
         echo.close()
         server.cancel()
     return cpu, walls
-
-
-def _free_udp_pair() -> int:
-    """A UDP port P with P + 1 free too: the rendezvous answers netcheck on the next port."""
-    while True:
-        port = _free_port(socket.SOCK_DGRAM)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
 
 
 def main() -> None:

@@ -57,7 +57,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,7 @@ from typing import Any
 
 import redis
 
+from bench.paths.base import free_port, free_rendezvous_port
 from bench.rdv_fleet import OPS, Fleet
 from tunnel.session.crypto import public_key
 
@@ -79,24 +79,6 @@ NETWORK_SIZE = 10  # nodes per network: a team; each join is announced to the ot
 RAMP_INTERVALS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port(pair: bool = False) -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not pair:
-            return port
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", port + 1))
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,7 +98,7 @@ class Deployment:
         if binary is None:
             raise SystemExit("redis-server is not installed (Debian: apt-get install "
                              "redis-server)")
-        self.redis_port = free_port()
+        self.redis_port = free_port()  # Redis listens on TCP
         self.redis = subprocess.Popen(
             [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir",
              str(workdir), "--save", "", "--appendonly", "yes", "--loglevel", "warning"],
@@ -139,7 +121,7 @@ class Deployment:
             keyfile = state / "rendezvous.key"
             keyfile.write_bytes(base64.b64encode(private) + b"\n")
             keyfile.chmod(0o600)
-            port = free_port(pair=True)
+            port = free_rendezvous_port()
             log = (workdir / f"s{i + 1}.log").open("wb")
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "rendezvous.server", "--listen", f"127.0.0.1:{port}",

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from bench.procs import Child, Unavailable
 
 __all__ = ["LOOPBACK", "Adapter", "ColdStartable", "Placement", "Target", "Unavailable",
-           "free_port", "in_ns", "need_tool"]
+           "free_port", "free_rendezvous_port", "in_ns", "need_tool"]
 
 READY_TIMEOUT_S = 20.0  # how long a tunnel may take to come up before the path is skipped
 
@@ -76,6 +76,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_rendezvous_port() -> int:
+    """A port P free on 127.0.0.1 for TCP and UDP, with P + 1 free for UDP: a rendezvous'
+    main port and its netcheck port."""
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as netcheck:
+                netcheck.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise Unavailable("no free port pair for a rendezvous server")
 
 
 def cold_start_of(label: str, argv_for_port: Callable[[int], list[str]],

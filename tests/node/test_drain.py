@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from tests.support.datapaths import IMPLEMENTATIONS, udpio_module
+from tests.support.socketless_node import handshake
 from tunnel.addresses import Addr
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import handshake_psk
@@ -119,17 +120,7 @@ def _node_and_peer_device(now: float = 0.0) -> tuple[Node, Device, Session]:
     node = Node(NodeOptions(identity=Identity.from_private(bytes([7]) * 32),
                             network_secret=SECRET, rendezvous=("127.0.0.1", 1)))
     other = Device(bytes([9]) * 32, handshake_psk(SECRET))
-    node_addr = ("127.0.0.1", 40001)
-    session = node.device.connect(other.public_key, [PEER_ADDR], now, now)
-    for _ in range(2):
-        for data, _addr in node.device.datagrams_to_send():
-            other.receive_datagram(data, node_addr, now, now)
-        other.handle_timer(now, now)
-        for data, _addr in other.datagrams_to_send():
-            node.device.receive_datagram(data, PEER_ADDR, now, now)
-        node.device.handle_timer(now, now)
-    for data, _addr in node.device.datagrams_to_send():
-        other.receive_datagram(data, node_addr, now, now)
+    session = handshake(node, other, PEER_ADDR, ("127.0.0.1", 40001), now)
     assert session.is_established
     return node, other, session
 

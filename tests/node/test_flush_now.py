@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tests.support.socketless_node import NODE_ADDR, replies, socketless_node
+from tests.support.socketless_node import NODE_ADDR, handshake, replies, socketless_node
 from tunnel.addresses import Addr
 from tunnel.forward.bridge import StreamBridge
 from tunnel.forward.forwarder import Forwarder
@@ -36,16 +36,7 @@ def _linked(node: Node, now: float, addr: Addr = OTHER_ADDR
     `now`), the node's peer for it with its channel open, and what the node sent to the device
     meanwhile (taken off the wire)."""
     other = Device(Identity.generate().private, handshake_psk(SECRET))
-    node.device.connect(other.public_key, [addr], now, now)
-    for _ in range(2):
-        for data, _addr in node.device.datagrams_to_send():
-            other.receive_datagram(data, NODE_ADDR, now, now)
-        other.handle_timer(now, now)
-        for data, _addr in other.datagrams_to_send():
-            node.device.receive_datagram(data, addr, now, now)
-        node.device.handle_timer(now, now)
-    for data, _addr in node.device.datagrams_to_send():
-        other.receive_datagram(data, NODE_ADDR, now, now)
+    handshake(node, other, addr, NODE_ADDR, now)
     node._flush()  # the handshake's completion makes the peer and opens its channel
     peer = node.peers[other.public_key]
     assert peer.channel is not None and peer.send_addr() == addr

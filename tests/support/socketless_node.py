@@ -11,6 +11,7 @@ from tunnel.node.node import Node, NodeOptions
 from tunnel.node.udp import UdpEndpoint, monotonic
 from tunnel.session.constants import MAX_SESSIONS
 from tunnel.session.device import Device
+from tunnel.session.session import Session
 
 NODE_ADDR: Addr = ("10.0.0.1", 7001)  # where the devices believe the node is
 
@@ -48,3 +49,20 @@ def replies(node: Node, addr: Addr) -> list[bytes]:
     sent = [data for data, dst in wire.sent if dst == addr]
     wire.sent.clear()
     return sent
+
+
+def handshake(node: Node, other: Device, other_addr: Addr, node_addr: Addr,
+              now: float) -> Session:
+    """`node` opens a session with `other` (at `other_addr`, seeing the node at `node_addr`),
+    and the whole handshake crosses in memory at `now`; the node's session."""
+    session = node.device.connect(other.public_key, [other_addr], now, now)
+    for _ in range(2):
+        for data, _addr in node.device.datagrams_to_send():
+            other.receive_datagram(data, node_addr, now, now)
+        other.handle_timer(now, now)
+        for data, _addr in other.datagrams_to_send():
+            node.device.receive_datagram(data, other_addr, now, now)
+        node.device.handle_timer(now, now)
+    for data, _addr in node.device.datagrams_to_send():
+        other.receive_datagram(data, node_addr, now, now)
+    return session
