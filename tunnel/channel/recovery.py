@@ -66,15 +66,30 @@ class SentPacket:
         self.is_app_limited = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class RateSample:
-    """What one ACK taught about the path's delivery rate."""
+    """What one ACK taught about the path's delivery rate. (An explicit `__init__`, compiled by
+    mypyc: see `tunnel.channel.frames`.)"""
 
     delivery_rate: float = 0.0  # bytes/s; 0 when the ACK gave no valid sample
     is_app_limited: bool = False
     prior_delivered: int = 0  # connection's delivered count when the sampled packet left
     newly_acked: int = 0  # bytes
     newly_lost: int = 0  # bytes
+
+    def __init__(
+        self,
+        delivery_rate: float = 0.0,
+        is_app_limited: bool = False,
+        prior_delivered: int = 0,
+        newly_acked: int = 0,
+        newly_lost: int = 0,
+    ) -> None:
+        self.delivery_rate = delivery_rate
+        self.is_app_limited = is_app_limited
+        self.prior_delivered = prior_delivered
+        self.newly_acked = newly_acked
+        self.newly_lost = newly_lost
 
 
 class RttEstimator:
