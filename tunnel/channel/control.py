@@ -41,7 +41,7 @@ class ControlFrames:
 
     def write(
         self,
-        parts: list[bytes],
+        parts: list[bytes | memoryview],
         sent: list[SentFrame],
         space: int,
         now: float,

@@ -206,20 +206,21 @@ def varint_size(value: int) -> int:
     return 8
 
 
-_MASKS = (0x3F, 0x3FFF, 0x3FFFFFFF, 0x3FFFFFFFFFFFFFFF)
-
-
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    # Byte arithmetic, not `int.from_bytes(buf[pos:end], "big")`: compiled, that is a slice and
+    # a generic method call, 170 ns against 40 for an 8-byte stream offset in every packet.
     if pos >= len(buf):
         raise DecodeError("truncated varint")
     first = buf[pos]
     if first < 0x40:
         return first, pos + 1
-    kind = first >> 6
-    end = pos + (1 << kind)
+    end = pos + (1 << (first >> 6))
     if end > len(buf):
         raise DecodeError("truncated varint")
-    return int.from_bytes(buf[pos:end], "big") & _MASKS[kind], end
+    value = first & 0x3F
+    for index in range(pos + 1, end):
+        value = (value << 8) | buf[index]
+    return value, end
 
 
 def _bytes(buf: bytes, pos: int, length: int) -> tuple[bytes, int]:
@@ -391,10 +392,11 @@ def _decode_frames(buf: bytes, pos: int) -> list[Frame]:
     return frames
 
 
-def decode_packet(data: bytes) -> tuple[int, list[Frame]] | None:
-    """Return `(packet_number, frames)`, or None when anything in the packet is malformed."""
+def decode_packet(data: bytes, start: int = 0) -> tuple[int, list[Frame]] | None:
+    """Return `(packet_number, frames)` of the packet `data[start:]`, or None when anything in
+    the packet is malformed."""
     try:
-        packet_number, pos = _varint(data, 0)
+        packet_number, pos = _varint(data, start)
         frames = _decode_frames(data, pos)
     except DecodeError:
         return None

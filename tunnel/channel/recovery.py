@@ -250,7 +250,7 @@ class LossRecovery:
             ack_elapsed = now - newest.delivered_time
             # the real interval, however short (a LAN's 0.1 ms): flooring it at the timer
             # granularity understated the rate 10x there, and BBR followed it down
-            interval = max(send_elapsed, ack_elapsed, MIN_SAMPLE)
+            interval = max(max(send_elapsed, ack_elapsed), MIN_SAMPLE)  # 2-argument: inline
             self.first_sent_time = newest.time_sent
             if interval >= self.rtt.min_rtt:
                 sample.delivery_rate = (self.delivered - newest.delivered) / interval

@@ -323,8 +323,8 @@ class Peer:
         current = bytes((nw.PAYLOAD_CHANNEL,)) + self.peer_incarnation + self.incarnation
         for index in range(first, len(payloads)):
             payload = payloads[index]
-            if len(payload) > CHANNEL_HEADER and payload[:CHANNEL_HEADER] == current:
-                channel.receive_packet(payload[CHANNEL_HEADER:], now)
+            if len(payload) > CHANNEL_HEADER and payload.startswith(current):
+                channel.receive_packet(payload, now, CHANNEL_HEADER)
             else:  # a ping, a bare header, another incarnation: the whole way, and so the rest
                 for rest in payloads[index:]:
                     self.receive(rest, addr, now)
@@ -357,7 +357,7 @@ class Peer:
             self.path.on_data(addr, now, moved=restarted)
         if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
             assert self.channel is not None
-            self.channel.receive_packet(payload[CHANNEL_HEADER:], now)
+            self.channel.receive_packet(payload, now, CHANNEL_HEADER)
 
     def _receive_pong(self, txid: bytes, now: float) -> None:
         sent = self._pings.pop(txid, None)
@@ -524,10 +524,12 @@ class Peer:
             self._ping(addr, now, size=probe)
             out += self._out
             self._out = []
+        header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
+        if self.channel.packet_prefix != header:
+            self.channel.packet_prefix = header  # the channel builds each packet behind it
         packets = self.channel.packets_to_send(now)
         if packets:
-            header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
-            out += [(header + packet, addr) for packet in packets]
+            out += [(packet, addr) for packet in packets]
             if self.channel.bytes_in_flight:
                 # Only packets the peer must acknowledge count toward silence: a path is dead
                 # when what needs an answer gets none, never because both sides are quiet.
