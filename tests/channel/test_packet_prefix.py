@@ -13,7 +13,7 @@ PREFIX = b"\x03abcdEFGH"
 
 
 def channel(is_client: bool) -> Channel:
-    return Channel(is_client, rng=random.Random(7).randbytes)  # type: ignore[arg-type]
+    return Channel(is_client, rng=random.Random(7).randbytes)
 
 
 def transfer(prefix: bytes, payload: bytes) -> tuple[list[bytes], bytes, Channel, Channel]:
