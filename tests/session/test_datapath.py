@@ -153,6 +153,26 @@ def test_open_a_gro_buffer(datapath: ModuleType, cipher: int) -> None:
     assert keys[INDEX].receive.replay.state() == state
 
 
+def test_a_buffer_for_several_receivers(datapath: ModuleType, cipher: int) -> None:
+    """Segments of one buffer for different indices each meet their own keys and owner: the C
+    plane looks a receiver up once for a run of segments to it, never for the next index."""
+    other_key = bytes(range(32, 64))
+    keys = table(datapath, cipher)
+    keys[OTHER_INDEX] = Keys(datapath.Opener(other_key, EXPIRES, cipher, REJECT_AFTER_MESSAGES))
+    other_header = HEADER_TRANSPORT + OTHER_INDEX
+    unknown_header = HEADER_TRANSPORT + b"\x99\x99\x99\x99"
+    sequence = [(HEADER, KEY, INDEX), (HEADER, KEY, INDEX), (other_header, other_key, OTHER_INDEX),
+                (unknown_header, KEY, None), (HEADER, KEY, INDEX),
+                (other_header, other_key, OTHER_INDEX)]
+    data = b"".join(by_hand(bytes([i]) * 100, i, cipher, key, header)
+                    for i, (header, key, _) in enumerate(sequence))
+    results = datapath.open_batch(keys, data, 132, 1.0)
+    expected = [(verdicts.OK, keys[index], bytes([i]) * 100) if index is not None
+                else (verdicts.UNKNOWN_INDEX, None, b"")
+                for i, (_, _, index) in enumerate(sequence)]
+    assert results == expected
+
+
 def test_every_kind_of_bad_segment(datapath: ModuleType, cipher: int) -> None:
     keys = table(datapath, cipher)
     good = by_hand(b"a" * 50, 5, cipher)

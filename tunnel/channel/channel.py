@@ -370,6 +370,9 @@ class Channel:
         return self._table.for_app(stream_id)
 
     def _stream_for_peer(self, stream_id: int) -> Stream | None:
+        stream = self._table.streams.get(stream_id)
+        if stream is not None:  # every frame but a stream's first: no list, no generator
+            return stream
         opened: list[int] = []
         stream = self._table.for_peer(stream_id, opened)
         self._events.extend(StreamOpened(sid) for sid in opened)

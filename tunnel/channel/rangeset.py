@@ -66,7 +66,10 @@ class RangeSet:
         ends[lo:hi] = new_ends
 
     def contains(self, value: int) -> bool:
-        i = bisect_right(self._starts, value) - 1
+        starts = self._starts
+        if starts and value >= starts[-1]:  # the newest range: no bisect (a generic call)
+            return value < self._ends[-1]
+        i = bisect_right(starts, value) - 1
         return i >= 0 and value < self._ends[i]
 
     def covers(self, start: int, end: int) -> bool:

@@ -117,8 +117,12 @@ class ChunkBuffer:
 
     def _chunk_at(self, offset: int) -> int:
         chunks, starts = self._chunks, self._starts
-        for i in (self._cursor, self._cursor + 1):
-            if self._head <= i < len(chunks) and starts[i] <= offset < starts[i] + len(chunks[i]):
+        i = self._cursor
+        if self._head <= i < len(chunks) and starts[i] <= offset:
+            if offset < starts[i] + len(chunks[i]):
+                return i
+            i += 1
+            if i < len(chunks) and offset < starts[i] + len(chunks[i]):
                 self._cursor = i
                 return i
         i = bisect_right(starts, offset, self._head) - 1

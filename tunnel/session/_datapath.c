@@ -450,53 +450,69 @@ static PyObject *verdict(int code, PyObject *owner, PyObject *payload) {
 
 static PyObject *empty_bytes;
 
+/* The receiver a segment's index names, kept across the segments of one batch: a GRO buffer's
+ * segments nearly always share it, so the bytes key, the dict lookup and the attribute read are
+ * paid once a batch, not once a segment. Nothing in a batch runs Python code that could change
+ * the table (`receive` is a plain attribute), and the references keep both alive meanwhile. */
+typedef struct {
+    unsigned char index[4];
+    PyObject *owner;  /* new reference, or NULL: nothing cached */
+    PyObject *opener; /* new reference to an Opener, with `owner` */
+} Route;
+
+static void route_clear(Route *route) {
+    Py_CLEAR(route->owner);
+    Py_CLEAR(route->opener);
+}
+
+/* Fill `route` for `index`: 1 found, 0 no such index (route cleared), -1 error set. */
+static int route_find(Route *route, PyObject *table, const unsigned char *index) {
+    if (route->owner != NULL && memcmp(route->index, index, 4) == 0) return 1;
+    route_clear(route);
+    PyObject *key = PyBytes_FromStringAndSize((const char *)index, 4);
+    if (key == NULL) return -1;
+    PyObject *owner = PyDict_GetItemWithError(table, key); /* borrowed */
+    Py_DECREF(key);
+    if (owner == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *opener = PyObject_GetAttr(owner, receive_name);
+    if (opener == NULL) return -1;
+    if (!PyObject_TypeCheck(opener, &OpenerType)) {
+        Py_DECREF(opener);
+        PyErr_SetString(PyExc_TypeError, "a table value's `receive` must be an Opener");
+        return -1;
+    }
+    memcpy(route->index, index, 4);
+    route->owner = Py_NewRef(owner);
+    route->opener = opener;
+    return 1;
+}
+
 /* The verdict of one segment, as a (verdict, owner, payload) tuple. */
-static PyObject *open_segment(PyObject *table, const unsigned char *data, Py_ssize_t len,
-                              double now) {
+static PyObject *open_segment(PyObject *table, Route *route, const unsigned char *data,
+                              Py_ssize_t len, double now) {
     if (len == 0 || data[0] != MESSAGE_TRANSPORT)
         return verdict(V_NOT_TRANSPORT, Py_None, PyBytes_FromStringAndSize((const char *)data, len));
     if (len < OVERHEAD || len > MAX_DATAGRAM || data[1] || data[2] || data[3])
         return verdict(V_MALFORMED, Py_None, Py_NewRef(empty_bytes));
-    PyObject *index = PyBytes_FromStringAndSize((const char *)data + 4, 4);
-    if (index == NULL) return NULL;
-    PyObject *owner = PyDict_GetItemWithError(table, index); /* borrowed */
-    Py_DECREF(index);
-    if (owner == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        return verdict(V_UNKNOWN_INDEX, Py_None, Py_NewRef(empty_bytes));
-    }
-    Py_INCREF(owner); /* the table may change under a callback below; keep it alive */
-    PyObject *result = NULL;
-    PyObject *opener = PyObject_GetAttr(owner, receive_name);
-    if (opener == NULL) goto done;
-    if (!PyObject_TypeCheck(opener, &OpenerType)) {
-        PyErr_SetString(PyExc_TypeError, "a table value's `receive` must be an Opener");
-        goto done;
-    }
-    OpenerObject *key = (OpenerObject *)opener;
-    if (now >= key->expires) {
-        result = verdict(V_STALE, owner, Py_NewRef(empty_bytes));
-        goto done;
-    }
+    int found = route_find(route, table, data + 4);
+    if (found < 0) return NULL;
+    if (found == 0) return verdict(V_UNKNOWN_INDEX, Py_None, Py_NewRef(empty_bytes));
+    PyObject *owner = route->owner;
+    OpenerObject *key = (OpenerObject *)route->opener;
+    if (now >= key->expires) return verdict(V_STALE, owner, Py_NewRef(empty_bytes));
     PyObject *plain = PyBytes_FromStringAndSize(NULL, len - OVERHEAD);
-    if (plain == NULL) goto done;
+    if (plain == NULL) return NULL;
     if (!open_into(key, data, len, (unsigned char *)PyBytes_AS_STRING(plain))) {
         Py_DECREF(plain);
-        result = verdict(V_BAD_TAG, owner, Py_NewRef(empty_bytes));
-        goto done;
+        return verdict(V_BAD_TAG, owner, Py_NewRef(empty_bytes));
     }
     uint64_t counter = 0;
     for (int i = 7; i >= 0; i--) counter = (counter << 8) | data[8 + i];
     if (!window_accept(key->replay, counter, key->limit)) {
         Py_DECREF(plain);
-        result = verdict(V_REPLAY, owner, Py_NewRef(empty_bytes));
-        goto done;
+        return verdict(V_REPLAY, owner, Py_NewRef(empty_bytes));
     }
-    result = verdict(V_OK, owner, plain);
-done:
-    Py_XDECREF(opener);
-    Py_DECREF(owner);
-    return result;
+    return verdict(V_OK, owner, plain);
 }
 
 static PyObject *open_batch(PyObject *module, PyObject *args) {
@@ -511,12 +527,13 @@ static PyObject *open_batch(PyObject *module, PyObject *args) {
     Py_ssize_t total = data.len;
     if (segment <= 0 || segment > total) segment = total;
     Py_ssize_t count = segment ? (total + segment - 1) / segment : 1;
+    Route route = {{0}, NULL, NULL};
     PyObject *results = PyList_New(count);
     if (results == NULL) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t offset = i * segment;
         Py_ssize_t len = total - offset < segment ? total - offset : segment;
-        PyObject *item = open_segment(table, bytes + offset, len, now);
+        PyObject *item = open_segment(table, &route, bytes + offset, len, now);
         if (item == NULL) {
             Py_CLEAR(results);
             goto done;
@@ -524,6 +541,7 @@ static PyObject *open_batch(PyObject *module, PyObject *args) {
         PyList_SET_ITEM(results, i, item);
     }
 done:
+    route_clear(&route);
     PyBuffer_Release(&data);
     return results;
 }
