@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed
 # back to the pure build, and say so, if it did). The install builds them, or falls back to the
 # pure-Python build, and says so.
 COMPILED_SOURCES := $(wildcard tunnel/session/*.py tunnel/channel/*.py tunnel/channel/*/*.py \
+                    tunnel/path/*.py tunnel/node/*.py tunnel/forward/*.py \
                     tunnel/session/*.c tunnel/node/*.c)
 
 $(STAMP): pyproject.toml setup.py build_datapath.py $(COMPILED_SOURCES)

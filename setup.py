@@ -29,8 +29,11 @@ sys.path.insert(0, str(ROOT))  # PEP 517 builds do not add it
 from build_datapath import OPTIONAL, OptionalDatapathBuild, datapath_extensions  # noqa: E402
 
 # The per-packet path: AEAD, replay window and session (session/); frames, streams, acks,
-# recovery, congestion control and pacing (channel/).
-COMPILED_PACKAGES = ("tunnel/session", "tunnel/channel")
+# recovery, congestion control and pacing (channel/); and the glue every packet and every local
+# read crosses: paths (path/), the node and its peers (node/), the forwarders (forward/).
+COMPILED_PACKAGES = (
+    "tunnel/session", "tunnel/channel", "tunnel/path", "tunnel/node", "tunnel/forward",
+)
 # The shared library that holds every compiled module (each module's own extension is a shim).
 GROUP_NAME = "tunnel._mypyc"
 

@@ -14,36 +14,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from tests.support.bare_peer import bare_peer
+from tests.support.socketless_node import socketless_node
+from tunnel.channel.channel import Channel
 from tunnel.forward.bridge import StreamBridge
 from tunnel.forward.sockets import SocketBudget
-
-
-class FakeChannel:
-    def __init__(self, data: bytes, eof: bool) -> None:
-        self.data, self.eof = data, eof
-
-    def read(self, stream_id: int, limit: int) -> bytes:
-        out, self.data = self.data[:limit], self.data[limit:]
-        return out
-
-    def is_eof(self, stream_id: int) -> bool:
-        return self.eof and not self.data
-
-
-@dataclass
-class FakeLink:
-    channel: Any
-    static: bytes = b"\x01" * 32
-
-
-class FakeNode:
-    def kick(self, peer: object = None) -> None:
-        pass
+from tunnel.node.node import Node
 
 
 @dataclass
 class FakeOwner:
-    node: Any = field(default_factory=FakeNode)
+    node: Node = field(default_factory=lambda: socketless_node(bytes(32)))
     bridges: dict[tuple[bytes, int], StreamBridge] = field(default_factory=dict)
     sockets: SocketBudget = field(default_factory=lambda: SocketBudget(1024))
 
@@ -88,12 +69,22 @@ class RecordingTransport:
 
 def test_early_bytes_go_first_when_the_stream_and_its_fin_arrive_before_the_dial_resumes(
 ) -> None:
-    channel = FakeChannel(b" / HTTP/1.0\r\n\r\n", eof=True)
-    bridge = StreamBridge(cast(Any, FakeOwner()))
-    bridge.attach(cast(Any, FakeLink(channel)), 0)
-    bridge.early = b"GET"  # read with the service's name, before the dial
-    tcp = RecordingTransport()
-    bridge.connection_made(cast(asyncio.Transport, tcp))
-    bridge.on_readable()  # the stream's next bytes and FIN, delivered before `_dial` resumes
-    assert tcp.received == [b"GET", b" / HTTP/1.0\r\n\r\n", b"<EOF>"]
-    assert bridge.early == b""
+    async def scenario() -> list[bytes]:
+        # The peer's channel holds the stream's next bytes and its FIN, already arrived.
+        sender, channel = Channel(True), Channel(False)
+        stream_id = sender.open_stream()
+        sender.write(stream_id, b" / HTTP/1.0\r\n\r\n")
+        sender.shutdown_write(stream_id)
+        for packet in sender.packets_to_send(0.0):
+            channel.receive_packet(packet, 0.0)
+        bridge = StreamBridge(cast(Any, FakeOwner()))
+        bridge.attach(bare_peer(b"\x01" * 32, channel), stream_id)
+        bridge.early = b"GET"  # read with the service's name, before the dial
+        tcp = RecordingTransport()
+        bridge.connection_made(cast(asyncio.Transport, tcp))
+        bridge.on_readable()  # the stream's next bytes and FIN, delivered before `_dial` resumes
+        assert bridge.early == b""
+        return tcp.received
+
+    # (in a running loop: the bridge asks the node to flush, which schedules it)
+    assert asyncio.run(scenario()) == [b"GET", b" / HTTP/1.0\r\n\r\n", b"<EOF>"]

@@ -17,20 +17,19 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import uvloop
 
 from tests.support import cli
+from tests.support.bare_peer import bare_peer
 from tests.support.loopback import free_port, start_tcp_echo, world
 from tunnel.forward import wire
 from tunnel.forward.bridge import StreamBridge
 from tunnel.forward.exposing import ExposedService, ExposingSide
 from tunnel.forward.sockets import SocketBudget, budget_for
 from tunnel.keys.identity import load_network_secret
-from tunnel.node.peer import Peer
 
 LIMIT = 160  # descriptors of the exposing process: a budget of 80 forwarded connections
 EXTRA = 40  # connections past the budget
@@ -151,7 +150,7 @@ def test_udp_flows_past_the_budget_are_dropped_and_expiry_gives_sockets_back() -
     jobs: list[Coroutine[Any, Any, None]] = []
     side = ExposingSide(owner, jobs.append)
     side.services["game"] = ExposedService("game", ("127.0.0.1", 9), udp=True)
-    link = cast(Peer, SimpleNamespace(static=b"p" * 32, channel=None))
+    link = bare_peer(b"p" * 32)
     for flow in range(5):
         side.on_datagram(link, "game", flow, b"hello")
     assert len(side.udp_flows) == 2 and owner.sockets.in_use == 2 and owner.sockets.refused == 3

@@ -3,12 +3,10 @@ datagrams from in-memory `Device`s (real handshakes, no UDP)."""
 
 from __future__ import annotations
 
-from typing import cast
-
 from tunnel.addresses import Addr
 from tunnel.keys.identity import Identity
 from tunnel.node.node import Node, NodeOptions
-from tunnel.node.udp import UdpEndpoint, monotonic
+from tunnel.node.udp import monotonic
 from tunnel.session.constants import MAX_SESSIONS
 from tunnel.session.device import Device
 from tunnel.session.session import Session
@@ -20,19 +18,22 @@ class Wire:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, Addr]] = []
 
-    def send_batch(self, batch: list[bytes], addr: Addr) -> None:
-        self.sent.extend((data, addr) for data in batch)
+    def send_batch(self, datagrams: list[bytes], addr: Addr) -> None:
+        self.sent.extend((data, addr) for data in datagrams)
 
     def send_segments(self, data: bytes, segment: int, addr: Addr) -> None:
         """A GSO run: the datagrams it carries, one by one."""
         self.sent.extend((data[i:i + segment], addr) for i in range(0, len(data), segment))
+
+    def close(self) -> None:
+        pass
 
 
 def socketless_node(secret: bytes, max_peers: int = MAX_SESSIONS) -> Node:
     """A node of the network `secret` on a `Wire` (its rendezvous is never reached)."""
     node = Node(NodeOptions(identity=Identity.generate(), network_secret=secret,
                             rendezvous=("127.0.0.1", 9), max_peers=max_peers))
-    node.udp = cast(UdpEndpoint, Wire())
+    node.udp = Wire()
     return node
 
 
@@ -45,7 +46,8 @@ def to_node(node: Node, device: Device, addr: Addr) -> None:
 
 def replies(node: Node, addr: Addr) -> list[bytes]:
     """What the node sent toward `addr` since the last call; the wire is cleared."""
-    wire = cast(Wire, node.udp)
+    wire = node.udp
+    assert isinstance(wire, Wire)
     sent = [data for data, dst in wire.sent if dst == addr]
     wire.sent.clear()
     return sent

@@ -57,7 +57,14 @@ from tunnel.node.peer import (
 )
 from tunnel.node.prediction import PredictionSockets
 from tunnel.node.replayfile import ReplayFile
-from tunnel.node.udp import MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Timer, UdpEndpoint, monotonic
+from tunnel.node.udp import (
+    MAX_GSO_BYTES,
+    MAX_GSO_SEGMENTS,
+    DatagramOut,
+    Timer,
+    UdpEndpoint,
+    monotonic,
+)
 from tunnel.path import rendezvous as rc
 from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.manager import PathManager
@@ -140,7 +147,7 @@ class Node:
         self._refusing_links_since = float("-inf")
         self._replay = None if options.state_dir is None else ReplayFile(options.state_dir)
         self.rdv: rc.RendezvousClient | None = None
-        self.udp: UdpEndpoint | None = None
+        self.udp: DatagramOut | None = None
         self.public_endpoint: Addr | None = None
         self.nat_mapping = "unknown"  # how our NAT maps ports: `_check_nat`
         self._nat_check: asyncio.Task[None] | None = None
@@ -172,9 +179,10 @@ class Node:
         self._loop = asyncio.get_running_loop()
         if self._replay is not None:
             self._replay.load_into(self.device)
-        self.udp = await UdpEndpoint.open(self.options.bind, self._on_datagram, self._on_drained)
+        udp = await UdpEndpoint.open(self.options.bind, self._on_datagram, self._on_drained)
+        self.udp = udp
         lan = self.candidate_policy.announceable(
-            (ip, self.udp.local_addr[1]) for ip in self._lan_addresses())
+            (ip, udp.local_addr[1]) for ip in self._lan_addresses())
         self.rdv = rc.RendezvousClient(
             self.options.network_secret, self.options.identity.private, self.options.names, lan,
             self.options.rendezvous, server_key=self.options.rendezvous_key,

@@ -33,6 +33,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from tunnel.addresses import Addr, format_endpoint
 from tunnel.node.udpio import MAX_BATCH, recv_batch
@@ -62,6 +63,16 @@ def monotonic() -> float:
 
 # What a socket hands its owner: a datagram, where from, and its GRO segment size (0: one).
 OnDatagram = Callable[[bytes, Addr, int], None]
+
+
+class DatagramOut(Protocol):
+    """What a node sends through: its `UdpEndpoint`, or a test's in-memory wire."""
+
+    def send_batch(self, datagrams: list[bytes], addr: Addr) -> None: ...
+
+    def send_segments(self, data: bytes, segment: int, addr: Addr) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class UdpEndpoint:

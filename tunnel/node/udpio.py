@@ -8,25 +8,30 @@ says which runs ("c" or "python").
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+from tunnel.addresses import Addr
 
 __all__ = ["IMPLEMENTATION", "MAX_BATCH", "recv_batch"]
 
-if TYPE_CHECKING:
-    from tunnel.node.udpio_pure import MAX_BATCH, recv_batch
 
-    IMPLEMENTATION: str
-elif os.environ.get("PTUNNEL_PURE") == "1":
-    from tunnel.node.udpio_pure import MAX_BATCH, recv_batch
+def _select() -> tuple[str, Any]:
+    # importlib, not `if TYPE_CHECKING: ... else: try: from ...`: mypyc compiles this module,
+    # and takes the branch mypy sees as the only one.
+    if os.environ.get("PTUNNEL_PURE") != "1":
+        try:
+            return "c", importlib.import_module("tunnel.node._udpio")
+        except ImportError:  # not built here (no C compiler at install)
+            pass
+    return "python", importlib.import_module("tunnel.node.udpio_pure")
 
-    IMPLEMENTATION = "python"
-else:
-    try:
-        from tunnel.node._udpio import MAX_BATCH, recv_batch
-    except ImportError:  # not built here (no C compiler at install)
-        from tunnel.node.udpio_pure import MAX_BATCH, recv_batch
 
-        IMPLEMENTATION = "python"
-    else:
-        IMPLEMENTATION = "c"
+IMPLEMENTATION, _implementation = _select()
+MAX_BATCH: Final[int] = _implementation.MAX_BATCH
+recv_batch: Final[Callable[[socket.socket, int], list[tuple[bytes, Addr, int]]]] = (
+    _implementation.recv_batch
+)
