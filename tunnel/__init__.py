@@ -18,6 +18,7 @@ optional C data plane (`build_datapath.py`) is in use (`ptunnel --version` shows
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -120,3 +121,16 @@ def _select_build() -> tuple[str, tuple[str, ...]]:
 
 # Which build runs, for `ptunnel --version`, and the modules it loads compiled (none when pure).
 BUILD, COMPILED_MODULES = _select_build()
+
+
+def data_plane(c_module: str, pure_module: str) -> tuple[str, ModuleType]:
+    """One piece of the optional C data plane: `("c", c_module)` where that extension was built
+    and the pure build is not asked for, else `("python", pure_module)`, its twin. By name, with
+    importlib: mypyc compiles a selector module, and would keep only the branch of an
+    `if TYPE_CHECKING` / `try: from ... import` that mypy sees."""
+    if os.environ.get(PURE_ENV) != "1":
+        try:
+            return "c", importlib.import_module(c_module)
+        except ImportError:  # not built here (no compiler or no libcrypto headers at install)
+            pass
+    return "python", importlib.import_module(pure_module)

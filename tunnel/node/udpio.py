@@ -8,29 +8,17 @@ says which runs ("c" or "python").
 
 from __future__ import annotations
 
-import importlib
-import os
 import socket
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
+from tunnel import data_plane
 from tunnel.addresses import Addr
 
 __all__ = ["IMPLEMENTATION", "MAX_BATCH", "recv_batch"]
 
 
-def _select() -> tuple[str, Any]:
-    # importlib, not `if TYPE_CHECKING: ... else: try: from ...`: mypyc compiles this module,
-    # and takes the branch mypy sees as the only one.
-    if os.environ.get("PTUNNEL_PURE") != "1":
-        try:
-            return "c", importlib.import_module("tunnel.node._udpio")
-        except ImportError:  # not built here (no C compiler at install)
-            pass
-    return "python", importlib.import_module("tunnel.node.udpio_pure")
-
-
-IMPLEMENTATION, _implementation = _select()
+IMPLEMENTATION, _implementation = data_plane("tunnel.node._udpio", "tunnel.node.udpio_pure")
 MAX_BATCH: Final[int] = _implementation.MAX_BATCH
 recv_batch: Final[Callable[[socket.socket, int], list[tuple[bytes, Addr, int]]]] = (
     _implementation.recv_batch

@@ -22,11 +22,10 @@ static type, so code compiled with mypyc accepts the objects of either.
 
 from __future__ import annotations
 
-import importlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeVar, cast
 
+from tunnel import data_plane
 from tunnel.session.constants import REJECT_AFTER_MESSAGES
 from tunnel.session.datapath_pure import (
     BAD_TAG,
@@ -44,7 +43,6 @@ __all__ = [
     "new_window", "open_batch",
 ]
 
-PURE_ENV: Final = "PTUNNEL_PURE"
 
 
 class Sealer(Protocol):
@@ -86,16 +84,8 @@ class HasOpener(Protocol):
 Owner = TypeVar("Owner", bound=HasOpener)
 
 
-def _select() -> tuple[str, Any]:
-    if os.environ.get(PURE_ENV) != "1":
-        try:
-            return "c", importlib.import_module("tunnel.session._datapath")
-        except ImportError:  # not built here (no compiler or no libcrypto headers at install)
-            pass
-    return "python", importlib.import_module("tunnel.session.datapath_pure")
-
-
-IMPLEMENTATION, _implementation = _select()
+IMPLEMENTATION, _implementation = data_plane("tunnel.session._datapath",
+                                             "tunnel.session.datapath_pure")
 new_sealer: Final[Callable[[bytes, bytes, int], Sealer]] = _implementation.Sealer
 new_opener: Final[Callable[[bytes, float, int, int], Opener]] = _implementation.Opener
 new_window: Final[Callable[[], ReplayWindow]] = _implementation.ReplayWindow
