@@ -104,3 +104,25 @@ def test_bit_flips_never_raise(
     index = data.draw(st.integers(0, len(packet) - 1))
     packet[index] ^= 1 << data.draw(st.integers(0, 7))
     fr.decode_packet(bytes(packet))
+
+
+def test_a_frame_that_is_most_of_a_large_packet_is_a_view_and_any_other_a_copy() -> None:
+    big = bytes(range(256)) * 32  # 8,192 bytes
+    frames = [fr.StreamFrame(0, 0, b"small", False), fr.StreamFrame(4, 0, big, True)]
+    decoded = fr.decode_packet(fr.encode_packet(7, frames))
+    assert decoded is not None
+    small_frame, big_frame = decoded[1]
+    assert isinstance(small_frame, fr.StreamFrame) and isinstance(big_frame, fr.StreamFrame)
+    assert type(small_frame.data) is bytes and small_frame.data == b"small"
+    assert isinstance(big_frame.data, memoryview) and big_frame.data == big
+    # two large frames sharing a packet: neither is most of it, so neither may pin it
+    half = big[: fr.VIEW_MIN + 10]
+    pair = fr.decode_packet(fr.encode_packet(8, [fr.StreamFrame(0, 0, half, False),
+                                                 fr.StreamFrame(4, 0, half + b"x", False)]))
+    assert pair is not None
+    assert [type(f.data) for f in pair[1] if isinstance(f, fr.StreamFrame)] == [bytes, bytes]
+    # a frame below VIEW_MIN is copied even when it is the whole packet
+    below = fr.StreamFrame(0, 0, big[: fr.VIEW_MIN - 1], False)
+    alone = fr.decode_packet(fr.encode_packet(9, [below]))
+    assert alone is not None and alone[1] == [below]
+    assert isinstance(alone[1][0], fr.StreamFrame) and type(alone[1][0].data) is bytes

@@ -41,6 +41,9 @@ class RecordingTransport:
             raise RuntimeError("Cannot call write() after write_eof()")
         self.received.append(bytes(data))
 
+    def writelines(self, chunks: list[bytes | memoryview]) -> None:
+        self.write(b"".join(chunks))
+
     def write_eof(self) -> None:
         self.eof = True
         self.received.append(b"<EOF>")

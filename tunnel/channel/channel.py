@@ -288,19 +288,27 @@ class Channel:
 
     def read(self, stream_id: int, max_bytes: int | None = None) -> bytes:
         """Take up to `max_bytes` in-order bytes (all buffered when None)."""
+        return b"".join(self.read_chunks(stream_id, max_bytes))
+
+    def read_chunks(
+        self, stream_id: int, max_bytes: int | None = None
+    ) -> list[bytes | memoryview]:
+        """`read`, as the chunks the bytes arrived in (views of their packets where large), so
+        that a writer with `writelines` copies them once, into the socket."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            return b""
+            return []
         recv = stream.recv
-        data = recv.read(max_bytes)
-        if data:
-            self._conn_consumed += len(data)
+        before = recv.read_offset
+        chunks = recv.take(max_bytes)
+        if chunks:
+            self._conn_consumed += recv.read_offset - before
             if recv.window.needs_update(recv.read_offset) and recv.final_size is None:
                 self._control.max_stream_data.add(stream_id)
             self._maybe_update_connection_credit(None)
         if recv.done:
             self._maybe_retire(stream)
-        return data
+        return chunks
 
     def is_eof(self, stream_id: int) -> bool:
         """True once everything up to the peer's FIN was read (or the stream is gone)."""

@@ -28,7 +28,7 @@ class Reassembly:
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._pieces: list[bytes] = []
+        self._pieces: list[bytes | memoryview] = []
         self.size = 0
 
     def __len__(self) -> int:
@@ -37,7 +37,7 @@ class Reassembly:
     def __bool__(self) -> bool:
         return bool(self._starts)
 
-    def insert(self, offset: int, data: bytes, room: int) -> int | None:
+    def insert(self, offset: int, data: bytes | memoryview, room: int) -> int | None:
         """Hold the bytes of `data` (at `offset`) that no piece holds yet; return the change in
         the number of pieces (1 at most). None, with nothing changed, when that change would
         exceed `room`."""
@@ -79,7 +79,7 @@ class Reassembly:
         pieces[lo:hi] = [data]
         return change
 
-    def _extends(self, index: int, offset: int, data: bytes) -> bool:
+    def _extends(self, index: int, offset: int, data: bytes | memoryview) -> bool:
         """Copy a small `data` onto piece `index` if it continues that piece and the result stays
         small; the copy is then at most `COALESCED_CHUNK` bytes."""
         if index < 0 or len(data) >= SMALL_CHUNK:
@@ -87,15 +87,15 @@ class Reassembly:
         piece = self._pieces[index]
         if self._starts[index] + len(piece) != offset or len(piece) + len(data) > COALESCED_CHUNK:
             return False
-        self._pieces[index] = piece + data
+        self._pieces[index] = b"".join((piece, data))  # either may be a view of its packet
         self.size += len(data)
         return True
 
-    def take_from(self, offset: int) -> tuple[list[bytes], int]:
+    def take_from(self, offset: int) -> tuple[list[bytes | memoryview], int]:
         """Remove every piece that starts at or below `offset` (the stream's contiguous end);
         return the bytes they add past it, in order, and how many pieces went."""
         starts, pieces = self._starts, self._pieces
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         count = 0
         removed = 0
         while count < len(starts) and starts[count] <= offset:

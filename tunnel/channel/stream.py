@@ -353,7 +353,8 @@ class ReceiveStream:
     )
 
     def __init__(self, window: ReceiveWindow, budget: SegmentBudget | None = None) -> None:
-        self._ready: deque[bytes] = deque()  # in-order chunks from read_offset on
+        # in-order chunks from read_offset on; a large one may be a view of its packet
+        self._ready: deque[bytes | memoryview] = deque()
         self._ready_size = 0
         self._pending = Reassembly()  # early segments
         # the channel's count of early segments over all its streams (a stream alone: its own)
@@ -379,16 +380,16 @@ class ReceiveStream:
     def held_segments(self) -> int:
         return len(self._pending)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | memoryview) -> None:
         ready = self._ready
         if len(data) < SMALL_CHUNK and ready and len(ready[-1]) + len(data) <= COALESCED_CHUNK:
             # so each chunk is either large or at least ~3.5 KB together with the one before
-            ready[-1] += data
+            ready[-1] = b"".join((ready[-1], data))
         else:
             ready.append(data)
         self._ready_size += len(data)
 
-    def on_frame(self, offset: int, data: bytes, fin: bool) -> tuple[int, bool]:
+    def on_frame(self, offset: int, data: bytes | memoryview, fin: bool) -> tuple[int, bool]:
         """Take a STREAM frame; return `(bytes beyond the previous highest, has news)`.
 
         Raises FlowControlError / FinalSizeError before changing any state."""
@@ -418,7 +419,7 @@ class ReceiveStream:
             self.final_size = end
         return grown, news
 
-    def _hold(self, offset: int, data: bytes) -> None:
+    def _hold(self, offset: int, data: bytes | memoryview) -> None:
         """Keep an early segment. Each held segment costs ~100 bytes of bookkeeping however small
         it is: bound their number per stream and per channel, or tiny segments would make the
         credit's bytes cost a hundred times more memory."""
@@ -445,29 +446,32 @@ class ReceiveStream:
         for chunk in chunks:
             self._append(chunk)
 
-    def read(self, max_bytes: int | None) -> bytes:
+    def take(self, max_bytes: int | None) -> list[bytes | memoryview]:
+        """Remove up to `max_bytes` in-order bytes (all when None) as the chunks they arrived in:
+        a large chunk may be a view of its packet, and joining them is the caller's choice (the
+        bridge hands them to one `writev` instead)."""
         ready = self._ready
         if max_bytes is None or max_bytes >= self._ready_size:
-            data = ready[0] if len(ready) == 1 else b"".join(ready)
+            chunks = list(ready)
+            size = self._ready_size
             ready.clear()
         else:
-            parts: list[bytes] = []
-            want = max_bytes
+            chunks = []
+            size = want = max_bytes
             while want > 0:
                 chunk = ready.popleft()
                 if len(chunk) > want:
                     ready.appendleft(chunk[want:])
                     chunk = chunk[:want]
-                parts.append(chunk)
+                chunks.append(chunk)
                 want -= len(chunk)
-            data = b"".join(parts)
-        self._ready_size -= len(data)
-        self.read_offset += len(data)
+        self._ready_size -= size
+        self.read_offset += size
         if not ready:
             self.readable_signalled = False
             if self.final_size is not None and self.read_offset == self.final_size:
                 self.eof_delivered = True
-        return data
+        return chunks
 
     def discard(self) -> int:
         """Drop everything buffered (stop or reset); return bytes newly counted as consumed."""

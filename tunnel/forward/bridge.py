@@ -168,10 +168,10 @@ class StreamBridge(asyncio.Protocol):
         if channel is None or self.transport is None or self.stream_id is None:
             return
         while not self.paused_writing and not self.transport.is_closing():
-            data = channel.read(self.stream_id, READ_CHUNK)
-            if not data:
+            chunks = channel.read_chunks(self.stream_id, READ_CHUNK)
+            if not chunks:
                 break
-            self.transport.write(data)
+            self.transport.writelines(chunks)  # one writev: no join of the chunks first
         if not self.stream_eof and channel.is_eof(self.stream_id):
             self.stream_eof = True
             if self.transport.can_write_eof() and not self.transport.is_closing():
