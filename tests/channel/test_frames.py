@@ -108,7 +108,8 @@ def test_bit_flips_never_raise(
 
 def test_a_frame_that_is_most_of_a_large_packet_is_a_view_and_any_other_a_copy() -> None:
     big = bytes(range(256)) * 32  # 8,192 bytes
-    frames = [fr.StreamFrame(0, 0, b"small", False), fr.StreamFrame(4, 0, big, True)]
+    small = fr.StreamFrame(0, 0, b"small", False)
+    frames: list[fr.Frame] = [small, fr.StreamFrame(4, 0, big, True)]
     decoded = fr.decode_packet(fr.encode_packet(7, frames))
     assert decoded is not None
     small_frame, big_frame = decoded[1]
