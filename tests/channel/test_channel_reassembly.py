@@ -10,7 +10,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunnel.channel.reassembly import Reassembly
+from tunnel.channel.reassembly import Reassembly, compact
 from tunnel.channel.stream import ReceiveStream, ReceiveWindow, SendStream
 
 
@@ -113,3 +113,24 @@ def test_reassembly_refuses_a_new_piece_without_room_and_changes_nothing() -> No
     assert held.insert(11, b"bc", room=0) == 0  # already held: no room needed
     assert held.insert(13, b"d", room=0) == 0  # continues the piece: coalesced, no new piece
     assert held._starts == [10] and held._pieces == [b"abcd"] and held.size == 4
+
+
+def test_a_few_bytes_of_a_packet_never_keep_the_whole_packet_alive() -> None:
+    """A frame may arrive as a view of its packet; what is kept of it must be at least half of
+    that packet, or a copy (a trimmed retransmission would otherwise pin 64 KB per byte)."""
+    packet = bytes(range(256)) * 40  # 10,240 bytes
+    whole = memoryview(packet)[100:]
+    assert compact(whole) is whole  # most of its packet: kept as the view it is
+    assert type(compact(whole[:1000])) is bytes and compact(whole[:1000]) == packet[100:1100]
+    # held out of order: a retransmission trimmed by what is already held is stored as a copy
+    pending = Reassembly()
+    assert pending.insert(1000, packet[:9000], room=10) == 1
+    assert pending.insert(1000, memoryview(packet)[:9100], room=10) == 1  # its last 100 bytes
+    chunks, count = pending.take_from(1000)
+    assert b"".join(chunks) == packet[:9100] and count == 2
+    assert all(type(chunk) is bytes for chunk in chunks)
+    # in order: the new tail of an overlapping retransmission is a copy too
+    recv = ReceiveStream(ReceiveWindow(1 << 20, 1 << 20))
+    recv.on_frame(0, packet[:9000], False)
+    recv.on_frame(0, memoryview(packet)[:9100], False)
+    assert [type(chunk) for chunk in recv.take(None)] == [bytes, bytes]

@@ -17,8 +17,18 @@ appends in O(1); the rest bisects.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import cast
 
 from tunnel.channel.constants import COALESCED_CHUNK, SMALL_CHUNK
+
+
+def compact(part: bytes | memoryview) -> bytes | memoryview:
+    """`part` as it may be kept: a view of a packet (`frames.VIEW_MIN`) that holds less than half
+    of that packet becomes a copy, so that a few bytes of a trimmed retransmission cannot keep a
+    64 KB packet alive; what is kept stays within twice the bytes it counts."""
+    if isinstance(part, memoryview) and 2 * len(part) < len(cast(bytes, part.obj)):
+        return bytes(part)
+    return part
 
 
 class Reassembly:
@@ -49,7 +59,7 @@ class Reassembly:
             if room < 1:
                 return None
             starts.append(offset)
-            pieces.append(data)
+            pieces.append(compact(data))
             self.size += len(data)
             return 1
         # the piece holding `offset`, if one does, covers the front of the new data
@@ -76,7 +86,7 @@ class Reassembly:
             return None
         self.size += len(data) - sum(len(piece) for piece in pieces[lo:hi])
         starts[lo:hi] = [offset]
-        pieces[lo:hi] = [data]
+        pieces[lo:hi] = [compact(data)]
         return change
 
     def _extends(self, index: int, offset: int, data: bytes | memoryview) -> bool:

@@ -34,7 +34,7 @@ from tunnel.channel.constants import (
     WINDOW_PER_HELD_SEGMENT,
 )
 from tunnel.channel.rangeset import RangeSet
-from tunnel.channel.reassembly import Reassembly
+from tunnel.channel.reassembly import Reassembly, compact
 
 
 class FlowControlError(Exception):
@@ -386,7 +386,7 @@ class ReceiveStream:
             # so each chunk is either large or at least ~3.5 KB together with the one before
             ready[-1] = b"".join((ready[-1], data))
         else:
-            ready.append(data)
+            ready.append(compact(data))
         self._ready_size += len(data)
 
     def on_frame(self, offset: int, data: bytes | memoryview, fin: bool) -> tuple[int, bool]:
