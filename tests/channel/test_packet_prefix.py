@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 from tunnel.channel.channel import Channel
+from tunnel.channel.constants import PARTS_MIN
 from tunnel.channel.events import ChannelClosed, StreamReadable
 
 PREFIX = b"\x03abcdEFGH"
@@ -93,3 +94,31 @@ def test_large_packets_reach_the_reader_as_views_of_the_packets_that_carried_the
         now += 0.001
     assert b"".join(chunks) == payload and b.is_eof(sid)
     assert sum(isinstance(chunk, memoryview) for chunk in chunks) >= len(payload) // 60_000
+
+
+def test_large_packets_are_handed_over_as_their_parts_and_small_ones_joined() -> None:
+    """A packet of PARTS_MIN bytes or more comes as the parts it is the join of (the sealer
+    encrypts them in turn); a smaller one as bytes. Either way it is the packet the peer reads."""
+    a = Channel(True, rng=random.Random(7).randbytes, max_packet_size=60_000)
+    b = Channel(False, rng=random.Random(8).randbytes, max_packet_size=60_000)
+    a.packet_prefix = b.packet_prefix = PREFIX
+    payload = random.Random(4).randbytes(200_000)
+    sid = a.open_stream()
+    assert a.write(sid, payload) == len(payload)
+    a.shutdown_write(sid)
+    received = bytearray()
+    kinds: set[tuple[bool, bool]] = set()  # (is parts, is at least PARTS_MIN)
+    now = 0.0
+    for _ in range(300):
+        for side, other in ((a, b), (b, a)):
+            for packet in side.packet_parts_to_send(now):
+                joined = packet if isinstance(packet, bytes) else b"".join(packet)
+                assert joined.startswith(PREFIX)
+                kinds.add((isinstance(packet, list), len(joined) - len(PREFIX) >= PARTS_MIN))
+                other.receive_packet(joined, now, len(PREFIX))
+        while (event := b.next_event()) is not None:
+            if isinstance(event, StreamReadable):
+                received += b.read(event.stream_id)
+        now += 0.001
+    assert bytes(received) == payload
+    assert kinds == {(True, True), (False, False)}  # data packets as parts, b's ACKs joined

@@ -35,6 +35,12 @@ A_ADDR: Addr = ("10.0.0.1", 40001)
 B_ADDR: Addr = ("10.0.0.2", 40002)
 
 
+def datagrams(peer: Peer, now: float, established: bool) -> list[tuple[bytes, Addr]]:
+    """`peer.datagrams_to_send`, each payload joined: a channel packet comes as its parts."""
+    return [(payload if isinstance(payload, bytes) else b"".join(payload), addr)
+            for payload, addr in peer.datagrams_to_send(now, established)]
+
+
 def seeded(seed: int) -> Callable[[int], bytes]:
     rng = random.Random(seed)
     return rng.randbytes
@@ -74,7 +80,7 @@ class Pair:
                     self.b.on_introduced(A_ADDR, [], None, self.now)
             while (channel_event := peer.next_channel_event()) is not None:
                 self.channel_events[side].append(channel_event)
-            arrived = [payload for payload, _addr in peer.datagrams_to_send(self.now, True)
+            arrived = [payload for payload, _addr in datagrams(peer, self.now, True)
                        if self.connected and len(payload) + 32 <= self.mtu]
             if self.batched:
                 other.receive_batch(arrived, src, self.now)
@@ -215,11 +221,11 @@ def test_a_ping_is_answered_with_its_round_trip() -> None:
     pair.events["a"].clear()
     txid = pair.a.ping(pair.now)
     assert txid is not None
-    sent = pair.a.datagrams_to_send(pair.now, established=True)
+    sent = datagrams(pair.a, pair.now, established=True)
     pair.now += 0.003
     for payload, _ in sent:
         pair.b.receive(payload, A_ADDR, pair.now)
-    for payload, _ in pair.b.datagrams_to_send(pair.now, established=True):
+    for payload, _ in datagrams(pair.b, pair.now, established=True):
         pair.a.receive(payload, B_ADDR, pair.now)
     pongs = []
     while (event := pair.a.next_event()) is not None:
@@ -237,12 +243,12 @@ def test_port_prediction_opens_sockets_asks_the_peer_and_keeps_the_winner() -> N
     while (event := a.next_event()) is not None:
         events.append(event)
     assert SocketsWanted(B_ADDR, 256) in events
-    request = [d for d in a.datagrams_to_send(0.0, True) if d[0] == bytes((nw.PAYLOAD_PREDICTION,))]
+    request = [d for d in datagrams(a, 0.0, True) if d[0] == bytes((nw.PAYLOAD_PREDICTION,))]
     assert request == [(bytes((nw.PAYLOAD_PREDICTION,)), relay_addr(B_KEY))]
     targets = [(f"10.0.0.2|{i}", 40002) for i in range(4)]
     a.sockets_opened(targets)
     a.poll(0.1, established=True)
-    pinged = {addr for _, addr in a.datagrams_to_send(0.1, True)}
+    pinged = {addr for _, addr in datagrams(a, 0.1, True)}
     assert set(targets) <= pinged
     a.receive(b"", targets[2], 0.2)  # an authenticated packet through socket 2: direct now
     a.poll(0.2, established=True)
@@ -260,7 +266,7 @@ def test_the_other_side_of_a_prediction_probes_random_ports_at_a_bounded_rate() 
     now = 0.0
     while now < 2.0:
         b.poll(now, established=True)
-        sent += [addr for _, addr in b.datagrams_to_send(now, True) if addr[0] == A_ADDR[0]]
+        sent += [addr for _, addr in datagrams(b, now, True) if addr[0] == A_ADDR[0]]
         now += 0.05
     assert 80 <= len(sent) <= 110  # 50 a second
     assert len({port for _, port in sent}) > 60
@@ -338,7 +344,7 @@ def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -
 def _stopped_quietly(peer: Peer, now: float, established: bool) -> list[bytes]:
     """Close `peer`, then run 60 virtual seconds: what it sent and asked for after the close."""
     peer.close("node shutting down")
-    sent = [payload for payload, _ in peer.datagrams_to_send(now, established)]
+    sent = [payload for payload, _ in datagrams(peer, now, established)]
     asked: list[PeerEvent] = []
     for step in range(600):
         peer.handle_timer(now + step / 10)
@@ -346,7 +352,7 @@ def _stopped_quietly(peer: Peer, now: float, established: bool) -> list[bytes]:
         while (event := peer.next_event()) is not None:
             if not isinstance(event, SocketsReleased):
                 asked.append(event)
-        sent += [payload for payload, _ in peer.datagrams_to_send(now + step / 10, established)]
+        sent += [payload for payload, _ in datagrams(peer, now + step / 10, established)]
     assert not asked, asked
     assert peer.get_timer() is None
     return sent
@@ -365,7 +371,7 @@ def test_stop_on_the_relay_and_during_port_prediction_releases_the_sockets() -> 
     a.on_handshake_completed(relay_addr(B_KEY), 0.0)
     a.poll(0.0, established=True)
     assert SocketsWanted(B_ADDR, 256) in list(iter(a.next_event, None))
-    a.datagrams_to_send(0.0, True)
+    datagrams(a, 0.0, True)
     a.close("node shutting down")
     assert SocketsReleased(None) in list(iter(a.next_event, None))
     sent = _stopped_quietly(a, 0.1, established=True)
@@ -463,7 +469,7 @@ def test_a_stale_or_foreign_payload_amid_a_batch_is_dropped_and_the_rest_deliver
     assert pair.a.channel is not None and pair.b.channel is not None
     stream = pair.a.channel.open_stream()
     pair.a.channel.write(stream, b"x" * 5000)
-    packets = [p for p, _ in pair.a.datagrams_to_send(pair.now, established=True)]
+    packets = [p for p, _ in datagrams(pair.a, pair.now, established=True)]
     assert len(packets) >= 3
     stale = bytes((nw.PAYLOAD_CHANNEL,)) + b"\xde\xad\xbe\xef" + pair.a.incarnation + b"junk"
     pair.b.receive_batch([packets[0], stale, b"", *packets[1:]], A_ADDR, pair.now)
@@ -492,7 +498,7 @@ def _drive(a: Peer, start: float, seconds: float, step: float = 0.5) -> tuple[
             events.append(event)
             if isinstance(event, SocketsWanted):
                 a.sockets_opened([(f"{B_ADDR[0]}|{i}", B_ADDR[1]) for i in range(4)])
-        requests += [now for payload, addr in a.datagrams_to_send(now, True)
+        requests += [now for payload, addr in datagrams(a, now, True)
                      if payload == bytes((nw.PAYLOAD_PREDICTION,)) and addr == relay_addr(B_KEY)]
         now += step
     return events, requests
@@ -513,7 +519,7 @@ def test_a_prediction_that_finds_nothing_is_tried_again_later_and_less_often() -
             if isinstance(event, SocketsWanted):
                 starts.append(round(now))
                 a.sockets_opened([(f"{B_ADDR[0]}|0", B_ADDR[1])])
-        a.datagrams_to_send(now, True)
+        datagrams(a, now, True)
         deadline = a.get_timer()
         now = max(now + 0.001, 2000.0 if deadline is None else deadline)
     # Each attempt lasts DURATION + REFRESH (50 s); then 120 s, 240 s, 480 s, 960 s of rest.
@@ -549,7 +555,7 @@ def test_a_lone_payload_of_a_batch_is_heard_on_the_path_as_receive_hears_it() ->
         later = pair.now + 20.0  # past CANDIDATE_TIMEOUT: the candidate no longer "works"
         stream = pair.a.channel.open_stream()
         pair.a.channel.write(stream, b"ping")
-        packets = [p for p, _ in pair.a.datagrams_to_send(later, established=True)
+        packets = [p for p, _ in datagrams(pair.a, later, established=True)
                    if p[0] == nw.PAYLOAD_CHANNEL]  # not the PMTU probe also due by then
         assert len(packets) == 1
         pair.b.path.on_sent(later - 1.0)  # B sent something and waits for an answer

@@ -86,7 +86,7 @@ class Victim:
                     for addr in event.addrs:
                         self.send(self.initiation, addr)
         for payload, addr in self.peer.datagrams_to_send(now, established):
-            self.send(payload, addr)
+            self.send(payload if isinstance(payload, bytes) else b"".join(payload), addr)
         for data, addr in self.device.datagrams_to_send():
             if is_initiation(data):
                 if not self.peer.may_send_initiation(addr, now):

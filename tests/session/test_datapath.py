@@ -9,6 +9,7 @@ checked against the specification, not only against each other.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -100,6 +101,46 @@ def test_c_and_python_seal_byte_identical(
     assert c.seal_batch(payloads, counter) == python.seal_batch(payloads, counter)
     if payloads:
         assert c.seal(payloads[0], counter) == python.seal(payloads[0], counter)
+
+
+def split(payload: bytes, cuts: list[int]) -> list[bytes | memoryview]:
+    """`payload` as parts cut at `cuts`, views and bytes alternating (some of them empty)."""
+    bounds = [0, *sorted(cut % (len(payload) + 1) for cut in cuts), len(payload)]
+    return [memoryview(payload)[a:b] if i % 2 else payload[a:b]
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+
+
+@MANY
+@given(st.lists(st.tuples(st.binary(max_size=1600), st.lists(st.integers(0, 2000), max_size=6)),
+                max_size=12),
+       st.integers(min_value=0, max_value=2**64 - 64))
+def test_a_payload_in_parts_seals_as_its_join_in_both(
+    cipher: int, cut_payloads: list[tuple[bytes, list[int]]], counter: int
+) -> None:
+    """The channel hands a packet over as its parts: C encrypts them in turn, the twin joins
+    them, and both give the datagram of the joined payload, alone or in a batch with whole ones."""
+    payloads = [payload for payload, _ in cut_payloads]
+    mixed: list[bytes | list[bytes | memoryview]] = [
+        split(payload, cuts) if i % 3 else payload
+        for i, (payload, cuts) in enumerate(cut_payloads)]
+    expected = b"".join(by_hand(p, counter + i, cipher) for i, p in enumerate(payloads))
+    for module in both():
+        sealer = module.Sealer(KEY, HEADER, cipher)
+        assert sealer.seal_batch(mixed, counter) == expected
+        for payload, cuts in cut_payloads[:2]:
+            assert sealer.seal(split(payload, cuts), counter) == by_hand(payload, counter, cipher)
+
+
+def test_parts_are_checked_like_a_payload(datapath: ModuleType, cipher: int) -> None:
+    sealer = datapath.Sealer(KEY, HEADER, cipher)
+    half = bytes(MAX_PAYLOAD_SIZE // 2 + 1)
+    with pytest.raises(ValueError):
+        sealer.seal([half, half], 0)  # together longer than a datagram carries
+    with pytest.raises(ValueError):
+        sealer.seal_batch([b"ok", [half, memoryview(half)]], 0)
+    with pytest.raises(TypeError):
+        sealer.seal([b"ok", 7], 0)  # a part that is not a buffer
+    assert sealer.seal([], 5) == sealer.seal(b"", 5)  # no parts: a keepalive
 
 
 @pytest.mark.parametrize("counter", [-1, 2**64 - 1, 2**64])

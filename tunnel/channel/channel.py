@@ -5,6 +5,8 @@ established (the session did the handshake). The one interface:
 
     receive_packet(data, now)   ->  None          feed one decrypted packet
     packets_to_send(now)        ->  list[bytes]   what cwnd and the pacer allow now
+    packet_parts_to_send(now)   ->  the same packets, a large one as the list of parts it is
+                                    the concatenation of (for a sealer that takes parts)
     get_timer()                 ->  float | None  absolute deadline (ack delay, loss, PTO, pacing,
                                                   idle, closing)
     handle_timer(now)
@@ -57,6 +59,7 @@ from tunnel.channel.constants import (
     MAX_QUEUED_DATAGRAMS,
     MAX_STREAM_WINDOW,
     NO_ERROR,
+    PARTS_MIN,
     STREAM_QUANTUM,
     STREAM_SEND_BUFFER,
 )
@@ -675,9 +678,16 @@ class Channel:
         )
 
     def packets_to_send(self, now: float) -> list[bytes]:
+        return [packet if isinstance(packet, bytes) else b"".join(packet)
+                for packet in self.packet_parts_to_send(now)]
+
+    def packet_parts_to_send(self, now: float) -> list[bytes | list[bytes | memoryview]]:
+        """`packets_to_send`, but a packet of `PARTS_MIN` bytes or more comes as its parts:
+        `packet_prefix`, the packet number, the frames, and views of the streams' bytes, which
+        the C sealer encrypts in place of the join that was the last copy of a frame's data."""
         if self._state != OPEN:
             return self._closing_packets(now)
-        packets: list[bytes] = []
+        packets: list[bytes | list[bytes | memoryview]] = []
         recovery, cc, pacer = self._recovery, self._cc, self._pacer
         mss = self.max_packet_size
         # After the path proved large datagrams, a packet may be smaller than `mss` to fit what
@@ -711,7 +721,7 @@ class Channel:
             packets.append(packet)
         return packets
 
-    def _closing_packets(self, now: float) -> list[bytes]:
+    def _closing_packets(self, now: float) -> list[bytes | list[bytes | memoryview]]:
         if self._state != CLOSING or not self._close_pending:
             return []
         self._close_pending = False
@@ -726,7 +736,9 @@ class Channel:
         self._bytes_sent += len(packet)
         return [self.packet_prefix + packet]
 
-    def _build_packet(self, now: float, ack_eliciting: bool) -> bytes | None:
+    def _build_packet(
+        self, now: float, ack_eliciting: bool
+    ) -> bytes | list[bytes | memoryview] | None:
         pn = self._next_pn
         header = fr.encode_varint(pn)
         parts: list[bytes | memoryview] = [self.packet_prefix, header]
@@ -770,8 +782,14 @@ class Channel:
             self._probes -= 1
         if len(parts) == 2:
             return None
-        packet = b"".join(parts)
-        size = len(packet) - len(self.packet_prefix)
+        packet: bytes | list[bytes | memoryview] = parts
+        if self._packet_limit - space < PARTS_MIN:  # about its size (a PING is not in `space`)
+            packet = b"".join(parts)
+            size = len(packet) - len(self.packet_prefix)
+        else:
+            size = -len(self.packet_prefix)
+            for part in parts:
+                size += len(part)
         self._next_pn = pn + 1
         self._packets_sent += 1
         self._bytes_sent += size

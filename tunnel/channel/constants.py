@@ -113,6 +113,11 @@ MIN_HELD_SEGMENTS: Final = 64
 SMALL_CHUNK: Final = 512
 #: bytes; the largest chunk small chunks are coalesced into.
 COALESCED_CHUNK: Final = 4096
+#: bytes; a packet at least this large is handed to the sealer as its parts, not joined: at
+#: path-MTU packets the join was the last copy of a frame's data. A smaller packet is joined,
+#: because below this the copy costs less than handing over (and encrypting) each part; at
+#: 1,472-byte datagrams the parts made the sender 5 % slower.
+PARTS_MIN: Final = 8192
 #: bytes; a stream with data to send keeps the front of the round-robin for this much before the
 #: next stream's turn. Packet-by-packet round-robin cut every 64 KB GSO train into one slice per
 #: busy stream, so with 8 bulk streams the receiver wrote 6 KB per TCP write instead of 64 KB

@@ -80,7 +80,13 @@ from tunnel.session.events import (
 )
 from tunnel.session.params import TransportParams
 from tunnel.session.session import Session, SessionConfig
-from tunnel.session.wire import SESSION_MESSAGE_TYPES, TRANSPORT_OVERHEAD, is_initiation
+from tunnel.session.wire import (
+    SESSION_MESSAGE_TYPES,
+    TRANSPORT_OVERHEAD,
+    Payload,
+    is_initiation,
+    payload_size,
+)
 from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
@@ -715,19 +721,20 @@ class Node:
             return
         self._seal(session, datagrams, now)
 
-    def _seal(self, session: Session, datagrams: list[tuple[bytes, Addr]], now: float) -> None:
+    def _seal(self, session: Session, datagrams: list[tuple[Payload, Addr]], now: float) -> None:
         """Seal a peer's payloads in runs: consecutive payloads to one address of one size (the
         last may be shorter), as many as one GSO send carries, in one call and one send."""
         count, index = len(datagrams), 0
+        sizes = [payload_size(payload) for payload, _ in datagrams]
         while index < count:
             payload, addr = datagrams[index]
-            size = len(payload)
+            size = sizes[index]
             limit = min(count, index + MAX_GSO_SEGMENTS,
                         index + max(1, MAX_GSO_BYTES // (size + TRANSPORT_OVERHEAD)))
             end = index + 1
-            while end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) == size:
+            while end < limit and datagrams[end][1] == addr and sizes[end] == size:
                 end += 1
-            if end < limit and datagrams[end][1] == addr and len(datagrams[end][0]) < size:
+            if end < limit and datagrams[end][1] == addr and sizes[end] < size:
                 end += 1  # GSO allows a shorter last segment
             if end - index == 1:
                 datagram = session.seal(payload, now)

@@ -43,7 +43,7 @@ from tunnel.path.prediction import COOLDOWN as PREDICTION_COOLDOWN
 from tunnel.path.prediction import RETRY_MAX as PREDICTION_RETRY_MAX
 from tunnel.path.prediction import SOCKETS, Opener, Prober
 from tunnel.session.params import TransportParams
-from tunnel.session.wire import TRANSPORT_OVERHEAD
+from tunnel.session.wire import TRANSPORT_OVERHEAD, Payload
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Peer:
     on_event: Callable[[Peer, ChannelEvent], None] | None = None
     on_change: list[Callable[[Peer], None]] = field(default_factory=list)
     _pings: dict[bytes, _PingSent] = field(default_factory=dict)
-    _out: list[tuple[bytes, Addr]] = field(default_factory=list)
+    _out: list[tuple[Payload, Addr]] = field(default_factory=list)
     _events: list[PeerEvent] = field(default_factory=list)
     _channel_events: list[ChannelEvent] = field(default_factory=list)
 
@@ -504,7 +504,7 @@ class Peer:
             return self._channel_events.pop(0)
         return self.channel.next_event() if self.channel is not None else None
 
-    def datagrams_to_send(self, now: float, established: bool) -> list[tuple[bytes, Addr]]:
+    def datagrams_to_send(self, now: float, established: bool) -> list[tuple[Payload, Addr]]:
         """Payloads to seal and where to send them: queued pings and pongs, then the channel's
         packets over the path in use (only once the session can carry them)."""
         out, self._out = self._out, []
@@ -527,7 +527,7 @@ class Peer:
         header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
         if self.channel.packet_prefix != header:
             self.channel.packet_prefix = header  # the channel builds each packet behind it
-        packets = self.channel.packets_to_send(now)
+        packets = self.channel.packet_parts_to_send(now)  # sealed from their parts, not joined
         if packets:
             out += [(packet, addr) for packet in packets]
             if self.channel.bytes_in_flight:

@@ -232,47 +232,123 @@ static void sealer_dealloc(SealerObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Write the datagram of `payload` under `counter` at `out` (len + OVERHEAD bytes). */
-static int seal_into(SealerObject *self, const unsigned char *payload, Py_ssize_t len,
-                     uint64_t counter, unsigned char *out) {
+/* A payload is a buffer, or a list of buffers: its parts, sealed as their concatenation without
+ * joining them first (the channel builds a packet as its header, frames and views of the stream's
+ * bytes; the join was the one copy a frame's data still took, issue 13). `Parts` holds the views
+ * of the payloads of one call. */
+typedef struct {
+    Py_buffer *views;
+    Py_ssize_t count, capacity;
+} Parts;
+
+static void parts_release(Parts *parts) {
+    for (Py_ssize_t i = 0; i < parts->count; i++) PyBuffer_Release(&parts->views[i]);
+    PyMem_Free(parts->views);
+}
+
+static int parts_add(Parts *parts, PyObject *obj) {
+    if (parts->count == parts->capacity) {
+        Py_ssize_t capacity = parts->capacity ? 2 * parts->capacity : 16;
+        Py_buffer *grown = PyMem_Realloc(parts->views, (size_t)capacity * sizeof(Py_buffer));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        parts->views = grown;
+        parts->capacity = capacity;
+    }
+    if (PyObject_GetBuffer(obj, &parts->views[parts->count], PyBUF_SIMPLE) < 0) return 0;
+    parts->count++;
+    return 1;
+}
+
+/* Add the views of `payload`'s parts; its length, or -1 with an exception set. */
+static Py_ssize_t parts_add_payload(Parts *parts, PyObject *payload) {
+    Py_ssize_t len = 0;
+    if (PyList_Check(payload)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(payload); i++) {
+            if (!parts_add(parts, PyList_GET_ITEM(payload, i))) return -1;
+            len += parts->views[parts->count - 1].len;
+        }
+    } else {
+        if (!parts_add(parts, payload)) return -1;
+        len = parts->views[parts->count - 1].len;
+    }
+    if (len > MAX_DATAGRAM - OVERHEAD) {
+        PyErr_SetString(PyExc_ValueError, "payload longer than a datagram carries");
+        return -1;
+    }
+    return len;
+}
+
+/* Parts shorter than this are gathered into one buffer before they are encrypted: a packet's
+ * headers come as several parts of a few bytes each, and one EVP call per part would cost more
+ * than the copy of those few bytes (a frame's data is the one large part). */
+#define SMALL_PART 256
+
+/* Write the datagram of the payload made of `count` parts (`len` bytes in all) under `counter`
+ * at `out` (len + OVERHEAD bytes). */
+static int seal_into(SealerObject *self, const Py_buffer *parts, Py_ssize_t count,
+                     Py_ssize_t len, uint64_t counter, unsigned char *out) {
     unsigned char nonce[12] = {0};
     memcpy(out, self->header, 8);
     for (int i = 0; i < 8; i++) out[8 + i] = nonce[4 + i] = (unsigned char)(counter >> (8 * i));
-    int written = 0, final = 0;
     if (EVP_EncryptInit_ex(self->ctx, NULL, NULL, NULL, nonce) != 1) return 0;
-    if (len > 0 &&
-        EVP_EncryptUpdate(self->ctx, out + HEADER_SIZE, &written, payload, (int)len) != 1)
-        return 0;
-    if (EVP_EncryptFinal_ex(self->ctx, out + HEADER_SIZE + written, &final) != 1) return 0;
+    unsigned char *at = out + HEADER_SIZE;
+    unsigned char gathered[2 * SMALL_PART];
+    int held = 0, written = 0;
+    for (Py_ssize_t i = 0; i <= count; i++) {
+        Py_ssize_t size = i < count ? parts[i].len : 0;
+        if (i < count && size < SMALL_PART && held + size <= (int)sizeof(gathered)) {
+            memcpy(gathered + held, parts[i].buf, (size_t)size);
+            held += (int)size;
+            continue;
+        }
+        if (held > 0) {  /* the small parts before this one (or the last ones) */
+            if (EVP_EncryptUpdate(self->ctx, at, &written, gathered, held) != 1) return 0;
+            at += written;
+            held = 0;
+        }
+        if (i == count) break;
+        if (size < SMALL_PART) {  /* did not fit beside the others: it starts the next gathering */
+            memcpy(gathered, parts[i].buf, (size_t)size);
+            held = (int)size;
+        } else {
+            if (EVP_EncryptUpdate(self->ctx, at, &written, parts[i].buf, (int)size) != 1)
+                return 0;
+            at += written;
+        }
+    }
+    int final = 0;
+    if (EVP_EncryptFinal_ex(self->ctx, at, &final) != 1) return 0;
+    if (at + final != out + HEADER_SIZE + len) return 0;
     return EVP_CIPHER_CTX_ctrl(self->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_SIZE,
                                out + HEADER_SIZE + len) == 1;
 }
 
 static PyObject *sealer_seal(SealerObject *self, PyObject *args) {
-    Py_buffer payload;
-    PyObject *counter_obj;
-    if (!PyArg_ParseTuple(args, "y*O!:seal", &payload, &PyLong_Type, &counter_obj)) return NULL;
-    PyObject *result = NULL;
+    PyObject *payload, *counter_obj;
+    if (!PyArg_ParseTuple(args, "OO!:seal", &payload, &PyLong_Type, &counter_obj)) return NULL;
     int ok;
     uint64_t counter = as_counter(counter_obj, &ok);
-    if (PyErr_Occurred()) goto done;
+    if (PyErr_Occurred()) return NULL;
     if (!ok || counter == UINT64_MAX) {
         PyErr_SetString(PyExc_ValueError, "counter out of range");
-        goto done;
+        return NULL;
     }
-    if (payload.len > MAX_DATAGRAM - OVERHEAD) {
-        PyErr_SetString(PyExc_ValueError, "payload longer than a datagram carries");
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, payload.len + OVERHEAD);
+    Parts parts = {NULL, 0, 0};
+    PyObject *result = NULL;
+    Py_ssize_t len = parts_add_payload(&parts, payload);
+    if (len < 0) goto done;
+    result = PyBytes_FromStringAndSize(NULL, len + OVERHEAD);
     if (result == NULL) goto done;
-    if (!seal_into(self, payload.buf, payload.len, counter,
+    if (!seal_into(self, parts.views, parts.count, len, counter,
                    (unsigned char *)PyBytes_AS_STRING(result))) {
         Py_CLEAR(result);
         PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
     }
 done:
-    PyBuffer_Release(&payload);
+    parts_release(&parts);
     return result;
 }
 
@@ -288,9 +364,11 @@ static PyObject *sealer_seal_batch(SealerObject *self, PyObject *args) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     PyObject *result = NULL;
-    Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
-    Py_ssize_t got = 0, total = 0;
-    if (views == NULL) {
+    Parts parts = {NULL, 0, 0};
+    /* per payload: its first part and its length */
+    Py_ssize_t *spans = PyMem_Calloc(2 * (size_t)(n ? n : 1), sizeof(Py_ssize_t));
+    Py_ssize_t total = 0;
+    if (spans == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -298,36 +376,38 @@ static PyObject *sealer_seal_batch(SealerObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "counter out of range");
         goto done;
     }
-    for (; got < n; got++) {
-        if (PyObject_GetBuffer(items[got], &views[got], PyBUF_SIMPLE) < 0) goto done;
-        if (views[got].len > MAX_DATAGRAM - OVERHEAD) {
-            got++;
-            PyErr_SetString(PyExc_ValueError, "payload longer than a datagram carries");
-            goto done;
-        }
-        total += views[got].len + OVERHEAD;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        spans[2 * i] = parts.count;
+        Py_ssize_t len = parts_add_payload(&parts, items[i]);
+        if (len < 0) goto done;
+        spans[2 * i + 1] = len;
+        total += len + OVERHEAD;
     }
     result = PyBytes_FromStringAndSize(NULL, total);
     if (result == NULL) goto done;
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!seal_into(self, views[i].buf, views[i].len, counter + (uint64_t)i, out)) {
+        Py_ssize_t first = spans[2 * i], len = spans[2 * i + 1];
+        Py_ssize_t next = i + 1 < n ? spans[2 * i + 2] : parts.count;
+        if (!seal_into(self, parts.views + first, next - first, len, counter + (uint64_t)i,
+                       out)) {
             Py_CLEAR(result);
             PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
             goto done;
         }
-        out += views[i].len + OVERHEAD;
+        out += len + OVERHEAD;
     }
 done:
-    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
-    PyMem_Free(views);
+    parts_release(&parts);
+    PyMem_Free(spans);
     Py_DECREF(seq);
     return result;
 }
 
 static PyMethodDef sealer_methods[] = {
     {"seal", (PyCFunction)sealer_seal, METH_VARARGS,
-     "seal(payload, counter) -> bytes: the transport datagram of payload under counter."},
+     "seal(payload, counter) -> bytes: the transport datagram of payload under counter; a "
+     "payload is a buffer or a list of buffers (its parts, sealed without joining them)."},
     {"seal_batch", (PyCFunction)sealer_seal_batch, METH_VARARGS,
      "seal_batch(payloads, counter) -> bytes: the datagrams of payloads[i] under counter + i, "
      "back to back (one GSO send when their sizes allow)."},

@@ -36,6 +36,7 @@ from tunnel.session.datapath_pure import (
     STALE,
     UNKNOWN_INDEX,
 )
+from tunnel.session.wire import Payload
 
 __all__ = [
     "BAD_TAG", "IMPLEMENTATION", "MALFORMED", "NOT_TRANSPORT", "OK", "REPLAY", "STALE",
@@ -48,9 +49,9 @@ __all__ = [
 class Sealer(Protocol):
     """The sending half of a keypair."""
 
-    def seal(self, payload: bytes, counter: int) -> bytes: ...
+    def seal(self, payload: Payload, counter: int) -> bytes: ...
 
-    def seal_batch(self, payloads: Sequence[bytes], counter: int) -> bytes: ...
+    def seal_batch(self, payloads: Sequence[Payload], counter: int) -> bytes: ...
 
 
 class ReplayWindow(Protocol):

@@ -41,6 +41,7 @@ from tunnel.session.wire import (
     MAX_PAYLOAD_SIZE,
     MESSAGE_TRANSPORT,
     TRANSPORT_MIN_SIZE,
+    Payload,
 )
 
 __all__ = [
@@ -77,23 +78,27 @@ class Sealer:
         self._aead = aead
         self._header = bytes(header)
 
-    def seal(self, payload: bytes, counter: int) -> bytes:
+    def seal(self, payload: Payload, counter: int) -> bytes:
         """The transport datagram of `payload` under `counter`."""
         if not 0 <= counter < 2**64 - 1:
             raise ValueError("counter out of range")
+        if isinstance(payload, list):
+            payload = b"".join(payload)
         if len(payload) > MAX_PAYLOAD_SIZE:
             raise ValueError("payload longer than a datagram carries")
         counter_bytes = counter.to_bytes(8, "little")
         return self._header + counter_bytes + self._aead.encrypt(
             _NONCE_PREFIX + counter_bytes, payload, None)
 
-    def seal_batch(self, payloads: Sequence[bytes], counter: int) -> bytes:
+    def seal_batch(self, payloads: Sequence[Payload], counter: int) -> bytes:
         """The datagrams of `payloads[i]` under `counter + i`, back to back."""
         if counter < 0 or counter + len(payloads) > 2**64 - 1:
             raise ValueError("counter out of range")
         encrypt, header = self._aead.encrypt, self._header
         out = []
         for payload in payloads:
+            if isinstance(payload, list):
+                payload = b"".join(payload)
             if len(payload) > MAX_PAYLOAD_SIZE:
                 raise ValueError("payload longer than a datagram carries")
             counter_bytes = counter.to_bytes(8, "little")

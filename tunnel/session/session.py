@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,7 +92,7 @@ from tunnel.session.handshake import (
 )
 from tunnel.session.indextable import IndexTable
 from tunnel.session.params import AES_256_GCM, TransportParams
-from tunnel.session.wire import HEADER_TRANSPORT
+from tunnel.session.wire import HEADER_TRANSPORT, Payload
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class Session:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def seal(self, payload: bytes, now: float) -> bytes | None:
+    def seal(self, payload: Payload, now: float) -> bytes | None:
         """The transport datagram carrying `payload` (empty = keepalive), for `self.endpoint`.
 
         None if no usable keys: the payload is then staged and a handshake started; it goes out
@@ -315,7 +315,7 @@ class Session:
                 self._host.schedule(self, self._persistent_due)
         return datagram
 
-    def seal_batch(self, payloads: list[bytes], now: float) -> bytes | None:
+    def seal_batch(self, payloads: Sequence[Payload], now: float) -> bytes | None:
         """The datagrams of `payloads` back to back, under consecutive counters of one key.
 
         For one GSO send: the caller chose payloads of one size (the last may be shorter), so
@@ -389,13 +389,13 @@ class Session:
             if self.pending is not None and addr != self.endpoint:
                 self._host.queue_datagram(self._pending_message, addr)
 
-    def _stage(self, payload: bytes, now: float) -> None:
+    def _stage(self, payload: Payload, now: float) -> None:
         if self._closed:
             return  # the device removed this session: whoever still holds it sends nothing
         if len(self._staged) >= MAX_STAGED_PACKETS:
             self._staged.popleft()  # keep the newest, as wireguard-go does
             self._host.counters.staged_dropped += 1
-        self._staged.append(payload)
+        self._staged.append(payload if isinstance(payload, bytes) else b"".join(payload))
         self._send_initiation(now, is_retry=False)
 
     def _flush_staged(self, now: float) -> None:

@@ -86,6 +86,21 @@ TRANSPORT_MIN_SIZE: Final = TRANSPORT_OVERHEAD  # an empty payload is a keepaliv
 MAX_DATAGRAM_SIZE: Final = 65507
 MAX_PAYLOAD_SIZE: Final = MAX_DATAGRAM_SIZE - TRANSPORT_OVERHEAD
 
+#: What a session seals: the payload's bytes, or its parts in order (a channel packet as it was
+#: built: header, frames, views of a stream's bytes). The C data plane seals the parts without
+#: joining them first; its twin joins them.
+Payload = bytes | list[bytes | memoryview]
+
+
+def payload_size(payload: Payload) -> int:
+    """The bytes `payload` seals, in whichever form it comes."""
+    if isinstance(payload, bytes):
+        return len(payload)
+    size = 0
+    for part in payload:
+        size += len(part)
+    return size
+
 # The macs end every handshake message: mac1 covers everything before it, mac2 everything
 # before mac2, so mac1 starts 2 * MAC_SIZE before the end.
 MACS_SIZE: Final = 2 * MAC_SIZE
