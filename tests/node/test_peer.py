@@ -29,6 +29,7 @@ from tunnel.path.manager import (
     PathManager,
 )
 from tunnel.path.pmtu import BASE_SIZE, PROBE_SIZES
+from tunnel.session.wire import payload_bytes
 
 A_KEY, B_KEY = bytes([1]) * 32, bytes([2]) * 32
 A_ADDR: Addr = ("10.0.0.1", 40001)
@@ -37,7 +38,7 @@ B_ADDR: Addr = ("10.0.0.2", 40002)
 
 def datagrams(peer: Peer, now: float, established: bool) -> list[tuple[bytes, Addr]]:
     """`peer.datagrams_to_send`, each payload joined: a channel packet comes as its parts."""
-    return [(payload if isinstance(payload, bytes) else b"".join(payload), addr)
+    return [(payload_bytes(payload), addr)
             for payload, addr in peer.datagrams_to_send(now, established)]
 
 

@@ -26,7 +26,7 @@ from tunnel.path.manager import PathManager
 from tunnel.path.probebudget import ProbeBudget
 from tunnel.session import crypto
 from tunnel.session.device import Device
-from tunnel.session.wire import is_initiation
+from tunnel.session.wire import is_initiation, payload_bytes
 
 WALL_EPOCH = 1_700_000_000.0
 ATTACKER_PUBLIC: Addr = ("198.51.100.66", 40000)  # where the rendezvous sees the attacker
@@ -86,7 +86,7 @@ class Victim:
                     for addr in event.addrs:
                         self.send(self.initiation, addr)
         for payload, addr in self.peer.datagrams_to_send(now, established):
-            self.send(payload if isinstance(payload, bytes) else b"".join(payload), addr)
+            self.send(payload_bytes(payload), addr)
         for data, addr in self.device.datagrams_to_send():
             if is_initiation(data):
                 if not self.peer.may_send_initiation(addr, now):

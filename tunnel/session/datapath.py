@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 
-
 class Sealer(Protocol):
     """The sending half of a keypair."""
 

@@ -42,6 +42,7 @@ from tunnel.session.wire import (
     MESSAGE_TRANSPORT,
     TRANSPORT_MIN_SIZE,
     Payload,
+    payload_bytes,
 )
 
 __all__ = [
@@ -82,13 +83,12 @@ class Sealer:
         """The transport datagram of `payload` under `counter`."""
         if not 0 <= counter < 2**64 - 1:
             raise ValueError("counter out of range")
-        if isinstance(payload, list):
-            payload = b"".join(payload)
-        if len(payload) > MAX_PAYLOAD_SIZE:
+        data = payload_bytes(payload)
+        if len(data) > MAX_PAYLOAD_SIZE:
             raise ValueError("payload longer than a datagram carries")
         counter_bytes = counter.to_bytes(8, "little")
         return self._header + counter_bytes + self._aead.encrypt(
-            _NONCE_PREFIX + counter_bytes, payload, None)
+            _NONCE_PREFIX + counter_bytes, data, None)
 
     def seal_batch(self, payloads: Sequence[Payload], counter: int) -> bytes:
         """The datagrams of `payloads[i]` under `counter + i`, back to back."""
@@ -96,14 +96,12 @@ class Sealer:
             raise ValueError("counter out of range")
         encrypt, header = self._aead.encrypt, self._header
         out = []
-        for payload in payloads:
-            if isinstance(payload, list):
-                payload = b"".join(payload)
-            if len(payload) > MAX_PAYLOAD_SIZE:
+        for data in map(payload_bytes, payloads):
+            if len(data) > MAX_PAYLOAD_SIZE:
                 raise ValueError("payload longer than a datagram carries")
             counter_bytes = counter.to_bytes(8, "little")
             out.append(header + counter_bytes + encrypt(_NONCE_PREFIX + counter_bytes,
-                                                        payload, None))
+                                                        data, None))
             counter += 1
         return b"".join(out)
 

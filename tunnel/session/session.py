@@ -92,7 +92,7 @@ from tunnel.session.handshake import (
 )
 from tunnel.session.indextable import IndexTable
 from tunnel.session.params import AES_256_GCM, TransportParams
-from tunnel.session.wire import HEADER_TRANSPORT, Payload
+from tunnel.session.wire import HEADER_TRANSPORT, Payload, payload_bytes
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ class Session:
         if len(self._staged) >= MAX_STAGED_PACKETS:
             self._staged.popleft()  # keep the newest, as wireguard-go does
             self._host.counters.staged_dropped += 1
-        self._staged.append(payload if isinstance(payload, bytes) else b"".join(payload))
+        self._staged.append(payload_bytes(payload))  # parts may be views of a stream's buffer
         self._send_initiation(now, is_retry=False)
 
     def _flush_staged(self, now: float) -> None:

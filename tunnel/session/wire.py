@@ -92,6 +92,11 @@ MAX_PAYLOAD_SIZE: Final = MAX_DATAGRAM_SIZE - TRANSPORT_OVERHEAD
 Payload = bytes | list[bytes | memoryview]
 
 
+def payload_bytes(payload: Payload) -> bytes:
+    """`payload` as one bytes object (its parts joined where it comes in parts)."""
+    return payload if isinstance(payload, bytes) else b"".join(payload)
+
+
 def payload_size(payload: Payload) -> int:
     """The bytes `payload` seals, in whichever form it comes."""
     if isinstance(payload, bytes):
