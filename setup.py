@@ -1,10 +1,10 @@
 """Build hook: compile the sans-IO core with mypyc where a C compiler is present.
 
 Every module of the packages in COMPILED_PACKAGES (not their `__init__.py`: mypyc gives a
-compiled package a wrong `__path__` when its shared library sits inside the package) becomes an
-extension module beside its `.py` source, which still ships: `PTUNNEL_PURE=1` loads the sources
-instead (see `tunnel/__init__.py`). The metadata lives in pyproject.toml; this file only adds
-the extension modules.
+compiled package a wrong `__path__` when its shared library sits inside the package), and each
+of COMPILED_MODULES, becomes an extension module beside its `.py` source, which still ships:
+`PTUNNEL_PURE=1` loads the sources instead (see `tunnel/__init__.py`). The metadata lives in
+pyproject.toml; this file only adds the extension modules.
 
 The install never fails because of the compile: no mypyc, a type error mypyc refuses, no C
 compiler or a compiler error all leave a pure-Python install and say why on stderr.
@@ -34,6 +34,9 @@ from build_datapath import OPTIONAL, OptionalDatapathBuild, datapath_extensions 
 COMPILED_PACKAGES = (
     "tunnel/session", "tunnel/channel", "tunnel/path", "tunnel/node", "tunnel/forward",
 )
+# Modules outside those packages that the per-packet path calls: interpreted, each call of
+# `is_relay` (every datagram sent and every batch received) was a generic Python call.
+COMPILED_MODULES = ("tunnel/addresses.py",)
 # The shared library that holds every compiled module (each module's own extension is a shim).
 GROUP_NAME = "tunnel._mypyc"
 
@@ -45,12 +48,13 @@ def _warn(message: str) -> None:
 def compiled_sources() -> list[str]:
     """The source files mypyc compiles, relative to the project root (pip builds from there,
     and relative paths keep the generated C independent of where the checkout lives)."""
-    return sorted(
-        path.relative_to(ROOT).as_posix()
-        for package in COMPILED_PACKAGES
-        for path in (ROOT / package).rglob("*.py")
-        if path.name != "__init__.py"
-    )
+    return sorted([
+        *(path.relative_to(ROOT).as_posix()
+          for package in COMPILED_PACKAGES
+          for path in (ROOT / package).rglob("*.py")
+          if path.name != "__init__.py"),
+        *COMPILED_MODULES,
+    ])
 
 
 def mypyc_extensions() -> list[Extension]:

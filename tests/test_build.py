@@ -10,6 +10,7 @@ loader each came from. An install without a C compiler is pure by design: set
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPILED_PACKAGES = (
     "tunnel.session", "tunnel.channel", "tunnel.path", "tunnel.node", "tunnel.forward",
 )
+COMPILED_MODULES = ("tunnel.addresses",)  # setup.py's, outside those packages
 # The optional C data plane (build_datapath.py): extensions of their own, not mypyc's, chosen by
 # `tunnel.session.datapath` and `tunnel.node.udpio` (tested in tests/session/test_datapath.py).
 DATA_PLANE = ("tunnel.session._datapath", "tunnel.node._udpio")
@@ -71,7 +73,8 @@ def _loaded(pure: bool) -> dict[str, bool]:
 
 def _expects_compiled_core(name: str) -> bool:
     # a package's __init__ stays a source
-    return name.startswith(tuple(f"{p}." for p in COMPILED_PACKAGES)) and name not in (
+    in_package = name.startswith(tuple(f"{p}." for p in COMPILED_PACKAGES))
+    return (in_package or name in COMPILED_MODULES) and name not in (
         "tunnel.channel.congestion", *DATA_PLANE
     )
 
@@ -126,3 +129,38 @@ def test_a_source_edited_after_the_build_runs_the_pure_build(tmp_path: Path) -> 
                 "(pure Python: compiled modules older than their sources")
     assert done.stdout.strip() in (f"{expected})", f"{expected}; C data plane)")
     assert "tunnel.session.replay" in done.stderr and "rebuild" in done.stderr
+
+
+# Module constants that a test or lab helper reassigns (tests/node/test_netcheck_retry.py,
+# tests/support/rdv_node.py): a Final one would be inlined where it is used, and not change.
+REASSIGNED_CONSTANTS = {"NETCHECK_RETRY_FIRST", "REFRESH_INTERVAL"}
+
+
+def _compiled_sources() -> list[Path]:
+    packages = [ROOT / p.replace(".", "/") for p in COMPILED_PACKAGES]
+    modules = [ROOT / f"{m.replace('.', '/')}.py" for m in COMPILED_MODULES]
+    return [*(f for p in packages for f in p.rglob("*.py") if f.name != "__init__.py"), *modules]
+
+
+def test_compiled_modules_declare_their_constants_final() -> None:
+    """mypyc reads a module constant that is not `Final` from the module's dict at every use
+    (a string-keyed lookup: channel states and frame types cost 2-3 % of a packet's CPU)."""
+    missing = []
+    for source in _compiled_sources():
+        for node in ast.parse(source.read_text()).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target = node.targets[0]
+            names = target.elts if isinstance(target, ast.Tuple) else [target]
+            for name in names:
+                if (isinstance(name, ast.Name) and re.fullmatch(r"_?[A-Z][A-Z0-9_]*", name.id)
+                        and name.id not in REASSIGNED_CONSTANTS
+                        and not _is_type_variable(node.value)):
+                    missing.append(f"{source.relative_to(ROOT)}:{node.lineno} {name.id}")
+    assert len(_compiled_sources()) > 50
+    assert missing == [], "annotate these module constants `Final`"
+
+
+def _is_type_variable(value: ast.expr) -> bool:
+    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+            and value.func.id == "TypeVar")

@@ -1,11 +1,11 @@
 """ptunnel node: reach a machine behind a NAT through a punched, encrypted UDP path.
 
 Build selection. Where a C compiler was present at install time, `setup.py` compiled the sans-IO
-core (`tunnel/session/`, `tunnel/channel/`, `tunnel/path/`) and the node and forwarders around it
-(`tunnel/node/`, `tunnel/forward/`) with mypyc into extension modules beside their `.py`
-sources. Python's import system prefers an extension module to a source file of the same name,
-so that compiled build runs by default. A finder placed ahead of the standard ones loads every
-`tunnel` module from its `.py` source instead (the pure-Python build) when
+core (`tunnel/session/`, `tunnel/channel/`, `tunnel/path/`) and the node and forwarders around
+it (`tunnel/node/`, `tunnel/forward/`, `tunnel/addresses.py`) with mypyc into extension modules
+beside their `.py` sources. Python's import system prefers an extension module to a source file
+of the same name, so that compiled build runs by default. A finder placed ahead of the standard
+ones loads every `tunnel` module from its `.py` source instead (the pure-Python build) when
 
 - `PTUNNEL_PURE=1` asks for it, or
 - a compiled module is older than its source: an in-place build (`pip install -e`) that was not

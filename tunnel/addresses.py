@@ -14,10 +14,12 @@ Port 0 is never a real UDP source port, which keeps `is_relay` cheap on the hot 
 
 from __future__ import annotations
 
+from typing import Final
+
 Addr = tuple[str, int]
 
-RELAY_HOST = "relay"
-SOCKET_SEPARATOR = "|"
+RELAY_HOST: Final = "relay"
+SOCKET_SEPARATOR: Final = "|"
 
 
 def parse_endpoint(text: str, default_host: str | None = None) -> Addr:

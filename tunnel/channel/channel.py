@@ -97,7 +97,10 @@ log = logging.getLogger(__name__)
 
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
 
-OPEN, CLOSING, DRAINING, CLOSED = "open", "closing", "draining", "closed"
+OPEN: Final = "open"
+CLOSING: Final = "closing"
+DRAINING: Final = "draining"
+CLOSED: Final = "closed"
 PROBE_PACKETS: Final = 2  # RFC 9002 §6.2.4: a PTO sends up to two probes
 
 

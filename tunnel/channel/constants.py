@@ -150,7 +150,7 @@ PROTOCOL_VIOLATION: Final = 0xA
 IDLE_TIMEOUT_ERROR: Final = 0x100  # local only: never sent
 
 #: how logs name the codes a peer is closed with
-ERROR_NAMES = {
+ERROR_NAMES: Final = {
     NO_ERROR: "NO_ERROR",
     INTERNAL_ERROR: "INTERNAL_ERROR",
     FLOW_CONTROL_ERROR: "FLOW_CONTROL_ERROR",

@@ -17,7 +17,13 @@ from tunnel.channel.streamtable import StreamTable
 from . import frames as fr
 
 # kinds of SentFrame: what a sent packet must redo if lost, or settle if acknowledged
-F_STREAM, F_MAX_DATA, F_MAX_STREAM_DATA, F_RESET, F_STOP, F_MAX_STREAMS, F_PING = range(7)
+F_STREAM: Final = 0
+F_MAX_DATA: Final = 1
+F_MAX_STREAM_DATA: Final = 2
+F_RESET: Final = 3
+F_STOP: Final = 4
+F_MAX_STREAMS: Final = 5
+F_PING: Final = 6
 F_ACK: Final = 7  # an ACK whose arrival lets us stop repeating the ranges it carried
 
 

@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from tunnel.channel.channel import Channel
 from tunnel.forward import wire
@@ -30,8 +30,8 @@ from tunnel.node.udp import monotonic
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 256 * 1024  # bytes taken from a stream per read
-TCP_WRITE_HIGH_WATER = 1024 * 1024  # bytes buffered toward a local socket before pausing
+READ_CHUNK: Final = 256 * 1024  # bytes taken from a stream per read
+TCP_WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered toward a local socket before pausing
 
 
 class BridgeOwner(Protocol):

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import logging
 import resource
+from typing import Final
 
 log = logging.getLogger(__name__)
 
 # Descriptors kept for the node itself: its UDP socket, the control socket, listening sockets,
 # log files, the interpreter's own (about 64), and one port prediction (256 sockets at once).
-FD_RESERVE = 320
+FD_RESERVE: Final = 320
 # s; refusals closer together than this are one burst, logged once.
-REFUSAL_BURST_GAP = 10.0
+REFUSAL_BURST_GAP: Final = 10.0
 
 
 def descriptor_limit() -> int:

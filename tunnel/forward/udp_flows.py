@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from tunnel.addresses import Addr
 from tunnel.forward import wire
@@ -22,9 +22,9 @@ from tunnel.node.udp import monotonic
 
 log = logging.getLogger(__name__)
 
-UDP_IDLE_TIMEOUT = 60.0  # s; like conntrack's UDP stream timeout, long enough for game pings
-UDP_SWEEP_INTERVAL = 10.0  # s
-MAX_UDP_FLOWS = 4096  # per service; bounds memory when a local app sprays source ports
+UDP_IDLE_TIMEOUT: Final = 60.0  # s; like conntrack's UDP stream timeout, long enough for game pings
+UDP_SWEEP_INTERVAL: Final = 10.0  # s
+MAX_UDP_FLOWS: Final = 4096  # per service; bounds memory when a local app sprays source ports
 
 
 class FlowOwner(Protocol):

@@ -30,16 +30,17 @@ and STOP_SENDING error code) so both sides can log why.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-FORWARD_VERSION = 1
-MAX_NAME_LENGTH = 63  # bytes; names are DNS-label-like
+FORWARD_VERSION: Final = 1
+MAX_NAME_LENGTH: Final = 63  # bytes; names are DNS-label-like
 
-RESET_CONNECTION_REFUSED = 1
-RESET_UNKNOWN_SERVICE = 2
-RESET_NOT_ALLOWED = 3
-RESET_ABORTED = 4
-RESET_TOO_MANY_CONNECTIONS = 5
-RESET_REASONS = {
+RESET_CONNECTION_REFUSED: Final = 1
+RESET_UNKNOWN_SERVICE: Final = 2
+RESET_NOT_ALLOWED: Final = 3
+RESET_ABORTED: Final = 4
+RESET_TOO_MANY_CONNECTIONS: Final = 5
+RESET_REASONS: Final = {
     RESET_CONNECTION_REFUSED: "the service refused the connection (is it running?)",
     RESET_UNKNOWN_SERVICE: "the peer exposes no service by that name",
     RESET_NOT_ALLOWED: "this node is not on the service's allow list",
@@ -48,7 +49,7 @@ RESET_REASONS = {
     "allows; try again when some close",
 }
 
-_FLOW = struct.Struct("!I")
+_FLOW: Final = struct.Struct("!I")
 
 
 class ForwardDecodeError(ValueError):

@@ -12,11 +12,12 @@ ChaCha20-Poly1305 alone and a peer never makes it pay for AES. Read from `/proc/
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from tunnel.session.params import AES_256_GCM, CHACHA20_POLY1305
 
-CPUINFO = Path("/proc/cpuinfo")
-_AES_FLAGS = ({"aes", "pclmulqdq"}, {"aes", "pmull"})  # x86 "flags", arm64 "Features"
+CPUINFO: Final = Path("/proc/cpuinfo")
+_AES_FLAGS: Final = ({"aes", "pclmulqdq"}, {"aes", "pmull"})  # x86 "flags", arm64 "Features"
 
 
 def has_aes_instructions(cpuinfo: str) -> bool:

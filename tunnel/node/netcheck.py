@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from rendezvous import protocol as p
 from tunnel.addresses import format_endpoint
@@ -28,8 +29,8 @@ from tunnel.path.rendezvous import Event, RendezvousClient
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL = 0.5  # seconds between probe retransmissions; well above an Internet RTT
-DEFAULT_TIMEOUT = 3.0  # seconds; a UDP-blocking firewall is declared after this much silence
+PROBE_INTERVAL: Final = 0.5  # seconds between probe retransmissions; well above an Internet RTT
+DEFAULT_TIMEOUT: Final = 3.0  # seconds; a UDP-blocking firewall is declared after this much silence
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rendezvous import protocol as rp
 from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_peer
@@ -92,18 +92,18 @@ from tunnel.timerheap import TimerHeap
 log = logging.getLogger(__name__)
 # Per-datagram detail, for `-vv` only: the CLI keeps this logger at INFO otherwise, so `-v`
 # shows events, not a line per packet.
-packets = logging.getLogger("ptunnel.packets")  # = tunnel.cli.logs.PACKETS_LOGGER
+packets: Final = logging.getLogger("ptunnel.packets")  # = tunnel.cli.logs.PACKETS_LOGGER
 
 # Where a ping went missing (`Node.ping`, `ptunnel ping`): never sent for want of a session or
 # of a path, or sent and not answered in time.
-NO_SESSION = "no_session"
-NO_PATH = "no_path"
-NO_ANSWER = "no_answer"
+NO_SESSION: Final = "no_session"
+NO_PATH: Final = "no_path"
+NO_ANSWER: Final = "no_answer"
 
 # s: a netcheck that got no answer from one of the rendezvous' two ports is run again after
 # this long, doubling up to the cap, until it can tell how our NAT maps ports.
 NETCHECK_RETRY_FIRST = 2.0
-NETCHECK_RETRY_MAX = 60.0
+NETCHECK_RETRY_MAX: Final = 60.0
 
 
 @dataclass

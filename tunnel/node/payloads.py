@@ -19,11 +19,13 @@ are the forwarding layer's own: see `tunnel.forward.wire`.
 
 from __future__ import annotations
 
-PAYLOAD_CHANNEL = 0x00
-PAYLOAD_PING = 0x01
-PAYLOAD_PONG = 0x02
-PAYLOAD_PREDICTION = 0x03
-TXID_SIZE = 8
+from typing import Final
+
+PAYLOAD_CHANNEL: Final = 0x00
+PAYLOAD_PING: Final = 0x01
+PAYLOAD_PONG: Final = 0x02
+PAYLOAD_PREDICTION: Final = 0x03
+TXID_SIZE: Final = 8
 
 
 def encode_ping(kind: int, txid: bytes) -> bytes:

@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr
 from tunnel.channel.channel import Channel
@@ -47,25 +47,27 @@ from tunnel.session.wire import TRANSPORT_OVERHEAD, Payload
 
 log = logging.getLogger(__name__)
 
-CHANNEL_HEADER = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
-RELAY_OVERHEAD = 33  # RELAY_TO envelope: type (1) + grant id (16) + tag (16); RELAY_FROM's too
-NO_INCARNATION = bytes(4)  # "I do not know yours yet"
-MAX_PENDING_PINGS = 64  # unanswered pings of dead paths are forgotten past this
+CHANNEL_HEADER: Final = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
+# RELAY_TO envelope: type (1) + grant id (16) + tag (16); RELAY_FROM's too
+RELAY_OVERHEAD: Final = 33
+NO_INCARNATION: Final = bytes(4)  # "I do not know yours yet"
+MAX_PENDING_PINGS: Final = 64  # unanswered pings of dead paths are forgotten past this
 # A channel packet for an incarnation of ours that is gone (we restarted) is answered with a bare
 # channel header, at most this often, so the peer learns our new incarnation and resets its side.
-ANNOUNCE_INTERVAL = 1.0
-MAX_RETIRED = 8  # the peer's replaced incarnations remembered, to drop their late packets
-UNREACHABLE_AFTER = 30.0  # s without an authenticated packet, while reconnecting: unreachable
+ANNOUNCE_INTERVAL: Final = 1.0
+MAX_RETIRED: Final = 8  # the peer's replaced incarnations remembered, to drop their late packets
+# S without an authenticated packet, while reconnecting: unreachable
+UNREACHABLE_AFTER: Final = 30.0
 # s: how long a port-prediction request waits for the introduction that allows an answer (the
 # rendezvous sends both sides theirs at once; a few seconds cover a lost one's retry).
-REQUEST_WAIT = 10.0
+REQUEST_WAIT: Final = 10.0
 # Without a direct path, ask the rendezvous to introduce us again (the peer's NAT may have
 # rebooted onto new ports): after this long, then doubling up to the cap (seconds).
-REPUNCH_FIRST = 3.0
-REPUNCH_MAX = 60.0
+REPUNCH_FIRST: Final = 3.0
+REPUNCH_MAX: Final = 60.0
 
 
-_DEFAULT_PARAMS = TransportParams()
+_DEFAULT_PARAMS: Final = TransportParams()
 
 
 def _no_params() -> TransportParams | None:

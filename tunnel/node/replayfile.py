@@ -20,16 +20,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Final
 
 from tunnel.session import timestamps
 from tunnel.session.device import Device
 
 log = logging.getLogger(__name__)
 
-REPLAY_FILE = "initiations"
+REPLAY_FILE: Final = "initiations"
 # s; the table changes with every accepted initiation (a rekey every 2 minutes per peer, more
 # under a flood of fresh keys): write at most this often, so disk writes stay rare.
-SAVE_INTERVAL = 10.0
+SAVE_INTERVAL: Final = 10.0
 
 
 class ReplayFile:

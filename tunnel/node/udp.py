@@ -33,28 +33,28 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from tunnel.addresses import Addr, format_endpoint
 from tunnel.node.udpio import MAX_BATCH, recv_batch
 
 log = logging.getLogger(__name__)
 
-SOCKET_BUFFER = 4 * 1024 * 1024  # bytes; absorbs bursts while Python is busy elsewhere
-READ_BATCH = 256  # datagrams (or GRO super-datagrams) per reader callback
-MAX_GSO_SEGMENTS = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS; 128 from 6.x) per send
-MAX_GSO_BYTES = 65000  # bytes per GSO send: the total must fit one UDP length field
-TIMER_SLACK = 0.0005  # s; re-arming for a deadline this much later is not worth a new handle
-MAX_QUEUED = 4096  # datagrams waiting for a full socket buffer to drain, then drop (as UDP does)
+SOCKET_BUFFER: Final = 4 * 1024 * 1024  # bytes; absorbs bursts while Python is busy elsewhere
+READ_BATCH: Final = 256  # datagrams (or GRO super-datagrams) per reader callback
+MAX_GSO_SEGMENTS: Final = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS; 128 from 6.x) per send
+MAX_GSO_BYTES: Final = 65000  # bytes per GSO send: the total must fit one UDP length field
+TIMER_SLACK: Final = 0.0005  # s; re-arming for a deadline this much later is not worth a new handle
+MAX_QUEUED: Final = 4096  # datagrams waiting for a full socket buffer, then dropped (as UDP does)
 
 # Linux socket options the stdlib does not name (include/uapi/linux/udp.h, in.h).
-SOL_UDP = 17
-UDP_SEGMENT = 103
-UDP_GRO = 104
-IP_MTU_DISCOVER = 10
-IP_PMTUDISC_DO = 2
-IPV6_MTU_DISCOVER = 23
-IPV6_PMTUDISC_DO = 2
+SOL_UDP: Final = 17
+UDP_SEGMENT: Final = 103
+UDP_GRO: Final = 104
+IP_MTU_DISCOVER: Final = 10
+IP_PMTUDISC_DO: Final = 2
+IPV6_MTU_DISCOVER: Final = 23
+IPV6_PMTUDISC_DO: Final = 2
 
 
 def monotonic() -> float:

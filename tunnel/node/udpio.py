@@ -18,7 +18,9 @@ from tunnel.addresses import Addr
 __all__ = ["IMPLEMENTATION", "MAX_BATCH", "recv_batch"]
 
 
-IMPLEMENTATION, _implementation = data_plane("tunnel.node._udpio", "tunnel.node.udpio_pure")
+_selected: Final = data_plane("tunnel.node._udpio", "tunnel.node.udpio_pure")
+IMPLEMENTATION: Final = _selected[0]
+_implementation: Final = _selected[1]
 MAX_BATCH: Final[int] = _implementation.MAX_BATCH
 recv_batch: Final[Callable[[socket.socket, int], list[tuple[bytes, Addr, int]]]] = (
     _implementation.recv_batch

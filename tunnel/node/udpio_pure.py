@@ -9,14 +9,15 @@ empty costs a BlockingIOError; a list shorter than `count` tells the caller not 
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 from tunnel.addresses import Addr
 
-MAX_BATCH = 32
-_RECV_SIZE = 65535  # the largest UDP payload, and what GRO may coalesce into
-_SOL_UDP = 17
-_UDP_GRO = 104
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+MAX_BATCH: Final = 32
+_RECV_SIZE: Final = 65535  # the largest UDP payload, and what GRO may coalesce into
+_SOL_UDP: Final = 17
+_UDP_GRO: Final = 104
+_GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
 
 
 def recv_batch(sock: socket.socket, count: int) -> list[tuple[bytes, Addr, int]]:

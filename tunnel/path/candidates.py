@@ -35,16 +35,17 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from tunnel.addresses import Addr, format_endpoint
 
 log = logging.getLogger(__name__)
 
 # Implementation limits.
-MAX_CANDIDATES = 8  # public endpoint + LAN candidates kept per introduction (issue 12)
-MAX_LOGGED = 256  # rejected addresses remembered so each is logged once (bounded memory)
+MAX_CANDIDATES: Final = 8  # public endpoint + LAN candidates kept per introduction (issue 12)
+MAX_LOGGED: Final = 256  # rejected addresses remembered so each is logged once (bounded memory)
 
-_LAN_NETWORKS = tuple(
+_LAN_NETWORKS: Final = tuple(
     ipaddress.ip_network(net)
     for net in (
         "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
@@ -53,7 +54,7 @@ _LAN_NETWORKS = tuple(
         "fc00::/7",  # RFC 4193 unique local addresses
     )
 )
-_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+_LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

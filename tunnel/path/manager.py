@@ -46,37 +46,43 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from tunnel.addresses import Addr
 from tunnel.path.candidates import CandidatePolicy
 from tunnel.path.probebudget import ProbeBudget
 
 # Protocol timing, in seconds, with the reasons.
-PUNCH_INTERVAL = 0.2  # while punching: NATs on both sides must see outbound packets close together
-PUNCH_FAST_PROBES = 10  # fast probes per candidate (2 s): both sides start within a round trip
+# While punching: NATs on both sides must see outbound packets close together
+PUNCH_INTERVAL: Final = 0.2
+# Fast probes per candidate (2 s): both sides start within a round trip
+PUNCH_FAST_PROBES: Final = 10
 # Then a few slower probes, in case the other side started late (its introduction was lost and
 # resent, its process was busy); the schedule ends 17 s after the introduction.
-PUNCH_BACKOFF = (1.0, 2.0, 4.0, 8.0)
-RELAY_FALLBACK_AFTER = 5.0  # no direct path by then: use the relay (issue: "within 5 s")
+# The type spelled out: compiled, a bare-`Final` tuple of floats is never set (mypyc 1.x).
+PUNCH_BACKOFF: Final[tuple[float, ...]] = (1.0, 2.0, 4.0, 8.0)
+RELAY_FALLBACK_AFTER: Final = 5.0  # no direct path by then: use the relay (issue: "within 5 s")
 # Addresses the peer answered from lately, other than the path in use, are probed this often:
 # to keep alternatives' RTTs fresh, and to find a path again at once after an outage.
-BACKGROUND_PROBE_INTERVAL = 5.0
-PROVEN_FOR = 600.0  # ... for this long after the last authenticated packet from there
-CANDIDATE_TIMEOUT = 15.0  # a path with no authenticated packet for this long is not working
-SILENCE_TIMEOUT = 3.0  # sending but hearing nothing this long: the path (NAT mapping) is gone
-RTT_SWITCH_RATIO = 0.7  # switch between direct paths of one kind only for a clearly lower RTT
+BACKGROUND_PROBE_INTERVAL: Final = 5.0
+PROVEN_FOR: Final = 600.0  # ... for this long after the last authenticated packet from there
+CANDIDATE_TIMEOUT: Final = 15.0  # a path with no authenticated packet for this long is not working
+# Sending but hearing nothing this long: the path (NAT mapping) is gone
+SILENCE_TIMEOUT: Final = 3.0
+# Switch between direct paths of one kind only for a clearly lower RTT
+RTT_SWITCH_RATIO: Final = 0.7
 # The peer's data arrives from another address while the path in use has been quiet this long:
 # the peer moved (it restarted on a new port, or its NAT gave it a new mapping). Follow it, as
 # WireGuard follows the source of the latest authenticated packet.
-ROAM_AFTER = 1.0
+ROAM_AFTER: Final = 1.0
 
 # Implementation limits.
 # Probe datagrams to unanswered addresses per introduction: a full schedule for the usual 2
 # candidates (2 x 14) with room for the session's own initiation retransmissions, and fewer than
 # the bytes of any request that makes the rendezvous introduce (a CONNECT is 174 bytes; no
 # rendezvous message is shorter than 64).
-PROBES_PER_INTRODUCTION = 48
-MAX_REFLEXIVE = 8  # peer-reflexive candidates kept; the least recently heard goes first
+PROBES_PER_INTRODUCTION: Final = 48
+MAX_REFLEXIVE: Final = 8  # peer-reflexive candidates kept; the least recently heard goes first
 
 
 class Kind(enum.IntEnum):

@@ -13,12 +13,13 @@ parameters): no probe and no datagram is larger, whatever the path carries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
-BASE_SIZE = 1200  # bytes of UDP payload
+BASE_SIZE: Final = 1200  # bytes of UDP payload
 # UDP payload sizes to try: loopback (MTU 65536), jumbo frames (MTU 9000), Ethernet (MTU 1500);
 # each is the link MTU less 28 bytes of IPv4 and UDP headers.
-PROBE_SIZES = (65000, 8972, 1472)
-PROBE_TIMEOUT = 0.4  # s; a probe answers within one RTT, and a lost one costs only this wait
+PROBE_SIZES: Final = (65000, 8972, 1472)
+PROBE_TIMEOUT: Final = 0.4  # s; a probe answers within one RTT, and a lost one costs only this wait
 
 
 @dataclass

@@ -28,23 +28,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from tunnel.addresses import Addr
 
-SOCKETS = 256  # extra sockets on the randomizing side (hyperdht: 256)
-PROBE_RATE = 50.0  # pings per second from the other side: ~1,750 over DURATION (hyperdht)
-DURATION = 35.0  # s; the whole attempt, after which the relay simply stays in use
-PORTS = (1024, 65535)  # where a randomizing NAT picks its ports (Linux's --random-fully range)
-REFRESH = 15.0  # s; resend from every extra socket, so mappings outlive DURATION (UDP: 30 s)
-MAX_BURST = 20  # pings sent in one go after a stall (a late timer must not flood)
+SOCKETS: Final = 256  # extra sockets on the randomizing side (hyperdht: 256)
+PROBE_RATE: Final = 50.0  # pings per second from the other side: ~1,750 over DURATION (hyperdht)
+DURATION: Final = 35.0  # s; the whole attempt, after which the relay simply stays in use
+# Where a randomizing NAT picks its ports (Linux's --random-fully range)
+PORTS: Final = (1024, 65535)
+REFRESH: Final = 15.0  # s; resend from every extra socket, so mappings outlive DURATION (UDP: 30 s)
+MAX_BURST: Final = 20  # pings sent in one go after a stall (a late timer must not flood)
 # s; the probing side runs at most one attempt per peer this often, and only after a fresh
 # introduction: an attempt is up to PROBE_RATE x DURATION = 1,750 pings, which a peer must not be
 # able to ask for again and again (issue 12, "No aiming").
-COOLDOWN = 120.0
+COOLDOWN: Final = 120.0
 # s after the first request: ask again, in case a request (or the introduction the probing side
 # needs first) was lost; the probing side ignores the copies while it probes.
-REQUEST_RESENDS = (2.0, 4.0, 8.0)
-RETRY_MAX = 3600.0  # s; the longest wait between attempts that found nothing
+# The type spelled out: compiled, a bare-`Final` tuple of floats is never set (mypyc 1.x).
+REQUEST_RESENDS: Final[tuple[float, ...]] = (2.0, 4.0, 8.0)
+RETRY_MAX: Final = 3600.0  # s; the longest wait between attempts that found nothing
 
 
 def random_port(rng: Callable[[int], bytes]) -> int:

@@ -15,9 +15,10 @@ and caps the worst case at about 30 KB/s of 148-byte initiations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-RATE = 200.0  # probe datagrams per second, every peer together
-BURST = 400.0  # datagrams
+RATE: Final = 200.0  # probe datagrams per second, every peer together
+BURST: Final = 400.0  # datagrams
 
 
 @dataclass

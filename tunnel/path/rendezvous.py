@@ -61,6 +61,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from rendezvous import protocol as p
 from rendezvous.protocol import CLIENT_COOKIE_MAX_AGE, Endpoint, Peer
@@ -75,40 +76,43 @@ log = logging.getLogger(__name__)
 # The server expires a registration after 90 s of silence; refreshing every 20 s survives three
 # lost refreshes, and also keeps the NAT mapping to the server alive (many expire UDP at 30 s).
 REFRESH_INTERVAL = 20.0  # seconds
-RETRY_INITIAL = 1.0  # seconds; well above a rendezvous RTT, small enough for a snappy start
-RETRY_MAX = 16.0  # seconds; capped so a returning server is found within a refresh or so
+RETRY_INITIAL: Final = 1.0  # seconds; well above a rendezvous RTT, small enough for a snappy start
+RETRY_MAX: Final = 16.0  # seconds; capped so a returning server is found within a refresh or so
 # Each retransmission timer is stretched by a random 0-10 %: nodes that lost their answers in
 # one burst (a server's full socket buffer) do not all come back in the same millisecond.
-RETRY_JITTER = 0.1
+RETRY_JITTER: Final = 0.1
 # A server that answers, only late (working through a backlog), is slow, not gone: the first
 # retransmission waits at least ANSWER_TIME_FACTOR times the slowest of its last ANSWER_SAMPLES
 # answer times (from a request's first transmission to its answer), so a slow server is not
 # sent copies it has yet to read, and its answers arrive before the failover count runs out.
-ANSWER_SAMPLES = 4
-ANSWER_TIME_FACTOR = 2.0
-UNREACHABLE_AFTER = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
+ANSWER_SAMPLES: Final = 4
+ANSWER_TIME_FACTOR: Final = 2.0
+UNREACHABLE_AFTER: Final = 4  # attempts (1 + 2 + 4 + 8 = 15 s of silence)
 # With other servers to go to: three unanswered attempts (sent at 0, 1 and 3 s, the last waited
 # for until 7 s, plus jitter) with nothing at all heard from the server meanwhile are no lost
 # datagram but a server that is gone; seconds, not a refresh interval. Longer for a server that
 # has been answering slowly (above).
-FAILOVER_AFTER = 3  # attempts
-FAILOVER_QUIET = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
-FAILOVER_SILENCE = FAILOVER_QUIET * (1 + RETRY_JITTER)  # 7.7 s: the most, for a prompt server
-GIVE_UP_AFTER = 6  # attempts for LIST/CONNECT; the registration never gives up
+FAILOVER_AFTER: Final = 3  # attempts
+FAILOVER_QUIET: Final = float(sum(RETRY_INITIAL * 2**i for i in range(FAILOVER_AFTER)))  # 7 s
+# 7.7 s: the most, for a prompt server
+FAILOVER_SILENCE: Final = FAILOVER_QUIET * (1 + RETRY_JITTER)
+GIVE_UP_AFTER: Final = 6  # attempts for LIST/CONNECT; the registration never gives up
 # The server answers within a round trip and the client sends at 0, 1 and 3 s: a request left
 # unanswered this long means the server is down or UDP to it is blocked, not one lost datagram.
-SILENT_AFTER = 5.0  # seconds
-RECENT_REGISTRATIONS = 3  # nonces of our latest REGISTERs that pushes may echo
-MAX_COOKIE_RESENDS = 2  # per request; later ones wait for the retransmission timer
+SILENT_AFTER: Final = 5.0  # seconds
+RECENT_REGISTRATIONS: Final = 3  # nonces of our latest REGISTERs that pushes may echo
+MAX_COOKIE_RESENDS: Final = 2  # per request; later ones wait for the retransmission timer
 # Relay tokens kept, one per peer we were introduced to; the oldest goes first. A token is kept
 # past its peer's PeerLeft: the server judges whether it still holds, and a re-registered peer
 # is introduced again anyway.
-MAX_RELAY_TOKENS = 4096
+MAX_RELAY_TOKENS: Final = 4096
 # Pushes remembered to drop replays: a registration nonce lives about 3 refreshes (60 s), and a
 # network's pushes in that time are a few per member.
-SEEN_PUSHES = 1024
-TRY_LATER_REASON = ("the rendezvous cannot reach its database right now (nothing was changed); "
-                    "try again in a minute, or ask its operator if this lasts")
+SEEN_PUSHES: Final = 1024
+TRY_LATER_REASON: Final = (
+    "the rendezvous cannot reach its database right now (nothing was changed); "
+    "try again in a minute, or ask its operator if this lasts"
+)
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -84,8 +84,9 @@ class HasOpener(Protocol):
 Owner = TypeVar("Owner", bound=HasOpener)
 
 
-IMPLEMENTATION, _implementation = data_plane("tunnel.session._datapath",
-                                             "tunnel.session.datapath_pure")
+_selected: Final = data_plane("tunnel.session._datapath", "tunnel.session.datapath_pure")
+IMPLEMENTATION: Final = _selected[0]
+_implementation: Final = _selected[1]
 new_sealer: Final[Callable[[bytes, bytes, int], Sealer]] = _implementation.Sealer
 new_opener: Final[Callable[[bytes, float, int, int], Opener]] = _implementation.Opener
 new_window: Final[Callable[[], ReplayWindow]] = _implementation.ReplayWindow

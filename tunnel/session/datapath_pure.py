@@ -26,7 +26,7 @@ A dropped segment changes no state: the window is updated only after the tag che
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -50,10 +50,16 @@ __all__ = [
     "open_batch",
 ]
 
-_NONCE_PREFIX = b"\x00\x00\x00\x00"
-_HEADER_SIZE = 8  # type, 3 zero bytes, receiver index: what a Sealer puts before the counter
+_NONCE_PREFIX: Final = b"\x00\x00\x00\x00"
+_HEADER_SIZE: Final = 8  # type, 3 zero bytes, receiver index: what a Sealer puts before the counter
 
-OK, NOT_TRANSPORT, MALFORMED, UNKNOWN_INDEX, STALE, BAD_TAG, REPLAY = range(7)
+OK: Final = 0
+NOT_TRANSPORT: Final = 1
+MALFORMED: Final = 2
+UNKNOWN_INDEX: Final = 3
+STALE: Final = 4
+BAD_TAG: Final = 5
+REPLAY: Final = 6
 
 
 def _aead(key: bytes, cipher: int) -> ChaCha20Poly1305 | AESGCM:

@@ -56,6 +56,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable
+from typing import Final
 
 from tunnel.addresses import Addr, format_endpoint
 from tunnel.session import crypto, datapath, handshake
@@ -94,17 +95,17 @@ from tunnel.timerheap import TimerHeap
 
 log = logging.getLogger(__name__)
 
-_OK = datapath.OK
-_NOT_TRANSPORT = datapath.NOT_TRANSPORT
+_OK: Final = datapath.OK
+_NOT_TRANSPORT: Final = datapath.NOT_TRANSPORT
 # Counters.<name> of each drop verdict of `datapath.open_batch`.
-_DROPS = {
+_DROPS: Final = {
     datapath.MALFORMED: "malformed",
     datapath.UNKNOWN_INDEX: "unknown_index",
     datapath.STALE: "stale",
     datapath.BAD_TAG: "bad_tag",
     datapath.REPLAY: "replay",
 }
-OLD_VERSION_REASON = (
+OLD_VERSION_REASON: Final = (
     "peer runs an older ptunnel without transport parameters; upgrade both ends"
 )
 

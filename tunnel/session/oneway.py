@@ -37,19 +37,20 @@ ephemeral): the rendezvous protocol adds counters and nonces inside the payload.
 from __future__ import annotations
 
 import functools
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from tunnel.session.noise import DHLEN, TAGLEN, NoiseError, SymmetricState
 
-X_PROTOCOL_NAME = b"Noise_X_25519_ChaChaPoly_BLAKE2s"
-K_PROTOCOL_NAME = b"Noise_K_25519_ChaChaPoly_BLAKE2s"
-X_OVERHEAD = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag: 96 bytes
-K_OVERHEAD = DHLEN + TAGLEN  # e, payload tag: 48 bytes
+X_PROTOCOL_NAME: Final = b"Noise_X_25519_ChaChaPoly_BLAKE2s"
+K_PROTOCOL_NAME: Final = b"Noise_K_25519_ChaChaPoly_BLAKE2s"
+X_OVERHEAD: Final = DHLEN + (DHLEN + TAGLEN) + TAGLEN  # e, encrypted s, payload tag: 96 bytes
+K_OVERHEAD: Final = DHLEN + TAGLEN  # e, payload tag: 48 bytes
 
 
-_PROBE_PRIVATE = bytes(range(1, 33))  # any scalar: X25519 clamps it to a multiple of 8
+_PROBE_PRIVATE: Final = bytes(range(1, 33))  # any scalar: X25519 clamps it to a multiple of 8
 
 
 def usable_static(key: bytes) -> bool:
@@ -61,7 +62,8 @@ def usable_static(key: bytes) -> bool:
         return False
 
 
-STATIC_DH_CACHE = 4096  # (our static, their static) pairs: a server's members, a node's servers
+# (our static, their static) pairs: a server's members, a node's servers
+STATIC_DH_CACHE: Final = 4096
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,8 +20,8 @@ _RING_BLOCKS: Final = 1 << 7  # 128 blocks; a power of two so the ring index is 
 _BLOCK_MASK: Final = _RING_BLOCKS - 1
 _BIT_MASK: Final = _BLOCK_BITS - 1
 WINDOW_SIZE: Final = (_RING_BLOCKS - 1) * _BLOCK_BITS  # = 8128 counters
-_EMPTY_RING = [0] * _RING_BLOCKS
-_MAX_COUNTER = 2**64 - 1  # counters are u64 on the wire; the C twin cannot hold more
+_EMPTY_RING: Final = [0] * _RING_BLOCKS
+_MAX_COUNTER: Final = 2**64 - 1  # counters are u64 on the wire; the C twin cannot hold more
 
 
 class ReplayWindow:

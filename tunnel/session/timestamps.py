@@ -32,11 +32,12 @@ File format (`encode` / `decode`; the shell does the I/O): a magic line, then re
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
+from typing import Final
 
 from tunnel.session.wire import KEY_SIZE, TIMESTAMP_SIZE
 
-MAGIC = b"ptnts1\n\0"
-RECORD_SIZE = KEY_SIZE + TIMESTAMP_SIZE
+MAGIC: Final = b"ptnts1\n\0"
+RECORD_SIZE: Final = KEY_SIZE + TIMESTAMP_SIZE
 
 
 class InitiationTimestamps:

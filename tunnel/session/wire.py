@@ -51,12 +51,12 @@ MESSAGE_INITIATION: Final = 1
 MESSAGE_RESPONSE: Final = 2
 MESSAGE_COOKIE_REPLY: Final = 3
 MESSAGE_TRANSPORT: Final = 4
-SESSION_MESSAGE_TYPES = frozenset(
+SESSION_MESSAGE_TYPES: Final = frozenset(
     {MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_COOKIE_REPLY, MESSAGE_TRANSPORT}
 )
 # Reserved for other layers on the same socket; the session layer ignores them.
-RENDEZVOUS_TYPES = range(0x20, 0x40)
-RELAY_TYPES = range(0x40, 0x50)
+RENDEZVOUS_TYPES: Final = range(0x20, 0x40)
+RELAY_TYPES: Final = range(0x40, 0x50)
 
 # The 4-byte headers as they appear on the wire (type byte + 3 reserved zero bytes).
 HEADER_INITIATION: Final = bytes((MESSAGE_INITIATION, 0, 0, 0))

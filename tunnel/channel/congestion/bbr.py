@@ -21,7 +21,8 @@ from tunnel.channel.constants import GRANULARITY, INITIAL_WINDOW_PACKETS
 from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
 
 HIGH_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
-PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# The type spelled out: compiled, a bare-`Final` tuple of floats is never set (mypyc 1.x).
+PROBE_BW_GAINS: Final[tuple[float, ...]] = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 CWND_GAIN: Final = 2.0  # cwnd = 2 x BDP absorbs delayed and stretched ACKs
 BW_WINDOW_ROUNDS: Final = 10  # bandwidth max-filter length in round trips
 MIN_RTT_WINDOW: Final = 10.0  # seconds; min-RTT filter length
@@ -41,7 +42,10 @@ STARTUP_QUEUE_RTT: Final = 1.25
 # with btl_bw at a few KB/s, which the pacing rate follows once the pipe counts as filled.
 STARTUP_FULL_LOSS_COUNT: Final = 6
 
-STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+STARTUP: Final = "startup"
+DRAIN: Final = "drain"
+PROBE_BW: Final = "probe_bw"
+PROBE_RTT: Final = "probe_rtt"
 
 
 class Bbr:
