@@ -56,7 +56,7 @@ MAX_PENDING_PINGS: Final = 64  # unanswered pings of dead paths are forgotten pa
 # channel header, at most this often, so the peer learns our new incarnation and resets its side.
 ANNOUNCE_INTERVAL: Final = 1.0
 MAX_RETIRED: Final = 8  # the peer's replaced incarnations remembered, to drop their late packets
-# S without an authenticated packet, while reconnecting: unreachable
+# Seconds without an authenticated packet, while reconnecting: unreachable
 UNREACHABLE_AFTER: Final = 30.0
 # s: how long a port-prediction request waits for the introduction that allows an answer (the
 # rendezvous sends both sides theirs at once; a few seconds cover a lost one's retry).
