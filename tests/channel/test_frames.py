@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,43 @@ def test_stream_frame_golden() -> None:
     packet = fr.encode_packet(5, [fr.StreamFrame(4, 1000, b"hi", True)])
     assert packet == bytes.fromhex("05" "09" "04" "43e8" "02") + b"hi"
     assert fr.decode_packet(packet) == (5, [fr.StreamFrame(4, 1000, b"hi", True)])
+
+
+def test_stream_header_golden_in_each_shape() -> None:
+    # the whole-integer shapes (4- and 8-byte offsets) and the general one (2-byte offset)
+    assert fr.encode_stream_header(3, 0x12345, 1400, False) == bytes.fromhex(
+        "08" "03" "80012345" "4578")
+    assert fr.encode_stream_header(63, 0x123456789A, 0x3FFF, True) == bytes.fromhex(
+        "09" "3f" "c00000123456789a" "7fff")
+    assert fr.encode_stream_header(64, 1000, 2, False) == bytes.fromhex("08" "4040" "43e8" "02")
+
+
+def _by_varints(stream_id: int, offset: int, length: int, fin: bool) -> bytes:
+    return (bytes((0x09 if fin else 0x08,)) + fr.encode_varint(stream_id)
+            + fr.encode_varint(offset) + fr.encode_varint(length))
+
+
+@given(st.integers(0, 2**30), varints, st.integers(0, 2**20), st.booleans())
+def test_stream_header_is_its_varints_whatever_the_shape(
+    stream_id: int, offset: int, length: int, fin: bool
+) -> None:
+    assert fr.encode_stream_header(stream_id, offset, length, fin) == (
+        _by_varints(stream_id, offset, length, fin))
+
+
+def test_stream_header_is_its_varints_at_every_size_boundary() -> None:
+    edges = [0, 0x3F, 0x40, 0x3FFF, 0x4000, 0x3FFFFFFF, 0x40000000, fr.VARINT_MAX]
+    for stream_id in edges[:5]:
+        for offset in edges:
+            for length in edges[:6]:
+                assert fr.encode_stream_header(stream_id, offset, length, True) == (
+                    _by_varints(stream_id, offset, length, True)), (stream_id, offset, length)
+
+
+def test_stream_header_refuses_what_no_varint_holds() -> None:
+    for bad in ((0, fr.VARINT_MAX + 1, 1400), (-1, 0x4000, 1400), (0, -1, 1400)):
+        with pytest.raises(ValueError):
+            fr.encode_stream_header(*bad, False)
 
 
 def test_ack_frame_golden() -> None:
