@@ -11,15 +11,24 @@ port (PORT+1 by default). Each COOKIE reply carries the source endpoint that por
 
 `query()` drives a `RendezvousClient` over a blocking socket until a condition holds; `ptunnel
 list` uses it (a node's long-running loop lives in `tunnel/node.py`).
+
+Both wait in select(), which a signal that lands just before the call does not interrupt, and
+Python runs its handler (the CLI's raises `Interrupted`) only when the main thread next runs
+bytecode, which compiled code (this module) never does: `ptunnel list` slept through its 1 s
+retry timer before it said "interrupted". So the main thread's waits watch a signal wakeup fd
+too (`signal_wakeup`, `wait_readable`), which the C-level handler writes whenever the signal came.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -97,7 +106,7 @@ def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
     second = (main[0], netcheck_port if netcheck_port is not None else main[1] + 1)
     nonces = {main: rng(p.NONCE_SIZE), second: rng(p.NONCE_SIZE)}
     seen: dict[tuple[str, int], p.Endpoint] = {}
-    with socket.socket(family(main[0]), socket.SOCK_DGRAM) as sock:
+    with socket.socket(family(main[0]), socket.SOCK_DGRAM) as sock, signal_wakeup() as wakeup:
         sock.bind(bind or any_address(main))
         local_port = int(sock.getsockname()[1])
         deadline = time.monotonic() + timeout
@@ -108,9 +117,7 @@ def netcheck(server: tuple[str, int], netcheck_port: int | None = None,
                     if dest not in seen:
                         _sendto(sock, p.encode_cookie_request(p.CookieRequest(nonce)), dest)
                 next_probe = now + PROBE_INTERVAL
-            wait = max(0.0, min(next_probe, deadline) - now)
-            readable, _, _ = select.select([sock], [], [], wait)
-            if not readable:
+            if not wait_readable(sock, min(next_probe, deadline) - now, wakeup):
                 continue
             data, src = sock.recvfrom(2048)
             src = (str(src[0]), int(src[1]))
@@ -129,7 +136,8 @@ def query(client: RendezvousClient, done: Callable[[Event], bool], timeout: floa
     Returns every event seen; the last one satisfied `done` unless the timeout came first.
     """
     events: list[Event] = []
-    with socket.socket(family(client.server[0]), socket.SOCK_DGRAM) as sock:
+    with (socket.socket(family(client.server[0]), socket.SOCK_DGRAM) as sock,
+          signal_wakeup() as wakeup):
         sock.bind(bind or any_address(client.server))
         start = time.monotonic()
         deadline = start + timeout
@@ -145,7 +153,7 @@ def query(client: RendezvousClient, done: Callable[[Event], bool], timeout: floa
                 return events
             timer = client.get_timer()
             wait = deadline - now if timer is None else min(deadline, timer) - now
-            readable, _, _ = select.select([sock], [], [], max(0.0, wait))
+            readable = wait_readable(sock, wait, wakeup)
             now = time.monotonic()
             if readable:
                 data, src = sock.recvfrom(65536)
@@ -153,6 +161,39 @@ def query(client: RendezvousClient, done: Callable[[Event], bool], timeout: floa
             timer = client.get_timer()
             if timer is not None and now >= timer:
                 client.handle_timer(now)
+
+
+@contextlib.contextmanager
+def signal_wakeup() -> Iterator[socket.socket | None]:
+    """A socket that turns readable when a signal with a Python handler arrives (for
+    `wait_readable`); None off the main thread, where no wakeup fd can be set (a node's
+    netcheck runs in an executor thread, and the event loop handles the node's signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            yield reader
+        finally:
+            signal.set_wakeup_fd(previous)
+
+
+def wait_readable(sock: socket.socket, timeout: float, wakeup: socket.socket | None) -> bool:
+    """Whether `sock` turned readable within `timeout` s. A signal ends the wait at once,
+    even one that came just before it, and its Python handler runs here (it may raise)."""
+    watched = [sock] if wakeup is None else [sock, wakeup]
+    readable, _, _ = select.select(watched, [], [], max(0.0, timeout))
+    if wakeup is not None and wakeup in readable:
+        with contextlib.suppress(BlockingIOError):
+            wakeup.recv(64)
+        # Changing the mask (here: not at all) makes CPython run the pending handlers before
+        # it returns (PyErr_CheckSignals), which compiled code would otherwise put off.
+        signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    return sock in readable
 
 
 def _sendto(sock: socket.socket, data: bytes, dest: tuple[str, int]) -> None:
