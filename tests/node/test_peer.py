@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunnel.addresses import Addr, relay_addr
+from tunnel.channel.constants import NODE_STOPPING
 from tunnel.channel.events import ChannelClosed, ChannelEvent, StreamReadable
 from tunnel.node import payloads as nw
 from tunnel.node.peer import (
     HandshakeWanted,
     IntroductionWanted,
     Peer,
+    PeerChanged,
     PeerEvent,
     PongReceived,
     RegistrationWanted,
@@ -343,8 +345,9 @@ def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -
 
 
 def _stopped_quietly(peer: Peer, now: float, established: bool) -> list[bytes]:
-    """Close `peer`, then run 60 virtual seconds: what it sent and asked for after the close."""
-    peer.close("node shutting down")
+    """Close `peer` as a stopping node does, then run 60 virtual seconds: what it sent and
+    asked for after the close."""
+    peer.close("node shutting down", NODE_STOPPING)
     sent = [payload for payload, _ in datagrams(peer, now, established)]
     asked: list[PeerEvent] = []
     for step in range(600):
@@ -569,3 +572,43 @@ def test_a_lone_payload_of_a_batch_is_heard_on_the_path_as_receive_hears_it() ->
                       candidate.proven_at, pair.b.path.path, pair.b.channel.read(stream)))
     assert heard[0] == heard[1]
     assert heard[1][:4] == (pair.now + 20.0, None, pair.now + 20.0, pair.now + 20.0)
+
+
+def awaiting(peer: Peer) -> bool:
+    """Not ready and reconnecting: new local connections wait for the peer."""
+    return not peer.ready and peer.reconnecting_since is not None
+
+
+def test_a_peer_whose_node_stops_is_awaited_and_no_channel_opens_on_its_session() -> None:
+    pair = connected_pair()
+    old = pair.a.channel
+    sent = _stopped_quietly(pair.b, pair.now, established=True)  # B's node stops (its CLOSE)
+    pair.b = make_peer(A_KEY, B_KEY, 88, now=pair.now)  # the process is gone; nothing answers
+    pair.connected = False
+    for payload in sent:
+        pair.a.receive(payload, B_ADDR, pair.now)
+    pair.events["a"].clear()
+    pair.run(5.0)  # long after the old channel has drained
+    assert old is not None and old.peer_stopping
+    assert pair.a.channel is old and awaiting(pair.a)  # not reopened on B's session
+    assert pair.a.state(pair.now).startswith("reconnecting")
+    assert PeerChanged() in pair.events["a"]
+    pair.a.receive(sent[0], B_ADDR, pair.now)  # a late copy of the CLOSE: not "back"
+    assert awaiting(pair.a)
+    # B's node starts again: a new session, a new incarnation, and A opens the next channel.
+    pair.connected = True
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    pair.run(1.0)
+    assert not awaiting(pair.a) and pair.a.ready and pair.a.channel is not old
+    assert pair.a.peer_incarnation == pair.b.incarnation
+    assert pair.a_to_b(b"after the restart") == b"after the restart"
+
+
+def test_a_peer_that_closes_without_stopping_gets_a_new_channel_on_the_same_session() -> None:
+    pair = connected_pair()
+    assert pair.b.channel is not None
+    pair.b.channel.close("idle timeout")  # B's node runs on: only the channel ended
+    pair.run(5.0)
+    assert pair.a.channel is not None and not pair.a.channel.peer_stopping
+    assert pair.a.ready and pair.a.reconnecting_since is None
+    assert pair.a_to_b(b"same session") == b"same session"

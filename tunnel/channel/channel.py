@@ -59,6 +59,7 @@ from tunnel.channel.constants import (
     MAX_QUEUED_DATAGRAMS,
     MAX_STREAM_WINDOW,
     NO_ERROR,
+    NODE_STOPPING,
     PARTS_MIN,
     STREAM_QUANTUM,
     STREAM_SEND_BUFFER,
@@ -160,6 +161,8 @@ class Channel:
         self._rng = rng
         self._idle_timeout = idle_timeout
         self._state = OPEN
+        # The peer closed this channel because its node is stopping (NODE_STOPPING).
+        self.peer_stopping = False
         self._events: deque[ChannelEvent] = deque()
         self._queued_datagram_events = 0
         self._cc = create_controller(congestion, max_packet_size, rng)
@@ -563,6 +566,7 @@ class Channel:
             self._events.append(DatagramReceived(frame.data))
 
     def _handle_close_frame(self, frame: fr.CloseFrame, now: float) -> None:
+        self.peer_stopping = frame.error_code == NODE_STOPPING
         self._state = DRAINING
         self._close_deadline = now + CLOSING_PTOS * self._recovery.pto_interval()
         self._events.append(ChannelClosed(frame.reason, frame.error_code, by_peer=True))

@@ -148,6 +148,10 @@ STREAM_STATE_ERROR: Final = 0x5
 FINAL_SIZE_ERROR: Final = 0x6
 PROTOCOL_VIOLATION: Final = 0xA
 IDLE_TIMEOUT_ERROR: Final = 0x100  # local only: never sent
+# A node that stops closes its channels with this: the peer then waits for it to come back (a
+# new session) instead of opening a new channel on a session whose other end is exiting, where
+# a connection opened meanwhile would be reset once the restarted node replaced that channel.
+NODE_STOPPING: Final = 0x101
 
 #: how logs name the codes a peer is closed with
 ERROR_NAMES: Final = {
@@ -158,4 +162,5 @@ ERROR_NAMES: Final = {
     STREAM_STATE_ERROR: "STREAM_STATE_ERROR",
     FINAL_SIZE_ERROR: "FINAL_SIZE_ERROR",
     PROTOCOL_VIOLATION: "PROTOCOL_VIOLATION",
+    NODE_STOPPING: "NODE_STOPPING",
 }

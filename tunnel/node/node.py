@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from rendezvous import protocol as rp
 from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr, relay_peer
+from tunnel.channel.constants import NODE_STOPPING
 from tunnel.channel.events import ChannelClosed
 from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import fingerprint, handshake_psk
@@ -250,7 +251,7 @@ class Node:
             return
         self._closed = True
         for peer in self.peers.values():
-            peer.close("node shutting down")
+            peer.close("node shutting down", NODE_STOPPING)
         if self.rdv is not None:
             self.rdv.leave(monotonic())
         self._flush_all = True

@@ -20,7 +20,8 @@ whenever a channel opens): first credits, the streams it may open, the largest d
 
 **Incarnations.** Every channel packet carries the sender's incarnation (random per channel) and
 the one it believes the receiver has, so a peer that restarted is noticed at once and packets of
-a dead channel never reach a new one.
+a dead channel never reach a new one. A node that stops closes its channel with NODE_STOPPING:
+its peer then waits for it on a new session rather than opening a channel on the old one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any, Final
 
 from tunnel.addresses import Addr, format_endpoint, is_relay, relay_addr
 from tunnel.channel.channel import Channel
+from tunnel.channel.constants import NO_ERROR
 from tunnel.channel.events import ChannelClosed, ChannelEvent
 from tunnel.keys.netkeys import fingerprint
 from tunnel.node import payloads as nw
@@ -182,6 +184,8 @@ class Peer:
     reconnecting_since: float | None = None  # the path went silent or the session was lost
     refused: str | None = None  # why the peer's handshakes are refused (an old version)
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
+    # The peer's node said it is stopping (its channel's CLOSE): it is awaited on a new session.
+    stopping_noticed: bool = False
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
     _last_announce: float = float("-inf")
@@ -276,10 +280,7 @@ class Peer:
         if self.closed:
             return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
-        if self.reconnecting_since is not None and self.path.path is not None:
-            log.info("%s is back: %s", peer_label(self.name, self.static), self.describe_path())
-            self.reconnecting_since = None
-            self._events.append(PeerChanged())
+        self._back()
         if not payload:
             return  # a keepalive
         kind = payload[0]
@@ -331,6 +332,15 @@ class Peer:
                 for rest in payloads[index:]:
                     self.receive(rest, addr, now)
                 return
+
+    def _back(self) -> None:
+        """An authenticated packet came while reconnecting: the peer is back, unless its node
+        said it is stopping (what still comes from that one is its last words)."""
+        if (self.reconnecting_since is not None and self.path.path is not None
+                and not self.stopping_noticed):
+            log.info("%s is back: %s", peer_label(self.name, self.static), self.describe_path())
+            self.reconnecting_since = None
+            self._events.append(PeerChanged())
 
     def _steady(self, addr: Addr) -> bool:
         """Open channel, not reconnecting, and `addr` the path in use (see `receive_batch`)."""
@@ -411,14 +421,14 @@ class Peer:
             earliest = self.repunch_at
         return earliest
 
-    def close(self, reason: str) -> None:
-        """Stop, in whatever state: the channel's CLOSE leaves with the next datagrams, port
-        prediction ends, and the peer asks for nothing more."""
+    def close(self, reason: str, error_code: int = NO_ERROR) -> None:
+        """Stop, in whatever state: the channel's CLOSE (with `error_code`) leaves with the next
+        datagrams, port prediction ends, and the peer asks for nothing more."""
         self.closed = True
         self._events.clear()  # requests made before the stop no longer matter
         self._out.clear()
         if self.channel is not None and self.channel.is_open:
-            self.channel.close(reason)
+            self.channel.close(reason, error_code)
         if self.opener is not None:
             self.opener = None
             self.prediction_targets = []
@@ -453,14 +463,29 @@ class Peer:
                 self._events.append(IntroductionWanted(self.name))
             self.repunch_at = now + self.repunch_interval
             self.repunch_interval = min(self.repunch_interval * 2, REPUNCH_MAX)
+        channel = self.channel
+        if channel is not None and channel.peer_stopping and not self.stopping_noticed:
+            self._peer_stopping(now)
         if established:
-            channel = self.channel
-            if channel is not None and channel.is_closed and self.path.path is not None:
-                # The old channel died (an outage outlasted it, or the peer closed it): a path
-                # is up again, so start a new one; the announce tells the peer.
+            if (channel is not None and channel.is_closed and self.path.path is not None
+                    and not channel.peer_stopping):
+                # The old channel died (an outage outlasted it, or the peer closed it without
+                # stopping): a path is up again, so start a new one; the announce tells the peer.
                 self._open_channel(now)
                 self._events.append(PeerChanged())
             self._drive_prediction(now)
+
+    def _peer_stopping(self, now: float) -> None:
+        """The peer's node closed the channel because it stops (`ptunnel` ended, a service
+        restart): no new channel on this session, whose other end is exiting. The peer counts
+        as reconnecting, so new local connections wait for it (not `ready`), and a restarted
+        node's first packets open the next channel (`_peer_restarted`)."""
+        self.stopping_noticed = True
+        log.info("%s is stopping; new connections wait for it to come back",
+                 peer_label(self.name, self.static))
+        if self.reconnecting_since is None:
+            self.reconnecting_since = now
+        self._events.append(PeerChanged())
 
     def _on_path_silent(self, now: float) -> None:
         log.info("path to %s went silent (data unanswered); punching again",
@@ -545,6 +570,7 @@ class Peer:
         # Read at every open: a peer that restarted may have come back with other limits.
         peer = self.peer_params
         self.mtu.set_limit(peer.max_datagram)
+        self.stopping_noticed = False
         self.channel = Channel(
             is_client=self.is_client,
             max_packet_size=channel_budget(self.mtu.size, not self.direct),
@@ -576,6 +602,7 @@ class Peer:
                          peer_label(self.name, self.static))
                 self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
                 self._open_channel(now, keep_incarnation=True)
+                self._back()  # a stopped node came back: the waiting connections may go
         self.peer_incarnation = incarnation
 
     # --- pings and port prediction -------------------------------------------------------------
