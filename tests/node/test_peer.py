@@ -612,3 +612,23 @@ def test_a_peer_that_closes_without_stopping_gets_a_new_channel_on_the_same_sess
     assert pair.a.channel is not None and not pair.a.channel.peer_stopping
     assert pair.a.ready and pair.a.reconnecting_since is None
     assert pair.a_to_b(b"same session") == b"same session"
+
+
+def test_a_stopped_peer_is_back_at_its_successors_first_announce() -> None:
+    pair = connected_pair()
+    sent = _stopped_quietly(pair.b, pair.now, established=True)
+    for payload in sent:
+        pair.a.receive(payload, B_ADDR, pair.now)
+    pair.a.poll(pair.now, established=True)
+    assert awaiting(pair.a)
+    pair.b = make_peer(A_KEY, B_KEY, 89, now=pair.now)  # B's node starts again, elsewhere
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    moved: Addr = ("10.0.0.2", 40999)
+    announce = datagrams(pair.b, pair.now, established=True)
+    assert [len(payload) for payload, _ in announce] == [9]  # a bare channel header, nothing else
+    pair.events["a"].clear()
+    pair.a.receive(announce[0][0], moved, pair.now)  # the only packet: no data follows it
+    assert pair.a.ready and pair.a.reconnecting_since is None  # back: `status` says direct
+    assert pair.a.peer_incarnation == pair.b.incarnation
+    assert PeerChanged() in list(iter(pair.a.next_event, None))  # waiting connections go now
+    assert pair.a.path.path is not None and pair.a.path.path.addr == moved

@@ -367,6 +367,8 @@ class Peer:
         if not is_relay(addr):
             # Follow the peer's data; a peer that restarted is never at its old address.
             self.path.on_data(addr, now, moved=restarted)
+        if restarted:
+            self._back()  # a stopped node came back (on the path just followed): the wait ends
         if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
             assert self.channel is not None
             self.channel.receive_packet(payload, now, CHANNEL_HEADER)
@@ -602,7 +604,6 @@ class Peer:
                          peer_label(self.name, self.static))
                 self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
                 self._open_channel(now, keep_incarnation=True)
-                self._back()  # a stopped node came back: the waiting connections may go
         self.peer_incarnation = incarnation
 
     # --- pings and port prediction -------------------------------------------------------------
