@@ -292,11 +292,22 @@ class Lab:
         stats = json.loads(out)[0]["stats64"]
         return int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"])
 
-    def reboot_nat(self, site: Site, to_ports: str = "40000-40999") -> None:
-        """Forget every mapping and move new ones to `to_ports`, like a router reboot."""
+    def reboot_nat(self, site: Site) -> tuple[int, int]:
+        """Forget every mapping and make new ones on other ports, like a router reboot; return
+        the range (first, last) the new mappings come from.
+
+        The range is the first block of 1,000 ports from 40000 up that holds no port of the
+        mappings before the reboot: a port-preserving NAT keeps a host's port where it is free,
+        and a host's ephemeral port lies in 40000-40999 about one time in 28, so a fixed range
+        would sometimes give it back its old mapping (a reboot nobody could see)."""
         assert site.router, "a site without NAT cannot reboot"
-        self._nat_rules(site, to_ports)
+        listed = self.run(site.router, "conntrack", "-L", check=False).stdout
+        used = {int(port) for port in re.findall(r"[sd]port=(\d+)", listed)}
+        first = next(start for start in range(40000, 60000, 1000)
+                     if not any(start <= port < start + 1000 for port in used))
+        self._nat_rules(site, f"{first}-{first + 999}")
         self.run(site.router, "conntrack", "-F", check=False)
+        return first, first + 999
 
     def transcript(self, tail: int = 60) -> str:
         """The last `tail` output lines of every process, read or not: what a failed test

@@ -246,8 +246,8 @@ class Soak:
             record.reference = record.at
         else:
             record.tunnels = list(range(self.tunnels))
-            self.lab.reboot_nat(self.home_site)
-            record.details["nat"] = "home: conntrack -F, new mappings on ports 40000-40999"
+            first, last = self.lab.reboot_nat(self.home_site)
+            record.details["nat"] = f"home: conntrack -F, new mappings on ports {first}-{last}"
             record.reference = record.at
         if record.reference is not None and kind.startswith("restart"):
             record.details["up_s"] = round(record.reference - record.at, 2)
