@@ -34,16 +34,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The same unit tests against the pure-Python build. What runs whole ptunnel processes runs once,
-# in `unit`: the NAT lab, the CLI's tests and the rendezvous fleet's. They test processes,
-# arguments and exit codes; the core inside differs between the builds, and the in-process tests
-# here cover its pure build. (They took 5.5 of the pure run's 9 minutes.)
-PURE_SKIPS := tests/lab tests/cli tests/rendezvous/test_multi_server.py \
-              tests/rendezvous/test_server_cli.py
+# The same unit tests against the pure-Python build, without those that run whole ptunnel
+# processes (tests/suites.py: PURE_SKIPS; the default build runs them).
 unit-pure: $(STAMP)
-	PTUNNEL_PURE=1 $(PY) -m pytest $(addprefix --ignore=,$(PURE_SKIPS)) $(PYTEST_ARGS)
+	$(PY) -m tests.suites --pure $(PYTEST_ARGS)
 
-test: lint typecheck unit unit-pure
+# What `unit` and `unit-pure` run, in less time: the tests on virtual time of both builds run
+# beside the NAT lab's (which mostly wait on real timers), at the lowest CPU priority; see
+# tests/suites.py.
+test: lint typecheck
+	$(PY) -m tests.suites $(PYTEST_ARGS)
 
 # The wheel as a user gets it: built, installed into a fresh venv, `ptunnel --version`, the
 # shipped samples and unit (checked by systemd-analyze where installed). Needs PyPI or a pip
