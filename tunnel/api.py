@@ -536,6 +536,7 @@ class Tunnel:
         self.connections: list[Connection] = []
         self.exposed: list[Exposed] = []
         self._started = False
+        self._starting = asyncio.Lock()  # exposes started together (`ptunnel up`) start it once
 
     async def __aenter__(self) -> Tunnel:
         await self.start()
@@ -546,7 +547,9 @@ class Tunnel:
         await self.close()
 
     async def start(self) -> None:
-        if not self._started:
+        async with self._starting:
+            if self._started:
+                return
             self._started = True
             self.options.rendezvous = await self._resolve(self.options.rendezvous)
             self.options.rendezvous_fallbacks = tuple(
@@ -595,7 +598,6 @@ class Tunnel:
         time to move on to each further server of a list (None: wait as long as it takes, as a
         daemon does; the node keeps asking)."""
         name = check_name(name)
-        await self.start()
         if name in self.forwarder.services:
             raise TunnelError(f"'{name}' is already exposed by this node")
         if len(self.forwarder.services) >= MAX_NAMES:
@@ -603,7 +605,14 @@ class Tunnel:
                               "ptunnel with its own PTUNNEL_HOME for more")
         service = ExposedService(name, (host, port), udp,
                                  None if allow is None else frozenset(allow))
+        # Served before the node starts and while it registers: a restarted node's peers reach
+        # it at its old address and open streams at once, before any rendezvous answer.
         self.forwarder.services[name] = service
+        try:
+            await self.start()
+        except BaseException:
+            self.forwarder.services.pop(name, None)
+            raise
         refused: list[rc.RegistrationRefused] = []
         registered = asyncio.Event()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+from typing import Any
 
 from tunnel.addresses import format_endpoint
 from tunnel.api import Connection, LocalPortError, Tunnel
@@ -51,16 +53,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         sdnotify.status(sdnotify.service_status(tunnel))
 
     async def body(tunnel: Tunnel) -> None:
-        for entry in exposes:
-            host, port = entry["port"]
+        if exposes:
             # systemd shows this while the rendezvous does not answer (the node keeps asking)
-            sdnotify.status(f"registering '{entry['as']}' at "
-                            f"{format_endpoint(ctx.rendezvous_addr())}")
-            # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
-            await tunnel.expose(port, entry["as"], host=host, udp=entry.get("udp", False),
-                                allow=entry.get("allow") or None, timeout=None,
-                                origin="config")
-            ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
+            names = ", ".join(f"'{entry['as']}'" for entry in exposes)
+            sdnotify.status(f"registering {names} at {format_endpoint(ctx.rendezvous_addr())}")
+            await expose_all(tunnel, exposes)
+            for entry in exposes:
+                ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
             # A daemon's peers may come up later: keep trying instead of failing.
             bind, port = entry["listen"]
@@ -75,6 +74,22 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                                      f"'{entry['name']}' in {where}") from None
 
     return run_tunnel(ctx, tunnel, body)
+
+
+async def expose_all(tunnel: Tunnel, exposes: list[dict[str, Any]]) -> None:
+    """Expose every entry at once: each service is served from the node's first packet on, not
+    after the registrations of the entries before it (a restarted daemon's peers come back at
+    its old address and open streams before any rendezvous answer; a rendezvous that is down
+    would hold the other entries back for as long as it is down)."""
+    # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
+    tasks = [asyncio.ensure_future(tunnel.expose(
+        entry["port"][1], entry["as"], host=entry["port"][0], udp=entry.get("udp", False),
+        allow=entry.get("allow") or None, timeout=None, origin="config")) for entry in exposes]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:  # the first failure ends the daemon: the others' waits end with it
+            task.cancel()
 
 
 def _ready(ctx: Context, connection: Connection) -> None:
