@@ -9,7 +9,8 @@
         ...
         await db.close()
 
-`expose` returns once the name is registered at the rendezvous; `connect` returns once a path to
+`expose` returns once the name is registered at the rendezvous (`expose_all` registers several
+in one request, as `ptunnel up` does); `connect` returns once a path to
 the peer is up and a local port listens. Both keep working across peer restarts, rendezvous
 outages and NAT reboots (re-punching, relay fallback, reconnect with backoff) until closed.
 Failures users can fix raise `TunnelError` with a one-line message saying what to do; a
@@ -27,7 +28,7 @@ import contextlib
 import errno
 import logging
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -141,6 +142,17 @@ def check_name(name: str) -> str:
 ORIGINS = ("api", "config", "command", "added")
 
 
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A local service to expose under `name` (`Tunnel.expose_all`; `expose` takes the same)."""
+
+    port: int
+    name: str
+    host: str = "127.0.0.1"
+    udp: bool = False
+    allow: tuple[bytes, ...] | None = None  # the keys allowed (None: every member the node allows)
+
+
 class Exposed:
     """A service registered under a name; close() stops exposing it."""
 
@@ -166,7 +178,7 @@ class Exposed:
     async def close(self) -> None:
         """Stop exposing: refuse new streams and give the name back at the rendezvous."""
         if self.tunnel.forwarder.services.pop(self.service.name, None) is not None:
-            self.tunnel.node.remove_name(self.service.name)
+            self.tunnel.node.remove_names([self.service.name])
         if self in self.tunnel.exposed:
             self.tunnel.exposed.remove(self)
 
@@ -597,22 +609,33 @@ class Tunnel:
         Raises TunnelError if the rendezvous does not answer within `timeout` seconds, plus the
         time to move on to each further server of a list (None: wait as long as it takes, as a
         daemon does; the node keeps asking)."""
-        name = check_name(name)
-        if name in self.forwarder.services:
-            raise TunnelError(f"'{name}' is already exposed by this node")
-        if len(self.forwarder.services) >= MAX_NAMES:
+        service = Service(port, name, host, udp, None if allow is None else tuple(allow))
+        (exposed,) = await self.expose_all([service], timeout=timeout, origin=origin)
+        return exposed
+
+    async def expose_all(self, services: Sequence[Service], *,
+                         timeout: float | None = RENDEZVOUS_TIMEOUT,
+                         origin: str = "api") -> list[Exposed]:
+        """Expose every one of `services` at once, their names registered in one request.
+
+        Each is served from the start: before the node starts and while it registers, since a
+        restarted node's peers reach it at its old address and open streams at once. It returns
+        once the rendezvous has registered every name; it raises TunnelError as `expose` does,
+        and then exposes none of them."""
+        names = [check_name(service.name) for service in services]
+        for name in names:
+            if name in self.forwarder.services:
+                raise TunnelError(f"'{name}' is already exposed by this node")
+            if names.count(name) > 1:
+                raise TunnelError(f"'{name}' is listed more than once")
+        if len(self.forwarder.services) + len(names) > MAX_NAMES:
             raise TunnelError(f"a node can expose at most {MAX_NAMES} names; run another "
                               "ptunnel with its own PTUNNEL_HOME for more")
-        service = ExposedService(name, (host, port), udp,
-                                 None if allow is None else frozenset(allow))
-        # Served before the node starts and while it registers: a restarted node's peers reach
-        # it at its old address and open streams at once, before any rendezvous answer.
-        self.forwarder.services[name] = service
-        try:
-            await self.start()
-        except BaseException:
-            self.forwarder.services.pop(name, None)
-            raise
+        served = [ExposedService(name, (service.host, service.port), service.udp,
+                                 None if service.allow is None else frozenset(service.allow))
+                  for name, service in zip(names, services, strict=True)]
+        for service in served:
+            self.forwarder.services[service.name] = service
         refused: list[rc.RegistrationRefused] = []
         registered = asyncio.Event()
 
@@ -620,40 +643,46 @@ class Tunnel:
             if isinstance(event, rc.RegistrationRefused):
                 refused.append(event)
                 registered.set()
-            elif isinstance(event, rc.Registered | rc.ServerKeyChanged):
-                registered.set()
+            elif isinstance(event, rc.ServerKeyChanged) or (
+                    isinstance(event, rc.Registered) and self.node.holds(names)):
+                registered.set()  # not an earlier registration that lacked these names
 
         self.node.rdv_events.append(watch)
         try:
-            self.node.add_name(name)
+            self.node.add_names(names)  # before a start: its first registration carries them
+            await self.start()
             await asyncio.wait_for(registered.wait(),
                                    None if timeout is None else self.with_failover(timeout))
         except TimeoutError:
-            self._unexpose(name)
+            self._unexpose(names)
             raise (self.server_key_error
                    or TunnelError(_no_answer(self.node.rendezvous_server))) from None
-        except asyncio.CancelledError:
-            self._unexpose(name)  # a cancelled expose leaves no name behind
+        except BaseException:
+            self._unexpose(names)  # cancelled, or the node could not start: no name left behind
             raise
         finally:
             self.node.rdv_events.remove(watch)
         if self.server_key_error is not None:
-            self._unexpose(name)
+            self._unexpose(names)
             raise self.server_key_error
         if refused:
-            self._unexpose(name)
+            self._unexpose(names)
             event = refused[0]
-            holder = f" (held by {event.holder_fingerprint})" if event.holder_fingerprint else ""
-            raise TunnelError(f"the rendezvous refused '{name}': {event.reason}{holder}")
-        exposed = Exposed(self, service, origin)
-        self.exposed.append(exposed)
-        log.info("exposing %s as '%s' (node %s)", format_endpoint((host, port)), name,
-                 fingerprint(self.options.identity.public))
+            holder = (f" (held by {event.holder_fingerprint})" if event.holder_fingerprint
+                      and event.holder_fingerprint not in event.reason else "")
+            quoted = ", ".join(f"'{name}'" for name in names)
+            raise TunnelError(f"the rendezvous refused {quoted}: {event.reason}{holder}")
+        exposed = [Exposed(self, service, origin) for service in served]
+        self.exposed += exposed
+        for service in served:
+            log.info("exposing %s as '%s' (node %s)", format_endpoint(service.target),
+                     service.name, fingerprint(self.options.identity.public))
         return exposed
 
-    def _unexpose(self, name: str) -> None:
-        self.forwarder.services.pop(name, None)
-        self.node.remove_name(name)
+    def _unexpose(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.forwarder.services.pop(name, None)
+        self.node.remove_names(names)
 
     async def connect(self, name: str, port: int, *, bind: str = "127.0.0.1", udp: bool = False,
                       accept_new_key: bool = False, timeout: float = 30.0, wait: bool = False,

@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -272,14 +272,19 @@ class Node:
 
     # --- requests from the forwarders and the API ---------------------------------------------
 
-    def add_name(self, name: str) -> None:
-        """Register one more name (re-registers at once; `Registered` or a refusal follows)."""
-        self.options.names = (*self.options.names, name)
+    def add_names(self, names: Sequence[str]) -> None:
+        """Register more names, in one request (at once if the node runs, else at its start;
+        `Registered` or a refusal follows)."""
+        self.options.names = (*self.options.names, *names)
         self._register()
 
-    def remove_name(self, name: str) -> None:
-        self.options.names = tuple(n for n in self.options.names if n != name)
+    def remove_names(self, names: Sequence[str]) -> None:
+        self.options.names = tuple(n for n in self.options.names if n not in names)
         self._register()
+
+    def holds(self, names: Sequence[str]) -> bool:
+        """Whether the rendezvous' last answer registered every one of `names`."""
+        return self.rdv is not None and set(names) <= set(self.rdv.registered_names)
 
     def _register(self) -> None:
         if self.rdv is not None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-from typing import Any
 
 from tunnel.addresses import format_endpoint
-from tunnel.api import Connection, LocalPortError, Tunnel
+from tunnel.api import Connection, LocalPortError, Service, Tunnel
 from tunnel.cli import sdnotify
 from tunnel.cli.context import Context
 from tunnel.cli.handoff import note
@@ -57,7 +55,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             # systemd shows this while the rendezvous does not answer (the node keeps asking)
             names = ", ".join(f"'{entry['as']}'" for entry in exposes)
             sdnotify.status(f"registering {names} at {format_endpoint(ctx.rendezvous_addr())}")
-            await expose_all(tunnel, exposes)
+            # At once, in one registration: each service is served from the node's first packet
+            # (a restarted daemon's peers come back and open streams before any rendezvous
+            # answer), not after the registrations of the entries before it. timeout=None: a
+            # daemon waits for a rendezvous that is down (the node keeps asking).
+            await tunnel.expose_all([
+                Service(entry["port"][1], entry["as"], entry["port"][0], entry.get("udp", False),
+                        tuple(entry.get("allow") or ()) or None)
+                for entry in exposes], timeout=None, origin="config")
             for entry in exposes:
                 ctx.out(f"exposing {format_endpoint(entry['port'])} as '{entry['as']}'")
         for entry in connects:
@@ -74,22 +79,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                                      f"'{entry['name']}' in {where}") from None
 
     return run_tunnel(ctx, tunnel, body)
-
-
-async def expose_all(tunnel: Tunnel, exposes: list[dict[str, Any]]) -> None:
-    """Expose every entry at once: each service is served from the node's first packet on, not
-    after the registrations of the entries before it (a restarted daemon's peers come back at
-    its old address and open streams before any rendezvous answer; a rendezvous that is down
-    would hold the other entries back for as long as it is down)."""
-    # timeout=None: a daemon waits for a rendezvous that is down (the node keeps asking)
-    tasks = [asyncio.ensure_future(tunnel.expose(
-        entry["port"][1], entry["as"], host=entry["port"][0], udp=entry.get("udp", False),
-        allow=entry.get("allow") or None, timeout=None, origin="config")) for entry in exposes]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:  # the first failure ends the daemon: the others' waits end with it
-            task.cancel()
 
 
 def _ready(ctx: Context, connection: Connection) -> None:
