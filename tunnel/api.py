@@ -548,7 +548,9 @@ class Tunnel:
         self.connections: list[Connection] = []
         self.exposed: list[Exposed] = []
         self._started = False
-        self._starting = asyncio.Lock()  # exposes started together (`ptunnel up`) start it once
+        # Calls of start() made together (by an API user, or a `ptunnel expose` added to an `up`
+        # that is starting) start the node once.
+        self._starting = asyncio.Lock()
 
     async def __aenter__(self) -> Tunnel:
         await self.start()
