@@ -17,7 +17,9 @@ How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any
 `main` prints one line for `Interrupted` and exits with 128 + the signal number, 130 for SIGINT
 and 143 for SIGTERM, the status a shell reports for a command a signal ended.
 
-Before a long-running command starts, the soft RLIMIT_NOFILE is raised to the hard limit
+Every command that runs an event loop first fixes glibc's heap thresholds (`tunnel.cli.heap`: a
+node opening 65,000-byte datagrams faulted each buffer in again). Before a long-running command
+starts, the soft RLIMIT_NOFILE is raised to the hard limit
 (`raise_descriptor_limit`): every forwarded connection holds sockets, and the usual soft limit
 of 1,024 is far below what a peer may open. Forwarding then budgets its sockets under the limit
 it finds (`tunnel.forward.sockets`).
@@ -45,6 +47,7 @@ from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, Emit, error_reply, running
 from tunnel.cli.control import Handler as RequestHandler
 from tunnel.cli.forwards import forward_handlers
+from tunnel.cli.heap import keep_freed_memory
 from tunnel.errors import RuntimeFailure, UserError
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,9 @@ class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `main()` on uvloop until it returns; SIGINT or SIGTERM cancels it wherever it
-    waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`."""
+    waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`. Every
+    command that runs a loop carries datagrams: the heap keeps what it frees (`heap`)."""
+    keep_freed_memory()
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
