@@ -10,6 +10,9 @@ faults per GiB received, 14 % of the receiving process's CPU in `perf` (the faul
 `EVP_DecryptUpdate`, writing the plaintext). Whether a process paid it depended on its history
 (in one run of four it did not). Fixed thresholds make it one behaviour: allocations up to
 `MMAP_THRESHOLD` come from the heap, and up to `TRIM_THRESHOLD` of free memory stays at its top.
+They also end the dynamic raise (up to 32 MiB), so an allocation above 1 MiB is mapped each time;
+nothing that large is made per packet or per read (a datagram is at most 64 KiB, uvloop reads a
+TCP socket 256 KiB at a time).
 
 Only glibc has `mallopt`; elsewhere (musl, macOS) nothing changes. A user who tunes glibc's
 allocator through its environment variables keeps their settings.
@@ -45,19 +48,19 @@ def keep_freed_memory() -> bool:
     """Fix glibc's trim and mmap thresholds (see the module's docstring); True if set. Does
     nothing, and says why at debug level, outside glibc or where the user set their own."""
     if not is_glibc():
-        log.debug("heap: not glibc, allocator left as it is")
+        log.debug("not glibc: the allocator stays as it is")
         return False
     chosen = [name for name in USER_SETTINGS if name in os.environ]
     if chosen:
-        log.debug("heap: %s set, allocator left as configured", ", ".join(chosen))
+        log.debug("%s set: glibc's allocator stays as configured", ", ".join(chosen))
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD,
                                                                  TRIM_THRESHOLD) != 1:
-        log.debug("heap: mallopt refused the thresholds")
+        log.debug("mallopt refused the heap's thresholds")
         return False
-    log.debug("heap: allocations up to %d KiB from the heap, %d KiB of free memory kept",
-              MMAP_THRESHOLD >> 10, TRIM_THRESHOLD >> 10)
+    log.debug("glibc's allocator: allocations up to %d KiB from the heap, up to %d KiB of free "
+              "memory kept", MMAP_THRESHOLD >> 10, TRIM_THRESHOLD >> 10)
     return True
