@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.socketless_node import NODE_ADDR, handshake, replies, socketless_node
+from tests.support.socketless_node import (
+    NODE_ADDR,
+    OTHER_ADDR,
+    bridge_on,
+    linked,
+    replies,
+    socketless_node,
+    tcp_read,
+)
 from tunnel.addresses import Addr
-from tunnel.forward.bridge import StreamBridge
-from tunnel.forward.forwarder import Forwarder
-from tunnel.keys.identity import Identity
 from tunnel.keys.netkeys import handshake_psk
 from tunnel.node.node import Node
 from tunnel.node.peer import Peer, PeerChanged
@@ -24,30 +29,8 @@ from tunnel.session.session import SessionConfig
 from tunnel.session.wire import is_initiation
 
 SECRET = bytes(range(32))
-OTHER_ADDR: Addr = ("10.0.0.2", 7002)
 SECOND_ADDR: Addr = ("10.0.0.3", 7003)
 MESSAGE = b"ping-pong message " * 4  # 72 bytes, one small packet
-
-
-def _linked(node: Node, now: float, addr: Addr = OTHER_ADDR
-            ) -> tuple[Device, Peer, list[bytes]]:
-    """A device at `addr` with an established session to `node` (which initiated it at
-    `now`), the node's peer for it with its channel open, and what the node sent to the device
-    meanwhile (taken off the wire)."""
-    other = Device(Identity.generate().private, handshake_psk(SECRET))
-    handshake(node, other, addr, NODE_ADDR, now)
-    node._flush()  # the handshake's completion makes the peer and opens its channel
-    peer = node.peers[other.public_key]
-    assert peer.channel is not None and peer.send_addr() == addr
-    return other, peer, replies(node, addr)
-
-
-def _bridge(node: Node, peer: Peer) -> StreamBridge:
-    """A bridge on a new stream of `peer`'s channel, as a local connection gets one."""
-    assert peer.channel is not None
-    bridge = StreamBridge(Forwarder(node))
-    bridge.attach(peer, peer.channel.open_stream())
-    return bridge
 
 
 def _opened(other: Device, datagrams: list[bytes]) -> list[bytes]:
@@ -71,9 +54,9 @@ def _drained(peers: list[Peer]) -> list[bytes]:
 def test_a_local_read_is_sent_before_its_callback_returns() -> None:
     async def scenario() -> None:
         node = socketless_node(SECRET)
-        other, peer, _sent = _linked(node, monotonic())
-        bridge = _bridge(node, peer)
-        bridge.data_received(MESSAGE)
+        other, peer, _sent = linked(node, monotonic())
+        bridge = bridge_on(node, peer)
+        tcp_read(bridge, MESSAGE)
         sent = replies(node, OTHER_ADDR)  # no loop turn has run since the read
         assert sent, "the read waits for a later turn of the loop"
         assert any(MESSAGE in payload for payload in _opened(other, sent))
@@ -84,9 +67,9 @@ def test_a_local_read_is_sent_before_its_callback_returns() -> None:
 def test_a_lone_read_drains_nothing_else_but_arms_the_timer() -> None:
     async def scenario() -> None:
         node = socketless_node(SECRET)
-        _other, peer, _sent = _linked(node, monotonic())
+        _other, peer, _sent = linked(node, monotonic())
         _mark([peer])
-        _bridge(node, peer).data_received(MESSAGE)
+        tcp_read(bridge_on(node, peer), MESSAGE)
         assert replies(node, OTHER_ADDR)
         assert _drained([peer]) == []  # nothing but the read happened: no full flush
         # The packet in flight has a loss timer, and the node's one timer is armed for it.
@@ -99,12 +82,12 @@ def test_a_lone_read_drains_nothing_else_but_arms_the_timer() -> None:
 def test_a_read_while_another_peer_waits_flushes_that_peer_too() -> None:
     async def scenario() -> None:
         node = socketless_node(SECRET)
-        _other, peer, _sent = _linked(node, monotonic())
-        _second, waiting, _sent = _linked(node, monotonic(), SECOND_ADDR)
+        _other, peer, _sent = linked(node, monotonic())
+        _second, waiting, _sent = linked(node, monotonic(), SECOND_ADDR)
         _mark([peer, waiting])
-        bridge = _bridge(node, peer)
+        bridge = bridge_on(node, peer)
         node.kick(waiting)  # a forwarder of the other peer acted in this turn
-        bridge.data_received(MESSAGE)
+        tcp_read(bridge, MESSAGE)
         assert replies(node, OTHER_ADDR)
         # both drained in this callback
         assert sorted(_drained([peer, waiting])) == sorted([peer.static, waiting.static])
@@ -120,15 +103,15 @@ def _rekeying_node(rekey_after_messages: int) -> Node:
     return node
 
 
-def test_a_rekey_started_by_the_seal_goes_out_with_the_read() -> None:
+def test_a_rekey_started_by_the_seal_goes_out_with_thetcp_read() -> None:
     async def scenario() -> None:
         # The handshake ran 10 s ago (a rekey may start: the last initiation is older than
         # REKEY_TIMEOUT), and the keys are due for a rekey at the read's packet: as many
         # transport datagrams as linking sends, plus this one.
-        _other, _peer, linking = _linked(_rekeying_node(2**40), monotonic() - 10)
+        _other, _peer, linking = linked(_rekeying_node(2**40), monotonic() - 10)
         node = _rekeying_node(len(linking) + 1)
-        _other, peer, _sent = _linked(node, monotonic() - 10)
-        _bridge(node, peer).data_received(MESSAGE)
+        _other, peer, _sent = linked(node, monotonic() - 10)
+        tcp_read(bridge_on(node, peer), MESSAGE)
         sent = replies(node, OTHER_ADDR)
         assert any(is_initiation(data) for data in sent), "the initiation waits"
         assert any(not is_initiation(data) for data in sent)

@@ -251,15 +251,17 @@ class Channel:
     def can_open_stream(self) -> bool:
         return self._state == OPEN and self._table.can_open()
 
-    def write(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
+    def write(self, stream_id: int, data: bytes | bytearray | memoryview,
+              owned: bool = False) -> int:
         """Buffer up to the stream's free send space; return how many bytes were accepted.
-        When fewer than offered, `StreamWritable` follows once space frees up."""
+        When fewer than offered, `StreamWritable` follows once space frees up. `owned`: the
+        caller never writes to `data`'s memory again, so the stream keeps a view of it."""
         stream = self._stream_for_app(stream_id)
         if stream is None or self._state != OPEN:
             return 0
         if stream.send.fin_requested:
             raise ChannelError(f"write after shutdown_write on stream {stream_id}")
-        accepted = stream.send.write(data)
+        accepted = stream.send.write(data, owned)
         if accepted:
             self._mark_sendable(stream)
         return accepted

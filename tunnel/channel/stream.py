@@ -110,7 +110,7 @@ class ChunkBuffer:
         self._cursor = 0  # the chunk of the last read
         self.end = offset
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         self._chunks.append(memoryview(data))
         self._starts.append(self.end)
         self.end += len(data)
@@ -224,13 +224,17 @@ class SendStream:
         limit = min(max(self.buffer_limit, 2 * credit), MAX_SEND_BUFFER)
         return max(0, limit - (self._buf.end - self._buf_start))
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: bytes | bytearray | memoryview, owned: bool = False) -> int:
+        """Take up to the free space of `data`; how much was taken. `owned`: the caller hands
+        the memory over and never writes to it again, so a view is kept without a copy."""
         accepted = min(len(data), self.writable_space())
         if accepted < len(data):
             self.want_writable = True
         if accepted:
             if accepted == len(data) and isinstance(data, bytes):
                 self._buf.append(data)  # immutable: keep the caller's object, no copy
+            elif owned:
+                self._buf.append(memoryview(data)[:accepted])
             else:
                 self._buf.append(bytes(data[:accepted]))
         return accepted

@@ -8,6 +8,8 @@
  * exception (BlockingIOError, about 3.5 us; PERF.md, issue 13). Here an empty socket returns an
  * empty list and a short list says the socket is drained: no exception per drain. An error with
  * nothing read (an ICMP error of an earlier send) raises OSError, as recvmsg would.
+ *
+ * `fresh_buffer(size)` is a bytearray that is not zeroed first, for the bridges' TCP reads.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -136,10 +138,25 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* fresh_buffer(size) -> a bytearray of `size` bytes left as malloc gave them, for a read that
+ * writes it before anything reads it (the bridges' TCP reads): bytearray(size) would first zero
+ * the bytes the read then overwrites. */
+static PyObject *fresh_buffer(PyObject *module, PyObject *arg) {
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffer size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, size);
+}
+
 static PyMethodDef module_methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS,
      "recv_batch(sock, count) -> [(data, (host, port), segment), ...]: up to count datagrams "
      "(at most 32) in one recvmmsg without blocking; [] when there is none."},
+    {"fresh_buffer", fresh_buffer, METH_O,
+     "fresh_buffer(size) -> bytearray of size bytes, not zeroed: write before reading it."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,9 +1,11 @@
-"""Batched UDP reads: the C extension `_udpio.c` (recvmmsg) where it was built, else its twin.
+"""Batched UDP reads, and buffers for TCP reads: the C extension `_udpio.c` where it was built,
+else its twin.
 
-Both have one function, `recv_batch(sock, count) -> [(data, (host, port), segment), ...]`, and
-return a list shorter than `count` once the socket is empty (the C one without an exception).
-`PTUNNEL_PURE=1` forces the twin, as it forces the rest of the pure build; `IMPLEMENTATION`
-says which runs ("c" or "python").
+`recv_batch(sock, count) -> [(data, (host, port), segment), ...]` (recvmmsg in C) returns a list
+shorter than `count` once the socket is empty (the C one without an exception). `fresh_buffer(size)`
+is a bytearray for a read to fill; the C one is not zeroed first (the bridges read TCP into it,
+`tunnel.forward.bridge`). `PTUNNEL_PURE=1` forces the twin, as it forces the rest of the pure
+build; `IMPLEMENTATION` says which runs ("c" or "python").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Final
 from tunnel import data_plane
 from tunnel.addresses import Addr
 
-__all__ = ["IMPLEMENTATION", "MAX_BATCH", "recv_batch"]
+__all__ = ["IMPLEMENTATION", "MAX_BATCH", "fresh_buffer", "recv_batch"]
 
 
 _selected: Final = data_plane("tunnel.node._udpio", "tunnel.node.udpio_pure")
@@ -25,3 +27,4 @@ MAX_BATCH: Final[int] = _implementation.MAX_BATCH
 recv_batch: Final[Callable[[socket.socket, int], list[tuple[bytes, Addr, int]]]] = (
     _implementation.recv_batch
 )
+fresh_buffer: Final[Callable[[int], bytearray]] = _implementation.fresh_buffer

@@ -4,6 +4,8 @@
 super-datagrams as `(data, (host, port), segment size or 0)`, and `[]` when there is none.
 Python has no recvmmsg, so this is one `recvmsg` per datagram, and the one that finds the socket
 empty costs a BlockingIOError; a list shorter than `count` tells the caller not to ask again.
+
+`fresh_buffer(size)` is a bytearray of `size` bytes to read into; Python can only make it zeroed.
 """
 
 from __future__ import annotations
@@ -38,3 +40,10 @@ def recv_batch(sock: socket.socket, count: int) -> list[tuple[bytes, Addr, int]]
                 segment = int.from_bytes(value[:4], "little")
         out.append((data, (raw_addr[0], raw_addr[1]), segment))
     return out
+
+
+def fresh_buffer(size: int) -> bytearray:
+    """A buffer of `size` bytes for a read to fill (the C twin leaves it unzeroed)."""
+    if size < 0:
+        raise ValueError("negative buffer size")
+    return bytearray(size)
