@@ -11,8 +11,8 @@ faults per GiB received, 14 % of the receiving process's CPU in `perf` (the faul
 (in one run of four it did not). Fixed thresholds make it one behaviour: allocations up to
 `MMAP_THRESHOLD` come from the heap, and up to `TRIM_THRESHOLD` of free memory stays at its top.
 They also end the dynamic raise (up to 32 MiB), so an allocation above 1 MiB is mapped each time;
-nothing that large is made per packet or per read (a datagram is at most 64 KiB, uvloop reads a
-TCP socket 256 KiB at a time).
+nothing that large is made per packet or per read (a datagram is at most 64 KiB, a bridge reads
+its TCP socket into areas of 256 KiB).
 
 Only glibc has `mallopt`; elsewhere (musl, macOS) nothing changes. A user who tunes glibc's
 allocator through its environment variables keeps their settings.
