@@ -1,5 +1,5 @@
-"""A local TCP read goes into the bridge's read area, and a large one stays there as the stream's
-bytes, with no copy (tunnel.forward.bridge: `get_buffer`, `buffer_updated`, `KEEP_MIN`).
+"""A local TCP read goes into a fresh read area, and a read that fills it is kept by the stream
+as it is, with no copy (tunnel.forward.bridge: `get_buffer`, `buffer_updated`, `READ_AREA`).
 
 Socketless nodes: what the node sends lands on an in-memory wire and nothing acknowledges it, so
 the stream's send buffer keeps every byte read, as it does until the peer's ACK.
@@ -15,7 +15,7 @@ import pytest
 from tests.support.datapaths import IMPLEMENTATIONS, udpio_module
 from tests.support.socketless_node import bridge_on, linked, socketless_node, tcp_read
 from tunnel.channel.stream import SendStream
-from tunnel.forward.bridge import KEEP_MIN, READ_AREA, READ_ROOM, StreamBridge
+from tunnel.forward.bridge import READ_AREA, StreamBridge
 from tunnel.node.udp import monotonic
 
 SECRET = bytes(range(32))
@@ -23,6 +23,13 @@ SECRET = bytes(range(32))
 
 def pattern(size: int, seed: int) -> bytes:
     return bytes((i * 7 + seed) % 251 for i in range(size))
+
+
+def new_bridge() -> StreamBridge:
+    """A bridge on a new stream of a peer whose channel is open."""
+    node = socketless_node(SECRET)
+    _other, peer, _sent = linked(node, monotonic())
+    return bridge_on(node, peer)
 
 
 def send_stream(bridge: StreamBridge) -> SendStream:
@@ -37,79 +44,50 @@ def kept(bridge: StreamBridge) -> list[memoryview]:
     return buffer._chunks[buffer._head:]
 
 
-def new_bridge() -> StreamBridge:
-    """A bridge on a new stream of a peer whose channel is open."""
-    node = socketless_node(SECRET)
-    _other, peer, _sent = linked(node, monotonic())
-    return bridge_on(node, peer)
-
-
-def test_large_reads_stay_in_the_area_and_later_reads_do_not_touch_them() -> None:
+def test_a_full_read_is_kept_as_it_is_and_the_next_read_gets_a_fresh_area() -> None:
     async def scenario() -> None:
         bridge = new_bridge()
-        first, second = pattern(KEEP_MIN, 1), pattern(40_000, 2)
+        first, second = pattern(READ_AREA, 1), pattern(READ_AREA, 2)
+        area = bridge.get_buffer(-1)
+        assert len(area) == READ_AREA
         tcp_read(bridge, first)
+        assert bridge.get_buffer(-1).obj is not area.obj  # not the area the stream keeps
         tcp_read(bridge, second)
         chunks = kept(bridge)
-        assert [len(c) for c in chunks] == [len(first), len(second)]
-        # both are views of one area, the buffer the reads went into: no copy was made
-        assert isinstance(chunks[0].obj, bytearray) and chunks[0].obj is chunks[1].obj
-        assert len(chunks[0].obj) == READ_AREA
-        # the next read goes after them
-        assert len(bridge.get_buffer(-1)) == READ_AREA - len(first) - len(second)
-        tcp_read(bridge, pattern(KEEP_MIN, 3))
-        assert bytes(send_stream(bridge)._buf.read(0, len(first) + len(second))) == first + second
+        assert [len(c) for c in chunks] == [READ_AREA, READ_AREA]
+        # each chunk is the very buffer its read went into: no copy was made
+        assert chunks[0].obj is area.obj and chunks[1].obj is not area.obj
+        assert all(isinstance(c.obj, bytearray) for c in chunks)
+        tcp_read(bridge, pattern(100, 3))
+        assert bytes(send_stream(bridge)._buf.read(0, 2 * READ_AREA)) == first + second
 
     asyncio.run(scenario())
 
 
-def test_a_nearly_full_area_is_followed_by_a_new_one() -> None:
+def test_any_other_read_is_copied_and_leaves_no_area_behind() -> None:
     async def scenario() -> None:
         bridge = new_bridge()
-        reads = [pattern(60_000, seed) for seed in range(5)]
-        for data in reads[:3]:
+        for data in (b"ls -l\n", pattern(READ_AREA - 1, 4)):  # a keystroke; a burst's last read
             tcp_read(bridge, data)
-        room = len(bridge.get_buffer(-1))  # 76,144 bytes left: still this area
-        assert room == READ_AREA - 180_000 >= READ_ROOM
-        tcp_read(bridge, reads[3])
-        assert len(bridge.get_buffer(-1)) == READ_AREA  # 16,144 left was too little: a new one
-        tcp_read(bridge, reads[4])
-        chunks = kept(bridge)
-        assert len({id(c.obj) for c in chunks}) == 2
-        assert b"".join(bytes(c) for c in chunks) == b"".join(reads)
+            chunk = kept(bridge)[-1]
+            assert isinstance(chunk.obj, bytes) and bytes(chunk) == data
+            assert bridge._area is None  # a quiet connection holds no 256 KiB between reads
 
     asyncio.run(scenario())
 
 
-def test_a_small_read_is_copied_and_leaves_no_area_behind() -> None:
-    async def scenario() -> None:
-        bridge = new_bridge()
-        tcp_read(bridge, b"ls -l\n")
-        chunk = kept(bridge)[-1]
-        assert isinstance(chunk.obj, bytes) and bytes(chunk) == b"ls -l\n"
-        assert bridge._area is None  # an interactive connection holds no 256 KiB between reads
-        # after a large read, a small one is copied out and its room read into again
-        tcp_read(bridge, pattern(KEEP_MIN, 4))
-        room = len(bridge.get_buffer(-1))
-        tcp_read(bridge, b"q")
-        assert len(bridge.get_buffer(-1)) == room
-        assert bytes(kept(bridge)[-1]) == b"q"
-
-    asyncio.run(scenario())
-
-
-def test_a_read_the_stream_takes_only_part_of_keeps_only_that_part() -> None:
+def test_a_full_read_the_stream_takes_part_of_keeps_that_part_and_copies_the_rest() -> None:
     async def scenario() -> None:
         bridge = new_bridge()
         channel = bridge.channel()
         assert channel is not None and bridge.stream_id is not None
         space = channel.writable_space(bridge.stream_id)
         channel.write(bridge.stream_id, bytes(space - 10_000))  # 10,000 bytes of room left
-        data = pattern(2 * KEEP_MIN, 6)
+        data = pattern(READ_AREA, 6)
         tcp_read(bridge, data)
-        assert len(kept(bridge)[-1]) == 10_000 and bytes(bridge.pending) == data[10_000:]
-        # the rest was copied out: the area's next read goes right after the part kept
-        assert len(bridge.get_buffer(-1)) == READ_AREA - 10_000
+        chunk = kept(bridge)[-1]
+        assert bytes(chunk) == data[:10_000] and isinstance(chunk.obj, bytearray)
+        assert bytes(bridge.pending) == data[10_000:]
 
     asyncio.run(scenario())
 
@@ -119,10 +97,9 @@ def test_reads_before_the_stream_is_attached_are_copied() -> None:
         node = socketless_node(SECRET)
         _other, peer, _sent = linked(node, monotonic())
         bridge = StreamBridge(bridge_on(node, peer).forwarder)  # no stream yet
-        early = pattern(KEEP_MIN * 2, 5)
+        early = pattern(READ_AREA, 5)
         tcp_read(bridge, early)
         assert bytes(bridge.pending) == early
-        assert len(bridge.get_buffer(-1)) == READ_AREA  # copied out: its room is read into again
         assert peer.channel is not None
         bridge.attach(peer, peer.channel.open_stream())
         assert bytes(send_stream(bridge)._buf.read(0, len(early))) == early

@@ -6,11 +6,13 @@ the peer's flow-control credit stops growing). Half-close maps to FIN and back
 (`shutdown(SHUT_WR)` on one end reaches the other end as EOF while the reply keeps flowing); an
 abort (RST) on one end resets the stream and aborts the other end.
 
-A TCP read goes straight into the bridge's read area (`get_buffer`/`buffer_updated`, asyncio's
-buffered protocol), and a read of `KEEP_MIN` bytes or more is handed to the stream as a view of
-it: uvloop's plain protocol copies every read into a new bytes object, 12 % of a bulk sender's
-CPU with 65,000-byte datagrams. A smaller read is copied out and its room read into again, so an
-interactive connection holds no area between its reads.
+A TCP read goes straight into a fresh read area of `READ_AREA` bytes (`get_buffer`/
+`buffer_updated`, asyncio's buffered protocol). A read that fills the area, as the reads of a bulk
+transfer do, hands the whole area to the stream, which keeps it without a copy until the peer
+acknowledges it: uvloop's plain protocol copied every read into a new bytes object, 12 % of a
+bulk sender's CPU with 65,000-byte datagrams. Any other read (the last of a burst, an interactive
+connection's few bytes) is copied out and the area dropped, so a kept area is never partly empty
+and a connection holds no area between its reads.
 
 The same bridge serves both sides: the connecting side creates it for an accepted local
 connection and attaches a stream it opened; the exposing side (`tunnel.forward.exposing`) creates
@@ -38,12 +40,7 @@ from tunnel.node.udpio import fresh_buffer
 log = logging.getLogger(__name__)
 
 READ_CHUNK: Final = 256 * 1024  # bytes taken from a stream per read
-# The local socket's reads: an area of READ_AREA bytes takes reads until less than READ_ROOM is
-# left, then a new one follows; the old one lives while the stream keeps views of it, so at most
-# READ_ROOM of every READ_AREA is memory held for nothing.
-READ_AREA: Final = 256 * 1024
-READ_ROOM: Final = 64 * 1024
-KEEP_MIN: Final = 16 * 1024  # a read this large stays in the area; a smaller one is copied out
+READ_AREA: Final = 256 * 1024  # bytes of a read of the local socket (uvloop's own read size)
 TCP_WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered toward a local socket before pausing
 
 
@@ -76,8 +73,7 @@ class StreamBridge(asyncio.BufferedProtocol):
         self.stream_id: int | None = None
         self._attached_to: Channel | None = None  # the channel `stream_id` belongs to
         self.pending = bytearray()  # from TCP, not yet taken by the stream
-        self._area: memoryview | None = None  # where TCP reads go (see the module docstring)
-        self._area_used = 0  # its first bytes, handed to the stream as views
+        self._area: memoryview | None = None  # where the next TCP read goes (module docstring)
         # From the stream, read before the local connection existed (the exposing side reads the
         # service's name first): written the moment it connects, ahead of anything else.
         self.early = b""
@@ -137,32 +133,24 @@ class StreamBridge(asyncio.BufferedProtocol):
             self.on_attach(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """The free end of the read area, for uvloop to read the local socket into."""
-        area = self._area
-        if area is None or len(area) - self._area_used < READ_ROOM:
-            area = self._area = memoryview(fresh_buffer(READ_AREA))
-            self._area_used = 0
-        return area[self._area_used :]
+        """A fresh read area, for uvloop to read the local socket into."""
+        if self._area is None:
+            self._area = memoryview(fresh_buffer(READ_AREA))
+        return self._area
 
     def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` were read into the area's free end."""
-        area = self._area
+        """`nbytes` were read into the area."""
+        area, self._area = self._area, None  # the next read gets a fresh one
         if area is None:  # asyncio reads only into a buffer it got from get_buffer
             raise RuntimeError("a read reported without a read buffer")
-        start = self._area_used
-        if nbytes >= KEEP_MIN:
-            # what the stream took is its own now; the rest was copied to `pending`
-            taken = self._from_tcp(area[start : start + nbytes], True)
-            self._area_used = start + taken
+        if nbytes == len(area):
+            self._from_tcp(area, True)  # the stream's now: whatever it took, it keeps uncopied
         else:
-            if start == 0:
-                self._area = None  # nothing of it is kept: a quiet connection holds no area
-            self._from_tcp(bytes(area[start : start + nbytes]), False)
+            self._from_tcp(bytes(area[:nbytes]), False)
 
-    def _from_tcp(self, data: bytes | memoryview, owned: bool) -> int:
-        """Bytes read from the local socket (`owned`: a view of the area, which the stream may
-        keep); how many the stream took, the rest waits in `pending`."""
-        taken = 0
+    def _from_tcp(self, data: bytes | memoryview, owned: bool) -> None:
+        """Bytes read from the local socket (`owned`: an area that the stream may keep); what the
+        stream does not take waits in `pending`, a copy."""
         if self.pending or self.stream_id is None:
             self.pending += data
         else:
@@ -174,7 +162,6 @@ class StreamBridge(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         if self.link is not None:
             self.forwarder.node.flush_now(self.link)  # in this callback: no loop-turn hop
-        return taken
 
     def eof_received(self) -> bool:
         self.tcp_eof = True
