@@ -32,7 +32,7 @@ M_TRIM_THRESHOLD: Final = -1
 M_MMAP_THRESHOLD: Final = -3
 
 MMAP_THRESHOLD: Final = 1 << 20  # the largest allocation served from the heap: 1 MiB
-TRIM_THRESHOLD: Final = 4 << 20  # free memory kept at the heap's top: 4 MiB
+TRIM_THRESHOLD: Final = 1 << 20  # free memory kept at the heap's top: 1 MiB
 # The environment through which a user tunes glibc's allocator themselves.
 USER_SETTINGS: Final = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
