@@ -233,6 +233,37 @@ def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
     assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
 
 
+@pytest.mark.parametrize("ack_period", [0.004, 0.008])
+def test_bbr_fills_a_path_whose_acks_come_in_bursts(ack_period: float) -> None:
+    """A 50 MB/s path of 0.1 ms RTT whose ACKs arrive in bursts, one burst every `ack_period` (a
+    receiver scheduled once a period, as processes on busy CPUs are, or a Wi-Fi hop). A window
+    of 2 x BDP ran dry between bursts, the delivery-rate samples fell with it, and BBR spiralled
+    down to 2.1 and 0.8 MB/s. The window also holds what a burst delivers beyond the bandwidth
+    estimate, so the link fills; once the bursts stop, that allowance goes within 10 rounds."""
+    sim = Simulator(5)
+    rate = 400e6
+    forward = LinkConfig(rate_bps=rate, delay=0.00005, queue_bytes=4_000_000)
+    acks = LinkConfig(delay=0.00005, batch=ack_period)
+    source, sink = FlowApp(send=True), FlowApp()
+    a, b, _, _ = channel_pair(sim, forward, acks, source, sink)
+    for channel in (a, b):
+        channel.set_max_packet_size(1440)
+    source.on_wake(a, 0.0)
+    sim.start()
+    sim.run(1.0)
+    goodput = sink.received_between(0.5, 1.0) / 0.5
+    assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
+    bbr = a._cc
+    assert isinstance(bbr, Bbr) and bbr.state == PROBE_BW
+    # about one burst: a period's worth at the bottleneck rate (its cap is 100 ms' worth)
+    burst = rate / 8 * ack_period
+    assert 0.5 * burst <= bbr.aggregation_allowance() <= 2 * burst
+    acks.batch = 0.0  # the receiver keeps up again: ACKs come as packets arrive
+    sim.run(1.2)
+    assert bbr.aggregation_allowance() < 0.25 * burst
+    assert sink.received_between(1.1, 1.2) / 0.1 >= 0.9 * rate / 8
+
+
 def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:
     """BBRInitPacingRate / BBRSetPacingRateWithGain: the first RTT sample sets the rate to
     HIGH_GAIN x initial window / SRTT, and until the pipe is filled a lower gain x btl_bw (here
