@@ -255,13 +255,30 @@ def test_bbr_fills_a_path_whose_acks_come_in_bursts(ack_period: float) -> None:
     assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
     bbr = a._cc
     assert isinstance(bbr, Bbr) and bbr.state == PROBE_BW
-    # about one burst: a period's worth at the bottleneck rate (its cap is 100 ms' worth)
+    # about one burst: a period's worth at the bottleneck rate (its cap is 10 ms' worth)
     burst = rate / 8 * ack_period
     assert 0.5 * burst <= bbr.aggregation_allowance() <= 2 * burst
     acks.batch = 0.0  # the receiver keeps up again: ACKs come as packets arrive
     sim.run(1.2)
     assert bbr.aggregation_allowance() < 0.25 * burst
     assert sink.received_between(1.1, 1.2) / 0.1 >= 0.9 * rate / 8
+
+
+def test_bbr_aggregation_allowance_waits_for_a_filled_pipe_and_is_capped() -> None:
+    """None in STARTUP (which grows its window anyway), and at most 10 ms at the bottleneck rate
+    however large a burst: Linux's 100 ms let 8 loopback connections queue 20 MB (RTT 32 ms)."""
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+    rtt.update(0.001, 0.0)
+    now = 1.0
+    bbr.on_ack([], RateSample(delivery_rate=1e8, newly_acked=MSS), rtt, 0, now)
+    burst = RateSample(delivery_rate=1e8, newly_acked=8_000_000)  # 8 MB acknowledged at once,
+    bbr.on_ack([], burst, rtt, 0, now + 0.0001)  # (a burst counts up to the window: this one
+    bbr.on_ack([], burst, rtt, 0, now + 0.0002)  # grew it to 8 MB) twice
+    assert bbr.btl_bw == 1e8 and not bbr.filled_pipe
+    assert bbr.aggregation_allowance() == 0
+    bbr.filled_pipe = True
+    assert bbr.aggregation_allowance() == 1_000_000  # 10 ms of 100 MB/s, not the 8 MB burst
 
 
 def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:
