@@ -213,6 +213,20 @@ def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     assert 0.039 <= bbr.min_rtt <= 0.045
 
 
+def start_bulk(
+    sim: Simulator, forward: LinkConfig, backward: LinkConfig
+) -> tuple[Channel, FlowApp]:
+    """A channel sending as fast as it may over `forward` in 1,440-byte packets (its ACKs come
+    back over `backward`), started: the sender and the receiving app."""
+    source, sink = FlowApp(send=True), FlowApp()
+    a, b, _, _ = channel_pair(sim, forward, backward, source, sink)
+    for channel in (a, b):
+        channel.set_max_packet_size(1440)
+    source.on_wake(a, 0.0)
+    sim.start()
+    return a, sink
+
+
 @pytest.mark.parametrize("one_way_delay", [0.00005, 0.0002, 0.002])
 def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
     """A 100 MB/s path with a LAN's or loopback's 0.1 ms RTT: RTT samples and delivery-rate
@@ -222,12 +236,7 @@ def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
     sim = Simulator(3)
     rate = 800e6
     link = LinkConfig(rate_bps=rate, delay=one_way_delay, queue_bytes=200_000)
-    source, sink = FlowApp(send=True), FlowApp()
-    a, b, _, _ = channel_pair(sim, link, link, source, sink)
-    for channel in (a, b):
-        channel.set_max_packet_size(1440)
-    source.on_wake(a, 0.0)
-    sim.start()
+    _, sink = start_bulk(sim, link, link)
     sim.run(0.5)
     goodput = sink.received_between(0.25, 0.5) / 0.25
     assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
@@ -244,12 +253,7 @@ def test_bbr_fills_a_path_whose_acks_come_in_bursts(ack_period: float) -> None:
     rate = 400e6
     forward = LinkConfig(rate_bps=rate, delay=0.00005, queue_bytes=4_000_000)
     acks = LinkConfig(delay=0.00005, batch=ack_period)
-    source, sink = FlowApp(send=True), FlowApp()
-    a, b, _, _ = channel_pair(sim, forward, acks, source, sink)
-    for channel in (a, b):
-        channel.set_max_packet_size(1440)
-    source.on_wake(a, 0.0)
-    sim.start()
+    a, sink = start_bulk(sim, forward, acks)
     sim.run(1.0)
     goodput = sink.received_between(0.5, 1.0) / 0.5
     assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
