@@ -88,3 +88,54 @@ def test_a_command_that_runs_a_loop_keeps_the_heap(tmp_path: Path) -> None:
     assert done.returncode == 1 and "address already in use" in done.stderr, done.stderr
     assert "allocations up to 1024 KiB from the heap" in done.stderr, done.stderr
     assert "MALLOC_TRIM_THRESHOLD_ set: glibc's allocator stays as configured" in users.stderr
+
+
+# A burst's memory freed between objects that stay: 130 MB of 1-65 KB buffers, each followed by a
+# small one that outlives it, so no free memory lies at the heap's top for free() to hand back.
+# Then a command's event loop runs (run_async) with a trim every 50 ms.
+BURST = f"""
+import asyncio, random, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tunnel.cli import heap, runtime
+
+heap.TRIM_EVERY = 0.05
+rng = random.Random(7)
+kept, burst = [], []
+for _ in range(4000):
+    burst.append(bytearray(rng.randint(1000, 65000)))
+    kept.append(bytearray(200))
+del burst
+freed = heap.resident_kib()
+
+async def main() -> int:
+    await asyncio.sleep(0.5)
+    return heap.resident_kib()
+
+print(freed, runtime.run_async(main))
+"""
+
+
+def resident_after_burst(env: dict[str, str]) -> tuple[int, int]:
+    """(KiB resident once the burst is freed, KiB resident after half a second of the loop)"""
+    done = subprocess.run([sys.executable, "-c", BURST], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    freed, later = done.stdout.split()
+    return int(freed), int(later)
+
+
+@pytest.mark.skipif(not heap.is_glibc(), reason="malloc_trim is glibc's")
+def test_a_running_command_gives_a_bursts_memory_back() -> None:
+    freed, later = resident_after_burst(without_user_settings())
+    assert freed > 120_000, f"the burst's memory was not held after free(): {freed} KiB"
+    assert later < freed - 100_000, f"{freed} KiB resident before the trims, {later} KiB after"
+
+
+@pytest.mark.skipif(not heap.is_glibc(), reason="malloc_trim is glibc's")
+def test_a_users_allocator_settings_are_not_trimmed() -> None:
+    freed, later = resident_after_burst({**without_user_settings(), "GLIBC_TUNABLES": ""})
+    assert later > freed - 10_000, f"{freed} KiB resident before, {later} KiB after"
+
+
+def test_giving_back_outside_glibc_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "is_glibc", lambda: False)
+    assert heap.give_back_free_memory() == 0
