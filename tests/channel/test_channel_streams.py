@@ -373,3 +373,67 @@ def test_busy_streams_take_turns_of_a_quantum() -> None:
     turns = [size for _, size in runs[:-3]]  # the last turns end with the stream's data
     assert len(turns) > 6
     assert all(STREAM_QUANTUM <= size < STREAM_QUANTUM + a.max_packet_size for size in turns), runs
+
+
+def test_the_channel_bounds_what_its_streams_buffer_together() -> None:
+    # Each stream alone may buffer 60 KB (2 x the peer's 30 KB credit); the channel holds at most
+    # 100 KB for all of them.
+    options = {"stream_send_buffer": 60_000, "stream_window": 30_000, "max_send_buffer": 100_000}
+    a, b = channel(True, **options), channel(False, **options)
+    first, second, third = a.open_stream(), a.open_stream(), a.open_stream()
+    assert a.write(first, b"1" * 70_000) == 60_000
+    assert a.write(second, b"2" * 60_000) == 40_000
+    assert a.write(third, b"3" * 10_000) == 0
+    assert a.writable_space(third) == 0
+    now, received = 0.0, {first: b"", second: b"", third: b""}
+    for _ in range(10):  # the readers' 30 KB windows need them to read for the rest to come
+        now = pump(a, b, now)
+        for sid in received:
+            received[sid] += b.read(sid)
+    assert received == {first: b"1" * 60_000, second: b"2" * 40_000, third: b""}
+    # acknowledged: the streams held back hear they may write again, and can
+    woken = {e.stream_id for e in events(a) if isinstance(e, StreamWritable)}
+    assert woken == {first, second, third}
+    assert a.write(third, b"3" * 10_000) == 10_000
+    pump(a, b, now)
+    assert b.read(third) == b"3" * 10_000
+
+
+def test_many_streams_under_a_small_channel_bound_all_finish_intact() -> None:
+    # 8 writers that only write when told they may (StreamWritable), sharing a bound far below
+    # their own, over a lossy link: none may wait forever, and the bound holds throughout.
+    sim = Simulator(11)
+    payload = random.Random(11).randbytes(8 * 300_000)
+    sender, receiver = BulkApp(payload=payload, streams=8), BulkApp()
+    lossy = LinkConfig(rate_bps=50e6, delay=0.01, loss=0.02, queue_packets=200)
+    a, _, _, _ = channel_pair(sim, lossy, lossy, sender, receiver, max_send_buffer=200_000)
+    sender.start(a)
+    sim.start()
+    peak = 0
+
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, a.buffered_bytes())  # all send buffers: the receiver sends nothing
+        return len(receiver.finished) == 8
+
+    sim.run(60.0, stop=done)
+    assert len(receiver.finished) == 8
+    for i in range(8):
+        expected = hashlib.sha256(payload[i * 300_000 : (i + 1) * 300_000]).digest()
+        assert receiver.digest(2 * i) == expected, f"stream {2 * i}"
+    assert 150_000 < peak <= 200_000
+    sim.run(sim.now + 1.0)  # the last acknowledgements
+    assert a.buffered_bytes() == 0
+    assert a.writable_space(a.open_stream()) == 200_000  # every byte given back to the bound
+    assert a.stats().packets_lost > 0
+
+
+def test_a_reset_stream_gives_its_share_of_the_channel_bound_to_the_others() -> None:
+    a = channel(True, stream_send_buffer=100_000, stream_window=50_000, max_send_buffer=100_000)
+    hog, held = a.open_stream(), a.open_stream()
+    assert a.write(hog, b"h" * 100_000) == 100_000
+    assert a.write(held, b"w" * 1_000) == 0
+    assert not [e for e in events(a) if isinstance(e, StreamWritable)]
+    a.reset_stream(hog, 7)
+    assert StreamWritable(held) in events(a)
+    assert a.write(held, b"w" * 1_000) == 1_000

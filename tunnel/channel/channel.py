@@ -54,6 +54,7 @@ from tunnel.channel.constants import (
     INITIAL_STREAM_WINDOW,
     KEEPALIVES_PER_IDLE_TIMEOUT,
     MAX_ACK_DELAY,
+    MAX_CHANNEL_SEND_BUFFER,
     MAX_CLOSE_REASON,
     MAX_CONNECTION_WINDOW,
     MAX_QUEUED_DATAGRAMS,
@@ -88,6 +89,7 @@ from tunnel.channel.stream import (
     FlowControlError,
     ReceiveWindow,
     SegmentBudget,
+    SendBudget,
 )
 from tunnel.channel.streamtable import ChannelError as ChannelError  # re-exported for callers
 from tunnel.channel.streamtable import PeerError, Stream, StreamTable
@@ -141,6 +143,7 @@ class Channel:
         rng: Callable[[int], bytes] = os.urandom,
         idle_timeout: float = IDLE_TIMEOUT,
         stream_send_buffer: int = STREAM_SEND_BUFFER,
+        max_send_buffer: int = MAX_CHANNEL_SEND_BUFFER,
         stream_window: int = INITIAL_STREAM_WINDOW,
         max_stream_window: int = MAX_STREAM_WINDOW,
         connection_window: int = INITIAL_CONNECTION_WINDOW,
@@ -192,6 +195,9 @@ class Channel:
         )
         self._conn_sent = 0  # new stream bytes sent (retransmissions do not count)
         self._conn_window = ReceiveWindow(connection_window, max_connection_window)
+        self._send_budget = SendBudget(max_send_buffer)
+        # streams whose writes the channel's bound refused, to hear StreamWritable when it frees
+        self._held_back: set[int] = set()
         self._table = StreamTable(
             is_client,
             stream_send_buffer,
@@ -201,6 +207,7 @@ class Channel:
             stream_window if peer_stream_window is None else peer_stream_window,
             max_streams if peer_max_streams is None else peer_max_streams,
             SegmentBudget(self._conn_window),
+            self._send_budget,
         )
         self._streams = self._table.streams
         self._sendable = self._table.sendable
@@ -261,9 +268,12 @@ class Channel:
             return 0
         if stream.send.fin_requested:
             raise ChannelError(f"write after shutdown_write on stream {stream_id}")
-        accepted = stream.send.write(data, owned)
+        send = stream.send
+        accepted = send.write(data, owned)
         if accepted:
             self._mark_sendable(stream)
+        if accepted < len(data) and self._send_budget.space() <= send.own_space():
+            self._held_back.add(stream_id)  # the other streams hold the channel's share
         return accepted
 
     def writable_space(self, stream_id: int) -> int:
@@ -283,8 +293,7 @@ class Channel:
         stream = self._stream_for_app(stream_id)
         if stream is None or stream.send.reset_code is not None or stream.send.done:
             return
-        stream.send.reset(error_code)
-        self._control.resets.add(stream_id)
+        self._reset_send(stream, error_code)
 
     def stop_reading(self, stream_id: int, error_code: int = 0) -> None:
         """Discard incoming data and ask the peer to reset its sending half (STOP_SENDING)."""
@@ -516,6 +525,26 @@ class Channel:
             for sent in packet.frames:
                 self._on_frame_acked(sent)
         self._requeue_lost(lost)
+        if self._held_back and self._send_budget.roomy():
+            self._wake_held_back()
+
+    def _reset_send(self, stream: Stream, error_code: int) -> None:
+        """Drop a sending half's data (RESET_STREAM follows); what it held may unblock others."""
+        stream.send.reset(error_code)
+        self._control.resets.add(stream.stream_id)
+        if self._held_back and self._send_budget.roomy():
+            self._wake_held_back()
+
+    def _wake_held_back(self) -> None:
+        """StreamWritable for the streams the channel's bound held back that may write again."""
+        for sid in list(self._held_back):
+            stream = self._streams.get(sid)
+            if stream is None or not stream.send.want_writable:
+                self._held_back.discard(sid)
+            elif stream.send.writable_space() > 0:
+                self._held_back.discard(sid)
+                stream.send.want_writable = False
+                self._events.append(StreamWritable(sid))
 
     def _handle_max_data_frame(self, frame: fr.MaxDataFrame, now: float) -> None:
         if frame.maximum > self._conn_send_max:
@@ -558,8 +587,7 @@ class Channel:
         stream = self._stream_for_peer(frame.stream_id)
         if stream is None or stream.send.reset_code is not None or stream.send.done:
             return
-        stream.send.reset(frame.error_code)
-        self._control.resets.add(frame.stream_id)
+        self._reset_send(stream, frame.error_code)
         self._events.append(StreamStopped(frame.stream_id, frame.error_code))
 
     def _handle_datagram_frame(self, frame: fr.DatagramFrame, now: float) -> None:
@@ -583,6 +611,7 @@ class Channel:
                 return
             send = stream.send
             freed = send.on_data_acked(offset, length, bool(fin))
+            # what an acknowledgement frees, it frees in the channel's bound too
             if freed and send.want_writable and send.writable_space() > 0:
                 send.want_writable = False
                 self._events.append(StreamWritable(sid))

@@ -97,6 +97,13 @@ PACING_WAKE_TIME: Final = 0.001
 STREAM_SEND_BUFFER: Final = 2 * 1024 * 1024
 #: bytes; ... and never more than this: twice the largest stream window.
 MAX_SEND_BUFFER: Final = 2 * MAX_STREAM_WINDOW
+#: bytes; all the streams of a channel together accept at most this much unacknowledged data:
+#: twice the largest connection window, since the peer never takes more than that window at once.
+#: Bounded per stream only, 8 bulk connections could make a node hold 256 MiB.
+MAX_CHANNEL_SEND_BUFFER: Final = 2 * MAX_CONNECTION_WINDOW
+#: bytes; streams that the channel's bound held back hear StreamWritable once this much is free
+#: again (not at every acknowledged packet, which would wake every one of them for 64 KB).
+CHANNEL_WRITABLE_AT: Final = 256 * 1024
 #: bytes of receive window per out-of-order segment a stream, or all streams of a channel
 #: together, may hold. A held segment costs ~100 bytes of bookkeeping however small it is, so
 #: without a count a peer sending one-byte segments within its credit made us hold 100x that

@@ -27,7 +27,9 @@ from collections import deque
 from typing import Final
 
 from tunnel.channel.constants import (
+    CHANNEL_WRITABLE_AT,
     COALESCED_CHUNK,
+    MAX_CHANNEL_SEND_BUFFER,
     MAX_SEND_BUFFER,
     MIN_HELD_SEGMENTS,
     SMALL_CHUNK,
@@ -86,6 +88,26 @@ class SegmentBudget:
     @property
     def limit(self) -> int:
         return held_segment_limit(self.window.window)
+
+
+class SendBudget:
+    """Unacknowledged bytes the send halves of all the streams of one channel hold together, and
+    their bound: each stream's own bound follows its peer's credit, and a channel of many bulk
+    streams would otherwise hold the sum of them."""
+
+    __slots__ = ("buffered", "limit")
+
+    def __init__(self, limit: int = MAX_CHANNEL_SEND_BUFFER) -> None:
+        self.limit = limit
+        self.buffered = 0
+
+    def space(self) -> int:
+        return max(0, self.limit - self.buffered)
+
+    def roomy(self) -> bool:
+        """Enough is free to wake the streams it held back (CHANNEL_WRITABLE_AT, or a quarter
+        of a smaller bound)."""
+        return self.space() >= min(CHANNEL_WRITABLE_AT, self.limit // 4)
 
 
 _EMPTY: Final = memoryview(b"")
@@ -175,6 +197,7 @@ class SendStream:
         "_buf",
         "_buf_start",
         "_retransmit",
+        "budget",
         "buffer_limit",
         "fin_acked",
         "fin_requested",
@@ -188,7 +211,9 @@ class SendStream:
         "want_writable",
     )
 
-    def __init__(self, buffer_limit: int, max_data: int) -> None:
+    def __init__(self, buffer_limit: int, max_data: int,
+                 budget: SendBudget | None = None) -> None:
+        self.budget = budget if budget is not None else SendBudget()  # the channel's, shared
         self._buf = ChunkBuffer()
         self._buf_start = 0  # everything below this offset is acknowledged
         self._acked = RangeSet()  # acknowledged ranges above _buf_start
@@ -216,6 +241,10 @@ class SendStream:
     def writable_space(self) -> int:
         if self.fin_requested or self.reset_code is not None:
             return 0
+        return min(self.own_space(), self.budget.space())
+
+    def own_space(self) -> int:
+        """What this stream's own bound leaves, the channel's aside."""
         # Buffer at least `buffer_limit`, and up to twice the credit the peer currently extends
         # past our oldest unacknowledged byte: a fast reader on a long fat path grows its window
         # and so our buffer (lost data holds the buffer's front for a few RTTs); a slow reader
@@ -231,6 +260,7 @@ class SendStream:
         if accepted < len(data):
             self.want_writable = True
         if accepted:
+            self.budget.buffered += accepted
             if accepted == len(data) and isinstance(data, bytes):
                 self._buf.append(data)  # immutable: keep the caller's object, no copy
             elif owned:
@@ -241,6 +271,7 @@ class SendStream:
 
     def reset(self, code: int) -> None:
         self.reset_code = code
+        self.budget.buffered -= self._buf.end - self._buf_start
         self._buf.clear(self.next_offset)
         self._retransmit = RangeSet()
         self._acked = RangeSet()
@@ -300,6 +331,7 @@ class SendStream:
         if end <= self._buf_start or self.reset_code is not None:
             return False
         if offset == self._buf_start and not self._acked:  # in order: the common case
+            self.budget.buffered -= length
             self._buf_start = end
             self._buf.drop_below(end)
             if self._retransmit:
@@ -312,6 +344,7 @@ class SendStream:
         first = self._acked.first()
         if first is not None and first[0] == self._buf_start:
             self._acked.pop_first()
+            self.budget.buffered -= first[1] - self._buf_start
             self._buf_start = first[1]
             self._buf.drop_below(first[1])
             return True

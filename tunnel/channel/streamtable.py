@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections import deque
 
 from tunnel.channel.constants import STREAM_LIMIT_ERROR, STREAM_STATE_ERROR
-from tunnel.channel.stream import ReceiveStream, ReceiveWindow, SegmentBudget, SendStream
+from tunnel.channel.stream import (
+    ReceiveStream,
+    ReceiveWindow,
+    SegmentBudget,
+    SendBudget,
+    SendStream,
+)
 
 
 class ChannelError(Exception):
@@ -47,9 +53,11 @@ class StreamTable:
         peer_window: int,
         peer_max_streams: int,
         segments: SegmentBudget,
+        send_budget: SendBudget,
     ) -> None:
         self.streams: dict[int, Stream] = {}
         self._segments = segments  # out-of-order segments held over all streams
+        self._send_budget = send_budget  # unacknowledged bytes held over all streams
         self.local_parity = 0 if is_client else 1
         self._send_buffer = send_buffer
         self._window = (window, max_window)
@@ -77,7 +85,7 @@ class StreamTable:
     def _create(self, stream_id: int) -> Stream:
         window = ReceiveWindow(*self._window)
         # the peer's credit on a new stream is the stream window it announced
-        send = SendStream(self._send_buffer, self._peer_window)
+        send = SendStream(self._send_buffer, self._peer_window, self._send_budget)
         stream = Stream(stream_id, send, ReceiveStream(window, self._segments))
         self.streams[stream_id] = stream
         return stream
