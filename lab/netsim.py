@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -70,6 +71,9 @@ class LinkConfig:
     corrupt_burst: int = 1
     blackhole: Callable[[float], bool] | None = None  # True while the path drops everything
     overhead: int = 32  # bytes each packet adds on the wire (the session's header and tag)
+    # seconds; > 0: packets arrive only at multiples of this, in bursts (ACK aggregation: a
+    # receiver that is scheduled, or a Wi-Fi hop that transmits, once per period)
+    batch: float = 0.0
 
 
 @dataclass
@@ -155,6 +159,8 @@ class Link:
             arrival += self.rng.random() * c.jitter
             if arrival < self._last_arrival:
                 arrival = self._last_arrival  # jitter alone never reorders
+        if c.batch:
+            arrival = math.ceil(arrival / c.batch) * c.batch
         if c.reorder and self.rng.random() < c.reorder:
             arrival += c.reorder_delay
         else:

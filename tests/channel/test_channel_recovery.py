@@ -213,6 +213,20 @@ def test_bbr_finds_the_bottleneck_bandwidth() -> None:
     assert 0.039 <= bbr.min_rtt <= 0.045
 
 
+def start_bulk(
+    sim: Simulator, forward: LinkConfig, backward: LinkConfig
+) -> tuple[Channel, FlowApp]:
+    """A channel sending as fast as it may over `forward` in 1,440-byte packets (its ACKs come
+    back over `backward`), started: the sender and the receiving app."""
+    source, sink = FlowApp(send=True), FlowApp()
+    a, b, _, _ = channel_pair(sim, forward, backward, source, sink)
+    for channel in (a, b):
+        channel.set_max_packet_size(1440)
+    source.on_wake(a, 0.0)
+    sim.start()
+    return a, sink
+
+
 @pytest.mark.parametrize("one_way_delay", [0.00005, 0.0002, 0.002])
 def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
     """A 100 MB/s path with a LAN's or loopback's 0.1 ms RTT: RTT samples and delivery-rate
@@ -222,15 +236,57 @@ def test_bbr_fills_a_fast_path_whatever_its_rtt(one_way_delay: float) -> None:
     sim = Simulator(3)
     rate = 800e6
     link = LinkConfig(rate_bps=rate, delay=one_way_delay, queue_bytes=200_000)
-    source, sink = FlowApp(send=True), FlowApp()
-    a, b, _, _ = channel_pair(sim, link, link, source, sink)
-    for channel in (a, b):
-        channel.set_max_packet_size(1440)
-    source.on_wake(a, 0.0)
-    sim.start()
+    _, sink = start_bulk(sim, link, link)
     sim.run(0.5)
     goodput = sink.received_between(0.25, 0.5) / 0.25
     assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
+
+
+@pytest.mark.parametrize("ack_period", [0.004, 0.008])
+def test_bbr_fills_a_path_whose_acks_come_in_bursts(ack_period: float) -> None:
+    """A 50 MB/s path of 0.1 ms RTT whose ACKs arrive in bursts, one burst every `ack_period` (a
+    receiver scheduled once a period, as processes on busy CPUs are, or a Wi-Fi hop). A window
+    of 2 x BDP ran dry between bursts, the delivery-rate samples fell with it, and BBR spiralled
+    down to 2.1 and 0.8 MB/s. The window also holds what a burst delivers beyond the bandwidth
+    estimate, so the link fills; once the bursts stop, that allowance goes within 10 rounds."""
+    sim = Simulator(5)
+    rate = 400e6
+    forward = LinkConfig(rate_bps=rate, delay=0.00005, queue_bytes=4_000_000)
+    acks = LinkConfig(delay=0.00005, batch=ack_period)
+    a, sink = start_bulk(sim, forward, acks)
+    sim.run(1.0)
+    goodput = sink.received_between(0.5, 1.0) / 0.5
+    assert goodput >= 0.9 * rate / 8, f"{goodput / 1e6:.1f} MB/s of {rate / 8e6:.0f}"
+    bbr = a._cc
+    assert isinstance(bbr, Bbr) and bbr.state == PROBE_BW
+    # about one burst: a period's worth at the bottleneck rate (its cap is 10 ms' worth)
+    burst = rate / 8 * ack_period
+    assert 0.5 * burst <= bbr.aggregation_allowance() <= 2 * burst
+    acks.batch = 0.0  # the receiver keeps up again: ACKs come as packets arrive
+    sim.run(1.2)
+    assert bbr.aggregation_allowance() < 0.25 * burst
+    assert sink.received_between(1.1, 1.2) / 0.1 >= 0.9 * rate / 8
+
+
+def test_bbr_aggregation_allowance_waits_for_a_filled_pipe_is_capped_and_forgotten() -> None:
+    """None in STARTUP (which grows its window anyway), at most 10 ms at the bottleneck rate
+    however large a burst (Linux's 100 ms let 8 loopback connections queue 20 MB, RTT 32 ms), and
+    none after persistent congestion."""
+    bbr = Bbr(MSS)
+    rtt = RttEstimator()
+    rtt.update(0.001, 0.0)
+    now = 1.0
+    bbr.on_ack([], RateSample(delivery_rate=1e8, newly_acked=MSS), rtt, 0, now)
+    burst = RateSample(delivery_rate=1e8, newly_acked=8_000_000)  # 8 MB acknowledged at once,
+    bbr.on_ack([], burst, rtt, 0, now + 0.0001)  # (a burst counts up to the window: this one
+    bbr.on_ack([], burst, rtt, 0, now + 0.0002)  # grew it to 8 MB) twice
+    assert bbr.btl_bw == 1e8 and not bbr.filled_pipe
+    assert bbr.aggregation_allowance() == 0
+    bbr.filled_pipe = True
+    assert bbr.aggregation_allowance() == 1_000_000  # 10 ms of 100 MB/s, not the 8 MB burst
+    # a path that was down (persistent congestion: a NAT reboot) starts measuring bursts anew
+    bbr.on_persistent_congestion(now + 1.0)
+    assert bbr.aggregation_allowance() == 0
 
 
 def test_bbr_app_limited_samples_do_not_lower_the_initial_pacing_rate() -> None:
