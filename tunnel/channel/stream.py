@@ -3,8 +3,9 @@
 `SendStream` holds what the application wrote until the peer acknowledges it: a bytearray from the
 lowest unacknowledged offset, a range set of bytes acknowledged above that, and a range set of
 bytes to retransmit. Lost frames re-queue exactly their own range (per-frame retransmission), so a
-loss never resends more than was lost. The application's writes are bounded by `buffer_limit`:
-that is the backpressure the forwarder sees.
+loss never resends more than was lost. The application's writes are bounded by `buffer_limit`
+(more while the peer's credit is larger) and by a `SendBudget` shared by all the streams of a
+channel: that is the backpressure the forwarder sees.
 
 `ReceiveStream` reassembles by offset: in-order bytes go straight into a queue of chunks the
 application reads from (small ones coalesced); early segments wait in a `Reassembly`, which holds
