@@ -17,12 +17,11 @@ its TCP socket into areas of 256 KiB).
 Keeping freed memory has a cost after a burst: free chunks in the middle of the heap (between
 objects still alive) stay resident, and `free()` never gives them back. A node whose tunnels came
 back from a NAT reboot at once (hundreds of waiting connections sent their data in the same second)
-kept up to 5 MiB more for the rest of its life, and 29 of the 37 MiB of its heap were free. So a
+kept up to 5 MiB more for the rest of its life; 28 of its heap's 36 MiB were free. So a
 long-running command also calls `malloc_trim(0)` every `TRIM_EVERY` seconds (`trim_regularly`),
-which hands every free page back (`madvise`): 9 ms for 130 MiB freed, 0.02 ms when there is
-nothing to give back. A busy node faults those pages in again once: one fault per 4 KiB given
-back, 33,000 for 130 MiB every 30 s at the most, against the 130,000 per GiB that the thresholds
-remove.
+which hands every free page back (`madvise`): 9 ms to give back 126 MiB, 0.02 ms when there is
+nothing to give back. A busy node faults those pages in again once, one fault per 4 KiB (32,000
+for 126 MiB), against the 130,000 per GiB that the thresholds remove.
 
 Only glibc has `mallopt` and `malloc_trim`; elsewhere (musl, macOS) nothing changes. A user who
 tunes glibc's allocator through its environment variables keeps their settings.
