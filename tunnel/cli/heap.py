@@ -55,22 +55,15 @@ def is_glibc() -> bool:
         return False
 
 
-def ours_to_tune() -> bool:
-    """True on glibc unless the user tunes its allocator; says why not at debug level."""
+def keep_freed_memory() -> bool:
+    """Fix glibc's trim and mmap thresholds (see the module's docstring); True if set. Does
+    nothing, and says why at debug level, outside glibc or where the user set their own."""
     if not is_glibc():
         log.debug("not glibc: the allocator stays as it is")
         return False
     chosen = [name for name in USER_SETTINGS if name in os.environ]
     if chosen:
         log.debug("%s set: glibc's allocator stays as configured", ", ".join(chosen))
-        return False
-    return True
-
-
-def keep_freed_memory() -> bool:
-    """Fix glibc's trim and mmap thresholds (see the module's docstring); True if set. Does
-    nothing outside glibc or where the user set their own."""
-    if not ours_to_tune():
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -108,9 +101,7 @@ def give_back_free_memory() -> int:
 
 async def trim_regularly() -> None:
     """Give the heap's free pages back every TRIM_EVERY seconds, until cancelled (see the
-    module's docstring); returns at once where the allocator is not ours to tune."""
-    if not ours_to_tune():
-        return
+    module's docstring). Run it where `keep_freed_memory()` set the thresholds."""
     while True:
         await asyncio.sleep(TRIM_EVERY)
         released = give_back_free_memory()

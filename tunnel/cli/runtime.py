@@ -139,7 +139,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `main()` on uvloop until it returns; SIGINT or SIGTERM cancels it wherever it
     waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`. Every
     command that runs a loop carries datagrams: the heap keeps what it frees (`heap`)."""
-    keep_freed_memory()
+    trim_heap = keep_freed_memory()  # where we set the thresholds, we also trim (`heap`)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -150,13 +150,13 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_until_signal(main))
+            return runner.run(_until_signal(main, trim_heap))
     finally:
         if threading.current_thread() is threading.main_thread():
             _restore(previous)  # closing the loop put the default handlers back
 
 
-async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]], trim_heap: bool) -> T:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(_DaemonThreads())
     task = loop.create_task(main())
@@ -177,7 +177,7 @@ async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     for signum in SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     watcher = loop.create_task(signalled.wait())
-    trimmer = loop.create_task(trim_regularly())
+    trimmer = loop.create_task(trim_regularly()) if trim_heap else None
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if not received:
@@ -190,7 +190,8 @@ async def _until_signal(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise Interrupted(received[0])
     finally:
         watcher.cancel()
-        trimmer.cancel()
+        if trimmer is not None:
+            trimmer.cancel()
 
 
 # --- descriptors -----------------------------------------------------------------------------
