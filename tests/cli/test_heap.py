@@ -134,8 +134,3 @@ def test_a_running_command_gives_a_bursts_memory_back() -> None:
 def test_a_users_allocator_settings_are_not_trimmed() -> None:
     freed, later = resident_after_burst({**without_user_settings(), "GLIBC_TUNABLES": ""})
     assert later > freed - 10_000, f"{freed} KiB resident before, {later} KiB after"
-
-
-def test_giving_back_outside_glibc_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(heap, "is_glibc", lambda: False)
-    assert heap.give_back_free_memory() == 0
