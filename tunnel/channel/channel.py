@@ -525,18 +525,19 @@ class Channel:
             for sent in packet.frames:
                 self._on_frame_acked(sent)
         self._requeue_lost(lost)
-        if self._held_back and self._send_budget.roomy():
-            self._wake_held_back()
+        self._wake_held_back()
 
     def _reset_send(self, stream: Stream, error_code: int) -> None:
         """Drop a sending half's data (RESET_STREAM follows); what it held may unblock others."""
         stream.send.reset(error_code)
         self._control.resets.add(stream.stream_id)
-        if self._held_back and self._send_budget.roomy():
-            self._wake_held_back()
+        self._wake_held_back()
 
     def _wake_held_back(self) -> None:
-        """StreamWritable for the streams the channel's bound held back that may write again."""
+        """StreamWritable for the streams the channel's bound held back that may write again,
+        once enough of the bound is free (`SendBudget.roomy`)."""
+        if not self._held_back or not self._send_budget.roomy():
+            return
         for sid in list(self._held_back):
             stream = self._streams.get(sid)
             if stream is None or not stream.send.want_writable:
