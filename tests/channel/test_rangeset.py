@@ -57,5 +57,8 @@ def test_matches_a_set_model(operations: list[tuple[bool, int, int]]) -> None:
         # sorted, disjoint, non-adjacent, non-empty
         assert all(s < e for s, e in items)
         assert all(items[i][1] < items[i + 1][0] for i in range(len(items) - 1))
+        assert [r.range_at(i) for i in range(len(r))] == items
+        if items:
+            assert r.range_at(-1) == items[-1]
     for probe in range(0, 245, 7):
         assert r.contains(probe) == (probe in model)

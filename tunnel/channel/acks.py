@@ -78,7 +78,9 @@ class AckState:
         ACK. The highest range is always sent, older ones while the peer may not have seen them."""
         ranges: list[tuple[int, int]] = []
         floor = self._seen_by_peer
-        for start, end in reversed(self._received):
+        received = self._received
+        for index in range(len(received) - 1, -1, -1):
+            start, end = received.range_at(index)
             if ranges and end <= floor:
                 break
             ranges.append((max(start, floor) if ranges else start, end - 1))

@@ -106,8 +106,11 @@ class RangeSet:
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(zip(self._starts, self._ends, strict=True))
 
-    def __reversed__(self) -> Iterator[tuple[int, int]]:
-        return iter(zip(reversed(self._starts), reversed(self._ends), strict=True))
+    def range_at(self, index: int) -> tuple[int, int]:
+        """The `index`-th range from the lowest (negative: from the highest). An index loop over
+        this is what the ACK encoder runs per packet: compiled, `reversed(rangeset)` built a
+        generic `zip` and two reverse iterators each time (1.8 % of a node's CPU in ping-pong)."""
+        return self._starts[index], self._ends[index]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RangeSet):
