@@ -45,6 +45,9 @@ READ_BATCH: Final = 256  # datagrams (or GRO super-datagrams) per reader callbac
 MAX_GSO_SEGMENTS: Final = 64  # Linux accepts up to 64 (UDP_MAX_SEGMENTS; 128 from 6.x) per send
 MAX_GSO_BYTES: Final = 65000  # bytes per GSO send: the total must fit one UDP length field
 TIMER_SLACK: Final = 0.0005  # s; re-arming for a deadline this much later is not worth a new handle
+# s; how early uvloop may run a timer: it counts whole milliseconds of a clock it reads once a
+# loop turn, and a delay under half a millisecond becomes `call_soon`
+TIMER_EARLY: Final = 0.001
 MAX_QUEUED: Final = 4096  # datagrams waiting for a full socket buffer, then dropped (as UDP does)
 
 # Linux socket options the stdlib does not name (include/uapi/linux/udp.h, in.h).
