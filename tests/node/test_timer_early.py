@@ -3,8 +3,9 @@ bounds of a peer's deadline; uvloop may run a timer up to `TIMER_EARLY` before i
 sooner than half a millisecond becomes `call_soon`).
 
 Before the fix the node popped only entries due by the clock: a timer run 0.5 ms early found
-nothing, re-armed for the same entry and went round the loop until the clock passed it (0.57
-extra loop turns per ping-pong round trip, both nodes together).
+nothing, re-armed for the same entry and went round the loop until the clock passed it. In
+ping-pong both nodes together made 4.6-4.8 `epoll_pwait` per round trip, against 4.1 after it
+(the minimum is 4).
 """
 
 from __future__ import annotations
