@@ -135,8 +135,8 @@ class PushBus:
                 log.warning("push channel %s lost (%s); resubscribing in %.0f s", name, exc,
                             RECONNECT_AFTER)
             finally:
-                # redis-py annotates `aclose` from 8.x on, not before: neither version's mypy
-                # may then find an unused or a missing ignore
+                # redis-py annotates `aclose` only from 8.x on; called through Any it type-checks
+                # against either, where an ignore would be unused with one of them
                 await cast(Any, pubsub).aclose()
             await asyncio.sleep(RECONNECT_AFTER)
 
