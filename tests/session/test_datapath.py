@@ -337,3 +337,60 @@ def test_c_and_python_open_alike(
         assert [o is c_keys.get(INDEX) for _, o, _ in c_results] == [
             o is py_keys.get(INDEX) for _, o, _ in py_results]
         assert c_keys[INDEX].receive.replay.state() == py_keys[INDEX].receive.replay.state()
+
+
+# --- large AES-256-GCM payloads: C hands them to cryptography's AESGCM ---------------------------
+
+
+def large_sizes() -> tuple[int, ...]:
+    """Sizes around the one from which the C twin seals and opens AES-256-GCM payloads with
+    cryptography's AESGCM instead of its own EVP context (`_datapath.c`, LARGE_PAYLOAD)."""
+    threshold: int = datapath_module("c").LARGE_PAYLOAD
+    return (threshold - 1, threshold, 16_000, MAX_PAYLOAD_SIZE)
+
+
+def test_c_uses_cryptography_for_large_payloads_where_it_can(cipher: int) -> None:
+    """Found at import wherever cryptography has the `_into` methods (45 and later)."""
+    assert datapath_module("c").LARGE_AEAD is hasattr(AESGCM, "encrypt_into")
+
+
+def test_large_payloads_seal_and_open_alike(datapath: ModuleType, cipher: int) -> None:
+    """Whole, in parts and in a batch; opened, forged in the ciphertext or the tag, replayed:
+    the same datagrams and verdicts as the layout by hand, and a forgery moves no window."""
+    sealer, keys = datapath.Sealer(KEY, HEADER, cipher), table(datapath, cipher)
+    window = keys[INDEX].receive.replay
+    for size in large_sizes():
+        counter = 2 * size
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        datagram, following = by_hand(payload, counter, cipher), by_hand(payload, counter + 1,
+                                                                          cipher)
+        parts = split(payload, [7, 300, size - 5])
+        assert sealer.seal(payload, counter) == sealer.seal(parts, counter) == datagram
+        assert sealer.seal_batch([parts, payload], counter) == datagram + following
+        for forged in (_flip(datagram, 16 + size // 2), _flip(datagram, len(datagram) - 1)):
+            before = window.state()
+            assert datapath.open_batch(keys, forged, 0, 1.0) == [(verdicts.BAD_TAG, keys[INDEX],
+                                                                  b"")]
+            assert window.state() == before
+        assert datapath.open_batch(keys, datagram + following, len(datagram), 1.0) == [
+            (verdicts.OK, keys[INDEX], payload), (verdicts.OK, keys[INDEX], payload)]
+        assert datapath.open_batch(keys, datagram, 0, 1.0) == [(verdicts.REPLAY, keys[INDEX],
+                                                                b"")]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(min_value=0, max_value=3),
+       st.integers(min_value=0, max_value=AES_GCM_REJECT_AFTER_MESSAGES - 1),
+       st.binary(min_size=1, max_size=64), st.lists(st.integers(0, 70_000), max_size=6))
+def test_c_and_python_agree_on_large_payloads(
+    cipher: int, which: int, counter: int, seed: bytes, cuts: list[int]
+) -> None:
+    """Random large payloads in random parts: the same datagram from both twins, and each
+    opens the other's."""
+    size = large_sizes()[which]
+    payload = (seed * (size // len(seed) + 1))[:size]
+    c, python = both()
+    datagram = c.Sealer(KEY, HEADER, cipher).seal(split(payload, cuts), counter)
+    assert datagram == python.Sealer(KEY, HEADER, cipher).seal(payload, counter)
+    for module in (c, python):
+        assert module.open_batch(table(module, cipher), datagram, 0, 1.0)[0][2] == payload

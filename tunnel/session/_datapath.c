@@ -11,6 +11,14 @@
  * call seals a whole GSO run or opens a whole GRO buffer, with one EVP context per key, created
  * once (issue 13, PERF.md).
  *
+ * Large AES-256-GCM payloads (LARGE_PAYLOAD bytes and more: loopback's path MTU) go through
+ * `cryptography`'s AESGCM instead (`LARGE_AEAD`), with its `encrypt_into` / `decrypt_into`. The
+ * OpenSSL inside its wheels is newer than a distribution's libcrypto and has the VAES/AVX-512
+ * code for GCM: on this project's machine a 65,000-byte payload seals in 8.6 us and opens in
+ * 9.5 us that way, against 14.7 and 15.6 us through Debian 12's OpenSSL 3.0. Small payloads stay
+ * on EVP, whose call costs less (1,400 bytes: 0.86 against 1.28 us to seal). ChaCha20-Poly1305
+ * is as fast in both, so it always stays on EVP. Either way the bytes are the same.
+ *
  * Transport data (tunnel/session/wire.py; WireGuard's layout), 32 B + payload:
  *
  *   | 0 type=4 | 1-3 zero | 4 receiver index (u32) | 8 counter (u64 LE) | 16 AEAD(payload) |
@@ -58,9 +66,17 @@
 #define CHACHA20_POLY1305 1
 #define AES_256_GCM 2
 
+/* AES-256-GCM payloads from this size on are sealed and opened by cryptography's AESGCM (above).
+ * Measured, both ways cost the same at about 7 KB to seal and 9 KB to open; above 12 KiB
+ * cryptography's is faster by 25 % and more (16,000 bytes: 3.1 against 4.0 us to seal). */
+#define LARGE_PAYLOAD 12288
+
 enum { V_OK, V_NOT_TRANSPORT, V_MALFORMED, V_UNKNOWN_INDEX, V_STALE, V_BAD_TAG, V_REPLAY };
 
 static PyObject *receive_name; /* interned "receive": the table's values carry their Opener there */
+/* cryptography's AESGCM class and InvalidTag, or NULL where cryptography lacks the `_into`
+ * methods (before 45): then every payload goes through EVP. */
+static PyObject *aesgcm_class, *invalid_tag;
 
 /* --- ReplayWindow -------------------------------------------------------------------------- */
 
@@ -197,9 +213,29 @@ static int key_argument(Py_buffer *key, int cipher) {
     return 1;
 }
 
+/* The bound `method` ("encrypt_into" or "decrypt_into") of cryptography's AESGCM for `key`, or
+ * NULL with no error where large payloads stay on EVP (not AES-256-GCM, or no such method). */
+static PyObject *large_method(const Py_buffer *key, int cipher, const char *method) {
+    if (cipher != AES_256_GCM || aesgcm_class == NULL) return NULL;
+    PyObject *aead = PyObject_CallFunction(aesgcm_class, "y#", key->buf, key->len);
+    if (aead == NULL) return NULL;
+    PyObject *bound = PyObject_GetAttrString(aead, method);
+    Py_DECREF(aead);
+    return bound;
+}
+
+/* The nonce of `counter` (4 zero bytes, the counter LE) as the bytes cryptography takes. */
+static PyObject *nonce_bytes(const unsigned char *counter_le) {
+    unsigned char nonce[12] = {0};
+    memcpy(nonce + 4, counter_le, 8);
+    return PyBytes_FromStringAndSize((const char *)nonce, 12);
+}
+
 typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *ctx;
+    PyObject *seal_large;   /* AESGCM(key).encrypt_into, or NULL: LARGE_PAYLOAD and up */
+    unsigned char *joined;  /* a large payload's parts joined (MAX_DATAGRAM bytes), or NULL */
     unsigned char header[8]; /* type 4, 3 zero bytes, the peer's receiver index */
 } SealerObject;
 
@@ -220,7 +256,12 @@ static PyObject *sealer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     if (self == NULL) goto done;
     memcpy(self->header, header.buf, 8);
     self->ctx = new_context(key.buf, 1, cipher);
-    if (self->ctx == NULL) Py_CLEAR(self);
+    if (self->ctx == NULL) {
+        Py_CLEAR(self);
+        goto done;
+    }
+    self->seal_large = large_method(&key, cipher, "encrypt_into");
+    if (self->seal_large == NULL && PyErr_Occurred()) Py_CLEAR(self);
 done:
     PyBuffer_Release(&key);
     PyBuffer_Release(&header);
@@ -229,6 +270,8 @@ done:
 
 static void sealer_dealloc(SealerObject *self) {
     EVP_CIPHER_CTX_free(self->ctx);
+    Py_XDECREF(self->seal_large);
+    PyMem_Free(self->joined);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -286,6 +329,40 @@ static Py_ssize_t parts_add_payload(Parts *parts, PyObject *payload) {
  * than the copy of those few bytes (a frame's data is the one large part). */
 #define SMALL_PART 256
 
+/* Seal a large payload (header and counter already at `out`) with cryptography's AESGCM, which
+ * takes one contiguous plaintext: several parts are joined first (one copy, 3 us at 64 KiB). */
+static int seal_large(SealerObject *self, const Py_buffer *parts, Py_ssize_t count,
+                      Py_ssize_t len, unsigned char *out) {
+    const void *plain = parts[0].buf;
+    if (count > 1) {
+        if (self->joined == NULL && (self->joined = PyMem_Malloc(MAX_DATAGRAM)) == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        unsigned char *at = self->joined;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            memcpy(at, parts[i].buf, (size_t)parts[i].len);
+            at += parts[i].len;
+        }
+        plain = self->joined;
+    }
+    PyObject *nonce = nonce_bytes(out + 8);
+    PyObject *source = PyMemoryView_FromMemory((char *)plain, len, PyBUF_READ);
+    PyObject *target = PyMemoryView_FromMemory((char *)out + HEADER_SIZE, len + TAG_SIZE,
+                                               PyBUF_WRITE);
+    PyObject *written = NULL;
+    if (nonce != NULL && source != NULL && target != NULL)
+        written = PyObject_CallFunctionObjArgs(self->seal_large, nonce, source, Py_None, target,
+                                               NULL);
+    Py_XDECREF(nonce);
+    Py_XDECREF(source);
+    Py_XDECREF(target);
+    int ok = written != NULL && PyLong_Check(written) &&
+             PyLong_AsSsize_t(written) == len + TAG_SIZE;
+    Py_XDECREF(written);
+    return ok;
+}
+
 /* Write the datagram of the payload made of `count` parts (`len` bytes in all) under `counter`
  * at `out` (len + OVERHEAD bytes). */
 static int seal_into(SealerObject *self, const Py_buffer *parts, Py_ssize_t count,
@@ -293,6 +370,8 @@ static int seal_into(SealerObject *self, const Py_buffer *parts, Py_ssize_t coun
     unsigned char nonce[12] = {0};
     memcpy(out, self->header, 8);
     for (int i = 0; i < 8; i++) out[8 + i] = nonce[4 + i] = (unsigned char)(counter >> (8 * i));
+    if (self->seal_large != NULL && len >= LARGE_PAYLOAD)
+        return seal_large(self, parts, count, len, out);
     if (EVP_EncryptInit_ex(self->ctx, NULL, NULL, NULL, nonce) != 1) return 0;
     unsigned char *at = out + HEADER_SIZE;
     unsigned char gathered[2 * SMALL_PART];
@@ -429,6 +508,7 @@ static PyTypeObject SealerType = {
 typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *ctx;
+    PyObject *open_large; /* AESGCM(key).decrypt_into, or NULL: LARGE_PAYLOAD and up */
     WindowObject *replay;
     double expires;
     uint64_t limit; /* counters at or past this are refused (the keypair's reject_counter) */
@@ -461,7 +541,12 @@ static PyObject *opener_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self->limit = limit;
     self->replay = (WindowObject *)WindowType.tp_alloc(&WindowType, 0);
     self->ctx = self->replay == NULL ? NULL : new_context(key.buf, 0, cipher);
-    if (self->ctx == NULL) Py_CLEAR(self);
+    if (self->ctx == NULL) {
+        Py_CLEAR(self);
+        goto done;
+    }
+    self->open_large = large_method(&key, cipher, "decrypt_into");
+    if (self->open_large == NULL && PyErr_Occurred()) Py_CLEAR(self);
 done:
     PyBuffer_Release(&key);
     return (PyObject *)self;
@@ -469,13 +554,40 @@ done:
 
 static void opener_dealloc(OpenerObject *self) {
     EVP_CIPHER_CTX_free(self->ctx);
+    Py_XDECREF(self->open_large);
     Py_XDECREF(self->replay);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Decrypt and authenticate one datagram of at least OVERHEAD bytes into `out`. */
+/* open_into for a large payload, through cryptography's AESGCM. */
+static int open_large(OpenerObject *self, const unsigned char *data, Py_ssize_t len,
+                      unsigned char *out) {
+    PyObject *nonce = nonce_bytes(data + 8);
+    PyObject *source = PyMemoryView_FromMemory((char *)data + HEADER_SIZE, len - HEADER_SIZE,
+                                               PyBUF_READ);
+    PyObject *target = PyMemoryView_FromMemory((char *)out, len - OVERHEAD, PyBUF_WRITE);
+    PyObject *written = NULL;
+    if (nonce != NULL && source != NULL && target != NULL)
+        written = PyObject_CallFunctionObjArgs(self->open_large, nonce, source, Py_None, target,
+                                               NULL);
+    Py_XDECREF(nonce);
+    Py_XDECREF(source);
+    Py_XDECREF(target);
+    if (written == NULL) {
+        if (!PyErr_ExceptionMatches(invalid_tag)) return -1;
+        PyErr_Clear(); /* forged or damaged: a verdict, not an error */
+        return 0;
+    }
+    Py_DECREF(written);
+    return 1;
+}
+
+/* Decrypt and authenticate one datagram of at least OVERHEAD bytes into `out`: 1 authentic,
+ * 0 forged or damaged, -1 an error set. */
 static int open_into(OpenerObject *self, const unsigned char *data, Py_ssize_t len,
                      unsigned char *out) {
+    if (self->open_large != NULL && len - OVERHEAD >= LARGE_PAYLOAD)
+        return open_large(self, data, len, out);
     unsigned char nonce[12] = {0};
     memcpy(nonce + 4, data + 8, 8);
     Py_ssize_t plain = len - OVERHEAD;
@@ -582,9 +694,10 @@ static PyObject *open_segment(PyObject *table, Route *route, const unsigned char
     if (now >= key->expires) return verdict(V_STALE, owner, Py_NewRef(empty_bytes));
     PyObject *plain = PyBytes_FromStringAndSize(NULL, len - OVERHEAD);
     if (plain == NULL) return NULL;
-    if (!open_into(key, data, len, (unsigned char *)PyBytes_AS_STRING(plain))) {
+    int authentic = open_into(key, data, len, (unsigned char *)PyBytes_AS_STRING(plain));
+    if (authentic <= 0) {
         Py_DECREF(plain);
-        return verdict(V_BAD_TAG, owner, Py_NewRef(empty_bytes));
+        return authentic < 0 ? NULL : verdict(V_BAD_TAG, owner, Py_NewRef(empty_bytes));
     }
     uint64_t counter = 0;
     for (int i = 7; i >= 0; i--) counter = (counter << 8) | data[8 + i];
@@ -635,6 +748,29 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Set aesgcm_class and invalid_tag where cryptography has AESGCM.encrypt_into (45 and later);
+ * 0 only for an error other than an older cryptography. */
+static int find_aesgcm(void) {
+    PyObject *aead = PyImport_ImportModule("cryptography.hazmat.primitives.ciphers.aead");
+    PyObject *exceptions = PyImport_ImportModule("cryptography.exceptions");
+    if (aead != NULL && exceptions != NULL) {
+        aesgcm_class = PyObject_GetAttrString(aead, "AESGCM");
+        invalid_tag = PyObject_GetAttrString(exceptions, "InvalidTag");
+    }
+    Py_XDECREF(aead);
+    Py_XDECREF(exceptions);
+    if (aesgcm_class == NULL || invalid_tag == NULL ||
+        !PyObject_HasAttrString(aesgcm_class, "encrypt_into")) {
+        Py_CLEAR(aesgcm_class);
+        Py_CLEAR(invalid_tag);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_ImportError) &&
+            !PyErr_ExceptionMatches(PyExc_AttributeError))
+            return 0;
+        PyErr_Clear();
+    }
+    return 1;
+}
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "tunnel.session._datapath",
     "The batched transport data plane in C (see tunnel/session/datapath.py).", -1,
@@ -647,7 +783,7 @@ PyMODINIT_FUNC PyInit__datapath(void) {
         return NULL;
     receive_name = PyUnicode_InternFromString("receive");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    if (receive_name == NULL || empty_bytes == NULL) return NULL;
+    if (receive_name == NULL || empty_bytes == NULL || !find_aesgcm()) return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "ReplayWindow", (PyObject *)&WindowType) < 0 ||
@@ -655,7 +791,9 @@ PyMODINIT_FUNC PyInit__datapath(void) {
         PyModule_AddObjectRef(module, "Opener", (PyObject *)&OpenerType) < 0 ||
         PyModule_AddIntConstant(module, "WINDOW_SIZE", WINDOW_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "CHACHA20_POLY1305", CHACHA20_POLY1305) < 0 ||
-        PyModule_AddIntConstant(module, "AES_256_GCM", AES_256_GCM) < 0) {
+        PyModule_AddIntConstant(module, "AES_256_GCM", AES_256_GCM) < 0 ||
+        PyModule_AddIntConstant(module, "LARGE_PAYLOAD", LARGE_PAYLOAD) < 0 ||
+        PyModule_AddObjectRef(module, "LARGE_AEAD", aesgcm_class ? Py_True : Py_False) < 0) {
         Py_DECREF(module);
         return NULL;
     }
