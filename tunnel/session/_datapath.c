@@ -224,11 +224,26 @@ static PyObject *large_method(const Py_buffer *key, int cipher, const char *meth
     return bound;
 }
 
-/* The nonce of `counter` (4 zero bytes, the counter LE) as the bytes cryptography takes. */
-static PyObject *nonce_bytes(const unsigned char *counter_le) {
+/* `method(nonce, source, None, target)`: one AESGCM `encrypt_into` or `decrypt_into` over
+ * memory of ours, under the nonce of the counter at `counter_le` (4 zero bytes, the counter LE).
+ * The bytes it wrote, or -1 with an error set. */
+static Py_ssize_t call_into(PyObject *method, const unsigned char *counter_le, const void *source,
+                            Py_ssize_t source_len, void *target, Py_ssize_t target_len) {
     unsigned char nonce[12] = {0};
     memcpy(nonce + 4, counter_le, 8);
-    return PyBytes_FromStringAndSize((const char *)nonce, 12);
+    PyObject *nonce_obj = PyBytes_FromStringAndSize((const char *)nonce, 12);
+    PyObject *source_obj = PyMemoryView_FromMemory((char *)source, source_len, PyBUF_READ);
+    PyObject *target_obj = PyMemoryView_FromMemory(target, target_len, PyBUF_WRITE);
+    PyObject *written = NULL;
+    if (nonce_obj != NULL && source_obj != NULL && target_obj != NULL)
+        written = PyObject_CallFunctionObjArgs(method, nonce_obj, source_obj, Py_None, target_obj,
+                                               NULL);
+    Py_XDECREF(nonce_obj);
+    Py_XDECREF(source_obj);
+    Py_XDECREF(target_obj);
+    Py_ssize_t count = written == NULL ? -1 : PyLong_AsSsize_t(written);
+    Py_XDECREF(written);
+    return count;
 }
 
 typedef struct {
@@ -346,21 +361,8 @@ static int seal_large(SealerObject *self, const Py_buffer *parts, Py_ssize_t cou
         }
         plain = self->joined;
     }
-    PyObject *nonce = nonce_bytes(out + 8);
-    PyObject *source = PyMemoryView_FromMemory((char *)plain, len, PyBUF_READ);
-    PyObject *target = PyMemoryView_FromMemory((char *)out + HEADER_SIZE, len + TAG_SIZE,
-                                               PyBUF_WRITE);
-    PyObject *written = NULL;
-    if (nonce != NULL && source != NULL && target != NULL)
-        written = PyObject_CallFunctionObjArgs(self->seal_large, nonce, source, Py_None, target,
-                                               NULL);
-    Py_XDECREF(nonce);
-    Py_XDECREF(source);
-    Py_XDECREF(target);
-    int ok = written != NULL && PyLong_Check(written) &&
-             PyLong_AsSsize_t(written) == len + TAG_SIZE;
-    Py_XDECREF(written);
-    return ok;
+    return call_into(self->seal_large, out + 8, plain, len, out + HEADER_SIZE, len + TAG_SIZE) ==
+           len + TAG_SIZE;
 }
 
 /* Write the datagram of the payload made of `count` parts (`len` bytes in all) under `counter`
@@ -562,24 +564,12 @@ static void opener_dealloc(OpenerObject *self) {
 /* open_into for a large payload, through cryptography's AESGCM. */
 static int open_large(OpenerObject *self, const unsigned char *data, Py_ssize_t len,
                       unsigned char *out) {
-    PyObject *nonce = nonce_bytes(data + 8);
-    PyObject *source = PyMemoryView_FromMemory((char *)data + HEADER_SIZE, len - HEADER_SIZE,
-                                               PyBUF_READ);
-    PyObject *target = PyMemoryView_FromMemory((char *)out, len - OVERHEAD, PyBUF_WRITE);
-    PyObject *written = NULL;
-    if (nonce != NULL && source != NULL && target != NULL)
-        written = PyObject_CallFunctionObjArgs(self->open_large, nonce, source, Py_None, target,
-                                               NULL);
-    Py_XDECREF(nonce);
-    Py_XDECREF(source);
-    Py_XDECREF(target);
-    if (written == NULL) {
-        if (!PyErr_ExceptionMatches(invalid_tag)) return -1;
-        PyErr_Clear(); /* forged or damaged: a verdict, not an error */
-        return 0;
-    }
-    Py_DECREF(written);
-    return 1;
+    if (call_into(self->open_large, data + 8, data + HEADER_SIZE, len - HEADER_SIZE, out,
+                  len - OVERHEAD) >= 0)
+        return 1;
+    if (!PyErr_ExceptionMatches(invalid_tag)) return -1;
+    PyErr_Clear(); /* forged or damaged: a verdict, not an error */
+    return 0;
 }
 
 /* Decrypt and authenticate one datagram of at least OVERHEAD bytes into `out`: 1 authentic,
