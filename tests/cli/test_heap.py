@@ -92,13 +92,13 @@ def test_a_command_that_runs_a_loop_keeps_the_heap(tmp_path: Path) -> None:
 
 # A burst's memory freed between objects that stay: 130 MB of 1-65 KB buffers, each followed by a
 # small one that outlives it, so no free memory lies at the heap's top for free() to hand back.
-# Then a command's event loop runs (run_async) with a trim every 50 ms.
+# Then a command's event loop runs (run_async), looking every 50 ms whether it went quiet.
 BURST = f"""
 import asyncio, random, sys
 sys.path.insert(0, {str(ROOT)!r})
 from tunnel.cli import heap, runtime
 
-heap.TRIM_EVERY = 0.05
+heap.TRIM_CHECK = 0.05
 rng = random.Random(7)
 kept, burst = [], []
 for _ in range(4000):
@@ -134,3 +134,45 @@ def test_a_running_command_gives_a_bursts_memory_back() -> None:
 def test_a_users_allocator_settings_are_not_trimmed() -> None:
     freed, later = resident_after_burst({**without_user_settings(), "GLIBC_TUNABLES": ""})
     assert later > freed - 10_000, f"{freed} KiB resident before, {later} KiB after"
+
+
+# --- when to trim ------------------------------------------------------------------------------
+
+BUSY = 0.5  # a share of a CPU: well above QUIET_SHARE
+
+
+def looks(schedule: heap.TrimSchedule, shares: list[float], start: float = 0.0,
+          cpu: float = 0.0) -> list[bool]:
+    """`due` at each look, TRIM_CHECK seconds apart, after using `shares[i]` of a CPU."""
+    trims = []
+    now = start
+    for share in shares:
+        now += heap.TRIM_CHECK
+        cpu += share * heap.TRIM_CHECK
+        trims.append(schedule.due(now, cpu))
+    return trims
+
+
+def test_a_command_trims_once_when_it_goes_quiet_after_starting() -> None:
+    assert looks(heap.TrimSchedule(0.0, 0.0), [0.0, 0.0, 0.0]) == [True, False, False]
+
+
+def test_the_end_of_a_transfer_is_trimmed_at_the_next_look() -> None:
+    schedule = heap.TrimSchedule(0.0, 0.0)
+    assert looks(schedule, [0.0, BUSY, BUSY, 0.0, 0.0, heap.QUIET_SHARE / 2]) == [
+        True, False, False, True, False, False]
+
+
+def test_a_busy_process_is_trimmed_every_trim_every_seconds() -> None:
+    per_interval = round(heap.TRIM_EVERY / heap.TRIM_CHECK)
+    trims = looks(heap.TrimSchedule(0.0, 0.0), [BUSY] * (3 * per_interval))
+    assert [i + 1 for i, due in enumerate(trims) if due] == [per_interval, 2 * per_interval,
+                                                            3 * per_interval]
+
+
+def test_a_quiet_process_is_still_trimmed_every_trim_every_seconds() -> None:
+    """Slow frees while quiet (an idle stream closing now and then) go back too."""
+    per_interval = round(heap.TRIM_EVERY / heap.TRIM_CHECK)
+    trims = looks(heap.TrimSchedule(0.0, 0.0), [0.0] * (2 * per_interval + 1))
+    assert [i + 1 for i, due in enumerate(trims) if due] == [1, per_interval + 1,
+                                                            2 * per_interval + 1]

@@ -18,10 +18,14 @@ Keeping freed memory has a cost after a burst: free chunks in the middle of the 
 objects still alive) stay resident, and `free()` never gives them back. A node whose tunnels came
 back from a NAT reboot at once (hundreds of waiting connections sent their data in the same second)
 kept up to 5 MiB more for the rest of its life; 28 of its heap's 36 MiB were free. So a
-long-running command also calls `malloc_trim(0)` every `TRIM_EVERY` seconds (`trim_regularly`),
-which hands every free page back (`madvise`): 9 ms to give back 126 MiB, 0.02 ms when there is
-nothing to give back. A busy node faults those pages in again once, one fault per 4 KiB (32,000
-for 126 MiB), against the 130,000 per GiB that the thresholds remove.
+long-running command also calls `malloc_trim(0)` (`trim_regularly`), which hands every free page
+back (`madvise`): 9 ms to give back 126 MiB, 0.02 ms when there is nothing to give back. It does
+so when the process goes quiet after being busy (a look every `TRIM_CHECK` seconds finds it used
+under `QUIET_SHARE` of a CPU since the last), and at least every `TRIM_EVERY` seconds. After a
+transfer at loopback's path MTU the connecting node held 92 MiB, 47 of them free, until the next
+30-s trim; now it gives them back 2-4 s after the transfer ends. Trimming while data flows would
+cost the faults of those pages again, one per 4 KiB (32,000 for 126 MiB): a busy node keeps them
+until it goes quiet, or for `TRIM_EVERY` seconds at most.
 
 Only glibc has `mallopt` and `malloc_trim`; elsewhere (musl, macOS) nothing changes. A user who
 tunes glibc's allocator through its environment variables keeps their settings.
@@ -33,6 +37,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import time
 from typing import Final
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,9 @@ M_MMAP_THRESHOLD: Final = -3
 
 MMAP_THRESHOLD: Final = 1 << 20  # the largest allocation served from the heap: 1 MiB
 TRIM_THRESHOLD: Final = 1 << 20  # free memory kept at the heap's top: 1 MiB
-TRIM_EVERY: Final = 30.0  # s between two trims of a long-running command's heap
+TRIM_CHECK: Final = 2.0  # s between two looks at whether the process went quiet
+QUIET_SHARE: Final = 0.02  # under this share of a CPU used since the last look: quiet
+TRIM_EVERY: Final = 30.0  # s at most between two trims of a long-running command's heap
 # The environment through which a user tunes glibc's allocator themselves.
 USER_SETTINGS: Final = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
@@ -99,11 +106,36 @@ def give_back_free_memory() -> int:
     return max(0, before - resident_kib())
 
 
+class TrimSchedule:
+    """When to give the heap's free pages back: at the first look that finds the process quiet
+    after it was busy (a command starts busy: its imports and set-up), and at least every
+    `TRIM_EVERY` seconds (see the module's docstring)."""
+
+    def __init__(self, now: float, cpu: float) -> None:
+        self._last_trim = self._last_look = now
+        self._last_cpu = cpu
+        self._busy = True  # the CPU was used since the last trim
+
+    def due(self, now: float, cpu: float) -> bool:
+        """A look at `now` (monotonic s), the process having used `cpu` s of CPU in all: True
+        if it should trim now."""
+        quiet = cpu - self._last_cpu < QUIET_SHARE * (now - self._last_look)
+        self._last_look, self._last_cpu = now, cpu
+        self._busy = self._busy or not quiet
+        if (quiet and self._busy) or now - self._last_trim >= TRIM_EVERY:
+            self._last_trim, self._busy = now, False
+            return True
+        return False
+
+
 async def trim_regularly() -> None:
-    """Give the heap's free pages back every TRIM_EVERY seconds, until cancelled (see the
-    module's docstring). Run it where `keep_freed_memory()` set the thresholds."""
+    """Give the heap's free pages back as `TrimSchedule` says, until cancelled. Run it where
+    `keep_freed_memory()` set the thresholds."""
+    schedule = TrimSchedule(time.monotonic(), time.process_time())
     while True:
-        await asyncio.sleep(TRIM_EVERY)
+        await asyncio.sleep(TRIM_CHECK)
+        if not schedule.due(time.monotonic(), time.process_time()):
+            continue
         released = give_back_free_memory()
         if released >= 1024:
             log.debug("gave %d KiB of freed heap back to the kernel", released)

@@ -19,7 +19,8 @@ and 143 for SIGTERM, the status a shell reports for a command a signal ended.
 
 Every command that runs an event loop first fixes glibc's heap thresholds (`tunnel.cli.heap`: a
 node opening 65,000-byte datagrams faulted each buffer in again), and while it runs gives the
-heap's free pages back every 30 s (a burst of connections left megabytes free but resident).
+heap's free pages back when it goes quiet after being busy, and at least every 30 s (a burst of
+connections left megabytes free but resident).
 Before a long-running command starts, the soft RLIMIT_NOFILE is raised to the hard limit
 (`raise_descriptor_limit`): every forwarded connection holds sockets, and the usual soft limit
 of 1,024 is far below what a peer may open. Forwarding then budgets its sockets under the limit
