@@ -141,11 +141,10 @@ def test_a_users_allocator_settings_are_not_trimmed() -> None:
 BUSY = 0.5  # a share of a CPU: well above QUIET_SHARE
 
 
-def looks(schedule: heap.TrimSchedule, shares: list[float], start: float = 0.0,
-          cpu: float = 0.0) -> list[bool]:
-    """`due` at each look, TRIM_CHECK seconds apart, after using `shares[i]` of a CPU."""
+def looks(schedule: heap.TrimSchedule, shares: list[float]) -> list[bool]:
+    """`due` at each look, TRIM_CHECK seconds apart from 0, after using `shares[i]` of a CPU."""
     trims = []
-    now = start
+    now = cpu = 0.0
     for share in shares:
         now += heap.TRIM_CHECK
         cpu += share * heap.TRIM_CHECK
