@@ -35,8 +35,9 @@ COMPILED_PACKAGES = (
     "tunnel/session", "tunnel/channel", "tunnel/path", "tunnel/node", "tunnel/forward",
 )
 # Modules outside those packages that the per-packet path calls: interpreted, each call of
-# `is_relay` (every datagram sent and every batch received) was a generic Python call.
-COMPILED_MODULES = ("tunnel/addresses.py",)
+# `is_relay` (every datagram sent and every batch received) was a generic Python call, and so
+# was each of the timer heap's (every flush re-arms the node's timer, every seal a session's).
+COMPILED_MODULES = ("tunnel/addresses.py", "tunnel/timerheap.py")
 # The shared library that holds every compiled module (each module's own extension is a shim).
 GROUP_NAME = "tunnel._mypyc"
 

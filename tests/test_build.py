@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPILED_PACKAGES = (
     "tunnel.session", "tunnel.channel", "tunnel.path", "tunnel.node", "tunnel.forward",
 )
-COMPILED_MODULES = ("tunnel.addresses",)  # setup.py's, outside those packages
+COMPILED_MODULES = ("tunnel.addresses", "tunnel.timerheap")  # setup.py's, outside those packages
 # The optional C data plane (build_datapath.py): extensions of their own, not mypyc's, chosen by
 # `tunnel.session.datapath` and `tunnel.node.udpio` (tested in tests/session/test_datapath.py).
 DATA_PLANE = ("tunnel.session._datapath", "tunnel.node._udpio")

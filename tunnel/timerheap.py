@@ -16,13 +16,12 @@ they outnumber the live ones, so it stays O(machines) in size.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
-_COMPACT_MIN = 64  # entries; below this a heap of stale entries costs less than a rebuild
+_COMPACT_MIN: Final = 64  # entries; below this a heap of stale entries costs less than a rebuild
 
 
 class TimerHeap(Generic[K]):
@@ -33,7 +32,7 @@ class TimerHeap(Generic[K]):
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, K]] = []
         self._scheduled: dict[K, float] = {}  # key -> its one live entry's deadline
-        self._order = itertools.count()  # ties: first scheduled, first due; keys never compared
+        self._order = 0  # ties: first scheduled, first due; keys never compared
 
     def schedule(self, key: K, deadline: float | None) -> None:
         """`key` has a deadline at or after `deadline` (None: none it knows of yet).
@@ -47,7 +46,8 @@ class TimerHeap(Generic[K]):
         if queued is not None and queued <= deadline:
             return
         self._scheduled[key] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._order), key))
+        self._order += 1
+        heapq.heappush(self._heap, (deadline, self._order, key))
         if len(self._heap) > 2 * len(self._scheduled) + _COMPACT_MIN:
             self._compact()
 
@@ -83,8 +83,12 @@ class TimerHeap(Generic[K]):
         return due
 
     def _compact(self) -> None:
-        self._heap = [(d, next(self._order), k) for k, d in self._scheduled.items()]
-        heapq.heapify(self._heap)
+        heap: list[tuple[float, int, K]] = []
+        for key, deadline in self._scheduled.items():
+            self._order += 1
+            heap.append((deadline, self._order, key))
+        heapq.heapify(heap)
+        self._heap = heap
 
     def __len__(self) -> int:
         """Keys scheduled."""

@@ -12,9 +12,9 @@ interval", which is what a model-based controller (BBR) needs.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol
 
 from tunnel.channel.constants import (
     GRANULARITY,
@@ -100,7 +100,7 @@ class RttEstimator:
     def __init__(self) -> None:
         self.has_sample = False
         self.latest = 0.0
-        self.min_rtt = float("inf")
+        self.min_rtt = math.inf
         self.smoothed = INITIAL_RTT
         self.rttvar = INITIAL_RTT / 2
 
@@ -120,20 +120,24 @@ class RttEstimator:
         self.smoothed = 0.875 * self.smoothed + 0.125 * adjusted
 
 
-class CongestionController(Protocol):
-    """The small interface every controller implements (NewReno, CUBIC, BBR)."""
+class CongestionController:
+    """The small interface every controller implements (NewReno, CUBIC, BBR): they subclass it.
+    A base class, not a Protocol: compiled, a call through a Protocol is a generic method call
+    with its arguments boxed, and these run for every packet sent and every ACK."""
 
     mss: int  # bytes per full packet; grows when the path proves larger datagrams
 
     @property
-    def cwnd(self) -> int: ...
+    def cwnd(self) -> int:
+        raise NotImplementedError
 
     @property
     def pacing_rate(self) -> float | None:
         """Bytes per second, or None to send unpaced."""
-        ...
+        raise NotImplementedError
 
-    def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None: ...
+    def on_packet_sent(self, packet: SentPacket, bytes_in_flight: int, now: float) -> None:
+        raise NotImplementedError
 
     def on_ack(
         self,
@@ -142,11 +146,14 @@ class CongestionController(Protocol):
         rtt: RttEstimator,
         bytes_in_flight: int,
         now: float,
-    ) -> None: ...
+    ) -> None:
+        raise NotImplementedError
 
-    def on_loss(self, lost: list[SentPacket], bytes_in_flight: int, now: float) -> None: ...
+    def on_loss(self, lost: list[SentPacket], bytes_in_flight: int, now: float) -> None:
+        raise NotImplementedError
 
-    def on_persistent_congestion(self, now: float) -> None: ...
+    def on_persistent_congestion(self, now: float) -> None:
+        raise NotImplementedError
 
 
 class LossRecovery:

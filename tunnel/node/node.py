@@ -741,8 +741,9 @@ class Node:
         while index < count:
             payload, addr = datagrams[index]
             size = sizes[index]
-            limit = min(count, index + MAX_GSO_SEGMENTS,
-                        index + max(1, MAX_GSO_BYTES // (size + TRANSPORT_OVERHEAD)))
+            # nested 2-argument min: compiled, inline; a 3-argument one is a generic call
+            limit = min(count, index + min(MAX_GSO_SEGMENTS,
+                                           max(1, MAX_GSO_BYTES // (size + TRANSPORT_OVERHEAD))))
             end = index + 1
             while end < limit and datagrams[end][1] == addr and sizes[end] == size:
                 end += 1

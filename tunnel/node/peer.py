@@ -27,6 +27,7 @@ its peer then waits for it on a new session rather than opening a channel on the
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from tunnel.session.wire import TRANSPORT_OVERHEAD, Payload
 log = logging.getLogger(__name__)
 
 CHANNEL_HEADER: Final = 9  # payload type (1) + sender incarnation (4) + receiver incarnation (4)
+CHANNEL_TYPE: Final = bytes((nw.PAYLOAD_CHANNEL,))  # its first byte, built once, not per packet
 # RELAY_TO envelope: type (1) + grant id (16) + tag (16); RELAY_FROM's too
 RELAY_OVERHEAD: Final = 33
 NO_INCARNATION: Final = bytes(4)  # "I do not know yours yet"
@@ -323,7 +325,7 @@ class Peer:
             for payload in payloads[first:]:
                 self.receive(payload, addr, now)
             return
-        current = bytes((nw.PAYLOAD_CHANNEL,)) + self.peer_incarnation + self.incarnation
+        current = CHANNEL_TYPE + self.peer_incarnation + self.incarnation
         for index in range(first, len(payloads)):
             payload = payloads[index]
             if len(payload) > CHANNEL_HEADER and payload.startswith(current):
@@ -545,7 +547,7 @@ class Peer:
         if self._announce_due:
             self._announce_due = False
             self._last_announce = now
-            out.append((bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation,
+            out.append((CHANNEL_TYPE + self.incarnation + self.peer_incarnation,
                         addr))
         if direct and not self.closed and (probe := self.mtu.probe_due(now)) is not None:
             log.debug("path to %s: PMTU probe of %d bytes", peer_label(self.name, self.static),
@@ -553,7 +555,7 @@ class Peer:
             self._ping(addr, now, size=probe)
             out += self._out
             self._out = []
-        header = bytes((nw.PAYLOAD_CHANNEL,)) + self.incarnation + self.peer_incarnation
+        header = CHANNEL_TYPE + self.incarnation + self.peer_incarnation
         if self.channel.packet_prefix != header:
             self.channel.packet_prefix = header  # the channel builds each packet behind it
         packets = self.channel.packet_parts_to_send(now)  # sealed from their parts, not joined
@@ -637,7 +639,7 @@ class Peer:
                 and self.path.path is not None and not direct
                 and (public := self._peer_public()) is not None):
             self.opener = Opener(now)
-            self.prediction_next = float("inf")  # set again when this attempt ends
+            self.prediction_next = math.inf  # set again when this attempt ends
             self._events.append(SocketsWanted(public, SOCKETS))
             log.info("our NAT randomizes ports: opening %d sockets toward %s, asking %s to probe "
                      "them", SOCKETS, format_endpoint(public), fingerprint(self.static))

@@ -191,7 +191,8 @@ class UdpEndpoint:
         while index < count:
             size = len(datagrams[index])
             end = index + 1
-            limit = min(count, index + MAX_GSO_SEGMENTS, index + max(1, MAX_GSO_BYTES // size))
+            # nested 2-argument min: compiled, inline; a 3-argument one is a generic call
+            limit = min(count, index + min(MAX_GSO_SEGMENTS, max(1, MAX_GSO_BYTES // size)))
             while end < limit and len(datagrams[end]) == size:
                 end += 1
             if end < count and end < limit and len(datagrams[end]) < size:

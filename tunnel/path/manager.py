@@ -44,6 +44,7 @@ and `may_send_initiation(addr, now)` whether a handshake initiation of the sessi
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -316,7 +317,7 @@ class PathManager:
         in_use = path.addr if path is not None else None
         background = path is None or path.kind != Kind.LAN  # nothing beats a LAN path
         alternative = False  # the peer answered lately from somewhere else than the path
-        deadline = float("inf")
+        deadline = math.inf
         for candidate in self.candidates.values():
             punch = candidate.next_punch
             if punch is not None and punch < deadline:
@@ -353,7 +354,7 @@ class PathManager:
 
     def _silence_deadline(self) -> float:
         if self.awaiting_since is None:
-            return float("inf")  # nothing outstanding: silence means nothing
+            return math.inf  # nothing outstanding: silence means nothing
         return self.awaiting_since + SILENCE_TIMEOUT
 
     def _path_went_silent(self, now: float) -> None:

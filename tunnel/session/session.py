@@ -48,6 +48,7 @@ drains `Device.datagrams_to_send()` and re-arms `Device.get_timer()`.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ class Keypair:
         self.is_initiator = keys.is_initiator
         self.created = created
         self.session = session
-        never = float("inf")
+        never = math.inf
         # Only the initiator of a keypair rekeys on its account (WireGuard), so both sides do
         # not start handshakes at once; a responder reaching the reject limit initiates one.
         if keys.is_initiator:

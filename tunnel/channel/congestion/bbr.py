@@ -16,12 +16,13 @@ draft's BBRInitPacingRate and BBRSetPacingRateWithGain): a few app-limited bytes
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Final
 
 from tunnel.channel.constants import GRANULARITY, INITIAL_WINDOW_PACKETS
-from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
+from tunnel.channel.recovery import CongestionController, RateSample, RttEstimator, SentPacket
 
 HIGH_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate each round in STARTUP
 # The type spelled out: compiled, a bare-`Final` tuple of floats is never set (mypyc 1.x).
@@ -59,7 +60,7 @@ PROBE_BW: Final = "probe_bw"
 PROBE_RTT: Final = "probe_rtt"
 
 
-class Bbr:
+class Bbr(CongestionController):
     def __init__(
         self, max_datagram_size: int, rng: Callable[[int], bytes] | None = None
     ) -> None:
@@ -73,7 +74,7 @@ class Bbr:
         self.cwnd_gain = HIGH_GAIN
         self.btl_bw = 0.0  # bytes/s
         self._bw_samples: deque[tuple[int, float]] = deque()  # (round, rate), rates decreasing
-        self.min_rtt = float("inf")
+        self.min_rtt = math.inf
         self.min_rtt_stamp = 0.0
         self.delivered = 0
         self.round_count = 0
@@ -91,7 +92,7 @@ class Bbr:
         self._round_lost = 0  # bytes lost in the current round
         self._round_lost_packets = 0
         self._round_delivered = 0  # bytes delivered in the current round
-        self._round_min_rtt = float("inf")  # seconds; smallest RTT sample of the current round
+        self._round_min_rtt = math.inf  # seconds; smallest RTT sample of the current round
         # ACK aggregation: bytes acknowledged since the epoch began at `_epoch_start`, and the
         # largest excess over `btl_bw` seen in each of two slots of EXTRA_ACKED_WINDOW_ROUNDS
         self._epoch_acked = 0
@@ -122,7 +123,7 @@ class Bbr:
             self._pacing_rate = rate
 
     def _bdp(self, gain: float) -> int:
-        if self.btl_bw <= 0 or self.min_rtt == float("inf"):
+        if self.btl_bw <= 0 or self.min_rtt == math.inf:
             return INITIAL_WINDOW_PACKETS * self.mss
         # At least one timer tick's worth: the shell wakes about once a millisecond (uvloop's
         # timers) and handles a drain's ACKs at once, so a window of a 0.1 ms LAN path's real
@@ -209,7 +210,7 @@ class Bbr:
             ):
                 self.filled_pipe = True  # the queue overflowed: bandwidth found
             self._round_lost = self._round_delivered = self._round_lost_packets = 0
-            self._round_min_rtt = float("inf")
+            self._round_min_rtt = math.inf
         expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if rtt.latest <= self.min_rtt or expired:
             self.min_rtt = rtt.latest

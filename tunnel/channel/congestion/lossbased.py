@@ -9,6 +9,7 @@ Windowed controllers pace at 1.25 x cwnd / srtt (RFC 9002 §7.7).
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from tunnel.channel.constants import (
@@ -17,19 +18,19 @@ from tunnel.channel.constants import (
     MINIMUM_WINDOW_PACKETS,
     PACING_GAIN_WINDOWED,
 )
-from tunnel.channel.recovery import RateSample, RttEstimator, SentPacket
+from tunnel.channel.recovery import CongestionController, RateSample, RttEstimator, SentPacket
 
 CUBIC_C: Final = 0.4  # RFC 9438 §5.1, in segments / s^3
 CUBIC_BETA: Final = 0.7  # RFC 9438 §4.6: multiplicative decrease
 
 
-class NewReno:
+class NewReno(CongestionController):
     """RFC 9002 §7.3 NewReno with byte counting."""
 
     def __init__(self, max_datagram_size: int) -> None:
         self.mss = max_datagram_size
         self._cwnd = INITIAL_WINDOW_PACKETS * max_datagram_size
-        self.ssthresh: float = float("inf")
+        self.ssthresh: float = math.inf
         self.recovery_start = -1.0
         self._acked_in_ca = 0
         self._srtt = 0.0
