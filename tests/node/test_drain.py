@@ -76,6 +76,23 @@ def test_recv_batch_reports_the_gro_segment_size(udpio: ModuleType) -> None:
         assert got == data
 
 
+def test_recv_batch_names_each_sender_within_and_across_calls(udpio: ModuleType) -> None:
+    """The C twin keeps the last sender's address between calls: a new sender, or an old one
+    again, still gets its own."""
+    receiver = _receiver()
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    with receiver, senders[0], senders[1]:
+        for sender in senders:
+            sender.bind(("127.0.0.1", 0))
+        a, b = (sender.getsockname() for sender in senders)
+        for order in ([0], [1], [1], [0], [0, 1, 0, 0, 1]):
+            for index in order:
+                senders[index].sendto(bytes([index]), receiver.getsockname())
+            got = udpio.recv_batch(receiver, 32)
+            assert [(data, addr) for data, addr, _ in got] == [
+                (bytes([index]), (a, b)[index]) for index in order]
+
+
 def test_twins_read_alike() -> None:
     c_udpio, py_udpio = udpio_module("c"), udpio_module("python")
     results = []

@@ -49,6 +49,26 @@ static PyObject *address(const struct sockaddr_storage *storage) {
     return Py_BuildValue("(si)", host, port);
 }
 
+/* The last sender's address and its tuple, kept across calls: most datagrams come from one
+ * peer, and a ping-pong reads one a call, so formatting it every time (inet_ntop's sprintf, a
+ * str, an int, a tuple: about 1 % of a tunnel process's time in ping-pong) was mostly waste.
+ * Tuples are immutable: handing out the same one is safe. Callers hold the GIL. */
+static struct sockaddr_storage cached_storage;
+static socklen_t cached_length;
+static PyObject *cached_address; /* a strong reference, or NULL */
+
+static PyObject *address_of(const struct sockaddr_storage *storage, socklen_t length) {
+    if (cached_address != NULL && length == cached_length &&
+        memcmp(storage, &cached_storage, length) == 0)
+        return Py_NewRef(cached_address);
+    PyObject *addr = address(storage);
+    if (addr == NULL) return NULL;
+    memcpy(&cached_storage, storage, length);
+    cached_length = length;
+    Py_XSETREF(cached_address, Py_NewRef(addr));
+    return addr;
+}
+
 static int gro_segment(struct msghdr *header) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(header); c != NULL; c = CMSG_NXTHDR(header, c)) {
         if (c->cmsg_level == SOL_UDP_LEVEL && c->cmsg_type == UDP_GRO_OPTION) {
@@ -101,17 +121,9 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
     }
     PyObject *result = PyList_New(got);
     if (result == NULL) return NULL;
-    PyObject *last_address = NULL;
     for (int i = 0; i < got; i++) {
         struct msghdr *header = &messages[i].msg_hdr;
-        PyObject *addr;
-        /* Most batches come from one peer: build its address once. */
-        if (last_address != NULL && header->msg_namelen == messages[i - 1].msg_hdr.msg_namelen &&
-            memcmp(&addresses[i], &addresses[i - 1], header->msg_namelen) == 0) {
-            addr = Py_NewRef(last_address);
-        } else {
-            addr = address(&addresses[i]);
-        }
+        PyObject *addr = address_of(&addresses[i], header->msg_namelen);
         Py_ssize_t size = (Py_ssize_t)messages[i].msg_len;
         PyObject *data;
         if (size < COPY_BELOW) {
@@ -132,7 +144,6 @@ static PyObject *recv_batch(PyObject *module, PyObject *args) {
             Py_DECREF(result);
             return NULL;
         }
-        last_address = PyTuple_GET_ITEM(item, 1);
         PyList_SET_ITEM(result, i, item);
     }
     return result;
