@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import random
 
+from tests.support.channel_events import events
 from tunnel.channel import frames as fr
 from tunnel.channel.channel import Channel
-from tunnel.channel.events import ChannelEvent, StreamOpened, StreamReadable, StreamWritable
+from tunnel.channel.events import StreamOpened, StreamReadable, StreamWritable
 
 
 def channel(is_client: bool, peer_stream_window: int | None = None) -> Channel:
     return Channel(is_client, rng=random.Random(7).randbytes, stream_send_buffer=1000,
                    peer_stream_window=peer_stream_window)
-
-
-def events(channel: Channel) -> list[ChannelEvent]:
-    found = []
-    while (event := channel.next_event()) is not None:
-        found.append(event)
-    return found
 
 
 def test_a_reply_is_readable_before_the_space_its_acknowledgement_frees() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.channel_events import events
 from tunnel.channel import frames as fr
 from tunnel.channel.channel import Channel
 from tunnel.channel.constants import (
@@ -27,7 +28,7 @@ from tunnel.channel.constants import (
     INITIAL_CONNECTION_WINDOW,
     INITIAL_STREAM_WINDOW,
 )
-from tunnel.channel.events import ChannelClosed, ChannelEvent
+from tunnel.channel.events import ChannelClosed
 
 # the figures each attack leaves behind (`pytest -o log_cli=true --log-cli-level=INFO` shows them)
 log = logging.getLogger(__name__)
@@ -37,13 +38,6 @@ FULL_SEGMENT = 1140
 #: the issue's figures: 3 streams, ~20,000 shifted segments each (highest offset ~21 KB)
 ATTACK_STREAMS = 3
 SHIFTS_PER_STREAM = 20_000
-
-
-def events(channel: Channel) -> list[ChannelEvent]:
-    out: list[ChannelEvent] = []
-    while (event := channel.next_event()) is not None:
-        out.append(event)
-    return out
 
 
 def closed_with(channel: Channel) -> ChannelClosed | None:

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 from lab.netsim import BulkApp, ChannelEndpoint, FlowApp, LinkConfig, Simulator, channel_pair
+from tests.support.channel_events import events
 from tunnel.channel import frames as fr
 from tunnel.channel.channel import Channel, ChannelError
 from tunnel.channel.constants import (
@@ -22,7 +23,6 @@ from tunnel.channel.constants import (
 )
 from tunnel.channel.events import (
     ChannelClosed,
-    ChannelEvent,
     DatagramReceived,
     StreamOpened,
     StreamReadable,
@@ -38,13 +38,6 @@ def channel(is_client: bool, **options: float) -> Channel:
 
 
 LINK = LinkConfig(rate_bps=50e6, delay=0.01, queue_packets=200)
-
-
-def events(channel: Channel) -> list[ChannelEvent]:
-    found = []
-    while (event := channel.next_event()) is not None:
-        found.append(event)
-    return found
 
 
 def pump(a: Channel, b: Channel, now: float, rounds: int = 400) -> float:
