@@ -251,15 +251,12 @@ class Channel:
     @property
     def bytes_in_flight(self) -> int:
         """Bytes of ack-eliciting packets sent and not yet acknowledged or lost."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         return self._recovery.bytes_in_flight
 
     def next_event(self) -> ChannelEvent | None:
         """The next event; those of the acknowledgements that came come after the others."""
         if not self._events:
-            if not self._unsettled_acks:
-                return None
             self._settle_acks()
             if not self._events:
                 return None
@@ -281,8 +278,7 @@ class Channel:
         """Buffer up to the stream's free send space; return how many bytes were accepted.
         When fewer than offered, `StreamWritable` follows once space frees up. `owned`: the
         caller never writes to `data`'s memory again, so the stream keeps a view of it."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         stream = self._stream_for_app(stream_id)
         if stream is None or self._state != OPEN:
             return 0
@@ -297,15 +293,13 @@ class Channel:
         return accepted
 
     def writable_space(self, stream_id: int) -> int:
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         stream = self._stream_for_app(stream_id)
         return 0 if stream is None else stream.send.writable_space()
 
     def shutdown_write(self, stream_id: int) -> None:
         """Half-close: send FIN after the buffered data (like TCP shutdown(SHUT_WR))."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         stream = self._stream_for_app(stream_id)
         if stream is None or stream.send.fin_requested or stream.send.reset_code is not None:
             return
@@ -314,8 +308,7 @@ class Channel:
 
     def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
         """Abort the sending half: unsent and unacknowledged data is dropped (RESET_STREAM)."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         stream = self._stream_for_app(stream_id)
         if stream is None or stream.send.reset_code is not None or stream.send.done:
             return
@@ -323,8 +316,7 @@ class Channel:
 
     def stop_reading(self, stream_id: int, error_code: int = 0) -> None:
         """Discard incoming data and ask the peer to reset its sending half (STOP_SENDING)."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         stream = self._stream_for_app(stream_id)
         if stream is None or stream.recv.stopped or stream.recv.done:
             return
@@ -382,8 +374,7 @@ class Channel:
         """The path proved it carries `size`-byte packets (or fell back): build packets of that
         size from now on. Congestion control and pacing count in bytes, so their state carries
         over; only their per-packet unit changes."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if size < 64:
             raise ValueError("max_packet_size too small")
         self.max_packet_size = size
@@ -398,8 +389,7 @@ class Channel:
         self._enter_closing(error_code, reason, by_peer=False)
 
     def stats(self) -> ChannelStats:
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         rtt = self._recovery.rtt
         return ChannelStats(
             packets_sent=self._packets_sent,
@@ -422,8 +412,7 @@ class Channel:
 
     def buffered_bytes(self) -> int:
         """Bytes this channel holds for its streams (send and receive buffers)."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         return sum(s.send.buffered + s.recv.buffered for s in self._streams.values())
 
     # ===== streams ==============================================================================
@@ -510,8 +499,7 @@ class Channel:
             return False
         if isinstance(frame, fr.PaddingFrame):
             return False
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if isinstance(frame, fr.MaxStreamDataFrame):
             self._handle_max_stream_data_frame(frame, now)
         elif isinstance(frame, fr.MaxDataFrame):
@@ -556,7 +544,10 @@ class Channel:
             self._maybe_retire(stream)
 
     def _settle_acks(self) -> None:
-        """Apply the ACK frames put aside, in the order and at the times they came."""
+        """Apply the ACK frames put aside, in the order and at the times they came (every public
+        call that depends on them starts here; with none put aside it returns at once)."""
+        if not self._unsettled_acks:
+            return
         unsettled, self._unsettled_acks = self._unsettled_acks, []
         for frame, now in unsettled:
             self._handle_ack_frame(frame, now)
@@ -689,8 +680,7 @@ class Channel:
     # ===== timers ===============================================================================
 
     def get_timer(self) -> float | None:
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if self._state == CLOSED:
             return None
         if self._state != OPEN:
@@ -709,8 +699,7 @@ class Channel:
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if self._state == CLOSED:
             return
         if self._state != OPEN:
@@ -746,8 +735,7 @@ class Channel:
     # ===== sending ==============================================================================
 
     def _enter_closing(self, code: int, reason: str, by_peer: bool) -> None:
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if self._state != OPEN:
             return
         raw = reason.encode()[:MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
@@ -774,8 +762,7 @@ class Channel:
         """`packets_to_send`, but a packet of `PARTS_MIN` bytes or more comes as its parts:
         `packet_prefix`, the packet number, the frames, and views of the streams' bytes, which
         the C sealer encrypts in place of the join that was the last copy of a frame's data."""
-        if self._unsettled_acks:
-            self._settle_acks()
+        self._settle_acks()
         if self._state != OPEN:
             return self._closing_packets(now)
         packets: list[bytes | list[bytes | memoryview]] = []
