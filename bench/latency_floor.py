@@ -1,0 +1,67 @@
+"""How much of ptunnel's latency is its shape and how much its work.
+
+`python -m bench.latency_floor` measures the 64-byte ping-pong of `make bench` through `ssh -L`,
+through the copy relay (`bench/copy_relay.py`: ptunnel's two processes, four crossings and six
+hops per round trip, on uvloop, doing nothing but copy) and through ptunnel, in alternating
+rounds on loopback, and prints each one's p50 and p99 and their ratios to `ssh -L`. If the copy
+relay is about as fast as `ssh -L`, the shape costs nothing in Python, and what separates ptunnel
+from `ssh -L` is ptunnel's own work at each crossing. Not part of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.load import latency
+from bench.paths.base import Adapter, Target
+from bench.paths.copy_relay import CopyRelay
+from bench.paths.ptunnel import Ptunnel
+from bench.paths.ssh import Ssh
+from bench.procs import Child, Unavailable, json_field
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def report(results: dict[str, list[float]], baseline: str) -> list[str]:
+    """One line per path: pooled p50 and p99 (µs) and the p50's ratio to `baseline`'s."""
+    base = percentile(results[baseline], 0.5)
+    return [f"{name:11s} p50 {percentile(s, 0.5):6.0f} µs  p99 {percentile(s, 0.99):6.0f} µs  "
+            f"p50 {percentile(s, 0.5) / base:4.2f}x {baseline}" for name, s in results.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency_floor",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
+    parser.add_argument("--round-trips", type=int, default=3000, help="a round's (default 3000)")
+    args = parser.parse_args(argv)
+    sink = Child("sink", [sys.executable, "-m", "bench.sink"])
+    paths: list[Adapter] = [Ssh(), CopyRelay(), Ptunnel()]
+    try:
+        target = Target("127.0.0.1", sink.wait_line(json_field("port", int), 10.0))
+        ports = {path.name: path.start(target) for path in paths}
+        results: dict[str, list[float]] = {path.name: [] for path in paths}
+        for round_number in range(args.rounds):
+            order = paths if round_number % 2 == 0 else paths[::-1]
+            for path in order:
+                samples = latency(ports[path.name], args.round_trips)
+                results[path.name].extend(samples)
+                print(f"round {round_number + 1}/{args.rounds} {path.name}: "
+                      f"p50 {percentile(samples, 0.5):.0f} µs", flush=True)
+        print("\n".join(report(results, Ssh.name)))
+    except Unavailable as exc:
+        print(f"latency_floor: a path cannot run here: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for path in reversed(paths):
+            path.stop()
+        sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
