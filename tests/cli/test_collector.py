@@ -1,4 +1,5 @@
-"""The collector skips what start-up built while a command's loop runs (tunnel.cli.collector)."""
+"""While a command's loop runs, the collector skips what start-up built and collects its youngest
+generation less often (tunnel.cli.collector)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import weakref
 from pathlib import Path
 
-from tunnel.cli.collector import startup_objects_frozen
+from tunnel.cli.collector import YOUNG_THRESHOLD, tuned_collector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,13 +26,34 @@ class Cycle:
 
 def test_what_exists_is_frozen_within_and_walked_again_after() -> None:
     before = [object()]
-    with startup_objects_frozen() as frozen:
+    thresholds = gc.get_threshold()
+    with tuned_collector() as frozen:
         after = [object()]
         assert frozen > 0 and gc.get_freeze_count() > 0
         assert not walked(before), "an object made before the loop is still walked"
         assert walked(after), "an object made while the loop runs must be collected as before"
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
     assert gc.get_freeze_count() == 0
     assert walked(before)
+    assert gc.get_threshold() == thresholds
+
+
+def test_a_window_of_packets_in_flight_starts_no_collection() -> None:
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    with tuned_collector():
+        gc.callbacks.append(count)
+        try:
+            # what a sending node keeps alive for its packets in flight: a few thousand containers
+            in_flight = [[n, (n, 0, 1200, False)] for n in range(YOUNG_THRESHOLD // 4)]
+        finally:
+            gc.callbacks.remove(count)
+        del in_flight
+    assert collections == [], f"collections of generations {collections}"
 
 
 def test_start_ups_own_garbage_is_freed_not_frozen() -> None:
@@ -41,7 +63,7 @@ def test_start_ups_own_garbage_is_freed_not_frozen() -> None:
         gone = weakref.ref(cycle)
         del cycle
         assert gone() is not None
-        with startup_objects_frozen():
+        with tuned_collector():
             assert gone() is None, "a garbage cycle was frozen instead of freed"
     finally:
         gc.enable()
@@ -49,11 +71,12 @@ def test_start_ups_own_garbage_is_freed_not_frozen() -> None:
 
 def test_an_inner_loop_leaves_the_freeze_to_the_outer() -> None:
     before = [object()]
-    with startup_objects_frozen() as outer:
-        with startup_objects_frozen() as inner:
+    with tuned_collector() as outer:
+        with tuned_collector() as inner:
             assert inner == 0
         assert outer > 0 and gc.get_freeze_count() > 0  # still frozen
         assert not walked(before)
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     assert gc.get_freeze_count() == 0
 
 
@@ -66,7 +89,9 @@ from tunnel.cli import runtime
 marker = [object()]
 
 async def main() -> str:
-    return f"{{gc.get_freeze_count() > 0}} {{any(o is marker for o in gc.get_objects())}}"
+    frozen = gc.get_freeze_count() > 0
+    young = gc.get_threshold()[0]
+    return f"{{frozen}} {{any(o is marker for o in gc.get_objects())}} {{young}}"
 
 print(runtime.run_async(main), gc.get_freeze_count(), any(o is marker for o in gc.get_objects()))
 """
@@ -75,6 +100,7 @@ print(runtime.run_async(main), gc.get_freeze_count(), any(o is marker for o in g
 def test_a_commands_loop_runs_with_start_up_frozen() -> None:
     done = subprocess.run([sys.executable, "-c", COMMAND], capture_output=True, text=True,
                           timeout=60, check=True)
-    during_frozen, during_walked, after_count, after_walked = done.stdout.split()
+    during_frozen, during_walked, young, after_count, after_walked = done.stdout.split()
     assert (during_frozen, during_walked) == ("True", "False"), done.stdout
+    assert young == str(YOUNG_THRESHOLD), done.stdout
     assert (after_count, after_walked) == ("0", "True"), done.stdout

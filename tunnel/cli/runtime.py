@@ -20,9 +20,9 @@ and 143 for SIGTERM, the status a shell reports for a command a signal ended.
 Every command that runs an event loop first fixes glibc's heap thresholds (`tunnel.cli.heap`: a
 node opening 65,000-byte datagrams faulted each buffer in again), and while it runs gives the
 heap's free pages back when it goes quiet after being busy, and at least every 30 s (a burst of
-connections left megabytes free but resident). It also freezes the objects start-up built
-(`tunnel.cli.collector`), so that the garbage collector's full walks, every fraction of a second
-while data flows, skip them.
+connections left megabytes free but resident). It also tunes the garbage collector
+(`tunnel.cli.collector`): the objects start-up built are frozen out of its walks, and its youngest
+generation waits for more allocations than a window of packets in flight keeps alive.
 Before a long-running command starts, the soft RLIMIT_NOFILE is raised to the hard limit
 (`raise_descriptor_limit`): every forwarded connection holds sockets, and the usual soft limit
 of 1,024 is far below what a peer may open. Forwarding then budgets its sockets under the limit
@@ -47,7 +47,7 @@ from typing import Any, ParamSpec, TypeVar
 from tunnel.api import PingResult, Tunnel, TunnelError
 from tunnel.cli import sdnotify
 from tunnel.cli.arguments import endpoints_arg
-from tunnel.cli.collector import startup_objects_frozen
+from tunnel.cli.collector import tuned_collector
 from tunnel.cli.context import Context
 from tunnel.cli.control import ControlServer, Emit, error_reply, running
 from tunnel.cli.control import Handler as RequestHandler
@@ -143,7 +143,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `main()` on uvloop until it returns; SIGINT or SIGTERM cancels it wherever it
     waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`. Every
     command that runs a loop carries datagrams: the heap keeps what it frees (`heap`), and the
-    collector skips what start-up built (`collector`)."""
+    garbage collector leaves start-up and the packets in flight alone (`collector`)."""
     trim_heap = keep_freed_memory()  # where we set the thresholds, we also trim (`heap`)
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
@@ -154,7 +154,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         pass
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     try:
-        with startup_objects_frozen(), asyncio.Runner(loop_factory=loop_factory) as runner:
+        with tuned_collector(), asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_until_signal(main, trim_heap))
     finally:
         if threading.current_thread() is threading.main_thread():
