@@ -4,7 +4,6 @@ of bench/latency_floor.py that sets it beside `ssh -L` and ptunnel."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,26 +12,12 @@ from bench import copy_relay
 from bench.latency_floor import report
 from bench.paths.base import Target
 from bench.paths.copy_relay import CopyRelay
+from lab.demo import echo_server
 
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    server = echo_server(0)
     yield server.getsockname()[1]
     server.close()
 
