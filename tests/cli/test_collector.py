@@ -48,7 +48,7 @@ def test_a_window_of_packets_in_flight_starts_no_collection() -> None:
     with tuned_collector():
         gc.callbacks.append(count)
         try:
-            # what a sending node keeps alive for its packets in flight: a few thousand containers
+            # more than a sending node keeps alive for its packets in flight: 10,000 containers
             in_flight = [[n, (n, 0, 1200, False)] for n in range(YOUNG_THRESHOLD // 4)]
         finally:
             gc.callbacks.remove(count)
