@@ -19,18 +19,14 @@ from bench.paths.copy_relay import CopyRelay
 from bench.paths.ptunnel import Ptunnel
 from bench.paths.ssh import Ssh
 from bench.procs import Child, Unavailable, json_field
-
-
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+from bench.stats import median, percentile
 
 
 def report(results: dict[str, list[float]], baseline: str) -> list[str]:
     """One line per path: pooled p50 and p99 (µs) and the p50's ratio to `baseline`'s."""
-    base = percentile(results[baseline], 0.5)
-    return [f"{name:11s} p50 {percentile(s, 0.5):6.0f} µs  p99 {percentile(s, 0.99):6.0f} µs  "
-            f"p50 {percentile(s, 0.5) / base:4.2f}x {baseline}" for name, s in results.items()]
+    base = median(results[baseline])
+    return [f"{name:11s} p50 {median(s):6.0f} µs  p99 {percentile(s, 99.0):6.0f} µs  "
+            f"p50 {median(s) / base:4.2f}x {baseline}" for name, s in results.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples = latency(ports[path.name], args.round_trips)
                 results[path.name].extend(samples)
                 print(f"round {round_number + 1}/{args.rounds} {path.name}: "
-                      f"p50 {percentile(samples, 0.5):.0f} µs", flush=True)
+                      f"p50 {median(samples):.0f} µs", flush=True)
         print("\n".join(report(results, Ssh.name)))
     except Unavailable as exc:
         print(f"latency_floor: a path cannot run here: {exc}", file=sys.stderr)

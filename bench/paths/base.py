@@ -70,9 +70,10 @@ class ColdStartable(Protocol):
         ...
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks; a small race is acceptable here)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or `kind`) port free on 127.0.0.1 right now (the OS picks; a small race is
+    acceptable here)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port

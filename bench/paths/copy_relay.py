@@ -9,20 +9,13 @@ from bench.paths.base import READY_TIMEOUT_S, ChildrenMixin, Target, free_port
 from bench.procs import Child, json_field
 
 
-def free_udp_port() -> int:
-    """A UDP port free on 127.0.0.1 right now (the OS picks; a small race is acceptable here)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class CopyRelay(ChildrenMixin):
     name = "copy relay"
     description = "TCP -> UDP -> UDP -> TCP in two uvloop processes, no cipher (latency only)"
 
     def start(self, target: Target) -> int:
-        listen, connect_udp, expose_udp = free_port(), free_udp_port(), free_udp_port()
+        listen = free_port()
+        connect_udp, expose_udp = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         relay = [sys.executable, "-m", "bench.copy_relay"]
         ready = json_field("ready", bool)
         self.spawn("expose", Child("copy-relay-expose", [
