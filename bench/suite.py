@@ -43,8 +43,10 @@ class Settings:
     parallel: int = 8
 
 
+# 4 NAT-lab rounds, not 2: with 2, goodput at 1 % loss read 80, 98 and 91 % of loss-free in
+# three full runs of unchanged code; a median of 4 costs about a minute more a run.
 FULL = Settings(rounds=5, bulk_seconds=2.0, round_trips=3000, connects=30, cold_starts=3,
-                idle_streams=1000, natlab_rounds=2)
+                idle_streams=1000, natlab_rounds=4)
 QUICK = Settings(rounds=1, bulk_seconds=0.5, round_trips=500, connects=10, cold_starts=2,
                  idle_streams=100)
 
