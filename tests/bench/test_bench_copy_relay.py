@@ -1,5 +1,4 @@
-"""The copy relay (bench/copy_relay.py): ptunnel's shape doing nothing but copy, and the report
-of bench/latency_floor.py that sets it beside `ssh -L` and ptunnel."""
+"""The copy relay (bench/copy_relay.py): ptunnel's shape doing nothing but copy."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 
 from bench import copy_relay
-from bench.latency_floor import report
 from bench.paths.base import Target
 from bench.paths.copy_relay import CopyRelay
 from lab.demo import echo_server
@@ -51,11 +49,3 @@ def test_an_end_without_its_port_is_refused_with_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exited:
         copy_relay.main(["connect", "--udp", "40001", "--peer", "40002", "--target", "9"])
     assert exited.value.code == 2
-
-
-def test_the_report_sets_each_p50_against_the_baseline() -> None:
-    lines = report({"ssh -L": [100.0, 120.0, 140.0], "ptunnel": [240.0, 260.0, 900.0]},
-                   "ssh -L")
-    assert lines[0].split()[-3:] == ["1.00x", "ssh", "-L"]
-    assert "p50    260 µs" in lines[1] and "p99    887 µs" in lines[1]  # interpolated
-    assert lines[1].split()[-3] == "2.17x"

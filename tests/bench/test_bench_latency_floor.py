@@ -1,4 +1,5 @@
-"""`python -m bench.latency_floor --pin`: every thread of a process tree goes to one CPU."""
+"""`python -m bench.latency_floor`: its report, and `--pin` putting every thread of a process
+tree on one CPU."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from bench.latency_floor import pin
+from bench.latency_floor import pin, report
 from bench.procs import process_tree
 
 # A child that starts a thread and a grandchild, says the grandchild's pid, then waits.
@@ -49,3 +50,11 @@ def test_every_thread_of_a_tree_lands_on_the_cpu_and_a_gone_process_is_skipped()
                 os.kill(grandchild, signal.SIGKILL)
         child.kill()
         child.wait()
+
+
+def test_the_report_sets_each_p50_against_the_baseline() -> None:
+    lines = report({"ssh -L": [100.0, 120.0, 140.0], "ptunnel": [240.0, 260.0, 900.0]},
+                   "ssh -L")
+    assert lines[0].split()[-3:] == ["1.00x", "ssh", "-L"]
+    assert "p50    260 µs" in lines[1] and "p99    887 µs" in lines[1]  # interpolated
+    assert lines[1].split()[-3] == "2.17x"
