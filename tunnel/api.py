@@ -62,7 +62,10 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN = 1.0  # s; first retry after losing a peer
 RECONNECT_MAX = 30.0  # s; backoff cap, as a returning peer should be found within half a minute
 PENDING_CONNECTION_TIMEOUT = 30.0  # s; a local connection waits this long for the tunnel
-CHECK_INTERVAL = 0.5  # s; how often a connection checks that its peer is still there
+CHECK_INTERVAL = 0.5  # s; how often a connection looks again while its peer is not ready
+# A ready connection with no local connection waiting sleeps until its link or the rendezvous
+# says something changed; it looks anyway this often, a net under that news.
+QUIET_CHECK_INTERVAL = 30.0  # s
 # The rendezvous answers within a round trip; the client sends at 0, 1 and 3 s, so 5 s of
 # silence means it is down or UDP to it is blocked, not that one datagram was lost.
 RENDEZVOUS_TIMEOUT = 5.0  # s
@@ -196,6 +199,8 @@ class Connection:
         self._bridges: set[StreamBridge] = set()  # local TCP connections, for `live`
         self.link: Peer | None = None
         self.ready = asyncio.Event()
+        self._news = asyncio.Event()  # for the keeper: the link or the rendezvous changed
+        self._keeper_idle = False  # the keeper sleeps for QUIET_CHECK_INTERVAL
         self.error: TunnelError | None = None
         # For `status`: since when no peer carries this connection, and what the rendezvous
         # last said against it (an unknown name, a changed key).
@@ -290,6 +295,7 @@ class Connection:
 
     def _on_rendezvous(self, event: rc.Event) -> None:
         if isinstance(event, rc.Introduced) and event.peer_name == self.name:
+            self._news.set()
             try:
                 pinned = self.tunnel.pins.check(self.name, event.peer_static, self.accept_new_key)
             except UserError as exc:  # a changed key, or known_nodes cannot be written
@@ -310,6 +316,7 @@ class Connection:
                 link.on_change.append(self._on_link_change)
             self._on_link_change(link)
         elif isinstance(event, rc.ConnectRefused) and event.name == self.name:
+            self._news.set()
             unknown = event.reason.startswith("no active node")
             self.refusal = (_unknown_name(self.name) if unknown
                             else f"the rendezvous did not introduce '{self.name}': {event.reason}")
@@ -320,6 +327,7 @@ class Connection:
     def _on_link_change(self, link: Peer) -> None:
         self._track(monotonic())
         self.ready.set()
+        self._news.set()
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
         if link.ready:
@@ -355,6 +363,8 @@ class Connection:
         channel = link.channel if link is not None and link.ready else None
         if link is None or channel is None or not channel.can_open_stream():
             self.waiting.append(bridge)
+            if self._keeper_idle:
+                self._news.set()  # it looks every CHECK_INTERVAL while connections wait
             if bridge not in self._expiry:
                 self._expiry[bridge] = asyncio.get_running_loop().call_later(
                     PENDING_CONNECTION_TIMEOUT, self._expire, bridge)
@@ -387,7 +397,7 @@ class Connection:
             await self.tunnel.node.registered.wait()
             self.tunnel.node.request_connect(self.name)
         while True:
-            await asyncio.sleep(CHECK_INTERVAL)
+            await self._next_look()
             self._track(monotonic())
             if self.error is not None:
                 log.warning("%s: %s", self.name, self.error.message)
@@ -407,6 +417,23 @@ class Connection:
             if self.link is None or not self.link.ready:
                 self.tunnel.node.request_connect(self.name)
             backoff = min(backoff * 2, RECONNECT_MAX)
+
+    async def _next_look(self) -> None:
+        """Wait until the keeper should look again: at the next news of the link or the
+        rendezvous, and at most CHECK_INTERVAL while the peer is not ready or local connections
+        wait (no news says when the peer's stream limit grows). So an idle ready connection
+        does not wake its process twice a second."""
+        up = self.link is not None and self.link.ready
+        self._keeper_idle = up and not self.waiting
+        try:
+            async with asyncio.timeout(QUIET_CHECK_INTERVAL if self._keeper_idle
+                                       else CHECK_INTERVAL):
+                await self._news.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._keeper_idle = False
+        self._news.clear()
 
     # --- pings and reporting ------------------------------------------------------------------
 

@@ -175,3 +175,36 @@ def test_a_quiet_process_is_still_trimmed_every_trim_every_seconds() -> None:
     trims = looks(heap.TrimSchedule(0.0, 0.0), [0.0] * (2 * per_interval + 1))
     assert [i + 1 for i, due in enumerate(trims) if due] == [1, per_interval + 1,
                                                             2 * per_interval + 1]
+
+
+def test_the_looks_space_out_while_quiet_and_close_up_when_busy() -> None:
+    """An idle node is not woken every TRIM_CHECK seconds for nothing."""
+    schedule = heap.TrimSchedule(0.0, 0.0)
+    now = cpu = 0.0
+    intervals = []
+    for share in [BUSY, 0.0, 0.0, 0.0, 0.0, 0.0, BUSY, 0.0]:
+        now += schedule.interval
+        cpu += share * schedule.interval
+        schedule.due(now, cpu)
+        intervals.append(schedule.interval)
+    check, most = heap.TRIM_CHECK, heap.TRIM_CHECK_MAX
+    assert intervals == [check, 2 * check, 4 * check, most, most, most, check, 2 * check]
+    assert most == 4 * check
+
+
+def test_a_burst_in_a_quiet_spell_is_trimmed_soon_after_it_ends() -> None:
+    schedule = heap.TrimSchedule(0.0, 0.0)
+    now = cpu = 0.0
+    while schedule.interval < heap.TRIM_CHECK_MAX:  # quiet long enough for the widest spacing
+        now += schedule.interval
+        schedule.due(now, cpu)
+    # a 3-second transfer at half a CPU starts 1 s into the next interval
+    burst_end = now + 4.0
+    cpu += 0.5 * 3.0
+    trims = []
+    while now < burst_end + heap.TRIM_EVERY:
+        now += schedule.interval
+        if schedule.due(now, cpu):
+            trims.append(now)
+    assert trims and trims[0] - burst_end <= heap.TRIM_CHECK_MAX + heap.TRIM_CHECK
+    assert trims[0] > burst_end

@@ -20,12 +20,16 @@ back from a NAT reboot at once (hundreds of waiting connections sent their data 
 kept up to 5 MiB more for the rest of its life; 28 of its heap's 36 MiB were free. So a
 long-running command also calls `malloc_trim(0)` (`trim_regularly`), which hands every free page
 back (`madvise`): 9 ms to give back 126 MiB, 0.02 ms when there is nothing to give back. It does
-so when the process goes quiet after being busy (a look every `TRIM_CHECK` seconds finds it used
-under `QUIET_SHARE` of a CPU since the last), and at least every `TRIM_EVERY` seconds. After a
+so when the process goes quiet after being busy (a look finds it used under `QUIET_SHARE` of a
+CPU since the last), and at least every `TRIM_EVERY` seconds. The looks come every `TRIM_CHECK`
+seconds after one that found the process busy, and twice as far apart after each quiet one, up to
+`TRIM_CHECK_MAX`: an idle node is woken by them once in 8 s instead of every 2 s. After a
 transfer at loopback's path MTU the connecting node held 92 MiB, 47 of them free, until the next
-30-s trim; now it gives them back 2-4 s after the transfer ends. Trimming while data flows would
-cost the faults of those pages again, one per 4 KiB (32,000 for 126 MiB): a busy node keeps them
-until it goes quiet, or for `TRIM_EVERY` seconds at most.
+30-s trim; now it gives them back 2-4 s after the transfer ends, and at most `TRIM_CHECK_MAX +
+TRIM_CHECK` seconds after a burst that began in a quiet spell (1 s and 6 s after a 6-s and a
+1.2-s upload). Trimming while data flows would cost the faults of those pages again, one per
+4 KiB (32,000 for 126 MiB): a busy node keeps them until it goes quiet, or for `TRIM_EVERY`
+seconds at most.
 
 Only glibc has `mallopt` and `malloc_trim`; elsewhere (musl, macOS) nothing changes. A user who
 tunes glibc's allocator through its environment variables keeps their settings.
@@ -49,6 +53,7 @@ M_MMAP_THRESHOLD: Final = -3
 MMAP_THRESHOLD: Final = 1 << 20  # the largest allocation served from the heap: 1 MiB
 TRIM_THRESHOLD: Final = 1 << 20  # free memory kept at the heap's top: 1 MiB
 TRIM_CHECK: Final = 2.0  # s between two looks at whether the process went quiet
+TRIM_CHECK_MAX: Final = 8.0  # s: while quiet, the looks space out to this (an idle wake-up less)
 QUIET_SHARE: Final = 0.02  # under this share of a CPU used since the last look: quiet
 TRIM_EVERY: Final = 30.0  # s at most between two trims of a long-running command's heap
 # The environment through which a user tunes glibc's allocator themselves.
@@ -109,12 +114,14 @@ def give_back_free_memory() -> int:
 class TrimSchedule:
     """When to give the heap's free pages back: at the first look that finds the process quiet
     after it was busy (a command starts busy: its imports and set-up), and at least every
-    `TRIM_EVERY` seconds (see the module's docstring)."""
+    `TRIM_EVERY` seconds; `interval` is how long to wait for the next look (see the module's
+    docstring)."""
 
     def __init__(self, now: float, cpu: float) -> None:
         self._last_trim = self._last_look = now
         self._last_cpu = cpu
         self._busy = True  # the CPU was used since the last trim
+        self.interval = TRIM_CHECK
 
     def due(self, now: float, cpu: float) -> bool:
         """A look at `now` (monotonic s), the process having used `cpu` s of CPU in all: True
@@ -122,6 +129,7 @@ class TrimSchedule:
         quiet = cpu - self._last_cpu < QUIET_SHARE * (now - self._last_look)
         self._last_look, self._last_cpu = now, cpu
         self._busy = self._busy or not quiet
+        self.interval = min(self.interval * 2, TRIM_CHECK_MAX) if quiet else TRIM_CHECK
         if (quiet and self._busy) or now - self._last_trim >= TRIM_EVERY:
             self._last_trim, self._busy = now, False
             return True
@@ -133,7 +141,7 @@ async def trim_regularly() -> None:
     `keep_freed_memory()` set the thresholds."""
     schedule = TrimSchedule(time.monotonic(), time.process_time())
     while True:
-        await asyncio.sleep(TRIM_CHECK)
+        await asyncio.sleep(schedule.interval)
         if not schedule.due(time.monotonic(), time.process_time()):
             continue
         released = give_back_free_memory()
