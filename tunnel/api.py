@@ -198,8 +198,9 @@ class Connection:
         self.pin_news: str | None = None
         self._bridges: set[StreamBridge] = set()  # local TCP connections, for `live`
         self.link: Peer | None = None
-        self.ready = asyncio.Event()
-        self._news = asyncio.Event()  # for the keeper: the link or the rendezvous changed
+        # Set when the link or the rendezvous says something about this connection changed:
+        # `_wait_ready` and then the keeper wait for it, and look again.
+        self._news = asyncio.Event()
         self._keeper_idle = False  # the keeper sleeps for QUIET_CHECK_INTERVAL
         self.error: TunnelError | None = None
         # For `status`: since when no peer carries this connection, and what the rendezvous
@@ -288,8 +289,8 @@ class Connection:
     async def _wait_ready(self) -> None:
         self.tunnel.node.request_connect(self.name)
         while self.error is None and not (self.link is not None and self.link.ready):
-            self.ready.clear()
-            await self.ready.wait()
+            self._news.clear()
+            await self._news.wait()
         if self.link is not None and self.error is None:
             await self.ping(timeout=0.2)  # an RTT for the ready line; not worth waiting long for
 
@@ -301,7 +302,6 @@ class Connection:
             except UserError as exc:  # a changed key, or known_nodes cannot be written
                 self.error = TunnelError(exc.message)
                 self.refusal = exc.message
-                self.ready.set()
                 return
             if pinned is PinResult.NEW:
                 self.pin_news = (f"pinned the key of '{self.name}': "
@@ -322,11 +322,9 @@ class Connection:
                             else f"the rendezvous did not introduce '{self.name}': {event.reason}")
             if self.link is None and unknown:
                 self.error = TunnelError(self.refusal)
-                self.ready.set()
 
     def _on_link_change(self, link: Peer) -> None:
         self._track(monotonic())
-        self.ready.set()
         self._news.set()
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
