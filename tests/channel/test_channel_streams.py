@@ -327,6 +327,19 @@ def test_quiet_channel_stays_open_with_keepalive_pings() -> None:
     assert a.stats().packets_sent < 100 and b.stats().packets_sent < 100
 
 
+def test_a_channel_that_never_carried_a_packet_pings_from_when_it_opened() -> None:
+    # A tunnel up with no connection yet: without a PING its peer's death goes unnoticed.
+    a = channel(True, idle_timeout=30.0, opened_at=100.0)
+    assert a.get_timer() == 110.0  # a third of the idle timeout
+    assert a.packets_to_send(109.0) == []
+    a.handle_timer(110.0)
+    [packet] = a.packets_to_send(110.0)
+    decoded = fr.decode_packet(packet)
+    assert decoded is not None and [type(f) for f in decoded[1]] == [fr.PingFrame]
+    unanswered = a.get_timer()
+    assert unanswered is not None and unanswered < 140.0  # a lost PING is followed up
+
+
 def test_busy_streams_take_turns_of_a_quantum() -> None:
     """Streams with data send in turns of STREAM_QUANTUM bytes, not a packet each: the receiver
     then gets whole GSO trains of one stream and writes them to its socket in one call (8 bulk

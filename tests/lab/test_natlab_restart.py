@@ -27,9 +27,12 @@ from tests.support.tunnels import (
     MiB,
     Tunnels,
     exposed,
+    ptunnel,
     ready_line,
     upload,
 )
+from tunnel.channel.constants import IDLE_TIMEOUT, KEEPALIVES_PER_IDLE_TIMEOUT
+from tunnel.path.manager import SILENCE_TIMEOUT
 
 pytestmark = pytest.mark.natlab
 
@@ -130,6 +133,35 @@ def test_both_sides_restart_at_once(natlab: LabFactory, tmp_path: Path) -> None:
     print(f"recovery after both restarted: {took:.2f} s")  # noqa: T201 (seen with -s)
     assert took <= CLEAN_RECOVERY
     upload(tunnels, laptop, 4 * MiB)
+
+
+# A quiet channel PINGs a third of its idle timeout after its last packet; a PING unanswered for
+# SILENCE_TIMEOUT is silence, and the peer is `reconnecting`. 2 s for the polls of `status`.
+CRASH_NOTICED = IDLE_TIMEOUT / KEEPALIVES_PER_IDLE_TIMEOUT + SILENCE_TIMEOUT + 2.0
+
+
+def test_status_tells_that_an_unused_tunnels_peer_crashed(natlab: LabFactory,
+                                                          tmp_path: Path) -> None:
+    """`ptunnel connect` is up and nobody has used it yet when the home box loses power: its
+    `status` stops saying `direct` within a keepalive and a silence (it said so for 95 s while
+    a channel that never carried a packet sent no keepalive)."""
+    tunnels, _, laptop = exposed(natlab, tmp_path, ["cone", "cone"], sink=False)
+    assert "direct" in ready_line(tunnels.connect(laptop, "box"))
+    time.sleep(5)  # idle: the path's first probes are over
+    exposer = tunnels.exposers[0]
+    exposer.popen.send_signal(signal.SIGKILL)
+    exposer.popen.wait(timeout=10)
+    killed = time.monotonic()
+    state = "direct"
+    while state in ("direct", "relay") and time.monotonic() - killed < CRASH_NOTICED + 10:
+        time.sleep(0.5)
+        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
+            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        state = status[0]["peers"][0]["state"]
+    took = time.monotonic() - killed
+    print(f"status noticed the crash after {took:.1f} s: {state}")  # noqa: T201 (seen with -s)
+    assert state.startswith("reconnecting"), state
+    assert took <= CRASH_NOTICED, f"status said direct for {took:.1f} s after the crash"
 
 
 SETTLING = 15  # s after a transfer before a node is idle (path probes, the heap's first trim)

@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from tunnel.addresses import Addr, relay_addr
 from tunnel.channel.constants import NODE_STOPPING
 from tunnel.channel.events import ChannelClosed, ChannelEvent, StreamReadable
@@ -105,15 +107,17 @@ class Pair:
         return self.b.channel.read(stream)
 
 
-def connected_pair(mtu: int = 1500, batched: bool = False) -> Pair:
+def connected_pair(mtu: int = 1500, batched: bool = False, first_bytes: bool = True) -> Pair:
+    """Two peers with open channels; `first_bytes`: a byte each way before they go quiet."""
     pair = Pair(make_peer(B_KEY, A_KEY, 1), make_peer(A_KEY, B_KEY, 2), mtu=mtu, batched=batched)
     pair.a.on_introduced(B_ADDR, [], "b-name", 0.0)
     pair.b.on_introduced(A_ADDR, [], None, 0.0)
     pair.a.on_handshake_completed(B_ADDR, 0.0)
     pair.b.on_handshake_completed(A_ADDR, 0.0)
-    for peer in (pair.a, pair.b):  # a byte each way: each side learns the other's incarnation
+    for peer in (pair.a, pair.b):
         assert peer.channel is not None
-        peer.channel.write(peer.channel.open_stream(), b"!")
+        if first_bytes:
+            peer.channel.write(peer.channel.open_stream(), b"!")
     pair.run(0.5)
     return pair
 
@@ -333,8 +337,13 @@ def test_only_packets_that_need_an_answer_count_toward_silence() -> None:
     assert pair.a.state(pair.now) == "direct"
 
 
-def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -> None:
-    pair = connected_pair()
+@pytest.mark.parametrize("first_bytes", [True, False], ids=["after-data", "never-used"])
+def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings(
+        first_bytes: bool) -> None:
+    # never-used: `ptunnel connect` came up and nobody connected yet. Its channel never carried
+    # a packet, and its keepalive once counted only from the first one: status said `direct`
+    # for 95 s after the peer died.
+    pair = connected_pair(first_bytes=first_bytes)
     pair.run(300.0, dt=1.0)  # idle, both alive: the channel's pings are answered
     assert pair.a.state(pair.now) == "direct"
     pair.events["a"].clear()
@@ -342,6 +351,20 @@ def test_an_idle_peer_that_crashed_is_noticed_through_the_channels_own_pings() -
     pair.run(15.0, dt=0.5)  # a quiet channel pings every 10 s; 3 s unanswered is silence
     assert pair.a.state(pair.now).startswith("reconnecting")
     assert IntroductionWanted("b-name") in pair.events["a"]
+
+
+def test_a_channel_that_died_with_its_peer_opens_again_only_once_the_peer_is_heard() -> None:
+    pair = connected_pair(first_bytes=False)
+    pair.connected = False  # the peer crashed
+    pair.run(45.0, dt=0.5)  # its PING unanswered, the channel reaches its idle timeout
+    dead = pair.a.channel
+    assert dead is not None and dead.is_closed
+    pair.run(120.0, dt=0.5)  # a new channel to a peer nobody hears would only say "channel open"
+    assert pair.a.channel is dead
+    pair.connected = True  # it is back
+    pair.run(15.0, dt=0.05)
+    assert pair.a.state(pair.now) == "direct"
+    assert pair.a_to_b(b"on a new channel") == b"on a new channel"
 
 
 def _stopped_quietly(peer: Peer, now: float, established: bool) -> list[bytes]:

@@ -162,6 +162,7 @@ class Channel:
         peer_stream_window: int | None = None,
         peer_connection_window: int | None = None,
         peer_max_streams: int | None = None,
+        opened_at: float | None = None,
     ) -> None:
         if max_packet_size < 64:
             raise ValueError("max_packet_size too small")
@@ -187,7 +188,9 @@ class Channel:
         # The session's keepalives carry no channel packet, so a quiet tunnel (an idle SSH login)
         # would reach the idle timeout: PING after a third of it without ack-eliciting traffic.
         self._keepalive_interval = idle_timeout / KEEPALIVES_PER_IDLE_TIMEOUT
-        self._last_activity: float | None = None
+        # From `opened_at` on, when given: a channel that never carries a packet (a tunnel up
+        # with no connection yet) still PINGs, so a peer that died meanwhile is noticed.
+        self._last_activity: float | None = opened_at
         self._ping_pending = False
         self._close_deadline: float | None = None
         self._close_packet_frame = b""  # the CLOSE frame, repeated while CLOSING

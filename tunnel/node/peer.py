@@ -472,9 +472,11 @@ class Peer:
             self._peer_stopping(now)
         if established:
             if (channel is not None and channel.is_closed and self.path.path is not None
-                    and not channel.peer_stopping):
+                    and self.reconnecting_since is None):
                 # The old channel died (an outage outlasted it, or the peer closed it without
-                # stopping): a path is up again, so start a new one; the announce tells the peer.
+                # stopping) and the peer is heard (not reconnecting, which a stopping peer
+                # is): start a new one; the announce tells the peer. Not before: a channel
+                # opened toward a peer that died would idle out in turn, and say "open".
                 self._open_channel(now)
                 self._events.append(PeerChanged())
             self._drive_prediction(now)
@@ -586,6 +588,7 @@ class Peer:
             peer_stream_window=peer.stream_window,
             peer_connection_window=peer.connection_window,
             peer_max_streams=peer.max_streams,
+            opened_at=now,
         )
         if not (keep_incarnation and self.incarnation):
             self.incarnation = self.rng(4)
