@@ -292,22 +292,41 @@ class Lab:
         stats = json.loads(out)[0]["stats64"]
         return int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"])
 
-    def reboot_nat(self, site: Site) -> tuple[int, int]:
+    def reboot_nat(self, site: Site, new_address: bool = False) -> tuple[int, int]:
         """Forget every mapping and make new ones on other ports, like a router reboot; return
-        the range (first, last) the new mappings come from.
+        the range (first, last) the new mappings come from. `new_address`: the ISP gives the
+        router another public address as it comes back (`site.public_ip` follows).
 
         The range is the first block of 1,000 ports from 40000 up that holds no port of the
         mappings before the reboot: a port-preserving NAT keeps a host's port where it is free,
         and a host's ephemeral port lies in 40000-40999 about one time in 28, so a fixed range
         would sometimes give it back its old mapping (a reboot nobody could see)."""
         assert site.router, "a site without NAT cannot reboot"
+        # Down while it changes: between the flush of its NAT rules and the new ones a router
+        # that forwards would let packets out with their LAN source, and a peer whose NAT
+        # still held a mapping toward that LAN address would hear the host from there.
+        self.run(site.router, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         listed = self.run(site.router, "conntrack", "-L", check=False).stdout
         used = {int(port) for port in re.findall(r"[sd]port=(\d+)", listed)}
         first = next(start for start in range(40000, 60000, 1000)
                      if not any(start <= port < start + 1000 for port in used))
+        if new_address:
+            self._renumber_wan(site)
         self._nat_rules(site, f"{first}-{first + 999}")
         self.run(site.router, "conntrack", "-F", check=False)
+        self.run(site.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         return first, first + 999
+
+    def _renumber_wan(self, site: Site) -> None:
+        """Move the router's WAN address to the other free one of its /29 (.2 <-> .3)."""
+        base = 8 * site.index
+        first, second = f"203.0.113.{base + 2}", f"203.0.113.{base + 3}"
+        new = second if site.public_ip == first else first
+        # The old address goes first: deleting a primary address deletes its secondaries too.
+        self.run(site.router, "ip", "addr", "del", f"{site.public_ip}/29", "dev", "wan")
+        self.run(site.router, "ip", "addr", "add", f"{new}/29", "dev", "wan")
+        self.run(site.router, "ip", "route", "replace", "default", "via", f"203.0.113.{base + 1}")
+        site.public_ip = new
 
     def transcript(self, tail: int = 60) -> str:
         """The last `tail` output lines of every process, read or not: what a failed test

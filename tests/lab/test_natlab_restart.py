@@ -135,6 +135,35 @@ def test_both_sides_restart_at_once(natlab: LabFactory, tmp_path: Path) -> None:
     upload(tunnels, laptop, 4 * MiB)
 
 
+NEW_ADDRESS_RECOVERY = 30.0  # s, the soak's bound for a NAT reboot
+
+
+def test_home_router_reboots_onto_a_new_public_address(natlab: LabFactory,
+                                                       tmp_path: Path) -> None:
+    """A home router that reboots often comes back with another address from its ISP: every
+    mapping is gone, and the address the peer and the rendezvous knew leads nowhere."""
+    tunnels, home_site, laptop = exposed(natlab, tmp_path, ["cone", "cone"])
+    ready_line(tunnels.connect(laptop, "box"))
+    upload(tunnels, laptop, MiB)
+    time.sleep(3)  # idle: nothing in flight, so nothing on either side waits for an answer
+    old_address = home_site.public_ip
+    tunnels.lab.reboot_nat(home_site, new_address=True)
+    rebooted = time.monotonic()
+    assert home_site.public_ip != old_address
+    took = first_intact_upload(tunnels, laptop.host, rebooted, NEW_ADDRESS_RECOVERY)
+    print(f"data again {took:.2f} s after the reboot onto a new address")  # noqa: T201
+    assert took <= NEW_ADDRESS_RECOVERY, f"data flowed again only after {took:.1f} s"
+    # Direct again, to the new address (the relay would carry the data meanwhile too).
+    path = ""
+    while not path.startswith("direct") and time.monotonic() - rebooted < 60:
+        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
+            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        path = str(status[0]["peers"][0]["path"])
+        time.sleep(0.5)
+    assert path.startswith(f"direct public {home_site.public_ip}:"), path
+    upload(tunnels, laptop, 4 * MiB)
+
+
 # A quiet channel PINGs a third of its idle timeout after its last packet; a PING unanswered for
 # SILENCE_TIMEOUT is silence, and the peer is `reconnecting`. 2 s for the polls of `status`.
 CRASH_NOTICED = IDLE_TIMEOUT / KEEPALIVES_PER_IDLE_TIMEOUT + SILENCE_TIMEOUT + 2.0
