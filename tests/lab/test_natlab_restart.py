@@ -27,7 +27,6 @@ from tests.support.tunnels import (
     MiB,
     Tunnels,
     exposed,
-    ptunnel,
     ready_line,
     upload,
 )
@@ -156,8 +155,7 @@ def test_home_router_reboots_onto_a_new_public_address(natlab: LabFactory,
     # Direct again, to the new address (the relay would carry the data meanwhile too).
     path = ""
     while not path.startswith("direct") and time.monotonic() - rebooted < 60:
-        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
-            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        status = tunnels.connector_status(laptop)
         path = str(status[0]["peers"][0]["path"])
         time.sleep(0.5)
     assert path.startswith(f"direct public {home_site.public_ip}:"), path
@@ -184,8 +182,7 @@ def test_status_tells_that_an_unused_tunnels_peer_crashed(natlab: LabFactory,
     state = "direct"
     while state in ("direct", "relay") and time.monotonic() - killed < CRASH_NOTICED + 10:
         time.sleep(0.5)
-        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
-            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        status = tunnels.connector_status(laptop)
         state = status[0]["peers"][0]["state"]
     took = time.monotonic() - killed
     print(f"status noticed the crash after {took:.1f} s: {state}")  # noqa: T201 (seen with -s)

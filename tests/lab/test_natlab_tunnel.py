@@ -68,12 +68,10 @@ def test_direct_only_refuses_relay_with_a_clear_error(natlab: LabFactory,
 def test_full_cone_and_symmetric_meet_directly(natlab: LabFactory, tmp_path: Path) -> None:
     """The cone side learns the symmetric side's real port from its authenticated packets."""
     tunnels, _, laptop = exposed(natlab, tmp_path, ["fullcone", "symmetric"])
-    lab = tunnels.lab
     line = ready_line(tunnels.connect(laptop, "box"), timeout=40)
     before = tunnels.rdv_bytes()
     upload(tunnels, laptop, 4 * MiB)
-    status = json.loads(lab.run(laptop.host, *ptunnel(
-        "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+    status = tunnels.connector_status(laptop)
     assert status[0]["peers"][0]["direct"] is True, (line, status)
     assert tunnels.rdv_bytes() - before < MiB
 
@@ -203,8 +201,7 @@ def test_port_restricted_cone_and_symmetric_meet_by_port_prediction(
     started, direct = time.monotonic(), False
     while not direct and time.monotonic() - started < 220:
         time.sleep(1)
-        status = json.loads(tunnels.lab.run(laptop.host, *ptunnel(
-            "status", "--json", "--home", str(tunnels.home("connector")))).stdout)
+        status = tunnels.connector_status(laptop)
         direct = bool(status and status[0]["peers"] and status[0]["peers"][0]["direct"])
     assert direct, status
     before = tunnels.rdv_bytes()

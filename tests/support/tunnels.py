@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab.netns import RDV_IP, Lab, Proc, Site
 from tests.conftest import LabFactory
@@ -74,6 +75,13 @@ class Tunnels:
         return self.lab.spawn(site.host, *ptunnel(
             "connect", name, "-L", str(port), "--home", str(self.home(home, network)),
             "--rendezvous", RENDEZVOUS, "--timeout", str(timeout), *extra), env=ENV)
+
+    def connector_status(self, site: Site) -> list[dict[str, Any]]:
+        """`ptunnel status --json` of the connecting node at `site` (one entry per node)."""
+        out = self.lab.run(site.host, *ptunnel("status", "--json", "--home",
+                                               str(self.home("connector"))))
+        status: list[dict[str, Any]] = json.loads(out.stdout)
+        return status
 
     def tool(self, site: Site, *args: str, timeout: float = 120) -> dict[str, object]:
         out = self.lab.run(site.host, sys.executable, LABTOOL, *args, timeout=timeout)
