@@ -1,5 +1,6 @@
-"""Stopping: SIGINT or SIGTERM ends a command within 1 s at every stage, with one line of output
-and exit status 130 or 143; a rendezvous that never answers is reported within about 5 s."""
+"""Stopping: SIGINT, SIGTERM or SIGHUP ends a command within 1 s at every stage, with one line of
+output and exit status 130, 143 or 129 (SIGHUP is ignored under `nohup`); a rendezvous that never
+answers is reported within about 5 s."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from tests.support.cli import Background, Stopped, init, join, running, silent_r
 from tests.support.loopback import free_port, free_udp_pair
 
 STOP_WITHIN = 1.0  # s; the README's promise
-SIGNALS = [pytest.param(signal.SIGINT, id="INT"), pytest.param(signal.SIGTERM, id="TERM")]
+SIGNALS = [pytest.param(signal.SIGINT, id="INT"), pytest.param(signal.SIGTERM, id="TERM"),
+           pytest.param(signal.SIGHUP, id="HUP")]
 
 
 def stop_line(prog: str, signum: int) -> str:
-    said = "interrupted" if signum == signal.SIGINT else "stopped (SIGTERM)"
+    said = "interrupted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})"
     return f"ptunnel {prog}: {said}"
 
 
@@ -71,6 +73,20 @@ def test_stop_while_waiting_for_the_rendezvous(
         with running(*args) as command:
             server.wait_for_datagram()  # it has started and waits for an answer
             stop_and_check(command, args[0], signum)
+
+
+def test_under_nohup_a_hangup_is_ignored(tmp_path: Path) -> None:
+    """`nohup ptunnel connect ... &` outlives its terminal: SIGHUP changes nothing, and SIGTERM
+    still stops it cleanly."""
+    home = init(tmp_path / "a")
+    with silent_rendezvous() as server:
+        args = connect_argv(home, server.address)
+        with running(*args, nohup=True) as command:
+            server.wait_for_datagram()
+            command.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)  # SIGHUP's default action ends a process at once
+            assert command.proc.poll() is None, command.stderr
+            stop_and_check(command, "connect", signal.SIGTERM)
 
 
 @pytest.mark.parametrize("signum", SIGNALS)

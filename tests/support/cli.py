@@ -64,9 +64,14 @@ class Stopped:
 class Background:
     """A running `ptunnel` command whose stdout and stderr lines are collected as they come."""
 
-    def __init__(self, *argv: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *argv: str, env: dict[str, str] | None = None,
+                 nohup: bool = False) -> None:
+        # SIGHUP as a terminal would leave it, or ignored as `nohup` does; never what the test
+        # runner happened to inherit.
+        hangup = signal.SIG_IGN if nohup else signal.SIG_DFL
         self.proc = subprocess.Popen(command(*argv), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})})
+                                     stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})},
+                                     preexec_fn=lambda: signal.signal(signal.SIGHUP, hangup))
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [self._collect(self.proc.stdout, self.stdout),
@@ -120,8 +125,8 @@ class Background:
 
 
 @contextmanager
-def running(*argv: str) -> Iterator[Background]:
-    command_ = Background(*argv)
+def running(*argv: str, nohup: bool = False) -> Iterator[Background]:
+    command_ = Background(*argv, nohup=nohup)
     try:
         yield command_
     finally:

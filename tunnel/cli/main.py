@@ -25,7 +25,8 @@ and 2 is whether running the same command again, unchanged, can succeed: systemd
 | 2        | a usage mistake or another `UserError` to fix before trying again: a wrong    |
 |          | flag or value, a bad config file, not joined, no rendezvous configured, a     |
 |          | path or permission problem                                                    |
-| 130, 143 | SIGINT, SIGTERM (128 + the signal number): "interrupted" or "stopped"         |
+| 130,143, | SIGINT, SIGTERM, SIGHUP (128 + the signal number): "interrupted" or        |
+| 129      | "stopped"                                                                     |
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ set up, once (a server both machines reach over UDP runs the rendezvous):
   on the laptop:     ptunnel join -            (paste the code invite printed)
 
 exit status: 0 done; 1 failed, and running it again later may work (no answer, no such
-name, a port in use); 2 a mistake to fix first (a flag, a file, not joined); 130 or 143
-interrupted (Ctrl-C, SIGTERM).
+name, a port in use); 2 a mistake to fix first (a flag, a file, not joined); 130, 143 or
+129 interrupted (Ctrl-C, SIGTERM, SIGHUP).
 
 Run `ptunnel COMMAND --help` for a command's options. State lives in $PTUNNEL_HOME."""
 

@@ -1,10 +1,12 @@
 """What the long-running commands share: node flags, the event loop, signals, the status socket.
 
-`expose`, `connect` and `up` build a `Tunnel` from the merged config, run until SIGINT/SIGTERM
+`expose`, `connect` and `up` build a `Tunnel` from the merged config, run until a signal
 (or `ptunnel stop`), and serve the control socket meanwhile: `status`, `ping`, forwards added
 and removed by later commands (`tunnel.cli.forwards`), and `shutdown`.
 
-How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any stage.
+How a command stops: SIGINT (Ctrl-C), SIGTERM or SIGHUP (its terminal closed) ends any command
+at once, at any stage, with the same clean stop: its peers hear that it stops instead of finding
+it gone, 13 s later. A command started to ignore SIGHUP (`nohup`) goes on ignoring it.
 
 | commands                           | wait in                      | a signal                    |
 |------------------------------------|------------------------------|-----------------------------|
@@ -14,8 +16,8 @@ How a command stops: SIGINT (Ctrl-C) or SIGTERM ends any command at once, at any
 | `rendezvous` (under `run_async`)   | punching, relaying, a        | `finally` clauses close the |
 |                                    | transfer, the daemon's wait  | tunnel; then `Interrupted`  |
 
-`main` prints one line for `Interrupted` and exits with 128 + the signal number, 130 for SIGINT
-and 143 for SIGTERM, the status a shell reports for a command a signal ended.
+`main` prints one line for `Interrupted` and exits with 128 + the signal number, 130 for SIGINT,
+143 for SIGTERM and 129 for SIGHUP, the status a shell reports for a command a signal ended.
 
 Every command that runs an event loop first fixes glibc's heap thresholds (`tunnel.cli.heap`: a
 node opening 65,000-byte datagrams faulted each buffer in again), and while it runs gives the
@@ -58,7 +60,10 @@ from tunnel.errors import RuntimeFailure, UserError
 log = logging.getLogger(__name__)
 
 # --- stopping ---------------------------------------------------------------------------------
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Read once, at import, before any handler of ours is in place: SIGHUP ignored from the start
+# means the user ran us under `nohup` to outlive the terminal.
+SIGNALS = tuple(signum for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN)
 # Closing a tunnel sends CLOSE frames and waits 50 ms for them to leave; a cleanup that takes
 # longer than this is abandoned (the process is exiting anyway), so a stop stays under 1 s.
 CLEANUP_GRACE = 0.5  # s
@@ -69,7 +74,7 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived. A BaseException, as KeyboardInterrupt is, so that no
+    """A stopping signal arrived (`SIGNALS`). A BaseException, as KeyboardInterrupt is, so that no
     `except Exception` on the way takes it for an error and carries on."""
 
     def __init__(self, signum: int) -> None:
@@ -98,7 +103,7 @@ def _restore(previous: dict[signal.Signals, Handler]) -> None:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """Inside, SIGINT and SIGTERM raise `Interrupted` wherever the main thread is; the
+    """Inside, the stopping signals raise `Interrupted` wherever the main thread is; the
     handlers that were there before come back afterwards (tests call `main()` in-process)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread receives signals
@@ -140,7 +145,7 @@ class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run `main()` on uvloop until it returns; SIGINT or SIGTERM cancels it wherever it
+    """Run `main()` on uvloop until it returns; a stopping signal cancels it wherever it
     waits and, once its cleanup has run (at most CLEANUP_GRACE), raises `Interrupted`. Every
     command that runs a loop carries datagrams: the heap keeps what it frees (`heap`), and the
     garbage collector leaves start-up and the packets in flight alone (`collector`)."""

@@ -29,10 +29,11 @@ HELP = "reach a service a peer exposes through a local port"
 DESCRIPTION = """\
 Find NAME in your network, open a direct path to it (or a relayed one when the NATs on both sides
 refuse every direct path), and carry every connection to BIND:PORT (default 127.0.0.1) to it.
-Prints one line when the tunnel is ready, then runs until Ctrl-C or SIGTERM, reconnecting when
-the peer or the rendezvous goes away. A rendezvous that does not answer at all is reported after
-5 s. If a ptunnel already runs with this state directory, the tunnel is added to it instead and
-the command returns once it is ready (`ptunnel stop PORT` removes it).
+Prints one line when the tunnel is ready, then runs until Ctrl-C, SIGTERM or SIGHUP (the
+terminal closed; `nohup` keeps it running), reconnecting when the peer or the rendezvous goes
+away. A rendezvous that does not answer at all is reported after 5 s. If a ptunnel already runs
+with this state directory, the tunnel is added to it instead and the command returns once it is
+ready (`ptunnel stop PORT` removes it).
 
   ptunnel connect ssh-home -L 2222        then: ssh -p 2222 localhost
   ptunnel connect ssh-home -L [::1]:2222

@@ -22,7 +22,7 @@ HELP = "make a local port reachable under a name"
 DESCRIPTION = """\
 Register NAME at the rendezvous and forward every authorized peer's connections to HOST:PORT
 (default host 127.0.0.1). The service may start later: connections made while nothing listens
-are refused back to the connecting side with the reason. Runs until Ctrl-C or SIGTERM. A
+are refused back to the connecting side with the reason. Runs until Ctrl-C, SIGTERM or SIGHUP. A
 rendezvous that does not answer at all is reported after 5 s. If a ptunnel already runs with
 this state directory, the service is added to it instead and the command returns once the name
 is registered (`ptunnel stop NAME` removes it).

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out(f"rendezvous {describe_key(private)}; nodes pin it on first contact, or take it from "
             "`ptunnel invite` codes or `rendezvous_key`")
     try:
-        # Runs until SIGINT/SIGTERM, which raises Interrupted (exit status 130/143).
+        # Runs until a stopping signal, which raises Interrupted (exit status 130/143/129).
         run_async(lambda: serve(s.listen, s.db, s.relay, s.netcheck_port, s.relay_rate,
                                 relay_network_rate=s.relay_network_rate,
                                 relay_total_rate=s.relay_total_rate, admission=s.admission,

@@ -19,9 +19,9 @@ HELP = "run every expose and connect of a config file"
 DESCRIPTION = """\
 Run every `expose:` and `connect:` entry of the config file (`ptunnel config example node`
 shows the format; `ptunnel config check` checks a file) in one process with one node key and
-one UDP socket. Prints one line per service once it is ready, then runs until SIGINT/SIGTERM;
-`ptunnel status` shows what it is doing. Under systemd (`ptunnel service print` writes the unit)
-it reports its readiness and progress to the service manager.
+one UDP socket. Prints one line per service once it is ready, then runs until SIGINT, SIGTERM
+or SIGHUP; `ptunnel status` shows what it is doing. Under systemd (`ptunnel service print`
+writes the unit) it reports its readiness and progress to the service manager.
 
   ptunnel up                       the node.yaml of the state directory
   ptunnel up -c /etc/ptunnel/node.yaml
