@@ -4,8 +4,12 @@ answers is reported within about 5 s."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Background, Stopped, init, join, running, silent_rendezvous
+from tests.support.cli import (
+    ENV,
+    Background,
+    Stopped,
+    command,
+    init,
+    join,
+    running,
+    silent_rendezvous,
+)
 from tests.support.loopback import free_port, free_udp_pair
 
 STOP_WITHIN = 1.0  # s; the README's promise
@@ -87,6 +100,30 @@ def test_under_nohup_a_hangup_is_ignored(tmp_path: Path) -> None:
             time.sleep(0.5)  # SIGHUP's default action ends a process at once
             assert command.proc.poll() is None, command.stderr
             stop_and_check(command, "connect", signal.SIGTERM)
+
+
+def test_closing_its_terminal_stops_a_command_cleanly(tmp_path: Path) -> None:
+    """The terminal window closes: the kernel sends SIGHUP and every write to the terminal fails
+    from then on (EIO). The stop line has nowhere to go, but the stop is still clean: SIGHUP's
+    status, not the 1 of an error writing it (or 120, Python's failed flush at exit)."""
+    home = init(tmp_path / "a")
+    with silent_rendezvous() as server:
+        pid, terminal = pty.fork()
+        if pid == 0:  # the child: the pty is its controlling terminal, stdin to stderr
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os.execve(sys.executable, command(*connect_argv(home, server.address)), ENV)
+        try:
+            server.wait_for_datagram()  # it runs and waits for the rendezvous
+            os.close(terminal)
+            deadline = time.monotonic() + STOP_WITHIN
+            while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert ended[0] == pid, f"still running {STOP_WITHIN} s after its terminal closed"
+            assert os.waitstatus_to_exitcode(ended[1]) == 128 + signal.SIGHUP
+        finally:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("signum", SIGNALS)

@@ -32,8 +32,10 @@ and 2 is whether running the same command again, unchanged, can succeed: systemd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import signal
 import sys
@@ -221,10 +223,25 @@ def _unexpected(prog: str, exc: Exception) -> int:
 
 
 def _fail(line: str, code: int) -> int:
-    sys.stdout.flush()
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except OSError:
+        # Nobody to tell: the terminal closed (the SIGHUP that stops us; writes to it fail with
+        # EIO) or the reader of a pipe left. The exit status still says what happened.
+        _discard_output()
     return code
+
+
+def _discard_output() -> None:
+    """Point stdout and stderr at /dev/null: what is still buffered, and Python's flush at exit
+    (which would turn the exit status into 120), then go nowhere instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
