@@ -5,8 +5,9 @@
 and removed by later commands (`tunnel.cli.forwards`), and `shutdown`.
 
 How a command stops: SIGINT (Ctrl-C), SIGTERM or SIGHUP (its terminal closed) ends any command
-at once, at any stage, with the same clean stop: its peers hear that it stops instead of finding
-it gone, 13 s later. A command started to ignore SIGHUP (`nohup`) goes on ignoring it.
+at once, at any stage, with the same clean stop: its peers hear that it stops, where they would
+find out from its silence up to 13 s later. A command started to ignore SIGHUP (`nohup`) goes on
+ignoring it.
 
 | commands                           | wait in                      | a signal                    |
 |------------------------------------|------------------------------|-----------------------------|
