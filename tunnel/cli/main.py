@@ -25,7 +25,7 @@ and 2 is whether running the same command again, unchanged, can succeed: systemd
 | 2        | a usage mistake or another `UserError` to fix before trying again: a wrong    |
 |          | flag or value, a bad config file, not joined, no rendezvous configured, a     |
 |          | path or permission problem                                                    |
-| 130, 143 | SIGINT, SIGTERM, SIGHUP (128 + the signal number): "interrupted" or         |
+| 130, 143 | SIGINT, SIGTERM, SIGHUP (128 + the signal number): "interrupted" or           |
 | or 129   | "stopped"                                                                     |
 """
 
