@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import socket
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,21 @@ class LocalPortError(TunnelError):
     def __init__(self, problem: str, fix: str = "pick another with -L [BIND:]PORT") -> None:
         super().__init__(f"{problem}; {fix}")
         self.problem = problem
+
+
+def _bound_udp_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to host:port. Bound here, not by uvloop's
+    `create_datagram_endpoint(local_addr=)`, whose OSError has lost the errno ("could not bind
+    to local_addr"), so a port in use could not be told from any other failure."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _unknown_name(name: str) -> str:
@@ -249,7 +265,8 @@ class Connection:
         try:
             if self.udp:
                 listener = UdpListener(self.tunnel.forwarder, self.name)
-                await loop.create_datagram_endpoint(lambda: listener, local_addr=self.listen)
+                await loop.create_datagram_endpoint(lambda: listener,
+                                                    sock=_bound_udp_socket(host, port))
                 self.udp_listener = listener
                 self.tunnel.forwarder.udp_listeners[self.name] = listener
             else:

@@ -206,14 +206,18 @@ def test_other_network_gets_nothing(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
-def test_local_port_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
+def test_local_port_in_use(tmp_path: Path, udp: bool) -> None:
+    # UDP: uvloop's create_datagram_endpoint(local_addr=) drops the bind's errno ("could not
+    # bind"), which read "cannot listen on ...: None".
     async def body(w: World) -> None:
-        with socket.socket() as busy:
+        with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as busy:
             busy.bind(("127.0.0.1", 0))
-            busy.listen()
+            if not udp:
+                busy.listen()
             port = busy.getsockname()[1]
             with pytest.raises(TunnelError, match=f"local port 127.0.0.1:{port} is already in use"):
-                await w.tunnel().connect("anything", port)
+                await w.tunnel().connect("anything", port, udp=udp)
 
     run(tmp_path, body)
 
