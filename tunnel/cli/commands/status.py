@@ -24,6 +24,7 @@ uptime, and every connect still waiting for its peer, with why.
   ptunnel status
   ptunnel status --json            the same, for scripts
 """
+LOADS_CONFIG = False  # only the state directory: a node.yaml being edited must not stop it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ connect by its peer's name or its local port, an expose by its name or its targe
   ptunnel stop 2222         the connect listening on port 2222
   ptunnel stop ssh-home     the expose (or connect) named ssh-home
 """
+LOADS_CONFIG = False  # only the state directory: a node.yaml being edited must not stop it
 EXIT_WAIT = 5.0  # s; a node stops within a second, and abandons a cleanup that takes longer
 
 
