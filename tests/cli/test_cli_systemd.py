@@ -78,8 +78,8 @@ def test_up_notifies_ready_once_its_names_are_registered(tmp_path: Path,
 
 # --- the unit -----------------------------------------------------------------------------
 
-def exec_start(unit: str) -> str:
-    return next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+def exec_start(unit: str, key: str = "ExecStart") -> str:
+    return next(line for line in unit.splitlines() if line.startswith(f"{key}="))
 
 
 def test_service_print_as_python_m_tunnel(tmp_path: Path) -> None:
@@ -87,6 +87,8 @@ def test_service_print_as_python_m_tunnel(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert exec_start(done.stdout) == (
         f"ExecStart={Path(sys.executable).absolute()} -m tunnel up -c /etc/ptunnel/node.yaml")
+    assert exec_start(done.stdout, "ExecReload") == (
+        f"ExecReload={Path(sys.executable).absolute()} -m tunnel reload")
     for line in ("Type=notify", "DynamicUser=yes", "StateDirectory=ptunnel",
                  "Environment=PTUNNEL_HOME=%S/ptunnel", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
@@ -110,6 +112,7 @@ def test_service_print_as_the_ptunnel_script_with_a_config(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert exec_start(done.stdout) == (
         f'ExecStart="{script}" up -c {tmp_path}/conf/node.yaml')
+    assert exec_start(done.stdout, "ExecReload") == f'ExecReload="{script}" reload'
 
 
 def test_a_ptunnel_below_home_gets_protect_home_read_only() -> None:

@@ -259,9 +259,13 @@ def build_tunnel(ctx: Context, allow: list[bytes] | None = None) -> Tunnel:
     )
 
 
-def control_handlers(tunnel: Tunnel,
-                     stop: asyncio.Event | None = None) -> dict[str, RequestHandler]:
-    """What the control socket serves; `shutdown` only when `stop` is given (it sets it)."""
+Reload = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def control_handlers(tunnel: Tunnel, stop: asyncio.Event | None = None,
+                     reload: Reload | None = None) -> dict[str, RequestHandler]:
+    """What the control socket serves; `shutdown` only when `stop` is given (it sets it);
+    `reload` runs `up`'s (the other commands have no config file to read again)."""
 
     async def status(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
         return tunnel.status()
@@ -284,18 +288,26 @@ def control_handlers(tunnel: Tunnel,
         asyncio.get_running_loop().call_soon(stop.set)
         return {"pid": os.getpid()}
 
+    async def reload_config(_request: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+        if reload is None:
+            raise RuntimeFailure(
+                f"the running ptunnel (pid {os.getpid()}) was not started by `ptunnel up`, so it "
+                "has no config file to read again; add and remove its forwards with `ptunnel "
+                "expose`, `ptunnel connect` and `ptunnel stop NAME|PORT`")
+        return await reload()
+
     handlers: dict[str, RequestHandler] = {"status": status, "ping": remote_ping,
-                                    **forward_handlers(tunnel)}
+                                           "reload": reload_config, **forward_handlers(tunnel)}
     if stop is not None:
         handlers["shutdown"] = shutdown
     return handlers
 
 
-def run_tunnel(ctx: Context, tunnel: Tunnel,
-               body: Callable[[Tunnel], Awaitable[Any]]) -> int:
+def run_tunnel(ctx: Context, tunnel: Tunnel, body: Callable[[Tunnel], Awaitable[Any]],
+               reload: Reload | None = None) -> int:
     """Run `body(tunnel)` (which sets up exposes/connects), then serve until a signal, which
     raises `Interrupted` (during the set-up as well: nothing here waits out a timeout), or
-    until `ptunnel stop`, which returns 0."""
+    until `ptunnel stop`, which returns 0. `reload` answers `ptunnel reload`."""
     others = running(ctx.home)
     if others:
         pid = others[0][1].get("pid", "?")
@@ -308,7 +320,7 @@ def run_tunnel(ctx: Context, tunnel: Tunnel,
 
     raise_descriptor_limit()
     stop = asyncio.Event()
-    control = ControlServer(ctx.home, control_handlers(tunnel, stop))
+    control = ControlServer(ctx.home, control_handlers(tunnel, stop, reload))
 
     async def main() -> int:
         try:

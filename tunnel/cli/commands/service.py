@@ -54,13 +54,16 @@ def ptunnel_command() -> list[str]:
 
 
 def unit_text(command: list[str], config: Path) -> str:
-    """The shipped unit with ExecStart (and ProtectHome, if need be) for these paths."""
+    """The shipped unit with ExecStart, ExecReload (and ProtectHome, if need be) for these
+    paths."""
     exec_start = " ".join(systemd_quote(word) for word in [*command, "up", "-c", str(config)])
     below_home = [path for path in (command[0], str(config)) if under_home(Path(path))]
     lines = []
     for line in read_sample(UNIT).splitlines():
         if line.startswith("ExecStart="):
             line = f"ExecStart={exec_start}"
+        elif line.startswith("ExecReload="):
+            line = "ExecReload=" + " ".join(systemd_quote(word) for word in [*command, "reload"])
         elif line == "ProtectHome=yes" and below_home:
             log.warning("%s is below a home directory; the unit allows reading home directories "
                         "(ProtectHome=read-only), and the service's user must be able to read "
