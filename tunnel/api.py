@@ -52,7 +52,7 @@ from tunnel.keys.pins import (
     ServerPins,
     joined_rendezvous,
 )
-from tunnel.node.netcheck import resolve
+from tunnel.node.netcheck import family, resolve
 from tunnel.node.node import NO_ANSWER, NO_PATH, NO_SESSION, Node, NodeOptions
 from tunnel.node.peer import Peer
 from tunnel.node.udp import monotonic
@@ -90,10 +90,9 @@ def _bound_udp_socket(host: str, port: int) -> socket.socket:
     """A UDP socket bound to host:port. Bound here, not by uvloop's
     `create_datagram_endpoint(local_addr=)`, whose OSError has lost the errno ("could not bind
     to local_addr"), so a port in use could not be told from any other failure."""
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family(host), socket.SOCK_DGRAM)
     try:
-        sock.bind(address)
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise

@@ -48,14 +48,11 @@ def test_reload_applies_the_edited_file_and_leaves_the_rest_running(
     code = subprocess.run(ptunnel("invite", "--home", str(home)), check=True,
                           capture_output=True, text=True).stdout.strip()
     subprocess.run(ptunnel("join", code, "--home", str(laptop)), check=True, capture_output=True)
-    echoes = []
-    for _ in range(2):
-        echoes.append(subprocess.Popen([sys.executable, str(ROOT / "lab" / "tool.py"), "echo",
-                                        str(port := free_port())], stdout=subprocess.PIPE,
-                                       text=True))
-        wait_for_line(echoes[-1], "listening")
-        echoes[-1].port = port  # type: ignore[attr-defined]
-    alpha, beta = (echo.port for echo in echoes)  # type: ignore[attr-defined]
+    alpha, beta = free_port(), free_port()  # the two services at home
+    echoes = [subprocess.Popen([sys.executable, str(ROOT / "lab" / "tool.py"), "echo", str(port)],
+                               stdout=subprocess.PIPE, text=True) for port in (alpha, beta)]
+    for echo in echoes:
+        wait_for_line(echo, "listening")
     local_alpha, local_beta = free_port(), free_port()
     head = f"rendezvous: {rendezvous}\n"
     (home / "node.yaml").write_text(f"{head}expose:\n  - port: {alpha}\n    as: alpha\n")
