@@ -344,7 +344,7 @@ class Connection:
         self._news.set()
         if link.ready and self.udp_listener is not None:
             self.udp_listener.link = link
-        if link.ready:
+        if self._up():
             self._retry_waiting()
 
     # --- local connections --------------------------------------------------------------------
@@ -374,7 +374,9 @@ class Connection:
         if bridge.closed:
             self._expiry.pop(bridge, None)
             return
-        channel = link.channel if link is not None and link.ready else None
+        # Not while the peer is lost: a stream opened on the channel of a peer that crashed
+        # would be reset when its successor is found; waiting, it goes to whichever is current.
+        channel = link.channel if link is not None and self._up() else None
         if link is None or channel is None or not channel.can_open_stream():
             self.waiting.append(bridge)
             if self._keeper_idle:

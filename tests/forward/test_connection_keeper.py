@@ -115,3 +115,23 @@ def test_a_link_going_down_wakes_the_keeper_at_once(caplog: pytest.LogCaptureFix
 
     with caplog.at_level(logging.INFO, logger="tunnel.api"):
         uvloop.run(scenario())
+
+
+def test_a_local_connection_waits_while_the_peer_is_lost_and_goes_when_it_is_back() -> None:
+    # The peer crashed: its old channel is still open until its idle timeout, but a stream
+    # opened on it would be reset once the peer's successor is found.
+    async def scenario() -> None:
+        connection, link, keeper = await kept_connection()
+        link.channel.credit = 5
+        link.reconnecting_since = 1.0
+        connection._on_link_change(cast(Peer, link))
+        bridge = FakeBridge()
+        connection._attach(cast(StreamBridge, bridge))
+        assert connection.waiting and not bridge.streams and link.channel.opened == 0
+        link.channel = FakeChannel(credit=5)  # the successor's channel, found
+        link.reconnecting_since = None
+        connection._on_link_change(cast(Peer, link))
+        assert bridge.streams == [2] and not connection.waiting and link.channel.opened == 1
+        keeper.cancel()
+
+    uvloop.run(scenario())

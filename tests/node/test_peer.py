@@ -310,6 +310,41 @@ def test_a_peer_that_restarted_and_sends_nothing_is_found_through_its_announce()
     assert pair.a_to_b(b"hello again") == b"hello again"  # new streams work on the new channels
 
 
+def test_a_crashed_peers_successor_is_back_only_once_its_channel_says_who_it_is() -> None:
+    """The peer crashed while A was idle and restarted; its first packet on the new session is
+    a probe, not its channel's announce. Were A back at that probe, a local connection waiting
+    meanwhile would take a stream on the dead process's channel, reset a moment later."""
+    pair = connected_pair()
+    pair.connected = False
+    pair.run(15.0, dt=0.5)  # A's PING unanswered: reconnecting
+    assert pair.a.state(pair.now).startswith("reconnecting")
+    old = pair.a.channel
+    successor = make_peer(A_KEY, B_KEY, 78, now=pair.now)
+    pair.a.on_handshake_completed(B_ADDR, pair.now)  # the successor's session
+    pair.a.receive(nw.encode_ping(nw.PAYLOAD_PING, bytes(nw.TXID_SIZE)), B_ADDR, pair.now)
+    assert pair.a.state(pair.now).startswith("reconnecting")  # a probe says nothing of who
+    successor.on_handshake_completed(A_ADDR, pair.now)
+    pair.b, pair.connected = successor, True
+    pair.run(1.0)  # its announce arrives
+    assert pair.a.state(pair.now) == "direct" and pair.a.channel is not old
+    assert pair.a.peer_incarnation == successor.incarnation
+    assert pair.a_to_b(b"on the successor's channel") == b"on the successor's channel"
+
+
+def test_a_peer_lost_and_found_again_on_a_new_session_keeps_its_channel() -> None:
+    """The same process behind an outage long enough for a new session: its announce names
+    the incarnation A knows, so A is back on the channel it had, streams and all."""
+    pair = connected_pair()
+    pair.connected = False
+    pair.run(15.0, dt=0.5)
+    old = pair.a.channel
+    pair.a.on_handshake_completed(B_ADDR, pair.now)
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    pair.connected = True
+    pair.run(1.0)
+    assert pair.a.reconnecting_since is None and pair.a.channel is old
+
+
 def test_state_says_reconnecting_then_unreachable_then_direct_again() -> None:
     pair = connected_pair()
     assert pair.a.channel is not None

@@ -188,6 +188,9 @@ class Peer:
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
     # The peer's node said it is stopping (its channel's CLOSE): it is awaited on a new session.
     stopping_noticed: bool = False
+    # A new session came while reconnecting: the peer may be a restarted process, which only
+    # its channel's incarnation tells. Until a channel packet says, it is not back (`_back`).
+    _incarnation_unconfirmed: bool = False
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
     _last_announce: float = float("-inf")
@@ -235,6 +238,8 @@ class Peer:
             self._open_channel(now)
         else:
             self._announce_due = True  # a new session may be a restarted peer's: say who we are
+            if self.reconnecting_since is not None:
+                self._incarnation_unconfirmed = True
         self._events.append(PeerChanged())
 
     def on_session_lost(self, reason: str, now: float) -> None:
@@ -282,7 +287,8 @@ class Peer:
         if self.closed:
             return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
-        self._back()
+        if not self._incarnation_unconfirmed:
+            self._back()
         if not payload:
             return  # a keepalive
         kind = payload[0]
@@ -369,8 +375,11 @@ class Peer:
         if not is_relay(addr):
             # Follow the peer's data; a peer that restarted is never at its old address.
             self.path.on_data(addr, now, moved=restarted)
-        if restarted:
-            self._back()  # a stopped node came back (on the path just followed): the wait ends
+        if restarted or self._incarnation_unconfirmed:
+            # A stopped or crashed node came back (on the path just followed), or the one that
+            # was lost is the same process: its old channel goes on. The wait ends either way.
+            self._incarnation_unconfirmed = False
+            self._back()
         if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
             assert self.channel is not None
             self.channel.receive_packet(payload, now, CHANNEL_HEADER)
