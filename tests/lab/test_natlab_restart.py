@@ -168,12 +168,14 @@ def test_home_router_reboots_onto_a_new_public_address(natlab: LabFactory,
 CRASH_NOTICED = IDLE_TIMEOUT / KEEPALIVES_PER_IDLE_TIMEOUT + SILENCE_TIMEOUT + 5.0
 
 
-def test_status_tells_that_an_unused_tunnels_peer_crashed(natlab: LabFactory,
-                                                          tmp_path: Path) -> None:
+def test_status_tells_that_an_unused_tunnels_peer_crashed_and_a_connection_waits_for_it(
+        natlab: LabFactory, tmp_path: Path) -> None:
     """`ptunnel connect` is up and nobody has used it yet when the home box loses power: its
     `status` stops saying `direct` within a keepalive and a silence (it said so for 95 s while
-    a channel that never carried a packet sent no keepalive)."""
-    tunnels, _, laptop = exposed(natlab, tmp_path, ["cone", "cone"], sink=False)
+    a channel that never carried a packet sent no keepalive). A connection made while home is
+    down waits, and goes through once home is back (it took a stream on the dead process's
+    channel, and was reset when the new process was found)."""
+    tunnels, home_site, laptop = exposed(natlab, tmp_path, ["cone", "cone"])
     assert "direct" in ready_line(tunnels.connect(laptop, "box"))
     time.sleep(5)  # idle: the path's first probes are over
     exposer = tunnels.exposers[0]
@@ -189,6 +191,12 @@ def test_status_tells_that_an_unused_tunnels_peer_crashed(natlab: LabFactory,
     print(f"status noticed the crash after {took:.1f} s: {state}")  # noqa: T201 (seen with -s)
     assert state.startswith("reconnecting"), state
     assert took <= CRASH_NOTICED, f"status said direct for {took:.1f} s after the crash"
+    waiting = tunnels.lab.spawn(laptop.host, sys.executable, LABTOOL, "upload", str(LOCAL_PORT),
+                                str(PROBE_BYTES), env=ENV)
+    time.sleep(1)
+    tunnels.expose(home_site, "box")
+    result = json.loads(waiting.expect_text("sha256", timeout=CRASH_RECOVERY + 10))
+    assert str(result["reply"]) == f"{result['sha256']} {PROBE_BYTES}", result
 
 
 SETTLING = 15  # s after a transfer before a node is idle (path probes, the heap's first trim)

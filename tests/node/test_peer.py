@@ -345,6 +345,19 @@ def test_a_peer_lost_and_found_again_on_a_new_session_keeps_its_channel() -> Non
     assert pair.a.reconnecting_since is None and pair.a.channel is old
 
 
+def test_a_peer_heard_again_is_back_at_the_answer_to_a_channel_ping() -> None:
+    """Its first packets after an outage are probes, which do not say whether it is the process
+    of A's channel; a PING on that channel asks, and its ACK says so within a round trip (the
+    channel's own retransmission, backed off by the outage, came 0.5 s later here)."""
+    pair = connected_pair()
+    pair.connected = False
+    pair.run(25.0, dt=0.5)
+    assert pair.a.state(pair.now).startswith("reconnecting")
+    pair.connected = True
+    pair.run(0.2)
+    assert pair.a.state(pair.now) == "direct"
+
+
 def test_state_says_reconnecting_then_unreachable_then_direct_again() -> None:
     pair = connected_pair()
     assert pair.a.channel is not None

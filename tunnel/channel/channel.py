@@ -360,6 +360,12 @@ class Channel:
             return self._table.existed(stream_id)
         return stream.recv.eof_delivered
 
+    def ping(self) -> None:
+        """Send a PING with the next packets: something the peer acknowledges, so an answer
+        shows it still holds this channel (several calls before they leave ask for one)."""
+        if self._state == OPEN:
+            self._ping_pending = True
+
     def send_datagram(self, data: bytes) -> bool:
         """Queue an unreliable datagram; False when it cannot fit a packet or the queue is full."""
         # packet number, frame type, length; the base size, so a datagram fits any later path

@@ -188,9 +188,6 @@ class Peer:
     closed: bool = False  # stopped: the channel's CLOSE goes out, nothing else is asked
     # The peer's node said it is stopping (its channel's CLOSE): it is awaited on a new session.
     stopping_noticed: bool = False
-    # A new session came while reconnecting: the peer may be a restarted process, which only
-    # its channel's incarnation tells. Until a channel packet says, it is not back (`_back`).
-    _incarnation_unconfirmed: bool = False
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
     _last_announce: float = float("-inf")
@@ -238,8 +235,6 @@ class Peer:
             self._open_channel(now)
         else:
             self._announce_due = True  # a new session may be a restarted peer's: say who we are
-            if self.reconnecting_since is not None:
-                self._incarnation_unconfirmed = True
         self._events.append(PeerChanged())
 
     def on_session_lost(self, reason: str, now: float) -> None:
@@ -287,14 +282,14 @@ class Peer:
         if self.closed:
             return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
-        if not self._incarnation_unconfirmed:
-            self._back()
+        if payload[:1] == CHANNEL_TYPE and len(payload) >= CHANNEL_HEADER:
+            self._receive_channel(payload, addr, now)
+            return
+        self._heard_outside_channel()
         if not payload:
             return  # a keepalive
         kind = payload[0]
-        if kind == nw.PAYLOAD_CHANNEL and len(payload) >= CHANNEL_HEADER:
-            self._receive_channel(payload, addr, now)
-        elif kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
+        if kind == nw.PAYLOAD_PING and len(payload) >= 1 + nw.TXID_SIZE:
             # Padded pings probe the path's datagram size; the answer is small either way.
             txid = payload[1 : 1 + nw.TXID_SIZE]
             self._out.append((nw.encode_ping(nw.PAYLOAD_PONG, txid), addr))
@@ -341,6 +336,19 @@ class Peer:
                     self.receive(rest, addr, now)
                 return
 
+    def _heard_outside_channel(self) -> None:
+        """An authenticated packet other than the channel's came. While reconnecting with the
+        channel open, it does not tell whether the peer is the process of that channel or a
+        successor of one that crashed (both answer probes): were it counted as back, a local
+        connection waiting meanwhile would take a stream on a dead process's channel, reset a
+        moment later. A PING on the channel asks; its answer, or the successor's announce, is
+        a channel packet (`_receive_channel`)."""
+        channel = self.channel
+        if self.reconnecting_since is not None and channel is not None and channel.is_open:
+            channel.ping()
+        else:
+            self._back()
+
     def _back(self) -> None:
         """An authenticated packet came while reconnecting: the peer is back, unless its node
         said it is stopping (what still comes from that one is its last words)."""
@@ -375,11 +383,9 @@ class Peer:
         if not is_relay(addr):
             # Follow the peer's data; a peer that restarted is never at its old address.
             self.path.on_data(addr, now, moved=restarted)
-        if restarted or self._incarnation_unconfirmed:
-            # A stopped or crashed node came back (on the path just followed), or the one that
-            # was lost is the same process: its old channel goes on. The wait ends either way.
-            self._incarnation_unconfirmed = False
-            self._back()
+        # The channel says which process this is: the one that was lost, or (restarted) its
+        # successor, whose new channel is open now. Either way a wait for the peer ends.
+        self._back()
         if len(payload) > CHANNEL_HEADER:  # a bare header only announces an incarnation
             assert self.channel is not None
             self.channel.receive_packet(payload, now, CHANNEL_HEADER)
