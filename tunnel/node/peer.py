@@ -282,7 +282,7 @@ class Peer:
         if self.closed:
             return
         self.path.on_authenticated(None if is_relay(addr) else addr, now)
-        if payload[:1] == CHANNEL_TYPE and len(payload) >= CHANNEL_HEADER:
+        if len(payload) >= CHANNEL_HEADER and payload[0] == nw.PAYLOAD_CHANNEL:
             self._receive_channel(payload, addr, now)
             return
         self._heard_outside_channel()
