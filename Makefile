@@ -70,15 +70,17 @@ bench: $(STAMP)
 	$(PY) -m bench $(if $(NATLAB),--natlab,)
 
 # The soak test: tunnels left running through the NAT lab while processes, a NAT and the
-# rendezvous restart (root; ~21 min; not part of `make test`). See lab/README.md.
+# rendezvous restart (root; ~21 min; not part of `make test`). IDLE=1: a quiet day instead,
+# a use every 5 minutes (MINUTES=60 or more for idle hours). See lab/README.md.
 MINUTES  ?= 20
 TUNNELS  ?= 20
-SOAK_OUT ?= bench/results/soak
+SOAK_OUT ?= bench/results/soak$(if $(IDLE),-idle,)
 
 soak: $(STAMP)
 	.ci/apt-install iptables conntrack iproute2
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m lab.soak --minutes $(MINUTES) --tunnels $(TUNNELS) --out $(SOAK_OUT)
+	$(PY) -m lab.soak --minutes $(MINUTES) --tunnels $(TUNNELS) --out $(SOAK_OUT) \
+		$(if $(IDLE),--idle,)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build

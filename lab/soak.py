@@ -1,13 +1,23 @@
 """A soak test: many tunnels left running through real NATs while things break around them.
 
     python -m lab.soak --minutes 20 --tunnels 20 --out DIR        (root; `make soak`)
+    python -m lab.soak --idle --minutes 60 --out DIR              (`make soak IDLE=1`)
 
 The NAT lab (lab/netns.py) gets two port-restricted cone NATs and a rendezvous on the public side.
 Behind the "home" NAT, an echo service listens on N ports and `ptunnel up` daemons expose them
 (machines of one household): `home-a` half of them, the rest `home-b`, `home-c`, ... (a node holds
 at most 8 names, `rendezvous.protocol.MAX_NAMES`: 20 tunnels take 8 + 6 + 6). Behind the "laptop"
 NAT one `ptunnel up` holds all N connects, and a client (lab/soakload.py) opens a TCP connection
-on every tunnel every second, sends a random payload and checks the echo by SHA-256.
+on every tunnel every second, sends a random payload and checks the echo by SHA-256. It also
+holds one connection open on every tunnel for the whole run (a *held session*, as an ssh session
+left open), silent but for a checked echo every 30 s; one that fails is replaced. A held session
+must outlive everything but a restart of its own exposing daemon.
+
+`--idle` is a user's quiet day instead: no new connection but one per tunnel every `--every` s
+(default 300), the held sessions probed as often, nothing restarted but the rendezvous, and the
+home NAT rebooting once, at a third of the run and two thirds (at least 10 minutes, and 4
+intervals). Each event's recovery is then counted to the first connection after it, up to one
+interval later.
 
 Why more than one exposing daemon: `home-b`, `home-c`, ... are the ones restarted (the recovery
 under test), while `home-a`, like the laptop's daemon, lives through the whole run, NAT reboot
@@ -48,13 +58,16 @@ from lab.netns import RDV_IP, Lab, netns_available, reap_stale_labs
 from lab.soakload import END_GRACE
 from lab.soakprocs import ENV, SAMPLE_EVERY, AttemptLog, Daemon, Sampler, snapshot_status
 from lab.soakreport import (
+    BOUNDS,
     INTEGRITY,
     Attempt,
     EventRecord,
+    HeldProbe,
     Slack,
     as_dict,
     count_log_lines,
     growth,
+    held_tally,
     phases,
     recovery,
     tally,
@@ -71,10 +84,13 @@ LONG_RUN = 600.0  # s; from here on the 2-minute cadence, full warm-up and no sl
 RESTART_EVERY = 120.0  # s between restarts of the exposing daemon in a long run
 SHORT_SLACK = Slack(rss_kib=2 * 1024, fds=4)
 SETTLE = 5.0  # s past an event's bound before the next event may start anyway
-BUSY_MARGIN = 2.0  # s after an event's recovery whose samples are still left out of growth
+BUSY_MARGIN = 2.0  # s after an event's recovery (or bound) whose samples are left out of growth
 CONNECTION_TIMEOUT = 35.0  # s; above the connect side's 30 s wait for a tunnel
 READY_TIMEOUT = 90.0  # s for the set-up: every name exposed, every connect ready
 UP_TIMEOUT = 60.0  # s for a restarted process to be up again
+HELD_EVERY = 30.0  # s between the probes of a held session in a busy run
+IDLE_EVERY = 300.0  # s between an idle run's connections and probes (`--every`)
+IDLE_PERIODS = 4  # an idle run lasts at least this many intervals: a use after each event
 
 
 def say(text: str) -> None:
@@ -91,14 +107,23 @@ class Plan:
     slack: Slack
 
 
-def plan(seconds: float) -> Plan:
-    """A long run: a restart every 2 minutes, the NAT reboot and the rendezvous restart halfway
-    between two restarts at about 1/3 and 2/3 of the run. A short run (2 .. 10 minutes): each
+def plan(seconds: float, idle_every: float | None = None) -> Plan:
+    """An idle run (`idle_every`: the interval between uses): the NAT reboot at a third of the
+    run and the rendezvous restart at two thirds, nothing else. A long run: a restart every 2
+    minutes, the NAT reboot and the rendezvous restart halfway between two restarts at about
+    1/3 and 2/3 of the run. A short run (2 .. 10 minutes): each
     event once (clean restart, SIGKILL restart, rendezvous restart, NAT reboot), evenly spaced,
     the last one 40 s before the end so that its 30 s bound fits. Two minutes is the least in
     which the long-lived processes get 2 windows of quiet samples after warm-up."""
     if seconds < 120:
         raise ValueError("a soak needs at least 2 minutes")
+    if idle_every is not None:
+        least = max(LONG_RUN, IDLE_PERIODS * idle_every)
+        if seconds < least:
+            raise ValueError(f"an idle soak needs at least {least / 60:g} minutes: 10, and "
+                             f"{IDLE_PERIODS} intervals of --every {idle_every:g} s")
+        quiet = ((seconds / 3, "nat-reboot"), (2 * seconds / 3, "rendezvous-restart"))
+        return Plan(seconds, quiet, 120.0, 60.0, Slack())
     if seconds < LONG_RUN:
         first, last = max(15.0, 0.12 * seconds), seconds - 40.0
         kinds = ("restart-clean", "restart-kill", "rendezvous-restart", "nat-reboot")
@@ -159,8 +184,9 @@ def split_tunnels(tunnels: int) -> list[list[int]]:
 
 class Soak:
     def __init__(self, lab: Lab, tunnels: int, out: Path, plan: Plan,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, idle_every: float | None = None) -> None:
         self.lab, self.tunnels, self.out, self.plan = lab, tunnels, out, plan
+        self.idle_every = idle_every
         self.home_site, self.laptop_site = lab.sites[0], lab.sites[1]
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
@@ -168,6 +194,7 @@ class Soak:
         self.events: list[EventRecord] = []
         self.restarts = 0
         self.attempts = AttemptLog(out / "attempts.jsonl")
+        self.held = AttemptLog(out / "held.jsonl")
         self.daemons: list[Daemon] = []
         # home-a, home-b, ...: (daemon, its tunnels); home-a is never restarted.
         self.exposers: list[tuple[Daemon, list[int]]] = []
@@ -228,7 +255,8 @@ class Soak:
         return self.clock()
 
     def event(self, kind: str) -> EventRecord:
-        record = EventRecord(len(self.events) + 1, kind, self.clock(), None, [])
+        record = EventRecord(len(self.events) + 1, kind, self.clock(), None, [],
+                             next_use=self.idle_every or 0.0)
         say(f"t={record.at:6.1f} s  event {record.index}: {kind}")
         if kind in ("restart-clean", "restart-kill"):
             # home-b clean, home-b kill, home-c clean, home-c kill, ...
@@ -272,10 +300,13 @@ class Soak:
     # --- the whole run ------------------------------------------------------------------------
     def run(self) -> None:
         self.t0 = time.monotonic()
+        every = self.idle_every or HELD_EVERY
         driver = self.daemon("client", self.laptop_site.host, [
             sys.executable, "-m", "lab.soakload", "drive", str(LOCAL_BASE), str(self.tunnels),
             "--seconds", str(self.plan.seconds + 600), "--out", str(self.out / "attempts.jsonl"),
-            "--timeout", str(CONNECTION_TIMEOUT)], sampled=False)
+            "--timeout", str(CONNECTION_TIMEOUT), "--rate", str(1 / (self.idle_every or 1.0)),
+            "--held-every", str(every), "--held-out", str(self.out / "held.jsonl")],
+            sampled=False)
         sampler = Sampler(self.daemons, self.out / "status.jsonl", self.clock, self.lock)
         driver.start()
         sampler.start()
@@ -316,11 +347,15 @@ class Soak:
         connections["phases"] = phases(self.events, windows, attempts)
         connections["integrity_examples"] = [
             asdict(a) for a in attempts if a.result in INTEGRITY][:20]
+        probes = [HeldProbe.from_json(e, self.t0) for e in self.held.poll()]
+        held = held_tally([p for p in probes if p.start < self.end], self.events)
         connections["failed_examples"] = [
             asdict(a) for a in attempts if a.result not in ("ok", "unfinished")][:20]
         processes = []
         window = round(self.plan.window / SAMPLE_EVERY)
-        busy = [(start, end + BUSY_MARGIN) for start, end in windows]
+        # An idle run's window lasts until the tunnels' next use; the event is over sooner.
+        busy = [(start, min(end, start + BOUNDS[e.kind]) + BUSY_MARGIN)
+                for e, (start, end) in zip(self.events, windows, strict=True)]
         for d in self.daemons:
             for s in d.series if d.sampled else []:
                 processes.append({
@@ -334,24 +369,28 @@ class Soak:
         logs = scan_logs(self.out / "logs")
         crashed = [f"{s.name} (exit {s.exit_code})" for d in self.daemons for s in d.series
                    if s.exited_on_its_own]
-        failures = verdict(connections, events, processes, logs, crashed)
+        failures = verdict(connections, events, processes, logs, crashed, held)
         return {
             "passed": not failures,
             "failures": failures,
             "settings": {"seconds": self.plan.seconds, "tunnels": self.tunnels,
+                         "idle": self.idle_every is not None,
                          "exposers": {d.label: group for d, group in self.exposers},
-                         "connections_per_s_per_tunnel": 1.0,
+                         "connections_per_s_per_tunnel": 1 / (self.idle_every or 1.0),
+                         "held_probe_every_s": self.idle_every or HELD_EVERY,
                          "connection_timeout_s": CONNECTION_TIMEOUT,
                          "sample_every_s": SAMPLE_EVERY, "warmup_s": self.plan.warmup,
                          "window_s": self.plan.window,
                          "growth_leaves_out": "samples from an event until "
-                                              f"{BUSY_MARGIN:g} s after its recovery",
+                                              f"{BUSY_MARGIN:g} s after its recovery, or after "
+                                              "its bound if that is sooner",
                          "slack": {"rss_kib": self.plan.slack.rss_kib,
                                    "fds": self.plan.slack.fds},
                          "bounds_s": {e["kind"]: e["bound_s"] for e in events}},
             "duration_s": round(self.end, 1),
             "events": events,
             "connections": connections,
+            "held_sessions": held,
             "processes": processes,
             "logs": logs,
             "exited_on_their_own": crashed,
@@ -423,6 +462,12 @@ def summary(report: dict[str, Any]) -> list[str]:
                      f"{'' if up is None else f'up after {up} s, '}recovery {e['recovery_s']} s "
                      f"(bound {e['bound_s']:.0f} s; from the event {e['recovery_from_event_s']} "
                      "s)")
+    h = report["held_sessions"]
+    lines.append(f"held sessions: {h['sessions']} sessions, {h['probes']} probes, "
+                 f"{h['succeeded']} ok, {h['failed_at_a_restart']} failed at a restart of their "
+                 f"exposing daemon, {h['failed_unexplained']} failed otherwise, "
+                 f"{h['integrity_failures']} integrity failures; the longest carried data for "
+                 f"{h['longest_session_s']:g} s")
     steady = c["phases"][0]
     lines.append(f"steady state: {steady['failed']} failed, {steady['integrity_failures']} "
                  "integrity failures (outside every event's window)")
@@ -446,19 +491,21 @@ def summary(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_soak(lab: Lab, minutes: float, tunnels: int, out: Path,
-             verbose: bool = False) -> dict[str, Any]:
-    """Run the soak in `lab` (two cone sites); write soak.json and soak.png into `out`."""
+def run_soak(lab: Lab, minutes: float, tunnels: int, out: Path, verbose: bool = False,
+             idle_every: float | None = None) -> dict[str, Any]:
+    """Run the soak in `lab` (two cone sites); write soak.json and soak.png into `out`. With
+    `idle_every`, the idle run: a connection and a probe per tunnel every `idle_every` s."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("attempts.jsonl", "status.jsonl"):
+    for stale in ("attempts.jsonl", "held.jsonl", "status.jsonl"):
         (out / stale).unlink(missing_ok=True)
-    soak = Soak(lab, tunnels, out, plan(minutes * 60), verbose)
+    soak = Soak(lab, tunnels, out, plan(minutes * 60, idle_every), verbose, idle_every)
     with tempfile.TemporaryDirectory(prefix="soak-") as state:
         stops: dict[str, Any] = {}
         try:
             say(f"setting up {tunnels} tunnels")
             soak.set_up(Path(state))
-            say(f"all {tunnels} tunnels ready; running {minutes:g} min")
+            say(f"all {tunnels} tunnels ready; running {minutes:g} min"
+                + ("" if idle_every is None else f", idle: a use every {idle_every:g} s"))
             soak.run()
         finally:
             stops = soak.tear_down()
@@ -478,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--tunnels", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak")
+    parser.add_argument("--idle", action="store_true",
+                        help="a quiet day: a connection and a held-session probe per tunnel "
+                             "every --every s, a NAT reboot and a rendezvous restart, nothing "
+                             "else (at least 10 minutes and 4 intervals long)")
+    parser.add_argument("--every", type=float, default=IDLE_EVERY,
+                        help=f"seconds between uses in an idle run (default {IDLE_EVERY:g})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="run the ptunnel processes with -v (tracebacks in full)")
     parser.add_argument("--summary", action="store_true",
@@ -494,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report["passed"] else 1
     if not 2 <= args.tunnels <= 100:
         parser.error("--tunnels must be 2 .. 100")
+    if not 10 <= args.every <= 3600:
+        parser.error("--every must be 10 .. 3600 seconds")
+    idle_every = args.every if args.idle else None
     try:
-        plan(args.minutes * 60)
+        plan(args.minutes * 60, idle_every)
     except ValueError as exc:
         parser.error(str(exc))
     ok, why = netns_available()
@@ -506,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: tear everything down
     try:
         with Lab(["cone", "cone"], prefix=f"ptl{os.getpid()}x0") as lab:
-            report = run_soak(lab, args.minutes, args.tunnels, args.out, args.verbose)
+            report = run_soak(lab, args.minutes, args.tunnels, args.out, args.verbose,
+                              idle_every)
     except RuntimeError as exc:  # the set-up failed: a process did not come up
         say(f"FAIL: set-up: {exc}")
         return 1

@@ -13,8 +13,12 @@ module turns them into the figures of the JSON report and the pass/fail verdict:
 - **Growth** of a process: the median of its first window of samples after warm-up against the
   median of the last window of its life, for RSS and open fds, leaving out samples taken while
   an event was under way; judged only if it lived long enough for both windows.
+- **Held sessions** (one long-lived connection per tunnel, probed now and then): a failed probe
+  is *explained* when a restart of its tunnel's exposing daemon came after its session opened
+  and before the probe ended (that process held the connection); any other failure is not.
 - **Verdict**: no integrity failure, every judged process flat, no traceback, every event
-  recovered within its bound (`BOUNDS`).
+  recovered within its bound (`BOUNDS`, plus the time until a tunnel is next used in an idle
+  run), no held session failed unexplained.
 """
 
 from __future__ import annotations
@@ -67,6 +71,30 @@ class Attempt:
                    int(entry.get("echoed", 0)), str(entry.get("error", "")))
 
 
+@dataclass(frozen=True, slots=True)
+class HeldProbe:
+    """One probe of a held session (lab/soakload.py), or how a session failed between probes
+    (then `bytes` is 0 and `start` == `end`)."""
+
+    tunnel: int
+    session: int  # 1 for the tunnel's first connection, 2 for the one that replaced it, ...
+    opened: float  # s since t0: the session's connection was opened
+    serial: int
+    start: float
+    end: float
+    bytes: int
+    result: str
+    echoed: int
+    error: str = ""
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any], t0: float) -> HeldProbe:
+        return cls(int(entry["tunnel"]), int(entry["session"]), float(entry["opened"]) - t0,
+                   int(entry["serial"]), float(entry["start"]) - t0, float(entry["end"]) - t0,
+                   int(entry["bytes"]), str(entry["result"]), int(entry.get("echoed", 0)),
+                   str(entry.get("error", "")))
+
+
 @dataclass
 class EventRecord:
     index: int
@@ -75,10 +103,11 @@ class EventRecord:
     reference: float | None  # recovery is measured from here; None: the new process never came up
     tunnels: list[int]  # the tunnels it touched
     details: dict[str, Any] = field(default_factory=dict)
+    next_use: float = 0.0  # s until a tunnel is used again after it (an idle run's interval)
 
     @property
     def bound(self) -> float:
-        return BOUNDS[self.kind]
+        return BOUNDS[self.kind] + self.next_use
 
 
 @dataclass
@@ -166,6 +195,43 @@ def phases(events: Sequence[EventRecord], windows: Sequence[tuple[float, float]]
     return out
 
 
+# --- held sessions ----------------------------------------------------------------------------
+def explained(probe: HeldProbe, events: Iterable[EventRecord]) -> bool:
+    """A restart of the probe's own exposing daemon came while its session was open."""
+    return any(e.kind.startswith("restart") and probe.tunnel in e.tunnels
+               and probe.opened < e.at <= probe.end for e in events)
+
+
+def held_tally(probes: Iterable[HeldProbe], events: Sequence[EventRecord]) -> dict[str, Any]:
+    """The held sessions' probes: how many, how each ended, which failures no restart of the
+    session's own exposing daemon explains, and how long the longest session carried data."""
+    counted = [p for p in probes if p.result != "unfinished"]
+    by_result: dict[str, int] = {}
+    for p in counted:
+        by_result[p.result] = by_result.get(p.result, 0) + 1
+    failed = [p for p in counted if p.result != "ok"]
+    # An integrity failure is never explained; it is counted on its own.
+    unexplained = [p for p in failed if p.result not in INTEGRITY and not explained(p, events)]
+    lived: dict[tuple[int, int], float] = {}
+    for p in counted:
+        if p.result == "ok":
+            key = (p.tunnel, p.session)
+            lived[key] = max(lived.get(key, 0.0), p.end - p.opened)
+    return {
+        "sessions": len({(p.tunnel, p.session) for p in counted}),
+        "probes": len(counted),
+        "succeeded": len(counted) - len(failed),
+        "failed_at_a_restart": sum(explained(p, events) for p in failed
+                                   if p.result not in INTEGRITY),
+        "failed_unexplained": len(unexplained),
+        "integrity_failures": sum(by_result.get(r, 0) for r in INTEGRITY),
+        "longest_session_s": round(max(lived.values(), default=0.0), 1),
+        "by_result": dict(sorted(by_result.items())),
+        "unexplained_examples": [asdict(p) for p in failed
+                                 if p.result in INTEGRITY or p in unexplained][:20],
+    }
+
+
 # --- processes --------------------------------------------------------------------------------
 def parse_status_kib(text: str, key: str) -> int | None:
     """A "Key:  123 kB" value of /proc/PID/status, in KiB."""
@@ -233,7 +299,7 @@ def count_log_lines(lines: Iterable[str], keep: int = 3) -> dict[str, tuple[int,
 # --- the verdict ------------------------------------------------------------------------------
 def verdict(connections: dict[str, Any], events: Sequence[dict[str, Any]],
             processes: Sequence[dict[str, Any]], logs: dict[str, Any],
-            crashed: Sequence[str] = ()) -> list[str]:
+            crashed: Sequence[str] = (), held: dict[str, Any] | None = None) -> list[str]:
     """Why the soak failed, one short reason per broken criterion; empty if it passed."""
     reasons = [f"{', '.join(crashed)} exited on its own"] if crashed else []
     if connections["integrity_failures"]:
@@ -241,6 +307,15 @@ def verdict(connections: dict[str, Any], events: Sequence[dict[str, Any]],
                        "bytes behind a clean EOF")
     if connections["succeeded"] == 0:
         reasons.append("no connection succeeded")
+    if held is not None:
+        if held["integrity_failures"]:
+            reasons.append(f"{held['integrity_failures']} probes of held sessions lost or "
+                           "corrupted bytes")
+        if held["failed_unexplained"]:
+            reasons.append(f"{held['failed_unexplained']} probes of held sessions failed with "
+                           "no restart of their exposing daemon to explain it")
+        if held["succeeded"] == 0:
+            reasons.append("no held session answered a probe")
     for event in events:
         if not event["recovered"]:
             reasons.append(f"event {event['index']} ({event['kind']}) did not recover")

@@ -1,5 +1,6 @@
 """The soak test, two minutes of it: 5 tunnels through two cone NATs, each event once (a clean
-restart and a SIGKILL restart of an exposing daemon, a rendezvous restart, a NAT reboot).
+restart and a SIGKILL restart of an exposing daemon, a rendezvous restart, a NAT reboot), and a
+held session (one connection open for the whole run, probed every 30 s) on every tunnel.
 
 The long run is `make soak` (20 minutes, 20 tunnels); see lab/soak.py. This test asserts the same
 pass criteria on what the run wrote to soak.json; a failure lists every broken criterion with its
@@ -27,12 +28,15 @@ def test_two_minute_soak_loses_nothing_stays_flat_and_recovers(natlab: LabFactor
                                                                 tmp_path: Path) -> None:
     run_soak(natlab(["cone", "cone"]), MINUTES, TUNNELS, tmp_path)
     report: dict[str, Any] = json.loads((tmp_path / "soak.json").read_text())
-    connections, events, processes = (report["connections"], report["events"],
-                                      report["processes"])
+    connections, events, processes, held = (report["connections"], report["events"],
+                                            report["processes"], report["held_sessions"])
     assert sorted(e["kind"] for e in events) == [
         "nat-reboot", "rendezvous-restart", "restart-clean", "restart-kill"], events
     assert connections["succeeded"] > 0.8 * MINUTES * 60 * TUNNELS, connections
     assert {"home-a", "laptop"} <= {p["label"] for p in processes if p["growth"]["judged"]}
+    # home-a's two tunnels are never restarted: their sessions are probed four times (the last
+    # at 93 s and 99 s), past the NAT reboot (at 80 s) and the rendezvous restart.
+    assert held["succeeded"] >= 4 * 2 and held["longest_session_s"] >= 90, held
 
     # Every criterion is checked and every broken one reported, not just the first.
     broken = []
@@ -43,6 +47,8 @@ def test_two_minute_soak_loses_nothing_stays_flat_and_recovers(natlab: LabFactor
                f"tunnel {e['per_tunnel_s']})" for e in events if not e["within_bound"]]
     broken += [f"{p['name']} grew: {p['growth']}" for p in processes
                if p["growth"]["judged"] and not p["growth"]["flat"]]
+    if held["integrity_failures"] + held["failed_unexplained"]:
+        broken.append(f"held sessions failed: {held['unexplained_examples']}")
     logs = report["logs"]
     if logs["tracebacks"] + logs["hidden_tracebacks"]:
         broken.append(f"tracebacks: {logs['examples']}")

@@ -6,21 +6,26 @@ event schedule. A soak that cannot see a lost byte would pass for the wrong reas
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from lab.soak import plan, split_tunnels
-from lab.soakload import classify, exchange
+from lab.soak import IDLE_EVERY, plan, split_tunnels
+from lab.soakload import Driver, classify, exchange, idle_until, probe
 from lab.soakreport import (
     Attempt,
     EventRecord,
+    HeldProbe,
     ProcessSeries,
     Slack,
     count_log_lines,
     growth,
+    held_tally,
     parse_cpu_ticks,
     parse_status_kib,
     phases,
@@ -104,6 +109,151 @@ def test_classify() -> None:
     assert classify(b"abc", b"") == "empty"
     assert classify(b"abc", b"abd") == "corrupt"
     assert classify(b"abc", b"abcd") == "corrupt"
+
+
+# --- held sessions, against real sockets -----------------------------------------------------
+async def held_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+    writer.close()
+
+
+async def held_half_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    data = await reader.read(65536)
+    writer.write(data[: len(data) // 2])
+    writer.close()  # a FIN in the middle of a probe's echo
+
+
+async def held_flip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    data = bytearray(await reader.readexactly(4))
+    data[0] ^= 1
+    writer.write(bytes(data))
+    await reader.read(1)
+
+
+def probe_with(handler: Handler, payload: bytes) -> str:
+    async def run() -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            result, _echo, _error = await asyncio.wait_for(probe(reader, writer, payload), 10)
+            writer.close()
+        finally:
+            server.close()
+        return result
+
+    return asyncio.run(run())
+
+
+async def held_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1)
+    writer.close()
+
+
+@pytest.mark.parametrize(("handler", "expected"), [
+    (held_echo, "ok"), (held_half_echo, "truncated"), (held_silent, "empty"),
+    (held_flip, "corrupt"), (reset, "reset")])
+def test_a_held_sessions_probe_tells_a_lie_from_a_failure(handler: Handler,
+                                                          expected: str) -> None:
+    payload = b"abcd" if handler is held_flip else bytes(range(256)) * 4
+    assert probe_with(handler, payload) == expected
+
+
+async def close_after(delay: float, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(delay)
+    writer.close()
+
+
+async def send_after(delay: float, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(delay)
+    writer.write(b"?")
+    await reader.read(1)
+
+
+@pytest.mark.parametrize(("handler", "expected"), [
+    (lambda r, w: close_after(0.05, r, w), "closed"),
+    (lambda r, w: send_after(0.05, r, w), "corrupt"),
+    (lambda r, w: close_after(5.0, r, w), None)])
+def test_a_held_session_ending_while_idle_is_noticed(handler: Handler,
+                                                     expected: str | None) -> None:
+    async def run() -> str | None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            found = await idle_until(reader, time.monotonic() + 0.5, asyncio.Event())
+            writer.close()
+        finally:
+            server.close()
+        return None if found is None else found[0]
+
+    assert asyncio.run(run()) == expected
+
+
+def test_a_held_session_that_failed_is_replaced_and_probed_on() -> None:
+    """Through the client itself: the server ends the first connection after its second probe;
+    the failure is recorded, a new session opens at the next probe's time and answers."""
+    held_out = io.StringIO()
+
+    async def run() -> None:
+        served = 0
+
+        async def server_side(reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+            nonlocal served
+            served += 1
+            probes = 0
+            while data := await reader.read(65536):
+                writer.write(data)
+                probes += 1
+                if served == 1 and probes == 2:  # a probe's echo arrives in one read here
+                    await writer.drain()
+                    break
+            writer.close()
+
+        server = await asyncio.start_server(server_side, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        driver = Driver(port, 1, seconds=1.55, rate=1.0, timeout=5.0, out=io.StringIO(), seed=1,
+                        held_every=0.2, held_out=held_out)
+        try:
+            await asyncio.wait_for(driver.held(0, time.monotonic()), 10)
+        finally:
+            server.close()
+
+    asyncio.run(run())
+    entries = [json.loads(line) for line in held_out.getvalue().splitlines()]
+    results = [(e["session"], e["result"]) for e in entries]
+    assert results[:3] == [(1, "ok"), (1, "ok"), (1, "closed")], results
+    assert {r for s, r in results[3:]} == {"ok"} and {s for s, _ in results[3:]} == {2}
+    assert len(results) >= 6
+
+
+def held(tunnel: int, session: int, opened: float, end: float, result: str = "ok") -> HeldProbe:
+    return HeldProbe(tunnel, session, opened, 0, end - 0.1, end, 10, result,
+                     10 if result == "ok" else 0)
+
+
+def test_a_held_failure_is_explained_only_by_a_restart_of_its_own_exposer() -> None:
+    events = [EventRecord(1, "restart-kill", at=50.0, reference=51.0, tunnels=[1]),
+              EventRecord(2, "nat-reboot", at=80.0, reference=80.0, tunnels=[0, 1])]
+    probes = [
+        held(0, 1, 0.0, 30.0), held(0, 1, 0.0, 60.0),  # tunnel 0 outlives the restart of 1's
+        held(1, 1, 0.0, 30.0), held(1, 1, 0.0, 60.0, "reset"),  # killed with its process
+        held(1, 2, 61.0, 90.0),  # its successor lives through the NAT reboot
+        held(0, 1, 0.0, 90.0, "timeout"),  # a NAT reboot explains nothing
+        held(1, 2, 61.0, 120.0, "truncated"),  # never explained
+        held(1, 2, 61.0, 121.0, "unfinished"),
+    ]
+    tally_ = held_tally(probes, events)
+    assert (tally_["sessions"], tally_["probes"], tally_["succeeded"]) == (3, 7, 4)
+    assert tally_["failed_at_a_restart"] == 1 and tally_["failed_unexplained"] == 1
+    assert tally_["integrity_failures"] == 1 and tally_["longest_session_s"] == 60.0
+    assert [e["result"] for e in tally_["unexplained_examples"]] == ["timeout", "truncated"]
+    # the restart at 50 s came before the session opened at 61 s: it explains nothing there
+    assert held_tally([held(1, 2, 61.0, 70.0, "reset")], events)["failed_unexplained"] == 1
 
 
 # --- recovery and phases ----------------------------------------------------------------------
@@ -232,6 +382,14 @@ def test_verdict_names_each_broken_criterion() -> None:
     ]
     clean = {"tracebacks": 0, "hidden_tracebacks": 0, "files_with": []}
     assert verdict({"integrity_failures": 0, "succeeded": 1}, [], [], clean) == []
+    good = {"integrity_failures": 0, "succeeded": 1}
+    bad_held = {"integrity_failures": 1, "failed_unexplained": 2, "succeeded": 0}
+    assert verdict(good, [], [], clean, held=bad_held) == [
+        "1 probes of held sessions lost or corrupted bytes",
+        "2 probes of held sessions failed with no restart of their exposing daemon to explain it",
+        "no held session answered a probe"]
+    assert verdict(good, [], [], clean,
+                   held={"integrity_failures": 0, "failed_unexplained": 0, "succeeded": 3}) == []
     unjudged = [{"name": "laptop#1", "growth": {"judged": False, "why": "short"}}]
     assert verdict({"integrity_failures": 0, "succeeded": 1}, [], unjudged, clean) == [
         "no process lived long enough to judge its growth"]
@@ -253,6 +411,20 @@ def test_the_long_plan_restarts_every_two_minutes_and_the_short_one_does_each_ev
     assert short.events[-1][0] <= 120 - 40
     with pytest.raises(ValueError):
         plan(110)
+
+
+def test_the_idle_plan_reboots_the_nat_and_restarts_the_rendezvous_and_nothing_else() -> None:
+    idle = plan(3600, IDLE_EVERY)
+    assert idle.events == ((1200.0, "nat-reboot"), (2400.0, "rendezvous-restart"))
+    assert idle.slack == Slack() and idle.warmup == 120
+    assert plan(600, 30).events[0] == (200.0, "nat-reboot")
+    with pytest.raises(ValueError, match="at least 20 minutes"):
+        plan(1199, IDLE_EVERY)
+    with pytest.raises(ValueError, match="at least 10 minutes"):
+        plan(599, 30)
+    # an event's bound in an idle run waits for the tunnel's next use
+    event = EventRecord(1, "nat-reboot", 10.0, 10.0, [0], next_use=IDLE_EVERY)
+    assert event.bound == 30.0 + IDLE_EVERY
 
 
 def test_exposing_daemons_hold_at_most_max_names() -> None:
