@@ -10,8 +10,8 @@ at most 8 names, `rendezvous.protocol.MAX_NAMES`: 20 tunnels take 8 + 6 + 6). Be
 NAT one `ptunnel up` holds all N connects, and a client (lab/soakload.py) opens a TCP connection
 on every tunnel every second, sends a random payload and checks the echo by SHA-256. It also
 holds one connection open on every tunnel for the whole run (a *held session*, as an ssh session
-left open), silent but for a checked echo every 30 s; one that fails is replaced. A held session
-must outlive everything but a restart of its own exposing daemon.
+left open), silent but for a checked echo every 30 s; one that fails is replaced at once. A
+held session must outlive everything but a restart of its own exposing daemon.
 
 `--idle` is a user's quiet day instead: no new connection but one per tunnel every `--every` s
 (default 300), the held sessions probed as often, nothing restarted but the rendezvous, and the

@@ -232,8 +232,9 @@ class Driver:
 
     async def held(self, tunnel: int, started: float) -> None:
         """Tunnel `tunnel`'s held session: opened at the start, probed every `held_every` s (the
-        tunnels staggered half an interval from the new connections), replaced by a new
-        connection at the next probe's time after a failure."""
+        tunnels staggered half an interval from the new connections). One that failed is
+        replaced at once, as a user starts ssh again; one that could not be opened is tried
+        again at the next probe's time."""
         first = started + self.held_every * (tunnel + 0.5) / self.count
         session, serial, opened = 0, 0, 0.0
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -241,10 +242,10 @@ class Driver:
             while (at := first + serial * self.held_every) - started < self.seconds:
                 failure: tuple[str, str] | None = None
                 if conn is None:
-                    if serial and await self.stopped_at(at):
-                        return
                     session, opened = session + 1, time.monotonic()
                     conn, failure = await self.open_held(tunnel)
+                    if failure is not None and serial and await self.stopped_at(at):
+                        return
                 if conn is not None:
                     failure = await idle_until(conn[0], at, self.stop)
                     if self.stop.is_set():
