@@ -108,13 +108,13 @@ class Plan:
 
 
 def plan(seconds: float, idle_every: float | None = None) -> Plan:
-    """An idle run (`idle_every`: the interval between uses): the NAT reboot at a third of the
-    run and the rendezvous restart at two thirds, nothing else. A long run: a restart every 2
-    minutes, the NAT reboot and the rendezvous restart halfway between two restarts at about
-    1/3 and 2/3 of the run. A short run (2 .. 10 minutes): each
+    """A long run: a restart every 2 minutes, the NAT reboot and the rendezvous restart halfway
+    between two restarts at about 1/3 and 2/3 of the run. A short run (2 .. 10 minutes): each
     event once (clean restart, SIGKILL restart, rendezvous restart, NAT reboot), evenly spaced,
     the last one 40 s before the end so that its 30 s bound fits. Two minutes is the least in
-    which the long-lived processes get 2 windows of quiet samples after warm-up."""
+    which the long-lived processes get 2 windows of quiet samples after warm-up. An idle run
+    (`idle_every`: the interval between uses): the NAT reboot at a third of the run and the
+    rendezvous restart at two thirds, nothing else."""
     if seconds < 120:
         raise ValueError("a soak needs at least 2 minutes")
     if idle_every is not None:
