@@ -351,7 +351,7 @@ class Connection:
 
     def _new_bridge(self) -> StreamBridge:
         bridge = StreamBridge(self.tunnel.forwarder)
-        bridge.on_attach = self._attach
+        bridge.on_attach = self._attach_new
         self._bridges = {b for b in self._bridges if not b.closed}
         self._bridges.add(bridge)
         return bridge
@@ -366,6 +366,11 @@ class Connection:
         if self.udp_listener is not None:
             return len(self.udp_listener.flows)
         return sum(1 for bridge in self._bridges if not bridge.closed)
+
+    def _attach_new(self, bridge: StreamBridge) -> None:
+        """A new local connection: whatever the node has overdue first (`Node.catch_up`)."""
+        self.tunnel.node.catch_up()
+        self._attach(bridge)
 
     def _attach(self, bridge: StreamBridge) -> None:
         """Give a local connection its stream, or let it wait (no path yet, or the peer's

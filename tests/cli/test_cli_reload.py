@@ -7,11 +7,18 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.cli.test_cli_up import ENV, ROOT, echo_once, ptunnel, wait_for_line
+from tests.cli.test_cli_up import (
+    ENV,
+    echo_once,
+    echo_services,
+    home_and_laptop,
+    ptunnel,
+    up_daemons,
+    wait_for_line,
+)
 from tests.support.loopback import free_port
 
 
@@ -43,24 +50,15 @@ def echo_eventually(port: int, payload: bytes, within: float = 30) -> bytes:
 
 def test_reload_applies_the_edited_file_and_leaves_the_rest_running(
         tmp_path: Path, rendezvous: str) -> None:
-    home, laptop = tmp_path / "home", tmp_path / "laptop"
-    subprocess.run(ptunnel("init", "--home", str(home)), check=True, capture_output=True)
-    code = subprocess.run(ptunnel("invite", "--home", str(home)), check=True,
-                          capture_output=True, text=True).stdout.strip()
-    subprocess.run(ptunnel("join", code, "--home", str(laptop)), check=True, capture_output=True)
+    home, laptop = home_and_laptop(tmp_path)
     alpha, beta = free_port(), free_port()  # the two services at home
-    echoes = [subprocess.Popen([sys.executable, str(ROOT / "lab" / "tool.py"), "echo", str(port)],
-                               stdout=subprocess.PIPE, text=True) for port in (alpha, beta)]
-    for echo in echoes:
-        wait_for_line(echo, "listening")
+    echoes = echo_services(alpha, beta)
     local_alpha, local_beta = free_port(), free_port()
     head = f"rendezvous: {rendezvous}\n"
     (home / "node.yaml").write_text(f"{head}expose:\n  - port: {alpha}\n    as: alpha\n")
     (laptop / "node.yaml").write_text(
         f"{head}connect:\n  - name: alpha\n    listen: {local_alpha}\n")
-    daemons = [subprocess.Popen(ptunnel("up", "--home", str(h)), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=ENV)
-               for h in (home, laptop)]
+    daemons = up_daemons(home, laptop)
     held = None
     try:
         wait_for_line(daemons[0], "exposing")

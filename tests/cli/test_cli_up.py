@@ -33,6 +33,31 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 30) -
     raise AssertionError(f"no {text!r} from {proc.args!r}")
 
 
+def home_and_laptop(tmp_path: Path) -> tuple[Path, Path]:
+    """The state directories of two nodes of one network: `home` made it, `laptop` joined."""
+    home, laptop = tmp_path / "home", tmp_path / "laptop"
+    subprocess.run(ptunnel("init", "--home", str(home)), check=True, capture_output=True)
+    code = subprocess.run(ptunnel("invite", "--home", str(home)), check=True,
+                          capture_output=True, text=True).stdout.strip()
+    subprocess.run(ptunnel("join", code, "--home", str(laptop)), check=True, capture_output=True)
+    return home, laptop
+
+
+def echo_services(*ports: int) -> list[subprocess.Popen[str]]:
+    """TCP echo services (the lab tool's) on 127.0.0.1, listening when this returns."""
+    echoes = [subprocess.Popen([sys.executable, str(ROOT / "lab" / "tool.py"), "echo", str(port)],
+                               stdout=subprocess.PIPE, text=True) for port in ports]
+    for echo in echoes:
+        wait_for_line(echo, "listening")
+    return echoes
+
+
+def up_daemons(*homes: Path) -> list[subprocess.Popen[str]]:
+    """`ptunnel up` for each state directory (its node.yaml), stdout piped for its lines."""
+    return [subprocess.Popen(ptunnel("up", "--home", str(home)), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=ENV) for home in homes]
+
+
 def echo_once(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(payload)

@@ -13,7 +13,8 @@ from tunnel.session.params import TransportParams
 
 
 def listener_to(params: TransportParams | None) -> UdpListener:
-    owner = cast(FlowOwner, SimpleNamespace(node=SimpleNamespace(kick=lambda link=None: None)))
+    owner = cast(FlowOwner, SimpleNamespace(node=SimpleNamespace(kick=lambda link=None: None,
+                                                                 catch_up=lambda: None)))
     listener = UdpListener(owner, "dns")
     listener.link = Peer(static=bytes(32), path=PathManager(started=0.0), is_client=True,
                          session_params=lambda: params)

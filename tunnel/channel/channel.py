@@ -244,6 +244,11 @@ class Channel:
     # ===== application API ======================================================================
 
     @property
+    def heard(self) -> bool:
+        """A packet of the peer's was received (the peer's side of this channel exists)."""
+        return self._packets_received > 0
+
+    @property
     def is_closed(self) -> bool:
         return self._state == CLOSED
 

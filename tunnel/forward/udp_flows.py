@@ -85,6 +85,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.forwarder.node.catch_up()  # not onto a channel that died while the process slept
         source = (addr[0], addr[1])
         flow = self.flows.get(source)
         if flow is None:

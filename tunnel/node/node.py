@@ -396,8 +396,9 @@ class Node:
         """A datagram, or a GRO buffer of datagrams of `segment` bytes each, from `addr`."""
         if not data:
             return
-        self._flush_wanted = True  # `_on_drained` flushes once the socket is drained
         now = monotonic()
+        self._catch_up(now)
+        self._flush_wanted = True  # `_on_drained` flushes once the socket is drained
         if packets.isEnabledFor(logging.DEBUG):
             packets.debug("received %d bytes (type %d%s) from %s", len(data), data[0],
                           f", segments of {segment}" if segment else "", format_endpoint(addr))
@@ -462,10 +463,26 @@ class Node:
             # attach a connection to the new channel (whose stream ids start again at 0).
             self._deliver_channel_events(peer)
 
-    def _on_timer(self) -> None:
+    def catch_up(self) -> None:
+        """Run the timers that are overdue, before new input is acted on. After the process did
+        not run for a while (a laptop asleep, SIGSTOP, a paused VM) the loop hands it its
+        sockets' backlog and new local connections before its timers: those would meet
+        channels that died meanwhile (the peer gave up on them) as if they were alive, and a
+        connection made on waking would go to one and be reset."""
+        self._catch_up(monotonic())
+
+    def _catch_up(self, now: float) -> None:
+        # The loop's own timers run on CLOCK_MONOTONIC, which a suspend stops: after one, the
+        # timer armed for a deadline of ours (CLOCK_BOOTTIME) fires as late as the sleep was
+        # long, unless input runs it first.
+        if not self._in_flush and self._timer.overdue(now):
+            self._on_timer(now)
+
+    def _on_timer(self, now: float | None = None) -> None:
         """Expired timers of the machines that have one due; the flush then handles the
         device's own and drains those peers."""
-        now = monotonic()
+        if now is None:
+            now = monotonic()
         if self.rdv is not None and (d := self.rdv.get_timer()) is not None and d <= now:
             self.rdv.handle_timer(now)
         # A peer's entry is a lower bound of its deadline (`TimerHeap`), such as a PTO that each

@@ -190,6 +190,7 @@ class Peer:
     stopping_noticed: bool = False
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
+    _replaced: bytes = b""  # our incarnation before the current channel's (`_receive_channel`)
     _last_announce: float = float("-inf")
     repunch_at: float = 0.0
     repunch_interval: float = REPUNCH_FIRST
@@ -366,9 +367,16 @@ class Peer:
 
     def _receive_channel(self, payload: bytes, addr: Addr, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
-        if receiver not in (self.incarnation, NO_INCARNATION):
+        if receiver not in (self.incarnation, NO_INCARNATION) and not (
+                receiver == self._replaced and self._unheard_channel()
+                and sender != self.peer_incarnation and sender not in self._retired):
             # Meant for a channel of ours that no longer exists (this process restarted, or
-            # the peer missed our last announce): tell the peer who we are now.
+            # the peer missed our last announce): tell the peer who we are now. Unless both
+            # sides replaced a channel that died at about the same time (an outage or a sleep
+            # that outlasted both idle timeouts): then the peer's new channel names our old
+            # one, ours has heard nothing from the peer yet, and the two new channels pair
+            # (`_peer_restarted`). Told "who we are now", each would drop the other's packets,
+            # and the first to hear the other would reset a connection made meanwhile.
             if now - self._last_announce >= ANNOUNCE_INTERVAL:
                 self._announce_due = True
             return
@@ -606,6 +614,7 @@ class Peer:
             opened_at=now,
         )
         if not (keep_incarnation and self.incarnation):
+            self._replaced = self.incarnation
             self.incarnation = self.rng(4)
         self.connected_at = now
         self._announce_due = True  # the peer learns the new incarnation without waiting for data
@@ -619,12 +628,24 @@ class Peer:
         old = self.peer_incarnation
         if old != NO_INCARNATION:
             self._retired = [*self._retired[-(MAX_RETIRED - 1):], old]
-            if self.channel is not None:
+            if self._unheard_channel():
+                # Ours is new too and has heard nothing from the peer (it replaced one that
+                # died): the two fresh channels pair as they are. What ours sent (a stream of a
+                # local connection made meanwhile) named the peer's old channel, whose process
+                # would have answered it had it taken it, and goes again to the new one.
+                log.info("peer %s replaced its channel as this node did: pairing the new ones",
+                         peer_label(self.name, self.static))
+            elif self.channel is not None:
                 log.info("peer %s restarted or replaced its channel: resetting its streams",
                          peer_label(self.name, self.static))
                 self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
                 self._open_channel(now, keep_incarnation=True)
         self.peer_incarnation = incarnation
+
+    def _unheard_channel(self) -> bool:
+        """Our channel is open and has received no packet from the peer yet."""
+        channel = self.channel
+        return channel is not None and channel.is_open and not channel.heard
 
     # --- pings and port prediction -------------------------------------------------------------
 

@@ -19,8 +19,12 @@ Path MTU: the socket sets "don't fragment" (`IP_PMTUDISC_DO`), so an oversized p
 instead of being fragmented, which is what lets the node learn how large a datagram a path
 carries (DPLPMTUD, RFC 8899).
 
-`now` everywhere is `time.monotonic()`: uvloop's `loop.time()` has 1 ms resolution, too coarse
-for RTT estimates and pacing (aioquic on uvloop collapses from 24 to 2.3 MB/s because of it).
+`now` everywhere is `monotonic()` below, a nanosecond clock: uvloop's `loop.time()` has 1 ms
+resolution, too coarse for RTT estimates and pacing (aioquic on uvloop collapses from 24 to
+2.3 MB/s because of it). It is Linux's boot-time clock, which counts a suspend where
+CLOCK_MONOTONIC (`time.monotonic()`) stops: after a laptop slept, its keys, channels and paths
+are as old as they are, and the node knows at once what the peer gave up meanwhile. Linux's own
+WireGuard ages its keys on the same clock (`ktime_get_coarse_boottime_ns`) for this reason.
 """
 
 from __future__ import annotations
@@ -60,8 +64,14 @@ IPV6_MTU_DISCOVER: Final = 23
 IPV6_PMTUDISC_DO: Final = 2
 
 
+# CLOCK_BOOTTIME where the platform has it (Linux); elsewhere the clock `time.monotonic()` reads.
+CLOCK: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+# s; a timer this late means the process did not run (a sleep, SIGSTOP): see `Timer.overdue`.
+OVERDUE: Final = 1.0
+
+
 def monotonic() -> float:
-    return time.monotonic()
+    return time.clock_gettime(CLOCK)
 
 
 # What a socket hands its owner: a datagram, where from, and its GRO segment size (0: one).
@@ -303,6 +313,12 @@ class Timer:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._handle = self._loop.call_later(max(0.0, deadline - monotonic()), self._fire)
+
+    def overdue(self, now: float) -> bool:
+        """The armed deadline passed more than OVERDUE ago: the process did not run meanwhile
+        (a laptop asleep, SIGSTOP), since a running loop fires a timer within milliseconds."""
+        deadline = self._deadline
+        return deadline is not None and now - deadline > OVERDUE
 
     def _fire(self) -> None:
         self._handle = None
