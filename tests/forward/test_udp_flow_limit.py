@@ -3,9 +3,11 @@ its handshake's transport parameters (`max_udp_flows`)."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 from typing import cast
 
+from tests.support.socketless_node import socketless_node
 from tunnel.forward.udp_flows import MAX_UDP_FLOWS, FlowOwner, UdpListener
 from tunnel.node.peer import Peer
 from tunnel.path.manager import PathManager
@@ -13,8 +15,8 @@ from tunnel.session.params import TransportParams
 
 
 def listener_to(params: TransportParams | None) -> UdpListener:
-    owner = cast(FlowOwner, SimpleNamespace(node=SimpleNamespace(kick=lambda link=None: None,
-                                                                 catch_up=lambda: None)))
+    # A real node (a compiled listener checks its type), on a wire instead of a socket.
+    owner = cast(FlowOwner, SimpleNamespace(node=socketless_node(os.urandom(32))))
     listener = UdpListener(owner, "dns")
     listener.link = Peer(static=bytes(32), path=PathManager(started=0.0), is_client=True,
                          session_params=lambda: params)

@@ -16,15 +16,15 @@ from collections.abc import Callable
 import pytest
 
 from tests.node.test_peer import A_ADDR, B_ADDR, Pair, datagrams, make_peer
-from tunnel.channel.events import StreamReset
+from tunnel.channel.events import ChannelClosed, StreamReset
 from tunnel.node.peer import IntroductionWanted, Peer
 
 LOW, HIGH = bytes([1]) * 32, bytes([2]) * 32
 
 
-def laptop_and_home(laptop_is_client: bool) -> Pair:
+def laptop_and_home(laptop_is_client: bool, first_bytes: bool = True) -> Pair:
     """`a` is the laptop (it asked for `home` by name), `b` home; which of them is the channel's
-    client follows from their keys, as in the node."""
+    client follows from their keys, as in the node. `first_bytes`: a byte each way first."""
     laptop_key, home_key = (LOW, HIGH) if laptop_is_client else (HIGH, LOW)
     pair = Pair(make_peer(home_key, laptop_key, 1), make_peer(laptop_key, home_key, 2))
     pair.a.on_introduced(B_ADDR, [], "home", 0.0)
@@ -34,7 +34,8 @@ def laptop_and_home(laptop_is_client: bool) -> Pair:
     assert pair.a.is_client == laptop_is_client
     for peer in (pair.a, pair.b):
         assert peer.channel is not None
-        peer.channel.write(peer.channel.open_stream(), b"!")
+        if first_bytes:
+            peer.channel.write(peer.channel.open_stream(), b"!")
     pair.run(5.0)
     return pair
 
@@ -143,3 +144,25 @@ def test_a_late_packet_for_the_replaced_channel_does_not_reach_the_new_one() -> 
         laptop.receive(payload, B_ADDR, pair.now)
     assert laptop.channel is not None and laptop.channel.stats().packets_received == 0
     assert laptop.peer_incarnation == home.incarnation
+
+
+
+def test_a_new_process_does_not_pair_with_a_channel_that_heard_nothing() -> None:
+    """Pairing is for two channels replaced by live processes. Home takes the laptop's first
+    stream (its service accepts the connection) and is killed before any answer leaves: the
+    laptop's channel has heard nothing, yet home's successor must not get that stream again (its
+    first bytes would reach the service twice); the laptop resets it, as for any restart."""
+    pair = laptop_and_home(laptop_is_client=True, first_bytes=False)
+    laptop, home = pair.a, pair.b
+    assert laptop.channel is not None and not laptop.channel.heard
+    stream = laptop.channel.open_stream()
+    laptop.channel.write(stream, b"POST /order")
+    for payload in run_alone(laptop, pair.now):
+        home.receive(payload, A_ADDR, pair.now)
+    assert home.channel is not None and home.channel.read(stream) == b"POST /order"
+    # Home is killed before its answer leaves; its successor has a new Peer for the laptop.
+    pair.b = make_peer(home.static, laptop.static, 4, now=pair.now)
+    pair.b.on_handshake_completed(A_ADDR, pair.now)
+    pair.run(1.0)
+    assert ChannelClosed("peer restarted", 0, by_peer=True) in pair.channel_events["a"]
+    assert pair.b.channel is not None and pair.b.channel.read(stream) == b""

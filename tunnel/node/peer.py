@@ -387,7 +387,10 @@ class Peer:
             self._events.append(PeerChanged())
         restarted = self.peer_incarnation not in (sender, NO_INCARNATION)
         if sender != self.peer_incarnation:
-            self._peer_restarted(sender, now)
+            # A new channel that names one of ours was made by a process that knew us: the
+            # peer replaced a dead channel, it did not start afresh (a new process names none).
+            self._peer_restarted(sender, now, pair=receiver != NO_INCARNATION
+                                 and self._unheard_channel())
         if not is_relay(addr):
             # Follow the peer's data; a peer that restarted is never at its old address.
             self.path.on_data(addr, now, moved=restarted)
@@ -620,7 +623,7 @@ class Peer:
         self._announce_due = True  # the peer learns the new incarnation without waiting for data
         log.info("channel open with %s", peer_label(self.name, self.static))
 
-    def _peer_restarted(self, incarnation: bytes, now: float) -> None:
+    def _peer_restarted(self, incarnation: bytes, now: float, pair: bool = False) -> None:
         """The peer's channel has a new incarnation: it restarted, or replaced a channel that
         died. Its old streams are gone, so ours end too, on a fresh channel that keeps our own
         incarnation: the peer's new channel already addresses us by it, and a new one would make
@@ -628,11 +631,13 @@ class Peer:
         old = self.peer_incarnation
         if old != NO_INCARNATION:
             self._retired = [*self._retired[-(MAX_RETIRED - 1):], old]
-            if self._unheard_channel():
-                # Ours is new too and has heard nothing from the peer (it replaced one that
-                # died): the two fresh channels pair as they are. What ours sent (a stream of a
-                # local connection made meanwhile) named the peer's old channel, whose process
-                # would have answered it had it taken it, and goes again to the new one.
+            if pair:
+                # Both sides replaced a dead channel, and ours has heard nothing from the peer:
+                # the two fresh channels pair as they are. What ours sent (a stream of a local
+                # connection made meanwhile) named the peer's old channel, which the peer had
+                # given up before it could take it, and goes again to the new one. Never with
+                # a new process: its predecessor may have taken that stream and died before
+                # answering, and the stream's first bytes would reach the service twice.
                 log.info("peer %s replaced its channel as this node did: pairing the new ones",
                          peer_label(self.name, self.static))
             elif self.channel is not None:
