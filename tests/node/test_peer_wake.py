@@ -83,16 +83,28 @@ def test_a_connection_made_on_waking_gets_through(laptop_is_client: bool, asleep
     laptop.poll(pair.now, established=True)
     while laptop.next_event() is not None:
         pass
+    answers: list[bytes] = []  # what home sends back, a round trip later
     for payload, _ in datagrams(laptop, pair.now, True):
         home.receive(payload, A_ADDR, pair.now)
+        if split:
+            # Home runs between any two of the laptop's first datagrams: a ping read alone
+            # tells home the laptop is back, and home opens a channel of its own before the
+            # laptop's announce arrives. Each new channel then names the other's old one, and
+            # the laptop's first data is under way before home's announce reaches it.
+            answers += run_alone(home, pair.now)
     stream: int | None = None
 
     def backlog_arrives() -> None:
         for payload in backlog:
             laptop.receive(payload, B_ADDR, pair.now)
 
+    def answers_arrive() -> None:
+        for payload in answers:
+            laptop.receive(payload, B_ADDR, pair.now)
+
     # The local connection is made before the backlog is read, or after (the loop's order).
-    pending: list[Callable[[], None]] = [lambda: None] * connect_first + [backlog_arrives]
+    pending: list[Callable[[], None]] = [lambda: None] * connect_first + [
+        backlog_arrives, answers_arrive]
     resets: list[StreamReset] = []
     for step in range(400):  # 4 s
         if pending:

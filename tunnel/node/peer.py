@@ -190,7 +190,8 @@ class Peer:
     stopping_noticed: bool = False
     _announce_due: bool = False  # tell the peer our incarnation with a bare channel header
     _retired: list[bytes] = field(default_factory=list)  # the peer's replaced incarnations
-    _replaced: bytes = b""  # our incarnation before the current channel's (`_receive_channel`)
+    _replaced: bytes = b""  # our incarnation before the current channel's (`_pairs`)
+    _paired: bytes = b""  # the peer's channel that ours paired with (`_pairs`)
     _last_announce: float = float("-inf")
     repunch_at: float = 0.0
     repunch_interval: float = REPUNCH_FIRST
@@ -367,16 +368,10 @@ class Peer:
 
     def _receive_channel(self, payload: bytes, addr: Addr, now: float) -> None:
         sender, receiver = payload[1:5], payload[5:9]
-        if receiver not in (self.incarnation, NO_INCARNATION) and not (
-                receiver == self._replaced and self._unheard_channel()
-                and sender != self.peer_incarnation and sender not in self._retired):
+        if receiver not in (self.incarnation, NO_INCARNATION) and not self._pairs(sender,
+                                                                                 receiver):
             # Meant for a channel of ours that no longer exists (this process restarted, or
-            # the peer missed our last announce): tell the peer who we are now. Unless both
-            # sides replaced a channel that died at about the same time (an outage or a sleep
-            # that outlasted both idle timeouts): then the peer's new channel names our old
-            # one, ours has heard nothing from the peer yet, and the two new channels pair
-            # (`_peer_restarted`). Told "who we are now", each would drop the other's packets,
-            # and the first to hear the other would reset a connection made meanwhile.
+            # the peer missed our last announce): tell the peer who we are now.
             if now - self._last_announce >= ANNOUNCE_INTERVAL:
                 self._announce_due = True
             return
@@ -616,6 +611,7 @@ class Peer:
             peer_max_streams=peer.max_streams,
             opened_at=now,
         )
+        self._paired = b""
         if not (keep_incarnation and self.incarnation):
             self._replaced = self.incarnation
             self.incarnation = self.rng(4)
@@ -632,6 +628,7 @@ class Peer:
         if old != NO_INCARNATION:
             self._retired = [*self._retired[-(MAX_RETIRED - 1):], old]
             if pair:
+                self._paired = incarnation
                 # Both sides replaced a dead channel, and ours has heard nothing from the peer:
                 # the two fresh channels pair as they are. What ours sent (a stream of a local
                 # connection made meanwhile) named the peer's old channel, which the peer had
@@ -646,6 +643,24 @@ class Peer:
                 self._channel_events.append(ChannelClosed("peer restarted", 0, by_peer=True))
                 self._open_channel(now, keep_incarnation=True)
         self.peer_incarnation = incarnation
+
+    def _pairs(self, sender: bytes, receiver: bytes) -> bool:
+        """A packet that names our replaced channel belongs to the current one: both sides
+        replaced a channel that died at about the same time (an outage or a sleep that
+        outlasted both idle timeouts), and the peer's new channel (`sender`) names our old one.
+        Told "who we are now", each side would drop the other's packets, and the first to hear
+        the other would reset a connection made meanwhile. So the new channels pair
+        (`_peer_restarted`): when ours has heard nothing yet and `sender` is a channel of the
+        peer's we have not seen, or it is the one ours paired with, which goes on naming our
+        old channel until our announce reaches it (its first data may be on the way already).
+        Never the peer's old channel (the one `receiver` was meant for): what it sent while we
+        slept is late, not new."""
+        if receiver != self._replaced:
+            return False
+        if sender == self._paired:
+            return True
+        return (self._unheard_channel() and sender != self.peer_incarnation
+                and sender not in self._retired)
 
     def _unheard_channel(self) -> bool:
         """Our channel is open and has received no packet from the peer yet."""
