@@ -645,8 +645,8 @@ class Peer:
         self.peer_incarnation = incarnation
 
     def _pairs(self, sender: bytes, receiver: bytes) -> bool:
-        """A packet that names our replaced channel belongs to the current one: both sides
-        replaced a channel that died at about the same time (an outage or a sleep that
+        """Whether a packet that names our replaced channel belongs to the current one: both
+        sides replaced a channel that died at about the same time (an outage or a sleep that
         outlasted both idle timeouts), and the peer's new channel (`sender`) names our old one.
         Told "who we are now", each side would drop the other's packets, and the first to hear
         the other would reset a connection made meanwhile. So the new channels pair
