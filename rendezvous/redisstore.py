@@ -54,10 +54,12 @@ the registry passed, compared with `tonumber`, never re-formatted by Lua):
 
 The registry decides liveness by comparing the stored expiry with its `now`, as on SQLite;
 Redis' own TTLs (`GRACE` later) only collect what no sweep reached, so the `expire` sweep still
-finds an expired member and announces LEFT. Redis must persist (`appendonly yes`): a Redis that
-restarts empty forgets who holds which name, and until each owner's next refresh (20 s) another
-key could claim it; counters forgotten too would let a recorded request be replayed within its
-cookie's life (120 s).
+finds an expired member and announces LEFT. Redis must persist every change before it answers
+(`appendonly yes`, `appendfsync always`): a Redis that restarts empty forgets who holds which
+name, and until each owner's next refresh (20 s) another key could claim it; counters forgotten
+too would let a recorded request be replayed within its cookie's life (120 s). With `everysec`
+(Redis' default) a crash can lose up to 2 s of changes already answered: Redis postpones its
+write while a background fsync runs.
 
 Push routing between servers (JOINED, LEFT, INTRODUCED, relayed packets for a node registered at
 another server): `register` stores the id of the server a member registered at (`server`), the

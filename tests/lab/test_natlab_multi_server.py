@@ -35,7 +35,7 @@ def two_server_lab(natlab: LabFactory, tmp_path: Path, kinds: list[str]) -> Tunn
     (tmp_path / "redis").mkdir()
     redis = lab.spawn(lab.rdv, binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
                       "--dir", str(tmp_path / "redis"), "--save", "", "--appendonly", "yes",
-                      "--loglevel", "notice")
+                      "--appendfsync", "always", "--loglevel", "notice")
     redis.expect_text("Ready to accept connections", timeout=15)
     url = f"redis://127.0.0.1:{REDIS_PORT}/0"
     # One --db directory for both: one `rendezvous.key`, the deployment's key.
