@@ -7,8 +7,8 @@ it answers PING. Not the default, `everysec`: Redis postpones its write by up to
 background fsync still runs, and replies meanwhile, so a SIGKILL can lose a change already
 acknowledged (the likely cause of one CI failure of the Redis-restart test in
 `tests/rendezvous/test_multi_server.py`: a name registered just before the kill was unknown
-after it). `kill()` stops it (SIGKILL, or SIGTERM) and `start()` brings it back on
-the same port and directory, the way an operator's restart would. `require_redis_server()`
+after it). `kill()` stops it (SIGKILL, or SIGTERM) and `start()` brings it back on the same
+port and directory, the way an operator's restart would. `require_redis_server()`
 skips a test when the binary is missing, unless CI is set (`CI=true` or
 `PTUNNEL_REQUIRE_NETNS=1`, as `.ci/run` sets): there redis-server is installed, so missing it
 is a failure.
@@ -58,8 +58,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
              str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--daemonize", "no",
-             "--protected-mode", "yes", "--loglevel", "warning"],
+             "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT
