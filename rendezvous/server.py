@@ -49,6 +49,7 @@ from rendezvous.registry import REGISTRATION_TTL, Registry, Send
 from rendezvous.store import SQLiteStore, Store
 from tunnel.keys.identity import read_secret_file
 from tunnel.keys.netkeys import encode_key, fingerprint
+from tunnel.node.sockbuf import size_buffers
 from tunnel.session.crypto import public_key
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ KEY_SIZE = 32  # bytes, X25519
 # takes about 1 KiB of accounting) holds a couple of hundred requests: a burst of a few hundred
 # milliseconds (an expiry sweep, the CPU lent to another process) overflowed it in the load test
 # and every dropped request came back a second later as a retransmission. 1 MiB holds about a
-# second of requests at the rate one server sustains; the kernel caps it at net.core.rmem_max.
+# second of requests at the rate one server sustains. Past net.core.rmem_max only with
+# CAP_NET_ADMIN; capped otherwise, with a warning that names the sysctl (tunnel/node/sockbuf.py).
 RECEIVE_BUFFER = 1 << 20  # bytes
 
 
@@ -227,7 +229,7 @@ def _bound(host: str, port: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        size_buffers(sock, RECEIVE_BUFFER)
         sock.bind((host, port))
     except OSError:
         sock.close()

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from tunnel.addresses import Addr, format_endpoint
+from tunnel.node.sockbuf import size_buffers
 from tunnel.node.udpio import MAX_BATCH, recv_batch
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,7 @@ class UdpEndpoint:
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            except OSError as exc:  # a sysctl cap is not fatal: the default still works
-                log.debug("cannot raise socket buffer: %s", exc)
+        size_buffers(sock, SOCKET_BUFFER, SOCKET_BUFFER)  # capped: a warning, not an error
         level, option, value = ((socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
                                 if family == socket.AF_INET
                                 else (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO))
