@@ -508,8 +508,10 @@ class Peer:
         as reconnecting, so new local connections wait for it (not `ready`), and a restarted
         node's first packets open the next channel (`_peer_restarted`)."""
         self.stopping_noticed = True
-        log.info("%s is stopping; new connections wait for it to come back",
-                 peer_label(self.name, self.static))
+        # Only a peer we reach by name has connections of ours that wait (a node that reached
+        # us, as an exposing node sees its connecting peers, is known by key alone).
+        log.info("%s is stopping%s", peer_label(self.name, self.static),
+                 "" if self.name is None else "; new connections wait for it to come back")
         if self.reconnecting_since is None:
             self.reconnecting_since = now
         self._events.append(PeerChanged())
