@@ -3,6 +3,7 @@ sessions (the payloads they exchange are what a session would seal), no sleeps."
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from tunnel.addresses import Addr, relay_addr
 from tunnel.channel.constants import NODE_STOPPING
 from tunnel.channel.events import ChannelClosed, ChannelEvent, StreamReadable
 from tunnel.node import payloads as nw
+from tunnel.node.pathlog import peer_label
 from tunnel.node.peer import (
     HandshakeWanted,
     IntroductionWanted,
@@ -673,6 +675,34 @@ def test_a_peer_whose_node_stops_is_awaited_and_no_channel_opens_on_its_session(
     assert not awaiting(pair.a) and pair.a.ready and pair.a.channel is not old
     assert pair.a.peer_incarnation == pair.b.incarnation
     assert pair.a_to_b(b"after the restart") == b"after the restart"
+
+
+def test_what_the_log_says_of_a_peer_that_goes_depends_on_whether_we_reach_it_by_name(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`a` reaches B by name (connections of its wait for B); `b` knows A by key alone (A
+    reached it, as a connecting node reaches an exposing one): A going is routine for `b`."""
+    caplog.set_level(logging.INFO, logger="tunnel.node.peer")
+    b_stops, a_stops = connected_pair(), connected_pair()
+    for payload in _stopped_quietly(b_stops.b, b_stops.now, established=True):
+        b_stops.a.receive(payload, B_ADDR, b_stops.now)
+    for payload in _stopped_quietly(a_stops.a, a_stops.now, established=True):
+        a_stops.b.receive(payload, A_ADDR, a_stops.now)
+    for pair in (b_stops, a_stops):
+        pair.connected = False  # the stopped process is gone: nothing answers
+        pair.run(1.0)
+    b_label, a_label = peer_label("b-name", B_KEY), peer_label(None, A_KEY)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if "stopping" in r.message] == [
+        (logging.INFO, f"{b_label} is stopping; new connections wait for it to come back"),
+        (logging.INFO, f"{a_label} is stopping"),
+    ]
+    caplog.clear()
+    reason = "no valid response to 18 initiations in 93 s"
+    b_stops.a.on_session_lost(reason, b_stops.now)
+    a_stops.b.on_session_lost(reason, a_stops.now)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"lost {b_label}: {reason}"),
+        (logging.INFO, f"lost {a_label}: {reason}"),
+    ]
 
 
 def test_a_peer_that_closes_without_stopping_gets_a_new_channel_on_the_same_session() -> None:

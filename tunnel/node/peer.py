@@ -241,7 +241,11 @@ class Peer:
 
     def on_session_lost(self, reason: str, now: float) -> None:
         """The session failed or expired: the channel on it is gone."""
-        log.warning("lost %s: %s", peer_label(self.name, self.static), reason)
+        # A warning where connections of ours wait for the peer (we reach it by name); a node
+        # that reached us and went (a laptop closed, a client stopped) is routine: it comes back
+        # by itself if it wants to.
+        log.log(logging.INFO if self.name is None else logging.WARNING, "lost %s: %s",
+                peer_label(self.name, self.static), reason)
         if self.reconnecting_since is None:
             self.reconnecting_since = now
         if self.channel is not None and self.channel.is_open:
