@@ -4,11 +4,11 @@ Linux caps SO_RCVBUF and SO_SNDBUF at the sysctls `net.core.rmem_max` and `net.c
 (212,992 bytes on many kernels) without an error: a node asking for 4 MiB silently gets 208 KiB.
 A receive buffer that small overflows while the process is busy for a moment, and every datagram
 it drops is a retransmission: on loopback with 65,000-byte datagrams the tunnel moved 641 MB/s
-with 208 KiB against about 900 with 4 MiB (`make bench`, 2026-12-06). So, as quic-go does: ask
-with SO_RCVBUFFORCE / SO_SNDBUFFORCE first, which go past the cap for a process with
-CAP_NET_ADMIN (a node run as root, or a service given that capability); else ask plainly; then
-read back what the kernel granted, and if it is less than asked, say so once per process, with
-the sysctl that allows it.
+with 208 KiB against about 900 with 4 MiB (`python -m bench --only ptunnel`, 2026-12-06). So,
+as quic-go does: ask with SO_RCVBUFFORCE / SO_SNDBUFFORCE first, which go past the cap for a
+process with CAP_NET_ADMIN (a node run as root, or a service given that capability); else ask
+plainly; then read back what the kernel granted, and if it is less than asked, say so once per
+process, with the sysctl that allows it.
 """
 
 from __future__ import annotations
