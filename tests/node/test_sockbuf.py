@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from lab.netns import require_netns
+from rendezvous.server import RECEIVE_BUFFER, _bound
 from tests.cli.test_cli_up import ENV, ROOT
 from tunnel.node.sockbuf import granted, size_buffers
 from tunnel.node.udp import SOCKET_BUFFER, UdpEndpoint
@@ -29,7 +30,7 @@ from tunnel.node.udp import SOCKET_BUFFER, UdpEndpoint
 # The child: two sockets ask for more than the cap; each prints what it was granted.
 CHILD = """
 import json, logging, socket, sys
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 from tunnel.node.sockbuf import size_buffers
 receive, send = int(sys.argv[1]), int(sys.argv[2])
 for _ in range(2):
@@ -69,7 +70,8 @@ def test_without_it_the_buffer_is_capped_and_one_warning_names_the_sysctl() -> N
          str(2 * rmem), str(2 * wmem)],
         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=30, check=True)
     assert [json.loads(line) for line in out.stdout.splitlines()] == [[rmem, wmem]] * 2
-    warnings = out.stderr.splitlines()
+    warnings = [line.removeprefix("tunnel.node.sockbuf ") for line in out.stderr.splitlines()
+                if line.startswith("tunnel.node.sockbuf ")]
     assert len(warnings) == 2, out.stderr  # one per sysctl, not one per socket
     for line, direction, sysctl, asked in zip(
             warnings, ("receive", "send"), ("rmem_max", "wmem_max"), (2 * rmem, 2 * wmem),
@@ -78,7 +80,7 @@ def test_without_it_the_buffer_is_capped_and_one_warning_names_the_sysctl() -> N
         assert f"`sysctl -w net.core.{sysctl}={asked}` as root" in line
 
 
-def test_a_node_socket_asks_for_its_buffers_in_both_directions() -> None:
+def test_a_node_socket_and_a_rendezvous_socket_ask_for_their_buffers() -> None:
     require_netns(probe=can_drop_net_admin)  # as root the size is granted whatever the cap
 
     async def bind() -> tuple[int, int]:
@@ -90,3 +92,6 @@ def test_a_node_socket_asks_for_its_buffers_in_both_directions() -> None:
             endpoint.close()
 
     assert asyncio.run(bind()) == (SOCKET_BUFFER, SOCKET_BUFFER)
+
+    with _bound("127.0.0.1", 0) as rendezvous:
+        assert granted(rendezvous, socket.SO_RCVBUF) == RECEIVE_BUFFER

@@ -159,6 +159,8 @@ class Peer:
     params: TransportParams = field(default_factory=TransportParams)
     # The peer's, from the session's keys in use (the shell's lookup; None before a handshake).
     session_params: Callable[[], TransportParams | None] = _no_params
+    # The name we asked the rendezvous for: connections of ours go to this peer and wait for it.
+    # None for a node that reached us (as a connecting node reaches an exposing one): key alone.
     name: str | None = None
     channel: Channel | None = None
     incarnation: bytes = b""
@@ -241,9 +243,8 @@ class Peer:
 
     def on_session_lost(self, reason: str, now: float) -> None:
         """The session failed or expired: the channel on it is gone."""
-        # A warning where connections of ours wait for the peer (we reach it by name); a node
-        # that reached us and went (a laptop closed, a client stopped) is routine: it comes back
-        # by itself if it wants to.
+        # A warning where connections of ours wait (`name`); a node that reached us and went (a
+        # laptop closed, a client stopped) is routine: it comes back by itself if it wants to.
         log.log(logging.INFO if self.name is None else logging.WARNING, "lost %s: %s",
                 peer_label(self.name, self.static), reason)
         if self.reconnecting_since is None:
@@ -512,8 +513,6 @@ class Peer:
         as reconnecting, so new local connections wait for it (not `ready`), and a restarted
         node's first packets open the next channel (`_peer_restarted`)."""
         self.stopping_noticed = True
-        # Only a peer we reach by name has connections of ours that wait (a node that reached
-        # us, as an exposing node sees its connecting peers, is known by key alone).
         log.info("%s is stopping%s", peer_label(self.name, self.static),
                  "" if self.name is None else "; new connections wait for it to come back")
         if self.reconnecting_since is None:
