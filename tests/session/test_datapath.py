@@ -378,6 +378,34 @@ def test_large_payloads_seal_and_open_alike(datapath: ModuleType, cipher: int) -
                                                                 b"")]
 
 
+def test_a_frame_of_a_read_area_seals_alike_and_leaves_the_area_as_it_was(
+        datapath: ModuleType, cipher: int) -> None:
+    """A packet of a frame's data: small headers, then a view of a read area with bytes of the
+    stream in front of it (where the C twin writes the headers for the call, then puts them
+    back). Also the cases it must join instead: headers longer than the room in front, a
+    read-only view, and a part of the very bytes in front (two frames of one area)."""
+    sealer = datapath.Sealer(KEY, HEADER, cipher)
+    area = bytearray(bytes(range(251)) * 300)  # 75,300 bytes: a read area and its lead
+    original = bytes(area)
+    view = memoryview(area)
+    size = MAX_PAYLOAD_SIZE - 600
+    headers = [b"\x01\x02", b"\x03" * 9, b"\x04" * 14]
+    cases = {
+        "room in front": [*headers, view[1000:1000 + size]],
+        "no room in front": [*headers, view[3:3 + size]],
+        "headers longer than the lead": [b"\x05" * 600, view[1000:1000 + size - 600]],
+        "read-only view": [*headers, view.toreadonly()[1000:1000 + size]],
+        "a part from the bytes in front": [b"\x06" * 5, view[980:990], view[1000:1000 + size]],
+        "the whole area after its lead": [b"\x07" * 20, view[512:512 + size]],
+    }
+    for counter, (case, parts) in enumerate(cases.items()):
+        payload = b"".join(bytes(p) for p in parts)
+        assert sealer.seal(parts, counter) == by_hand(payload, counter, cipher), case
+        assert sealer.seal_batch([parts, payload], counter) == by_hand(
+            payload, counter, cipher) + by_hand(payload, counter + 1, cipher), case
+        assert area == original, case
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(st.integers(min_value=0, max_value=3),
        st.integers(min_value=0, max_value=AES_GCM_REJECT_AFTER_MESSAGES - 1),

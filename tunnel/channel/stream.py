@@ -112,6 +112,9 @@ class SendBudget:
 
 
 _EMPTY: Final = memoryview(b"")
+# The most bytes a read joins from several chunks: a frame's data at MTU 1,500 (small writes are
+# joined into one frame; that copy costs less than a frame per write).
+JOIN_MAX: Final = 4096
 
 
 class ChunkBuffer:
@@ -119,10 +122,10 @@ class ChunkBuffer:
     and dropping the acknowledged front are O(1); one bytearray would memmove the whole buffer
     (megabytes on a long fat path) for every ACK, which cost ~20 us a packet.
 
-    A read within one chunk is a memoryview of it, not a copy: the packet's own join is the one
-    copy a frame's data takes on its way to the cipher (the copy was 1,400 bytes and a malloc for
-    every full packet). Reads go forward, so the chunk of the last read, or the one after it, is
-    tried before a binary search."""
+    A read within one chunk is a memoryview of it, not a copy (the copy was 1,400 bytes and a
+    malloc for every full packet), and a frame longer than `JOIN_MAX` ends where its chunk ends
+    (`unjoined`). Reads go forward, so the chunk of the last read, or the one after it, is tried
+    before a binary search."""
 
     __slots__ = ("_chunks", "_cursor", "_head", "_starts", "end")
 
@@ -151,6 +154,16 @@ class ChunkBuffer:
         i = bisect_right(starts, offset, self._head) - 1
         self._cursor = i
         return i
+
+    def unjoined(self, offset: int, length: int) -> int:
+        """`length`, or what is left of the chunk at `offset` where a read of `length` bytes
+        would join chunks into more than `JOIN_MAX` bytes. A frame cut there leaves the rest of
+        the packet to a frame from the next chunk: the join was a copy of up to 64 KiB (a frame
+        at 65,000-byte datagrams crosses from one read area into the next about once in four)."""
+        if length <= JOIN_MAX:
+            return length
+        i = self._chunk_at(offset)
+        return min(length, self._starts[i] + len(self._chunks[i]) - offset)
 
     def read(self, offset: int, length: int) -> bytes | memoryview:
         """Bytes `[offset, offset + length)`; the range must lie within the buffer."""
@@ -304,7 +317,7 @@ class SendStream:
         credit. The caller checked `wants_to_send` first; at worst this returns empty data."""
         if self._retransmit:
             start, end = self._retransmit.first() or (0, 0)
-            end = min(end, start + max_payload)
+            end = start + self._buf.unjoined(start, min(end - start, max_payload))
             self._retransmit.remove(start, end)
             data = self._buf.read(start, end - start) if end > start else b""
             self.retransmitted_bytes += len(data)
@@ -316,7 +329,7 @@ class SendStream:
         # two-argument min/max only: mypyc compiles those inline, longer ones are generic calls
         count = min(min(self.write_end, self.max_data) - offset,
                     min(connection_credit, max_payload))
-        count = max(count, 0)
+        count = self._buf.unjoined(offset, count) if count > 0 else 0
         data = self._buf.read(offset, count) if count > 0 else b""
         self.next_offset = offset + count
         fin = self.fin_requested and self.next_offset == self.write_end and not self.fin_sent

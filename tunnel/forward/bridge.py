@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK: Final = 256 * 1024  # bytes taken from a stream per read
 READ_AREA: Final = 256 * 1024  # bytes of a read of the local socket (uvloop's own read size)
+# Bytes in front of a read area: the C data plane writes a packet's headers there to seal the
+# area's first frame without joining them to its data (`_datapath.c`, `seal_large`).
+AREA_LEAD: Final = 512
 TCP_WRITE_HIGH_WATER: Final = 1024 * 1024  # bytes buffered toward a local socket before pausing
 
 
@@ -135,7 +138,7 @@ class StreamBridge(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         """A fresh read area, for uvloop to read the local socket into."""
         if self._area is None:
-            self._area = memoryview(fresh_buffer(READ_AREA))
+            self._area = memoryview(fresh_buffer(AREA_LEAD + READ_AREA))[AREA_LEAD:]
         return self._area
 
     def buffer_updated(self, nbytes: int) -> None:

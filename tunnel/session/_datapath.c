@@ -344,11 +344,55 @@ static Py_ssize_t parts_add_payload(Parts *parts, PyObject *payload) {
  * than the copy of those few bytes (a frame's data is the one large part). */
 #define SMALL_PART 256
 
+/* The most bytes of small parts that `seal_large` writes in front of a large last part. */
+#define LEAD_MAX 512
+
+/* Where the parts before a large last part can be written just in front of it: the start of the
+ * `lead` bytes before it, or NULL. Only in memory we know to be writable and ours to borrow: a
+ * writable memoryview of a bytearray that holds at least `lead` bytes before the part (the
+ * bridges read TCP into such areas, with room at the front; a frame's data is a view of one). */
+static unsigned char *room_before(const Py_buffer *last, Py_ssize_t lead) {
+    PyObject *view = last->obj;
+    if (lead > LEAD_MAX || last->readonly || view == NULL || !PyMemoryView_Check(view))
+        return NULL;
+    PyObject *base = PyMemoryView_GET_BASE(view);
+    if (base == NULL || !PyByteArray_CheckExact(base)) return NULL;
+    unsigned char *start = (unsigned char *)PyByteArray_AS_STRING(base);
+    unsigned char *at = (unsigned char *)last->buf;
+    if (at - start < lead || at + last->len > start + PyByteArray_GET_SIZE(base)) return NULL;
+    return at - lead;
+}
+
 /* Seal a large payload (header and counter already at `out`) with cryptography's AESGCM, which
- * takes one contiguous plaintext: several parts are joined first (one copy, 3 us at 64 KiB). */
+ * takes one contiguous plaintext. A packet of a frame's data is a few small parts (the packet's
+ * and the frame's headers) and the data: those go just in front of the data for the call, over
+ * bytes of the same buffer that are put back right after, since those bytes are the stream's
+ * (an earlier frame's data, kept until acknowledged). Otherwise the parts are joined first (one
+ * copy, 3 us at 64 KiB: 8 % of a bulk sender's CPU at 65,000-byte datagrams). */
 static int seal_large(SealerObject *self, const Py_buffer *parts, Py_ssize_t count,
                       Py_ssize_t len, unsigned char *out) {
     const void *plain = parts[0].buf;
+    const Py_buffer *last = &parts[count - 1];
+    unsigned char *front = count > 1 ? room_before(last, len - last->len) : NULL;
+    for (Py_ssize_t i = 0; front != NULL && i < count - 1; i++) {
+        /* a part from the very bytes it would be written over (two frames of one area) */
+        const unsigned char *at = parts[i].buf;
+        if (at < (const unsigned char *)last->buf && at + parts[i].len > front) front = NULL;
+    }
+    if (front != NULL) {
+        unsigned char kept[LEAD_MAX];
+        size_t lead = (size_t)(len - last->len);
+        memcpy(kept, front, lead);
+        unsigned char *at = front;
+        for (Py_ssize_t i = 0; i < count - 1; i++) {
+            memcpy(at, parts[i].buf, (size_t)parts[i].len);
+            at += parts[i].len;
+        }
+        Py_ssize_t sealed = call_into(self->seal_large, out + 8, front, len, out + HEADER_SIZE,
+                                      len + TAG_SIZE);
+        memcpy(front, kept, lead);
+        return sealed == len + TAG_SIZE;
+    }
     if (count > 1) {
         if (self->joined == NULL && (self->joined = PyMem_Malloc(MAX_DATAGRAM)) == NULL) {
             PyErr_NoMemory();
