@@ -347,11 +347,14 @@ static Py_ssize_t parts_add_payload(Parts *parts, PyObject *payload) {
 /* The most bytes of small parts that `seal_large` writes in front of a large last part. */
 #define LEAD_MAX 512
 
-/* Where the parts before a large last part can be written just in front of it: the start of the
- * `lead` bytes before it, or NULL. Only in memory we know to be writable and ours to borrow: a
- * writable memoryview of a bytearray that holds at least `lead` bytes before the part (the
- * bridges read TCP into such areas, with room at the front; a frame's data is a view of one). */
-static unsigned char *room_before(const Py_buffer *last, Py_ssize_t lead) {
+/* Where the `count - 1` small parts before a large last part can be written just in front of
+ * it (`lead` bytes in all): the start of those bytes, or NULL. Only in memory we know to be
+ * writable and ours to borrow: a writable memoryview of a bytearray that holds at least `lead`
+ * bytes before the part (the bridges read TCP into such areas, with room at the front; a frame's
+ * data is a view of one), and none of the small parts taken from those very bytes (two frames
+ * of one area). */
+static unsigned char *room_before(const Py_buffer *parts, Py_ssize_t count, Py_ssize_t lead) {
+    const Py_buffer *last = &parts[count - 1];
     PyObject *view = last->obj;
     if (lead > LEAD_MAX || last->readonly || view == NULL || !PyMemoryView_Check(view))
         return NULL;
@@ -360,7 +363,12 @@ static unsigned char *room_before(const Py_buffer *last, Py_ssize_t lead) {
     unsigned char *start = (unsigned char *)PyByteArray_AS_STRING(base);
     unsigned char *at = (unsigned char *)last->buf;
     if (at - start < lead || at + last->len > start + PyByteArray_GET_SIZE(base)) return NULL;
-    return at - lead;
+    unsigned char *front = at - lead;
+    for (Py_ssize_t i = 0; i < count - 1; i++) {
+        const unsigned char *part = parts[i].buf;
+        if (part < at && part + parts[i].len > front) return NULL;
+    }
+    return front;
 }
 
 /* Seal a large payload (header and counter already at `out`) with cryptography's AESGCM, which
@@ -372,16 +380,10 @@ static unsigned char *room_before(const Py_buffer *last, Py_ssize_t lead) {
 static int seal_large(SealerObject *self, const Py_buffer *parts, Py_ssize_t count,
                       Py_ssize_t len, unsigned char *out) {
     const void *plain = parts[0].buf;
-    const Py_buffer *last = &parts[count - 1];
-    unsigned char *front = count > 1 ? room_before(last, len - last->len) : NULL;
-    for (Py_ssize_t i = 0; front != NULL && i < count - 1; i++) {
-        /* a part from the very bytes it would be written over (two frames of one area) */
-        const unsigned char *at = parts[i].buf;
-        if (at < (const unsigned char *)last->buf && at + parts[i].len > front) front = NULL;
-    }
+    size_t lead = (size_t)(len - parts[count - 1].len);
+    unsigned char *front = count > 1 ? room_before(parts, count, (Py_ssize_t)lead) : NULL;
     if (front != NULL) {
         unsigned char kept[LEAD_MAX];
-        size_t lead = (size_t)(len - last->len);
         memcpy(kept, front, lead);
         unsigned char *at = front;
         for (Py_ssize_t i = 0; i < count - 1; i++) {
