@@ -8,23 +8,17 @@ it booted: the node's clock must read the first."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
 from lab.netns import require_netns
 from tests.cli.test_cli_up import ENV
+from tests.support.privileges import root_with
 
 ASLEEP = 3600  # s the namespace's boot-time clock runs ahead
 
 
-def can_unshare_time() -> tuple[bool, str]:
-    if os.geteuid() != 0:
-        return False, "a time namespace needs root"
-    if shutil.which("unshare") is None:
-        return False, "unshare (util-linux) is not installed"
-    return True, ""
+can_unshare_time = root_with("unshare", "a time namespace needs root")
 
 
 def test_the_nodes_clock_counts_the_time_asleep() -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import pytest
 from lab.netns import require_netns
 from rendezvous.server import RECEIVE_BUFFER, _bound
 from tests.cli.test_cli_up import ENV, ROOT
+from tests.support.privileges import root_with
 from tunnel.node.sockbuf import granted, size_buffers
 from tunnel.node.udp import SOCKET_BUFFER, UdpEndpoint
 
@@ -43,12 +42,7 @@ def cap(name: str) -> int:
     return int(Path(f"/proc/sys/net/core/{name}").read_text())
 
 
-def can_drop_net_admin() -> tuple[bool, str]:
-    if os.geteuid() != 0:
-        return False, "CAP_NET_ADMIN, and dropping it in a child, need root"
-    if shutil.which("setpriv") is None:
-        return False, "setpriv (util-linux) is not installed"
-    return True, ""
+can_drop_net_admin = root_with("setpriv", "CAP_NET_ADMIN, and dropping it in a child, need root")
 
 
 def test_a_process_with_cap_net_admin_gets_more_than_the_cap(
