@@ -352,7 +352,10 @@ static Py_ssize_t parts_add_payload(Parts *parts, PyObject *payload) {
  * writable and ours to borrow: a writable memoryview of a bytearray that holds at least `lead`
  * bytes before the part (the bridges read TCP into such areas, with room at the front; a frame's
  * data is a view of one), and none of the small parts taken from those very bytes (two frames
- * of one area). */
+ * of one area). `cryptography` releases the GIL for the call, so another thread could run while
+ * those bytes hold the headers: none reads a read area (they are the event loop's alone; the
+ * node's other threads resolve names and probe the NAT), and the bytearray cannot be resized
+ * while the view exports it. */
 static unsigned char *room_before(const Py_buffer *parts, Py_ssize_t count, Py_ssize_t lead) {
     const Py_buffer *last = &parts[count - 1];
     PyObject *view = last->obj;
